@@ -1,0 +1,40 @@
+# Bastion — the commands a developer needs. Everything installs into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+BASTION_HOST ?= 127.0.0.1
+BASTION_PORT ?= 8080
+export BASTION_HOST BASTION_PORT
+
+.PHONY: run test bench lint install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+## make run: migrate ./var/bastion.db, bootstrap the demo once, serve on $(BASTION_HOST):$(BASTION_PORT)
+run: install
+	$(BIN)/bastion demo
+
+## make test: install test dependencies and run the whole suite
+test: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q
+
+## make bench: direct vs through-Bastion tools/call at concurrency 1 and 32
+bench: install-test
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,5 @@
+"""`python -m bastion` runs the CLI."""
+
+from bastion.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The control plane: the admin REST API and the operations it shares with the CLI."""

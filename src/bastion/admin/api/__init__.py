@@ -1,0 +1,11 @@
+"""The admin REST API under /api: one router per resource."""
+
+from fastapi import APIRouter
+
+from bastion.admin.api import auth, origins, servers, tokens
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api")
+for module in (auth, origins, servers, tokens):
+    router.include_router(module.router)

@@ -1,0 +1,131 @@
+"""Wire models of the admin API (input validated here, with field-level errors)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ComposeIn",
+    "ItemOut",
+    "ItemPatch",
+    "LoginIn",
+    "OriginIn",
+    "OriginOut",
+    "ServerIn",
+    "ServerItemOut",
+    "ServerOut",
+    "TokenCreated",
+    "TokenIn",
+    "TokenOut",
+]
+
+Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lowercase letters, digits, '-' and '_'")
+ItemName = Field(min_length=1, max_length=512)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OriginIn(_In):
+    name: str = Slug
+    transport: Literal["http", "stdio"]
+    url: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    command: list[str] | None = Field(None, min_length=1, max_length=64)
+    timeout_seconds: float | None = Field(None, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> OriginIn:
+        if self.transport == "http" and (self.url is None or self.command is not None):
+            raise ValueError("an http origin needs url (and no command)")
+        if self.transport == "stdio" and (self.command is None or self.url is not None):
+            raise ValueError("a stdio origin needs command (and no url)")
+        if self.command is not None and any(not part or len(part) > 4096 for part in self.command):
+            raise ValueError("command parts must be non-empty strings of at most 4096 characters")
+        return self
+
+
+class ItemOut(BaseModel):
+    kind: str
+    name: str
+    digest: str
+    definition: dict[str, Any]
+
+
+class OriginOut(BaseModel):
+    id: str
+    name: str
+    transport: str
+    url: str | None
+    command: list[str] | None
+    timeout_seconds: float | None
+    protocol_version: str | None
+    discovered_at: datetime | None
+    last_error: str | None
+    items: list[ItemOut] = []
+
+
+class ServerIn(_In):
+    slug: str = Slug
+    title: str = Field("", max_length=200)
+    description: str = Field("", max_length=4096)
+
+
+class ComposeIn(_In):
+    origin: str = Field(min_length=1, max_length=64, description="origin id or name")
+    prefix: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    items: list[str] | None = Field(None, max_length=1000, description="names to select; omitted: all")
+    aliases: dict[str, str] = Field(default_factory=dict, max_length=1000)
+
+
+class ItemPatch(_In):
+    enabled: bool | None = None
+    alias: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class ServerItemOut(BaseModel):
+    id: str
+    kind: str
+    origin_id: str
+    name: str
+    exposed_name: str
+    enabled: bool
+
+
+class ServerOut(BaseModel):
+    id: str
+    slug: str
+    title: str
+    description: str
+    published: bool
+    mcp_url: str
+    items: list[ServerItemOut] = []
+
+
+class TokenIn(_In):
+    name: str = Field(min_length=1, max_length=100)
+    servers: list[str] = Field(default_factory=list, max_length=100, description="virtual server slugs or ids")
+    scopes: list[Literal["mcp", "admin"]] = Field(default_factory=lambda: ["mcp"], min_length=1)
+    expires_in_days: int = Field(30, ge=1, le=365)
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    server_ids: list[str]
+    expires_at: datetime
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the secret: shown this once, stored only as a hash")
+
+
+class LoginIn(_In):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)

@@ -1,0 +1,91 @@
+"""create_app(settings): builds Services, mounts the planes, wires the lifespan. Wiring only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from bastion import __version__
+from bastion.admin.api import router as admin_router
+from bastion.config import Settings
+from bastion.http.asgi import Receive, Scope, Send
+from bastion.http.errors import install_error_handlers
+from bastion.http.middleware import build_stack
+from bastion.mcp.transport import McpEndpoint
+from bastion.services import Services
+
+__all__ = ["create_app"]
+
+_MCP_PREFIX, _MCP_SUFFIX = "/servers/", "/mcp"
+
+
+class _Planes:
+    """Routes `/servers/{slug}/mcp` straight to the data plane; everything else to the API app."""
+
+    def __init__(self, endpoint: McpEndpoint, api: Any) -> None:
+        self._endpoint = endpoint
+        self._api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(_MCP_PREFIX) and path.endswith(_MCP_SUFFIX):
+                slug = path[len(_MCP_PREFIX) : -len(_MCP_SUFFIX)]
+                if slug and "/" not in slug:
+                    await self._endpoint(slug, scope, receive, send)
+                    return
+        await self._api(scope, receive, send)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Any:
+    services = services or Services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with services.running():
+            yield
+
+    api = FastAPI(
+        title="Bastion admin API",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    api.state.control = services.control
+    api.state.holder = services.holder
+    api.state.services = services
+    install_error_handlers(api)
+    api.include_router(admin_router)
+    if settings.cors_origins:
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type"],
+        )
+
+    @api.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        try:
+            async with services.db.session() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:  # readiness reports any failure rather than raising it
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
+        loaded = services.holder.current.epoch >= 0
+        return JSONResponse({"status": "ready" if loaded else "starting"}, status_code=200 if loaded else 503)
+
+    app = build_stack(_Planes(services.endpoint, api), tls=settings.tls, body_limit=settings.max_body_bytes)
+    app.services = services  # tests and the CLI reach the same objects
+    return app

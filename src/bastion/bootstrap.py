@@ -1,0 +1,94 @@
+"""First-start bootstrap: the admin user, and for `bastion demo` the demo origin, server and token.
+
+Each step checks whether its result already exists, so a second start (or a
+start after a half-finished first one) creates nothing twice.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from bastion.admin.schemas import ComposeIn, OriginIn, ServerIn, TokenIn
+from bastion.errors import NotFound
+from bastion.identity.passwords import generate_password, hash_password
+from bastion.services import Services
+from bastion.store.db import bump_epoch
+from bastion.store.repos import tokens
+
+__all__ = ["DemoBootstrap", "ensure_admin", "ensure_demo"]
+
+DEMO_SLUG = "demo"
+DEMO_ORIGIN = "inventory"
+
+
+@dataclass(frozen=True)
+class DemoBootstrap:
+    admin_password: str | None  # set only when generated now (printed once)
+    token: str | None  # set only when created now (printed once)
+    mcp_url: str
+
+
+async def ensure_admin(services: Services) -> str | None:
+    """Create the first admin if there is none; return a generated password to print once."""
+    settings = services.settings
+    async with services.db.session() as s:
+        if await tokens.user_by_name(s, settings.admin_user) is not None:
+            return None
+        generated = settings.admin_password is None
+        password = settings.admin_password or generate_password()
+        await tokens.create_user(s, username=settings.admin_user, password_hash=hash_password(password), is_admin=True)
+        await bump_epoch(s)
+    return password if generated else None
+
+
+async def ensure_demo(services: Services) -> DemoBootstrap:
+    password = await ensure_admin(services)
+    control = services.control
+    try:
+        await control.get_origin(DEMO_ORIGIN)
+    except NotFound:
+        command = [sys.executable, "-m", "bastion.demo.inventory"]
+        await control.create_origin(OriginIn(name=DEMO_ORIGIN, transport="stdio", command=command))
+    token: str | None = None
+    try:
+        server = await control.get_server(DEMO_SLUG)
+    except NotFound:
+        server = await control.create_server(
+            ServerIn(
+                slug=DEMO_SLUG,
+                title="Demo inventory",
+                description="A small supply-chain system: stock, orders, reorders and refunds.",
+            )
+        )
+        await control.compose(server.id, ComposeIn(origin=DEMO_ORIGIN))
+        server = await control.set_published(server.id, True)
+        created = await control.create_token(
+            services.settings.admin_user, TokenIn(name="demo client", servers=[DEMO_SLUG], expires_in_days=30)
+        )
+        token = created.token
+    return DemoBootstrap(admin_password=password, token=token, mcp_url=server.mcp_url)
+
+
+def demo_banner(result: DemoBootstrap, admin_user: str) -> str:
+    lines = ["", "Bastion is ready.", f"  MCP endpoint : {result.mcp_url}"]
+    if result.admin_password:
+        lines.append(f"  admin login  : {admin_user} / {result.admin_password}   (shown once)")
+    if result.token:
+        lines += [
+            f"  API token    : {result.token}   (shown once; stored only as a hash)",
+            "",
+            "Client configuration (paste into an MCP client):",
+            "{",
+            '  "mcpServers": {',
+            '    "bastion-demo": {',
+            '      "type": "http",',
+            f'      "url": "{result.mcp_url}",',
+            f'      "headers": {{"Authorization": "Bearer {result.token}"}}',
+            "    }",
+            "  }",
+            "}",
+        ]
+    else:
+        lines.append("  (bootstrapped earlier; make a new client token with: bastion tokens create --server demo)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,86 @@
+"""Immutable, epoch-stamped views of the catalog and tokens for the data plane.
+
+Built off the hot path (at start and on each change), read lock-free per
+request: a request keeps the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bastion.identity.principal import Principal
+
+__all__ = ["ItemKind", "OriginSpec", "Route", "ServerView", "Snapshot", "definition_digest"]
+
+ItemKind = Literal["tool", "resource", "resource_template", "prompt"]
+ITEM_KINDS: tuple[ItemKind, ...] = ("tool", "resource", "resource_template", "prompt")
+
+
+def definition_digest(definition: dict[str, Any]) -> str:
+    """Stable SHA-256 of an item definition (canonical JSON), used to pin it."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class OriginSpec:
+    id: str
+    name: str
+    transport: Literal["http", "stdio"]
+    url: str | None
+    command: tuple[str, ...] | None
+    timeout_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a client-visible item really lives."""
+
+    origin_id: str
+    kind: ItemKind
+    upstream_name: str
+    exposed_name: str
+    definition: dict[str, Any]  # as clients see it (name replaced by exposed_name)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    id: str
+    slug: str
+    title: str
+    description: str
+    published: bool
+    tools: dict[str, Route] = field(default_factory=dict)
+    prompts: dict[str, Route] = field(default_factory=dict)
+    resources: dict[str, Route] = field(default_factory=dict)
+    templates: tuple[Route, ...] = ()
+
+    @property
+    def origin_ids(self) -> frozenset[str]:
+        routes = [*self.tools.values(), *self.prompts.values(), *self.resources.values(), *self.templates]
+        return frozenset(route.origin_id for route in routes)
+
+    def template_for(self, uri: str) -> Route | None:
+        """The resource template whose literal prefix is the longest match for `uri`."""
+        best: Route | None = None
+        best_len = -1
+        for route in self.templates:
+            prefix = route.upstream_name.split("{", 1)[0]
+            if uri.startswith(prefix) and len(prefix) > best_len:
+                best, best_len = route, len(prefix)
+        return best
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    epoch: int
+    servers: dict[str, ServerView]  # by slug
+    origins: dict[str, OriginSpec]  # by id
+    tokens: dict[str, Principal]  # by SHA-256 of the token
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls(epoch=-1, servers={}, origins={}, tokens={})

@@ -1,0 +1,25 @@
+"""The `bastion` command line: one Typer module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from bastion.cli import origins, serve, servers, tokens
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: a security gateway for MCP. Serve it, and manage origins, virtual servers and tokens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+serve.register(app)
+app.add_typer(origins.app, name="origins")
+app.add_typer(servers.app, name="servers")
+app.add_typer(tokens.app, name="tokens")
+
+
+def main() -> None:
+    app()

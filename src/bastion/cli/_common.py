@@ -1,0 +1,56 @@
+"""What every CLI command shares: settings, running Services for one operation, output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import typer
+from pydantic import BaseModel, ValidationError
+
+from bastion.config import Settings
+from bastion.errors import BastionError
+from bastion.services import Services
+
+__all__ = ["JsonOption", "emit", "run_with_services"]
+
+T = TypeVar("T")
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
+    """Migrate if needed, run one control-plane operation, exit 1 with the message on a Bastion error."""
+
+    async def main() -> T:
+        services = Services(Settings())
+        await services.db.migrate()
+        async with services.running(poll_epoch=False):
+            return await operation(services)
+
+    try:
+        return anyio.run(main)
+    except BastionError as error:
+        typer.secho(f"error: {error.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except ValidationError as error:
+        for problem in error.errors():
+            where = ".".join(str(p) for p in problem["loc"]) or "input"
+            typer.secho(f"error: {where}: {problem['msg']}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def emit(value: BaseModel | Sequence[BaseModel], as_json: bool, columns: Sequence[str]) -> None:
+    """Print models as JSON or as an aligned table of `columns`."""
+    rows = [value] if isinstance(value, BaseModel) else list(value)
+    if as_json:
+        data: Any = [r.model_dump(mode="json") for r in rows]
+        typer.echo(json.dumps(data[0] if isinstance(value, BaseModel) else data, indent=2))
+        return
+    table = [[str(r.model_dump(mode="json").get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in table)]) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in table:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))

@@ -1,0 +1,57 @@
+"""`bastion origins ...`: register, list, show, refresh discovery, delete."""
+
+from __future__ import annotations
+
+import typer
+
+from bastion.admin.schemas import OriginIn
+from bastion.cli._common import JsonOption, emit, run_with_services
+
+app = typer.Typer(help="Origins: the upstream MCP servers Bastion connects to.", no_args_is_help=True)
+_COLUMNS = ("id", "name", "transport", "protocol_version", "last_error")
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Short unique name (lowercase, digits, - and _)."),
+    url: str | None = typer.Option(None, help="Streamable HTTP endpoint of the origin."),
+    command: list[str] | None = typer.Option(None, "--command", "-c", help="stdio: program and arguments, repeat."),
+    timeout: float | None = typer.Option(None, help="Per-call timeout in seconds."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Register an origin and discover what it offers."""
+    data = OriginIn(
+        name=name, transport="http" if url else "stdio", url=url, command=command or None, timeout_seconds=timeout
+    )
+    emit(run_with_services(lambda s: s.control.create_origin(data)), as_json, _COLUMNS)
+
+
+@app.command("list")
+def list_(as_json: bool = JsonOption) -> None:
+    """List origins."""
+    emit(run_with_services(lambda s: s.control.list_origins()), as_json, _COLUMNS)
+
+
+@app.command("show")
+def show(origin: str = typer.Argument(..., help="Origin id or name."), as_json: bool = JsonOption) -> None:
+    """Show an origin and the items it offers."""
+    result = run_with_services(lambda s: s.control.get_origin(origin))
+    if as_json:
+        emit(result, True, _COLUMNS)
+        return
+    emit(result, False, _COLUMNS)
+    for item in result.items:
+        typer.echo(f"  {item.kind:<18} {item.name}")
+
+
+@app.command("refresh")
+def refresh(origin: str = typer.Argument(..., help="Origin id or name."), as_json: bool = JsonOption) -> None:
+    """Discover the origin's items again."""
+    emit(run_with_services(lambda s: s.control.refresh_origin(origin)), as_json, _COLUMNS)
+
+
+@app.command("delete")
+def delete(origin: str = typer.Argument(..., help="Origin id or name.")) -> None:
+    """Delete an origin (its items leave every virtual server)."""
+    run_with_services(lambda s: s.control.delete_origin(origin))
+    typer.echo(f"deleted origin {origin}")

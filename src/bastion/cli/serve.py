@@ -1,0 +1,101 @@
+"""`bastion serve`, `bastion demo`, `bastion migrate`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+import typer
+import uvicorn
+
+from bastion.app import create_app
+from bastion.bootstrap import demo_banner, ensure_admin, ensure_demo
+from bastion.config import Settings, posture_findings
+from bastion.observability.logging import configure_logging
+from bastion.services import Services
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("demo")(demo)
+    app.command("migrate")(migrate)
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Interface to bind (default BASTION_HOST or 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default BASTION_PORT or 8080)."),
+    ssl_certfile: Path | None = typer.Option(None, help="PEM certificate: serve HTTPS."),
+    ssl_keyfile: Path | None = typer.Option(None, help="PEM private key for --ssl-certfile."),
+) -> None:
+    """Serve the gateway (migrates the database and creates the first admin if needed)."""
+    _serve(_settings(host, port, ssl_certfile, ssl_keyfile), demo_mode=False)
+
+
+def demo(
+    host: str | None = typer.Option(None, help="Interface to bind."),
+    port: int | None = typer.Option(None, help="Port."),
+) -> None:
+    """Serve with the bundled demo origin and a published `demo` virtual server (what `make run` does)."""
+    _serve(_settings(host, port, None, None), demo_mode=True)
+
+
+def migrate() -> None:
+    """Bring the database schema to the newest revision."""
+    settings = Settings()
+
+    async def main() -> None:
+        services = Services(settings)
+        await services.db.migrate()
+        await services.db.close()
+
+    anyio.run(main)
+    typer.echo("database is at the newest schema revision")
+
+
+def _settings(host: str | None, port: int | None, certfile: Path | None, keyfile: Path | None) -> Settings:
+    overrides = {
+        k: v
+        for k, v in {"host": host, "port": port, "ssl_certfile": certfile, "ssl_keyfile": keyfile}.items()
+        if v is not None
+    }
+    return Settings(**overrides)  # type: ignore[arg-type]  # validated by pydantic-settings
+
+
+def _serve(settings: Settings, *, demo_mode: bool) -> None:
+    configure_logging(settings.log_level)
+    findings = posture_findings(settings)
+    for finding in findings:
+        typer.secho(f"security posture: {finding}", fg=typer.colors.YELLOW, err=True)
+    if findings and settings.require_strong_secrets:
+        typer.secho("refusing to start: BASTION_REQUIRE_STRONG_SECRETS=true", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    services = Services(settings)
+
+    async def prepare() -> None:
+        await services.db.migrate()
+        async with services.running(poll_epoch=False):
+            if demo_mode:
+                typer.echo(demo_banner(await ensure_demo(services), settings.admin_user))
+            elif (password := await ensure_admin(services)) is not None:
+                typer.echo(f"first start: admin login {settings.admin_user} / {password}   (shown once)")
+
+    anyio.run(prepare)
+    services = Services(settings)  # fresh objects for the server's own event loop
+    config = uvicorn.Config(
+        create_app(settings, services),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        server_header=False,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+    )
+    typer.echo(f"serving on {settings.base_url()}  (Ctrl-C stops)")
+    uvicorn.Server(config).run()

@@ -1,0 +1,129 @@
+"""Settings: one validated object built from `BASTION_*` environment variables.
+
+The variables are flat (`BASTION_HOST`, `BASTION_DATABASE_URL`, ...) because they
+are what operators type; the sections below group them by area. `posture()`
+is the start-up security check.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "posture_findings"]
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BASTION_", extra="ignore", frozen=True)
+
+    # --- listener -----------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface to bind. Loopback unless you mean otherwise.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on (0 picks a free one).")
+    ssl_certfile: Path | None = Field(None, description="PEM certificate; enables TLS with ssl_keyfile.")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key for ssl_certfile.")
+    public_url: str | None = Field(
+        None, description="Externally visible base URL (for printed client configs); derived if unset."
+    )
+
+    # --- storage --------------------------------------------------------------
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/bastion.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    epoch_poll_seconds: float = Field(
+        0.5, gt=0, description="How often a replica checks the store's change epoch for writes made elsewhere."
+    )
+
+    # --- bootstrap ------------------------------------------------------------
+    admin_user: str = Field("admin", min_length=1, max_length=64, description="First admin's user name.")
+    admin_password: str | None = Field(
+        None, repr=False, description="First admin's password; generated and printed once when unset."
+    )
+
+    # --- transport hardening ----------------------------------------------------
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost", "http://127.0.0.1", "https://localhost"],
+        description="Browser Origin values accepted on MCP endpoints (scheme://host, any port). "
+        "Requests without an Origin header (non-browser clients) are accepted.",
+    )
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest accepted request body (413 beyond).")
+    max_json_depth: int = Field(32, gt=0, description="Deepest JSON nesting accepted in a request body.")
+    max_string_length: int = Field(4096, gt=0, description="Longest string accepted in admin API input.")
+    session_idle_seconds: float = Field(3600, gt=0, description="An idle MCP session is forgotten after this.")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
+
+    # --- upstream ---------------------------------------------------------------
+    upstream_timeout_seconds: float = Field(30.0, gt=0, description="Default per-origin call timeout.")
+    upstream_max_response_bytes: int = Field(
+        4_194_304, gt=0, description="Largest upstream reply accepted (the client gets an error beyond)."
+    )
+
+    # --- posture ----------------------------------------------------------------
+    require_strong_secrets: bool = Field(
+        False, description="Refuse to start (instead of warning) when the posture check finds problems."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log threshold.")
+
+    @field_validator("allowed_origins", "cors_origins", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        # Operators write comma-separated lists in environment variables.
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None and self.ssl_keyfile is not None
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+def _entropy_bits(secret: str) -> float:
+    """Shannon entropy of the string times its length: a rough strength estimate."""
+    if not secret:
+        return 0.0
+    counts = Counter(secret)
+    per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts.values())
+    return per_char * len(secret)
+
+
+_WEAK_PASSWORDS = {"admin", "password", "changeme", "secret", "bastion", "123456", "letmein"}
+
+
+def posture_findings(settings: Settings) -> list[str]:
+    """Start-up security posture check: each finding is a sentence an operator can act on."""
+    findings: list[str] = []
+    if settings.host not in _LOOPBACK and not settings.tls:
+        findings.append(
+            f"binding {settings.host} (not loopback) without TLS: set BASTION_SSL_CERTFILE and "
+            "BASTION_SSL_KEYFILE, or bind 127.0.0.1 behind a TLS-terminating proxy"
+        )
+    password = settings.admin_password
+    if password is not None:
+        lowered = password.lower()
+        if lowered in _WEAK_PASSWORDS or lowered == settings.admin_user.lower():
+            findings.append("BASTION_ADMIN_PASSWORD is a default or guessable value: choose a random one")
+        elif len(password) < 12 or _entropy_bits(password) < 48:
+            findings.append(
+                "BASTION_ADMIN_PASSWORD is short or low-entropy (need >= 12 characters, ~48 bits): "
+                "use a generated password"
+            )
+        elif set(password) <= set(string.digits):
+            findings.append("BASTION_ADMIN_PASSWORD is digits only: use a generated password")
+    if "*" in settings.allowed_origins or "*" in settings.cors_origins:
+        findings.append("a wildcard Origin/CORS allowlist disables DNS-rebinding protection: list origins")
+    return findings

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every plane: raw ASGI responses, middleware, the error table."""

@@ -1,0 +1,42 @@
+"""The one table from the error tree to HTTP responses of the control plane.
+
+(The data plane renders the same errors as JSON-RPC in `bastion.mcp.jsonrpc`.)
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from bastion.errors import BastionError, Unauthenticated
+
+__all__ = ["install_error_handlers"]
+
+
+def _code(error: BastionError) -> str:
+    # CamelCase class name → snake_case code: NotFound → not_found.
+    name = type(error).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+async def _bastion_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, BastionError)
+    headers = {"www-authenticate": 'Bearer realm="bastion"'} if isinstance(error, Unauthenticated) else None
+    return JSONResponse(
+        {"error": {"code": _code(error), "message": error.message}}, status_code=error.http_status, headers=headers
+    )
+
+
+async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    fields = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in error.errors()]
+    return JSONResponse(
+        {"error": {"code": "validation_failed", "message": "the request has invalid fields", "fields": fields}},
+        status_code=422,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(BastionError, _bastion_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,140 @@
+"""Pure ASGI middleware, assembled by `build_stack`.
+
+Order (outermost first), and why:
+1. RequestContext: correlation id first, so every later log line and every
+   response (refusals included) carries it.
+2. SecurityHeaders: on every response, including errors from inner layers.
+3. BodyLimit: for the control plane (the MCP endpoint enforces its own limit
+   while reading, so it can answer in JSON-RPC).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from bastion.http.asgi import Message, Receive, Scope, Send, header, send_bytes
+
+__all__ = ["build_stack"]
+
+log = structlog.get_logger("bastion.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+_HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+ASGIApp = Any
+
+
+class RequestContext:
+    """Accept a well-formed `X-Request-ID` or mint one; echo it; log one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = header(scope, b"x-request-id")
+        request_id = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp, *, tls: bool) -> None:
+        self.app = app
+        self._headers = [*_SECURITY_HEADERS, _HSTS] if tls else list(_SECURITY_HEADERS)
+        self._names = {name for name, _ in self._headers} | {b"server"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in self._names]
+                message["headers"] = [*kept, *self._headers]
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
+class BodyLimit:
+    """413 for control-plane bodies over the limit, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, skip_prefix: str) -> None:
+        self.app = app
+        self._limit = limit
+        self._skip = skip_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self._skip):
+            await self.app(scope, receive, send)
+            return
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._limit:
+            await _too_large(send, self._limit)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self._limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await _too_large(send, self._limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = b'{"error":{"code":"payload_too_large","message":"the request body exceeds %d bytes"}}' % limit
+    await send_bytes(send, 413, body)
+
+
+def build_stack(app: ASGIApp, *, tls: bool, body_limit: int) -> ASGIApp:
+    app = BodyLimit(app, limit=body_limit, skip_prefix="/servers/")
+    app = SecurityHeaders(app, tls=tls)
+    return RequestContext(app)

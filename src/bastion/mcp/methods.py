@@ -1,0 +1,201 @@
+"""JSON-RPC methods of a virtual server, answered from the snapshot or forwarded to an origin.
+
+Lists are composed from the snapshot (no origin round trip); calls are routed
+by the client-visible name to the origin that really offers the item, under
+the origin's own name.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import mcp_types as mt
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ValidationError
+
+from bastion import __version__
+from bastion.catalog.snapshot import Route, ServerView, Snapshot
+from bastion.errors import InvalidParams, MethodNotFound, UpstreamProtocolError
+from bastion.identity.principal import Principal
+from bastion.mcp.upstream import OriginPool, ProgressSink
+
+__all__ = ["SERVER_CAPABILITIES", "Call", "Methods"]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+PAGE_SIZE = 100
+
+SERVER_CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": True},
+    "resources": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "completions": {},
+    "logging": {},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One inbound request, as the methods see it."""
+
+    server: ServerView
+    snapshot: Snapshot
+    principal: Principal
+    modern: bool
+    progress: ProgressSink | None = None
+
+
+Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Methods:
+    def __init__(self, pool: OriginPool) -> None:
+        self._pool = pool
+        self._table: dict[str, Handler] = {
+            "ping": self._ping,
+            "server/discover": self._discover,
+            "logging/setLevel": self._ping,
+            "tools/list": self._tools_list,
+            "tools/call": self._tools_call,
+            "resources/list": self._resources_list,
+            "resources/templates/list": self._templates_list,
+            "resources/read": self._resources_read,
+            "prompts/list": self._prompts_list,
+            "prompts/get": self._prompts_get,
+            "completion/complete": self._complete,
+        }
+
+    async def dispatch(self, call: Call, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        handler = self._table.get(method)
+        if handler is None:
+            raise MethodNotFound(f"method {method!r} is not offered by this server")
+        result = await handler(call, params)
+        if call.modern and "resultType" not in result:
+            result["resultType"] = "complete"  # required on the 2026-07-28 wire
+        return result
+
+    @staticmethod
+    def server_info(server: ServerView) -> dict[str, Any]:
+        return {"name": f"bastion/{server.slug}", "title": server.title or server.slug, "version": __version__}
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def _ping(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    async def _discover(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "supportedVersions": [*MODERN_PROTOCOL_VERSIONS, *reversed(HANDSHAKE_PROTOCOL_VERSIONS)],
+            "capabilities": SERVER_CAPABILITIES,
+            "serverInfo": self.server_info(call.server),
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": {mt.SERVER_INFO_META_KEY: self.server_info(call.server)},
+        }
+        if call.server.description:
+            result["instructions"] = call.server.description
+        return result
+
+    # --- lists: composed from the snapshot ---------------------------------------------
+    async def _tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return _page(call, "tools", [r.definition for r in call.server.tools.values()], params)
+
+    async def _resources_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return _page(call, "resources", [r.definition for r in call.server.resources.values()], params)
+
+    async def _templates_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return _page(call, "resourceTemplates", [r.definition for r in call.server.templates], params)
+
+    async def _prompts_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return _page(call, "prompts", [r.definition for r in call.server.prompts.values()], params)
+
+    # --- forwarded calls -----------------------------------------------------------------
+    async def _tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        request = _validate(mt.CallToolRequestParams, params, "tools/call")
+        route = call.server.tools.get(request.name)
+        if route is None:
+            raise InvalidParams(f"unknown tool: {request.name!r}")
+        forwarded = {"name": route.upstream_name, "arguments": request.arguments or {}}
+        result = await self._forward(call, route, "tools/call", forwarded)
+        _check_result(mt.CallToolResult, result, route)
+        return result
+
+    async def _resources_read(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        request = _validate(mt.ReadResourceRequestParams, params, "resources/read")
+        uri = str(request.uri)
+        route = call.server.resources.get(uri) or call.server.template_for(uri)
+        if route is None:
+            raise InvalidParams(f"unknown resource: {uri!r}")
+        result = await self._forward(call, route, "resources/read", {"uri": uri})
+        _check_result(mt.ReadResourceResult, result, route)
+        return result
+
+    async def _prompts_get(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        request = _validate(mt.GetPromptRequestParams, params, "prompts/get")
+        route = call.server.prompts.get(request.name)
+        if route is None:
+            raise InvalidParams(f"unknown prompt: {request.name!r}")
+        forwarded: dict[str, Any] = {"name": route.upstream_name}
+        if request.arguments is not None:
+            forwarded["arguments"] = request.arguments
+        result = await self._forward(call, route, "prompts/get", forwarded)
+        _check_result(mt.GetPromptResult, result, route)
+        return result
+
+    async def _complete(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        request = _validate(mt.CompleteRequestParams, params, "completion/complete")
+        ref = request.ref
+        if isinstance(ref, mt.PromptReference):
+            route = call.server.prompts.get(ref.name)
+            upstream_ref: dict[str, Any] = {"type": "ref/prompt", "name": route.upstream_name if route else ""}
+        else:
+            route = call.server.resources.get(ref.uri) or call.server.template_for(ref.uri)
+            upstream_ref = {"type": "ref/resource", "uri": route.upstream_name if route else ""}
+        if route is None:
+            raise InvalidParams("completion reference names no item of this server")
+        forwarded = request.model_dump(by_alias=True, exclude_none=True, exclude={"meta"})
+        forwarded["ref"] = upstream_ref
+        result = await self._forward(call, route, "completion/complete", forwarded)
+        _check_result(mt.CompleteResult, result, route)
+        return result
+
+    async def _forward(self, call: Call, route: Route, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        spec = call.snapshot.origins[route.origin_id]
+        return await self._pool.client(spec).request(method, params, progress=call.progress)
+
+
+def _validate(model: type[_M], params: dict[str, Any], method: str) -> _M:
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "params"
+        raise InvalidParams(f"invalid {method} params: {where}: {first['msg']}") from None
+
+
+def _check_result(model: type[BaseModel], result: dict[str, Any], route: Route) -> None:
+    try:
+        model.model_validate(result)
+    except ValidationError:
+        raise UpstreamProtocolError(f"the origin behind {route.exposed_name!r} sent a malformed result") from None
+
+
+def _page(call: Call, key: str, items: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    start = _decode_cursor(params.get("cursor"))
+    result: dict[str, Any] = {key: items[start : start + PAGE_SIZE]}
+    if start + PAGE_SIZE < len(items):
+        result["nextCursor"] = base64.urlsafe_b64encode(str(start + PAGE_SIZE).encode()).decode()
+    if call.modern:
+        result.update(ttlMs=0, cacheScope="private")
+    return result
+
+
+def _decode_cursor(cursor: Any) -> int:
+    if cursor is None:
+        return 0
+    try:
+        return max(0, int(base64.urlsafe_b64decode(str(cursor).encode())))
+    except ValueError:
+        raise InvalidParams("invalid pagination cursor: pass back the nextCursor you were given") from None

@@ -1,0 +1,100 @@
+"""MCP sessions (handshake revisions): `Mcp-Session-Id` bound to the principal that opened it.
+
+A session never authenticates anything: every request is verified on its own,
+and the session must then belong to the same token. Session ids are 192 bits
+from the CSPRNG.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["Session", "SessionStore"]
+
+_STREAM_BUFFER = 64
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    server_id: str
+    token_id: str
+    protocol_version: str
+    client_capabilities: dict[str, Any]
+    last_seen: float = field(default_factory=time.monotonic)
+    in_flight: dict[Any, anyio.CancelScope] = field(default_factory=dict)
+    # The GET stream: server-to-client notifications (list_changed, logging).
+    outbox: MemoryObjectSendStream[bytes] | None = None
+    inbox: MemoryObjectReceiveStream[bytes] | None = None
+
+    def open_stream(self) -> MemoryObjectReceiveStream[bytes]:
+        if self.outbox is not None:
+            self.outbox.close()  # the spec allows one stream; a new GET replaces the old one
+        self.outbox, self.inbox = anyio.create_memory_object_stream[bytes](_STREAM_BUFFER)
+        return self.inbox
+
+    def push(self, message: bytes) -> None:
+        """Queue a notification for the GET stream; dropped if none is open or it is full."""
+        if self.outbox is None:
+            return
+        try:
+            self.outbox.send_nowait(message)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+
+class SessionStore:
+    def __init__(self, idle_seconds: float) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._idle = idle_seconds
+
+    def create(self, *, server_id: str, token_id: str, protocol_version: str, capabilities: dict[str, Any]) -> Session:
+        self._expire()
+        session = Session(
+            id=secrets.token_urlsafe(24),
+            server_id=server_id,
+            token_id=token_id,
+            protocol_version=protocol_version,
+            client_capabilities=capabilities,
+        )
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str, *, server_id: str, token_id: str) -> Session | None:
+        """The session, if it exists for this server and this token; otherwise None (callers say 404)."""
+        session = self._sessions.get(session_id)
+        if session is None or session.server_id != server_id or session.token_id != token_id:
+            return None
+        if time.monotonic() - session.last_seen > self._idle:
+            self.close(session_id)
+            return None
+        session.last_seen = time.monotonic()
+        return session
+
+    def close(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return
+        for scope in session.in_flight.values():
+            scope.cancel()
+        if session.outbox is not None:
+            session.outbox.close()
+
+    def of_server(self, server_id: str) -> list[Session]:
+        return [s for s in self._sessions.values() if s.server_id == server_id]
+
+    def drop_token(self, token_ids: set[str]) -> None:
+        """Close every session opened by a token that is no longer valid."""
+        for session in [s for s in self._sessions.values() if s.token_id in token_ids]:
+            self.close(session.id)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for session in [s for s in self._sessions.values() if now - s.last_seen > self._idle]:
+            self.close(session.id)

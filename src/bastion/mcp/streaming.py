@@ -1,0 +1,89 @@
+"""Server-Sent Event replies: a request with progress, and the session's GET stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import mcp_types as mt
+import orjson
+
+from bastion.errors import BastionError
+from bastion.http.asgi import Receive, Send
+from bastion.mcp.jsonrpc import error_message, result_message
+from bastion.mcp.methods import Call, Methods
+from bastion.mcp.sessions import Session
+
+__all__ = ["serve_event_stream", "serve_with_progress", "sse_event"]
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
+_KEEPALIVE_SECONDS = 15.0
+
+
+def sse_event(data: bytes) -> bytes:
+    return b"event: message\r\ndata: " + data + b"\r\n\r\n"
+
+
+async def serve_with_progress(
+    methods: Methods,
+    call: Call,
+    request: mt.JSONRPCRequest,
+    client_token: Any,
+    receive: Receive,
+    send: Send,
+    *,
+    session_headers: list[tuple[bytes, bytes]],
+    cancel_on_disconnect: bool,
+) -> None:
+    """Stream the origin's progress (under the client's own token), then the reply."""
+    await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *session_headers]})
+
+    async def relay(method: str, params: dict[str, Any]) -> None:
+        if method == "notifications/progress":
+            params = {**params, "progressToken": client_token}
+        note = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
+        await send({"type": "http.response.body", "body": sse_event(note), "more_body": True})
+
+    streaming = Call(call.server, call.snapshot, call.principal, call.modern, progress=relay)
+    async with anyio.create_task_group() as tasks:
+        if cancel_on_disconnect:
+            # 2026-07-28: closing the response stream is how a client cancels.
+            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+        try:
+            final = result_message(request.id, await methods.dispatch(streaming, request.method, request.params or {}))
+        except BastionError as error:
+            final = error_message(request.id, error)
+        await send({"type": "http.response.body", "body": sse_event(final), "more_body": False})
+        tasks.cancel_scope.cancel()
+
+
+async def serve_event_stream(session: Session, receive: Receive, send: Send) -> None:
+    """The GET stream: notifications for this session until it ends or the client leaves."""
+    inbox = session.open_stream()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_SSE_HEADERS, (b"mcp-session-id", session.id.encode())],
+        }
+    )
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+        with inbox:
+            while True:
+                with anyio.move_on_after(_KEEPALIVE_SECONDS):
+                    try:
+                        message = await inbox.receive()
+                    except anyio.EndOfStream:
+                        break
+                    await send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
+                    continue
+                await send({"type": "http.response.body", "body": b": keepalive\r\n\r\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        tasks.cancel_scope.cancel()
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()

@@ -1,0 +1,283 @@
+"""Streamable HTTP endpoint of every virtual server: `/servers/{slug}/mcp`.
+
+Order for each request (each step can refuse, and nothing after it runs):
+Origin check → bearer token → published server → token may reach the server
+→ method (POST/GET/DELETE) → body limit and JSON decoding → protocol era:
+2026-07-28 requests carry their version in a header and `_meta` and have no
+session; handshake-era requests after `initialize` need their session, which
+must belong to the same token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import mcp_types as mt
+import orjson
+import structlog
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from pydantic import ValidationError
+
+from bastion.catalog.holder import SnapshotHolder
+from bastion.catalog.snapshot import ServerView, Snapshot
+from bastion.errors import (
+    BadRequest,
+    BastionError,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    OriginNotAllowed,
+    PayloadTooLarge,
+    SessionRequired,
+    Unauthenticated,
+    UnknownSession,
+    UnsupportedProtocolVersion,
+)
+from bastion.http.asgi import BodyTooLarge, Receive, Scope, Send, header, read_body, send_bytes
+from bastion.identity.bearer import authenticate_bearer
+from bastion.identity.principal import Principal
+from bastion.mcp.jsonrpc import decode_body, error_message, result_message
+from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
+from bastion.mcp.origin_check import OriginPolicy
+from bastion.mcp.sessions import Session, SessionStore
+from bastion.mcp.streaming import serve_event_stream, serve_with_progress
+
+__all__ = ["McpEndpoint"]
+
+log = structlog.get_logger(__name__)
+
+_SESSION_HEADER = b"mcp-session-id"
+
+
+class McpEndpoint:
+    def __init__(
+        self,
+        *,
+        holder: SnapshotHolder,
+        sessions: SessionStore,
+        methods: Methods,
+        origins: OriginPolicy,
+        max_body_bytes: int,
+        max_json_depth: int,
+    ) -> None:
+        self._holder = holder
+        self._sessions = sessions
+        self._methods = methods
+        self._origins = origins
+        self._max_body = max_body_bytes
+        self._max_depth = max_json_depth
+
+    async def __call__(self, slug: str, scope: Scope, receive: Receive, send: Send) -> None:
+        snapshot = self._holder.current
+        try:
+            self._origins.check(header(scope, b"origin"))
+            principal = authenticate_bearer(snapshot.tokens, header(scope, b"authorization"))
+            server = snapshot.servers.get(slug)
+            if server is None or not server.published:
+                raise NotFound(f"no published virtual server {slug!r}")
+            if not principal.may_reach(server.id):
+                raise Forbidden(f"this token may not reach virtual server {slug!r}")
+            method = scope["method"]
+            if method == "POST":
+                await self._post(scope, receive, send, snapshot, server, principal)
+            elif method == "GET":
+                await self._get(scope, receive, send, server, principal)
+            elif method == "DELETE":
+                self._session(scope, server, principal)  # 400/404 when it is not theirs
+                self._sessions.close(header(scope, _SESSION_HEADER) or "")
+                await send_bytes(send, 204, b"")
+            else:
+                await send_bytes(send, 405, b"", headers=[(b"allow", b"GET, POST, DELETE")])
+        except BastionError as error:
+            await _refuse(send, error)
+
+    # --- POST: one JSON-RPC message ------------------------------------------------------
+    async def _post(
+        self, scope: Scope, receive: Receive, send: Send, snapshot: Snapshot, server: ServerView, principal: Principal
+    ) -> None:
+        try:
+            body = await read_body(scope, receive, self._max_body)
+        except BodyTooLarge:
+            raise PayloadTooLarge(f"the request body exceeds {self._max_body} bytes") from None
+        message = decode_body(body, max_depth=self._max_depth)
+        if isinstance(message, list):
+            raise BadRequest("JSON-RPC batches are not accepted: send one message per request")
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            raise BadRequest("the body must be one JSON-RPC 2.0 message")
+        version = header(scope, b"mcp-protocol-version")
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            await self._post_modern(scope, receive, send, message, Call(server, snapshot, principal, modern=True))
+            return
+        if "method" not in message:  # a client's reply to a server request: nothing is pending
+            await send_bytes(send, 202, b"")
+            return
+        if message["method"] == "initialize":
+            await self._initialize(send, message, server, principal)
+            return
+        session = self._session(scope, server, principal)
+        if version is not None and version != session.protocol_version:
+            raise UnsupportedProtocolVersion(
+                f"MCP-Protocol-Version {version} differs from the session's {session.protocol_version}"
+            )
+        if "id" not in message:
+            self._notification(session, message)
+            await send_bytes(send, 202, b"")
+            return
+        request = _request(message)
+        call = Call(server, snapshot, principal, modern=False)
+        with anyio.CancelScope() as cancel:
+            session.in_flight[request.id] = cancel
+            try:
+                await self._answer(scope, receive, send, call, request, session)
+            finally:
+                session.in_flight.pop(request.id, None)
+        if cancel.cancelled_caught:
+            # The client cancelled: it reads no answer, but the HTTP exchange must end.
+            await send_bytes(send, 200, error_message(request.id, BadRequest("request cancelled by the client")))
+
+    async def _post_modern(
+        self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], call: Call
+    ) -> None:
+        if "id" not in message or "method" not in message:
+            await send_bytes(send, 202, b"")  # 2026-07-28 defines no client notifications here
+            return
+        request = _request(message)
+        rejection = _modern_rejection(scope, message)
+        if rejection is not None:
+            await send_bytes(
+                send,
+                ERROR_CODE_HTTP_STATUS.get(rejection.code, 400),
+                orjson.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": request.id,
+                        "error": {"code": rejection.code, "message": rejection.message, "data": rejection.data},
+                    }
+                ),
+            )
+            return
+        await self._answer(scope, receive, send, call, request, None)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        call: Call,
+        request: mt.JSONRPCRequest,
+        session: Session | None,
+    ) -> None:
+        params = request.params or {}
+        token = (params.get("_meta") or {}).get("progressToken")
+        accepts_sse = "text/event-stream" in (header(scope, b"accept") or "")
+        if token is not None and accepts_sse:
+            await serve_with_progress(
+                self._methods,
+                call,
+                request,
+                token,
+                receive,
+                send,
+                session_headers=_session_headers(session),
+                cancel_on_disconnect=call.modern,
+            )
+            return
+        try:
+            result = await self._methods.dispatch(call, request.method, params)
+        except BastionError as error:
+            status = ERROR_CODE_HTTP_STATUS.get(error.jsonrpc_code, 200) if call.modern else 200
+            await send_bytes(send, status, error_message(request.id, error), headers=_session_headers(session))
+            return
+        await send_bytes(send, 200, result_message(request.id, result), headers=_session_headers(session))
+
+    async def _initialize(self, send: Send, message: dict[str, Any], server: ServerView, principal: Principal) -> None:
+        request = _request(message)
+        try:
+            params = mt.InitializeRequestParams.model_validate(request.params or {})
+        except ValidationError as exc:
+            raise InvalidParams(f"invalid initialize params: {exc.errors()[0]['msg']}") from None
+        # MCP lifecycle: answer with the client's version when we speak it, else our newest.
+        version = (
+            params.protocol_version
+            if params.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+            else LATEST_HANDSHAKE_VERSION
+        )
+        session = self._sessions.create(
+            server_id=server.id,
+            token_id=principal.token_id,
+            protocol_version=version,
+            capabilities=params.capabilities.model_dump(by_alias=True, exclude_none=True),
+        )
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": SERVER_CAPABILITIES,
+            "serverInfo": Methods.server_info(server),
+        }
+        if server.description:
+            result["instructions"] = server.description
+        await send_bytes(send, 200, result_message(request.id, result), headers=_session_headers(session))
+
+    def _notification(self, session: Session, message: dict[str, Any]) -> None:
+        if message["method"] == "notifications/cancelled":
+            request_id = (message.get("params") or {}).get("requestId")
+            scope = session.in_flight.get(request_id)
+            if scope is not None:
+                scope.cancel()
+
+    # --- GET: the server-to-client stream ---------------------------------------------------
+    async def _get(self, scope: Scope, receive: Receive, send: Send, server: ServerView, principal: Principal) -> None:
+        if "text/event-stream" not in (header(scope, b"accept") or ""):
+            await send_bytes(send, 406, b"", headers=[])
+            return
+        session = self._session(scope, server, principal)
+        await serve_event_stream(session, receive, send)
+
+    def _session(self, scope: Scope, server: ServerView, principal: Principal) -> Session:
+        session_id = header(scope, _SESSION_HEADER)
+        if session_id is None:
+            raise SessionRequired("missing Mcp-Session-Id header: send initialize first")
+        session = self._sessions.get(session_id, server_id=server.id, token_id=principal.token_id)
+        if session is None:
+            # Unknown, expired, or opened by another token: the same answer for all three.
+            raise UnknownSession("unknown or expired MCP session: initialize a new one")
+        return session
+
+
+def _request(message: dict[str, Any]) -> mt.JSONRPCRequest:
+    try:
+        return mt.JSONRPCRequest.model_validate(message)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadRequest(f"invalid JSON-RPC request: {where}: {first['msg']}") from None
+
+
+def _modern_rejection(scope: Scope, message: dict[str, Any]) -> InboundLadderRejection | None:
+    """The SDK's 2026-07-28 envelope ladder: `_meta` keys, routing headers vs body, version."""
+    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+    duplicated = find_duplicated_routing_header(raw)
+    if duplicated is not None:
+        return InboundLadderRejection(code=mt.HEADER_MISMATCH, message=f"{duplicated} header appears more than once")
+    verdict = classify_inbound_request(message, headers=dict(raw))
+    return verdict if isinstance(verdict, InboundLadderRejection) else None
+
+
+def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:
+    return [] if session is None else [(_SESSION_HEADER, session.id.encode())]
+
+
+async def _refuse(send: Send, error: BastionError) -> None:
+    """A transport-level refusal: HTTP status from the error, JSON-RPC error body."""
+    headers: list[tuple[bytes, bytes]] = []
+    if isinstance(error, Unauthenticated):
+        headers.append((b"www-authenticate", b'Bearer realm="bastion", error="invalid_token"'))
+    elif isinstance(error, Forbidden) and not isinstance(error, OriginNotAllowed):
+        headers.append((b"www-authenticate", b'Bearer realm="bastion", error="insufficient_scope"'))
+    await send_bytes(send, error.http_status, error_message(None, error), headers=headers)

@@ -1,0 +1,38 @@
+"""The OriginClient protocol: what the data plane needs from an origin connection."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from bastion.catalog.snapshot import OriginSpec
+
+__all__ = ["NotificationSink", "OriginClient", "ProgressSink"]
+
+ProgressSink = Callable[[str, dict[str, Any]], Awaitable[None]]
+"""Receives `(method, params)` of each notification the origin sends about one forwarded
+request: its `notifications/progress`, and on HTTP origins any notification that arrives
+on that request's reply stream (logging messages, for instance)."""
+
+NotificationSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+"""Receives `(origin_id, method, params)` for origin-level notifications (list_changed, logging)."""
+
+
+class OriginClient(Protocol):
+    spec: OriginSpec
+    protocol_version: str | None
+
+    async def connect(self) -> dict[str, Any]:
+        """Connect and handshake if not yet done; return the origin's capabilities."""
+        ...
+
+    async def request(
+        self, method: str, params: dict[str, Any] | None, *, progress: ProgressSink | None = None
+    ) -> dict[str, Any]:
+        """Send one request and return its `result`; raise an `UpstreamError` on any failure.
+
+        Cancelling the calling task cancels the request at the origin too.
+        """
+        ...
+
+    async def aclose(self) -> None: ...

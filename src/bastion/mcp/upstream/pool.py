@@ -1,0 +1,66 @@
+"""One long-lived client per origin, shared by every call and every virtual server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from anyio.abc import TaskGroup
+
+from bastion.catalog.snapshot import OriginSpec, Snapshot
+from bastion.errors import UpstreamUnavailable
+from bastion.mcp.upstream.base import NotificationSink, OriginClient
+from bastion.mcp.upstream.http import HttpOriginClient
+from bastion.mcp.upstream.stdio import StdioOriginClient
+
+__all__ = ["OriginPool"]
+
+log = structlog.get_logger(__name__)
+
+_IMPLEMENTATIONS: dict[str, Any] = {"http": HttpOriginClient, "stdio": StdioOriginClient}
+
+
+class OriginPool:
+    def __init__(self, *, timeout: float, max_bytes: int) -> None:
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+        self._tasks: TaskGroup | None = None
+        self._clients: dict[str, OriginClient] = {}
+        self._listeners: list[NotificationSink] = []
+
+    def attach(self, task_group: TaskGroup) -> None:
+        """Give the pool the task group its connections' reader tasks live in."""
+        self._tasks = task_group
+
+    def on_notification(self, sink: NotificationSink) -> None:
+        self._listeners.append(sink)
+
+    def client(self, spec: OriginSpec) -> OriginClient:
+        client = self._clients.get(spec.id)
+        if client is not None and client.spec == spec:
+            return client
+        if self._tasks is None:
+            raise UpstreamUnavailable("the origin pool is not running")
+        if spec.transport not in _IMPLEMENTATIONS:
+            raise UpstreamUnavailable(f"origin {spec.name!r} uses unknown transport {spec.transport!r}")
+        client = _IMPLEMENTATIONS[spec.transport](
+            spec, timeout=self._timeout, max_bytes=self._max_bytes, notify=self._fan_out, task_group=self._tasks
+        )
+        self._clients[spec.id] = client
+        return client
+
+    async def sync(self, _old: Snapshot, new: Snapshot) -> None:
+        """Close clients whose origin was removed or reconfigured."""
+        for origin_id, client in list(self._clients.items()):
+            if new.origins.get(origin_id) != client.spec:
+                del self._clients[origin_id]
+                await client.aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+    async def _fan_out(self, origin_id: str, method: str, params: dict[str, Any]) -> None:
+        for sink in self._listeners:
+            await sink(origin_id, method, params)

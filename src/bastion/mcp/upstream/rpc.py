@@ -1,0 +1,224 @@
+"""The JSON-RPC client core shared by both origin transports.
+
+Hand-written rather than the SDK's `ClientSession` because a gateway forwards
+already-parsed requests from many callers over one shared origin connection:
+it needs its own request ids, progress-token rewriting and cancellation
+mapping, and the SDK session's per-call machinery costs more CPU than the whole
+budget for a forwarded call (measured by `make bench`, see README). Protocol
+messages are still validated with `mcp_types`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import mcp_types as mt
+import orjson
+import structlog
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
+from pydantic import ValidationError
+
+from bastion import __version__
+from bastion.catalog.snapshot import OriginSpec
+from bastion.errors import UpstreamProtocolError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from bastion.mcp.upstream.base import NotificationSink, ProgressSink
+
+__all__ = ["CLIENT_INFO", "RpcCore", "decode_message"]
+
+log = structlog.get_logger(__name__)
+
+CLIENT_INFO = {"name": "bastion", "version": __version__}
+_CANCEL_NOTICE_SECONDS = 2.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    message: dict[str, Any] | None = None
+
+
+class RpcCore:
+    """Correlates requests and replies and runs the handshake; subclasses provide the wire.
+
+    A subclass implements `_send_request` (deliver one request; it may route the
+    reply itself by calling `_route`), `_send_message` (fire-and-forget
+    notification or reply) and `_connect` / `_disconnect`.
+    """
+
+    def __init__(self, spec: OriginSpec, *, timeout: float, max_bytes: int, notify: NotificationSink) -> None:
+        self.spec = spec
+        self.timeout = spec.timeout_seconds or timeout
+        self.max_bytes = max_bytes
+        self.protocol_version: str | None = None
+        self.capabilities: dict[str, Any] = {}
+        self._notify = notify
+        self._next_id = 0
+        self._pending: dict[int, _Pending] = {}
+        self._sinks: dict[int, ProgressSink] = {}
+        self._ready = False
+        self._connect_lock = anyio.Lock()
+        self._close_reason = "closed the connection"
+
+    # --- the public side -------------------------------------------------------
+    async def connect(self) -> dict[str, Any]:
+        await self._ensure_ready()
+        return self.capabilities
+
+    async def request(
+        self, method: str, params: dict[str, Any] | None, *, progress: ProgressSink | None = None
+    ) -> dict[str, Any]:
+        await self._ensure_ready()
+        return await self._call(method, params, progress)
+
+    async def aclose(self) -> None:
+        self._ready = False
+        self._fail_all("was closed by Bastion")
+        await self._disconnect()
+
+    # --- the subclass side -----------------------------------------------------
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    async def _send_request(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def _send_message(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # --- shared machinery --------------------------------------------------------
+    async def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        async with self._connect_lock:
+            if self._ready:
+                return
+            await self._connect()
+            await self._handshake()
+            self._ready = True
+
+    async def _handshake(self) -> None:
+        """The initialize handshake (MCP lifecycle), offering the newest handshake revision."""
+        params = {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}
+        result = await self._call("initialize", params, None)
+        try:
+            init = mt.InitializeResult.model_validate(result)
+        except ValidationError as exc:
+            raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a malformed initialize result") from exc
+        self.protocol_version = init.protocol_version
+        self.capabilities = init.capabilities.model_dump(by_alias=True, exclude_none=True)
+        await self._send_message({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def _call(self, method: str, params: dict[str, Any] | None, progress: ProgressSink | None) -> dict[str, Any]:
+        self._next_id += 1
+        request_id = self._next_id
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if progress is not None:
+            # The origin sees our token, never the client's: many clients share this connection.
+            params = dict(params or {})
+            params["_meta"] = {**(params.get("_meta") or {}), "progressToken": request_id}
+            self._sinks[request_id] = progress
+        if params is not None:
+            body["params"] = params
+        pending = self._pending[request_id] = _Pending()
+        try:
+            with anyio.fail_after(self.timeout):
+                await self._send_request(body)
+                await pending.done.wait()
+        except TimeoutError:
+            await self._cancel_upstream(request_id, "timed out at the gateway")
+            raise UpstreamTimeout(
+                f"origin {self.spec.name!r} did not answer {method} within {self.timeout:g}s"
+            ) from None
+        except anyio.get_cancelled_exc_class():
+            await self._cancel_upstream(request_id, "cancelled by the client")
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+            self._sinks.pop(request_id, None)
+        return self._outcome(method, pending.message)
+
+    def _outcome(self, method: str, message: dict[str, Any] | None) -> dict[str, Any]:
+        if message is None:
+            raise UpstreamUnavailable(f"origin {self.spec.name!r} {self._close_reason} during {method}")
+        if "error" in message:
+            error = message["error"]
+            if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+                raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a malformed error for {method}")
+            raise UpstreamRejected(int(error["code"]), str(error.get("message", "")), data=error.get("data"))
+        result = message.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a reply without a result object")
+        return result
+
+    async def _cancel_upstream(self, request_id: int, reason: str) -> None:
+        # MCP cancellation: tell the origin to stop work nobody will read.
+        with anyio.move_on_after(_CANCEL_NOTICE_SECONDS, shield=True):
+            try:
+                await self._send_message(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": {"requestId": request_id, "reason": reason},
+                    }
+                )
+            except (UpstreamUnavailable, UpstreamProtocolError, OSError) as exc:
+                log.info("cancel_notice_failed", origin=self.spec.name, error=str(exc))
+
+    async def _route(self, message: Any, *, reply_to: int | None = None) -> None:
+        """Dispatch one message the origin sent (`reply_to`: the request whose reply stream carried it)."""
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a message that is not JSON-RPC 2.0")
+        method = message.get("method")
+        if method is None:
+            request_id = message.get("id")
+            pending = self._pending.get(request_id) if isinstance(request_id, int) else None
+            if pending is not None and not pending.done.is_set():
+                pending.message = message
+                pending.done.set()
+            return
+        if "id" in message:
+            await self._answer_server_request(message)
+            return
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        if method == "notifications/progress":
+            sink = self._sinks.get(params.get("progressToken"))  # type: ignore[arg-type]  # any JSON value
+            if sink is not None:
+                await sink(method, params)
+        elif method.endswith("/list_changed"):
+            await self._notify(self.spec.id, method, params)
+        elif reply_to is not None and (sink := self._sinks.get(reply_to)) is not None:
+            await sink(method, params)
+        else:
+            # Origin-wide messages (logging without a request) are not relayed to callers:
+            # one origin connection is shared by many principals.
+            log.debug("origin_notification_dropped", origin=self.spec.name, method=method)
+
+    async def _answer_server_request(self, message: dict[str, Any]) -> None:
+        if message["method"] == "ping":
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"], "result": {}}
+        else:
+            reply = {
+                "jsonrpc": "2.0",
+                "id": message["id"],
+                "error": {"code": mt.METHOD_NOT_FOUND, "message": f"Bastion does not relay {message['method']}"},
+            }
+        await self._send_message(reply)
+
+    def _fail_all(self, reason: str) -> None:
+        """Wake every waiter with no reply: each raises UpstreamUnavailable naming `reason`."""
+        self._close_reason = reason
+        for pending in self._pending.values():
+            pending.done.set()
+        self._ready = False
+
+
+def decode_message(data: str | bytes, origin: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamProtocolError(f"origin {origin!r} sent a reply that is not valid JSON") from exc

@@ -1,0 +1,139 @@
+"""stdio origins: a managed child process speaking newline-delimited JSON-RPC.
+
+The process starts on first use with a minimal environment, is read by one
+task, and when it dies every waiting call fails at once with a clear error;
+the next call restarts it after an exponential backoff (so a crash loop cannot
+spin the CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Any
+
+import anyio
+import orjson
+import structlog
+from anyio.abc import Process, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from bastion.catalog.snapshot import OriginSpec
+from bastion.errors import UpstreamProtocolError, UpstreamUnavailable
+from bastion.mcp.upstream.base import NotificationSink
+from bastion.mcp.upstream.rpc import RpcCore, decode_message
+
+__all__ = ["StdioOriginClient"]
+
+log = structlog.get_logger(__name__)
+
+_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+_STABLE_AFTER_SECONDS = 30.0
+_MAX_BACKOFF_SECONDS = 10.0
+
+
+class StdioOriginClient(RpcCore):
+    def __init__(
+        self,
+        spec: OriginSpec,
+        *,
+        timeout: float,
+        max_bytes: int,
+        notify: NotificationSink,
+        task_group: TaskGroup,
+    ) -> None:
+        super().__init__(spec, timeout=timeout, max_bytes=max_bytes, notify=notify)
+        assert spec.command
+        self._command = list(spec.command)
+        self._tasks = task_group
+        self._process: Process | None = None
+        self._write_lock = anyio.Lock()
+        self._failures = 0
+        self._started_at = 0.0
+
+    async def _connect(self) -> None:
+        if self._failures:
+            await anyio.sleep(min(0.1 * 2 ** (self._failures - 1), _MAX_BACKOFF_SECONDS))
+        env = {key: os.environ[key] for key in _ENV_KEEP if key in os.environ}
+        try:
+            process = await anyio.open_process(
+                self._command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            self._failures += 1
+            raise UpstreamUnavailable(
+                f"origin {self.spec.name!r}: cannot start {self._command[0]!r} ({exc.strerror})"
+            ) from exc
+        self._process, self._started_at, self._close_reason = process, time.monotonic(), "closed the connection"
+        self._tasks.start_soon(self._read_stdout, process)
+        self._tasks.start_soon(self._drain_stderr, process)
+
+    async def _disconnect(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            with anyio.CancelScope(shield=True):
+                process.terminate()
+                with anyio.move_on_after(2):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+
+    async def _send_request(self, message: dict[str, Any]) -> None:
+        await self._send_message(message)
+
+    async def _send_message(self, message: dict[str, Any]) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
+            raise UpstreamUnavailable(f"origin {self.spec.name!r}: the process is not running")
+        try:
+            async with self._write_lock:
+                await process.stdin.send(orjson.dumps(message) + b"\n")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise UpstreamUnavailable(f"origin {self.spec.name!r}: the process stopped reading") from exc
+
+    async def _read_stdout(self, process: Process) -> None:
+        assert process.stdout is not None
+        reader = BufferedByteReceiveStream(process.stdout)
+        reason = "stdio process exited"
+        try:
+            while True:
+                line = await reader.receive_until(b"\n", self.max_bytes)
+                if line.strip():
+                    await self._route(decode_message(line, self.spec.name))
+        except anyio.DelimiterNotFound:
+            reason = f"stdio process sent a message over {self.max_bytes} bytes"
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        except UpstreamProtocolError as exc:
+            reason = exc.message
+        if self._process is process:
+            await self._on_death(process, reason)
+
+    async def _on_death(self, process: Process, reason: str) -> None:
+        self._process = None
+        lived = time.monotonic() - self._started_at
+        self._failures = 0 if lived > _STABLE_AFTER_SECONDS else self._failures + 1
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+        log.warning("origin_process_died", origin=self.spec.name, returncode=process.returncode, reason=reason)
+        self._fail_all(f"{reason} (exit code {process.returncode})")
+
+    async def _drain_stderr(self, process: Process) -> None:
+        # The origin's own log lines: kept short so a chatty origin cannot flood ours.
+        assert process.stderr is not None
+        reader = BufferedByteReceiveStream(process.stderr)
+        try:
+            while True:
+                line = await reader.receive_until(b"\n", 65536)
+                log.debug("origin_stderr", origin=self.spec.name, line=line[:500].decode("utf-8", "replace"))
+        except (
+            anyio.EndOfStream,
+            anyio.IncompleteRead,
+            anyio.DelimiterNotFound,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+        ):
+            return

@@ -1,0 +1,1 @@
+"""Logs (and, with the audit issue, metrics and traces)."""

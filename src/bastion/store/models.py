@@ -1,0 +1,146 @@
+"""Tables. One class per table; relationships are explicit ids, loaded by repos."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Meta",
+    "Origin",
+    "OriginItem",
+    "ServerItem",
+    "StateEpoch",
+    "User",
+    "VirtualServer",
+    "new_id",
+    "utcnow",
+]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Origin(Base):
+    __tablename__ = "origins"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    transport: Mapped[str] = mapped_column(String(16))  # "http" | "stdio"
+    url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    command: Mapped[list[Any] | None] = mapped_column(default=None)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    protocol_version: Mapped[str | None] = mapped_column(String(32), default=None)
+    discovered_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OriginItem(Base):
+    """A tool, resource, resource template or prompt an origin offered at discovery."""
+
+    __tablename__ = "origin_items"
+    __table_args__ = (UniqueConstraint("origin_id", "kind", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    origin_id: Mapped[str] = mapped_column(ForeignKey("origins.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(24))  # tool | resource | resource_template | prompt
+    name: Mapped[str] = mapped_column(String(512))  # tool/prompt name, resource URI or URI template
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    digest: Mapped[str] = mapped_column(String(64))
+
+
+class VirtualServer(Base):
+    __tablename__ = "virtual_servers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServerItem(Base):
+    """One origin item selected into a virtual server, under the name clients see."""
+
+    __tablename__ = "server_items"
+    __table_args__ = (UniqueConstraint("server_id", "kind", "exposed_name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    server_id: Mapped[str] = mapped_column(ForeignKey("virtual_servers.id", ondelete="CASCADE"), index=True)
+    origin_id: Mapped[str] = mapped_column(ForeignKey("origins.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    name: Mapped[str] = mapped_column(String(512))  # the origin's name for it
+    exposed_name: Mapped[str] = mapped_column(String(512))  # prefix + name, or an alias
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ApiToken(Base):
+    """An API token: only its SHA-256 is stored; the secret is shown once at creation."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    scopes: Mapped[list[Any]] = mapped_column()  # "mcp" and/or "admin"
+    server_ids: Mapped[list[Any]] = mapped_column()  # virtual servers an "mcp" token may reach
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StateEpoch(Base):
+    """One row; bumped by every committed change so other processes notice it."""
+
+    __tablename__ = "state_epoch"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Repositories: one module per aggregate. Each function takes an open session."""
