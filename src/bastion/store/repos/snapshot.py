@@ -88,5 +88,5 @@ async def _tokens(session: AsyncSession) -> dict[str, Principal]:
             server_ids=frozenset(token.server_ids),
             expires_at=token.expires_at.timestamp(),
         )
-        for token, user in rows.tuples()
+        for token, user in rows
     }

@@ -1,0 +1,147 @@
+"""`make bench`: `tools/call` straight to the echo origin vs through Bastion, at two concurrencies.
+
+Every moving part is its own process (origin, Bastion, load generator), all on loopback, so the
+CPU each one spends can be measured separately with psutil. Settings come from the environment:
+BENCH_SECONDS (measured window per phase, default 8), BENCH_WARMUP (default 1.5),
+BENCH_CLIENT (`raw` default, or `httpx`). Results: stdout and bench/results/latest.json.
+Exit status 1 means the run itself is not trustworthy (errors or no calls), not a missed target.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import orjson
+
+from bench.report import Phase, summarize, table
+from bench.rss import RssSampler
+from bench.stack import ROOT, Stack, Target, running_stack
+
+__all__ = ["main"]
+
+LEVELS = (1, 32)
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+def _load(target: Target, stack: Stack, concurrency: int, *, seconds: float, warmup: float, client: str) -> dict:
+    """One load-generator process against one target; returns its JSON report."""
+    argv = [
+        sys.executable, "-m", "bench.load", "--url", target.url, "--concurrency", str(concurrency),
+        "--seconds", str(seconds), "--warmup", str(warmup), "--client", client,
+        "--watch", str(stack.bastion.pid), str(stack.origin.pid),
+    ]  # fmt: skip
+    if target.token is not None:
+        argv += ["--token", target.token]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=seconds + warmup + 90, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr.decode(errors='replace')}")
+    return orjson.loads(done.stdout.splitlines()[-1])
+
+
+def _phase(target: Target, concurrency: int, raw: dict, stack: Stack, peaks: dict[str, float]) -> Phase:
+    cpu = raw["cpu_seconds"]
+    return Phase(
+        target=target.name,
+        concurrency=concurrency,
+        seconds=raw["seconds"],
+        ok=raw["ok"],
+        errors=raw["errors"],
+        rps=raw["ok"] / raw["seconds"],
+        p50_ms=raw["p50_ms"],
+        p99_ms=raw["p99_ms"],
+        mean_ms=raw["mean_ms"],
+        bastion_cpu_s=cpu[str(stack.bastion.pid)],
+        origin_cpu_s=cpu[str(stack.origin.pid)],
+        loadgen_cpu_s=raw["loadgen_cpu_seconds"],
+        bastion_peak_rss_mb=peaks["bastion"],
+        origin_peak_rss_mb=peaks["origin"],
+        error_samples=raw["error_samples"],
+    )
+
+
+def _measure(stack: Stack, *, seconds: float, warmup: float, client: str) -> list[Phase]:
+    phases: list[Phase] = []
+    with RssSampler({"bastion": stack.bastion.pid, "origin": stack.origin.pid}) as rss:
+        for target in (stack.direct, stack.gateway):
+            for concurrency in LEVELS:
+                print(f"  {target.name:<8} c={concurrency:<3} {warmup:g}s warm-up + {seconds:g}s ...", flush=True)
+                rss.take_peaks_mb()  # forget the previous phase
+                raw = _load(target, stack, concurrency, seconds=seconds, warmup=warmup, client=client)
+                phases.append(_phase(target, concurrency, raw, stack, rss.take_peaks_mb()))
+    return phases
+
+
+def _environment(seconds: float, warmup: float, client: str) -> dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "bastion": version("bastion-gateway"),
+        "mcp": version("mcp"),
+        "seconds": seconds,
+        "warmup": warmup,
+        "client": client,
+        "levels": list(LEVELS),
+    }
+
+
+def main() -> int:
+    seconds = _env_float("BENCH_SECONDS", 8.0)
+    warmup = _env_float("BENCH_WARMUP", 1.5)
+    client = os.environ.get("BENCH_CLIENT", "raw")
+    started = time.monotonic()
+    print(f"bench: echo tools/call, direct vs Bastion, c={LEVELS}, client={client}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp, running_stack(Path(tmp)) as stack:
+        print(f"  origin  pid {stack.origin.pid:<7} {stack.direct.url}")
+        print(f"  bastion pid {stack.bastion.pid:<7} {stack.gateway.url}")
+        phases = _measure(stack, seconds=seconds, warmup=warmup, client=client)
+    summary, verdicts = summarize(phases, LEVELS[0], LEVELS[-1])
+    print()
+    print(table(phases))
+    print("  (b = Bastion process, o = echo origin, gen = load generator; cores = CPU s per wall s)")
+    print()
+    print(f"Bastion added p50 at c={LEVELS[0]}: {summary['added_p50_ms_c_low']:.2f} ms")
+    print(f"throughput kept at c={LEVELS[-1]}: {summary['throughput_kept_pct_c_high']:.1f} % of direct")
+    print(f"Bastion CPU per call: {summary['bastion_cpu_us_per_call']:.0f} µs")
+    print("targets:")
+    for verdict in verdicts:
+        print(verdict.line())
+    errors = sum(p.errors for p in phases)
+    untrustworthy = errors > 0 or any(p.ok == 0 for p in phases)
+    for p in phases:
+        for sample in p.error_samples:
+            print(f"  error sample ({p.target} c={p.concurrency}): {sample}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "environment": _environment(seconds, warmup, client),
+        "phases": [p.as_json() for p in phases],
+        "summary": summary,
+        "targets": [{"name": v.name, "value": v.value, "unit": v.unit, "target": v.target, "pass": v.passed}
+                    for v in verdicts],
+        "errors": errors,
+        "wall_seconds": time.monotonic() - started,
+    }  # fmt: skip
+    RESULTS.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    print(f"results: {RESULTS.relative_to(ROOT)}  ({time.monotonic() - started:.0f} s)")
+    if untrustworthy:
+        print(f"bench: {errors} errors: the numbers above are not trustworthy", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

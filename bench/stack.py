@@ -1,0 +1,154 @@
+"""The system under test: the echo origin and Bastion as real processes, provisioned over the admin API.
+
+Bastion is started with the real CLI (`python -m bastion serve`: migrations, first admin, uvicorn
+with uvloop + httptools, access log off) so the bench measures what operators run, with only a
+temporary SQLite file and `log_level=warning` set through `BASTION_*` variables.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.procs import Child, free_port, wait_until
+from bench.wire import check_reply, request_body, request_headers
+
+__all__ = ["ROOT", "Stack", "Target", "running_stack"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SLUG = "bench"
+_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One endpoint the load generator hits, and the server process that answers it."""
+
+    name: str
+    url: str
+    token: str | None
+    server_pid: int
+
+
+@dataclass(frozen=True)
+class Stack:
+    origin: Child
+    bastion: Child
+    direct: Target
+    gateway: Target
+
+
+def _clean_env() -> dict[str, str]:
+    # Inherited BASTION_* settings (the Makefile exports host/port) must not leak into the run.
+    return {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _start_origin(stack: ExitStack, log_dir: Path) -> tuple[Child, str]:
+    port = free_port()
+    child = Child(
+        "origin",
+        [sys.executable, "-m", "bastion.demo.echo", "--host", "127.0.0.1", "--port", str(port)],
+        log_dir=log_dir,
+        env=_clean_env(),
+        cwd=ROOT,
+    )
+    stack.callback(child.stop)
+    wait_until(lambda: _port_open(port), what="echo origin", timeout=_START_TIMEOUT, alive=child.alive)
+    return child, f"http://127.0.0.1:{port}/mcp"
+
+
+def _start_bastion(stack: ExitStack, work: Path, password: str) -> tuple[Child, str]:
+    port = free_port()
+    env = _clean_env() | {
+        "BASTION_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'bastion.db'}",
+        "BASTION_ADMIN_USER": "admin",
+        "BASTION_ADMIN_PASSWORD": password,
+        "BASTION_LOG_LEVEL": "warning",
+    }
+    child = Child(
+        "bastion",
+        [sys.executable, "-m", "bastion", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        log_dir=work,
+        env=env,
+        cwd=ROOT,
+    )
+    stack.callback(child.stop)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _http_ok(f"{base}/readyz"), what="Bastion", timeout=_START_TIMEOUT, alive=child.alive)
+    return child, base
+
+
+def _provision(base: str, password: str, origin_url: str) -> str:
+    """Admin API: register the origin, compose + publish `bench`, mint an MCP token (returned)."""
+    with httpx.Client(base_url=base, timeout=30.0, trust_env=False) as http:
+
+        def ok(method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            response = http.request(method, path, json=body, headers=headers)
+            if response.status_code >= 300:
+                raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text}")
+            return response.json() if response.content else None
+
+        admin = ok("POST", "/api/login", {"username": "admin", "password": password})["token"]
+        origin = ok("POST", "/api/origins", {"name": "echo", "transport": "http", "url": origin_url}, admin)
+        if not any(item["kind"] == "tool" and item["name"] == "echo" for item in origin["items"]):
+            raise RuntimeError(f"Bastion did not discover the echo tool: last_error={origin['last_error']!r}")
+        server = ok("POST", "/api/servers", {"slug": SLUG, "title": "bench"}, admin)
+        ok("POST", f"/api/servers/{server['id']}/compose", {"origin": "echo"}, admin)
+        ok("POST", f"/api/servers/{server['id']}/publish", None, admin)
+        created = ok("POST", "/api/tokens", {"name": "bench", "servers": [SLUG], "expires_in_days": 1}, admin)
+        return str(created["token"])
+
+
+def smoke(target: Target) -> None:
+    """One call before any load: a wiring mistake should fail loudly, not as 100% errors."""
+    response = httpx.post(
+        target.url, content=request_body(1), headers=request_headers(target.token), timeout=30.0, trust_env=False
+    )
+    problem = check_reply(response.status_code, response.content, 1)
+    if problem is not None:
+        raise RuntimeError(f"smoke call to {target.name} failed: {problem}")
+
+
+@contextmanager
+def running_stack(work: Path) -> Iterator[Stack]:
+    """Start both servers, provision Bastion, smoke-test both targets; stop everything on exit."""
+    password = secrets.token_urlsafe(24)
+    with ExitStack() as stack:
+        origin, origin_url = _start_origin(stack, work)
+        bastion, base = _start_bastion(stack, work, password)
+        try:
+            token = _provision(base, password, origin_url)
+            direct = Target("direct", origin_url, None, origin.pid)
+            gateway = Target("bastion", f"{base}/servers/{SLUG}/mcp", token, bastion.pid)
+            smoke(direct)
+            smoke(gateway)
+        except Exception:
+            for child in (origin, bastion):
+                print(f"--- {child.name} log ---\n{child.log_tail()}", file=sys.stderr)
+            raise
+        yield Stack(origin, bastion, direct, gateway)

@@ -1,0 +1,180 @@
+"""Real parts for tests: Bastion on a free loopback port, origins as real processes, SDK clients.
+
+Bastion runs in-process (uvicorn in a thread with its own event loop) so tests
+can reach its Services (to count SQL statements, for instance) while talking to
+it over real HTTP like any client.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from bastion.app import create_app
+from bastion.bootstrap import ensure_admin
+from bastion.config import Settings
+from bastion.services import Services
+
+ADMIN_PASSWORD = "correct-horse-battery-staple-42"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextmanager
+def origin_process(module: str = "bastion.demo.inventory", *args: str) -> Iterator[str]:
+    """Run a bundled origin over Streamable HTTP; yields its MCP URL."""
+    port = free_port()
+    http_flag = ["--http"] if module in ("bastion.demo.inventory", "tests.origins.probe") else []
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *http_flag, "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # a handler still sleeping holds graceful shutdown
+            process.kill()
+            process.wait(timeout=5)
+
+
+STDIO_INVENTORY = [sys.executable, "-m", "bastion.demo.inventory"]
+
+
+class Bastion:
+    """A running Bastion and the helpers tests use to drive it."""
+
+    def __init__(self, settings: Settings, services: Services, server: uvicorn.Server) -> None:
+        self.settings = settings
+        self.services = services
+        self.server = server
+        self.base_url = settings.base_url()
+        self.http = httpx.Client(base_url=self.base_url, timeout=30)
+        self.admin_token = self.http.post(
+            "/api/login", json={"username": settings.admin_user, "password": ADMIN_PASSWORD}
+        ).json()["token"]
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {self.admin_token}", **kwargs.pop("headers", {})}
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.api(method, path, **kwargs)
+        assert response.status_code < 300, (response.status_code, response.text)
+        return response.json() if response.content else None
+
+    def add_origin(self, name: str, *, url: str | None = None, command: list[str] | None = None, **extra: Any) -> Any:
+        body = {"name": name, "transport": "http" if url else "stdio", "url": url, "command": command, **extra}
+        return self.ok("POST", "/api/origins", json=body)
+
+    def publish_server(self, slug: str, *compositions: dict[str, Any]) -> Any:
+        server = self.ok("POST", "/api/servers", json={"slug": slug, "title": slug})
+        for composition in compositions:
+            server = self.ok("POST", f"/api/servers/{server['id']}/compose", json=composition)
+        return self.ok("POST", f"/api/servers/{server['id']}/publish")
+
+    def token(self, *servers: str, name: str = "test", days: int = 1) -> str:
+        body = {"name": name, "servers": list(servers), "expires_in_days": days}
+        return str(self.ok("POST", "/api/tokens", json=body)["token"])
+
+    def mcp_url(self, slug: str) -> str:
+        return f"{self.base_url}/servers/{slug}/mcp"
+
+    @asynccontextmanager
+    async def client(self, slug: str, token: str, *, mode: str = "legacy", **options: Any) -> AsyncIterator[Client]:
+        """The official SDK client, as a user would configure it (URL + Authorization header)."""
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        async with http, Client(
+            streamable_http_client(self.mcp_url(slug), http_client=http), mode=mode, cache=None, **options
+        ) as client:
+            yield client
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@contextmanager
+def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
+    port = free_port()
+    values: dict[str, Any] = {
+        "port": port,
+        "database_url": f"sqlite+aiosqlite:///{tmp_path}/bastion.db",
+        "admin_password": ADMIN_PASSWORD,
+        "log_level": "warning",
+        **overrides,
+    }
+    settings = Settings(**values)
+
+    async def prepare() -> None:
+        services = Services(settings)
+        await services.db.migrate()
+        await ensure_admin(services)
+        await services.db.close()
+
+    anyio.run(prepare)
+    services = Services(settings)
+    config = uvicorn.Config(
+        create_app(settings, services), host="127.0.0.1", port=port, log_config=None, access_log=False,
+        server_header=False, lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="bastion", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("Bastion did not start")
+        time.sleep(0.02)
+    bastion = Bastion(settings, services, server)
+    try:
+        yield bastion
+    finally:
+        bastion.close()
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+def postgres_url() -> str | None:
+    """The PostgreSQL test database, or None (skip) when not reachable and not under CI."""
+    url = os.environ.get("BASTION_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    host_port = url.split("@", 1)[-1].split("/", 1)[0]
+    host, _, port = host_port.partition(":")
+    try:
+        with socket.create_connection((host, int(port or 5432)), timeout=1):
+            return url
+    except OSError:
+        return None

@@ -1,0 +1,82 @@
+"""Upstream faults become the client's clear error: never a hang, never a crash."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import MCPError
+
+from tests.harness import Bastion, free_port, origin_process, run_bastion
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Iterator[Bastion]:
+    with run_bastion(tmp_path, upstream_max_response_bytes=1024 * 1024) as bastion:
+        yield bastion
+
+
+async def _error_of(client: object, tool: str) -> str:
+    with pytest.raises(MCPError) as caught:
+        await client.call_tool(tool, {})  # type: ignore[attr-defined]
+    return caught.value.error.message
+
+
+async def test_each_misbehaving_reply_is_a_precise_error_and_the_origin_stays_usable(gw: Bastion) -> None:
+    with origin_process("tests.origins.faulty") as url:
+        gw.add_origin("faulty", url=url, timeout_seconds=1.0)
+        gw.publish_server("faulty", {"origin": "faulty"})
+        async with gw.client("faulty", gw.token("faulty")) as client:
+            await client.list_tools()
+            assert "not valid JSON" in await _error_of(client, "malformed")
+            assert "more than 1048576 bytes" in await _error_of(client, "huge")
+            with anyio.fail_after(5):
+                assert "did not answer tools/call within 1s" in await _error_of(client, "slow")
+            assert "malformed result" in await _error_of(client, "bad_result")
+            assert "HTTP 500" in await _error_of(client, "http_500")
+            with pytest.raises(MCPError) as relayed:
+                await client.call_tool("rpc_error", {})
+            assert relayed.value.error.code == -32050
+            assert relayed.value.error.message == "inventory backend says no"
+            assert (await client.call_tool("ok", {})).content[0].text == "fine"  # type: ignore[union-attr]
+
+
+async def test_unreachable_origin_fails_fast_with_a_clear_error(gw: Bastion) -> None:
+    with origin_process() as url:
+        gw.add_origin("gone", url=url)
+        gw.publish_server("gone", {"origin": "gone", "items": ["list_stock"]})
+    # the origin process has stopped: its port refuses connections now
+    async with gw.client("gone", gw.token("gone")) as client:
+        await client.list_tools()  # lists come from Bastion's catalog, not the origin
+        with anyio.fail_after(5):
+            message = await _error_of(client, "list_stock")
+    assert "origin 'gone' is unreachable" in message
+
+
+async def test_unreachable_origin_at_registration_is_recorded_not_fatal(gw: Bastion) -> None:
+    created = gw.add_origin("nowhere", url=f"http://127.0.0.1:{free_port()}/mcp")
+    assert created["items"] == []
+    assert "unreachable" in created["last_error"]
+
+
+async def test_a_stdio_origin_that_dies_mid_call_is_an_error_and_restarts_for_the_next_call(gw: Bastion) -> None:
+    gw.add_origin("crashy", command=[sys.executable, "-m", "tests.origins.probe"])
+    gw.publish_server("crashy", {"origin": "crashy", "items": ["crash", "status"]})
+    async with gw.client("crashy", gw.token("crashy")) as client:
+        await client.list_tools()
+        with anyio.fail_after(10):
+            message = await _error_of(client, "crash")
+        assert "stdio process exited" in message and "exit code 3" in message
+        with anyio.fail_after(10):
+            status = await client.call_tool("status", {})
+        assert not status.is_error
+
+
+async def test_a_stdio_origin_that_cannot_start_is_a_clear_error(gw: Bastion) -> None:
+    created = gw.add_origin("missing", command=["/nonexistent/bin/origin"])
+    assert "cannot start '/nonexistent/bin/origin'" in created["last_error"]

@@ -1,0 +1,107 @@
+"""What a proxy must carry both ways: progress, cancellation, list_changed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import anyio
+import mcp_types as mt
+import pytest
+
+from tests.harness import STDIO_INVENTORY, Bastion, origin_process
+
+pytestmark = pytest.mark.anyio
+
+PROBE = [sys.executable, "-m", "tests.origins.probe"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_progress_from_the_origin_reaches_the_client_under_its_own_token(bastion: Bastion, mode: str) -> None:
+    bastion.add_origin("local", command=STDIO_INVENTORY)
+    bastion.publish_server("prog", {"origin": "local", "items": ["slow_count"]})
+    seen: list[tuple[float, float | None]] = []
+
+    async def on_progress(progress: float, total: float | None, _message: str | None) -> None:
+        seen.append((progress, total))
+
+    async with bastion.client("prog", bastion.token("prog"), mode=mode) as client:
+        result = await client.call_tool("slow_count", {"n": 4}, progress_callback=on_progress)
+    assert not result.is_error
+    assert seen == [(1.0, 4.0), (2.0, 4.0), (3.0, 4.0), (4.0, 4.0)]
+
+
+async def test_progress_passes_through_an_http_origin_too(bastion: Bastion) -> None:
+    with origin_process() as url:
+        bastion.add_origin("web", url=url)
+        bastion.publish_server("webprog", {"origin": "web", "items": ["slow_count"]})
+        seen: list[float] = []
+
+        async def on_progress(progress: float, _total: float | None, _message: str | None) -> None:
+            seen.append(progress)
+
+        async with bastion.client("webprog", bastion.token("webprog")) as client:
+            await client.call_tool("slow_count", {"n": 3}, progress_callback=on_progress)
+        assert seen == [1.0, 2.0, 3.0]
+
+
+async def _probe_status(client: Any) -> dict[str, int]:
+    result = await client.call_tool("status", {})
+    return json.loads(result.content[0].text)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_cancelling_a_call_cancels_it_at_the_origin(bastion: Bastion, mode: str) -> None:
+    bastion.add_origin("probe", command=PROBE)
+    bastion.publish_server("cancel", {"origin": "probe", "items": ["wait", "status"]})
+    async with bastion.client("cancel", bastion.token("cancel"), mode=mode) as client:
+        await client.list_tools()
+
+        async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
+            pass
+
+        with anyio.move_on_after(0.5):
+            await client.call_tool("wait", {"seconds": 20}, progress_callback=on_progress)
+        with anyio.fail_after(10):
+            while (status := await _probe_status(client))["cancelled"] < 1:
+                await anyio.sleep(0.05)
+        assert status == {"started": 1, "cancelled": 1, "finished": 0}
+
+
+async def test_list_changed_reaches_the_client_when_an_item_is_disabled(bastion: Bastion) -> None:
+    bastion.add_origin("local", command=STDIO_INVENTORY)
+    server = bastion.publish_server("changes", {"origin": "local", "items": ["list_stock", "get_order"]})
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, mt.ToolListChangedNotification):
+            changed.set()
+
+    async with bastion.client("changes", bastion.token("changes"), message_handler=on_message) as client:
+        await client.list_tools()
+        item = next(i for i in server["items"] if i["name"] == "get_order")
+        with anyio.fail_after(10):  # the client opens its GET stream after initialize
+            while not any(s.outbox for s in bastion.services.sessions.of_server(server["id"])):
+                await anyio.sleep(0.02)
+        await anyio.to_thread.run_sync(
+            lambda: bastion.ok("PATCH", f"/api/servers/{server['id']}/items/{item['id']}", json={"enabled": False})
+        )
+        with anyio.fail_after(10):
+            await changed.wait()
+        assert [t.name for t in (await client.list_tools()).tools] == ["list_stock"]
+
+
+async def test_origin_list_changed_triggers_rediscovery(bastion: Bastion) -> None:
+    bastion.add_origin("local", command=STDIO_INVENTORY)
+    bastion.publish_server("grow", {"origin": "local", "items": ["add_feature_tool"]})
+    async with bastion.client("grow", bastion.token("grow")) as client:
+        await client.call_tool("add_feature_tool", {})
+    with anyio.fail_after(10):
+        while True:
+            origin = await anyio.to_thread.run_sync(lambda: bastion.ok("GET", "/api/origins/local"))
+            names = {i["name"] for i in origin["items"]}
+            if len(names - {"list_stock", "get_order", "create_reorder", "refund_order", "slow_count",
+                            "add_feature_tool", "inventory://warehouses", "reorder_advice"}) >= 1:
+                break
+            await anyio.sleep(0.05)

@@ -1,0 +1,72 @@
+"""A deliberately broken HTTP origin for fault tests: it handshakes correctly, then misbehaves per tool.
+
+Hand-written on purpose: the SDK's servers cannot be made to send malformed or
+oversized replies. Run: python -m tests.origins.faulty --port N
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TOOLS = ["ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "http_500"]
+
+
+def _tool(name: str) -> dict[str, object]:
+    return {"name": name, "description": f"misbehaves: {name}", "inputSchema": {"type": "object"}}
+
+
+async def mcp(request: Request) -> Response:
+    if request.method != "POST":
+        return Response(status_code=405)
+    message = json.loads(await request.body())
+    method, request_id = message.get("method"), message.get("id")
+    if request_id is None:
+        return Response(status_code=202)
+    if method == "initialize":
+        result = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "faulty", "version": "0"},
+        }
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": result}, headers={"mcp-session-id": "s1"})
+    if method == "tools/list":
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"tools": [_tool(t) for t in TOOLS]}})
+    name = message["params"]["name"]
+    if name == "malformed":
+        return Response(b"{this is not json", media_type="application/json")
+    if name == "huge":
+        text = "x" * (3 * 1024 * 1024)
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": text}]}})
+    if name == "slow":
+        await anyio.sleep(30)
+    if name == "bad_result":
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"content": "not a list"}})
+    if name == "rpc_error":
+        error = {"code": -32050, "message": "inventory backend says no"}
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})
+    if name == "http_500":
+        return Response(b"upstream exploded", status_code=500, media_type="text/plain")
+    result = {"content": [{"type": "text", "text": "fine"}]}
+    return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+app = Starlette(routes=[Route("/mcp", mcp, methods=["GET", "POST", "DELETE"])])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""A test origin (stdio or HTTP) that records what reached it: cancellation, crashes on demand.
+
+Run: python -m tests.origins.probe [--http --port N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("probe")
+_state = {"started": 0, "cancelled": 0, "finished": 0}
+
+
+@server.tool()
+async def wait(seconds: float, ctx: Context) -> str:
+    """Sleep, reporting progress; records whether it was cancelled."""
+    _state["started"] += 1
+    try:
+        steps = max(1, int(seconds / 0.05))
+        for step in range(steps):
+            await ctx.report_progress(step + 1, steps)
+            await anyio.sleep(0.05)
+    except anyio.get_cancelled_exc_class():
+        _state["cancelled"] += 1
+        raise
+    _state["finished"] += 1
+    return "done"
+
+
+@server.tool()
+def status() -> dict[str, int]:
+    """What happened so far."""
+    return dict(_state)
+
+
+@server.tool()
+def crash() -> str:
+    """Exit the process at once, mid-call."""
+    os._exit(3)
+
+
+@server.tool()
+def secret_env() -> str:
+    """Which environment variables the origin received (to check the minimal environment)."""
+    return ",".join(sorted(os.environ))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--http", action="store_true")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.http:
+        server.run("streamable-http", host="127.0.0.1", port=args.port)
+    else:
+        server.run()
+
+
+if __name__ == "__main__":
+    main()
