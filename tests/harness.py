@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,16 @@ def origin_process(module: str = "bastion.demo.inventory", *args: str) -> Iterat
 STDIO_INVENTORY = [sys.executable, "-m", "bastion.demo.inventory"]
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], *, deadline: float = 10.0) -> None:
+    """Poll state owned by another thread or process until `check()` holds, failing after `deadline` s.
+
+    Used only where no event can be awaited (the state lives in another process or thread).
+    """
+    with anyio.fail_after(deadline):
+        while not await check():  # noqa: ASYNC110 — cross-process state has no event to await
+            await anyio.sleep(0.02)
+
+
 class Bastion:
     """A running Bastion and the helpers tests use to drive it."""
 
@@ -118,9 +128,12 @@ class Bastion:
     async def client(self, slug: str, token: str, *, mode: str = "legacy", **options: Any) -> AsyncIterator[Client]:
         """The official SDK client, as a user would configure it (URL + Authorization header)."""
         http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
-        async with http, Client(
-            streamable_http_client(self.mcp_url(slug), http_client=http), mode=mode, cache=None, **options
-        ) as client:
+        async with (
+            http,
+            Client(
+                streamable_http_client(self.mcp_url(slug), http_client=http), mode=mode, cache=None, **options
+            ) as client,
+        ):
             yield client
 
     def close(self) -> None:
@@ -148,8 +161,13 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
     anyio.run(prepare)
     services = Services(settings)
     config = uvicorn.Config(
-        create_app(settings, services), host="127.0.0.1", port=port, log_config=None, access_log=False,
-        server_header=False, lifespan="on",
+        create_app(settings, services),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="bastion", daemon=True)

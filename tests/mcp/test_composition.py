@@ -17,8 +17,12 @@ async def test_http_and_stdio_origins_compose_into_one_server_with_prefixes_and_
         bastion.publish_server(
             "mix",
             {"origin": "web", "prefix": "web_", "items": ["list_stock", "get_order", "inventory://warehouses"]},
-            {"origin": "local", "prefix": "local_", "items": ["get_order", "reorder_advice"],
-             "aliases": {"get_order": "lookup_order"}},
+            {
+                "origin": "local",
+                "prefix": "local_",
+                "items": ["get_order", "reorder_advice"],
+                "aliases": {"get_order": "lookup_order"},
+            },
         )
         token = bastion.token("mix")
         for mode in ("legacy", "2026-07-28"):

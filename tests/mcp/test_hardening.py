@@ -144,7 +144,9 @@ def test_json_rpc_errors_carry_the_right_codes(gw: Bastion, token: str) -> None:
     session = {"mcp-session-id": open_session(gw, token)}
     unknown = post(gw, {"jsonrpc": "2.0", "id": 3, "method": "tools/explode"}, token, **session)
     assert unknown.json()["error"]["code"] == -32601
-    bad_params = post(gw, {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"arguments": {}}}, token, **session)
+    bad_params = post(
+        gw, {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"arguments": {}}}, token, **session
+    )
     assert bad_params.json()["error"]["code"] == -32602
     assert "name" in bad_params.json()["error"]["message"]
 

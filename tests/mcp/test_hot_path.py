@@ -44,3 +44,11 @@ async def test_two_hundred_tool_calls_after_warm_up_issue_no_sql(quiet_bastion: 
             finally:
                 event.remove(engine, "before_cursor_execute", count)
     assert statements == []
+
+    # Control: the same listener does see the queries a control-plane read makes.
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        bastion.ok("GET", "/api/servers")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert statements, "the statement counter is not attached to Bastion's engine"

@@ -10,7 +10,7 @@ import anyio
 import mcp_types as mt
 import pytest
 
-from tests.harness import STDIO_INVENTORY, Bastion, origin_process
+from tests.harness import STDIO_INVENTORY, Bastion, eventually, origin_process
 
 pytestmark = pytest.mark.anyio
 
@@ -63,10 +63,12 @@ async def test_cancelling_a_call_cancels_it_at_the_origin(bastion: Bastion, mode
 
         with anyio.move_on_after(0.5):
             await client.call_tool("wait", {"seconds": 20}, progress_callback=on_progress)
-        with anyio.fail_after(10):
-            while (status := await _probe_status(client))["cancelled"] < 1:
-                await anyio.sleep(0.05)
-        assert status == {"started": 1, "cancelled": 1, "finished": 0}
+
+        async def origin_saw_the_cancel() -> bool:
+            return (await _probe_status(client))["cancelled"] >= 1
+
+        await eventually(origin_saw_the_cancel)
+        assert await _probe_status(client) == {"started": 1, "cancelled": 1, "finished": 0}
 
 
 async def test_list_changed_reaches_the_client_when_an_item_is_disabled(bastion: Bastion) -> None:
@@ -81,9 +83,11 @@ async def test_list_changed_reaches_the_client_when_an_item_is_disabled(bastion:
     async with bastion.client("changes", bastion.token("changes"), message_handler=on_message) as client:
         await client.list_tools()
         item = next(i for i in server["items"] if i["name"] == "get_order")
-        with anyio.fail_after(10):  # the client opens its GET stream after initialize
-            while not any(s.outbox for s in bastion.services.sessions.of_server(server["id"])):
-                await anyio.sleep(0.02)
+
+        async def stream_is_open() -> bool:  # the client opens its GET stream after initialize
+            return any(s.outbox for s in bastion.services.sessions.of_server(server["id"]))
+
+        await eventually(stream_is_open)
         await anyio.to_thread.run_sync(
             lambda: bastion.ok("PATCH", f"/api/servers/{server['id']}/items/{item['id']}", json={"enabled": False})
         )
@@ -92,16 +96,37 @@ async def test_list_changed_reaches_the_client_when_an_item_is_disabled(bastion:
         assert [t.name for t in (await client.list_tools()).tools] == ["list_stock"]
 
 
-async def test_origin_list_changed_triggers_rediscovery(bastion: Bastion) -> None:
+async def test_list_changed_reaches_a_2026_client_on_its_listen_stream(bastion: Bastion) -> None:
     bastion.add_origin("local", command=STDIO_INVENTORY)
+    server = bastion.publish_server("listen", {"origin": "local", "items": ["list_stock", "get_order"]})
+    item = next(i for i in server["items"] if i["name"] == "get_order")
+    async with bastion.client("listen", bastion.token("listen"), mode="2026-07-28") as client:
+        async with client.listen(tools_list_changed=True) as subscription:
+            await anyio.to_thread.run_sync(
+                lambda: bastion.ok("PATCH", f"/api/servers/{server['id']}/items/{item['id']}", json={"enabled": False})
+            )
+            with anyio.fail_after(10):
+                async for _event in subscription:
+                    break
+        assert [t.name for t in (await client.list_tools()).tools] == ["list_stock"]
+
+
+async def test_origins_are_spoken_to_in_the_newest_revision_each_supports(bastion: Bastion) -> None:
+    modern = bastion.add_origin("local", command=STDIO_INVENTORY)
+    assert modern["protocol_version"] == "2026-07-28"
+    with origin_process("tests.origins.faulty") as url:
+        legacy = bastion.add_origin("old", url=url)
+    assert legacy["protocol_version"] == "2025-11-25"
+
+
+async def test_origin_list_changed_triggers_rediscovery(bastion: Bastion) -> None:
+    before = {i["name"] for i in bastion.add_origin("local", command=STDIO_INVENTORY)["items"]}
     bastion.publish_server("grow", {"origin": "local", "items": ["add_feature_tool"]})
     async with bastion.client("grow", bastion.token("grow")) as client:
         await client.call_tool("add_feature_tool", {})
-    with anyio.fail_after(10):
-        while True:
-            origin = await anyio.to_thread.run_sync(lambda: bastion.ok("GET", "/api/origins/local"))
-            names = {i["name"] for i in origin["items"]}
-            if len(names - {"list_stock", "get_order", "create_reorder", "refund_order", "slow_count",
-                            "add_feature_tool", "inventory://warehouses", "reorder_advice"}) >= 1:
-                break
-            await anyio.sleep(0.05)
+
+    async def new_tool_discovered() -> bool:
+        origin = await anyio.to_thread.run_sync(lambda: bastion.ok("GET", "/api/origins/local"))
+        return bool({i["name"] for i in origin["items"]} - before)
+
+    await eventually(new_tool_discovered)

@@ -39,12 +39,17 @@ async def mcp(request: Request) -> Response:
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": result}, headers={"mcp-session-id": "s1"})
     if method == "tools/list":
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"tools": [_tool(t) for t in TOOLS]}})
+    if method != "tools/call":  # a handshake-era origin: no server/discover
+        error = {"code": -32601, "message": f"Method not found: {method}"}
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})
     name = message["params"]["name"]
     if name == "malformed":
         return Response(b"{this is not json", media_type="application/json")
     if name == "huge":
         text = "x" * (3 * 1024 * 1024)
-        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": text}]}})
+        return JSONResponse(
+            {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": text}]}}
+        )
     if name == "slow":
         await anyio.sleep(30)
     if name == "bad_result":

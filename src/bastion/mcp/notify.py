@@ -7,16 +7,10 @@ was revoked are closed, so nothing keeps running on withdrawn access.
 
 from __future__ import annotations
 
-import orjson
-
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.mcp.sessions import SessionStore
 
 __all__ = ["ChangeNotifier"]
-
-
-def _notification(method: str) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", "method": method})
 
 
 _LISTS = (
@@ -52,4 +46,4 @@ class ChangeNotifier:
             return
         for session in self._sessions.of_server(new.id):
             for method in changed:
-                session.push(_notification(method))
+                session.notify(method)

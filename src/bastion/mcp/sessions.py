@@ -13,11 +13,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["Session", "SessionStore"]
 
 _STREAM_BUFFER = 64
+SUBSCRIPTION_ID_META_KEY = "io.modelcontextprotocol/subscriptionId"
+# notification method → the 2026-07-28 subscription filter key that opts in to it
+_FILTER_KEYS = {
+    "notifications/tools/list_changed": "toolsListChanged",
+    "notifications/prompts/list_changed": "promptsListChanged",
+    "notifications/resources/list_changed": "resourcesListChanged",
+}
 
 
 @dataclass(eq=False)
@@ -29,7 +37,9 @@ class Session:
     client_capabilities: dict[str, Any]
     last_seen: float = field(default_factory=time.monotonic)
     in_flight: dict[Any, anyio.CancelScope] = field(default_factory=dict)
-    # The GET stream: server-to-client notifications (list_changed, logging).
+    # 2026-07-28 `subscriptions/listen`: (request id, filter); None for a handshake-era session.
+    subscription: tuple[Any, dict[str, Any]] | None = None
+    # The GET (or listen) stream: server-to-client notifications.
     outbox: MemoryObjectSendStream[bytes] | None = None
     inbox: MemoryObjectReceiveStream[bytes] | None = None
 
@@ -38,6 +48,16 @@ class Session:
             self.outbox.close()  # the spec allows one stream; a new GET replaces the old one
         self.outbox, self.inbox = anyio.create_memory_object_stream[bytes](_STREAM_BUFFER)
         return self.inbox
+
+    def notify(self, method: str) -> None:
+        """Queue a parameterless notification, in this session's era's shape and filter."""
+        if self.subscription is None:
+            self.push(orjson.dumps({"jsonrpc": "2.0", "method": method}))
+            return
+        request_id, wanted = self.subscription
+        if wanted.get(_FILTER_KEYS.get(method, "")):
+            params = {"_meta": {SUBSCRIPTION_ID_META_KEY: request_id}}
+            self.push(orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params}))
 
     def push(self, message: bytes) -> None:
         """Queue a notification for the GET stream; dropped if none is open or it is full."""
@@ -54,7 +74,15 @@ class SessionStore:
         self._sessions: dict[str, Session] = {}
         self._idle = idle_seconds
 
-    def create(self, *, server_id: str, token_id: str, protocol_version: str, capabilities: dict[str, Any]) -> Session:
+    def create(
+        self,
+        *,
+        server_id: str,
+        token_id: str,
+        protocol_version: str,
+        capabilities: dict[str, Any],
+        subscription: tuple[Any, dict[str, Any]] | None = None,
+    ) -> Session:
         self._expire()
         session = Session(
             id=secrets.token_urlsafe(24),
@@ -62,6 +90,7 @@ class SessionStore:
             token_id=token_id,
             protocol_version=protocol_version,
             client_capabilities=capabilities,
+            subscription=subscription,
         )
         self._sessions[session.id] = session
         return session

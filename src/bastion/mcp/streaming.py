@@ -57,16 +57,15 @@ async def serve_with_progress(
         tasks.cancel_scope.cancel()
 
 
-async def serve_event_stream(session: Session, receive: Receive, send: Send) -> None:
-    """The GET stream: notifications for this session until it ends or the client leaves."""
+async def serve_event_stream(
+    session: Session, receive: Receive, send: Send, *, first: bytes | None = None, announce_session: bool = True
+) -> None:
+    """A notification stream (GET, or 2026-07-28 listen) until the session ends or the client leaves."""
     inbox = session.open_stream()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [*_SSE_HEADERS, (b"mcp-session-id", session.id.encode())],
-        }
-    )
+    headers = [*_SSE_HEADERS, (b"mcp-session-id", session.id.encode())] if announce_session else _SSE_HEADERS
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if first is not None:
+        await send({"type": "http.response.body", "body": sse_event(first), "more_body": True})
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
         with inbox:

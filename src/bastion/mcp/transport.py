@@ -22,7 +22,7 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     find_duplicated_routing_header,
 )
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from pydantic import ValidationError
 
 from bastion.catalog.holder import SnapshotHolder
@@ -46,7 +46,7 @@ from bastion.identity.principal import Principal
 from bastion.mcp.jsonrpc import decode_body, error_message, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
-from bastion.mcp.sessions import Session, SessionStore
+from bastion.mcp.sessions import SUBSCRIPTION_ID_META_KEY, Session, SessionStore
 from bastion.mcp.streaming import serve_event_stream, serve_with_progress
 
 __all__ = ["McpEndpoint"]
@@ -54,6 +54,12 @@ __all__ = ["McpEndpoint"]
 log = structlog.get_logger(__name__)
 
 _SESSION_HEADER = b"mcp-session-id"
+# subscription filter wire key → SubscriptionFilter attribute, for the lists Bastion announces
+_LISTEN_KEYS = {
+    "toolsListChanged": "tools_list_changed",
+    "promptsListChanged": "prompts_list_changed",
+    "resourcesListChanged": "resources_list_changed",
+}
 
 
 class McpEndpoint:
@@ -150,6 +156,9 @@ class McpEndpoint:
             return
         request = _request(message)
         rejection = _modern_rejection(scope, message)
+        if rejection is None and request.method == "subscriptions/listen":
+            await self._listen(receive, send, request, call)
+            return
         if rejection is not None:
             await send_bytes(
                 send,
@@ -230,6 +239,30 @@ class McpEndpoint:
             scope = session.in_flight.get(request_id)
             if scope is not None:
                 scope.cancel()
+
+    async def _listen(self, receive: Receive, send: Send, request: mt.JSONRPCRequest, call: Call) -> None:
+        """2026-07-28 `subscriptions/listen`: a notification stream for as long as the client keeps it."""
+        try:
+            params = mt.SubscriptionsListenRequestParams.model_validate(request.params or {})
+        except ValidationError as exc:
+            raise InvalidParams(f"invalid subscriptions/listen params: {exc.errors()[0]['msg']}") from None
+        honoured = {k: True for k in _LISTEN_KEYS if getattr(params.notifications, _LISTEN_KEYS[k])}
+        session = self._sessions.create(
+            server_id=call.server.id,
+            token_id=call.principal.token_id,
+            protocol_version=LATEST_MODERN_VERSION,
+            capabilities={},
+            subscription=(request.id, honoured),
+        )
+        ack = {
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": honoured, "_meta": {SUBSCRIPTION_ID_META_KEY: request.id}},
+        }
+        try:
+            await serve_event_stream(session, receive, send, first=orjson.dumps(ack), announce_session=False)
+        finally:
+            self._sessions.close(session.id)
 
     # --- GET: the server-to-client stream ---------------------------------------------------
     async def _get(self, scope: Scope, receive: Receive, send: Send, server: ServerView, principal: Principal) -> None:

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import structlog
 from anyio.abc import TaskGroup
+from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 
 from bastion.catalog.snapshot import OriginSpec
 from bastion.errors import UpstreamProtocolError, UpstreamTooLarge, UpstreamUnavailable
@@ -43,7 +44,10 @@ class HttpOriginClient(RpcCore):
         self._tasks = task_group
         self._session_id: str | None = None
         self._get_stream: anyio.CancelScope | None = None
-        self._http = httpx.AsyncClient(
+        self._http = self._new_http_client()
+
+    def _new_http_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
             follow_redirects=False,  # a redirect could leave the approved origin
@@ -74,22 +78,39 @@ class HttpOriginClient(RpcCore):
                     pass
         await self._http.aclose()
 
-    async def _handshake(self) -> None:
-        await super()._handshake()
+    async def _initialize(self) -> None:
+        await super()._initialize()
         if self._session_id is not None and self._get_stream is None:
-            self._tasks.start_soon(self._listen)
+            self._tasks.start_soon(self._listen, "GET", None)
 
-    def _headers(self) -> dict[str, str]:
+    async def _reset_after_probe(self) -> None:
+        # An origin that choked on the probe may have dropped its connections: start clean.
+        self._session_id = None
+        await self._http.aclose()
+        self._http = self._new_http_client()
+
+    async def _subscribe(self) -> None:
+        if self._get_stream is None:
+            self._tasks.start_soon(self._listen, "POST", self.listen_request())
+
+    def _headers(self, message: dict[str, Any] | None = None) -> dict[str, str]:
         headers = {"accept": _ACCEPT, "content-type": "application/json"}
         if self._session_id is not None:
             headers["mcp-session-id"] = self._session_id
         if self.protocol_version is not None:
             headers["mcp-protocol-version"] = self.protocol_version
+        if self.modern and message is not None and "method" in message:
+            # 2026-07-28: routing headers mirror the body (the origin checks they agree).
+            headers["mcp-method"] = message["method"]
+            name_key = NAME_BEARING_METHODS.get(message["method"])
+            name = (message.get("params") or {}).get(name_key) if name_key else None
+            if isinstance(name, str):
+                headers["mcp-name"] = encode_header_value(name)
         return headers
 
     async def _send_message(self, message: dict[str, Any]) -> None:
         try:
-            response = await self._http.post(self._url, content=orjson.dumps(message), headers=self._headers())
+            response = await self._http.post(self._url, content=orjson.dumps(message), headers=self._headers(message))
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"origin {self.spec.name!r} is unreachable: {type(exc).__name__}") from exc
         await response.aclose()
@@ -140,13 +161,17 @@ class HttpOriginClient(RpcCore):
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _listen(self) -> None:
-        """The origin's server stream (HTTP GET): list_changed and logging notifications."""
+    async def _listen(self, method: str, body: dict[str, Any] | None) -> None:
+        """The origin's notification stream: GET in a session, `subscriptions/listen` in 2026-07-28."""
         with anyio.CancelScope() as scope:
             self._get_stream = scope
             try:
-                headers = {**self._headers(), "accept": "text/event-stream"}
-                async with self._http.stream("GET", self._url, headers=headers, timeout=None) as response:
+                # A GET stream accepts only SSE; a 2026-07-28 POST must accept JSON too.
+                headers = {**self._headers(body), "accept": _ACCEPT if body else "text/event-stream"}
+                content = orjson.dumps(body) if body is not None else None
+                async with self._http.stream(
+                    method, self._url, headers=headers, content=content, timeout=None
+                ) as response:
                     if response.status_code != 200:
                         return  # 405: the origin offers no server stream
                     async for data in iter_sse_data(

@@ -17,12 +17,18 @@ import anyio
 import mcp_types as mt
 import orjson
 import structlog
-from mcp_types.version import LATEST_HANDSHAKE_VERSION
+from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from bastion import __version__
 from bastion.catalog.snapshot import OriginSpec
-from bastion.errors import UpstreamProtocolError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from bastion.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from bastion.mcp.upstream.base import NotificationSink, ProgressSink
 
 __all__ = ["CLIENT_INFO", "RpcCore", "decode_message"]
@@ -31,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 CLIENT_INFO = {"name": "bastion", "version": __version__}
 _CANCEL_NOTICE_SECONDS = 2.0
+_DISCOVER_SECONDS = 10.0
+LIST_CHANGED_FILTER = {"toolsListChanged": True, "promptsListChanged": True, "resourcesListChanged": True}
 
 
 @dataclass(slots=True)
@@ -52,6 +60,7 @@ class RpcCore:
         self.timeout = spec.timeout_seconds or timeout
         self.max_bytes = max_bytes
         self.protocol_version: str | None = None
+        self.modern = False  # 2026-07-28 per-request envelope instead of a session
         self.capabilities: dict[str, Any] = {}
         self._notify = notify
         self._next_id = 0
@@ -90,6 +99,10 @@ class RpcCore:
     async def _send_message(self, message: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    async def _subscribe(self) -> None:
+        """Open the origin's `subscriptions/listen` channel (2026-07-28) for list_changed."""
+        raise NotImplementedError
+
     # --- shared machinery --------------------------------------------------------
     async def _ensure_ready(self) -> None:
         if self._ready:
@@ -102,6 +115,34 @@ class RpcCore:
             self._ready = True
 
     async def _handshake(self) -> None:
+        """Speak the newest revision the origin supports: probe `server/discover`, else initialize."""
+        if await self._discover_modern():
+            await self._subscribe()
+            return
+        await self._initialize()
+
+    async def _discover_modern(self) -> bool:
+        self.modern, self.protocol_version = True, LATEST_MODERN_VERSION
+        try:
+            with anyio.fail_after(min(self.timeout, _DISCOVER_SECONDS)):
+                result = await self._call("server/discover", {}, None)
+            discovered = mt.DiscoverResult.model_validate(result)
+            versions = [v for v in MODERN_PROTOCOL_VERSIONS if v in discovered.supported_versions]
+        except (UpstreamError, TimeoutError, ValidationError) as exc:
+            log.info("origin_has_no_server_discover", origin=self.spec.name, error=type(exc).__name__)
+            versions = []
+        if not versions:
+            self.modern, self.protocol_version = False, None
+            await self._reset_after_probe()
+            return False
+        self.protocol_version = versions[-1]
+        self.capabilities = discovered.capabilities.model_dump(by_alias=True, exclude_none=True)
+        return True
+
+    async def _reset_after_probe(self) -> None:
+        """Hook: undo what a failed probe left behind before the handshake (default: nothing)."""
+
+    async def _initialize(self) -> None:
         """The initialize handshake (MCP lifecycle), offering the newest handshake revision."""
         params = {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}
         result = await self._call("initialize", params, None)
@@ -117,6 +158,9 @@ class RpcCore:
         self._next_id += 1
         request_id = self._next_id
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if self.modern:
+            params = dict(params or {})
+            params["_meta"] = {**(params.get("_meta") or {}), **self._envelope()}
         if progress is not None:
             # The origin sees our token, never the client's: many clients share this connection.
             params = dict(params or {})
@@ -141,6 +185,18 @@ class RpcCore:
             self._pending.pop(request_id, None)
             self._sinks.pop(request_id, None)
         return self._outcome(method, pending.message)
+
+    def _envelope(self) -> dict[str, Any]:
+        """The 2026-07-28 per-request fields every request carries in `_meta`."""
+        return {
+            mt.PROTOCOL_VERSION_META_KEY: self.protocol_version,
+            mt.CLIENT_CAPABILITIES_META_KEY: {},
+            mt.CLIENT_INFO_META_KEY: CLIENT_INFO,
+        }
+
+    def listen_request(self) -> dict[str, Any]:
+        params = {"notifications": LIST_CHANGED_FILTER, "_meta": self._envelope()}
+        return {"jsonrpc": "2.0", "id": "bastion-listen", "method": "subscriptions/listen", "params": params}
 
     def _outcome(self, method: str, message: dict[str, Any] | None) -> dict[str, Any]:
         if message is None:

@@ -82,6 +82,10 @@ class StdioOriginClient(RpcCore):
     async def _send_request(self, message: dict[str, Any]) -> None:
         await self._send_message(message)
 
+    async def _subscribe(self) -> None:
+        # Its notifications arrive on stdout like everything else; no reply is awaited.
+        await self._send_message(self.listen_request())
+
     async def _send_message(self, message: dict[str, Any]) -> None:
         process = self._process
         if process is None or process.stdin is None:
