@@ -30,6 +30,8 @@ run: install
 ## make test: install test dependencies and run the whole suite
 test: install-test
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/bastion
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 ## make bench: direct vs through-Bastion tools/call at concurrency 1 and 32

@@ -93,7 +93,8 @@ class Bastion:
         self.services = services
         self.server = server
         self.base_url = settings.base_url()
-        self.http = httpx.Client(base_url=self.base_url, timeout=30)
+        # Tests' TLS uses a throwaway self-signed certificate: verification is off for it only.
+        self.http = httpx.Client(base_url=self.base_url, timeout=30, verify=not settings.tls)
         self.admin_token = self.http.post(
             "/api/login", json={"username": settings.admin_user, "password": ADMIN_PASSWORD}
         ).json()["token"]
@@ -168,6 +169,8 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
         access_log=False,
         server_header=False,
         lifespan="on",
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="bastion", daemon=True)

@@ -22,6 +22,7 @@ __all__ = [
     "TokenOut",
 ]
 
+Scope = Literal["mcp", "admin"]
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lowercase letters, digits, '-' and '_'")
 ItemName = Field(min_length=1, max_length=512)
 
@@ -108,7 +109,7 @@ class ServerOut(BaseModel):
 class TokenIn(_In):
     name: str = Field(min_length=1, max_length=100)
     servers: list[str] = Field(default_factory=list, max_length=100, description="virtual server slugs or ids")
-    scopes: list[Literal["mcp", "admin"]] = Field(default_factory=lambda: ["mcp"], min_length=1)
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["mcp"]), min_length=1)
     expires_in_days: int = Field(30, ge=1, le=365)
 
 

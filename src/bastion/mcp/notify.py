@@ -7,19 +7,31 @@ was revoked are closed, so nothing keeps running on withdrawn access.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.mcp.sessions import SessionStore
 
 __all__ = ["ChangeNotifier"]
 
 
-_LISTS = (
-    ("notifications/tools/list_changed", lambda v: [r.definition for r in v.tools.values()]),
-    ("notifications/prompts/list_changed", lambda v: [r.definition for r in v.prompts.values()]),
-    (
-        "notifications/resources/list_changed",
-        lambda v: [r.definition for r in (*v.resources.values(), *v.templates)],
-    ),
+def _tools(view: ServerView) -> list[dict[str, Any]]:
+    return [r.definition for r in view.tools.values()]
+
+
+def _prompts(view: ServerView) -> list[dict[str, Any]]:
+    return [r.definition for r in view.prompts.values()]
+
+
+def _resources(view: ServerView) -> list[dict[str, Any]]:
+    return [r.definition for r in (*view.resources.values(), *view.templates)]
+
+
+_LISTS: tuple[tuple[str, Callable[[ServerView], list[dict[str, Any]]]], ...] = (
+    ("notifications/tools/list_changed", _tools),
+    ("notifications/prompts/list_changed", _prompts),
+    ("notifications/resources/list_changed", _resources),
 )
 
 

@@ -17,7 +17,10 @@ __all__ = ["OriginPool"]
 
 log = structlog.get_logger(__name__)
 
-_IMPLEMENTATIONS: dict[str, Any] = {"http": HttpOriginClient, "stdio": StdioOriginClient}
+_IMPLEMENTATIONS: dict[str, type[HttpOriginClient] | type[StdioOriginClient]] = {
+    "http": HttpOriginClient,
+    "stdio": StdioOriginClient,
+}
 
 
 class OriginPool:

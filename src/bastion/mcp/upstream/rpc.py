@@ -240,9 +240,11 @@ class RpcCore:
         if "id" in message:
             await self._answer_server_request(message)
             return
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        raw_params = message.get("params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         if method == "notifications/progress":
-            sink = self._sinks.get(params.get("progressToken"))  # type: ignore[arg-type]  # any JSON value
+            token = params.get("progressToken")
+            sink = self._sinks.get(token) if isinstance(token, int) else None
             if sink is not None:
                 await sink(method, params)
         elif method.endswith("/list_changed"):

@@ -1,0 +1,84 @@
+"""Secure defaults: the start-up posture check, TLS with HSTS, loopback binding."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from bastion.config import Settings, posture_findings
+from tests.harness import run_bastion
+
+
+def test_defaults_bind_loopback_and_raise_no_findings() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.host == "127.0.0.1"
+    assert posture_findings(settings) == []
+
+
+def test_weak_admin_password_and_open_bind_without_tls_are_reported() -> None:
+    findings = posture_findings(Settings(admin_password="admin", host="0.0.0.0"))  # noqa: S104
+    assert any("BASTION_ADMIN_PASSWORD is a default" in f for f in findings)
+    assert any("without TLS" in f for f in findings)
+    assert any("short or low-entropy" in f for f in posture_findings(Settings(admin_password="abc12")))
+    assert posture_findings(Settings(admin_password="pX7-vQ2k_Lm9-Rt4zW8n")) == []
+
+
+def test_wildcard_origin_allowlist_is_reported() -> None:
+    assert any("wildcard" in f for f in posture_findings(Settings(allowed_origins=["*"])))
+
+
+def test_require_strong_secrets_refuses_to_start_with_a_weak_password(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "BASTION_ADMIN_PASSWORD": "password",
+        "BASTION_REQUIRE_STRONG_SECRETS": "true",
+        "BASTION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/b.db",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "serve"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert "BASTION_ADMIN_PASSWORD is a default or guessable value" in done.stderr
+    assert "refusing to start" in done.stderr
+    assert "password" not in done.stdout  # the secret itself is never echoed
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_serves_https_with_hsts(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    with run_bastion(tmp_path, ssl_certfile=cert, ssl_keyfile=key) as bastion:
+        assert bastion.base_url.startswith("https://")
+        response = bastion.http.get("/healthz")
+        assert response.status_code == 200
+        assert response.headers["strict-transport-security"].startswith("max-age=")
