@@ -22,8 +22,12 @@ def _start_demo(workdir: Path, port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "warning"}
     env.pop("BASTION_ADMIN_PASSWORD", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "bastion", "demo"], cwd=workdir, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
+        [sys.executable, "-m", "bastion", "demo"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
 
 
