@@ -24,7 +24,7 @@ def test_defaults_bind_loopback_and_raise_no_findings() -> None:
 
 
 def test_weak_admin_password_and_open_bind_without_tls_are_reported() -> None:
-    findings = posture_findings(Settings(admin_password="admin", host="0.0.0.0"))  # noqa: S104
+    findings = posture_findings(Settings(admin_password="admin", host="0.0.0.0"))
     assert any("BASTION_ADMIN_PASSWORD is a default" in f for f in findings)
     assert any("without TLS" in f for f in findings)
     assert any("short or low-entropy" in f for f in posture_findings(Settings(admin_password="abc12")))
@@ -68,9 +68,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
 

@@ -56,7 +56,6 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest accepted request body (413 beyond).")
     max_json_depth: int = Field(32, gt=0, description="Deepest JSON nesting accepted in a request body.")
-    max_string_length: int = Field(4096, gt=0, description="Longest string accepted in admin API input.")
     session_idle_seconds: float = Field(3600, gt=0, description="An idle MCP session is forgotten after this.")
     cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 __all__ = [
     "ComposeIn",
@@ -25,6 +25,8 @@ __all__ = [
 Scope = Literal["mcp", "admin"]
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lowercase letters, digits, '-' and '_'")
 ItemName = Field(min_length=1, max_length=512)
+Alias = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
+OfferedName = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
 class _In(BaseModel):
@@ -34,19 +36,31 @@ class _In(BaseModel):
 class OriginIn(_In):
     name: str = Slug
     transport: Literal["http", "stdio"]
-    url: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$")
-    command: list[str] | None = Field(None, min_length=1, max_length=64)
+    url: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$", validate_default=True)
+    command: list[str] | None = Field(None, min_length=1, max_length=64, validate_default=True)
     timeout_seconds: float | None = Field(None, gt=0, le=600)
 
-    @model_validator(mode="after")
-    def _transport_fields(self) -> OriginIn:
-        if self.transport == "http" and (self.url is None or self.command is not None):
-            raise ValueError("an http origin needs url (and no command)")
-        if self.transport == "stdio" and (self.command is None or self.url is not None):
-            raise ValueError("a stdio origin needs command (and no url)")
-        if self.command is not None and any(not part or len(part) > 4096 for part in self.command):
+    @field_validator("url")
+    @classmethod
+    def _url_for_http(cls, url: str | None, info: ValidationInfo) -> str | None:
+        transport = info.data.get("transport")
+        if transport == "http" and url is None:
+            raise ValueError("an http origin needs url")
+        if transport == "stdio" and url is not None:
+            raise ValueError("a stdio origin takes command, not url")
+        return url
+
+    @field_validator("command")
+    @classmethod
+    def _command_for_stdio(cls, command: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        transport = info.data.get("transport")
+        if transport == "stdio" and command is None:
+            raise ValueError("a stdio origin needs command")
+        if transport == "http" and command is not None:
+            raise ValueError("an http origin takes url, not command")
+        if command is not None and any(not part or len(part) > 4096 for part in command):
             raise ValueError("command parts must be non-empty strings of at most 4096 characters")
-        return self
+        return command
 
 
 class ItemOut(BaseModel):
@@ -79,7 +93,7 @@ class ComposeIn(_In):
     origin: str = Field(min_length=1, max_length=64, description="origin id or name")
     prefix: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
     items: list[str] | None = Field(None, max_length=1000, description="names to select; omitted: all")
-    aliases: dict[str, str] = Field(default_factory=dict, max_length=1000)
+    aliases: dict[OfferedName, Alias] = Field(default_factory=dict, max_length=1000)
 
 
 class ItemPatch(_In):

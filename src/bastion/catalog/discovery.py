@@ -28,6 +28,7 @@ _LISTS: tuple[tuple[str, str, str, type[BaseModel], str, str], ...] = (
     ),
     ("prompts", "prompts/list", "prompts", mt.Prompt, "prompt", "name"),
 )
+_MAX_NAME = 512  # the width of the store's name columns
 _MAX_PAGES = 100  # a paginator that never ends must not hang discovery
 
 
@@ -43,7 +44,12 @@ async def discover(client: OriginClient, capabilities: dict[str, Any]) -> list[D
                 raise UpstreamProtocolError(
                     f"origin {client.spec.name!r} offered a malformed {kind}: {exc.errors()[0]['msg']}"
                 ) from exc
-            items.append((kind, str(entry[name_field]), entry))
+            name = str(entry[name_field])
+            if len(name) > _MAX_NAME:
+                raise UpstreamProtocolError(
+                    f"origin {client.spec.name!r} offered a {kind} named longer than {_MAX_NAME} characters"
+                )
+            items.append((kind, name, entry))
     return items
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from bastion.config import Settings
 from bastion.errors import BastionError
+from bastion.observability.logging import configure_logging
 from bastion.services import Services
 
 __all__ = ["JsonOption", "emit", "run_with_services"]
@@ -24,11 +25,20 @@ JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
     """Migrate if needed, run one control-plane operation, exit 1 with the message on a Bastion error."""
 
+    settings = Settings()
+    configure_logging(settings.log_level)
+
     async def main() -> T:
-        services = Services(Settings())
+        services = Services(settings)
         await services.db.migrate()
+        failure: Exception | None = None
         async with services.running(poll_epoch=False):
-            return await operation(services)
+            try:
+                return await operation(services)
+            except (BastionError, ValidationError) as error:
+                failure = error  # raised outside the task group, which would wrap it in an ExceptionGroup
+        assert failure is not None
+        raise failure
 
     try:
         return anyio.run(main)
@@ -36,10 +46,26 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
         typer.secho(f"error: {error.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     except ValidationError as error:
-        for problem in error.errors():
-            where = ".".join(str(p) for p in problem["loc"]) or "input"
-            typer.secho(f"error: {where}: {problem['msg']}", fg=typer.colors.RED, err=True)
+        _report(error)
         raise typer.Exit(2) from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], **fields: Any) -> M:
+    """Build an input model from command-line values; exit 2 with field-level messages if invalid."""
+    try:
+        return model(**fields)
+    except ValidationError as error:
+        _report(error)
+        raise typer.Exit(2) from None
+
+
+def _report(error: ValidationError) -> None:
+    for problem in error.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "input"
+        typer.secho(f"error: {where}: {problem['msg']}", fg=typer.colors.RED, err=True)
 
 
 def emit(value: BaseModel | Sequence[BaseModel], as_json: bool, columns: Sequence[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bastion.admin.schemas import OriginIn
-from bastion.cli._common import JsonOption, emit, run_with_services
+from bastion.cli._common import JsonOption, emit, run_with_services, validated
 
 app = typer.Typer(help="Origins: the upstream MCP servers Bastion connects to.", no_args_is_help=True)
 _COLUMNS = ("id", "name", "transport", "protocol_version", "last_error")
@@ -20,8 +20,13 @@ def add(
     as_json: bool = JsonOption,
 ) -> None:
     """Register an origin and discover what it offers."""
-    data = OriginIn(
-        name=name, transport="http" if url else "stdio", url=url, command=command or None, timeout_seconds=timeout
+    data = validated(
+        OriginIn,
+        name=name,
+        transport="http" if url else "stdio",
+        url=url,
+        command=command or None,
+        timeout_seconds=timeout,
     )
     emit(run_with_services(lambda s: s.control.create_origin(data)), as_json, _COLUMNS)
 

@@ -43,16 +43,21 @@ def demo(
 
 
 def migrate() -> None:
-    """Bring the database schema to the newest revision."""
+    """Bring the database schema to the newest revision and create the first admin if there is none."""
     settings = Settings()
 
-    async def main() -> None:
+    async def main() -> str | None:
         services = Services(settings)
-        await services.db.migrate()
-        await services.db.close()
+        try:
+            await services.db.migrate()
+            return await ensure_admin(services)
+        finally:
+            await services.db.close()
 
-    anyio.run(main)
+    password = anyio.run(main)
     typer.echo("database is at the newest schema revision")
+    if password is not None:
+        typer.echo(f"first admin created: {settings.admin_user} / {password}   (shown once)")
 
 
 def _settings(host: str | None, port: int | None, certfile: Path | None, keyfile: Path | None) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bastion.admin.schemas import ComposeIn, ItemPatch, ServerIn, ServerOut
-from bastion.cli._common import JsonOption, emit, run_with_services
+from bastion.cli._common import JsonOption, emit, run_with_services, validated
 
 app = typer.Typer(help="Virtual servers: published MCP endpoints composed from origins.", no_args_is_help=True)
 _COLUMNS = ("id", "slug", "published", "mcp_url")
@@ -27,7 +27,7 @@ def create(
     as_json: bool = JsonOption,
 ) -> None:
     """Create a virtual server (a draft until published)."""
-    data = ServerIn(slug=slug, title=title, description=description)
+    data = validated(ServerIn, slug=slug, title=title, description=description)
     _show(run_with_services(lambda s: s.control.create_server(data)), as_json)
 
 
@@ -53,8 +53,12 @@ def compose(
     as_json: bool = JsonOption,
 ) -> None:
     """Select an origin's items into the server."""
-    aliases = dict(a.split("=", 1) for a in alias or [] if "=" in a)
-    data = ComposeIn(origin=origin, prefix=prefix, items=item or None, aliases=aliases)
+    malformed = [a for a in alias or [] if "=" not in a]
+    if malformed:
+        typer.secho(f"error: --alias {malformed[0]!r}: expected name=alias", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    aliases = dict(a.split("=", 1) for a in alias or [])
+    data = validated(ComposeIn, origin=origin, prefix=prefix, items=item or None, aliases=aliases)
     _show(run_with_services(lambda s: s.control.compose(server, data)), as_json)
 
 
@@ -67,7 +71,7 @@ def item(
     as_json: bool = JsonOption,
 ) -> None:
     """Enable, disable or rename one item."""
-    data = ItemPatch(enabled=enable, alias=alias)
+    data = validated(ItemPatch, enabled=enable, alias=alias)
     _show(run_with_services(lambda s: s.control.patch_item(server, item_id, data)), as_json)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bastion.admin.schemas import TokenIn
-from bastion.cli._common import JsonOption, emit, run_with_services
+from bastion.cli._common import JsonOption, emit, run_with_services, validated
 from bastion.config import Settings
 
 app = typer.Typer(help="API tokens: bearer credentials for MCP clients and the admin API.", no_args_is_help=True)
@@ -22,7 +22,8 @@ def create(
     as_json: bool = JsonOption,
 ) -> None:
     """Create a token; the secret is printed once and stored only as a hash."""
-    data = TokenIn(name=name, servers=server or [], scopes=["admin"] if admin else ["mcp"], expires_in_days=days)
+    scopes = ["admin"] if admin else ["mcp"]
+    data = validated(TokenIn, name=name, servers=server or [], scopes=scopes, expires_in_days=days)
     owner = user or Settings().admin_user
     created = run_with_services(lambda s: s.control.create_token(owner, data))
     if as_json:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from bastion.errors import BastionError, Unauthenticated
 
@@ -37,6 +38,18 @@ async def _validation_error(_request: Request, error: Exception) -> JSONResponse
     )
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
+
+
+async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    code = _HTTP_CODES.get(error.status_code, "http_error")
+    return JSONResponse(
+        {"error": {"code": code, "message": str(error.detail)}}, status_code=error.status_code, headers=error.headers
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(BastionError, _bastion_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

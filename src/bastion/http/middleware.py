@@ -109,24 +109,29 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self._limit:
             await _too_large(send, self._limit)
             return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        # Read the whole (bounded) body first: a framework that reads it later would turn an
+        # exception raised mid-stream into its own 400.
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self._limit:
-                raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self._limit:
+                await _too_large(send, self._limit)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await _too_large(send, self._limit)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -36,9 +36,10 @@ async def create(
 
 
 async def get(session: AsyncSession, origin_id_or_name: str) -> Origin:
-    origin = await session.scalar(
-        select(Origin).where((Origin.id == origin_id_or_name) | (Origin.name == origin_id_or_name))
-    )
+    # The id wins over a name that happens to look like one.
+    origin = await session.get(Origin, origin_id_or_name)
+    if origin is None:
+        origin = await session.scalar(select(Origin).where(Origin.name == origin_id_or_name))
     if origin is None:
         raise NotFound(f"no origin {origin_id_or_name!r}")
     return origin

@@ -8,8 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bastion.errors import Conflict, NotFound
+from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.store.models import OriginItem, ServerItem, VirtualServer
+
+_MAX_NAME = 512  # the width of the name columns
 
 __all__ = ["compose", "create", "flush_item", "get", "get_item", "items_of", "list_all", "remove"]
 
@@ -25,9 +27,10 @@ async def create(session: AsyncSession, *, slug: str, title: str, description: s
 
 
 async def get(session: AsyncSession, id_or_slug: str) -> VirtualServer:
-    server = await session.scalar(
-        select(VirtualServer).where((VirtualServer.id == id_or_slug) | (VirtualServer.slug == id_or_slug))
-    )
+    # The id wins over a slug that happens to look like one.
+    server = await session.get(VirtualServer, id_or_slug)
+    if server is None:
+        server = await session.scalar(select(VirtualServer).where(VirtualServer.slug == id_or_slug))
     if server is None:
         raise NotFound(f"no virtual server {id_or_slug!r}")
     return server
@@ -70,6 +73,12 @@ async def compose(
     missing = set(names or ()) - {i.name for i in chosen}
     if missing:
         raise NotFound(f"the origin does not offer {', '.join(sorted(missing))}")
+    renamable = {i.name for i in chosen if i.kind in ("tool", "prompt")}
+    stray = set(aliases) - renamable
+    if stray:
+        raise BadRequest(
+            f"aliases name no selected tool or prompt: {', '.join(sorted(stray))} (resources keep their URI)"
+        )
     existing = {(i.origin_id, i.kind, i.name) for i in await items_of(session, server.id)}
     added: list[ServerItem] = []
     for item in chosen:
@@ -77,6 +86,8 @@ async def compose(
             continue
         renamed = item.kind in ("tool", "prompt")
         exposed = aliases.get(item.name, prefix + item.name) if renamed else item.name
+        if len(exposed) > _MAX_NAME:
+            raise BadRequest(f"{exposed[:40]!r}... would be longer than {_MAX_NAME} characters: use an alias")
         added.append(
             ServerItem(server_id=server.id, origin_id=origin_id, kind=item.kind, name=item.name, exposed_name=exposed)
         )
@@ -94,7 +105,8 @@ async def remove(session: AsyncSession, server: VirtualServer) -> None:
 
 async def flush_item(session: AsyncSession, item: ServerItem) -> None:
     """Write an item change now, so a name clash surfaces as a Conflict."""
+    name = item.exposed_name  # read before flushing: a failed flush expires the object
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise Conflict(f"another item in this server is already named {item.exposed_name!r}") from exc
+        raise Conflict(f"another item in this server is already named {name!r}") from exc
