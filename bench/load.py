@@ -29,6 +29,7 @@ from bench.wire import check_reply, request_body, request_headers
 __all__ = ["main"]
 
 Call = Callable[[int], Awaitable[tuple[int, bytes]]]
+Close = Callable[[], Awaitable[None]]
 _MAX_ERROR_SAMPLES = 5
 
 
@@ -47,6 +48,13 @@ class _Window:
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
+
+
+def _machine_seconds() -> tuple[float, float]:
+    """Machine-wide (busy, steal) CPU time: other load on the box, and time the hypervisor took."""
+    times = psutil.cpu_times()
+    busy = times.user + times.system + sum(getattr(times, name, 0.0) for name in ("nice", "irq", "softirq"))
+    return float(busy), float(getattr(times, "steal", 0.0))
 
 
 async def _worker(call: Call, window: _Window) -> None:
@@ -71,7 +79,7 @@ async def _worker(call: Call, window: _Window) -> None:
                 window.error_samples.append(problem)
 
 
-async def _httpx_callers(url: str, headers: dict[str, str], concurrency: int) -> tuple[list[Call], Any]:
+async def _httpx_callers(url: str, headers: dict[str, str], concurrency: int) -> tuple[list[Call], Close]:
     import httpx
 
     client = httpx.AsyncClient(
@@ -88,14 +96,20 @@ async def _httpx_callers(url: str, headers: dict[str, str], concurrency: int) ->
     return [call] * concurrency, client.aclose
 
 
-async def _raw_callers(url: str, headers: dict[str, str], concurrency: int) -> tuple[list[Call], Any]:
+async def _raw_callers(url: str, headers: dict[str, str], concurrency: int) -> tuple[list[Call], Close]:
     connections = [RawConnection(url, headers) for _ in range(concurrency)]
 
     async def close() -> None:
         for connection in connections:
             connection.close()
 
-    return [lambda request_id, c=c: c.post(request_body(request_id)) for c in connections], close
+    def caller(connection: RawConnection) -> Call:
+        async def call(request_id: int) -> tuple[int, bytes]:
+            return await connection.post(request_body(request_id))
+
+        return call
+
+    return [caller(connection) for connection in connections], close
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,12 +123,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await asyncio.sleep(args.warmup)
         before = {pid: _cpu_seconds(p) for pid, p in watched.items()}
-        own_before = _cpu_seconds(me)
+        own_before, machine_before = _cpu_seconds(me), _machine_seconds()
         window.recording, started = True, time.perf_counter()
         await asyncio.sleep(args.seconds)
         window.recording, elapsed = False, time.perf_counter() - started
         after = {pid: _cpu_seconds(p) for pid, p in watched.items()}
-        own_after = _cpu_seconds(me)
+        own_after, machine_after = _cpu_seconds(me), _machine_seconds()
         window.done = True
         await asyncio.wait(workers, timeout=35)
     finally:
@@ -134,6 +148,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "mean_ms": (sum(latencies) / len(latencies) * 1000) if latencies else 0.0,
         "cpu_seconds": {pid: after[pid] - before[pid] for pid in watched},
         "loadgen_cpu_seconds": own_after - own_before,
+        "machine_busy_seconds": machine_after[0] - machine_before[0],
+        "machine_steal_seconds": machine_after[1] - machine_before[1],
     }
 
 

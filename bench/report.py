@@ -26,7 +26,19 @@ class Phase:
     loadgen_cpu_s: float
     bastion_peak_rss_mb: float
     origin_peak_rss_mb: float
+    machine_busy_s: float
+    machine_steal_s: float
     error_samples: list[str]
+
+    @property
+    def other_cpu_s(self) -> float:
+        """Busy CPU not spent by the three bench processes: anything above ~0.05 cores is noise."""
+        return max(0.0, self.machine_busy_s - self.bastion_cpu_s - self.origin_cpu_s - self.loadgen_cpu_s)
+
+    @property
+    def noise_cpu_s(self) -> float:
+        """CPU the bench did not get: other processes plus time the hypervisor stole."""
+        return self.other_cpu_s + self.machine_steal_s
 
     @property
     def calls(self) -> int:
@@ -46,6 +58,7 @@ class Phase:
             "bastion_cpu_us_per_call": self.us_per_call(self.bastion_cpu_s),
             "origin_cpu_us_per_call": self.us_per_call(self.origin_cpu_s),
             "loadgen_cpu_us_per_call": self.us_per_call(self.loadgen_cpu_s),
+            "other_cpu_s": self.other_cpu_s,
         }
         return data
 
@@ -99,7 +112,7 @@ def summarize(phases: list[Phase], low: int, high: int) -> tuple[dict[str, float
 def table(phases: list[Phase]) -> str:
     head = (
         f"{'target':<8} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'calls':>7} "
-        f"{'RSS MB b/o':>11} {'CPU µs/call b/o/gen':>20} {'cores b/o/gen':>15}"
+        f"{'RSS MB b/o':>11} {'CPU µs/call b/o/gen':>20} {'cores b/o/gen/other/steal':>26}"
     )
     rows = [head, "-" * len(head)]
     for p in phases:
@@ -107,9 +120,12 @@ def table(phases: list[Phase]) -> str:
             f"{p.us_per_call(p.bastion_cpu_s):.0f}/{p.us_per_call(p.origin_cpu_s):.0f}/"
             f"{p.us_per_call(p.loadgen_cpu_s):.0f}"
         )
-        cores = f"{p.cores(p.bastion_cpu_s):.2f}/{p.cores(p.origin_cpu_s):.2f}/{p.cores(p.loadgen_cpu_s):.2f}"
+        cores = "/".join(
+            f"{p.cores(s):.2f}"
+            for s in (p.bastion_cpu_s, p.origin_cpu_s, p.loadgen_cpu_s, p.other_cpu_s, p.machine_steal_s)
+        )
         rows.append(
             f"{p.target:<8} {p.concurrency:>3} {p.rps:>8.0f} {p.p50_ms:>7.2f} {p.p99_ms:>7.2f} {p.errors:>6} "
-            f"{p.calls:>7} {f'{p.bastion_peak_rss_mb:.0f}/{p.origin_peak_rss_mb:.0f}':>11} {cpu:>20} {cores:>15}"
+            f"{p.calls:>7} {f'{p.bastion_peak_rss_mb:.0f}/{p.origin_peak_rss_mb:.0f}':>11} {cpu:>20} {cores:>26}"
         )
     return "\n".join(rows)

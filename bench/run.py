@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -28,6 +30,7 @@ from bench.stack import ROOT, Stack, Target, running_stack
 __all__ = ["main"]
 
 LEVELS = (1, 32)
+NOISE_CORES = 0.15  # other load or hypervisor steal above this makes the comparison unfair
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 
 
@@ -36,7 +39,9 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
-def _load(target: Target, stack: Stack, concurrency: int, *, seconds: float, warmup: float, client: str) -> dict:
+def _load(
+    target: Target, stack: Stack, concurrency: int, *, seconds: float, warmup: float, client: str
+) -> dict[str, Any]:
     """One load-generator process against one target; returns its JSON report."""
     argv = [
         sys.executable, "-m", "bench.load", "--url", target.url, "--concurrency", str(concurrency),
@@ -48,10 +53,11 @@ def _load(target: Target, stack: Stack, concurrency: int, *, seconds: float, war
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=seconds + warmup + 90, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr.decode(errors='replace')}")
-    return orjson.loads(done.stdout.splitlines()[-1])
+    report: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    return report
 
 
-def _phase(target: Target, concurrency: int, raw: dict, stack: Stack, peaks: dict[str, float]) -> Phase:
+def _phase(target: Target, concurrency: int, raw: dict[str, Any], stack: Stack, peaks: dict[str, float]) -> Phase:
     cpu = raw["cpu_seconds"]
     return Phase(
         target=target.name,
@@ -68,6 +74,8 @@ def _phase(target: Target, concurrency: int, raw: dict, stack: Stack, peaks: dic
         loadgen_cpu_s=raw["loadgen_cpu_seconds"],
         bastion_peak_rss_mb=peaks["bastion"],
         origin_peak_rss_mb=peaks["origin"],
+        machine_busy_s=raw["machine_busy_seconds"],
+        machine_steal_s=raw["machine_steal_seconds"],
         error_samples=raw["error_samples"],
     )
 
@@ -98,7 +106,18 @@ def _environment(seconds: float, warmup: float, client: str) -> dict[str, object
     }
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM/SIGINT unwind through the `finally` blocks, so no server or generator outlives the run."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a background job)
+
+
 def main() -> int:
+    _stop_on_signals()
     seconds = _env_float("BENCH_SECONDS", 8.0)
     warmup = _env_float("BENCH_WARMUP", 1.5)
     client = os.environ.get("BENCH_CLIENT", "raw")
@@ -107,11 +126,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp, running_stack(Path(tmp)) as stack:
         print(f"  origin  pid {stack.origin.pid:<7} {stack.direct.url}")
         print(f"  bastion pid {stack.bastion.pid:<7} {stack.gateway.url}")
+        print(f"  Bastion speaks {stack.upstream_protocol} to the origin; clients speak 2026-07-28 to both")
         phases = _measure(stack, seconds=seconds, warmup=warmup, client=client)
+        upstream_protocol = stack.upstream_protocol
     summary, verdicts = summarize(phases, LEVELS[0], LEVELS[-1])
     print()
     print(table(phases))
-    print("  (b = Bastion process, o = echo origin, gen = load generator; cores = CPU s per wall s)")
+    print(
+        "  (b = Bastion, o = echo origin, gen = load generator, other = rest of the machine, steal = hypervisor;"
+        " cores = CPU s per wall s)"
+    )
+    noisy = [f"{p.target} c={p.concurrency}" for p in phases if p.cores(p.noise_cpu_s) > NOISE_CORES]
+    if noisy:  # reported, not fatal: the run is still complete, only less comparable
+        print(f"  WARNING: other processes + steal > {NOISE_CORES} cores during {', '.join(noisy)}: numbers are noisy")
     print()
     print(f"Bastion added p50 at c={LEVELS[0]}: {summary['added_p50_ms_c_low']:.2f} ms")
     print(f"throughput kept at c={LEVELS[-1]}: {summary['throughput_kept_pct_c_high']:.1f} % of direct")
@@ -127,12 +154,13 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "generated_at": datetime.now(UTC).isoformat(),
-        "environment": _environment(seconds, warmup, client),
+        "environment": _environment(seconds, warmup, client) | {"upstream_protocol": upstream_protocol},
         "phases": [p.as_json() for p in phases],
         "summary": summary,
         "targets": [{"name": v.name, "value": v.value, "unit": v.unit, "target": v.target, "pass": v.passed}
                     for v in verdicts],
         "errors": errors,
+        "noisy_phases": noisy,
         "wall_seconds": time.monotonic() - started,
     }  # fmt: skip
     RESULTS.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
@@ -144,4 +172,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as stopped:  # the servers were already stopped on the way out
+        print(f"bench: stopped ({stopped})", file=sys.stderr)
+        sys.exit(130)

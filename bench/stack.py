@@ -45,6 +45,7 @@ class Stack:
     bastion: Child
     direct: Target
     gateway: Target
+    upstream_protocol: str | None  # what Bastion negotiated with the origin (server/discover, else initialize)
 
 
 def _clean_env() -> dict[str, str]:
@@ -67,7 +68,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _start_origin(stack: ExitStack, log_dir: Path) -> tuple[Child, str]:
+def _start_origin(stack: ExitStack, log_dir: Path, started: list[Child]) -> tuple[Child, str]:
     port = free_port()
     child = Child(
         "origin",
@@ -77,11 +78,12 @@ def _start_origin(stack: ExitStack, log_dir: Path) -> tuple[Child, str]:
         cwd=ROOT,
     )
     stack.callback(child.stop)
+    started.append(child)
     wait_until(lambda: _port_open(port), what="echo origin", timeout=_START_TIMEOUT, alive=child.alive)
     return child, f"http://127.0.0.1:{port}/mcp"
 
 
-def _start_bastion(stack: ExitStack, work: Path, password: str) -> tuple[Child, str]:
+def _start_bastion(stack: ExitStack, work: Path, password: str, started: list[Child]) -> tuple[Child, str]:
     port = free_port()
     env = _clean_env() | {
         "BASTION_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'bastion.db'}",
@@ -97,13 +99,17 @@ def _start_bastion(stack: ExitStack, work: Path, password: str) -> tuple[Child, 
         cwd=ROOT,
     )
     stack.callback(child.stop)
+    started.append(child)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: _http_ok(f"{base}/readyz"), what="Bastion", timeout=_START_TIMEOUT, alive=child.alive)
     return child, base
 
 
-def _provision(base: str, password: str, origin_url: str) -> str:
-    """Admin API: register the origin, compose + publish `bench`, mint an MCP token (returned)."""
+def _provision(base: str, password: str, origin_url: str) -> tuple[str, str | None]:
+    """Admin API: register the origin, compose + publish `bench`, mint an MCP token.
+
+    Returns the token and the protocol version Bastion negotiated with the origin.
+    """
     with httpx.Client(base_url=base, timeout=30.0, trust_env=False) as http:
 
         def ok(method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
@@ -121,7 +127,7 @@ def _provision(base: str, password: str, origin_url: str) -> str:
         ok("POST", f"/api/servers/{server['id']}/compose", {"origin": "echo"}, admin)
         ok("POST", f"/api/servers/{server['id']}/publish", None, admin)
         created = ok("POST", "/api/tokens", {"name": "bench", "servers": [SLUG], "expires_in_days": 1}, admin)
-        return str(created["token"])
+        return str(created["token"]), origin["protocol_version"]
 
 
 def smoke(target: Target) -> None:
@@ -139,16 +145,17 @@ def running_stack(work: Path) -> Iterator[Stack]:
     """Start both servers, provision Bastion, smoke-test both targets; stop everything on exit."""
     password = secrets.token_urlsafe(24)
     with ExitStack() as stack:
-        origin, origin_url = _start_origin(stack, work)
-        bastion, base = _start_bastion(stack, work, password)
+        started: list[Child] = []
         try:
-            token = _provision(base, password, origin_url)
+            origin, origin_url = _start_origin(stack, work, started)
+            bastion, base = _start_bastion(stack, work, password, started)
+            token, upstream_protocol = _provision(base, password, origin_url)
             direct = Target("direct", origin_url, None, origin.pid)
             gateway = Target("bastion", f"{base}/servers/{SLUG}/mcp", token, bastion.pid)
             smoke(direct)
             smoke(gateway)
         except Exception:
-            for child in (origin, bastion):
-                print(f"--- {child.name} log ---\n{child.log_tail()}", file=sys.stderr)
+            for child in started:  # the servers' own words are the quickest diagnosis
+                print(f"--- {child.name} log ({child.log_path}) ---\n{child.log_tail()}", file=sys.stderr)
             raise
-        yield Stack(origin, bastion, direct, gateway)
+        yield Stack(origin, bastion, direct, gateway, upstream_protocol)

@@ -15,6 +15,7 @@
     ├── NotFound                      404  -32602  (unknown id, tool, session...)
     │   └── UnknownSession            404  -32600
     ├── Conflict                      409  -32600
+    ├── RequestCancelled              200  -32800  (the reply to a request its client cancelled)
     └── UpstreamError                 502  -32603  (the origin failed us)
         ├── UpstreamUnavailable       502  -32603
         ├── UpstreamTimeout           504  -32001
@@ -46,6 +47,7 @@ __all__ = [
     "OriginNotAllowed",
     "ParseError",
     "PayloadTooLarge",
+    "RequestCancelled",
     "SessionRequired",
     "Unauthenticated",
     "UnknownSession",
@@ -138,6 +140,12 @@ class Conflict(BastionError):
     http_status = 409
     jsonrpc_code = mt.INVALID_REQUEST
     oauth_error = "invalid_request"
+
+
+class RequestCancelled(BastionError):
+    # -32800 is the code the MCP SDKs use for this reply; the spec leaves it open.
+    http_status = 200
+    jsonrpc_code = -32800
 
 
 class UpstreamError(BastionError):

@@ -114,6 +114,12 @@ async def test_list_changed_reaches_a_2026_client_on_its_listen_stream(bastion: 
 async def test_origins_are_spoken_to_in_the_newest_revision_each_supports(bastion: Bastion) -> None:
     modern = bastion.add_origin("local", command=STDIO_INVENTORY)
     assert modern["protocol_version"] == "2026-07-28"
+    with origin_process() as url:
+        modern_http = bastion.add_origin("web", url=url)
+        assert modern_http["protocol_version"] == "2026-07-28"
+        bastion.publish_server("eras", {"origin": "web", "items": ["get_order"]})
+        async with bastion.client("eras", bastion.token("eras"), mode="legacy") as client:
+            assert not (await client.call_tool("get_order", {"order_id": "ORD-1001"})).is_error
     with origin_process("tests.origins.faulty") as url:
         legacy = bastion.add_origin("old", url=url)
     assert legacy["protocol_version"] == "2025-11-25"

@@ -35,6 +35,7 @@ from bastion.errors import (
     NotFound,
     OriginNotAllowed,
     PayloadTooLarge,
+    RequestCancelled,
     SessionRequired,
     Unauthenticated,
     UnknownSession,
@@ -146,7 +147,7 @@ class McpEndpoint:
                 session.in_flight.pop(request.id, None)
         if cancel.cancelled_caught:
             # The client cancelled: it reads no answer, but the HTTP exchange must end.
-            await send_bytes(send, 200, error_message(request.id, BadRequest("request cancelled by the client")))
+            await send_bytes(send, 200, error_message(request.id, RequestCancelled("Request cancelled")))
 
     async def _post_modern(
         self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], call: Call
@@ -156,23 +157,14 @@ class McpEndpoint:
             return
         request = _request(message)
         rejection = _modern_rejection(scope, message)
-        if rejection is None and request.method == "subscriptions/listen":
-            await self._listen(receive, send, request, call)
-            return
         if rejection is not None:
-            await send_bytes(
-                send,
-                ERROR_CODE_HTTP_STATUS.get(rejection.code, 400),
-                orjson.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": request.id,
-                        "error": {"code": rejection.code, "message": rejection.message, "data": rejection.data},
-                    }
-                ),
-            )
-            return
-        await self._answer(scope, receive, send, call, request, None)
+            error = {"code": rejection.code, "message": rejection.message, "data": rejection.data}
+            body = orjson.dumps({"jsonrpc": "2.0", "id": request.id, "error": error})
+            await send_bytes(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), body)
+        elif request.method == "subscriptions/listen":
+            await self._listen(receive, send, request, call)
+        else:
+            await self._answer(scope, receive, send, call, request, None)
 
     async def _answer(
         self,

@@ -2,7 +2,7 @@
 
 Hand-written because the reply size must be bounded while streaming (an origin
 must not be able to make Bastion buffer an endless line), which the SSE
-libraries for httpx do not offer. Follows the WHATWG event-stream parsing rules
+client libraries do not offer. Follows the WHATWG event-stream parsing rules
 for the fields MCP uses (`data`, `event`, `id`).
 """
 
