@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import structlog
 
 from bastion.admin.schemas import (
@@ -29,7 +30,7 @@ from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
 from bastion.errors import BadRequest, NotFound, Unauthenticated, UpstreamError
-from bastion.identity.passwords import verify_password
+from bastion.identity.passwords import hash_password, verify_password
 from bastion.identity.principal import SCOPE_ADMIN
 from bastion.mcp.upstream import OriginPool
 from bastion.store.db import Database, bump_epoch
@@ -42,6 +43,7 @@ __all__ = ["Control"]
 log = structlog.get_logger(__name__)
 
 _LOGIN_TOKEN_LIFETIME = timedelta(hours=1)
+_DUMMY_HASH = hash_password("no user has this password")
 
 
 class Control:
@@ -178,20 +180,21 @@ class Control:
 
     # --- tokens -------------------------------------------------------------------------------
     async def create_token(self, username: str, data: TokenIn) -> TokenCreated:
+        expires_at = datetime.now(UTC) + timedelta(days=data.expires_in_days)
+        return await self._mint(username, data.name, list(data.scopes), data.servers, expires_at)
+
+    async def _mint(
+        self, username: str, name: str, scopes: list[str], server_refs: list[str], expires_at: datetime
+    ) -> TokenCreated:
         async with self._db.session() as s:
             user = await tokens.user_by_name(s, username)
             if user is None:
                 raise NotFound(f"no user {username!r}")
-            if SCOPE_ADMIN in data.scopes and not user.is_admin:
+            if SCOPE_ADMIN in scopes and not user.is_admin:
                 raise BadRequest("only administrators can hold admin-scoped tokens")
-            server_ids = [(await servers.get(s, ref)).id for ref in data.servers]
+            server_ids = [(await servers.get(s, ref)).id for ref in server_refs]
             token, secret = await tokens.create_token(
-                s,
-                user=user,
-                name=data.name,
-                scopes=list(data.scopes),
-                server_ids=server_ids,
-                expires_at=datetime.now(UTC) + timedelta(days=data.expires_in_days),
+                s, user=user, name=name, scopes=scopes, server_ids=server_ids, expires_at=expires_at
             )
             await bump_epoch(s)
         await self._changed("tokens", token.id)
@@ -212,49 +215,25 @@ class Control:
         """Exchange an administrator's password for a short-lived admin token."""
         async with self._db.session() as s:
             user = await tokens.user_by_name(s, username)
-        if user is None or not user.is_admin or not verify_password(user.password_hash, password):
+        # Argon2 spends ~100 ms of CPU by design: run it off the event loop, and run it for
+        # unknown users too, so response time does not reveal which user names exist.
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        matches = await anyio.to_thread.run_sync(verify_password, stored, password)
+        if user is None or not user.is_admin or not matches:
             raise Unauthenticated("unknown user or wrong password")
-        async with self._db.session() as s:
-            user = await tokens.user_by_name(s, username)
-            assert user is not None
-            token, secret = await tokens.create_token(
-                s,
-                user=user,
-                name="login",
-                scopes=[SCOPE_ADMIN],
-                server_ids=[],
-                expires_at=datetime.now(UTC) + _LOGIN_TOKEN_LIFETIME,
-            )
-            await bump_epoch(s)
         log.info("admin_login", user=username)
-        await self._changed("tokens", token.id)
-        return TokenCreated(**_token_out(token).model_dump(), token=secret)
+        expires_at = datetime.now(UTC) + _LOGIN_TOKEN_LIFETIME
+        return await self._mint(username, "login", [SCOPE_ADMIN], [], expires_at)
 
 
 def _origin_out(origin: Origin, items: Sequence[OriginItem] = ()) -> OriginOut:
-    return OriginOut(
-        id=origin.id,
-        name=origin.name,
-        transport=origin.transport,
-        url=origin.url,
-        command=origin.command,
-        timeout_seconds=origin.timeout_seconds,
-        protocol_version=origin.protocol_version,
-        discovered_at=origin.discovered_at,
-        last_error=origin.last_error,
-        items=[ItemOut(kind=i.kind, name=i.name, digest=i.digest, definition=i.definition) for i in items],
-    )
+    out = OriginOut.model_validate(origin, from_attributes=True)
+    out.items = [ItemOut.model_validate(i, from_attributes=True) for i in items]
+    return out
 
 
 def _item_out(item: ServerItem) -> ServerItemOut:
-    return ServerItemOut(
-        id=item.id,
-        kind=item.kind,
-        origin_id=item.origin_id,
-        name=item.name,
-        exposed_name=item.exposed_name,
-        enabled=item.enabled,
-    )
+    return ServerItemOut.model_validate(item, from_attributes=True)
 
 
 def _token_out(token: ApiToken) -> TokenOut:

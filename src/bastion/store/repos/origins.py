@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.catalog.snapshot import definition_digest
-from bastion.errors import Conflict, NotFound
 from bastion.store.models import Origin, OriginItem
+from bastion.store.repos._common import add_unique, by_id_or_name
 
 __all__ = ["create", "get", "items_of", "list_all", "remove", "save_discovery"]
 
@@ -27,22 +26,11 @@ async def create(
     timeout_seconds: float | None,
 ) -> Origin:
     origin = Origin(name=name, transport=transport, url=url, command=command, timeout_seconds=timeout_seconds)
-    session.add(origin)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"an origin named {name!r} already exists") from exc
-    return origin
+    return await add_unique(session, origin, f"an origin named {name!r} already exists")
 
 
 async def get(session: AsyncSession, origin_id_or_name: str) -> Origin:
-    # The id wins over a name that happens to look like one.
-    origin = await session.get(Origin, origin_id_or_name)
-    if origin is None:
-        origin = await session.scalar(select(Origin).where(Origin.name == origin_id_or_name))
-    if origin is None:
-        raise NotFound(f"no origin {origin_id_or_name!r}")
-    return origin
+    return await by_id_or_name(session, Origin, Origin.name, origin_id_or_name, "origin")
 
 
 async def list_all(session: AsyncSession) -> Sequence[Origin]:

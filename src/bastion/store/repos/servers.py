@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.store.models import OriginItem, ServerItem, VirtualServer
+from bastion.store.repos._common import add_unique, by_id_or_name, flush_unique
 
 _MAX_NAME = 512  # the width of the name columns
 
@@ -18,22 +18,11 @@ __all__ = ["compose", "create", "flush_item", "get", "get_item", "items_of", "li
 
 async def create(session: AsyncSession, *, slug: str, title: str, description: str) -> VirtualServer:
     server = VirtualServer(slug=slug, title=title, description=description)
-    session.add(server)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"a virtual server with slug {slug!r} already exists") from exc
-    return server
+    return await add_unique(session, server, f"a virtual server with slug {slug!r} already exists")
 
 
 async def get(session: AsyncSession, id_or_slug: str) -> VirtualServer:
-    # The id wins over a slug that happens to look like one.
-    server = await session.get(VirtualServer, id_or_slug)
-    if server is None:
-        server = await session.scalar(select(VirtualServer).where(VirtualServer.slug == id_or_slug))
-    if server is None:
-        raise NotFound(f"no virtual server {id_or_slug!r}")
-    return server
+    return await by_id_or_name(session, VirtualServer, VirtualServer.slug, id_or_slug, "virtual server")
 
 
 async def list_all(session: AsyncSession) -> Sequence[VirtualServer]:
@@ -92,10 +81,7 @@ async def compose(
             ServerItem(server_id=server.id, origin_id=origin_id, kind=item.kind, name=item.name, exposed_name=exposed)
         )
     session.add_all(added)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict("two selected items would share a name in this server: give a prefix or an alias") from exc
+    await flush_unique(session, "two selected items would share a name in this server: give a prefix or an alias")
     return added
 
 
@@ -105,8 +91,5 @@ async def remove(session: AsyncSession, server: VirtualServer) -> None:
 
 async def flush_item(session: AsyncSession, item: ServerItem) -> None:
     """Write an item change now, so a name clash surfaces as a Conflict."""
-    name = item.exposed_name  # read before flushing: a failed flush expires the object
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"another item in this server is already named {name!r}") from exc
+    # The message is built before flushing: a failed flush expires the object.
+    await flush_unique(session, f"another item in this server is already named {item.exposed_name!r}")

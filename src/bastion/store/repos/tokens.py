@@ -6,24 +6,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bastion.errors import Conflict, NotFound
+from bastion.errors import NotFound
 from bastion.identity.tokens import hash_token, new_token
 from bastion.store.models import ApiToken, Meta, User
+from bastion.store.repos._common import add_unique
 
 __all__ = ["create_token", "create_user", "get_meta", "list_tokens", "revoke", "set_meta", "user_by_name"]
 
 
 async def create_user(session: AsyncSession, *, username: str, password_hash: str, is_admin: bool) -> User:
     user = User(username=username, password_hash=password_hash, is_admin=is_admin)
-    session.add(user)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"a user named {username!r} already exists") from exc
-    return user
+    return await add_unique(session, user, f"a user named {username!r} already exists")
 
 
 async def user_by_name(session: AsyncSession, username: str) -> User | None:
