@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+
+import mcp_types as mt
 import pytest
 from mcp import MCPError
 
@@ -75,3 +78,33 @@ async def test_origin_tool_errors_reach_the_client_as_tool_errors(bastion: Basti
         result = await client.call_tool("get_order", {"order_id": "NOPE"})
         assert result.is_error
         assert "NOPE" in result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_completion_is_routed_to_the_origin_under_its_own_prompt_name(bastion: Bastion) -> None:
+    bastion.add_origin("local", command=STDIO_INVENTORY)
+    bastion.publish_server("complete", {"origin": "local", "prefix": "inv_", "items": ["reorder_advice"]})
+    async with bastion.client("complete", bastion.token("complete")) as client:
+        result = await client.complete(
+            mt.PromptReference(type="ref/prompt", name="inv_reorder_advice"), {"name": "sku", "value": "WID"}
+        )
+        assert result.completion.values == ["WID-001"]
+        with pytest.raises(MCPError) as caught:
+            await client.complete(
+                mt.PromptReference(type="ref/prompt", name="reorder_advice"), {"name": "sku", "value": ""}
+            )
+        assert caught.value.error.code == -32602
+
+
+async def test_long_lists_are_paginated_with_cursors(bastion: Bastion) -> None:
+    bastion.add_origin("many", command=[sys.executable, "-m", "tests.origins.many_tools"])
+    bastion.publish_server("many", {"origin": "many"})
+    async with bastion.client("many", bastion.token("many")) as client:
+        first = await client.list_tools()
+        assert len(first.tools) == 100 and first.next_cursor
+        second = await client.list_tools(cursor=first.next_cursor)
+        assert len(second.tools) == 50 and second.next_cursor is None
+        names = {t.name for t in first.tools} | {t.name for t in second.tools}
+        assert names == {f"tool_{i:03d}" for i in range(150)}
+        with pytest.raises(MCPError) as caught:
+            await client.list_tools(cursor="not-a-cursor")
+        assert caught.value.error.code == -32602

@@ -21,7 +21,7 @@ import anyio
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import Completion, CompletionArgument, PromptReference, ToolAnnotations
 from pydantic import BaseModel, Field
 
 
@@ -169,6 +169,13 @@ def build_server(name: str = "bastion-demo-inventory") -> MCPServer:
         s = inv.stock.get(sku)
         facts: dict[str, Any] = s.model_dump() if s else {"sku": sku, "error": "unknown sku"}
         return f"Given this stock record, should we reorder, and how many units?\n{json.dumps(facts)}"
+
+    @server.completion()
+    async def complete_sku(ref: Any, argument: CompletionArgument, _context: Any) -> Completion | None:
+        """Complete the `sku` argument of `reorder_advice` from the SKUs in stock."""
+        if isinstance(ref, PromptReference) and ref.name == "reorder_advice" and argument.name == "sku":
+            return Completion(values=sorted(k for k in inv.stock if k.startswith(argument.value)))
+        return None
 
     return server
 
