@@ -30,7 +30,7 @@ run: install
 ## make test: install test dependencies and run the whole suite
 test: install-test
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src/bastion
+	$(BIN)/mypy src/bastion tests bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,8 +18,10 @@ from bastion.config import Settings, posture_findings
 from tests.harness import run_bastion
 
 
-def test_defaults_bind_loopback_and_raise_no_findings() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+def test_defaults_bind_loopback_and_raise_no_findings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("BASTION_")]:
+        monkeypatch.delenv(name)
+    settings = Settings()
     assert settings.host == "127.0.0.1"
     assert posture_findings(settings) == []
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.harness import STDIO_INVENTORY, Bastion, run_bastion
 
-INIT = {
+INIT: dict[str, Any] = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",

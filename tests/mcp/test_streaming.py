@@ -23,7 +23,7 @@ async def test_progress_from_the_origin_reaches_the_client_under_its_own_token(b
     bastion.publish_server("prog", {"origin": "local", "items": ["slow_count"]})
     seen: list[tuple[float, float | None]] = []
 
-    async def on_progress(progress: float, total: float | None, _message: str | None) -> None:
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total))
 
     async with bastion.client("prog", bastion.token("prog"), mode=mode) as client:
@@ -38,7 +38,7 @@ async def test_progress_passes_through_an_http_origin_too(bastion: Bastion) -> N
         bastion.publish_server("webprog", {"origin": "web", "items": ["slow_count"]})
         seen: list[float] = []
 
-        async def on_progress(progress: float, _total: float | None, _message: str | None) -> None:
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             seen.append(progress)
 
         async with bastion.client("webprog", bastion.token("webprog")) as client:
@@ -58,7 +58,7 @@ async def test_cancelling_a_call_cancels_it_at_the_origin(bastion: Bastion, mode
     async with bastion.client("cancel", bastion.token("cancel"), mode=mode) as client:
         await client.list_tools()
 
-        async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             pass
 
         with anyio.move_on_after(0.5):

@@ -59,8 +59,8 @@ async def mcp(request: Request) -> Response:
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})
     if name == "http_500":
         return Response(b"upstream exploded", status_code=500, media_type="text/plain")
-    result = {"content": [{"type": "text", "text": "fine"}]}
-    return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": result})
+    fine: dict[str, object] = {"content": [{"type": "text", "text": "fine"}]}
+    return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": fine})
 
 
 app = Starlette(routes=[Route("/mcp", mcp, methods=["GET", "POST", "DELETE"])])

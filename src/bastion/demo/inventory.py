@@ -170,7 +170,7 @@ def build_server(name: str = "bastion-demo-inventory") -> MCPServer:
         facts: dict[str, Any] = s.model_dump() if s else {"sku": sku, "error": "unknown sku"}
         return f"Given this stock record, should we reorder, and how many units?\n{json.dumps(facts)}"
 
-    @server.completion()
+    @server.completion()  # type: ignore[untyped-decorator,no-untyped-call]  # the SDK leaves it unannotated
     async def complete_sku(ref: Any, argument: CompletionArgument, _context: Any) -> Completion | None:
         """Complete the `sku` argument of `reorder_advice` from the SKUs in stock."""
         if isinstance(ref, PromptReference) and ref.name == "reorder_advice" and argument.name == "sku":
