@@ -171,6 +171,15 @@ def test_an_http_origin_without_a_url_is_refused_with_422_naming_the_url_field(b
     assert "needs url" in fields["url"]
 
 
+def test_an_origin_url_with_credentials_is_refused_and_not_echoed(bastion: Bastion) -> None:
+    url = "https://svc:hunter2-secret@crm.example/mcp"
+    response = bastion.api("POST", "/api/origins", json={"name": unique("creds"), "transport": "http", "url": url})
+
+    fields = fields_of(response)
+    assert "must not carry credentials" in fields["url"]
+    assert "hunter2-secret" not in response.text
+
+
 def test_an_unknown_field_is_refused_with_422_naming_it(bastion: Bastion) -> None:
     body = {"name": unique("extra"), "transport": "stdio", "command": STDIO_INVENTORY, "shell": True}
 

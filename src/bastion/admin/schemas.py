@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
@@ -48,6 +49,9 @@ class OriginIn(_In):
             raise ValueError("an http origin needs url")
         if transport == "stdio" and url is not None:
             raise ValueError("a stdio origin takes command, not url")
+        if url is not None and "@" in urlsplit(url).netloc:
+            # Origin URLs are shown in API responses; credentials belong in the vault, never here.
+            raise ValueError("the url must not carry credentials (user:password@)")
         return url
 
     @field_validator("command")
