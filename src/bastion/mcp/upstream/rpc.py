@@ -111,7 +111,14 @@ class RpcCore:
             if self._ready:
                 return
             await self._connect()
-            await self._handshake()
+            try:
+                await self._handshake()
+            except BaseException:
+                # A half-open connection (a started process, an open pool) must not linger:
+                # the next call starts from scratch.
+                with anyio.CancelScope(shield=True):
+                    await self._disconnect()
+                raise
             self._ready = True
 
     async def _handshake(self) -> None:

@@ -71,13 +71,16 @@ class StdioOriginClient(RpcCore):
 
     async def _disconnect(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            with anyio.CancelScope(shield=True):
+        if process is None:
+            return
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
                 process.terminate()
                 with anyio.move_on_after(2):
                     await process.wait()
                 if process.returncode is None:
                     process.kill()
+            await process.aclose()  # reaps it and closes its pipes
 
     async def _send_request(self, message: dict[str, Any]) -> None:
         await self._send_message(message)
