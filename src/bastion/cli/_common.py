@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import typer
 from pydantic import BaseModel, ValidationError
 
 from bastion.config import Settings
-from bastion.errors import BastionError
 from bastion.observability.logging import configure_logging
-from bastion.services import Services
+
+if TYPE_CHECKING:
+    from bastion.services import Services
 
 __all__ = ["JsonOption", "emit", "run_with_services"]
 
@@ -24,6 +25,10 @@ JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
     """Migrate if needed, run one control-plane operation, exit 1 with the message on a Bastion error."""
+
+    # The gateway's modules load here, not at import: `bastion --help` stays quick.
+    from bastion.errors import BastionError
+    from bastion.services import Services
 
     settings = Settings()
     configure_logging(settings.log_level)

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import anyio
 import typer
-import uvicorn
 
-from bastion.app import create_app
-from bastion.bootstrap import demo_banner, ensure_admin, ensure_demo
 from bastion.config import Settings, posture_findings
 from bastion.observability.logging import configure_logging
-from bastion.services import Services
 
 __all__ = ["register"]
 
@@ -44,6 +40,9 @@ def demo(
 
 def migrate() -> None:
     """Bring the database schema to the newest revision and create the first admin if there is none."""
+    from bastion.bootstrap import ensure_admin
+    from bastion.services import Services
+
     settings = Settings()
 
     async def main() -> str | None:
@@ -70,6 +69,13 @@ def _settings(host: str | None, port: int | None, certfile: Path | None, keyfile
 
 
 def _serve(settings: Settings, *, demo_mode: bool) -> None:
+    # The gateway's modules load here, not at import: `bastion --help` stays quick.
+    import uvicorn
+
+    from bastion.app import create_app
+    from bastion.bootstrap import demo_banner, ensure_admin, ensure_demo
+    from bastion.services import Services
+
     configure_logging(settings.log_level)
     findings = posture_findings(settings)
     for finding in findings:
