@@ -10,6 +10,7 @@ import os
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
 
 server = MCPServer("probe")
 _state = {"started": 0, "cancelled": 0, "finished": 0}
@@ -41,6 +42,23 @@ def status() -> dict[str, int]:
 def crash() -> str:
     """Exit the process at once, mid-call."""
     os._exit(3)
+
+
+@server.tool()
+async def confirm_refund(amount: float, ctx: Context) -> str | InputRequiredResult:
+    """Ask the user to confirm (2026-07-28 multi-round-trip input), then report their answer."""
+    answers = ctx.input_responses
+    if not answers:
+        question = ElicitRequest(
+            params=ElicitRequestFormParams(
+                message=f"Refund {amount:.2f} EUR?",
+                requested_schema={"type": "object", "properties": {"reason": {"type": "string"}}},
+            )
+        )
+        return InputRequiredResult(input_requests={"confirm": question}, request_state="refund-round-2")
+    answer = answers["confirm"]
+    content = getattr(answer, "content", None) or {}
+    return f"refund {getattr(answer, 'action', '?')} ({content.get('reason', '')}) state={ctx.request_state}"
 
 
 @server.tool()

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from bastion import __version__
 from bastion.catalog.snapshot import Route, ServerView, Snapshot
-from bastion.errors import InvalidParams, MethodNotFound, UpstreamProtocolError
+from bastion.errors import InvalidParams, MethodNotFound, UpstreamProtocolError, UpstreamRejected
 from bastion.identity.principal import Principal
 from bastion.mcp.upstream import OriginPool, ProgressSink
 
@@ -46,6 +46,8 @@ class Call:
     principal: Principal
     modern: bool
     progress: ProgressSink | None = None
+    # 2026-07-28: the capabilities the client declared in this request's `_meta`.
+    client_capabilities: dict[str, Any] | None = None
 
 
 Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -117,10 +119,8 @@ class Methods:
         route = call.server.tools.get(request.name)
         if route is None:
             raise InvalidParams(f"unknown tool: {request.name!r}")
-        forwarded = {"name": route.upstream_name, "arguments": request.arguments or {}}
-        result = await self._forward(call, route, "tools/call", forwarded)
-        _check_result(mt.CallToolResult, result, route)
-        return result
+        forwarded = {"name": route.upstream_name, "arguments": request.arguments or {}, **_round_trip(params)}
+        return await self._forward(call, route, "tools/call", forwarded, mt.CallToolResult)
 
     async def _resources_read(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         request = _validate(mt.ReadResourceRequestParams, params, "resources/read")
@@ -128,21 +128,18 @@ class Methods:
         route = call.server.resources.get(uri) or call.server.template_for(uri)
         if route is None:
             raise InvalidParams(f"unknown resource: {uri!r}")
-        result = await self._forward(call, route, "resources/read", {"uri": uri})
-        _check_result(mt.ReadResourceResult, result, route)
-        return result
+        forwarded = {"uri": uri, **_round_trip(params)}
+        return await self._forward(call, route, "resources/read", forwarded, mt.ReadResourceResult)
 
     async def _prompts_get(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         request = _validate(mt.GetPromptRequestParams, params, "prompts/get")
         route = call.server.prompts.get(request.name)
         if route is None:
             raise InvalidParams(f"unknown prompt: {request.name!r}")
-        forwarded: dict[str, Any] = {"name": route.upstream_name}
+        forwarded: dict[str, Any] = {"name": route.upstream_name, **_round_trip(params)}
         if request.arguments is not None:
             forwarded["arguments"] = request.arguments
-        result = await self._forward(call, route, "prompts/get", forwarded)
-        _check_result(mt.GetPromptResult, result, route)
-        return result
+        return await self._forward(call, route, "prompts/get", forwarded, mt.GetPromptResult)
 
     async def _complete(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         request = _validate(mt.CompleteRequestParams, params, "completion/complete")
@@ -157,13 +154,28 @@ class Methods:
             raise InvalidParams("completion reference names no item of this server")
         forwarded = request.model_dump(by_alias=True, exclude_none=True, exclude={"meta"})
         forwarded["ref"] = upstream_ref
-        result = await self._forward(call, route, "completion/complete", forwarded)
-        _check_result(mt.CompleteResult, result, route)
-        return result
+        return await self._forward(call, route, "completion/complete", forwarded, mt.CompleteResult)
 
-    async def _forward(self, call: Call, route: Route, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _forward(
+        self, call: Call, route: Route, method: str, params: dict[str, Any], model: type[BaseModel]
+    ) -> dict[str, Any]:
+        """Call the origin and validate what it answers (a result, or a request for user input)."""
         spec = call.snapshot.origins[route.origin_id]
-        return await self._pool.client(spec).request(method, params, progress=call.progress)
+        client = self._pool.client(spec)
+        result = await client.request(method, params, progress=call.progress, capabilities=_relayable(call))
+        if result.get("resultType") != "input_required":
+            _check_result(model, result, route)
+            return result
+        # 2026-07-28 multi-round-trip: the client answers the origin's questions and retries;
+        # Bastion passes both legs through (the origin keeps and checks its own requestState).
+        if not call.modern:
+            raise UpstreamRejected(
+                mt.MISSING_REQUIRED_CLIENT_CAPABILITY,
+                f"the origin behind {route.exposed_name!r} asks for user input, which Bastion relays only to "
+                "clients speaking MCP 2026-07-28",
+            )
+        _check_result(mt.InputRequiredResult, result, route)
+        return result
 
 
 def _validate(model: type[_M], params: dict[str, Any], method: str) -> _M:
@@ -173,6 +185,18 @@ def _validate(model: type[_M], params: dict[str, Any], method: str) -> _M:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "params"
         raise InvalidParams(f"invalid {method} params: {where}: {first['msg']}") from None
+
+
+def _round_trip(params: dict[str, Any]) -> dict[str, Any]:
+    """The 2026-07-28 multi-round-trip fields of a retried request, passed on unchanged."""
+    return {key: params[key] for key in ("inputResponses", "requestState") if key in params}
+
+
+def _relayable(call: Call) -> dict[str, Any] | None:
+    """What the origin may know of the client's capabilities: elicitation, for 2026-07-28 clients."""
+    if not call.modern or not call.client_capabilities or "elicitation" not in call.client_capabilities:
+        return None
+    return {"elicitation": call.client_capabilities["elicitation"]}
 
 
 def _check_result(model: type[BaseModel], result: dict[str, Any], route: Route) -> None:

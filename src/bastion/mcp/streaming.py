@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import anyio
@@ -44,7 +45,7 @@ async def serve_with_progress(
         note = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
         await send({"type": "http.response.body", "body": sse_event(note), "more_body": True})
 
-    streaming = Call(call.server, call.snapshot, call.principal, call.modern, progress=relay)
+    streaming = dataclasses.replace(call, progress=relay)
     async with anyio.create_task_group() as tasks:
         if cancel_on_disconnect:
             # 2026-07-28: closing the response stream is how a client cancels.

@@ -120,7 +120,13 @@ class McpEndpoint:
             raise BadRequest("the body must be one JSON-RPC 2.0 message")
         version = header(scope, b"mcp-protocol-version")
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-            await self._post_modern(scope, receive, send, message, Call(server, snapshot, principal, modern=True))
+            meta = (message.get("params") or {}).get("_meta") if isinstance(message.get("params"), dict) else None
+            capabilities = meta.get(mt.CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
+            call = Call(
+                server, snapshot, principal, modern=True,
+                client_capabilities=capabilities if isinstance(capabilities, dict) else None,
+            )
+            await self._post_modern(scope, receive, send, message, call)
             return
         if "method" not in message:  # a client's reply to a server request: nothing is pending
             await send_bytes(send, 202, b"")

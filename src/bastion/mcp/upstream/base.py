@@ -27,10 +27,17 @@ class OriginClient(Protocol):
         ...
 
     async def request(
-        self, method: str, params: dict[str, Any] | None, *, progress: ProgressSink | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        progress: ProgressSink | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Send one request and return its `result`; raise an `UpstreamError` on any failure.
 
+        `capabilities`: client capabilities to declare for this request (2026-07-28 origins
+        only; a handshake-era origin knows Bastion's, declared once at initialize).
         Cancelling the calling task cancels the request at the origin too.
         """
         ...

@@ -55,14 +55,19 @@ class HttpOriginClient(RpcCore):
         self._http: aiohttp.ClientSession | None = None
 
     async def request(
-        self, method: str, params: dict[str, Any] | None, *, progress: ProgressSink | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        progress: ProgressSink | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         try:
-            return await super().request(method, params, progress=progress)
+            return await super().request(method, params, progress=progress, capabilities=capabilities)
         except _SessionLost:
             log.info("origin_session_lost", origin=self.spec.name)
             self._ready, self._session_id = False, None
-            return await super().request(method, params, progress=progress)
+            return await super().request(method, params, progress=progress, capabilities=capabilities)
 
     # --- connection lifecycle -----------------------------------------------------------
     async def _connect(self) -> None:

@@ -76,10 +76,15 @@ class RpcCore:
         return self.capabilities
 
     async def request(
-        self, method: str, params: dict[str, Any] | None, *, progress: ProgressSink | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        progress: ProgressSink | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         await self._ensure_ready()
-        return await self._call(method, params, progress)
+        return await self._call(method, params, progress, capabilities)
 
     async def aclose(self) -> None:
         self._ready = False
@@ -161,13 +166,19 @@ class RpcCore:
         self.capabilities = init.capabilities.model_dump(by_alias=True, exclude_none=True)
         await self._send_message({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
-    async def _call(self, method: str, params: dict[str, Any] | None, progress: ProgressSink | None) -> dict[str, Any]:
+    async def _call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        progress: ProgressSink | None,
+        capabilities: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         self._next_id += 1
         request_id = self._next_id
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if self.modern:
             params = dict(params or {})
-            params["_meta"] = {**(params.get("_meta") or {}), **self._envelope()}
+            params["_meta"] = {**(params.get("_meta") or {}), **self._envelope(capabilities)}
         if progress is not None:
             # The origin sees our token, never the client's: many clients share this connection.
             params = dict(params or {})
@@ -193,11 +204,11 @@ class RpcCore:
             self._sinks.pop(request_id, None)
         return self._outcome(method, pending.message)
 
-    def _envelope(self) -> dict[str, Any]:
+    def _envelope(self, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
         """The 2026-07-28 per-request fields every request carries in `_meta`."""
         return {
             mt.PROTOCOL_VERSION_META_KEY: self.protocol_version,
-            mt.CLIENT_CAPABILITIES_META_KEY: {},
+            mt.CLIENT_CAPABILITIES_META_KEY: capabilities or {},
             mt.CLIENT_INFO_META_KEY: CLIENT_INFO,
         }
 
