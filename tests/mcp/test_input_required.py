@@ -16,28 +16,40 @@ pytestmark = pytest.mark.anyio
 PROBE = [sys.executable, "-m", "tests.origins.probe"]
 
 
-async def test_an_origin_question_is_answered_by_the_user_and_the_answer_reaches_the_origin(bastion: Bastion) -> None:
-    bastion.add_origin("probe", command=PROBE)
-    bastion.publish_server(
-        "ask", {"origin": "probe", "items": ["confirm_refund"], "aliases": {"confirm_refund": "refund"}}
-    )
-    asked: list[str] = []
-
+def _user_who_answers_damaged(asked: list[str]) -> Any:
     async def on_elicit(_context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
         asked.append(params.message)
         return mt.ElicitResult(action="accept", content={"reason": "damaged"})
 
-    async with bastion.client("ask", bastion.token("ask"), mode="2026-07-28", elicitation_callback=on_elicit) as client:
+    return on_elicit
+
+
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+async def test_an_origin_question_is_answered_by_the_user_and_the_answer_reaches_the_origin(
+    bastion: Bastion, mode: str
+) -> None:
+    """2026-07-28 clients get the origin's input_required as is; handshake-era clients get an
+    elicitation/create request on the call's event stream, and Bastion retries at the origin."""
+    asked: list[str] = []
+    bastion.add_origin("probe", command=PROBE)
+    bastion.publish_server(
+        "ask", {"origin": "probe", "items": ["confirm_refund"], "aliases": {"confirm_refund": "refund"}}
+    )
+    async with bastion.client(
+        "ask", bastion.token("ask"), mode=mode, elicitation_callback=_user_who_answers_damaged(asked)
+    ) as client:
         result = await client.call_tool("refund", {"amount": 12.5})
     assert asked == ["Refund 12.50 EUR?"]
     assert result.content[0].text == "refund accept (damaged) state=refund-round-2"  # type: ignore[union-attr]
 
 
-async def test_a_handshake_era_client_gets_a_clear_error_instead_of_an_unanswerable_question(bastion: Bastion) -> None:
+async def test_a_client_that_cannot_elicit_gets_a_clear_error_instead_of_an_unanswerable_question(
+    bastion: Bastion,
+) -> None:
     bastion.add_origin("probe", command=PROBE)
     bastion.publish_server("ask-old", {"origin": "probe", "items": ["confirm_refund"]})
     async with bastion.client("ask-old", bastion.token("ask-old"), mode="legacy") as client:
         with pytest.raises(MCPError) as caught:
             await client.call_tool("confirm_refund", {"amount": 3})
     assert caught.value.error.code == mt.MISSING_REQUIRED_CLIENT_CAPABILITY
-    assert "relays only to clients speaking MCP 2026-07-28" in caught.value.error.message
+    assert "did not declare elicitation" in caught.value.error.message

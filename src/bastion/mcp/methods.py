@@ -37,6 +37,10 @@ SERVER_CAPABILITIES: dict[str, Any] = {
 }
 
 
+Asker = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+MAX_INPUT_ROUNDS = 10  # an origin that never stops asking must not hold a call forever
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One inbound request, as the methods see it."""
@@ -48,6 +52,9 @@ class Call:
     progress: ProgressSink | None = None
     # 2026-07-28: the capabilities the client declared in this request's `_meta`.
     client_capabilities: dict[str, Any] | None = None
+    # Handshake era: sends a request to the client and returns its JSON-RPC reply, when
+    # the client can take one on this exchange (it declared elicitation and reads SSE).
+    ask: Asker | None = None
 
 
 Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -162,20 +169,40 @@ class Methods:
         """Call the origin and validate what it answers (a result, or a request for user input)."""
         spec = call.snapshot.origins[route.origin_id]
         client = self._pool.client(spec)
-        result = await client.request(method, params, progress=call.progress, capabilities=_relayable(call))
-        if result.get("resultType") != "input_required":
-            _check_result(model, result, route)
-            return result
-        # 2026-07-28 multi-round-trip: the client answers the origin's questions and retries;
-        # Bastion passes both legs through (the origin keeps and checks its own requestState).
-        if not call.modern:
-            raise UpstreamRejected(
-                mt.MISSING_REQUIRED_CLIENT_CAPABILITY,
-                f"the origin behind {route.exposed_name!r} asks for user input, which Bastion relays only to "
-                "clients speaking MCP 2026-07-28",
-            )
-        _check_result(mt.InputRequiredResult, result, route)
-        return result
+        for _ in range(MAX_INPUT_ROUNDS):
+            result = await client.request(method, params, progress=call.progress, capabilities=_relayable(call))
+            if result.get("resultType") != "input_required":
+                _check_result(model, result, route)
+                return result
+            _check_result(mt.InputRequiredResult, result, route)
+            if call.modern:
+                # 2026-07-28 multi-round-trip: the client answers and retries; Bastion passes both
+                # legs through (the origin keeps and checks its own requestState).
+                return result
+            if call.ask is None:
+                raise UpstreamRejected(
+                    mt.MISSING_REQUIRED_CLIENT_CAPABILITY,
+                    f"the origin behind {route.exposed_name!r} asks for user input; this client did not declare "
+                    "elicitation (or does not read event streams), so Bastion cannot ask it",
+                )
+            # Handshake-era client: ask it each question as a request, then retry at the origin.
+            params = {**params, "inputResponses": await _ask_all(call.ask, result.get("inputRequests") or {})}
+            if "requestState" in result:
+                params["requestState"] = result["requestState"]
+        raise UpstreamProtocolError(
+            f"the origin behind {route.exposed_name!r} asked for input {MAX_INPUT_ROUNDS} times"
+        )
+
+
+async def _ask_all(ask: Asker, requests: dict[str, Any]) -> dict[str, Any]:
+    answers: dict[str, Any] = {}
+    for key, request in requests.items():
+        reply = await ask(request["method"], request.get("params") or {})
+        if "result" not in reply:
+            error = reply.get("error") or {}
+            raise UpstreamRejected(int(error.get("code", mt.INTERNAL_ERROR)), str(error.get("message", "declined")))
+        answers[key] = reply["result"]
+    return answers
 
 
 def _validate(model: type[_M], params: dict[str, Any], method: str) -> _M:
@@ -193,10 +220,12 @@ def _round_trip(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _relayable(call: Call) -> dict[str, Any] | None:
-    """What the origin may know of the client's capabilities: elicitation, for 2026-07-28 clients."""
-    if not call.modern or not call.client_capabilities or "elicitation" not in call.client_capabilities:
-        return None
-    return {"elicitation": call.client_capabilities["elicitation"]}
+    """What the origin may know of the client's capabilities: elicitation, when Bastion can relay it."""
+    if call.modern and call.client_capabilities and "elicitation" in call.client_capabilities:
+        return {"elicitation": call.client_capabilities["elicitation"]}
+    if call.ask is not None:
+        return {"elicitation": {}}
+    return None
 
 
 def _check_result(model: type[BaseModel], result: dict[str, Any], route: Route) -> None:

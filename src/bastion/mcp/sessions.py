@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 __all__ = ["Session", "SessionStore"]
 
 _STREAM_BUFFER = 64
+ASK_TIMEOUT_SECONDS = 300.0  # a person answers an elicitation: minutes, not milliseconds
 SUBSCRIPTION_ID_META_KEY = "io.modelcontextprotocol/subscriptionId"
 # notification method → the 2026-07-28 subscription filter key that opts in to it
 _FILTER_KEYS = {
@@ -42,6 +44,35 @@ class Session:
     # The GET (or listen) stream: server-to-client notifications.
     outbox: MemoryObjectSendStream[bytes] | None = None
     inbox: MemoryObjectReceiveStream[bytes] | None = None
+    # Server-to-client requests awaiting the client's reply, by the id Bastion gave them.
+    asks: dict[str, _Ask] = field(default_factory=dict)
+    asked: int = 0
+
+    @property
+    def can_elicit(self) -> bool:
+        return "elicitation" in self.client_capabilities
+
+    async def ask(
+        self, method: str, params: dict[str, Any], emit: Callable[[bytes], Awaitable[None]]
+    ) -> dict[str, Any]:
+        """Send a request to the client through `emit` and wait for its reply (its POSTed response)."""
+        self.asked += 1
+        request_id = f"bastion-{self.asked}"
+        pending = self.asks[request_id] = _Ask()
+        try:
+            await emit(orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
+            with anyio.fail_after(ASK_TIMEOUT_SECONDS):
+                await pending.done.wait()
+        finally:
+            self.asks.pop(request_id, None)
+        return pending.reply
+
+    def answer(self, message: dict[str, Any]) -> None:
+        """A reply the client POSTed: wake the request waiting for it (unknown ids are dropped)."""
+        pending = self.asks.get(message.get("id"))  # type: ignore[arg-type]  # any JSON id
+        if pending is not None and not pending.done.is_set():
+            pending.reply = message
+            pending.done.set()
 
     def open_stream(self) -> MemoryObjectReceiveStream[bytes]:
         if self.outbox is not None:
@@ -67,6 +98,12 @@ class Session:
             self.outbox.send_nowait(message)
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
+
+
+@dataclass(eq=False)
+class _Ask:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    reply: dict[str, Any] = field(default_factory=dict)
 
 
 class SessionStore:

@@ -1,4 +1,4 @@
-"""Server-Sent Event replies: a request with progress, and the session's GET stream."""
+"""Server-Sent Event replies: a request answered on a stream, and the session's GET stream."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bastion.mcp.jsonrpc import error_message, result_message
 from bastion.mcp.methods import Call, Methods
 from bastion.mcp.sessions import Session
 
-__all__ = ["serve_event_stream", "serve_with_progress", "sse_event"]
+__all__ = ["serve_event_stream", "serve_streaming", "sse_event"]
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
 _KEEPALIVE_SECONDS = 15.0
@@ -25,29 +25,40 @@ def sse_event(data: bytes) -> bytes:
     return b"event: message\r\ndata: " + data + b"\r\n\r\n"
 
 
-async def serve_with_progress(
+async def serve_streaming(
     methods: Methods,
     call: Call,
     request: mt.JSONRPCRequest,
-    client_token: Any,
     receive: Receive,
     send: Send,
     *,
+    client_token: Any | None,
+    session: Session | None,
     session_headers: list[tuple[bytes, bytes]],
-    cancel_on_disconnect: bool,
 ) -> None:
-    """Stream the origin's progress (under the client's own token), then the reply."""
+    """Answer on an event stream: the origin's progress (under the client's own token) and, in a
+    handshake-era session, Bastion's own requests to the client; then the reply."""
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *session_headers]})
+
+    async def emit(message: bytes) -> None:
+        await send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
 
     async def relay(method: str, params: dict[str, Any]) -> None:
         if method == "notifications/progress":
             params = {**params, "progressToken": client_token}
-        note = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
-        await send({"type": "http.response.body", "body": sse_event(note), "more_body": True})
+        await emit(orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params}))
 
-    streaming = dataclasses.replace(call, progress=relay)
+    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        assert session is not None
+        return await session.ask(method, params, emit)
+
+    streaming = dataclasses.replace(
+        call,
+        progress=relay if client_token is not None else None,
+        ask=ask if session is not None and session.can_elicit else None,
+    )
     async with anyio.create_task_group() as tasks:
-        if cancel_on_disconnect:
+        if call.modern:
             # 2026-07-28: closing the response stream is how a client cancels.
             tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
         try:

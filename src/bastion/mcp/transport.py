@@ -48,7 +48,7 @@ from bastion.mcp.jsonrpc import decode_body, error_message, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
 from bastion.mcp.sessions import SUBSCRIPTION_ID_META_KEY, Session, SessionStore
-from bastion.mcp.streaming import serve_event_stream, serve_with_progress
+from bastion.mcp.streaming import serve_event_stream, serve_streaming
 
 __all__ = ["McpEndpoint"]
 
@@ -123,18 +123,22 @@ class McpEndpoint:
             meta = (message.get("params") or {}).get("_meta") if isinstance(message.get("params"), dict) else None
             capabilities = meta.get(mt.CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
             call = Call(
-                server, snapshot, principal, modern=True,
+                server,
+                snapshot,
+                principal,
+                modern=True,
                 client_capabilities=capabilities if isinstance(capabilities, dict) else None,
             )
             await self._post_modern(scope, receive, send, message, call)
             return
-        if "method" not in message:  # a client's reply to a server request: nothing is pending
-            await send_bytes(send, 202, b"")
-            return
-        if message["method"] == "initialize":
+        if message.get("method") == "initialize":
             await self._initialize(send, message, server, principal)
             return
         session = self._session(scope, server, principal)
+        if "method" not in message:  # the client's reply to a request Bastion sent it
+            session.answer(message)
+            await send_bytes(send, 202, b"")
+            return
         if version is not None and version != session.protocol_version:
             raise UnsupportedProtocolVersion(
                 f"MCP-Protocol-Version {version} differs from the session's {session.protocol_version}"
@@ -183,17 +187,17 @@ class McpEndpoint:
     ) -> None:
         params = request.params or {}
         token = (params.get("_meta") or {}).get("progressToken")
-        accepts_sse = "text/event-stream" in (header(scope, b"accept") or "")
-        if token is not None and accepts_sse:
-            await serve_with_progress(
+        can_ask = session is not None and session.can_elicit
+        if (token is not None or can_ask) and "text/event-stream" in (header(scope, b"accept") or ""):
+            await serve_streaming(
                 self._methods,
                 call,
                 request,
-                token,
                 receive,
                 send,
+                client_token=token,
+                session=session,
                 session_headers=_session_headers(session),
-                cancel_on_disconnect=call.modern,
             )
             return
         try:
