@@ -577,7 +577,8 @@ async def test_snapshot_routes_use_aliases_and_prefixes_and_keep_upstream_names(
     assert set(view.prompts) == {"inv_advice"} and view.prompts["inv_advice"].definition["name"] == "inv_advice"
     assert view.resources["inventory://warehouses"].definition == RESOURCE
     assert [t.upstream_name for t in view.templates] == ["inventory://orders/{order_id}"]
-    assert view.origin_ids == {origin_id}
+    routes = [*view.tools.values(), *view.prompts.values(), *view.resources.values(), *view.templates]
+    assert {route.origin_id for route in routes} == {origin_id}
     spec = snapshot.origins[origin_id]
     assert (spec.name, spec.transport, spec.command, spec.url) == ("inv", "stdio", ("python", "-m", "x"), None)
 

@@ -25,7 +25,6 @@ __all__ = [
 
 Scope = Literal["mcp", "admin"]
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lowercase letters, digits, '-' and '_'")
-ItemName = Field(min_length=1, max_length=512)
 Alias = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 OfferedName = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 

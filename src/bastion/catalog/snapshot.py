@@ -16,7 +16,6 @@ from bastion.identity.principal import Principal
 __all__ = ["ItemKind", "OriginSpec", "Route", "ServerView", "Snapshot", "definition_digest"]
 
 ItemKind = Literal["tool", "resource", "resource_template", "prompt"]
-ITEM_KINDS: tuple[ItemKind, ...] = ("tool", "resource", "resource_template", "prompt")
 
 
 def definition_digest(definition: dict[str, Any]) -> str:
@@ -57,11 +56,6 @@ class ServerView:
     prompts: dict[str, Route] = field(default_factory=dict)
     resources: dict[str, Route] = field(default_factory=dict)
     templates: tuple[Route, ...] = ()
-
-    @property
-    def origin_ids(self) -> frozenset[str]:
-        routes = [*self.tools.values(), *self.prompts.values(), *self.resources.values(), *self.templates]
-        return frozenset(route.origin_id for route in routes)
 
     def template_for(self, uri: str) -> Route | None:
         """The resource template whose literal prefix is the longest match for `uri`."""
