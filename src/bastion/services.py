@@ -87,5 +87,8 @@ class Services:
     async def _rediscover(self, origin_id: str) -> None:
         try:
             await self.control.refresh_origin(origin_id)
+        except Exception as exc:  # top of a background task: a failed rediscovery
+            # (origin deleted meanwhile, store unreachable) must not stop the server.
+            log.warning("rediscovery_failed", origin_id=origin_id, error=type(exc).__name__)
         finally:
             self._refreshing.discard(origin_id)

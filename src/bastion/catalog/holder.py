@@ -53,9 +53,8 @@ class SnapshotHolder:
         while True:
             await anyio.sleep(interval)
             try:
-                epoch = await self._read_epoch()
-            except OSError as exc:  # the store is briefly unreachable: keep serving the last snapshot
-                log.warning("epoch_poll_failed", error=str(exc))
-                continue
-            if epoch != self.current.epoch:
-                await self.refresh()
+                if await self._read_epoch() != self.current.epoch:
+                    await self.refresh()
+            except Exception as exc:  # top of a background task: the store may be
+                # briefly unreachable; keep serving the last snapshot and try again next tick.
+                log.warning("epoch_poll_failed", error=type(exc).__name__)
