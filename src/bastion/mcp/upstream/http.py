@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 
 from bastion.catalog.snapshot import OriginSpec
-from bastion.errors import UpstreamProtocolError, UpstreamTooLarge, UpstreamUnavailable
+from bastion.errors import UpstreamError, UpstreamProtocolError, UpstreamTooLarge, UpstreamUnavailable
 from bastion.mcp.upstream.base import NotificationSink, ProgressSink
 from bastion.mcp.upstream.rpc import RpcCore, decode_message
 from bastion.mcp.upstream.sse import iter_sse_data
@@ -200,7 +200,7 @@ class HttpOriginClient(RpcCore):
                     chunks = response.content.iter_any()
                     async for event in iter_sse_data(chunks, max_bytes=self.max_bytes, origin=self.spec.name):
                         await self._route(decode_message(event, self.spec.name))
-            except (aiohttp.ClientError, UpstreamProtocolError, UpstreamUnavailable) as exc:
+            except (aiohttp.ClientError, UpstreamError) as exc:
                 log.info("origin_stream_ended", origin=self.spec.name, error=type(exc).__name__)
             finally:
                 self._stream = None

@@ -264,15 +264,23 @@ class RpcCore:
             token = params.get("progressToken")
             sink = self._sinks.get(token) if isinstance(token, int) else None
             if sink is not None:
-                await sink(method, params)
+                await self._deliver(sink, method, params)
         elif method.endswith("/list_changed"):
             await self._notify(self.spec.id, method, params)
         elif reply_to is not None and (sink := self._sinks.get(reply_to)) is not None:
-            await sink(method, params)
+            await self._deliver(sink, method, params)
         else:
             # Origin-wide messages (logging without a request) are not relayed to callers:
             # one origin connection is shared by many principals.
             log.debug("origin_notification_dropped", origin=self.spec.name, method=method)
+
+    async def _deliver(self, sink: ProgressSink, method: str, params: dict[str, Any]) -> None:
+        # A sink writes to one caller's stream; that caller going away must not stop the
+        # reader that serves every other caller of this origin.
+        try:
+            await sink(method, params)
+        except Exception as exc:  # isolates one caller's failure from the shared connection
+            log.info("notification_not_delivered", origin=self.spec.name, method=method, error=type(exc).__name__)
 
     async def _answer_server_request(self, message: dict[str, Any]) -> None:
         if message["method"] == "ping":
