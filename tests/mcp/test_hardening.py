@@ -213,6 +213,11 @@ def test_request_id_is_echoed_when_valid_and_minted_otherwise(gw: Bastion, token
 def test_wrong_http_method_is_405(gw: Bastion, token: str) -> None:
     response = gw.http.put("/servers/hard/mcp", headers={"authorization": f"Bearer {token}"})
     assert response.status_code == 405
+    modern_get = gw.http.get(
+        "/servers/hard/mcp",
+        headers={"authorization": f"Bearer {token}", "mcp-protocol-version": "2026-07-28", **ACCEPT},
+    )
+    assert modern_get.status_code == 405 and modern_get.headers["allow"] == "POST"
 
 
 def test_stdio_origins_get_a_minimal_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

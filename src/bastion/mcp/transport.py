@@ -92,7 +92,10 @@ class McpEndpoint:
             if not principal.may_reach(server.id):
                 raise Forbidden(f"this token may not reach virtual server {slug!r}")
             method = scope["method"]
-            if method == "POST":
+            if method != "POST" and _is_modern(header(scope, b"mcp-protocol-version")):
+                # 2026-07-28 has no session stream and nothing to delete: POST only.
+                await send_bytes(send, 405, b"", headers=[(b"allow", b"POST")])
+            elif method == "POST":
                 await self._post(scope, receive, send, snapshot, server, principal)
             elif method == "GET":
                 await self._get(scope, receive, send, server, principal)
@@ -119,7 +122,7 @@ class McpEndpoint:
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             raise BadRequest("the body must be one JSON-RPC 2.0 message")
         version = header(scope, b"mcp-protocol-version")
-        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        if _is_modern(version):
             meta = (message.get("params") or {}).get("_meta") if isinstance(message.get("params"), dict) else None
             capabilities = meta.get(mt.CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
             call = Call(
@@ -283,6 +286,11 @@ class McpEndpoint:
             # Unknown, expired, or opened by another token: the same answer for all three.
             raise UnknownSession("unknown or expired MCP session: initialize a new one")
         return session
+
+
+def _is_modern(version: str | None) -> bool:
+    """The SDK's era rule: any version header that is not a handshake revision is the 2026 wire."""
+    return version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
 
 
 def _request(message: dict[str, Any]) -> mt.JSONRPCRequest:
