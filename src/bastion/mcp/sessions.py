@@ -17,7 +17,7 @@ import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["LISTEN_FILTER_KEYS", "SUBSCRIPTION_ID_META_KEY", "Session", "SessionStore"]
 
 _STREAM_BUFFER = 64
 ASK_TIMEOUT_SECONDS = 300.0  # a person answers an elicitation: minutes, not milliseconds
@@ -28,6 +28,7 @@ _FILTER_KEYS = {
     "notifications/prompts/list_changed": "promptsListChanged",
     "notifications/resources/list_changed": "resourcesListChanged",
 }
+LISTEN_FILTER_KEYS = frozenset(_FILTER_KEYS.values())  # what a listen stream can be granted here
 
 
 @dataclass(eq=False)

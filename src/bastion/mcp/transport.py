@@ -47,7 +47,7 @@ from bastion.identity.principal import Principal
 from bastion.mcp.jsonrpc import decode_body, error_message, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
-from bastion.mcp.sessions import SUBSCRIPTION_ID_META_KEY, Session, SessionStore
+from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, Session, SessionStore
 from bastion.mcp.streaming import serve_event_stream, serve_streaming
 
 __all__ = ["McpEndpoint"]
@@ -55,12 +55,6 @@ __all__ = ["McpEndpoint"]
 log = structlog.get_logger(__name__)
 
 _SESSION_HEADER = b"mcp-session-id"
-# subscription filter wire key → SubscriptionFilter attribute, for the lists Bastion announces
-_LISTEN_KEYS = {
-    "toolsListChanged": "tools_list_changed",
-    "promptsListChanged": "prompts_list_changed",
-    "resourcesListChanged": "resources_list_changed",
-}
 
 
 class McpEndpoint:
@@ -251,7 +245,8 @@ class McpEndpoint:
             params = mt.SubscriptionsListenRequestParams.model_validate(request.params or {})
         except ValidationError as exc:
             raise InvalidParams(f"invalid subscriptions/listen params: {exc.errors()[0]['msg']}") from None
-        honoured = {k: True for k in _LISTEN_KEYS if getattr(params.notifications, _LISTEN_KEYS[k])}
+        requested = params.notifications.model_dump(by_alias=True, exclude_none=True)
+        honoured = {key: True for key in LISTEN_FILTER_KEYS if requested.get(key) is True}
         session = self._sessions.create(
             server_id=call.server.id,
             token_id=call.principal.token_id,
