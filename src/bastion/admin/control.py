@@ -7,6 +7,7 @@ returns, other processes notice the epoch on their next poll.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -43,7 +44,12 @@ __all__ = ["Control"]
 log = structlog.get_logger(__name__)
 
 _LOGIN_TOKEN_LIFETIME = timedelta(hours=1)
-_DUMMY_HASH = hash_password("no user has this password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against for unknown users (made on first login, not at import)."""
+    return hash_password("no user has this password")
 
 
 class Control:
@@ -217,7 +223,7 @@ class Control:
             user = await tokens.user_by_name(s, username)
         # Argon2 spends ~100 ms of CPU by design: run it off the event loop, and run it for
         # unknown users too, so response time does not reveal which user names exist.
-        stored = user.password_hash if user is not None else _DUMMY_HASH
+        stored = user.password_hash if user is not None else _dummy_hash()
         matches = await anyio.to_thread.run_sync(verify_password, stored, password)
         if user is None or not user.is_admin or not matches:
             raise Unauthenticated("unknown user or wrong password")

@@ -7,6 +7,7 @@ from typing import Any
 import mcp_types as mt
 from pydantic import BaseModel, ValidationError
 
+from bastion.catalog.snapshot import MAX_ITEM_NAME
 from bastion.errors import UpstreamProtocolError, UpstreamRejected
 from bastion.mcp.upstream.base import OriginClient
 
@@ -28,7 +29,6 @@ _LISTS: tuple[tuple[str, str, str, type[BaseModel], str, str], ...] = (
     ),
     ("prompts", "prompts/list", "prompts", mt.Prompt, "prompt", "name"),
 )
-_MAX_NAME = 512  # the width of the store's name columns
 _MAX_PAGES = 100  # a paginator that never ends must not hang discovery
 
 
@@ -45,9 +45,9 @@ async def discover(client: OriginClient, capabilities: dict[str, Any]) -> list[D
                     f"origin {client.spec.name!r} offered a malformed {kind}: {exc.errors()[0]['msg']}"
                 ) from exc
             name = str(entry[name_field])
-            if len(name) > _MAX_NAME:
+            if len(name) > MAX_ITEM_NAME:
                 raise UpstreamProtocolError(
-                    f"origin {client.spec.name!r} offered a {kind} named longer than {_MAX_NAME} characters"
+                    f"origin {client.spec.name!r} offered a {kind} named longer than {MAX_ITEM_NAME} characters"
                 )
             items.append((kind, name, entry))
     return items

@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from bastion.identity.principal import Principal
 
-__all__ = ["ItemKind", "OriginSpec", "Route", "ServerView", "Snapshot", "definition_digest"]
+__all__ = ["MAX_ITEM_NAME", "ItemKind", "OriginSpec", "Route", "ServerView", "Snapshot", "definition_digest"]
 
 ItemKind = Literal["tool", "resource", "resource_template", "prompt"]
+MAX_ITEM_NAME = 512  # longest item name (tool, prompt, URI): the width of the store's name columns
 
 
 def definition_digest(definition: dict[str, Any]) -> str:

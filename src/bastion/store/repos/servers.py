@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bastion.catalog.snapshot import MAX_ITEM_NAME
 from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.store.models import OriginItem, ServerItem, VirtualServer
 from bastion.store.repos._common import add_unique, by_id_or_name, flush_unique
-
-_MAX_NAME = 512  # the width of the name columns
 
 __all__ = ["compose", "create", "flush_item", "get", "get_item", "items_of", "list_all", "remove"]
 
@@ -75,8 +74,8 @@ async def compose(
             continue
         renamed = item.kind in ("tool", "prompt")
         exposed = aliases.get(item.name, prefix + item.name) if renamed else item.name
-        if len(exposed) > _MAX_NAME:
-            raise BadRequest(f"{exposed[:40]!r}... would be longer than {_MAX_NAME} characters: use an alias")
+        if len(exposed) > MAX_ITEM_NAME:
+            raise BadRequest(f"{exposed[:40]!r}... would be longer than {MAX_ITEM_NAME} characters: use an alias")
         added.append(
             ServerItem(server_id=server.id, origin_id=origin_id, kind=item.kind, name=item.name, exposed_name=exposed)
         )
