@@ -19,6 +19,7 @@ from bastion.http.errors import install_error_handlers
 from bastion.http.middleware import build_stack
 from bastion.mcp.transport import McpEndpoint
 from bastion.services import Services
+from bastion.web import router as identity_router
 
 __all__ = ["create_app"]
 
@@ -62,8 +63,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     api.state.control = services.control
     api.state.holder = services.holder
     api.state.services = services
+    api.state.auth = services.auth
     install_error_handlers(api)
     api.include_router(admin_router)
+    api.include_router(identity_router)
     if settings.cors_origins:
         api.add_middleware(
             CORSMiddleware,

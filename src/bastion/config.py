@@ -65,13 +65,54 @@ class Settings(BaseSettings):
         4_194_304, gt=0, description="Largest upstream reply accepted (the client gets an error beyond)."
     )
 
+    # --- OAuth authorization server ---------------------------------------------------
+    access_token_ttl_seconds: int = Field(600, ge=30, le=86_400, description="Lifetime of OAuth access tokens.")
+    refresh_token_ttl_seconds: int = Field(
+        30 * 86_400, ge=300, description="Lifetime of each refresh token (rotated on every use)."
+    )
+    auth_code_ttl_seconds: int = Field(60, ge=10, le=600, description="Lifetime of authorization codes.")
+    login_session_seconds: int = Field(
+        900, ge=60, le=86_400, description="How long a browser login lasts on the consent flow."
+    )
+    registration: Literal["open", "allowlist", "off"] = Field(
+        "open",
+        description="Dynamic client registration (RFC 7591): open, allowlist (redirect hosts in "
+        "BASTION_REGISTRATION_REDIRECT_HOSTS; loopback always allowed) or off.",
+    )
+    registration_redirect_hosts: list[str] = Field(
+        default_factory=list, description="Redirect hosts dynamic clients may use when registration=allowlist."
+    )
+    client_metadata_documents: bool = Field(
+        True, description="Accept Client ID Metadata Documents (HTTPS URLs as client_id), fetched SSRF-safely."
+    )
+    egress_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host patterns Bastion may fetch from even when they resolve to private addresses.",
+    )
+    egress_allow_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Address ranges Bastion may connect to although private, loopback or link-local.",
+    )
+    egress_ca_file: Path | None = Field(
+        None, description="Extra CA bundle (PEM) trusted for outbound HTTPS (client metadata documents, IdPs)."
+    )
+    lockout_threshold: int = Field(5, ge=1, description="Failed logins in a row that lock an account.")
+    lockout_seconds: float = Field(300, gt=0, description="First lockout duration; doubles per further failure.")
+
     # --- posture ----------------------------------------------------------------
     require_strong_secrets: bool = Field(
         False, description="Refuse to start (instead of warning) when the posture check finds problems."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log threshold.")
 
-    @field_validator("allowed_origins", "cors_origins", mode="before")
+    @field_validator(
+        "allowed_origins",
+        "cors_origins",
+        "registration_redirect_hosts",
+        "egress_allow_hosts",
+        "egress_allow_cidrs",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         # Operators write comma-separated lists in environment variables.

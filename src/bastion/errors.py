@@ -6,12 +6,23 @@
     │   ├── InvalidParams             400  -32602
     │   ├── HeaderMismatch            400  -32020
     │   ├── UnsupportedProtocolVersion 400 -32022
-    │   └── SessionRequired           400  -32600
+    │   ├── SessionRequired           400  -32600
+    │   ├── InvalidGrant              400          invalid_grant   (OAuth: code/refresh/assertion)
+    │   ├── InvalidScope              400          invalid_scope
+    │   ├── UnauthorizedClient        400          unauthorized_client
+    │   ├── UnsupportedGrantType      400          unsupported_grant_type
+    │   ├── InvalidClientMetadata     400          invalid_client_metadata (RFC 7591)
+    │   └── InvalidRedirectUri        400          invalid_redirect_uri (RFC 7591)
     ├── MethodNotFound                404  -32601
     ├── PayloadTooLarge               413  -32600
     ├── Unauthenticated               401  -32600  invalid_token
+    │   ├── InvalidClient             401          invalid_client  (OAuth client authentication)
+    │   └── AccountLocked             401          (too many failed logins; carries retry_after)
     ├── Forbidden                     403  -32600  insufficient_scope
+    │   ├── InsufficientScope         403  -32600  (carries the required scope, for step-up)
+    │   ├── AccessDenied              403          access_denied
     │   └── OriginNotAllowed          403  -32600
+    ├── TooManyRequests               429  -32600  (carries retry_after seconds)
     ├── NotFound                      404  -32602  (unknown id, tool, session...)
     │   └── UnknownSession            404  -32600
     ├── Conflict                      409  -32600
@@ -36,12 +47,20 @@ from typing import Any, ClassVar
 import mcp_types as mt
 
 __all__ = [
+    "AccessDenied",
+    "AccountLocked",
     "BadRequest",
     "BastionError",
     "Conflict",
     "Forbidden",
     "HeaderMismatch",
+    "InsufficientScope",
+    "InvalidClient",
+    "InvalidClientMetadata",
+    "InvalidGrant",
     "InvalidParams",
+    "InvalidRedirectUri",
+    "InvalidScope",
     "MethodNotFound",
     "NotFound",
     "OriginNotAllowed",
@@ -49,8 +68,11 @@ __all__ = [
     "PayloadTooLarge",
     "RequestCancelled",
     "SessionRequired",
+    "TooManyRequests",
     "Unauthenticated",
+    "UnauthorizedClient",
     "UnknownSession",
+    "UnsupportedGrantType",
     "UnsupportedProtocolVersion",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -98,6 +120,30 @@ class SessionRequired(BadRequest):
     pass
 
 
+class InvalidGrant(BadRequest):
+    oauth_error = "invalid_grant"
+
+
+class InvalidScope(BadRequest):
+    oauth_error = "invalid_scope"
+
+
+class UnauthorizedClient(BadRequest):
+    oauth_error = "unauthorized_client"
+
+
+class UnsupportedGrantType(BadRequest):
+    oauth_error = "unsupported_grant_type"
+
+
+class InvalidClientMetadata(BadRequest):
+    oauth_error = "invalid_client_metadata"
+
+
+class InvalidRedirectUri(BadRequest):
+    oauth_error = "invalid_redirect_uri"
+
+
 class MethodNotFound(BastionError):
     http_status = 404
     jsonrpc_code = mt.METHOD_NOT_FOUND
@@ -116,10 +162,44 @@ class Unauthenticated(BastionError):
     oauth_error = "invalid_token"
 
 
+class InvalidClient(Unauthenticated):
+    oauth_error = "invalid_client"
+
+
+class AccountLocked(Unauthenticated):
+    oauth_error = "access_denied"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Forbidden(BastionError):
     http_status = 403
     jsonrpc_code = mt.INVALID_REQUEST
     oauth_error = "insufficient_scope"
+
+
+class InsufficientScope(Forbidden):
+    """RFC 6750 §3.1: the token lacks a scope; `required_scope` is what to ask for (step-up)."""
+
+    def __init__(self, message: str, *, required_scope: str) -> None:
+        super().__init__(message)
+        self.required_scope = required_scope
+
+
+class AccessDenied(Forbidden):
+    oauth_error = "access_denied"
+
+
+class TooManyRequests(BastionError):
+    http_status = 429
+    jsonrpc_code = mt.INVALID_REQUEST
+    oauth_error = "temporarily_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class OriginNotAllowed(Forbidden):

@@ -15,6 +15,7 @@ from bastion.bus import MemoryBus
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import Snapshot
 from bastion.config import Settings
+from bastion.identity.bearer import BearerResolver
 from bastion.mcp.methods import Methods
 from bastion.mcp.notify import ChangeNotifier
 from bastion.mcp.origin_check import OriginPolicy
@@ -23,6 +24,7 @@ from bastion.mcp.transport import McpEndpoint
 from bastion.mcp.upstream import OriginPool
 from bastion.store.db import Database
 from bastion.store.repos.snapshot import load_snapshot
+from bastion.web.authserver import AuthServer
 
 __all__ = ["Services"]
 
@@ -40,11 +42,16 @@ class Services:
             timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes
         )
         self.control = Control(db=self.db, bus=self.bus, pool=self.pool, base_url=settings.base_url())
+        self.auth = AuthServer(
+            settings=settings, db=self.db, bus=self.bus, holder=self.holder, issuer=settings.base_url()
+        )
         self.endpoint = McpEndpoint(
             holder=self.holder,
             sessions=self.sessions,
             methods=Methods(self.pool),
             origins=OriginPolicy(settings.allowed_origins),
+            bearer=BearerResolver(self.auth.store.access_principal),
+            base_url=settings.base_url(),
             max_body_bytes=settings.max_body_bytes,
             max_json_depth=settings.max_json_depth,
         )
@@ -66,6 +73,7 @@ class Services:
             self.holder.on_change(ChangeNotifier(self.sessions).on_snapshot)
             self.pool.on_notification(self._on_origin_notification)
             await self.holder.refresh()
+            await self.auth.start()
             if poll_epoch:
                 tasks.start_soon(self.holder.poll_epoch, self.settings.epoch_poll_seconds)
             try:

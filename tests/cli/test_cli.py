@@ -227,7 +227,7 @@ def test_migrate_creates_the_schema_in_a_fresh_database_file(tmp_path: Path) -> 
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"origins", "virtual_servers", "server_items", "api_tokens", "users", "state_epoch"} <= tables
-    assert version == [("0001",)]
+    assert version == [("0002",)]
 
 
 # --- virtual servers -------------------------------------------------------------------------------------------

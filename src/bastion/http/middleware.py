@@ -73,6 +73,9 @@ class RequestContext:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+_CSP = b"content-security-policy"
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp, *, tls: bool) -> None:
         self.app = app
@@ -87,7 +90,11 @@ class SecurityHeaders:
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in self._names]
-                message["headers"] = [*kept, *self._headers]
+                own_csp = [(k, v) for k, v in message.get("headers", ()) if k.lower() == _CSP]
+                # A page may send a CSP of its own (the login and consent pages allow their
+                # stylesheet and form targets); everything else gets the strict default.
+                added = [(k, v) for k, v in self._headers if not (own_csp and k == _CSP)]
+                message["headers"] = [*kept, *own_csp, *added]
             await send(message)
 
         await self.app(scope, receive, send_secured)

@@ -31,6 +31,7 @@ from bastion.errors import (
     BadRequest,
     BastionError,
     Forbidden,
+    InsufficientScope,
     InvalidParams,
     NotFound,
     OriginNotAllowed,
@@ -42,11 +43,12 @@ from bastion.errors import (
     UnsupportedProtocolVersion,
 )
 from bastion.http.asgi import BodyTooLarge, Receive, Scope, Send, header, read_body, send_bytes
-from bastion.identity.bearer import authenticate_bearer
-from bastion.identity.principal import Principal
+from bastion.identity.bearer import BearerResolver
+from bastion.identity.principal import SCOPE_MCP, Principal
 from bastion.mcp.jsonrpc import decode_body, error_message, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
+from bastion.mcp.scopes import check_scope
 from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, Session, SessionStore
 from bastion.mcp.streaming import serve_event_stream, serve_streaming
 
@@ -65,9 +67,13 @@ class McpEndpoint:
         sessions: SessionStore,
         methods: Methods,
         origins: OriginPolicy,
+        bearer: BearerResolver,
+        base_url: str,
         max_body_bytes: int,
         max_json_depth: int,
     ) -> None:
+        self._bearer = bearer
+        self._base_url = base_url
         self._holder = holder
         self._sessions = sessions
         self._methods = methods
@@ -79,7 +85,9 @@ class McpEndpoint:
         snapshot = self._holder.current
         try:
             self._origins.check(header(scope, b"origin"))
-            principal = authenticate_bearer(snapshot.tokens, header(scope, b"authorization"))
+            principal = await self._bearer.authenticate(
+                snapshot.tokens, snapshot.epoch, header(scope, b"authorization")
+            )
             server = snapshot.servers.get(slug)
             if server is None or not server.published:
                 raise NotFound(f"no published virtual server {slug!r}")
@@ -100,7 +108,7 @@ class McpEndpoint:
             else:
                 await send_bytes(send, 405, b"", headers=[(b"allow", b"GET, POST, DELETE")])
         except BastionError as error:
-            await _refuse(send, error)
+            await _refuse(send, error, self._challenge(slug, scope, error))
 
     # --- POST: one JSON-RPC message ------------------------------------------------------
     async def _post(
@@ -115,6 +123,7 @@ class McpEndpoint:
             raise BadRequest("JSON-RPC batches are not accepted: send one message per request")
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             raise BadRequest("the body must be one JSON-RPC 2.0 message")
+        check_scope(principal, server, message)
         version = header(scope, b"mcp-protocol-version")
         if _is_modern(version):
             meta = (message.get("params") or {}).get("_meta") if isinstance(message.get("params"), dict) else None
@@ -219,7 +228,7 @@ class McpEndpoint:
         )
         session = self._sessions.create(
             server_id=server.id,
-            token_id=principal.token_id,
+            token_id=principal.session_owner,
             protocol_version=version,
             capabilities=params.capabilities.model_dump(by_alias=True, exclude_none=True),
         )
@@ -249,7 +258,7 @@ class McpEndpoint:
         honoured = {key: True for key in LISTEN_FILTER_KEYS if requested.get(key) is True}
         session = self._sessions.create(
             server_id=call.server.id,
-            token_id=call.principal.token_id,
+            token_id=call.principal.session_owner,
             protocol_version=LATEST_MODERN_VERSION,
             capabilities={},
             subscription=(request.id, honoured),
@@ -272,11 +281,28 @@ class McpEndpoint:
         session = self._session(scope, server, principal)
         await serve_event_stream(session, receive, send)
 
+    def _challenge(self, slug: str, scope: Scope, error: BastionError) -> str | None:
+        """RFC 6750 §3 / RFC 9728 §5.1: where the client learns how to get (more of) a token."""
+        metadata = f"{self._base_url}/.well-known/oauth-protected-resource/servers/{slug}/mcp"
+        if isinstance(error, Unauthenticated):
+            # §3.1: no error code when the request carried no credentials at all.
+            presented = header(scope, b"authorization") is not None
+            code = ', error="invalid_token"' if presented else ""
+            return f'Bearer resource_metadata="{metadata}", scope="{SCOPE_MCP}"{code}'
+        if isinstance(error, InsufficientScope):
+            return (
+                f'Bearer resource_metadata="{metadata}", error="insufficient_scope", '
+                f'scope="{error.required_scope}", error_description="{error.message}"'
+            )
+        if isinstance(error, Forbidden) and not isinstance(error, OriginNotAllowed):
+            return f'Bearer resource_metadata="{metadata}", error="insufficient_scope"'
+        return None
+
     def _session(self, scope: Scope, server: ServerView, principal: Principal) -> Session:
         session_id = header(scope, _SESSION_HEADER)
         if session_id is None:
             raise SessionRequired("missing Mcp-Session-Id header: send initialize first")
-        session = self._sessions.get(session_id, server_id=server.id, token_id=principal.token_id)
+        session = self._sessions.get(session_id, server_id=server.id, token_id=principal.session_owner)
         if session is None:
             # Unknown, expired, or opened by another token: the same answer for all three.
             raise UnknownSession("unknown or expired MCP session: initialize a new one")
@@ -311,11 +337,7 @@ def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:
     return [] if session is None else [(_SESSION_HEADER, session.id.encode())]
 
 
-async def _refuse(send: Send, error: BastionError) -> None:
+async def _refuse(send: Send, error: BastionError, challenge: str | None) -> None:
     """A transport-level refusal: HTTP status from the error, JSON-RPC error body."""
-    headers: list[tuple[bytes, bytes]] = []
-    if isinstance(error, Unauthenticated):
-        headers.append((b"www-authenticate", b'Bearer realm="bastion", error="invalid_token"'))
-    elif isinstance(error, Forbidden) and not isinstance(error, OriginNotAllowed):
-        headers.append((b"www-authenticate", b'Bearer realm="bastion", error="insufficient_scope"'))
+    headers = [] if challenge is None else [(b"www-authenticate", challenge.encode())]
     await send_bytes(send, error.http_status, error_message(None, error), headers=headers)

@@ -14,10 +14,16 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "ApiToken",
     "Base",
+    "LoginEvent",
     "Meta",
+    "OAuthClient",
+    "OAuthCode",
+    "OAuthConsent",
+    "OAuthToken",
     "Origin",
     "OriginItem",
     "ServerItem",
+    "SigningKey",
     "StateEpoch",
     "User",
     "VirtualServer",
@@ -63,6 +69,12 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Federated users: the identity provider's name and its subject; local users: None.
+    provider: Mapped[str | None] = mapped_column(String(64), default=None)
+    subject: Mapped[str | None] = mapped_column(String(255), default=None)
+    roles: Mapped[list[Any]] = mapped_column(default=list)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -130,6 +142,100 @@ class ApiToken(Base):
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OAuthClient(Base):
+    """A registered OAuth client (RFC 7591 or created by an admin). CIMD clients are not stored."""
+
+    __tablename__ = "oauth_clients"
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret_hash: Mapped[str | None] = mapped_column(String(64), default=None)  # SHA-256 of a 256-bit secret
+    kind: Mapped[str] = mapped_column(String(16))  # "dynamic" | "service"
+    client_name: Mapped[str] = mapped_column(String(200), default="")
+    redirect_uris: Mapped[list[Any]] = mapped_column(default=list)
+    grant_types: Mapped[list[Any]] = mapped_column(default=list)
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))
+    application_type: Mapped[str] = mapped_column(String(16), default="web")
+    scope: Mapped[str] = mapped_column(String(512), default="")
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the full registration response
+    owner_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
+    server_ids: Mapped[list[Any]] = mapped_column(default=list)  # service clients: servers they may reach
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OAuthCode(Base):
+    """An authorization code, stored as a hash; single use (RFC 6749 §4.1.2)."""
+
+    __tablename__ = "oauth_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(32), default=new_id)  # the tokens it issued share it
+    client_id: Mapped[str] = mapped_column(String(2048))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    server_id: Mapped[str] = mapped_column(ForeignKey("virtual_servers.id", ondelete="CASCADE"))
+    redirect_uri: Mapped[str] = mapped_column(String(2048))
+    scopes: Mapped[list[Any]] = mapped_column()
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str | None] = mapped_column(String(255), default=None)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class OAuthToken(Base):
+    """An access or refresh token issued by the authorization server, stored as a hash.
+
+    Tokens of one grant share a family: a replayed refresh token revokes the family.
+    """
+
+    __tablename__ = "oauth_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "access" | "refresh"
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    client_id: Mapped[str] = mapped_column(String(2048))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    server_id: Mapped[str] = mapped_column(ForeignKey("virtual_servers.id", ondelete="CASCADE"))
+    scopes: Mapped[list[Any]] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)  # refresh: rotated
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OAuthConsent(Base):
+    """A user's approval of a client for a virtual server and scopes; withdrawable."""
+
+    __tablename__ = "oauth_consents"
+    __table_args__ = (UniqueConstraint("user_id", "client_id", "server_id"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(2048))
+    server_id: Mapped[str] = mapped_column(ForeignKey("virtual_servers.id", ondelete="CASCADE"))
+    scopes: Mapped[list[Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SigningKey(Base):
+    """Bastion's JWS signing keys (published in JWKS while not pruned)."""
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    private_jwk: Mapped[str] = mapped_column(Text)  # in the clear until the vault wraps it
+    status: Mapped[str] = mapped_column(String(16))  # "active" | "retired"
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class LoginEvent(Base):
+    """Every login attempt: success, failure or lockout, with where it came from."""
+
+    __tablename__ = "login_events"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    outcome: Mapped[str] = mapped_column(String(16))  # success | failure | locked
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class StateEpoch(Base):

@@ -1,0 +1,44 @@
+"""Finding a client by its `client_id`: a registered one, or a Client ID Metadata Document URL."""
+
+from __future__ import annotations
+
+from bastion.errors import InvalidClient
+from bastion.oauth.client_metadata import ClientMetadataResolver, is_client_id_url
+from bastion.oauth.provider import Client, OAuthStore
+from bastion.oauth.redirects import is_loopback_redirect
+
+__all__ = ["ClientDirectory"]
+
+_DOCUMENT_GRANTS = ("authorization_code", "refresh_token")
+
+
+class ClientDirectory:
+    def __init__(self, store: OAuthStore, documents: ClientMetadataResolver | None) -> None:
+        self._store = store
+        self._documents = documents
+
+    async def get(self, client_id: str | None) -> Client:
+        if not client_id:
+            raise InvalidClient("client_id is required")
+        if is_client_id_url(client_id):
+            if self._documents is None:
+                raise InvalidClient("client ID metadata documents are disabled on this server")
+            document = await self._documents.resolve(client_id)
+            return Client(
+                client_id=client_id,
+                kind="metadata_document",
+                client_name=document.client_name or client_id,
+                redirect_uris=tuple(document.redirect_uris),
+                grant_types=tuple(document.grant_types or _DOCUMENT_GRANTS),
+                token_endpoint_auth_method=document.token_endpoint_auth_method or "none",
+                application_type="native" if _all_loopback(document.redirect_uris) else "web",
+                scope=document.scope or "",
+            )
+        client = await self._store.get_client(client_id)
+        if client is None:
+            raise InvalidClient(f"unknown client_id {client_id[:64]!r}: register the client first")
+        return client
+
+
+def _all_loopback(uris: tuple[str, ...]) -> bool:
+    return bool(uris) and all(is_loopback_redirect(u) for u in uris)

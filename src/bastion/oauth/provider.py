@@ -1,0 +1,103 @@
+"""What the authorization server keeps, as records and a storage `Protocol`.
+
+`bastion.store.repos.oauth` implements `OAuthStore` on SQLAlchemy; the OAuth
+modules depend only on this file. Secrets (codes, tokens, client secrets) are
+passed and stored as SHA-256 hashes: the store never sees one in the clear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = ["Client", "CodeRecord", "Grant", "OAuthStore", "TokenRecord", "UserRecord"]
+
+ClientKind = Literal["dynamic", "service", "metadata_document"]
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: str
+    kind: ClientKind
+    client_name: str
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    token_endpoint_auth_method: str  # none | client_secret_basic | client_secret_post
+    application_type: str = "web"  # RFC 7591 / OIDC Registration: web | native
+    scope: str = ""
+    secret_hash: str | None = field(default=None, repr=False)
+    owner_user_id: str | None = None  # service clients act as their owner
+    server_ids: tuple[str, ...] = ()  # service clients: the virtual servers they may reach
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Who was granted what: shared by a code and every token issued from it (one family)."""
+
+    family_id: str
+    client_id: str
+    user_id: str
+    server_id: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRecord:
+    code_hash: str
+    grant: Grant
+    redirect_uri: str
+    code_challenge: str
+    expires_at: float
+    nonce: str | None = None
+    used: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    token_hash: str
+    kind: Literal["access", "refresh"]
+    grant: Grant
+    expires_at: float
+    issued_at: float
+    used: bool = False  # refresh tokens: already rotated
+    revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: str
+    username: str
+    is_admin: bool
+    roles: tuple[str, ...] = ()
+
+
+class OAuthStore(Protocol):
+    async def get_client(self, client_id: str) -> Client | None: ...
+
+    async def add_client(self, client: Client, registration: dict[str, Any]) -> None: ...
+
+    async def save_code(self, code: CodeRecord) -> None: ...
+
+    async def take_code(self, code_hash: str, now: float) -> CodeRecord | None:
+        """The code as it was, marking it used in the same transaction (`used` tells a replay)."""
+        ...
+
+    async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]]) -> None:
+        """Store (token_hash, kind, expires_at) rows of one grant."""
+        ...
+
+    async def take_refresh(self, token_hash: str, now: float) -> TokenRecord | None:
+        """The refresh token as it was, marking it used in the same transaction."""
+        ...
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None: ...
+
+    async def revoke_family(self, family_id: str) -> None:
+        """Revoke every token of a grant, and tell every replica (epoch bump)."""
+        ...
+
+    async def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    async def consented_scopes(self, user_id: str, client_id: str, server_id: str) -> frozenset[str] | None: ...
+
+    async def save_consent(self, user_id: str, client_id: str, server_id: str, scopes: frozenset[str]) -> None: ...

@@ -1,0 +1,44 @@
+"""Redirect URIs: exact matching with RFC 8252 loopback port variance, and building responses."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["is_loopback_redirect", "redirect_uri_matches", "with_params"]
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
+
+
+def is_loopback_redirect(uri: str) -> bool:
+    parts = urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    host = host if host.startswith("[") and host.endswith("]") else host.rsplit(":", 1)[0]
+    return parts.scheme == "http" and host.lower() in _LOOPBACK_HOSTS
+
+
+def _without_port(uri: str) -> str:
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=parts.hostname or ""))
+
+
+def redirect_uri_matches(requested: str, registered: tuple[str, ...]) -> bool:
+    """OAuth 2.1 §4.1.1: exact string match, except that a loopback redirect URI may use any port.
+
+    RFC 8252 §7.3: native apps listen on an ephemeral loopback port, so the
+    authorization server must allow any port for loopback IP redirect URIs;
+    scheme, host, path and query must still match exactly.
+    """
+    if requested in registered:
+        return True
+    if not is_loopback_redirect(requested):
+        return False
+    bare = _without_port(requested)
+    return any(is_loopback_redirect(uri) and _without_port(uri) == bare for uri in registered)
+
+
+def with_params(uri: str, params: dict[str, str | None]) -> str:
+    """`uri` with `params` added to its query (RFC 6749 §4.1.2: keep the existing query)."""
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.extend((key, value) for key, value in params.items() if value is not None)
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -1,0 +1,112 @@
+"""RFC 7591 — OAuth 2.0 Dynamic Client Registration, under an operator's policy.
+
+The request body is parsed with the MCP SDK's `OAuthClientMetadata` model; the
+checks below are the ones an authorization server owes on top (RFC 7591 §2,
+§3.2.2; OIDC Registration §2 for `application_type`; RFC 8252 for native apps).
+Deprecated by MCP 2026-07-28 in favour of client ID metadata documents, and
+still what older clients use.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from mcp.shared.auth import OAuthClientMetadata
+from pydantic import ValidationError
+
+from bastion.errors import AccessDenied, InvalidClientMetadata, InvalidRedirectUri
+from bastion.identity.tokens import hash_token
+from bastion.oauth.provider import Client, OAuthStore
+from bastion.oauth.redirects import is_loopback_redirect
+from bastion.oauth.scopes import grantable_scopes
+
+__all__ = ["Registrar", "RegistrationPolicy"]
+
+RegistrationPolicy = Literal["open", "allowlist", "off"]
+_GRANTS = {"authorization_code", "refresh_token"}
+_AUTH_METHODS = {"none", "client_secret_basic", "client_secret_post"}
+
+
+def _check_redirect(uri: str, application_type: str, allowed_hosts: Sequence[str] | None) -> None:
+    parts = urlsplit(uri)
+    if parts.fragment:
+        raise InvalidRedirectUri(f"redirect URI {uri} has a fragment (RFC 6749 §3.1.2)")
+    if parts.scheme == "https":
+        if application_type == "web" and (parts.hostname or "") in ("localhost", "127.0.0.1", "::1"):
+            raise InvalidRedirectUri(f"a web client may not redirect to {uri}; register as application_type native")
+    elif parts.scheme == "http":
+        if not is_loopback_redirect(uri):
+            raise InvalidRedirectUri(f"redirect URI {uri} must use https (plain http only on loopback)")
+        if application_type == "web":
+            raise InvalidRedirectUri("a web client must use https redirect URIs; loopback is for native clients")
+    elif "." not in parts.scheme or application_type != "native":
+        # RFC 8252 §7.1: private-use schemes are reverse domain names, for native apps only.
+        raise InvalidRedirectUri(f"redirect URI {uri}: use https, http on loopback, or a reverse-DNS native scheme")
+    if allowed_hosts is not None and parts.scheme in ("http", "https") and not is_loopback_redirect(uri):
+        if (parts.hostname or "") not in allowed_hosts:
+            raise InvalidRedirectUri(f"redirect host {parts.hostname} is not on this server's registration allowlist")
+
+
+class Registrar:
+    def __init__(self, store: OAuthStore, *, policy: RegistrationPolicy, allowed_hosts: Sequence[str] = ()) -> None:
+        self._store = store
+        self._policy = policy
+        self._allowed_hosts = tuple(allowed_hosts)
+
+    @property
+    def enabled(self) -> bool:
+        return self._policy != "off"
+
+    async def register(self, body: Any) -> dict[str, Any]:
+        if not self.enabled:
+            raise AccessDenied("dynamic client registration is turned off on this server")
+        try:
+            metadata = OAuthClientMetadata.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidClientMetadata(f"{where}: {first['msg']}") from None
+        method = metadata.token_endpoint_auth_method or "none"
+        if method not in _AUTH_METHODS:
+            raise InvalidClientMetadata(f"token_endpoint_auth_method {method} is not supported here")
+        grants = list(metadata.grant_types)
+        if not set(grants) <= _GRANTS or "authorization_code" not in grants:
+            raise InvalidClientMetadata("grant_types must be authorization_code, optionally with refresh_token")
+        if metadata.response_types != ["code"]:
+            raise InvalidClientMetadata("response_types must be ['code']")
+        scope = " ".join(grantable_scopes(metadata.scope)) if metadata.scope else ""
+        uris = [str(uri) for uri in metadata.redirect_uris or ()]
+        hosts = self._allowed_hosts if self._policy == "allowlist" else None
+        for uri in uris:
+            _check_redirect(uri, metadata.application_type, hosts)
+        secret = secrets.token_urlsafe(32) if method != "none" else None
+        client = Client(
+            client_id=secrets.token_urlsafe(24),
+            kind="dynamic",
+            client_name=(metadata.client_name or "")[:200],
+            redirect_uris=tuple(uris),
+            grant_types=tuple(grants),
+            token_endpoint_auth_method=method,
+            application_type=metadata.application_type,
+            scope=scope,
+            secret_hash=hash_token(secret) if secret else None,
+        )
+        # RFC 7591 §3.2.1: the response echoes the registered metadata, as registered.
+        response = metadata.model_dump(mode="json", exclude_none=True)
+        response.update(
+            client_id=client.client_id,
+            client_id_issued_at=int(time.time()),
+            redirect_uris=uris,
+            grant_types=grants,
+            token_endpoint_auth_method=method,
+        )
+        if scope:
+            response["scope"] = scope
+        await self._store.add_client(client, response)
+        if secret is not None:
+            response.update(client_secret=secret, client_secret_expires_at=0)
+        return response

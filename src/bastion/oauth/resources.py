@@ -1,0 +1,37 @@
+"""RFC 8707 resource indicators: each published virtual server is one protected resource."""
+
+from __future__ import annotations
+
+from bastion.catalog.snapshot import ServerView, Snapshot
+from bastion.errors import BadRequest
+
+__all__ = ["InvalidTarget", "resource_url", "server_for_resource"]
+
+
+class InvalidTarget(BadRequest):
+    """RFC 8707 §2: the requested resource is invalid, unknown or not served here."""
+
+    oauth_error = "invalid_target"
+
+
+def resource_url(issuer: str, slug: str) -> str:
+    """The canonical URI of a virtual server: its MCP endpoint (MCP authorization, "Canonical Server URI")."""
+    return f"{issuer}/servers/{slug}/mcp"
+
+
+def server_for_resource(snapshot: Snapshot, issuer: str, resource: str | None) -> ServerView:
+    if not resource:
+        # The MCP spec makes `resource` mandatory in authorization and token requests.
+        raise InvalidTarget("the resource parameter is required: the URL of the virtual server's MCP endpoint")
+    prefix, suffix = f"{issuer}/servers/", "/mcp"
+    # RFC 8707 §2: the resource is an absolute URI without a fragment; compare it exactly
+    # (after the scheme and host, which are case-insensitive) with a server's canonical URI.
+    head, sep, tail = resource.partition("/servers/")
+    normalised = head.lower() + sep + tail
+    slug = (
+        normalised[len(prefix) : -len(suffix)] if normalised.startswith(prefix) and normalised.endswith(suffix) else ""
+    )
+    server = snapshot.servers.get(slug) if slug and "/" not in slug else None
+    if server is None or not server.published:
+        raise InvalidTarget(f"{resource} is not a published virtual server of this Bastion")
+    return server

@@ -1,0 +1,34 @@
+"""The scopes Bastion grants to MCP clients, and how a request's `scope` parameter is read."""
+
+from __future__ import annotations
+
+from bastion.errors import InvalidScope
+from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, scope_satisfied
+
+__all__ = ["SUPPORTED_SCOPES", "grantable_scopes", "narrowed"]
+
+# `offline_access` is accepted (SEP-2207 clients add it to ask for refresh tokens) and
+# carries no access of its own: clients registered for refresh_token get one either way.
+SUPPORTED_SCOPES = (SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, "offline_access")
+
+
+def grantable_scopes(requested: str | None) -> tuple[str, ...]:
+    """RFC 6749 §3.3: space-delimited; an omitted scope means the default, `mcp`."""
+    names = tuple(dict.fromkeys((requested or "").split()))
+    if not names:
+        return (SCOPE_MCP,)
+    unknown = [name for name in names if name not in SUPPORTED_SCOPES]
+    if unknown:
+        raise InvalidScope(f"unknown scope {unknown[0]!r}; this server grants {' '.join(SUPPORTED_SCOPES)}")
+    return names
+
+
+def narrowed(requested: str | None, granted: tuple[str, ...]) -> tuple[str, ...]:
+    """RFC 6749 §6: a refresh or exchange may ask for less than the grant, never more."""
+    if not requested:
+        return granted
+    wanted = grantable_scopes(requested)
+    for scope in wanted:
+        if not scope_satisfied(scope, granted):
+            raise InvalidScope(f"scope {scope!r} exceeds what was granted ({' '.join(granted)})")
+    return wanted

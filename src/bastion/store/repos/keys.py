@@ -1,0 +1,40 @@
+"""Bastion's signing keys: loaded at start, created on first start, saved on rotation."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import delete, select
+
+from bastion.oauth.keys import KeyRing
+from bastion.store.db import Database
+from bastion.store.models import SigningKey
+
+__all__ = ["load_keyring", "save_keyring"]
+
+
+async def load_keyring(db: Database) -> KeyRing:
+    async with db.session() as session:
+        rows = (await session.scalars(select(SigningKey))).all()
+        if rows:
+            return KeyRing.from_records(
+                {
+                    "kid": r.kid,
+                    "algorithm": r.algorithm,
+                    "private_jwk": r.private_jwk,
+                    "created_at": r.created_at,
+                    "status": r.status,
+                }
+                for r in rows
+            )
+    ring = KeyRing.fresh(time.time())
+    await save_keyring(db, ring)
+    return ring
+
+
+async def save_keyring(db: Database, ring: KeyRing) -> None:
+    """Replace the stored keys with `ring` (rotation and pruning both end here)."""
+    async with db.session() as session:
+        await session.execute(delete(SigningKey))
+        for record in ring.to_records():
+            session.add(SigningKey(**record))

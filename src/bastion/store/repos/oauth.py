@@ -1,0 +1,253 @@
+"""`OAuthStore` on SQLAlchemy, and the data plane's first-sight lookup of an access token."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import select, update
+
+from bastion.bus import Bus, ChangeEvent
+from bastion.identity.principal import Principal
+from bastion.oauth.provider import Client, CodeRecord, Grant, TokenRecord, UserRecord
+from bastion.store.db import Database, bump_epoch
+from bastion.store.models import OAuthClient, OAuthCode, OAuthConsent, OAuthToken, User
+
+__all__ = ["SqlOAuthStore"]
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _grant(row: OAuthCode | OAuthToken) -> Grant:
+    return Grant(
+        family_id=row.family_id,
+        client_id=row.client_id,
+        user_id=row.user_id,
+        server_id=row.server_id,
+        scopes=tuple(row.scopes),
+    )
+
+
+def _token(row: OAuthToken) -> TokenRecord:
+    return TokenRecord(
+        token_hash=row.token_hash,
+        kind=cast(Any, row.kind),
+        grant=_grant(row),
+        expires_at=row.expires_at.timestamp(),
+        issued_at=row.created_at.timestamp(),
+        used=row.used_at is not None,
+        revoked=row.revoked_at is not None,
+    )
+
+
+class SqlOAuthStore:
+    def __init__(self, db: Database, bus: Bus) -> None:
+        self._db = db
+        self._bus = bus
+
+    async def get_client(self, client_id: str) -> Client | None:
+        async with self._db.session() as session:
+            row = await session.get(OAuthClient, client_id)
+        if row is None:
+            return None
+        return Client(
+            client_id=row.client_id,
+            kind=cast(Any, row.kind),
+            client_name=row.client_name,
+            redirect_uris=tuple(row.redirect_uris),
+            grant_types=tuple(row.grant_types),
+            token_endpoint_auth_method=row.token_endpoint_auth_method,
+            application_type=row.application_type,
+            scope=row.scope,
+            secret_hash=row.secret_hash,
+            owner_user_id=row.owner_user_id,
+            server_ids=tuple(row.server_ids),
+        )
+
+    async def add_client(self, client: Client, registration: dict[str, Any]) -> None:
+        async with self._db.session() as session:
+            session.add(
+                OAuthClient(
+                    client_id=client.client_id,
+                    secret_hash=client.secret_hash,
+                    kind=client.kind,
+                    client_name=client.client_name,
+                    redirect_uris=list(client.redirect_uris),
+                    grant_types=list(client.grant_types),
+                    token_endpoint_auth_method=client.token_endpoint_auth_method,
+                    application_type=client.application_type,
+                    scope=client.scope,
+                    metadata_json=registration,
+                    owner_user_id=client.owner_user_id,
+                    server_ids=list(client.server_ids),
+                )
+            )
+
+    async def save_code(self, code: CodeRecord) -> None:
+        async with self._db.session() as session:
+            session.add(
+                OAuthCode(
+                    code_hash=code.code_hash,
+                    family_id=code.grant.family_id,
+                    client_id=code.grant.client_id,
+                    user_id=code.grant.user_id,
+                    server_id=code.grant.server_id,
+                    redirect_uri=code.redirect_uri,
+                    scopes=list(code.grant.scopes),
+                    code_challenge=code.code_challenge,
+                    nonce=code.nonce,
+                    expires_at=_at(code.expires_at),
+                )
+            )
+
+    async def take_code(self, code_hash: str, now: float) -> CodeRecord | None:
+        async with self._db.session() as session:
+            # One conditional UPDATE: of two concurrent redemptions exactly one sees rowcount 1.
+            result = await session.execute(
+                update(OAuthCode)
+                .where(OAuthCode.code_hash == code_hash, OAuthCode.used_at.is_(None))
+                .values(used_at=_at(now))
+            )
+            first = cast(Any, result).rowcount == 1
+            row = await session.get(OAuthCode, code_hash)
+            if row is None:
+                return None
+            return CodeRecord(
+                code_hash=row.code_hash,
+                grant=_grant(row),
+                redirect_uri=row.redirect_uri,
+                code_challenge=row.code_challenge,
+                expires_at=row.expires_at.timestamp(),
+                nonce=row.nonce,
+                used=not first,
+            )
+
+    async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]]) -> None:
+        async with self._db.session() as session:
+            for token_hash, kind, expires_at in tokens:
+                session.add(
+                    OAuthToken(
+                        token_hash=token_hash,
+                        kind=kind,
+                        family_id=grant.family_id,
+                        client_id=grant.client_id,
+                        user_id=grant.user_id,
+                        server_id=grant.server_id,
+                        scopes=list(grant.scopes),
+                        expires_at=_at(expires_at),
+                    )
+                )
+
+    async def take_refresh(self, token_hash: str, now: float) -> TokenRecord | None:
+        async with self._db.session() as session:
+            result = await session.execute(
+                update(OAuthToken)
+                .where(OAuthToken.token_hash == token_hash, OAuthToken.kind == "refresh", OAuthToken.used_at.is_(None))
+                .values(used_at=_at(now))
+            )
+            first = cast(Any, result).rowcount == 1
+            row = await session.scalar(
+                select(OAuthToken).where(OAuthToken.token_hash == token_hash, OAuthToken.kind == "refresh")
+            )
+            if row is None:
+                return None
+            return dataclasses.replace(_token(row), used=not first)
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        async with self._db.session() as session:
+            row = await session.scalar(select(OAuthToken).where(OAuthToken.token_hash == token_hash))
+            return None if row is None else _token(row)
+
+    async def revoke_family(self, family_id: str) -> None:
+        async with self._db.session() as session:
+            await session.execute(
+                update(OAuthToken)
+                .where(OAuthToken.family_id == family_id, OAuthToken.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+            await bump_epoch(session)
+        # This replica drops its cached tokens now; the others on their next epoch check.
+        await self._bus.publish(ChangeEvent("tokens", family_id))
+
+    async def revoke_token(self, token_hash: str) -> TokenRecord | None:
+        """Revoke one token (RFC 7009); a refresh token takes its family's access tokens with it."""
+        record = await self.find_token(token_hash)
+        if record is None:
+            return None
+        if record.kind == "refresh":
+            await self.revoke_family(record.grant.family_id)
+        else:
+            async with self._db.session() as session:
+                await session.execute(
+                    update(OAuthToken).where(OAuthToken.token_hash == token_hash).values(revoked_at=datetime.now(UTC))
+                )
+                await bump_epoch(session)
+            await self._bus.publish(ChangeEvent("tokens", record.grant.family_id))
+        return record
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        async with self._db.session() as session:
+            user = await session.get(User, user_id)
+        if user is None:
+            return None
+        return UserRecord(id=user.id, username=user.username, is_admin=user.is_admin, roles=tuple(user.roles))
+
+    async def consented_scopes(self, user_id: str, client_id: str, server_id: str) -> frozenset[str] | None:
+        async with self._db.session() as session:
+            row = await session.scalar(
+                select(OAuthConsent).where(
+                    OAuthConsent.user_id == user_id,
+                    OAuthConsent.client_id == client_id,
+                    OAuthConsent.server_id == server_id,
+                )
+            )
+            return None if row is None else frozenset(row.scopes)
+
+    async def save_consent(self, user_id: str, client_id: str, server_id: str, scopes: frozenset[str]) -> None:
+        async with self._db.session() as session:
+            row = await session.scalar(
+                select(OAuthConsent).where(
+                    OAuthConsent.user_id == user_id,
+                    OAuthConsent.client_id == client_id,
+                    OAuthConsent.server_id == server_id,
+                )
+            )
+            if row is None:
+                session.add(
+                    OAuthConsent(user_id=user_id, client_id=client_id, server_id=server_id, scopes=sorted(scopes))
+                )
+            else:
+                row.scopes = sorted(scopes | frozenset(row.scopes))
+
+    async def access_principal(self, token_hash: str) -> Principal | None:
+        """The data plane's `TokenLookup`: a live access token's principal, or None."""
+        async with self._db.session() as session:
+            row = (
+                await session.execute(
+                    select(OAuthToken, User)
+                    .join(User, User.id == OAuthToken.user_id)
+                    .where(
+                        OAuthToken.token_hash == token_hash,
+                        OAuthToken.kind == "access",
+                        OAuthToken.revoked_at.is_(None),
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        token, user = row
+        return Principal(
+            token_id=token.id,
+            user_id=user.id,
+            username=user.username,
+            is_admin=user.is_admin,
+            scopes=frozenset(token.scopes),
+            server_ids=frozenset({token.server_id}),
+            expires_at=token.expires_at.timestamp(),
+            client_id=token.client_id,
+            grant_id=token.family_id,
+            roles=frozenset(user.roles),
+        )

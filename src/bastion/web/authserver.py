@@ -1,0 +1,85 @@
+"""AuthServer: the identity plane's parts, built once from Settings and the store."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from bastion.bus import Bus
+from bastion.catalog.holder import SnapshotHolder
+from bastion.catalog.snapshot import Snapshot
+from bastion.config import Settings
+from bastion.identity.lockout import LockoutPolicy
+from bastion.logins import Logins
+from bastion.net.egress import EgressPolicy
+from bastion.oauth.authorize import Authorizer
+from bastion.oauth.client_auth import ClientAuthenticator
+from bastion.oauth.client_metadata import ClientMetadataResolver
+from bastion.oauth.clients import ClientDirectory
+from bastion.oauth.code_grant import AuthorizationCodeGrant
+from bastion.oauth.keys import KeyRing
+from bastion.oauth.refresh import RefreshTokenGrant
+from bastion.oauth.registration import Registrar
+from bastion.oauth.session_tokens import SessionTokens
+from bastion.oauth.token import GrantHandler, TokenEndpoint, TokenIssuer
+from bastion.store.db import Database
+from bastion.store.repos.keys import load_keyring
+from bastion.store.repos.oauth import SqlOAuthStore
+
+__all__ = ["AuthServer"]
+
+
+@dataclass
+class AuthServer:
+    settings: Settings
+    db: Database
+    bus: Bus
+    holder: SnapshotHolder
+    issuer: str
+    store: SqlOAuthStore = field(init=False)
+    keyring: KeyRing = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.store = SqlOAuthStore(self.db, self.bus)
+        self.keyring = KeyRing()  # replaced by `start()` with the stored keys
+        self.egress = EgressPolicy(
+            allow_hosts=tuple(settings.egress_allow_hosts), allow_cidrs=tuple(settings.egress_allow_cidrs)
+        )
+        documents = None
+        if settings.client_metadata_documents:
+            context = ssl.create_default_context(cafile=settings.egress_ca_file) if settings.egress_ca_file else None
+            documents = ClientMetadataResolver(self.egress, ssl_context=context)
+        self.clients = ClientDirectory(self.store, documents)
+        self.client_auth = ClientAuthenticator(self.clients)
+        self.authorizer = Authorizer(
+            store=self.store,
+            clients=self.clients,
+            snapshot=self._snapshot,
+            issuer=self.issuer,
+            code_ttl_seconds=settings.auth_code_ttl_seconds,
+        )
+        self.tokens = TokenIssuer(
+            self.store, access_ttl=settings.access_token_ttl_seconds, refresh_ttl=settings.refresh_token_ttl_seconds
+        )
+        self.registrar = Registrar(
+            self.store, policy=settings.registration, allowed_hosts=settings.registration_redirect_hosts
+        )
+        self.sessions = SessionTokens(lambda: self.keyring, self.issuer, settings.login_session_seconds)
+        self.logins = Logins(self.db, LockoutPolicy(settings.lockout_threshold, settings.lockout_seconds))
+        handlers: dict[str, GrantHandler] = {
+            "authorization_code": AuthorizationCodeGrant(self.store, self.tokens, self._snapshot, self.issuer),
+            "refresh_token": RefreshTokenGrant(self.store, self.tokens, self._snapshot, self.issuer),
+        }
+        self.token_endpoint = TokenEndpoint(self.client_auth, handlers)
+
+    def _snapshot(self) -> Snapshot:
+        return self.holder.current
+
+    async def start(self) -> None:
+        self.keyring = await load_keyring(self.db)
+
+    @staticmethod
+    def now() -> float:
+        return time.time()

@@ -1,0 +1,113 @@
+"""The JSON endpoints of the authorization server: metadata, token, registration, JWKS.
+
+Errors here are rendered as RFC 6749 §5.2 bodies (`error`, `error_description`),
+never as the admin API's error envelope, because OAuth clients parse these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from bastion.errors import AccountLocked, BadRequest, BastionError, InvalidClient, TooManyRequests
+from bastion.oauth.metadata import authorization_server_metadata, protected_resource_metadata
+from bastion.web.authserver import AuthServer
+
+__all__ = ["oauth_error", "router"]
+
+router = APIRouter(include_in_schema=False)
+
+_NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
+
+
+def _auth(request: Request) -> AuthServer:
+    server: AuthServer = request.app.state.auth
+    return server
+
+
+Auth = Annotated[AuthServer, Depends(_auth)]
+
+
+def oauth_error(error: BastionError) -> JSONResponse:
+    headers = dict(_NO_STORE)
+    if isinstance(error, InvalidClient):
+        headers["www-authenticate"] = 'Basic realm="bastion"'  # RFC 6749 §5.2 (401 invalid_client)
+    if isinstance(error, TooManyRequests | AccountLocked):
+        headers["retry-after"] = str(error.retry_after)
+    body = {"error": error.oauth_error, "error_description": error.message}
+    return JSONResponse(body, status_code=error.http_status, headers=headers)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise BadRequest("send the parameters as application/x-www-form-urlencoded (RFC 6749 §3.2)")
+    form = await request.form()
+    values: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise BadRequest(f"{key} must be a plain form value")
+        if key in values:
+            raise BadRequest(f"{key} is given more than once (RFC 6749 §3.1)")
+        values[key] = value
+    return values
+
+
+async def _guarded(work: Callable[[], Awaitable[Response]]) -> Response:
+    try:
+        return await work()
+    except BastionError as error:
+        return oauth_error(error)
+
+
+@router.get("/.well-known/oauth-authorization-server")
+@router.get("/.well-known/openid-configuration")
+async def as_metadata(auth: Auth) -> JSONResponse:
+    document = authorization_server_metadata(
+        auth.issuer,
+        grant_types=auth.token_endpoint.grant_types,
+        registration=auth.registrar.enabled,
+        client_documents=auth.settings.client_metadata_documents,
+    )
+    return JSONResponse(document, headers={"cache-control": "max-age=300"})
+
+
+@router.get("/.well-known/oauth-protected-resource/servers/{slug}/mcp")
+async def resource_metadata(slug: str, auth: Auth) -> JSONResponse:
+    server = auth.holder.current.servers.get(slug)
+    if server is None or not server.published:
+        # The same answer for unknown and unpublished servers: no hint that a draft exists.
+        return JSONResponse({"error": {"code": "not_found", "message": "no such resource"}}, status_code=404)
+    return JSONResponse(protected_resource_metadata(auth.issuer, server), headers={"cache-control": "max-age=60"})
+
+
+@router.get("/oauth/jwks.json")
+async def jwks(auth: Auth) -> JSONResponse:
+    return JSONResponse(auth.keyring.jwks(), headers={"cache-control": "max-age=300"})
+
+
+@router.post("/oauth/token")
+async def token(request: Request, auth: Auth) -> Response:
+    async def work() -> Response:
+        form = await _form(request)
+        issued = await auth.token_endpoint.handle(form, request.headers.get("authorization"), auth.now())
+        return JSONResponse(issued.to_json(), headers=_NO_STORE)
+
+    return await _guarded(work)
+
+
+@router.post("/oauth/register")
+async def register(request: Request, auth: Auth) -> Response:
+    async def work() -> Response:
+        try:
+            body: Any = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise BadRequest("the registration request must be a JSON object (RFC 7591 §3.1)") from None
+        return JSONResponse(await auth.registrar.register(body), status_code=201, headers=_NO_STORE)
+
+    return await _guarded(work)
+
+

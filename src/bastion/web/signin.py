@@ -1,0 +1,178 @@
+"""The browser side of authorization: /oauth/authorize → sign in → consent → redirect with a code.
+
+The validated authorization request travels between the pages inside a signed,
+short-lived auth-session token, so any replica can continue the flow. The
+signed-in user is another auth-session token in an HttpOnly cookie; the
+consent form's CSRF token is derived from that cookie, which a cross-site
+attacker can neither read nor set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.datastructures import URL
+
+from bastion.errors import BastionError, Forbidden
+from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, scope_satisfied
+from bastion.logins import Attempt
+from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
+from bastion.web.authserver import AuthServer
+from bastion.web.pages import render
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+_COOKIE = "bastion_login"
+_SCOPE_TEXT = {
+    SCOPE_MCP: "use every tool, resource and prompt of this server",
+    SCOPE_MCP_READ: "list and read; call read-only tools",
+    SCOPE_MCP_WRITE: "call tools that change things",
+    "offline_access": "stay connected without asking again (refresh tokens)",
+}
+
+
+def _auth(request: Request) -> AuthServer:
+    server: AuthServer = request.app.state.auth
+    return server
+
+
+Auth = Annotated[AuthServer, Depends(_auth)]
+
+
+def _csrf(cookie: str) -> str:
+    return hashlib.sha256(b"bastion-csrf:" + cookie.encode()).hexdigest()
+
+
+def _signed_in(request: Request, auth: AuthServer) -> tuple[str, str] | None:
+    """(user id, cookie) of the browser's login, or None."""
+    cookie = request.cookies.get(_COOKIE)
+    if not cookie:
+        return None
+    try:
+        return auth.sessions.verify(cookie, purpose="login")["sub"], cookie
+    except BastionError:
+        return None
+
+
+def _error_page(error: BastionError) -> Response:
+    return render("error.html", status=error.http_status, message=error.message)
+
+
+def _request_token(auth: AuthServer, request: AuthorizationRequest) -> str:
+    return auth.sessions.issue(request.client_id[:255], purpose="authorize", extra={"request": request.to_claims()})
+
+
+def _read_request(auth: AuthServer, token: str) -> AuthorizationRequest:
+    claims = auth.sessions.verify(token, purpose="authorize")
+    return AuthorizationRequest.from_claims(claims["request"])
+
+
+@router.get("/oauth/authorize")
+async def authorize(request: Request, auth: Auth) -> Response:
+    params = dict(request.query_params)
+    try:
+        authz = await auth.authorizer.validate(params)
+    except RedirectableError as redirect:
+        return RedirectResponse(redirect.redirect_uri, status_code=302)
+    except BastionError as error:
+        return _error_page(error)
+    signed_in = _signed_in(request, auth)
+    if signed_in is None:
+        return _login_page(auth, authz)
+    return await _consent_or_code(auth, authz, *signed_in)
+
+
+def _login_page(
+    auth: AuthServer, authz: AuthorizationRequest, *, error: str | None = None, status: int = 200
+) -> Response:
+    return render(
+        "login.html",
+        status=status,
+        request=authz,
+        request_token=_request_token(auth, authz),
+        error=error,
+        providers=[],
+    )
+
+
+async def _consent_or_code(auth: AuthServer, authz: AuthorizationRequest, user_id: str, cookie: str) -> Response:
+    granted = await auth.store.consented_scopes(user_id, authz.client_id, authz.server_id)
+    if granted is not None and all(scope_satisfied(s, granted) for s in authz.scopes):
+        return RedirectResponse(await auth.authorizer.approve(authz, user_id, auth.now()), status_code=302)
+    user = await auth.store.get_user(user_id)
+    return render(
+        "consent.html",
+        redirect_to=authz.redirect_uri,
+        request=authz,
+        request_token=_request_token(auth, authz),
+        csrf=_csrf(cookie),
+        username=user.username if user else "",
+        scope_text=_SCOPE_TEXT,
+    )
+
+
+@router.post("/oauth/login")
+async def login(
+    request: Request,
+    auth: Auth,
+    username: Annotated[str, Form(max_length=255)],
+    password: Annotated[str, Form(max_length=1024)],
+    request_token: Annotated[str, Form(alias="request", max_length=16_384)],
+) -> Response:
+    try:
+        authz = _read_request(auth, request_token)
+    except BastionError as error:
+        return _error_page(error)
+    client = request.client
+    attempt = Attempt(
+        username=username,
+        password=password,
+        ip=client.host if client else "",
+        user_agent=request.headers.get("user-agent", ""),
+    )
+    try:
+        user = await auth.logins.verify(attempt)
+    except BastionError as error:
+        return _login_page(auth, authz, error=error.message, status=error.http_status)
+    cookie = auth.sessions.issue(user.id, purpose="login")
+    response = await _consent_or_code(auth, authz, user.id, cookie)
+    response.set_cookie(
+        _COOKIE,
+        cookie,
+        max_age=auth.settings.login_session_seconds,
+        path="/oauth",
+        httponly=True,
+        secure=URL(auth.issuer).scheme == "https",
+        samesite="lax",
+    )
+    return response
+
+
+@router.post("/oauth/consent")
+async def consent(
+    request: Request,
+    auth: Auth,
+    request_token: Annotated[str, Form(alias="request", max_length=16_384)],
+    decision: Annotated[str, Form(max_length=16)],
+    csrf: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    signed_in = _signed_in(request, auth)
+    if signed_in is None:
+        return _error_page(Forbidden("your sign-in has expired; start again from the application"))
+    user_id, cookie = signed_in
+    if not csrf or not secrets.compare_digest(csrf, _csrf(cookie)):
+        return _error_page(Forbidden("the consent form's CSRF token is missing or wrong; nothing was granted"))
+    try:
+        authz = _read_request(auth, request_token)
+    except BastionError as error:
+        return _error_page(error)
+    if decision != "approve":
+        return RedirectResponse(auth.authorizer.deny(authz), status_code=302)
+    await auth.store.save_consent(user_id, authz.client_id, authz.server_id, frozenset(authz.scopes))
+    return RedirectResponse(await auth.authorizer.approve(authz, user_id, auth.now()), status_code=302)
