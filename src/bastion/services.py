@@ -41,9 +41,11 @@ class Services:
         self.pool = OriginPool(
             timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes
         )
-        self.control = Control(db=self.db, bus=self.bus, pool=self.pool, base_url=settings.base_url())
         self.auth = AuthServer(
             settings=settings, db=self.db, bus=self.bus, holder=self.holder, issuer=settings.base_url()
+        )
+        self.control = Control(
+            db=self.db, bus=self.bus, pool=self.pool, logins=self.auth.logins, base_url=settings.base_url()
         )
         self.endpoint = McpEndpoint(
             holder=self.holder,

@@ -7,11 +7,9 @@ returns, other processes notice the epoch on their next poll.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import anyio
 import structlog
 
 from bastion.admin.schemas import (
@@ -31,8 +29,8 @@ from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
 from bastion.errors import BadRequest, NotFound, Unauthenticated, UpstreamError
-from bastion.identity.passwords import hash_password, verify_password
 from bastion.identity.principal import SCOPE_ADMIN
+from bastion.logins import Attempt, Logins
 from bastion.mcp.upstream import OriginPool
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import ApiToken, Origin, OriginItem, ServerItem, VirtualServer
@@ -46,15 +44,10 @@ log = structlog.get_logger(__name__)
 _LOGIN_TOKEN_LIFETIME = timedelta(hours=1)
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash to verify against for unknown users (made on first login, not at import)."""
-    return hash_password("no user has this password")
-
-
 class Control:
-    def __init__(self, *, db: Database, bus: Bus, pool: OriginPool, base_url: str) -> None:
+    def __init__(self, *, db: Database, bus: Bus, pool: OriginPool, logins: Logins, base_url: str) -> None:
         self._db = db
+        self._logins = logins
         self._bus = bus
         self._pool = pool
         self._base_url = base_url
@@ -217,19 +210,13 @@ class Control:
         await self._changed("tokens", token_id)
         return _token_out(token)
 
-    async def login(self, username: str, password: str) -> TokenCreated:
-        """Exchange an administrator's password for a short-lived admin token."""
-        async with self._db.session() as s:
-            user = await tokens.user_by_name(s, username)
-        # Argon2 spends ~100 ms of CPU by design: run it off the event loop, and run it for
-        # unknown users too, so response time does not reveal which user names exist.
-        stored = user.password_hash if user is not None else _dummy_hash()
-        matches = await anyio.to_thread.run_sync(verify_password, stored, password)
-        if user is None or not user.is_admin or not matches:
+    async def login(self, attempt: Attempt) -> TokenCreated:
+        """Exchange an administrator's password for a short-lived admin token (with lockout)."""
+        user = await self._logins.verify(attempt)
+        if not user.is_admin:
             raise Unauthenticated("unknown user or wrong password")
-        log.info("admin_login", user=username)
         expires_at = datetime.now(UTC) + _LOGIN_TOKEN_LIFETIME
-        return await self._mint(username, "login", [SCOPE_ADMIN], [], expires_at)
+        return await self._mint(user.username, "login", [SCOPE_ADMIN], [], expires_at)
 
 
 def _origin_out(origin: Origin, items: Sequence[OriginItem] = ()) -> OriginOut:
