@@ -64,6 +64,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     api.state.holder = services.holder
     api.state.services = services
     api.state.auth = services.auth
+    api.state.users = services.users
     install_error_handlers(api)
     api.include_router(admin_router)
     api.include_router(identity_router)

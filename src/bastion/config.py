@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     egress_ca_file: Path | None = Field(
         None, description="Extra CA bundle (PEM) trusted for outbound HTTPS (client metadata documents, IdPs)."
     )
+    password_min_length: int = Field(12, ge=8, le=128, description="Shortest password a new local user may have.")
+    argon2_time_cost: int = Field(3, ge=1, le=20, description="Argon2id passes for new password hashes.")
+    argon2_memory_kib: int = Field(65_536, ge=8_192, description="Argon2id memory (KiB) for new password hashes.")
     lockout_threshold: int = Field(5, ge=1, description="Failed logins in a row that lock an account.")
     lockout_seconds: float = Field(300, gt=0, description="First lockout duration; doubles per further failure.")
 

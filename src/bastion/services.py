@@ -11,11 +11,13 @@ import structlog
 from anyio.abc import TaskGroup
 
 from bastion.admin.control import Control
+from bastion.admin.users import Users
 from bastion.bus import MemoryBus
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import Snapshot
 from bastion.config import Settings
 from bastion.identity.bearer import BearerResolver
+from bastion.identity.passwords import PasswordPolicy
 from bastion.mcp.methods import Methods
 from bastion.mcp.notify import ChangeNotifier
 from bastion.mcp.origin_check import OriginPolicy
@@ -46,6 +48,12 @@ class Services:
         )
         self.control = Control(
             db=self.db, bus=self.bus, pool=self.pool, logins=self.auth.logins, base_url=settings.base_url()
+        )
+        self.users = Users(
+            self.db,
+            PasswordPolicy(min_length=settings.password_min_length),
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
         )
         self.endpoint = McpEndpoint(
             holder=self.holder,

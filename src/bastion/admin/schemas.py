@@ -147,3 +147,20 @@ class TokenCreated(TokenOut):
 class LoginIn(_In):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+
+
+class UserIn(_In):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password: str = Field(min_length=1, max_length=1024)
+    is_admin: bool = False
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    is_admin: bool
+    provider: str | None
+    roles: list[str]
+    failed_logins: int
+    locked_until: datetime | None
+    created_at: datetime
