@@ -81,6 +81,7 @@ class Services:
             self.bus.subscribe(self.holder.handle_event)
             self.holder.on_change(self.pool.sync)
             self.holder.on_change(ChangeNotifier(self.sessions).on_snapshot)
+            self.holder.on_change(self._reload_signing_keys)
             self.pool.on_notification(self._on_origin_notification)
             await self.holder.refresh()
             await self.auth.start()
@@ -93,6 +94,10 @@ class Services:
                     await self.pool.aclose()
                 tasks.cancel_scope.cancel()
         await self.db.close()
+
+    async def _reload_signing_keys(self, _old: Snapshot, _new: Snapshot) -> None:
+        # A rotation (CLI or another replica) bumps the epoch; keys are few, reloading is cheap.
+        await self.auth.start()
 
     async def _on_origin_notification(self, origin_id: str, method: str, _params: dict[str, Any]) -> None:
         # An origin's list changed: rediscover it in the background (never inside the

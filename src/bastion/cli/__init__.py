@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bastion.cli import origins, serve, servers, tokens
+from bastion.cli import origins, serve, servers, signing_keys, tokens
 
 __all__ = ["app", "main"]
 
@@ -19,6 +19,7 @@ serve.register(app)
 app.add_typer(origins.app, name="origins")
 app.add_typer(servers.app, name="servers")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(signing_keys.app, name="signing-keys")
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ import time
 from sqlalchemy import delete, select
 
 from bastion.oauth.keys import KeyRing
-from bastion.store.db import Database
+from bastion.store.db import Database, bump_epoch
 from bastion.store.models import SigningKey
 
-__all__ = ["load_keyring", "save_keyring"]
+__all__ = ["load_keyring", "rotate_keyring", "save_keyring"]
 
 
 async def load_keyring(db: Database) -> KeyRing:
@@ -38,3 +38,15 @@ async def save_keyring(db: Database, ring: KeyRing) -> None:
         await session.execute(delete(SigningKey))
         for record in ring.to_records():
             session.add(SigningKey(**record))
+
+
+async def rotate_keyring(db: Database, *, now: float, keep_retired_seconds: float) -> KeyRing:
+    """A new active signing key; retired keys stay published until `keep_retired_seconds` after
+    they stopped signing, so tokens they signed still verify. Every replica reloads (epoch)."""
+    ring = (await load_keyring(db)).rotate(now).prune(now - keep_retired_seconds)
+    async with db.session() as session:
+        await session.execute(delete(SigningKey))
+        for record in ring.to_records():
+            session.add(SigningKey(**record))
+        await bump_epoch(session)
+    return ring
