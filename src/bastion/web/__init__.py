@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse
 
 from bastion.web.authserver import AuthServer
 from bastion.web.oauth_api import router as _oauth_api
+from bastion.web.session_api import router as _session_api
 from bastion.web.signin import router as _signin
 
 __all__ = ["AuthServer", "router"]
@@ -14,6 +15,7 @@ __all__ = ["AuthServer", "router"]
 router = APIRouter(include_in_schema=False)
 router.include_router(_oauth_api)
 router.include_router(_signin)
+router.include_router(_session_api)
 
 _STYLESHEET = Path(__file__).parent / "static" / "bastion.css"
 

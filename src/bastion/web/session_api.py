@@ -1,0 +1,92 @@
+"""The auth-session API: a signed, short-lived session for Bastion's own UI and connection flows.
+
+POST /auth/session signs a person in (password, with lockout) and sets an
+HttpOnly, SameSite=Strict cookie holding a session JWT signed by Bastion's key
+(verifiable against /oauth/jwks.json); GET tells who is signed in; DELETE
+signs out. The answer to POST carries a CSRF token derived from the cookie,
+for forms and state-changing calls of the UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.datastructures import URL
+
+from bastion.errors import Unauthenticated
+from bastion.logins import Attempt
+from bastion.web.authserver import AuthServer
+
+__all__ = ["SESSION_COOKIE", "router", "session_csrf"]
+
+router = APIRouter(prefix="/auth", include_in_schema=False)
+
+SESSION_COOKIE = "bastion_session"
+_PURPOSE = "session"
+
+
+class SessionIn(BaseModel):
+    username: str = Field(min_length=1, max_length=255)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def _auth(request: Request) -> AuthServer:
+    server: AuthServer = request.app.state.auth
+    return server
+
+
+Auth = Annotated[AuthServer, Depends(_auth)]
+
+
+def session_csrf(cookie: str) -> str:
+    return hashlib.sha256(b"bastion-session-csrf:" + cookie.encode()).hexdigest()
+
+
+def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise Unauthenticated("not signed in")
+    return auth.sessions.verify(cookie, purpose=_PURPOSE)
+
+
+@router.post("/session")
+async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse:
+    attempt = Attempt(
+        username=data.username,
+        password=data.password,
+        ip=request.client.host if request.client else "",
+        user_agent=request.headers.get("user-agent", ""),
+    )
+    user = await auth.logins.verify(attempt)
+    cookie = auth.sessions.issue(user.id, purpose=_PURPOSE, extra={"name": user.username})
+    claims = auth.sessions.verify(cookie, purpose=_PURPOSE)
+    body = {"user_id": user.id, "username": user.username, "expires_at": claims["exp"], "csrf": session_csrf(cookie)}
+    response = JSONResponse(body, headers={"cache-control": "no-store"})
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=auth.settings.login_session_seconds,
+        path="/",
+        httponly=True,
+        secure=URL(auth.issuer).scheme == "https",
+        samesite="strict",
+    )
+    return response
+
+
+@router.get("/session")
+async def whoami(request: Request, auth: Auth) -> JSONResponse:
+    claims = session_claims(request, auth)
+    return JSONResponse({"user_id": claims["sub"], "username": claims.get("name"), "expires_at": claims["exp"]})
+
+
+@router.delete("/session")
+async def sign_out() -> Response:
+    # The JWT itself lapses within BASTION_LOGIN_SESSION_SECONDS; dropping the cookie ends it here.
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

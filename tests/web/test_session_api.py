@@ -1,0 +1,71 @@
+"""The auth-session API: sign in, who am I, sign out; forged session JWTs are refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from bastion.oauth.keys import KeyRing
+from bastion.oauth.session_tokens import SessionTokens
+from tests.harness import ADMIN_PASSWORD, Bastion, run_bastion
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def _whoami(bastion: Bastion, cookie: str) -> httpx.Response:
+    with httpx.Client(base_url=bastion.base_url, cookies={"bastion_session": cookie}) as http:
+        return http.get("/auth/session")
+
+
+def test_signing_in_sets_a_strict_httponly_cookie_that_says_who_is_signed_in_until_sign_out(bastion: Bastion) -> None:
+    with httpx.Client(base_url=bastion.base_url) as http:
+        assert http.get("/auth/session").status_code == 401
+        signed_in = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+        assert signed_in.status_code == 200
+        body = signed_in.json()
+        assert body["username"] == "admin" and len(body["csrf"]) == 64
+        cookie = signed_in.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+        who = http.get("/auth/session").json()
+        assert who["username"] == "admin" and who["expires_at"] > time.time()
+        assert http.delete("/auth/session").status_code == 204
+        assert http.get("/auth/session").status_code == 401
+
+
+def test_a_wrong_password_is_refused_without_a_cookie(bastion: Bastion) -> None:
+    with httpx.Client(base_url=bastion.base_url) as http:
+        refused = http.post("/auth/session", json={"username": "admin", "password": "not it at all"})
+        assert refused.status_code == 401 and "set-cookie" not in refused.headers
+
+
+def test_forged_session_tokens_are_refused(bastion: Bastion) -> None:
+    sessions = bastion.services.auth.sessions
+    good = sessions.issue(bastion.services.auth.keyring.active.kid, purpose="session", extra={"name": "admin"})
+    header, payload, _signature = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'bastion-session+jwt'})}.{_b64(claims)}."
+    tampered = f"{header}.{_b64({**claims, 'sub': 'someone-else'})}.{_signature}"
+    other_ring = KeyRing.fresh(time.time())
+    foreign = SessionTokens(lambda: other_ring, bastion.base_url).issue("admin", purpose="session")
+    wrong_purpose = sessions.issue("admin", purpose="login")
+
+    assert _whoami(bastion, good).status_code == 200
+    for forged in (unsigned, tampered, foreign, wrong_purpose, "not-a-jwt"):
+        response = _whoami(bastion, forged)
+        assert response.status_code == 401, forged
+        assert "token" in response.json()["error"]["message"].lower()
+
+
+def test_sign_in_is_locked_out_like_every_password_login(tmp_path: Path) -> None:
+    with run_bastion(tmp_path, lockout_threshold=2) as bastion, httpx.Client(base_url=bastion.base_url) as http:
+        for _ in range(2):
+            http.post("/auth/session", json={"username": "admin", "password": "wrong password"})
+        locked = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+        assert locked.status_code == 401 and "locked" in locked.json()["error"]["message"]
