@@ -65,6 +65,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     api.state.services = services
     api.state.auth = services.auth
     api.state.users = services.users
+    api.state.limits = services.limits
     install_error_handlers(api)
     api.include_router(admin_router)
     api.include_router(identity_router)

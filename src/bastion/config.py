@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     egress_ca_file: Path | None = Field(
         None, description="Extra CA bundle (PEM) trusted for outbound HTTPS (client metadata documents, IdPs)."
     )
+    rate_limit_registration: str = Field(
+        "10/minute", description="Dynamic client registrations per client address (limits notation)."
+    )
+    rate_limit_sign_in: str = Field("20/minute", description="Password sign-in attempts per client address.")
+    rate_limit_token: str = Field("120/minute", description="Token endpoint requests per client address.")
     password_min_length: int = Field(12, ge=8, le=128, description="Shortest password a new local user may have.")
     argon2_time_cost: int = Field(3, ge=1, le=20, description="Argon2id passes for new password hashes.")
     argon2_memory_kib: int = Field(65_536, ge=8_192, description="Argon2id memory (KiB) for new password hashes.")
@@ -121,6 +126,17 @@ class Settings(BaseSettings):
         # Operators write comma-separated lists in environment variables.
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("rate_limit_registration", "rate_limit_sign_in", "rate_limit_token")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse  # validated at start-up, not at the first refused request
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '10/minute'") from None
         return value
 
     @property

@@ -27,6 +27,7 @@ from bastion.mcp.upstream import OriginPool
 from bastion.store.db import Database
 from bastion.store.repos.snapshot import load_snapshot
 from bastion.web.authserver import AuthServer
+from bastion.web.ratelimit import RouteLimits
 
 __all__ = ["Services"]
 
@@ -48,6 +49,13 @@ class Services:
         )
         self.control = Control(
             db=self.db, bus=self.bus, pool=self.pool, logins=self.auth.logins, base_url=settings.base_url()
+        )
+        self.limits = RouteLimits(
+            {
+                "registration": settings.rate_limit_registration,
+                "sign-in": settings.rate_limit_sign_in,
+                "token": settings.rate_limit_token,
+            }
         )
         self.users = Users(
             self.db,

@@ -69,3 +69,17 @@ def test_sign_in_is_locked_out_like_every_password_login(tmp_path: Path) -> None
             http.post("/auth/session", json={"username": "admin", "password": "wrong password"})
         locked = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
         assert locked.status_code == 401 and "locked" in locked.json()["error"]["message"]
+
+
+def test_sign_in_attempts_from_one_address_are_rate_limited_with_retry_after(tmp_path: Path) -> None:
+    with (
+        run_bastion(tmp_path, rate_limit_sign_in="3/minute") as bastion,
+        httpx.Client(base_url=bastion.base_url) as http,
+    ):
+        # The harness signed in once already (its admin API login): two more fill the window.
+        for _ in range(2):
+            assert http.post("/auth/session", json={"username": "nobody", "password": "x"}).status_code == 401
+        limited = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+        assert limited.status_code == 429
+        assert 0 < int(limited.headers["retry-after"]) <= 60
+        assert "at most 3 per 1 minute" in limited.json()["error"]["message"]

@@ -20,6 +20,7 @@ from starlette.datastructures import URL
 from bastion.errors import Unauthenticated
 from bastion.logins import Attempt
 from bastion.web.authserver import AuthServer
+from bastion.web.ratelimit import RouteLimits
 
 __all__ = ["SESSION_COOKIE", "router", "session_csrf"]
 
@@ -61,6 +62,8 @@ async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse
         ip=request.client.host if request.client else "",
         user_agent=request.headers.get("user-agent", ""),
     )
+    limits: RouteLimits = request.app.state.limits
+    await limits.hit("sign-in", attempt.ip)
     user = await auth.logins.verify(attempt)
     cookie = auth.sessions.issue(user.id, purpose=_PURPOSE, extra={"name": user.username})
     claims = auth.sessions.verify(cookie, purpose=_PURPOSE)

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Request
 from bastion.admin.deps import ControlDep
 from bastion.admin.schemas import LoginIn, TokenCreated
 from bastion.logins import Attempt
+from bastion.web.ratelimit import RouteLimits
 
 router = APIRouter(tags=["auth"])
 
@@ -17,4 +18,6 @@ async def login(data: LoginIn, control: ControlDep, request: Request) -> TokenCr
         ip=request.client.host if request.client else "",
         user_agent=request.headers.get("user-agent", ""),
     )
+    limits: RouteLimits = request.app.state.limits
+    await limits.hit("sign-in", attempt.ip)
     return await control.login(attempt)
