@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bastion.oauth.oidc_discovery import OidcProviders
+
 __all__ = ["Settings", "posture_findings"]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -85,6 +87,12 @@ class Settings(BaseSettings):
     client_metadata_documents: bool = Field(
         True, description="Accept Client ID Metadata Documents (HTTPS URLs as client_id), fetched SSRF-safely."
     )
+    enterprise_idps: dict[str, str] = Field(
+        default_factory=dict,
+        description="Enterprise-Managed Authorization: trusted IdP issuer → its JWKS URL, as JSON "
+        '(e.g. {"https://acme.okta.com": "https://acme.okta.com/oauth2/v1/keys"}); their ID-JAG '
+        "assertions are exchanged for hub tokens at the token endpoint.",
+    )
     egress_allow_hosts: list[str] = Field(
         default_factory=list,
         description="Host patterns Bastion may fetch from even when they resolve to private addresses.",
@@ -112,6 +120,14 @@ class Settings(BaseSettings):
         False, description="Refuse to start (instead of warning) when the posture check finds problems."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log threshold.")
+
+    # --- federation: sign-in through external OpenID Connect providers -------------------
+    oidc_providers: OidcProviders = Field(
+        default_factory=list,
+        description="OpenID providers offered on the sign-in page, as a JSON list of {name, issuer, client_id, "
+        "client_secret, scopes, group_claim, role_map: {group: role}}. Their users are created on first sign-in "
+        "and take their roles from their groups at every sign-in.",
+    )
 
     @field_validator(
         "allowed_origins",
@@ -145,7 +161,10 @@ class Settings(BaseSettings):
 
     def base_url(self) -> str:
         if self.public_url:
-            return self.public_url.rstrip("/")
+            # Scheme and host lowercased: clients compare issuer URLs as plain strings (RFC 8414 §3.3).
+            scheme, sep, rest = self.public_url.rstrip("/").partition("://")
+            host, slash, path = rest.partition("/")
+            return f"{scheme.lower()}{sep}{host.lower()}{slash}{path}"
         scheme = "https" if self.tls else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"

@@ -45,7 +45,12 @@ class Services:
             timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes
         )
         self.auth = AuthServer(
-            settings=settings, db=self.db, bus=self.bus, holder=self.holder, issuer=settings.base_url()
+            settings=settings,
+            db=self.db,
+            bus=self.bus,
+            holder=self.holder,
+            issuer=settings.base_url(),
+            enterprise_issuers=tuple(settings.enterprise_idps.items()),
         )
         self.control = Control(
             db=self.db, bus=self.bus, pool=self.pool, logins=self.auth.logins, base_url=settings.base_url()

@@ -15,7 +15,12 @@ __all__ = ["authorization_server_metadata", "protected_resource_metadata"]
 
 
 def authorization_server_metadata(
-    issuer: str, *, grant_types: Sequence[str], registration: bool, client_documents: bool
+    issuer: str,
+    *,
+    grant_types: Sequence[str],
+    registration: bool,
+    client_documents: bool,
+    grant_profiles: Sequence[str] = (),
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "issuer": issuer,  # RFC 8414 §3.3: identical to the issuer the metadata URL was built from
@@ -40,6 +45,9 @@ def authorization_server_metadata(
     }
     if registration:
         document["registration_endpoint"] = f"{issuer}/oauth/register"
+    if grant_profiles:
+        # ID-JAG §7.2 / MCP Enterprise-Managed Authorization §6: how clients learn the profile is on.
+        document["authorization_grant_profiles_supported"] = list(grant_profiles)
     return document
 
 

@@ -96,7 +96,18 @@ class OAuthStore(Protocol):
         """Revoke every token of a grant, and tell every replica (epoch bump)."""
         ...
 
+    async def revoke_token(self, token_hash: str) -> TokenRecord | None:
+        """Revoke one token as RFC 7009 asks: a refresh token takes its whole family with it.
+
+        Returns the token as it was before, or None when there is no such token.
+        """
+        ...
+
     async def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    async def find_user_by_name(self, username: str) -> UserRecord | None:
+        """The local user with exactly this user name (identity assertions map to it)."""
+        ...
 
     async def consented_scopes(self, user_id: str, client_id: str, server_id: str) -> frozenset[str] | None: ...
 

@@ -13,14 +13,20 @@ from bastion.config import Settings
 from bastion.identity.lockout import LockoutPolicy
 from bastion.logins import Logins
 from bastion.net.egress import EgressPolicy
+from bastion.oauth.assertion import JWT_BEARER, IdentityAssertionGrant, jwks_fetcher
 from bastion.oauth.authorize import Authorizer
 from bastion.oauth.client_auth import ClientAuthenticator
+from bastion.oauth.client_credentials import CLIENT_CREDENTIALS, ClientCredentialsGrant
 from bastion.oauth.client_metadata import ClientMetadataResolver
 from bastion.oauth.clients import ClientDirectory
 from bastion.oauth.code_grant import AuthorizationCodeGrant
+from bastion.oauth.exchange import TOKEN_EXCHANGE, TokenExchangeGrant
+from bastion.oauth.introspection import Introspector
+from bastion.oauth.jwt import Fetch, JwksCache
 from bastion.oauth.keys import KeyRing
 from bastion.oauth.refresh import RefreshTokenGrant
 from bastion.oauth.registration import Registrar
+from bastion.oauth.revocation import Revoker
 from bastion.oauth.session_tokens import SessionTokens
 from bastion.oauth.token import GrantHandler, TokenEndpoint, TokenIssuer
 from bastion.store.db import Database
@@ -37,6 +43,10 @@ class AuthServer:
     bus: Bus
     holder: SnapshotHolder
     issuer: str
+    # Enterprise IdPs whose ID-JAGs the jwt-bearer grant accepts: (issuer, jwks_uri) pairs.
+    enterprise_issuers: tuple[tuple[str, str], ...] = ()
+    # How their JWK Sets are fetched; None: through the egress policy, like client metadata documents.
+    jwks_fetch: Fetch | None = None
     store: SqlOAuthStore = field(init=False)
     keyring: KeyRing = field(init=False)
 
@@ -47,9 +57,13 @@ class AuthServer:
         self.egress = EgressPolicy(
             allow_hosts=tuple(settings.egress_allow_hosts), allow_cidrs=tuple(settings.egress_allow_cidrs)
         )
+        context = None
+        if settings.egress_ca_file:
+            # An extra CA on top of the system's trust store, not instead of it.
+            context = ssl.create_default_context()
+            context.load_verify_locations(cafile=settings.egress_ca_file)
         documents = None
         if settings.client_metadata_documents:
-            context = ssl.create_default_context(cafile=settings.egress_ca_file) if settings.egress_ca_file else None
             documents = ClientMetadataResolver(self.egress, ssl_context=context)
         self.clients = ClientDirectory(self.store, documents)
         self.client_auth = ClientAuthenticator(self.clients)
@@ -68,9 +82,25 @@ class AuthServer:
         )
         self.sessions = SessionTokens(lambda: self.keyring, self.issuer, settings.login_session_seconds)
         self.logins = Logins(self.db, LockoutPolicy(settings.lockout_threshold, settings.lockout_seconds))
+        self.revoker = Revoker(self.client_auth, self.store)
+        self.introspector = Introspector(self.client_auth, self.store, self._snapshot, self.issuer)
+        jwks = JwksCache(self.jwks_fetch or jwks_fetcher(self.egress, ssl_context=context), now=self.now)
+        self.id_jag = IdentityAssertionGrant(
+            store=self.store,
+            issuer=self.tokens,
+            snapshot=self._snapshot,
+            url=self.issuer,
+            jwks=jwks,
+            trusted=self.enterprise_issuers,
+        )
         handlers: dict[str, GrantHandler] = {
             "authorization_code": AuthorizationCodeGrant(self.store, self.tokens, self._snapshot, self.issuer),
             "refresh_token": RefreshTokenGrant(self.store, self.tokens, self._snapshot, self.issuer),
+            CLIENT_CREDENTIALS: ClientCredentialsGrant(self.tokens, self._snapshot, self.issuer),
+            TOKEN_EXCHANGE: TokenExchangeGrant(
+                self.store, self._snapshot, self.issuer, access_ttl=settings.access_token_ttl_seconds
+            ),
+            JWT_BEARER: self.id_jag,
         }
         self.token_endpoint = TokenEndpoint(self.client_auth, handlers)
 

@@ -1,4 +1,4 @@
-"""The JSON endpoints of the authorization server: metadata, token, registration, JWKS.
+"""The JSON endpoints of the authorization server: metadata, token, revocation, introspection, registration, JWKS.
 
 Errors here are rendered as RFC 6749 §5.2 bodies (`error`, `error_description`),
 never as the admin API's error envelope, because OAuth clients parse these.
@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from bastion.errors import AccountLocked, BadRequest, BastionError, InvalidClient, TooManyRequests
+from bastion.oauth.assertion import ID_JAG_PROFILE
 from bastion.oauth.metadata import authorization_server_metadata, protected_resource_metadata
 from bastion.web.authserver import AuthServer
+from bastion.web.ratelimit import RouteLimits
 
 __all__ = ["oauth_error", "router"]
 
@@ -56,8 +58,11 @@ async def _form(request: Request) -> dict[str, str]:
     return values
 
 
-async def _guarded(work: Callable[[], Awaitable[Response]]) -> Response:
+async def _guarded(work: Callable[[], Awaitable[Response]], request: Request, route: str) -> Response:
+    """Rate-limit per client address, then run `work`, rendering any refusal as RFC 6749 §5.2."""
+    limits: RouteLimits = request.app.state.limits
     try:
+        await limits.hit(route, request.client.host if request.client else "")
         return await work()
     except BastionError as error:
         return oauth_error(error)
@@ -71,6 +76,7 @@ async def as_metadata(auth: Auth) -> JSONResponse:
         grant_types=auth.token_endpoint.grant_types,
         registration=auth.registrar.enabled,
         client_documents=auth.settings.client_metadata_documents,
+        grant_profiles=(ID_JAG_PROFILE,) if auth.id_jag.trusted_issuers else (),
     )
     return JSONResponse(document, headers={"cache-control": "max-age=300"})
 
@@ -96,7 +102,26 @@ async def token(request: Request, auth: Auth) -> Response:
         issued = await auth.token_endpoint.handle(form, request.headers.get("authorization"), auth.now())
         return JSONResponse(issued.to_json(), headers=_NO_STORE)
 
-    return await _guarded(work)
+    return await _guarded(work, request, "token")
+
+
+@router.post("/oauth/revoke")
+async def revoke(request: Request, auth: Auth) -> Response:
+    async def work() -> Response:
+        await auth.revoker.revoke(await _form(request), request.headers.get("authorization"))
+        return Response(status_code=200)  # RFC 7009 §2.2: the content is ignored by the client
+
+    return await _guarded(work, request, "token")
+
+
+@router.post("/oauth/introspect")
+async def introspect(request: Request, auth: Auth) -> Response:
+    async def work() -> Response:
+        form = await _form(request)
+        answer = await auth.introspector.introspect(form, request.headers.get("authorization"), auth.now())
+        return JSONResponse(answer, headers=_NO_STORE)  # RFC 7662 §2.2 answers hold token data
+
+    return await _guarded(work, request, "token")
 
 
 @router.post("/oauth/register")
@@ -108,6 +133,4 @@ async def register(request: Request, auth: Auth) -> Response:
             raise BadRequest("the registration request must be a JSON object (RFC 7591 §3.1)") from None
         return JSONResponse(await auth.registrar.register(body), status_code=201, headers=_NO_STORE)
 
-    return await _guarded(work)
-
-
+    return await _guarded(work, request, "registration")

@@ -6,7 +6,7 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from bastion.bus import Bus, ChangeEvent
 from bastion.identity.principal import Principal
@@ -31,6 +31,26 @@ def _grant(row: OAuthCode | OAuthToken) -> Grant:
     )
 
 
+def _client(row: OAuthClient) -> Client:
+    return Client(
+        client_id=row.client_id,
+        kind=cast(Any, row.kind),
+        client_name=row.client_name,
+        redirect_uris=tuple(row.redirect_uris),
+        grant_types=tuple(row.grant_types),
+        token_endpoint_auth_method=row.token_endpoint_auth_method,
+        application_type=row.application_type,
+        scope=row.scope,
+        secret_hash=row.secret_hash,
+        owner_user_id=row.owner_user_id,
+        server_ids=tuple(row.server_ids),
+    )
+
+
+def _user(user: User) -> UserRecord:
+    return UserRecord(id=user.id, username=user.username, is_admin=user.is_admin, roles=tuple(user.roles))
+
+
 def _token(row: OAuthToken) -> TokenRecord:
     return TokenRecord(
         token_hash=row.token_hash,
@@ -51,21 +71,36 @@ class SqlOAuthStore:
     async def get_client(self, client_id: str) -> Client | None:
         async with self._db.session() as session:
             row = await session.get(OAuthClient, client_id)
-        if row is None:
-            return None
-        return Client(
-            client_id=row.client_id,
-            kind=cast(Any, row.kind),
-            client_name=row.client_name,
-            redirect_uris=tuple(row.redirect_uris),
-            grant_types=tuple(row.grant_types),
-            token_endpoint_auth_method=row.token_endpoint_auth_method,
-            application_type=row.application_type,
-            scope=row.scope,
-            secret_hash=row.secret_hash,
-            owner_user_id=row.owner_user_id,
-            server_ids=tuple(row.server_ids),
-        )
+        return None if row is None else _client(row)
+
+    async def list_clients(self, *, client_id: str | None = None) -> list[tuple[Client, datetime]]:
+        """Stored clients (all, or the one named) with their creation times, oldest first."""
+        query = select(OAuthClient).order_by(OAuthClient.created_at)
+        if client_id is not None:
+            query = query.where(OAuthClient.client_id == client_id)
+        async with self._db.session() as session:
+            rows = (await session.scalars(query)).all()
+        return [(_client(row), row.created_at) for row in rows]
+
+    async def delete_client(self, client_id: str) -> bool:
+        """Remove a client and revoke every token issued to it, at once on every replica.
+
+        False when there was no such client.
+        """
+        async with self._db.session() as session:
+            row = await session.get(OAuthClient, client_id)
+            if row is None:
+                return False
+            await session.execute(
+                update(OAuthToken)
+                .where(OAuthToken.client_id == client_id, OAuthToken.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+            await session.execute(delete(OAuthConsent).where(OAuthConsent.client_id == client_id))
+            await session.delete(row)
+            await bump_epoch(session)
+        await self._bus.publish(ChangeEvent("tokens", client_id))
+        return True
 
     async def add_client(self, client: Client, registration: dict[str, Any]) -> None:
         async with self._db.session() as session:
@@ -191,9 +226,12 @@ class SqlOAuthStore:
     async def get_user(self, user_id: str) -> UserRecord | None:
         async with self._db.session() as session:
             user = await session.get(User, user_id)
-        if user is None:
-            return None
-        return UserRecord(id=user.id, username=user.username, is_admin=user.is_admin, roles=tuple(user.roles))
+        return None if user is None else _user(user)
+
+    async def find_user_by_name(self, username: str) -> UserRecord | None:
+        async with self._db.session() as session:
+            user = await session.scalar(select(User).where(User.username == username))
+        return None if user is None else _user(user)
 
     async def consented_scopes(self, user_id: str, client_id: str, server_id: str) -> frozenset[str] | None:
         async with self._db.session() as session:

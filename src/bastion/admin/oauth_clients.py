@@ -1,0 +1,128 @@
+"""OAuth clients an administrator manages: service clients for machine-to-machine access.
+
+A service client is confidential (RFC 6749 §2.1): its secret is shown once, in
+the creation response, and stored only as a SHA-256 hash. It acts as its owner
+user and reaches only the virtual servers named here, with at most the scopes
+named here. Deleting a client revokes every token it holds, on every replica
+at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.errors import NotFound
+from bastion.identity.tokens import TOKEN_PREFIX, hash_token
+from bastion.oauth.provider import Client
+from bastion.store.db import Database
+from bastion.store.repos import servers, tokens
+from bastion.store.repos.oauth import SqlOAuthStore
+
+__all__ = ["ClientOut", "OAuthClients", "ServiceClientCreated", "ServiceClientIn"]
+
+# bastion.oauth's client_credentials, TOKEN_EXCHANGE (RFC 8693) and JWT_BEARER (RFC 7523, for ID-JAGs).
+ServiceGrant = Literal[
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+]
+DataScope = Literal["mcp", "mcp:read", "mcp:write"]
+SecretMethod = Literal["client_secret_basic", "client_secret_post"]  # RFC 6749 §2.3.1
+
+
+class ServiceClientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    servers: list[str] = Field(min_length=1, max_length=100, description="virtual server slugs or ids it may reach")
+    scopes: list[DataScope] = Field(default_factory=lambda: list[DataScope](["mcp"]), min_length=1)
+    grant_types: list[ServiceGrant] = Field(
+        default_factory=lambda: list[ServiceGrant](["client_credentials"]),
+        min_length=1,
+        description="client_credentials (acts as its owner), token exchange (RFC 8693), jwt-bearer (ID-JAG)",
+    )
+    owner: str | None = Field(None, min_length=1, max_length=64, description="user it acts as; default: you")
+    token_endpoint_auth_method: SecretMethod = "client_secret_basic"  # noqa: S105 — a method name, not a secret
+
+
+class ClientOut(BaseModel):
+    client_id: str
+    kind: str
+    client_name: str
+    grant_types: list[str]
+    scope: str
+    token_endpoint_auth_method: str
+    owner_user_id: str | None
+    server_ids: list[str]
+    redirect_uris: list[str]
+    created_at: datetime
+
+
+class ServiceClientCreated(ClientOut):
+    client_secret: str = Field(description="the secret: shown this once, stored only as a hash")
+
+
+class OAuthClients:
+    def __init__(self, db: Database, store: SqlOAuthStore) -> None:
+        self._db = db
+        self._store = store
+
+    async def create_service(self, data: ServiceClientIn, admin_username: str) -> ServiceClientCreated:
+        owner_name = data.owner or admin_username
+        async with self._db.session() as session:
+            owner = await tokens.user_by_name(session, owner_name)
+            if owner is None:
+                raise NotFound(f"no user {owner_name!r} to own the client")
+            server_ids = tuple(dict.fromkeys([(await servers.get(session, ref)).id for ref in data.servers]))
+        secret = TOKEN_PREFIX + "cs_" + secrets.token_urlsafe(32)  # the prefix lets secret scanners find leaks
+        client = Client(
+            client_id="svc_" + secrets.token_urlsafe(18),
+            kind="service",
+            client_name=data.name,
+            redirect_uris=(),  # no person signs in through a service client
+            grant_types=tuple(dict.fromkeys(data.grant_types)),
+            token_endpoint_auth_method=data.token_endpoint_auth_method,
+            scope=" ".join(dict.fromkeys(data.scopes)),
+            secret_hash=hash_token(secret),  # 256 random bits: SHA-256 is enough (nothing to brute-force)
+            owner_user_id=owner.id,
+            server_ids=server_ids,
+        )
+        # The registration record, as RFC 7591 §3.2.1 would echo it (never the secret).
+        registration = {
+            "client_id": client.client_id,
+            "client_id_issued_at": int(time.time()),
+            "client_name": client.client_name,
+            "grant_types": list(client.grant_types),
+            "token_endpoint_auth_method": client.token_endpoint_auth_method,
+            "scope": client.scope,
+        }
+        await self._store.add_client(client, registration)
+        [(stored, created_at)] = await self._store.list_clients(client_id=client.client_id)
+        return ServiceClientCreated(**_out(stored, created_at).model_dump(), client_secret=secret)
+
+    async def list(self) -> list[ClientOut]:
+        return [_out(client, created) for client, created in await self._store.list_clients()]
+
+    async def delete(self, client_id: str) -> None:
+        if not await self._store.delete_client(client_id):
+            raise NotFound(f"no OAuth client {client_id!r}")
+
+
+def _out(client: Client, created_at: datetime) -> ClientOut:
+    return ClientOut(
+        client_id=client.client_id,
+        kind=client.kind,
+        client_name=client.client_name,
+        grant_types=list(client.grant_types),
+        scope=client.scope,
+        token_endpoint_auth_method=client.token_endpoint_auth_method,
+        owner_user_id=client.owner_user_id,
+        server_ids=list(client.server_ids),
+        redirect_uris=list(client.redirect_uris),
+        created_at=created_at,
+    )

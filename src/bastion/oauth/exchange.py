@@ -1,0 +1,99 @@
+"""RFC 8693 — OAuth 2.0 Token Exchange: a service client trades a user's Bastion access token for another.
+
+Delegation, kept simple (RFC 8693 §1.1): the authenticated service client is
+the actor and the subject token's user the subject. The new token is issued to
+the client (its `client_id`) for that user (its `sub`), for one resource and
+at most the subject token's scopes. There is no `actor_token` and no `act`
+claim chain: the client authentication already proves who acts, and Bastion's
+opaque tokens carry no `may_act` claim, so the audience rule below stands in
+for it: the target is the subject token's own server or one of the servers an
+administrator allowed the client to reach.
+
+The new token starts a family of its own (an MCP session bound to the user's
+grant is not opened to the client), carries no refresh token, and never
+outlives its subject token.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+
+from bastion.catalog.snapshot import Snapshot
+from bastion.errors import BadRequest, UnauthorizedClient
+from bastion.identity.tokens import TOKEN_PREFIX, hash_token
+from bastion.oauth.provider import Client, Grant, OAuthStore, TokenRecord
+from bastion.oauth.resources import InvalidTarget, resource_url, server_for_resource
+from bastion.oauth.scopes import narrowed
+from bastion.oauth.token import ACCESS_TOKEN_TYPE, TokenResponse
+
+__all__ = ["TOKEN_EXCHANGE", "TokenExchangeGrant"]
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 — RFC 8693 §2.1 grant name
+
+
+class TokenExchangeGrant:
+    def __init__(self, store: OAuthStore, snapshot: Callable[[], Snapshot], url: str, *, access_ttl: int) -> None:
+        self._store = store
+        self._snapshot = snapshot
+        self._url = url
+        self._access_ttl = access_ttl
+
+    async def __call__(self, form: Mapping[str, str], client: Client, now: float) -> TokenResponse:
+        if client.kind != "service" or client.secret_hash is None:
+            raise UnauthorizedClient("token exchange is only for service clients with a client secret")
+        subject = await self._subject(form, now)
+        server_id = self._target(form, client, subject)
+        # RFC 8693 §2.1 scope: what the new token is for, never more than the subject token holds.
+        scopes = narrowed(form.get("scope"), subject.grant.scopes)
+        grant = Grant(
+            family_id=secrets.token_hex(16),
+            client_id=client.client_id,
+            user_id=subject.grant.user_id,
+            server_id=server_id,
+            scopes=scopes,
+        )
+        expires_at = min(now + self._access_ttl, subject.expires_at)
+        access = TOKEN_PREFIX + "at_" + secrets.token_urlsafe(32)
+        await self._store.save_tokens(grant, [(hash_token(access), "access", expires_at)])
+        return TokenResponse(
+            access_token=access,
+            expires_in=max(int(expires_at - now), 0),
+            scope=" ".join(scopes),
+            issued_token_type=ACCESS_TOKEN_TYPE,  # RFC 8693 §2.2.1: REQUIRED in the response
+        )
+
+    async def _subject(self, form: Mapping[str, str], now: float) -> TokenRecord:
+        # RFC 8693 §2.2.2: a missing, invalid or unacceptable subject or actor token is invalid_request.
+        token = form.get("subject_token")
+        if not token:
+            raise BadRequest("subject_token is required (RFC 8693 §2.1)")
+        if form.get("subject_token_type") != ACCESS_TOKEN_TYPE:
+            raise BadRequest(f"subject_token_type must be {ACCESS_TOKEN_TYPE}: Bastion exchanges its access tokens")
+        if form.get("actor_token") or form.get("actor_token_type"):
+            raise BadRequest("actor_token is not supported: the authenticated client is the actor")
+        requested = form.get("requested_token_type")
+        if requested is not None and requested != ACCESS_TOKEN_TYPE:
+            raise BadRequest(f"requested_token_type must be {ACCESS_TOKEN_TYPE}: Bastion issues access tokens only")
+        record = await self._store.find_token(hash_token(token))
+        if record is None or record.kind != "access" or record.revoked or record.expires_at <= now:
+            raise BadRequest("the subject_token is not a live Bastion access token: it is unknown, expired or revoked")
+        return record
+
+    def _target(self, form: Mapping[str, str], client: Client, subject: TokenRecord) -> str:
+        # RFC 8693 §2.1: `resource` (an absolute URI, RFC 8707) and `audience` both name the target;
+        # for Bastion both are a virtual server's MCP URL. Neither given: the subject token's server.
+        resource, audience = form.get("resource"), form.get("audience")
+        if resource and audience and resource != audience:
+            raise InvalidTarget("resource and audience name different servers; give one of them")
+        target = resource or audience
+        if not target:
+            return subject.grant.server_id
+        server = server_for_resource(self._snapshot(), self._url, target)
+        if server.id != subject.grant.server_id and server.id not in client.server_ids:
+            # RFC 8693 §2.2.2: invalid_target when the server will not issue a token for that target.
+            raise InvalidTarget(
+                f"{resource_url(self._url, server.slug)} is neither the subject token's server "
+                "nor one this client may reach"
+            )
+        return server.id
