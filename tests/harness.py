@@ -149,6 +149,11 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
         "database_url": f"sqlite+aiosqlite:///{tmp_path}/bastion.db",
         "admin_password": ADMIN_PASSWORD,
         "log_level": "warning",
+        # Every test client comes from 127.0.0.1: per-address limits would count the whole suite
+        # as one caller. Tests of the limits set their own.
+        "rate_limit_sign_in": "10000/minute",
+        "rate_limit_token": "10000/minute",
+        "rate_limit_registration": "10000/minute",
         **overrides,
     }
     settings = Settings(**values)

@@ -73,7 +73,7 @@ class RequestContext:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
-_CSP = b"content-security-policy"
+_OVERRIDABLE = {b"content-security-policy", b"cache-control"}
 
 
 class SecurityHeaders:
@@ -90,11 +90,12 @@ class SecurityHeaders:
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in self._names]
-                own_csp = [(k, v) for k, v in message.get("headers", ()) if k.lower() == _CSP]
-                # A page may send a CSP of its own (the login and consent pages allow their
-                # stylesheet and form targets); everything else gets the strict default.
-                added = [(k, v) for k, v in self._headers if not (own_csp and k == _CSP)]
-                message["headers"] = [*kept, *own_csp, *added]
+                own = [(k, v) for k, v in message.get("headers", ()) if k.lower() in _OVERRIDABLE]
+                # A response may set these two itself: the sign-in pages their CSP (stylesheet and
+                # form targets), public metadata its caching. Everything else gets the strict default.
+                names = {k.lower() for k, _ in own}
+                added = [(k, v) for k, v in self._headers if k not in names]
+                message["headers"] = [*kept, *own, *added]
             await send(message)
 
         await self.app(scope, receive, send_secured)

@@ -44,8 +44,9 @@ class Principal:
 
     @property
     def session_owner(self) -> str:
-        """What an MCP session is bound to: the grant survives refresh, an API token is its own."""
-        return f"grant:{self.grant_id}" if self.grant_id else self.token_id
+        """What an MCP session is bound to: for OAuth, the user and client (so a refresh or a
+        scope step-up, which bring new tokens, keep the session); an API token is its own."""
+        return f"user:{self.user_id}:client:{self.client_id}" if self.client_id else self.token_id
 
     def has_scope(self, required: str) -> bool:
         return scope_satisfied(required, self.scopes)

@@ -91,6 +91,10 @@ class McpEndpoint:
             server = snapshot.servers.get(slug)
             if server is None or not server.published:
                 raise NotFound(f"no published virtual server {slug!r}")
+            if principal.client_id is not None and server.id not in principal.server_ids:
+                # RFC 8707 / MCP authorization: an OAuth token issued for another resource is
+                # not valid here at all (401 invalid_token), so the client re-authorizes for this one.
+                raise Unauthenticated("this token was issued for another resource: authorize for this server")
             if not principal.may_reach(server.id):
                 raise Forbidden(f"this token may not reach virtual server {slug!r}")
             method = scope["method"]

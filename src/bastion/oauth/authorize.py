@@ -54,7 +54,8 @@ class AuthorizationRequest:
 
     @property
     def redirect_host(self) -> str:
-        return urlsplit(self.redirect_uri).netloc
+        parts = urlsplit(self.redirect_uri)
+        return parts.netloc or f"{parts.scheme}:"  # a native app's private-use scheme has no host to show
 
     def to_claims(self) -> dict[str, Any]:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}

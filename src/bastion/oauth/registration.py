@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from mcp.shared.auth import OAuthClientMetadata
 from pydantic import ValidationError
 
-from bastion.errors import AccessDenied, InvalidClientMetadata, InvalidRedirectUri
+from bastion.errors import AccessDenied, InvalidClientMetadata, InvalidRedirectUri, InvalidScope
 from bastion.identity.tokens import hash_token
 from bastion.oauth.provider import Client, OAuthStore
 from bastion.oauth.redirects import is_loopback_redirect
@@ -46,9 +46,11 @@ def _check_redirect(uri: str, application_type: str, allowed_hosts: Sequence[str
     elif "." not in parts.scheme or application_type != "native":
         # RFC 8252 §7.1: private-use schemes are reverse domain names, for native apps only.
         raise InvalidRedirectUri(f"redirect URI {uri}: use https, http on loopback, or a reverse-DNS native scheme")
-    if allowed_hosts is not None and parts.scheme in ("http", "https") and not is_loopback_redirect(uri):
-        if (parts.hostname or "") not in allowed_hosts:
-            raise InvalidRedirectUri(f"redirect host {parts.hostname} is not on this server's registration allowlist")
+    if allowed_hosts is not None and not is_loopback_redirect(uri):
+        # The allowlist admits its hosts and loopback only: a private-use scheme names no host to list.
+        if parts.scheme not in ("http", "https") or (parts.hostname or "") not in allowed_hosts:
+            where = f"redirect host {parts.hostname}" if parts.scheme in ("http", "https") else f"redirect URI {uri}"
+            raise InvalidRedirectUri(f"{where} is not on this server's registration allowlist")
 
 
 class Registrar:
@@ -78,8 +80,13 @@ class Registrar:
             raise InvalidClientMetadata("grant_types must be authorization_code, optionally with refresh_token")
         if metadata.response_types != ["code"]:
             raise InvalidClientMetadata("response_types must be ['code']")
-        scope = " ".join(grantable_scopes(metadata.scope)) if metadata.scope else ""
+        try:
+            scope = " ".join(grantable_scopes(metadata.scope)) if metadata.scope else ""
+        except InvalidScope as exc:  # RFC 7591 §3.2.2 has no invalid_scope: the metadata is what is wrong
+            raise InvalidClientMetadata(f"scope: {exc.message}") from None
         uris = [str(uri) for uri in metadata.redirect_uris or ()]
+        if not uris:  # RFC 7591 §2: redirect-based grants need them; the model lets an explicit null through
+            raise InvalidRedirectUri("redirect_uris is required for the authorization_code grant (RFC 7591 §2)")
         hosts = self._allowed_hosts if self._policy == "allowlist" else None
         for uri in uris:
             _check_redirect(uri, metadata.application_type, hosts)

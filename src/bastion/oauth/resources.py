@@ -19,15 +19,22 @@ def resource_url(issuer: str, slug: str) -> str:
     return f"{issuer}/servers/{slug}/mcp"
 
 
+def _lower_origin(url: str) -> str:
+    """`url` with its scheme and authority lowercased (RFC 3986 §6.2.2.1); the path kept as it is."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    return scheme.lower() + sep + authority.lower() + slash + path
+
+
 def server_for_resource(snapshot: Snapshot, issuer: str, resource: str | None) -> ServerView:
     if not resource:
         # The MCP spec makes `resource` mandatory in authorization and token requests.
         raise InvalidTarget("the resource parameter is required: the URL of the virtual server's MCP endpoint")
-    prefix, suffix = f"{issuer}/servers/", "/mcp"
     # RFC 8707 §2: the resource is an absolute URI without a fragment; compare it exactly
     # (after the scheme and host, which are case-insensitive) with a server's canonical URI.
-    head, sep, tail = resource.partition("/servers/")
-    normalised = head.lower() + sep + tail
+    # The issuer is lowered the same way: an operator's public URL may be written in capitals.
+    prefix, suffix = f"{_lower_origin(issuer)}/servers/", "/mcp"
+    normalised = _lower_origin(resource)
     slug = (
         normalised[len(prefix) : -len(suffix)] if normalised.startswith(prefix) and normalised.endswith(suffix) else ""
     )

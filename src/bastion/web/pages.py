@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ _env = Environment(
     autoescape=select_autoescape(["html"]),
     auto_reload=False,
 )
+_SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")  # RFC 3986 §3.1, as urlsplit lowercases it
 
 
 def _csp(form_target: str | None) -> str:
@@ -26,6 +28,9 @@ def _csp(form_target: str | None) -> str:
         parts = urlsplit(form_target)
         if parts.scheme in ("http", "https") and parts.netloc:
             targets += f" {parts.scheme}://{parts.netloc}"
+        elif parts.scheme not in ("http", "https") and _SCHEME.fullmatch(parts.scheme):
+            # A native app's private-use scheme (RFC 8252 §7.1) is allowed as a scheme-source.
+            targets += f" {parts.scheme}:"
     return f"default-src 'none'; style-src 'self'; img-src 'self'; form-action {targets}; frame-ancestors 'none'"
 
 

@@ -1,0 +1,201 @@
+"""Client ID Metadata Documents end to end: the SDK's client names itself by a URL and never registers.
+
+The document is served over HTTPS on loopback with a certificate from a CA made for the
+test; Bastion trusts that CA (`egress_ca_file`) and, in the permissive instance only, may
+reach loopback at all (`egress_allow_cidrs`).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from sqlalchemy import func, select
+
+from bastion.store.models import OAuthClient
+from tests.harness import Bastion, run_bastion
+from tests.oauth.flows import REDIRECT_URI, Flow, Pkce, own_database, page_message, publish_demo
+from tests.oauth_browser import Redirect
+from tests.tls import LocalCA, make_local_ca, serve
+
+pytestmark = pytest.mark.anyio
+
+CLIENT_NAME = "Metadata Document Agent"
+
+
+@dataclass
+class DocumentSite:
+    base: str
+    hits: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def client_id(self) -> str:
+        return f"{self.base}/oauth/client.json"
+
+
+@pytest.fixture(scope="module")
+def ca() -> LocalCA:
+    return make_local_ca()
+
+
+def _trusting(tmp: Path, ca: LocalCA, **overrides: Any) -> Iterator[Bastion]:
+    pem = tmp / "test-ca.pem"
+    pem.write_bytes(ca.ca_pem)
+    with run_bastion(tmp, egress_ca_file=pem, **overrides) as bastion:
+        publish_demo(bastion, "demo")
+        yield bastion
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, ca: LocalCA) -> Iterator[Bastion]:
+    yield from _trusting(tmp_path_factory.mktemp("cimd"), ca, egress_allow_cidrs=["127.0.0.0/8"])
+
+
+@pytest.fixture
+def guarded(tmp_path: Path, ca: LocalCA) -> Iterator[Bastion]:
+    """Default egress: loopback and private addresses are off limits."""
+    yield from _trusting(tmp_path, ca)
+
+
+@pytest.fixture
+async def site(tmp_path: Path, ca: LocalCA) -> AsyncIterator[DocumentSite]:
+    """An HTTPS server for localhost publishing one client metadata document."""
+    served: dict[str, Any] = {}
+
+    async def handle(request: web.Request) -> web.Response:
+        documents.hits[request.path] += 1
+        if request.path != "/oauth/client.json":
+            return web.Response(status=404, text="not found")
+        return web.Response(body=json.dumps(served), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    async with serve(app, ca.server_context(tmp_path)) as port:
+        documents = DocumentSite(base=f"https://localhost:{port}")
+        served.update(
+            client_id=documents.client_id,
+            client_name=CLIENT_NAME,
+            client_uri="https://agent.example",
+            redirect_uris=[REDIRECT_URI],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        )
+        yield documents
+
+
+class _Storage:
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def _registered_clients(gw: Bastion) -> int:
+    async with own_database(gw) as db, db.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(OAuthClient)) or 0)
+
+
+async def test_the_sdk_client_authorizes_with_its_metadata_document_url_and_never_registers(
+    gw: Bastion, site: DocumentSite
+) -> None:
+    storage = _Storage()
+    consent_pages: list[str] = []
+    redirects: list[Redirect] = []
+    async with Flow(gw) as person:
+
+        async def open_in_browser(url: str) -> None:
+            page = await person.consent_page(url.removeprefix(gw.base_url))
+            assert page.status_code == 200, page.text
+            consent_pages.append(page.text)
+            redirects.append(await person.decide(page))
+
+        async def callback() -> AuthorizationCodeResult:
+            params = redirects[-1].params
+            return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+
+        provider = OAuthClientProvider(
+            server_url=gw.mcp_url("demo"),
+            client_metadata=OAuthClientMetadata(
+                client_name="ignored: the document speaks for the client",
+                redirect_uris=[REDIRECT_URI],
+                grant_types=["authorization_code", "refresh_token"],
+                token_endpoint_auth_method="none",
+            ),
+            storage=storage,
+            redirect_handler=open_in_browser,
+            callback_handler=callback,
+            client_metadata_url=site.client_id,
+        )
+        http = create_mcp_http_client(auth=provider)
+        async with (
+            http,
+            Client(streamable_http_client(gw.mcp_url("demo"), http_client=http), mode="2026-07-28", cache=None) as mcp,
+        ):
+            result = await mcp.call_tool("get_order", {"order_id": "ORD-1001"})
+            assert not result.is_error
+    assert storage.client is not None and storage.client.client_id == site.client_id
+    assert storage.tokens is not None and storage.tokens.refresh_token
+    assert site.hits["/oauth/client.json"] >= 1
+    assert await _registered_clients(gw) == 0  # /oauth/register was never used
+    (consent,) = consent_pages
+    assert CLIENT_NAME in consent and site.client_id in consent
+    assert "unverified" not in consent  # the name comes from the client's own URL, not a registration
+
+
+async def test_a_redirect_uri_missing_from_the_document_gets_an_error_page(gw: Bastion, site: DocumentSite) -> None:
+    async with Flow(gw) as person:
+        path = person.authorize_path(site.client_id, Pkce.new(), redirect_uri="https://agent.example/callback")
+        page = await person.http.get(path)
+    assert page.status_code == 400
+    assert "location" not in page.headers
+    assert "does not match any redirect URI registered" in page_message(page)
+    assert site.hits["/oauth/client.json"] == 1
+
+
+async def test_a_document_on_loopback_is_refused_under_the_default_egress_policy(
+    guarded: Bastion, site: DocumentSite
+) -> None:
+    async with Flow(guarded) as person:
+        page = await person.http.get(person.authorize_path(site.client_id, Pkce.new()))
+        token = await person.http.post(
+            "/oauth/token",
+            data={"grant_type": "authorization_code", "code": "x", "client_id": site.client_id},
+        )
+    assert page.status_code == 401
+    assert "location" not in page.headers
+    assert f"client metadata document at {site.client_id} was not fetched" in page_message(page)
+    assert "not a public address" in page_message(page)
+    assert site.hits.total() == 0  # refused before connecting
+    assert token.status_code == 401
+    assert token.json()["error"] == "invalid_client"
+    assert "not a public address" in token.json()["error_description"]
+
+
+async def test_the_metadata_advertises_client_id_metadata_documents(gw: Bastion) -> None:
+    async with httpx.AsyncClient(base_url=gw.base_url) as http:
+        metadata = (await http.get("/.well-known/oauth-authorization-server")).json()
+    assert metadata["client_id_metadata_document_supported"] is True

@@ -1,0 +1,137 @@
+"""The sign-in and consent pages: what the browser is told (CSP, cookie) and what the person is shown."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.harness import Bastion, run_bastion
+from tests.oauth.flows import REDIRECT_URI, Flow, Pkce, publish_demo
+
+pytestmark = pytest.mark.anyio
+
+_HANDLER_ATTRIBUTE = re.compile(r"<[^>]+\son[a-z]+\s*=", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
+    with run_bastion(tmp_path_factory.mktemp("signin")) as bastion:
+        publish_demo(bastion, "demo")
+        yield bastion
+
+
+@pytest.fixture
+async def flow(gw: Bastion) -> AsyncIterator[Flow]:
+    async with Flow(gw) as person:
+        yield person
+
+
+def _csp(page: httpx.Response) -> dict[str, list[str]]:
+    headers = page.headers.get_list("content-security-policy")
+    assert len(headers) == 1, headers  # the page's own policy, not also the middleware's default
+    directives = [part.split() for part in headers[0].split(";") if part.strip()]
+    return {name: values for name, *values in directives}
+
+
+def _assert_strict(page: httpx.Response) -> dict[str, list[str]]:
+    policy = _csp(page)
+    assert policy["default-src"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert "script-src" not in policy  # default-src 'none' covers scripts: none at all
+    assert all("'unsafe-inline'" not in values and "'unsafe-eval'" not in values for values in policy.values())
+    assert "<script" not in page.text.lower()
+    assert not _HANDLER_ATTRIBUTE.search(page.text)
+    return policy
+
+
+async def _login_page(flow: Flow, **metadata: str | list[str]) -> tuple[str, httpx.Response]:
+    client_id = str((await flow.register(**metadata))["client_id"])
+    redirect_uri = metadata.get("redirect_uris", [REDIRECT_URI])[0]
+    page = await flow.http.get(flow.authorize_path(client_id, Pkce.new(), redirect_uri=str(redirect_uri)))
+    assert page.status_code == 200 and 'action="/oauth/login"' in page.text, page.text
+    return client_id, page
+
+
+async def test_the_login_page_has_a_strict_csp_and_no_script(flow: Flow) -> None:
+    _, page = await _login_page(flow)
+    policy = _assert_strict(page)
+    # Signing in may answer with the redirect to the client (consent given before), and
+    # browsers hold that redirect to form-action too.
+    assert policy["form-action"] == ["'self'", "http://127.0.0.1:33418"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+
+
+async def test_the_consent_page_has_a_strict_csp_whose_form_action_allows_the_client_origin(flow: Flow) -> None:
+    _, login = await _login_page(flow, redirect_uris=["http://127.0.0.1:41000/cb"])
+    consent = await flow.sign_in(login)
+    assert consent.status_code == 200 and "Allow access?" in consent.text
+    policy = _assert_strict(consent)
+    assert policy["form-action"] == ["'self'", "http://127.0.0.1:41000"]
+    assert policy["style-src"] == ["'self'"]
+
+
+async def test_a_native_apps_private_use_scheme_is_a_form_action_source(flow: Flow) -> None:
+    _, login = await _login_page(flow, redirect_uris=["com.example.app:/oauth/cb"], application_type="native")
+    consent = await flow.sign_in(login)
+    assert _csp(login)["form-action"] == ["'self'", "com.example.app:"]
+    assert _csp(consent)["form-action"] == ["'self'", "com.example.app:"]
+    assert "<dt>Returns to</dt><dd><code>com.example.app:</code></dd>" in consent.text  # not an empty host
+
+
+async def test_the_login_cookie_is_httponly_samesite_lax_and_scoped_to_oauth(flow: Flow) -> None:
+    _, login = await _login_page(flow)
+    response = await flow.sign_in(login)
+    cookies = response.headers.get_list("set-cookie")
+    assert len(cookies) == 1, cookies
+    name, *attributes = [part.strip() for part in cookies[0].split(";")]
+    assert name.startswith("bastion_login=") and len(name) > len("bastion_login=") + 20
+    lowered = {attribute.lower() for attribute in attributes}
+    assert "httponly" in lowered
+    assert "samesite=lax" in lowered
+    assert "path=/oauth" in lowered
+    assert "max-age=900" in lowered
+    assert "secure" not in lowered  # plain-HTTP loopback issuer; an https issuer sets it
+
+
+async def test_a_failed_sign_in_sets_no_cookie_and_says_why(flow: Flow) -> None:
+    _, login = await _login_page(flow)
+    failed = await flow.sign_in(login, password="wrong-password")
+    assert failed.status_code == 401
+    assert "set-cookie" not in failed.headers
+    assert "unknown user or wrong password" in failed.text
+    _assert_strict(failed)
+
+
+async def test_the_consent_page_names_the_client_redirect_host_server_and_each_scope(flow: Flow) -> None:
+    client_id = str((await flow.register(client_name="Inventory Agent"))["client_id"])
+    path = flow.authorize_path(client_id, Pkce.new(), scope="mcp:read mcp:write offline_access")
+    consent = await flow.consent_page(path)
+    assert consent.status_code == 200
+    text = html.unescape(consent.text)
+    assert "Inventory Agent" in text and client_id in text
+    assert "unverified" in text  # a dynamically registered name is the client's own claim
+    assert "127.0.0.1:33418" in text  # where the code goes
+    assert "demo" in text and "/servers/demo/mcp" in text
+    for scope, meaning in [
+        ("mcp:read", "list and read; call read-only tools"),
+        ("mcp:write", "call tools that change things"),
+        ("offline_access", "refresh tokens"),
+    ]:
+        assert f"<code>{scope}</code>" in consent.text and meaning in text
+    assert "<code>mcp</code>" not in consent.text  # only what was asked for
+    assert "Signed in as" in text and "admin" in text
+
+
+async def test_a_hostile_client_name_is_escaped_on_both_pages(flow: Flow) -> None:
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    _, login = await _login_page(flow, client_name=hostile)
+    consent = await flow.sign_in(login)
+    assert consent.status_code == 200
+    for page in (login, consent):
+        assert "<script" not in page.text.lower() and "<img" not in page.text.lower()
+        assert "&lt;script&gt;alert(" in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
