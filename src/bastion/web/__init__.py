@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from bastion.web.authserver import AuthServer
+from bastion.web.federation import router as _federation
 from bastion.web.oauth_api import router as _oauth_api
 from bastion.web.session_api import router as _session_api
 from bastion.web.signin import router as _signin
@@ -15,6 +16,7 @@ __all__ = ["AuthServer", "router"]
 router = APIRouter(include_in_schema=False)
 router.include_router(_oauth_api)
 router.include_router(_signin)
+router.include_router(_federation)
 router.include_router(_session_api)
 
 _STYLESHEET = Path(__file__).parent / "static" / "bastion.css"

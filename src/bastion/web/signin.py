@@ -23,8 +23,9 @@ from bastion.logins import Attempt
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.web.authserver import AuthServer
 from bastion.web.pages import render
+from bastion.web.ratelimit import RouteLimits
 
-__all__ = ["router"]
+__all__ = ["Auth", "error_page", "login_page", "read_request", "router", "sign_in"]
 
 router = APIRouter(include_in_schema=False)
 
@@ -94,10 +95,12 @@ def _login_page(
     return render(
         "login.html",
         status=status,
+        # Signing in answers with the redirect to the client when consent was given before.
+        redirect_to=authz.redirect_uri,
         request=authz,
         request_token=_request_token(auth, authz),
         error=error,
-        providers=[],
+        providers=[provider.name for provider in auth.settings.oidc_providers],
     )
 
 
@@ -137,11 +140,18 @@ async def login(
         user_agent=request.headers.get("user-agent", ""),
     )
     try:
+        limits: RouteLimits = request.app.state.limits
+        await limits.hit("sign-in", attempt.ip)
         user = await auth.logins.verify(attempt)
     except BastionError as error:
         return _login_page(auth, authz, error=error.message, status=error.http_status)
-    cookie = auth.sessions.issue(user.id, purpose="login")
-    response = await _consent_or_code(auth, authz, user.id, cookie)
+    return await sign_in(auth, authz, user.id)
+
+
+async def sign_in(auth: AuthServer, authz: AuthorizationRequest, user_id: str) -> Response:
+    """Start the browser's login for `user_id`, then consent (or the code): password and federated sign-in alike."""
+    cookie = auth.sessions.issue(user_id, purpose="login")
+    response = await _consent_or_code(auth, authz, user_id, cookie)
     response.set_cookie(
         _COOKIE,
         cookie,
@@ -152,6 +162,12 @@ async def login(
         samesite="lax",
     )
     return response
+
+
+# Shared with bastion.web.federation, whose sign-in pages behave exactly like these.
+read_request = _read_request
+login_page = _login_page
+error_page = _error_page
 
 
 @router.post("/oauth/consent")

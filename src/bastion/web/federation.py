@@ -1,0 +1,170 @@
+"""Sign-in through an external OpenID provider: /oauth/federate/{provider} → the provider → callback.
+
+The sign-in page's "Sign in with …" form posts the pending authorization request
+here. Bastion sends the browser to the provider with a `state` that is a signed
+auth-session token carrying that request and a hash of a per-flow secret; the
+secret itself stays in an HttpOnly cookie scoped to the callback path. The
+callback accepts the answer only with both (RFC 6749 §10.12), lets
+`bastion.oauth.federation` exchange and validate it, provisions the person as a
+federated user, and then continues exactly as a password sign-in does
+(`bastion.web.signin.sign_in`): the same login cookie, then consent.
+"""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.datastructures import URL, QueryParams
+
+from bastion.errors import AccessDenied, BadRequest, BastionError, Forbidden, NotFound
+from bastion.oauth.authorize import AuthorizationRequest
+from bastion.oauth.federation import BrowserBinding, FederatedIdentity, RelyingParty
+from bastion.store.repos.users import FederatedLogin, record_login, save_federated
+from bastion.web.authserver import AuthServer
+from bastion.web.ratelimit import RouteLimits
+from bastion.web.signin import Auth, error_page, login_page, read_request, sign_in
+
+__all__ = ["router"]
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+_COOKIE = "bastion_federate"
+_PURPOSE = "federate"
+_MAX_COOKIE = 128  # the secret is 43 characters; anything much longer is not ours
+
+
+def _callback_path(provider: str) -> str:
+    return f"/oauth/federate/{provider}/callback"
+
+
+def _party(request: Request, auth: AuthServer, provider: str) -> RelyingParty:
+    """The provider's relying party, built on first use from the settings and kept on the app."""
+    parties: dict[str, RelyingParty] | None = getattr(request.app.state, "oidc_parties", None)
+    if parties is None:
+        settings = auth.settings
+        context = ssl.create_default_context(cafile=settings.egress_ca_file) if settings.egress_ca_file else None
+        parties = {
+            config.name: RelyingParty(
+                config,
+                auth.egress,
+                redirect_uri=auth.issuer + _callback_path(config.name),
+                ssl_context=context,
+                now=auth.now,
+            )
+            for config in settings.oidc_providers
+        }
+        request.app.state.oidc_parties = parties
+    party = parties.get(provider)
+    if party is None:
+        raise NotFound(f"no identity provider named {provider[:64]!r} is configured here")
+    return party
+
+
+def _set_flow_cookie(response: Response, auth: AuthServer, provider: str, secret: str | None) -> None:
+    """Set the flow's secret, or (None) delete it. Lax: the provider's redirect back is a top-level GET."""
+    response.set_cookie(
+        _COOKIE,
+        secret or "",
+        max_age=auth.settings.login_session_seconds if secret else 0,
+        expires=None if secret else 0,
+        path=_callback_path(provider),
+        httponly=True,
+        secure=URL(auth.issuer).scheme == "https",
+        samesite="lax",
+    )
+
+
+@router.post("/oauth/federate/{provider}")
+async def start(
+    request: Request,
+    auth: Auth,
+    provider: str,
+    request_token: Annotated[str, Form(alias="request", max_length=16_384)],
+) -> Response:
+    try:
+        authz = read_request(auth, request_token)
+    except BastionError as error:
+        return error_page(error)
+    binding = BrowserBinding.new()
+    claims = {"request": authz.to_claims(), "binding": binding.state_binding}
+    state = auth.sessions.issue(provider, purpose=_PURPOSE, extra=claims)
+    try:
+        url = await _party(request, auth, provider).authorization_url(state=state, binding=binding)
+    except BastionError as error:  # the provider is unknown or unreachable: the password form still works
+        return login_page(auth, authz, error=error.message, status=error.http_status)
+    response = RedirectResponse(url, status_code=303)  # See Other: the browser GETs the provider
+    _set_flow_cookie(response, auth, provider, binding.secret)
+    return response
+
+
+def _resume(
+    auth: AuthServer, provider: str, state: str | None, cookie: str | None
+) -> tuple[AuthorizationRequest, BrowserBinding]:
+    """The pending request and this browser's flow secret, or Forbidden (RFC 6749 §10.12: CSRF)."""
+    refused = Forbidden(
+        "this sign-in answer has no valid state for this browser (missing, expired or started elsewhere); "
+        "start again from the application"
+    )
+    if not state or not cookie or len(cookie) > _MAX_COOKIE:
+        raise refused
+    try:
+        claims = auth.sessions.verify(state, purpose=_PURPOSE)
+    except BastionError:
+        raise refused from None
+    binding = BrowserBinding(cookie)
+    bound = claims.get("binding")
+    if claims["sub"] != provider or not isinstance(bound, str):
+        raise refused
+    if not secrets.compare_digest(bound.encode(), binding.state_binding.encode()):
+        raise refused
+    return AuthorizationRequest.from_claims(claims["request"]), binding
+
+
+async def _identify(party: RelyingParty, params: QueryParams, binding: BrowserBinding) -> FederatedIdentity:
+    error = params.get("error")
+    if error is not None:  # OIDC Core §3.1.2.6: the provider declined; its code is shown, its prose is not
+        reason = error if error.isidentifier() and len(error) <= 64 else "an error"
+        raise AccessDenied(f"{party.config.name} did not sign you in ({reason})")
+    code = params.get("code")
+    if not code:
+        raise BadRequest(f"{party.config.name}'s answer carries no authorization code")
+    return await party.finish(code=code, iss=params.get("iss"), binding=binding)
+
+
+async def _record(auth: AuthServer, request: Request, username: str, user_id: str | None, outcome: str) -> None:
+    client = request.client
+    ip, agent = (client.host if client else ""), request.headers.get("user-agent", "")
+    async with auth.db.session() as session:
+        await record_login(session, username=username, user_id=user_id, outcome=outcome, ip=ip, user_agent=agent)
+    log.info("login", outcome=outcome, user=username[:64], ip=ip, method="federated")
+
+
+@router.get("/oauth/federate/{provider}/callback")
+async def callback(request: Request, auth: Auth, provider: str) -> Response:
+    try:
+        party = _party(request, auth, provider)
+        authz, binding = _resume(auth, provider, request.query_params.get("state"), request.cookies.get(_COOKIE))
+    except BastionError as error:
+        return error_page(error)
+    try:
+        limits: RouteLimits = request.app.state.limits  # each answer costs a token request: the sign-in limit
+        await limits.hit("sign-in", request.client.host if request.client else "")
+        identity = await _identify(party, request.query_params, binding)
+        login = FederatedLogin(identity.provider, identity.subject, identity.username, identity.roles)
+        async with auth.db.session() as session:
+            user = await save_federated(session, login)
+    except BastionError as error:  # back to the sign-in page, which says why and still offers every way in
+        await _record(auth, request, f"{provider}:?", None, "failure")
+        response = login_page(auth, authz, error=error.message, status=error.http_status)
+    else:
+        await _record(auth, request, user.username, user.id, "success")
+        response = await sign_in(auth, authz, user.id)
+    _set_flow_cookie(response, auth, provider, None)  # one flow, one answer
+    return response
