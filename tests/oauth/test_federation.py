@@ -128,6 +128,9 @@ async def _login_page(world: World, http: httpx.AsyncClient) -> httpx.Response:
     }
     page = await http.get(f"{world.bastion.base_url}/oauth/authorize?{urlencode(params)}")
     assert page.status_code == 200 and "Sign in with idp" in page.text, page.text[:2000]
+    # Browsers apply form-action to the redirect after a form post: the provider must be listed.
+    form_action = page.headers["content-security-policy"].split("form-action ")[1].split(";")[0].split()
+    assert world.issuer in form_action and "'self'" in form_action
     return page
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,20 +21,25 @@ _env = Environment(
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")  # RFC 3986 §3.1, as urlsplit lowercases it
 
 
-def _csp(form_target: str | None) -> str:
-    # Forms post to Bastion, whose answer may redirect to the client: browsers apply
-    # form-action to that redirect too, so the client's origin is allowed there.
-    targets = "'self'"
-    if form_target:
-        parts = urlsplit(form_target)
-        if parts.scheme in ("http", "https") and parts.netloc:
-            targets += f" {parts.scheme}://{parts.netloc}"
-        elif parts.scheme not in ("http", "https") and _SCHEME.fullmatch(parts.scheme):
-            # A native app's private-use scheme (RFC 8252 §7.1) is allowed as a scheme-source.
-            targets += f" {parts.scheme}:"
+def _source(target: str) -> str | None:
+    parts = urlsplit(target)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    if _SCHEME.fullmatch(parts.scheme):
+        # A native app's private-use scheme (RFC 8252 §7.1) is allowed as a scheme-source.
+        return f"{parts.scheme}:"
+    return None
+
+
+def _csp(form_targets: Sequence[str]) -> str:
+    # Forms post to Bastion, whose answer may redirect elsewhere (to the client, or to an
+    # identity provider): browsers apply form-action to that redirect too.
+    sources = dict.fromkeys(["'self'", *(s for s in map(_source, form_targets) if s)])
+    targets = " ".join(sources)
     return f"default-src 'none'; style-src 'self'; img-src 'self'; form-action {targets}; frame-ancestors 'none'"
 
 
-def render(template: str, *, status: int = 200, redirect_to: str | None = None, **context: Any) -> HTMLResponse:
+def render(template: str, *, status: int = 200, redirect_to: Sequence[str] = (), **context: Any) -> HTMLResponse:
+    """`redirect_to`: where the page's forms may end up after Bastion's redirect."""
     html = _env.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status, headers={"content-security-policy": _csp(redirect_to)})

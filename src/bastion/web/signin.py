@@ -95,8 +95,9 @@ def _login_page(
     return render(
         "login.html",
         status=status,
-        # Signing in answers with the redirect to the client when consent was given before.
-        redirect_to=authz.redirect_uri,
+        # Signing in answers with the redirect to the client when consent was given before;
+        # "Sign in with …" answers with the redirect to that identity provider.
+        redirect_to=[authz.redirect_uri, *(provider.issuer for provider in auth.settings.oidc_providers)],
         request=authz,
         request_token=_request_token(auth, authz),
         error=error,
@@ -111,7 +112,7 @@ async def _consent_or_code(auth: AuthServer, authz: AuthorizationRequest, user_i
     user = await auth.store.get_user(user_id)
     return render(
         "consent.html",
-        redirect_to=authz.redirect_uri,
+        redirect_to=[authz.redirect_uri],
         request=authz,
         request_token=_request_token(auth, authz),
         csrf=_csrf(cookie),
