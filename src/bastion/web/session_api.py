@@ -4,12 +4,15 @@ POST /auth/session signs a person in (password, with lockout) and sets an
 HttpOnly, SameSite=Strict cookie holding a session JWT signed by Bastion's key
 (verifiable against /oauth/jwks.json); GET tells who is signed in; DELETE
 signs out. The answer to POST carries a CSRF token derived from the cookie,
-for forms and state-changing calls of the UI.
+for forms and state-changing calls of the UI. /auth/consents lists the
+signed-in user's consents, and withdrawing one revokes what it allowed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -17,8 +20,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import URL
 
-from bastion.errors import Unauthenticated
+from bastion.errors import Forbidden, Unauthenticated
 from bastion.logins import Attempt
+from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
 
@@ -85,6 +89,26 @@ async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse
 async def whoami(request: Request, auth: Auth) -> JSONResponse:
     claims = session_claims(request, auth)
     return JSONResponse({"user_id": claims["sub"], "username": claims.get("name"), "expires_at": claims["exp"]})
+
+
+@router.get("/consents")
+async def consents(request: Request, auth: Auth) -> JSONResponse:
+    """The signed-in user's consents: which application may use which virtual server, with what scopes."""
+    claims = session_claims(request, auth)
+    views = await list_consents(auth.db, claims["sub"])
+    return JSONResponse([{**asdict(view), "created_at": view.created_at.isoformat()} for view in views])
+
+
+@router.delete("/consents/{consent_id}")
+async def withdraw(consent_id: str, request: Request, auth: Auth) -> Response:
+    """Withdraw a consent: the application's tokens for that server stop working at once."""
+    claims = session_claims(request, auth)
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    # A state-changing call from the UI carries the CSRF token it was given at sign-in.
+    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session_csrf(cookie)):
+        raise Forbidden("the X-CSRF-Token header is missing or wrong")
+    await withdraw_consent(auth.db, auth.bus, claims["sub"], consent_id)
+    return Response(status_code=204)
 
 
 @router.delete("/session")
