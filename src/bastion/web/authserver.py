@@ -22,7 +22,7 @@ from bastion.oauth.clients import ClientDirectory
 from bastion.oauth.code_grant import AuthorizationCodeGrant
 from bastion.oauth.exchange import TOKEN_EXCHANGE, TokenExchangeGrant
 from bastion.oauth.introspection import Introspector
-from bastion.oauth.jwt import Fetch, JwksCache
+from bastion.oauth.jwt import JwksCache
 from bastion.oauth.keys import KeyRing
 from bastion.oauth.refresh import RefreshTokenGrant
 from bastion.oauth.registration import Registrar
@@ -45,8 +45,6 @@ class AuthServer:
     issuer: str
     # Enterprise IdPs whose ID-JAGs the jwt-bearer grant accepts: (issuer, jwks_uri) pairs.
     enterprise_issuers: tuple[tuple[str, str], ...] = ()
-    # How their JWK Sets are fetched; None: through the egress policy, like client metadata documents.
-    jwks_fetch: Fetch | None = None
     store: SqlOAuthStore = field(init=False)
     keyring: KeyRing = field(init=False)
 
@@ -84,7 +82,8 @@ class AuthServer:
         self.logins = Logins(self.db, LockoutPolicy(settings.lockout_threshold, settings.lockout_seconds))
         self.revoker = Revoker(self.client_auth, self.store)
         self.introspector = Introspector(self.client_auth, self.store, self._snapshot, self.issuer)
-        jwks = JwksCache(self.jwks_fetch or jwks_fetcher(self.egress, ssl_context=context), now=self.now)
+        # Their JWK Sets are fetched through the egress policy, like client metadata documents.
+        jwks = JwksCache(jwks_fetcher(self.egress, ssl_context=context), now=self.now)
         self.id_jag = IdentityAssertionGrant(
             store=self.store,
             issuer=self.tokens,

@@ -26,8 +26,8 @@ from bastion.oauth.authorize import AuthorizationRequest
 from bastion.oauth.federation import BrowserBinding, FederatedIdentity, RelyingParty
 from bastion.store.repos.users import FederatedLogin, record_login, save_federated
 from bastion.web.authserver import AuthServer
-from bastion.web.ratelimit import RouteLimits
-from bastion.web.signin import Auth, error_page, login_page, read_request, sign_in
+from bastion.web.deps import Auth, limit
+from bastion.web.signin import error_page, login_page, read_request, sign_in
 
 __all__ = ["router"]
 
@@ -154,8 +154,7 @@ async def callback(request: Request, auth: Auth, provider: str) -> Response:
     except BastionError as error:
         return error_page(error)
     try:
-        limits: RouteLimits = request.app.state.limits  # each answer costs a token request: the sign-in limit
-        await limits.hit("sign-in", request.client.host if request.client else "")
+        await limit(request, "sign-in")  # each answer costs a token request: the sign-in limit
         identity = await _identify(party, request.query_params, binding)
         login = FederatedLogin(identity.provider, identity.subject, identity.username, identity.roles)
         async with auth.db.session() as session:

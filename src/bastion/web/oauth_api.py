@@ -7,17 +7,16 @@ never as the admin API's error envelope, because OAuth clients parse these.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from bastion.errors import AccountLocked, BadRequest, BastionError, InvalidClient, TooManyRequests
 from bastion.oauth.assertion import ID_JAG_PROFILE
 from bastion.oauth.metadata import authorization_server_metadata, protected_resource_metadata
-from bastion.web.authserver import AuthServer
-from bastion.web.ratelimit import RouteLimits
+from bastion.web.deps import Auth, limit
 
 __all__ = ["oauth_error", "router"]
 
@@ -25,13 +24,6 @@ router = APIRouter(include_in_schema=False)
 
 _NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
 
-
-def _auth(request: Request) -> AuthServer:
-    server: AuthServer = request.app.state.auth
-    return server
-
-
-Auth = Annotated[AuthServer, Depends(_auth)]
 
 
 def oauth_error(error: BastionError) -> JSONResponse:
@@ -60,9 +52,8 @@ async def _form(request: Request) -> dict[str, str]:
 
 async def _guarded(work: Callable[[], Awaitable[Response]], request: Request, route: str) -> Response:
     """Rate-limit per client address, then run `work`, rendering any refusal as RFC 6749 §5.2."""
-    limits: RouteLimits = request.app.state.limits
     try:
-        await limits.hit(route, request.client.host if request.client else "")
+        await limit(request, route)
         return await work()
     except BastionError as error:
         return oauth_error(error)

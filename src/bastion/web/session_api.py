@@ -13,18 +13,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import URL
 
 from bastion.errors import Forbidden, Unauthenticated
-from bastion.logins import Attempt
 from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.web.authserver import AuthServer
-from bastion.web.ratelimit import RouteLimits
+from bastion.web.deps import Auth, attempt, limit
 
 __all__ = ["SESSION_COOKIE", "router", "session_csrf"]
 
@@ -38,13 +37,6 @@ class SessionIn(BaseModel):
     username: str = Field(min_length=1, max_length=255)
     password: str = Field(min_length=1, max_length=1024)
 
-
-def _auth(request: Request) -> AuthServer:
-    server: AuthServer = request.app.state.auth
-    return server
-
-
-Auth = Annotated[AuthServer, Depends(_auth)]
 
 
 def session_csrf(cookie: str) -> str:
@@ -60,15 +52,8 @@ def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
 
 @router.post("/session")
 async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse:
-    attempt = Attempt(
-        username=data.username,
-        password=data.password,
-        ip=request.client.host if request.client else "",
-        user_agent=request.headers.get("user-agent", ""),
-    )
-    limits: RouteLimits = request.app.state.limits
-    await limits.hit("sign-in", attempt.ip)
-    user = await auth.logins.verify(attempt)
+    await limit(request, "sign-in")
+    user = await auth.logins.verify(attempt(request, data.username, data.password))
     cookie = auth.sessions.issue(user.id, purpose=_PURPOSE, extra={"name": user.username})
     claims = auth.sessions.verify(cookie, purpose=_PURPOSE)
     body = {"user_id": user.id, "username": user.username, "expires_at": claims["exp"], "csrf": session_csrf(cookie)}

@@ -13,19 +13,18 @@ import hashlib
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import URL
 
 from bastion.errors import BastionError, Forbidden
 from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, scope_satisfied
-from bastion.logins import Attempt
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.web.authserver import AuthServer
+from bastion.web.deps import Auth, attempt, limit
 from bastion.web.pages import render
-from bastion.web.ratelimit import RouteLimits
 
-__all__ = ["Auth", "error_page", "login_page", "read_request", "router", "sign_in"]
+__all__ = ["error_page", "login_page", "read_request", "router", "sign_in"]
 
 router = APIRouter(include_in_schema=False)
 
@@ -37,13 +36,6 @@ _SCOPE_TEXT = {
     "offline_access": "stay connected without asking again (refresh tokens)",
 }
 
-
-def _auth(request: Request) -> AuthServer:
-    server: AuthServer = request.app.state.auth
-    return server
-
-
-Auth = Annotated[AuthServer, Depends(_auth)]
 
 
 def _csrf(cookie: str) -> str:
@@ -133,17 +125,9 @@ async def login(
         authz = _read_request(auth, request_token)
     except BastionError as error:
         return _error_page(error)
-    client = request.client
-    attempt = Attempt(
-        username=username,
-        password=password,
-        ip=client.host if client else "",
-        user_agent=request.headers.get("user-agent", ""),
-    )
     try:
-        limits: RouteLimits = request.app.state.limits
-        await limits.hit("sign-in", attempt.ip)
-        user = await auth.logins.verify(attempt)
+        await limit(request, "sign-in")
+        user = await auth.logins.verify(attempt(request, username, password))
     except BastionError as error:
         return _login_page(auth, authz, error=error.message, status=error.http_status)
     return await sign_in(auth, authz, user.id)

@@ -4,20 +4,12 @@ from fastapi import APIRouter, Request
 
 from bastion.admin.deps import ControlDep
 from bastion.admin.schemas import LoginIn, TokenCreated
-from bastion.logins import Attempt
-from bastion.web.ratelimit import RouteLimits
+from bastion.web.deps import attempt, limit
 
 router = APIRouter(tags=["auth"])
 
 
 @router.post("/login", response_model=TokenCreated)
 async def login(data: LoginIn, control: ControlDep, request: Request) -> TokenCreated:
-    attempt = Attempt(
-        username=data.username,
-        password=data.password,
-        ip=request.client.host if request.client else "",
-        user_agent=request.headers.get("user-agent", ""),
-    )
-    limits: RouteLimits = request.app.state.limits
-    await limits.hit("sign-in", attempt.ip)
-    return await control.login(attempt)
+    await limit(request, "sign-in")
+    return await control.login(attempt(request, data.username, data.password))
