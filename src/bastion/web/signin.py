@@ -53,7 +53,7 @@ def _signed_in(request: Request, auth: AuthServer) -> tuple[str, str] | None:
         return None
 
 
-def _error_page(error: BastionError) -> Response:
+def error_page(error: BastionError) -> Response:
     return render("error.html", status=error.http_status, message=error.message)
 
 
@@ -61,7 +61,7 @@ def _request_token(auth: AuthServer, request: AuthorizationRequest) -> str:
     return auth.sessions.issue(request.client_id[:255], purpose="authorize", extra={"request": request.to_claims()})
 
 
-def _read_request(auth: AuthServer, token: str) -> AuthorizationRequest:
+def read_request(auth: AuthServer, token: str) -> AuthorizationRequest:
     claims = auth.sessions.verify(token, purpose="authorize")
     return AuthorizationRequest.from_claims(claims["request"])
 
@@ -74,14 +74,14 @@ async def authorize(request: Request, auth: Auth) -> Response:
     except RedirectableError as redirect:
         return RedirectResponse(redirect.redirect_uri, status_code=302)
     except BastionError as error:
-        return _error_page(error)
+        return error_page(error)
     signed_in = _signed_in(request, auth)
     if signed_in is None:
-        return _login_page(auth, authz)
+        return login_page(auth, authz)
     return await _consent_or_code(auth, authz, *signed_in)
 
 
-def _login_page(
+def login_page(
     auth: AuthServer, authz: AuthorizationRequest, *, error: str | None = None, status: int = 200
 ) -> Response:
     return render(
@@ -122,14 +122,14 @@ async def login(
     request_token: Annotated[str, Form(alias="request", max_length=16_384)],
 ) -> Response:
     try:
-        authz = _read_request(auth, request_token)
+        authz = read_request(auth, request_token)
     except BastionError as error:
-        return _error_page(error)
+        return error_page(error)
     try:
         await limit(request, "sign-in")
         user = await auth.logins.verify(attempt(request, username, password))
     except BastionError as error:
-        return _login_page(auth, authz, error=error.message, status=error.http_status)
+        return login_page(auth, authz, error=error.message, status=error.http_status)
     return await sign_in(auth, authz, user.id)
 
 
@@ -149,12 +149,6 @@ async def sign_in(auth: AuthServer, authz: AuthorizationRequest, user_id: str) -
     return response
 
 
-# Shared with bastion.web.federation, whose sign-in pages behave exactly like these.
-read_request = _read_request
-login_page = _login_page
-error_page = _error_page
-
-
 @router.post("/oauth/consent")
 async def consent(
     request: Request,
@@ -165,14 +159,14 @@ async def consent(
 ) -> Response:
     signed_in = _signed_in(request, auth)
     if signed_in is None:
-        return _error_page(Forbidden("your sign-in has expired; start again from the application"))
+        return error_page(Forbidden("your sign-in has expired; start again from the application"))
     user_id, cookie = signed_in
     if not csrf or not secrets.compare_digest(csrf, _csrf(cookie)):
-        return _error_page(Forbidden("the consent form's CSRF token is missing or wrong; nothing was granted"))
+        return error_page(Forbidden("the consent form's CSRF token is missing or wrong; nothing was granted"))
     try:
-        authz = _read_request(auth, request_token)
+        authz = read_request(auth, request_token)
     except BastionError as error:
-        return _error_page(error)
+        return error_page(error)
     if decision != "approve":
         return RedirectResponse(auth.authorizer.deny(authz), status_code=302)
     await auth.store.save_consent(user_id, authz.client_id, authz.server_id, frozenset(authz.scopes))
