@@ -20,6 +20,7 @@ pytestmark = pytest.mark.anyio
 TABLES = {
     "alembic_version",
     "api_tokens",
+    "mcp_session_ends",
     "meta",
     "origin_items",
     "origins",
@@ -117,7 +118,7 @@ async def test_migrating_an_up_to_date_database_again_changes_nothing_and_keeps_
     async with db.session() as s:
         assert (await origins.get(s, origin_id)).name == "kept"
         assert len(await origins.items_of(s, origin_id)) == len(ITEMS)
-        assert (await s.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == ["0002"]
+        assert (await s.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == ["0003"]
         assert await s.scalar(select(func.count()).select_from(StateEpoch)) == 1
     assert await db.read_epoch() == 1
 

@@ -1,23 +1,51 @@
 """MCP sessions (handshake revisions): `Mcp-Session-Id` bound to the principal that opened it.
 
 A session never authenticates anything: every request is verified on its own,
-and the session must then belong to the same token. Session ids are 192 bits
-from the CSPRNG.
+and the session must then belong to the same owner (the token; for OAuth, the
+user and client).
+
+Any replica serves any session, with no sticky load balancer: the id is sealed
+(`session_seal`) over what a replica needs to know (protocol version, the
+client's capability names, issue time) and bound to the server and the owner.
+A replica that meets an id it holds no state for opens the seal and starts
+fresh local state. What stays on one replica is what lives in its memory: the
+GET (or listen) stream and its notifications, the cancel scopes of requests in
+flight, and server-to-client requests awaiting the client's reply. A
+`notifications/cancelled` or a reply that lands on another replica is dropped
+there, so clients that use those must reach the replica running the request.
+
+Lifetimes: every replica refuses an id `lifetime` seconds after it was issued
+(the issue time is sealed in it). The idle timeout only frees one replica's
+local state, since no replica sees the session's use on the others.
+
+DELETE records the session's nonce in the store (`SessionEnds`). Each replica
+reads the recorded ends at start and then on every poll, so a deleted id is
+refused at once on the replica that deleted it and within one poll interval on
+the others. The trade-off: no store read per request (that would end it
+everywhere at once, at a round trip on every request). Records last only until
+the id would have expired anyway, so the table and each replica's copy are
+bounded by the DELETE rate times the lifetime. Closing only the local state
+(server unpublished, token revoked) records nothing: every request checks the
+token and the server first, so the id is of no use while access is withdrawn.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
+import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["LISTEN_FILTER_KEYS", "SUBSCRIPTION_ID_META_KEY", "Session", "SessionStore"]
+from bastion.mcp.session_seal import Opened, SessionSeal
+
+__all__ = ["LISTEN_FILTER_KEYS", "SUBSCRIPTION_ID_META_KEY", "Session", "SessionEnds", "SessionStore"]
+
+log = structlog.get_logger(__name__)
 
 _STREAM_BUFFER = 64
 ASK_TIMEOUT_SECONDS = 300.0  # a person answers an elicitation: minutes, not milliseconds
@@ -37,7 +65,11 @@ class Session:
     server_id: str
     token_id: str
     protocol_version: str
+    # The names of the capabilities the client declared, each mapped to {}: the sealed id
+    # carries names only, and every replica must see the same session.
     client_capabilities: dict[str, Any]
+    nonce: str  # unique per session (from its seal): what a DELETE records
+    expires_at: float  # POSIX seconds: refused on every replica from then on
     last_seen: float = field(default_factory=time.monotonic)
     in_flight: dict[Any, anyio.CancelScope] = field(default_factory=dict)
     # 2026-07-28 `subscriptions/listen`: (request id, filter); None for a handshake-era session.
@@ -107,10 +139,59 @@ class _Ask:
     reply: dict[str, Any] = field(default_factory=dict)
 
 
+class SessionEnds(Protocol):
+    """Sessions ended by DELETE, shared by every replica (`store/repos/mcp_sessions.py` keeps them)."""
+
+    async def record(self, nonce: str, expires_at: float) -> None:
+        """Record that session `nonce` ended; the record may go once `expires_at` has passed."""
+        ...
+
+    async def since(self, mark: float | None) -> tuple[dict[str, float], float | None]:
+        """Ends recorded after `mark` (None: all unexpired) as nonce → expires_at, and the next mark."""
+        ...
+
+
 class SessionStore:
-    def __init__(self, idle_seconds: float) -> None:
+    def __init__(self, *, idle_seconds: float, lifetime_seconds: float, ends: SessionEnds) -> None:
         self._sessions: dict[str, Session] = {}
         self._idle = idle_seconds
+        self._lifetime = lifetime_seconds
+        self._ends = ends
+        self._ended: dict[str, float] = {}  # nonce → when its id expires anyway
+        self._mark: float | None = None
+        self._seal: SessionSeal | None = None
+
+    async def start(self, keys: Sequence[bytes]) -> None:
+        """Take the sealing keys (the first seals, all open) and the ends recorded so far."""
+        self._seal = SessionSeal(keys)
+        await self.sync_ends()
+
+    async def follow_ends(self, interval: float) -> None:
+        """Run forever: pick up the sessions other replicas ended."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.sync_ends()
+            except Exception as exc:  # top of a background task: the store may be briefly
+                # unreachable; the ends seen so far still hold, and the next tick catches up.
+                log.warning("session_ends_poll_failed", error=type(exc).__name__)
+
+    async def sync_ends(self) -> None:
+        ended, self._mark = await self._ends.since(self._mark)
+        fresh = ended.keys() - self._ended.keys()
+        self._ended.update(ended)
+        now = time.time()
+        for nonce in [n for n, until in self._ended.items() if until <= now]:
+            del self._ended[nonce]
+        for session in [s for s in self._sessions.values() if s.nonce in fresh]:
+            self.close(session.id)
+
+    async def terminate(self, session: Session) -> None:
+        """DELETE: the session ends here at once, and on the other replicas at their next poll."""
+        # Recorded first: if the store refuses, the session lives on everywhere, consistently.
+        await self._ends.record(session.nonce, session.expires_at)
+        self._ended[session.nonce] = session.expires_at
+        self.close(session.id)
 
     def create(
         self,
@@ -122,26 +203,36 @@ class SessionStore:
         subscription: tuple[Any, dict[str, Any]] | None = None,
     ) -> Session:
         self._expire()
-        session = Session(
-            id=secrets.token_urlsafe(24),
+        session_id, opened = self._sealer().seal(
             server_id=server_id,
-            token_id=token_id,
+            owner=token_id,
             protocol_version=protocol_version,
-            client_capabilities=capabilities,
-            subscription=subscription,
+            capabilities=capabilities,
+            issued_at=int(time.time()),
         )
-        self._sessions[session.id] = session
+        session = self._local(session_id, opened, server_id, token_id)
+        session.subscription = subscription
         return session
 
     def get(self, session_id: str, *, server_id: str, token_id: str) -> Session | None:
-        """The session, if it exists for this server and this token; otherwise None (callers say 404)."""
+        """The session, if it is alive for this server and this owner; otherwise None (callers say 404).
+
+        An id this replica holds no state for (opened on another replica, or idle here) is
+        opened from its seal, with fresh local state.
+        """
         session = self._sessions.get(session_id)
-        if session is None or session.server_id != server_id or session.token_id != token_id:
+        if session is not None and (session.server_id != server_id or session.token_id != token_id):
             return None
-        if time.monotonic() - session.last_seen > self._idle:
+        if session is not None and (
+            session.expires_at <= time.time() or time.monotonic() - session.last_seen > self._idle
+        ):
+            # Idle frees local state only: the client may have been busy on other replicas.
             self.close(session_id)
-            return None
-        session.last_seen = time.monotonic()
+            session = None
+        if session is None:
+            session = self._open(session_id, server_id, token_id)
+        if session is not None:
+            session.last_seen = time.monotonic()
         return session
 
     def close(self, session_id: str) -> None:
@@ -161,7 +252,31 @@ class SessionStore:
         for session in [s for s in self._sessions.values() if s.token_id in token_ids]:
             self.close(session.id)
 
+    def _open(self, session_id: str, server_id: str, owner: str) -> Session | None:
+        opened = self._sealer().open(session_id, server_id=server_id, owner=owner)
+        if opened is None or opened.nonce in self._ended or opened.issued_at + self._lifetime <= time.time():
+            return None
+        return self._local(session_id, opened, server_id, owner)
+
+    def _local(self, session_id: str, opened: Opened, server_id: str, owner: str) -> Session:
+        session = Session(
+            id=session_id,
+            server_id=server_id,
+            token_id=owner,
+            protocol_version=opened.protocol_version,
+            client_capabilities={name: {} for name in sorted(opened.capabilities)},
+            nonce=opened.nonce,
+            expires_at=opened.issued_at + self._lifetime,
+        )
+        self._sessions[session_id] = session
+        return session
+
+    def _sealer(self) -> SessionSeal:
+        if self._seal is None:
+            raise RuntimeError("SessionStore.start() has not run: there is no sealing key yet")
+        return self._seal
+
     def _expire(self) -> None:
-        now = time.monotonic()
-        for session in [s for s in self._sessions.values() if now - s.last_seen > self._idle]:
+        now, wall = time.monotonic(), time.time()
+        for session in [s for s in self._sessions.values() if now - s.last_seen > self._idle or s.expires_at <= wall]:
             self.close(session.id)

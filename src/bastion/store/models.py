@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -15,6 +15,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "LoginEvent",
+    "McpSessionEnd",
     "Meta",
     "OAuthClient",
     "OAuthCode",
@@ -250,3 +251,13 @@ class Meta(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class McpSessionEnd(Base):
+    """An MCP session ended by DELETE: every replica refuses its id until it would have expired anyway."""
+
+    __tablename__ = "mcp_session_ends"
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # The database's clock, not a replica's: replicas read "ended since" against one clock.
+    ended_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
