@@ -45,6 +45,8 @@ class Workspace:
             BASTION_DATABASE_URL=f"sqlite+aiosqlite:///{self.database}",
             BASTION_ADMIN_PASSWORD=ADMIN_PASSWORD,
             BASTION_LOG_LEVEL="warning",
+            # The "unreachable" origin is a free port on 127.0.0.1: loopback must be allowed to try it.
+            BASTION_EGRESS_ALLOW_CIDRS='["127.0.0.0/8"]',
         )
         return env
 
@@ -227,7 +229,7 @@ def test_migrate_creates_the_schema_in_a_fresh_database_file(tmp_path: Path) -> 
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"origins", "virtual_servers", "server_items", "api_tokens", "users", "state_epoch"} <= tables
-    assert version == [("0002",)]
+    assert version == [("0003",)]
 
 
 # --- virtual servers -------------------------------------------------------------------------------------------

@@ -77,6 +77,13 @@ async def test_a_stdio_origin_that_dies_mid_call_is_an_error_and_restarts_for_th
         assert not status.is_error
 
 
-async def test_a_stdio_origin_that_cannot_start_is_a_clear_error(gw: Bastion) -> None:
-    created = gw.add_origin("missing", command=["/nonexistent/bin/origin"])
+@pytest.fixture
+def allows_missing(tmp_path: Path) -> Iterator[Bastion]:
+    """The operator allowlisted an executable that is not installed."""
+    with run_bastion(tmp_path, stdio_commands=[["/nonexistent/bin/origin"]]) as bastion:
+        yield bastion
+
+
+async def test_a_stdio_origin_that_cannot_start_is_a_clear_error(allows_missing: Bastion) -> None:
+    created = allows_missing.add_origin("missing", command=["/nonexistent/bin/origin"])
     assert "cannot start '/nonexistent/bin/origin'" in created["last_error"]

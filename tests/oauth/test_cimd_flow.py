@@ -65,8 +65,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, ca: LocalCA) -> Iterator[Bastio
 
 @pytest.fixture
 def guarded(tmp_path: Path, ca: LocalCA) -> Iterator[Bastion]:
-    """Default egress: loopback and private addresses are off limits."""
-    yield from _trusting(tmp_path, ca)
+    """Default egress: loopback and private addresses are off limits (the harness allows loopback)."""
+    yield from _trusting(tmp_path, ca, egress_allow_cidrs=[])
 
 
 @pytest.fixture

@@ -28,10 +28,10 @@ from bastion.admin.schemas import (
 from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
-from bastion.errors import BadRequest, NotFound, Unauthenticated, UpstreamError
+from bastion.errors import BadRequest, NotFound, Unauthenticated, UpstreamError, UpstreamRefused
 from bastion.identity.principal import SCOPE_ADMIN
 from bastion.logins import Attempt, Logins
-from bastion.mcp.upstream import OriginPool
+from bastion.mcp.upstream import OriginPool, StdioPolicy
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import ApiToken, Origin, OriginItem, ServerItem, VirtualServer
 from bastion.store.repos import origins, servers, tokens
@@ -45,11 +45,14 @@ _LOGIN_TOKEN_LIFETIME = timedelta(hours=1)
 
 
 class Control:
-    def __init__(self, *, db: Database, bus: Bus, pool: OriginPool, logins: Logins, base_url: str) -> None:
+    def __init__(
+        self, *, db: Database, bus: Bus, pool: OriginPool, stdio: StdioPolicy, logins: Logins, base_url: str
+    ) -> None:
         self._db = db
         self._logins = logins
         self._bus = bus
         self._pool = pool
+        self._stdio = stdio
         self._base_url = base_url
 
     async def _changed(self, topic: Topic, subject_id: str | None = None) -> None:
@@ -57,13 +60,15 @@ class Control:
 
     # --- origins ----------------------------------------------------------------------
     async def create_origin(self, data: OriginIn) -> OriginOut:
+        # The stdio allowlist is checked, and the executable pinned, before anything is stored.
+        command = self._stdio.pin(data.command) if data.command is not None else None
         async with self._db.session() as s:
             origin = await origins.create(
                 s,
                 name=data.name,
                 transport=data.transport,
                 url=data.url,
-                command=data.command,
+                command=command,
                 timeout_seconds=data.timeout_seconds,
             )
             await bump_epoch(s)
@@ -97,8 +102,10 @@ class Control:
             capabilities = await client.connect()
             return await discover(client, capabilities), None, client.protocol_version
         except UpstreamError as exc:
-            log.warning("discovery_failed", origin=spec.name, error=exc.message)
-            return None, exc.message, None
+            # Administrators read last_error: a refusal's detail (the address refused) is for them.
+            error = exc.detail if isinstance(exc, UpstreamRefused) else exc.message
+            log.warning("discovery_failed", origin=spec.name, error=error)
+            return None, error, None
 
     async def delete_origin(self, origin_id: str) -> None:
         async with self._db.session() as s:

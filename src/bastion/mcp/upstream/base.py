@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bastion.catalog.snapshot import OriginSpec
+from bastion.mcp.upstream.commands import StdioPolicy
+from bastion.net.egress import EgressPolicy
 
-__all__ = ["NotificationSink", "OriginClient", "ProgressSink"]
+__all__ = ["NotificationSink", "OriginClient", "OriginGuard", "ProgressSink"]
 
 ProgressSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 """Receives `(method, params)` of each notification the origin sends about one forwarded
@@ -16,6 +19,14 @@ on that request's reply stream (logging messages, for instance)."""
 
 NotificationSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 """Receives `(origin_id, method, params)` for origin-level notifications (list_changed, logging)."""
+
+
+@dataclass(frozen=True)
+class OriginGuard:
+    """Where origin connections may go; every client of the pool obeys it."""
+
+    egress: EgressPolicy  # HTTP origins: the resolved address is checked at connect time
+    stdio: StdioPolicy  # stdio origins: the command allowlist and the child's resource limits
 
 
 class OriginClient(Protocol):

@@ -5,6 +5,11 @@ The pool is aiohttp's rather than httpx's: `make bench` measured httpx at about
 and its async primitives probe for an optional import each time), against a
 per-call budget of a few hundred microseconds; aiohttp's C-accelerated client
 costs a fraction of that. See the README's performance section.
+
+Every connection obeys the egress policy (`bastion.net.egress`): the origin's host is
+checked on the address actually connected to, so an origin that resolves to, or is,
+a private, loopback or metadata address is refused unless allowlisted. Redirects are
+never followed: an origin that answers with one is refused, wherever it points.
 """
 
 from __future__ import annotations
@@ -19,10 +24,17 @@ from anyio.abc import TaskGroup
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 
 from bastion.catalog.snapshot import OriginSpec
-from bastion.errors import UpstreamError, UpstreamProtocolError, UpstreamTooLarge, UpstreamUnavailable
-from bastion.mcp.upstream.base import NotificationSink, ProgressSink
+from bastion.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRefused,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+)
+from bastion.mcp.upstream.base import NotificationSink, OriginGuard, ProgressSink
 from bastion.mcp.upstream.rpc import RpcCore, decode_message
 from bastion.mcp.upstream.sse import iter_sse_data
+from bastion.net.egress import EgressRefused, egress_session
 
 __all__ = ["HttpOriginClient"]
 
@@ -30,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 _ACCEPT = "application/json, text/event-stream"
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class _SessionLost(Exception):
@@ -45,10 +58,12 @@ class HttpOriginClient(RpcCore):
         max_bytes: int,
         notify: NotificationSink,
         task_group: TaskGroup,
+        guard: OriginGuard,
     ) -> None:
         super().__init__(spec, timeout=timeout, max_bytes=max_bytes, notify=notify)
         assert spec.url is not None
         self._url = spec.url
+        self._egress = guard.egress
         self._tasks = task_group
         self._session_id: str | None = None
         self._stream: anyio.CancelScope | None = None
@@ -73,10 +88,10 @@ class HttpOriginClient(RpcCore):
     async def _connect(self) -> None:
         self._session_id = None
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
+            self._http = egress_session(
+                self._egress,
                 timeout=aiohttp.ClientTimeout(total=None, connect=min(self.timeout, 10.0)),
-                json_serialize=lambda value: orjson.dumps(value).decode(),
+                keepalive_timeout=30,
             )
 
     async def _disconnect(self) -> None:
@@ -92,7 +107,7 @@ class HttpOriginClient(RpcCore):
                     try:
                         async with http.delete(self._url, headers=self._headers()):
                             pass
-                    except aiohttp.ClientError:
+                    except (aiohttp.ClientError, EgressRefused):
                         pass
             await http.close()
 
@@ -131,12 +146,22 @@ class HttpOriginClient(RpcCore):
             raise UpstreamUnavailable(f"origin {self.spec.name!r}: the connection is closed")
         return self._http
 
+    def _refused(self, exc: EgressRefused) -> UpstreamRefused:
+        # MCP clients learn the kind of address, never the address; administrators see both.
+        return UpstreamRefused(
+            f"origin {self.spec.name!r} is not reachable under Bastion's egress policy ({exc.reason}); "
+            "an administrator can allowlist it",
+            detail=f"origin {self.spec.name!r}: {exc.message}",
+        )
+
     async def _send_message(self, message: dict[str, Any]) -> None:
         try:
             async with self._client().post(
                 self._url, data=orjson.dumps(message), headers=self._headers(message), allow_redirects=False
             ):
                 pass
+        except EgressRefused as exc:
+            raise self._refused(exc) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"origin {self.spec.name!r} is unreachable: {type(exc).__name__}") from exc
 
@@ -149,12 +174,22 @@ class HttpOriginClient(RpcCore):
                 allow_redirects=False,  # a redirect could leave the approved origin
             ) as response:
                 await self._read_reply(message, response)
+        except EgressRefused as exc:
+            raise self._refused(exc) from exc
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamUnavailable(f"origin {self.spec.name!r} is unreachable: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a broken reply: {type(exc).__name__}") from exc
 
     async def _read_reply(self, message: dict[str, Any], response: aiohttp.ClientResponse) -> None:
+        if response.status in _REDIRECTS:
+            # Following it would reach a destination nobody approved (and maybe a refused one).
+            raise UpstreamRefused(
+                f"origin {self.spec.name!r} answered with a redirect (HTTP {response.status}), which Bastion "
+                "does not follow; an administrator must register the final URL",
+                detail=f"origin {self.spec.name!r} redirected to {response.headers.get('Location', '(nowhere)')!r}, "
+                "which Bastion does not follow: register the final URL instead",
+            )
         if message["method"] == "initialize" and "mcp-session-id" in response.headers:
             self._session_id = response.headers["mcp-session-id"]
         if response.status == 404 and self._session_id is not None and message["method"] != "initialize":
@@ -200,7 +235,7 @@ class HttpOriginClient(RpcCore):
                     chunks = response.content.iter_any()
                     async for event in iter_sse_data(chunks, max_bytes=self.max_bytes, origin=self.spec.name):
                         await self._route(decode_message(event, self.spec.name))
-            except (aiohttp.ClientError, UpstreamError) as exc:
+            except (aiohttp.ClientError, UpstreamError, EgressRefused) as exc:
                 log.info("origin_stream_ended", origin=self.spec.name, error=type(exc).__name__)
             finally:
                 self._stream = None

@@ -9,7 +9,7 @@ from anyio.abc import TaskGroup
 
 from bastion.catalog.snapshot import OriginSpec, Snapshot
 from bastion.errors import UpstreamUnavailable
-from bastion.mcp.upstream.base import NotificationSink, OriginClient
+from bastion.mcp.upstream.base import NotificationSink, OriginClient, OriginGuard
 from bastion.mcp.upstream.http import HttpOriginClient
 from bastion.mcp.upstream.stdio import StdioOriginClient
 
@@ -24,9 +24,10 @@ _IMPLEMENTATIONS: dict[str, type[HttpOriginClient] | type[StdioOriginClient]] = 
 
 
 class OriginPool:
-    def __init__(self, *, timeout: float, max_bytes: int) -> None:
+    def __init__(self, *, timeout: float, max_bytes: int, guard: OriginGuard) -> None:
         self._timeout = timeout
         self._max_bytes = max_bytes
+        self._guard = guard
         self._tasks: TaskGroup | None = None
         self._clients: dict[str, OriginClient] = {}
         self._listeners: list[NotificationSink] = []
@@ -47,7 +48,12 @@ class OriginPool:
         if spec.transport not in _IMPLEMENTATIONS:
             raise UpstreamUnavailable(f"origin {spec.name!r} uses unknown transport {spec.transport!r}")
         client = _IMPLEMENTATIONS[spec.transport](
-            spec, timeout=self._timeout, max_bytes=self._max_bytes, notify=self._fan_out, task_group=self._tasks
+            spec,
+            timeout=self._timeout,
+            max_bytes=self._max_bytes,
+            notify=self._fan_out,
+            task_group=self._tasks,
+            guard=self._guard,
         )
         self._clients[spec.id] = client
         return client

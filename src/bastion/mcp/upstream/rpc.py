@@ -25,6 +25,7 @@ from bastion.catalog.snapshot import OriginSpec
 from bastion.errors import (
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamRefused,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -140,6 +141,8 @@ class RpcCore:
                 result = await self._call("server/discover", {}, None)
             discovered = mt.DiscoverResult.model_validate(result)
             versions = [v for v in MODERN_PROTOCOL_VERSIONS if v in discovered.supported_versions]
+        except UpstreamRefused:
+            raise  # Bastion's own policy, not a sign of an older origin: no fallback would fare better
         except (UpstreamError, TimeoutError, ValidationError) as exc:
             log.info("origin_has_no_server_discover", origin=self.spec.name, error=type(exc).__name__)
             versions = []

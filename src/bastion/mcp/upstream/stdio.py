@@ -1,9 +1,10 @@
 """stdio origins: a managed child process speaking newline-delimited JSON-RPC.
 
-The process starts on first use with a minimal environment, is read by one
-task, and when it dies every waiting call fails at once with a clear error;
-the next call restarts it after an exponential backoff (so a crash loop cannot
-spin the CPU).
+The process starts on first use, only if its command is on the stdio allowlist
+(checked at every start, see `commands.py`), with a minimal environment and under
+resource limits. It is read by one task, and when it dies every waiting call fails
+at once with a clear error; the next call restarts it after an exponential backoff
+(so a crash loop cannot spin the CPU).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from bastion.catalog.snapshot import OriginSpec
 from bastion.errors import UpstreamProtocolError, UpstreamUnavailable
-from bastion.mcp.upstream.base import NotificationSink
+from bastion.mcp.upstream.base import NotificationSink, OriginGuard
 from bastion.mcp.upstream.rpc import RpcCore, decode_message
 
 __all__ = ["StdioOriginClient"]
@@ -42,10 +43,12 @@ class StdioOriginClient(RpcCore):
         max_bytes: int,
         notify: NotificationSink,
         task_group: TaskGroup,
+        guard: OriginGuard,
     ) -> None:
         super().__init__(spec, timeout=timeout, max_bytes=max_bytes, notify=notify)
         assert spec.command
         self._command = list(spec.command)
+        self._policy = guard.stdio
         self._tasks = task_group
         self._process: Process | None = None
         self._write_lock = anyio.Lock()
@@ -55,10 +58,15 @@ class StdioOriginClient(RpcCore):
     async def _connect(self) -> None:
         if self._failures:
             await anyio.sleep(min(0.1 * 2 ** (self._failures - 1), _MAX_BACKOFF_SECONDS))
+        try:
+            argv = self._policy.launch_argv(self.spec.name, self._command)
+        except UpstreamUnavailable:
+            self._failures += 1
+            raise
         env = {key: os.environ[key] for key in _ENV_KEEP if key in os.environ}
         try:
             process = await anyio.open_process(
-                self._command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
         except OSError as exc:
             self._failures += 1
