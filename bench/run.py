@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from bench.replicas import NAME, Pair, epoch_check_cost, measure_propagation, replica_pair
 from bench.report import Phase, summarize, table
 from bench.rss import RssSampler
 from bench.stack import ROOT, Stack, Target, running_stack
@@ -39,6 +41,11 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _gateway_pid(target: Target, stack: Stack) -> int:
+    """The Bastion process whose CPU a phase charges: the target's own, or (direct) the idle plain one."""
+    return stack.bastion.pid if target.name == "direct" else target.server_pid
+
+
 def _load(
     target: Target, stack: Stack, concurrency: int, *, seconds: float, warmup: float, client: str
 ) -> dict[str, Any]:
@@ -46,7 +53,7 @@ def _load(
     argv = [
         sys.executable, "-m", "bench.load", "--url", target.url, "--concurrency", str(concurrency),
         "--seconds", str(seconds), "--warmup", str(warmup), "--client", client,
-        "--watch", str(stack.bastion.pid), str(stack.origin.pid),
+        "--watch", str(_gateway_pid(target, stack)), str(stack.origin.pid),
     ]  # fmt: skip
     if target.token is not None:
         argv += ["--token", target.token]
@@ -69,10 +76,10 @@ def _phase(target: Target, concurrency: int, raw: dict[str, Any], stack: Stack, 
         p50_ms=raw["p50_ms"],
         p99_ms=raw["p99_ms"],
         mean_ms=raw["mean_ms"],
-        bastion_cpu_s=cpu[str(stack.bastion.pid)],
+        bastion_cpu_s=cpu[str(_gateway_pid(target, stack))],
         origin_cpu_s=cpu[str(stack.origin.pid)],
         loadgen_cpu_s=raw["loadgen_cpu_seconds"],
-        bastion_peak_rss_mb=peaks["bastion"],
+        bastion_peak_rss_mb=peaks[NAME if target.name == NAME else "bastion"],
         origin_peak_rss_mb=peaks["origin"],
         machine_busy_s=raw["machine_busy_seconds"],
         machine_steal_s=raw["machine_steal_seconds"],
@@ -80,10 +87,15 @@ def _phase(target: Target, concurrency: int, raw: dict[str, Any], stack: Stack, 
     )
 
 
-def _measure(stack: Stack, *, seconds: float, warmup: float, client: str) -> list[Phase]:
+def _measure(stack: Stack, pair: Pair | None, *, seconds: float, warmup: float, client: str) -> list[Phase]:
     phases: list[Phase] = []
-    with RssSampler({"bastion": stack.bastion.pid, "origin": stack.origin.pid}) as rss:
-        for target in (stack.direct, stack.gateway):
+    pids = {"bastion": stack.bastion.pid, "origin": stack.origin.pid}
+    targets = [stack.direct, stack.gateway]
+    if pair is not None:  # the same calls through a Bastion that checks the shared epoch per request
+        pids[NAME] = pair.a.pid
+        targets.append(pair.target)
+    with RssSampler(pids) as rss:
+        for target in targets:
             for concurrency in LEVELS:
                 print(f"  {target.name:<8} c={concurrency:<3} {warmup:g}s warm-up + {seconds:g}s ...", flush=True)
                 rss.take_peaks_mb()  # forget the previous phase
@@ -106,6 +118,30 @@ def _environment(seconds: float, warmup: float, client: str) -> dict[str, object
     }
 
 
+def _print_replicas(cost: dict[str, float] | None, propagation: dict[str, Any] | None) -> None:
+    if cost is None or propagation is None:
+        return
+    print(f"per-request epoch check ({NAME} minus bastion):")
+    for level in LEVELS:
+        cpu, p50 = cost[f"cpu_us_per_call_c{level}"], cost[f"p50_ms_c{level}"]
+        print(f"  c={level:<3} CPU {cpu:+.0f} µs/call, p50 {p50:+.2f} ms")
+    p = propagation
+    print(f"propagation between two replicas ({p['database']} + Redis, {p['trials']} revocations on A):")
+    print(f"  A's revoke call p50 {p['a_revoke_call_ms_p50']:.1f} ms")
+    if p["pubsub_caught_up_ms_p50"] is not None:
+        print(
+            f"  B's snapshot refreshed by pub/sub: p50 {p['pubsub_caught_up_ms_p50']:.1f} ms, "
+            f"max {p['pubsub_caught_up_ms_max']:.1f} ms after A's call began "
+            f"(p50 {p['pubsub_caught_up_after_a_returned_ms_p50']:+.1f} ms relative to its return; "
+            f"{p['pubsub_trials_missed']} not seen within 5 s)"
+        )
+    print(
+        f"  first call on B after A returned: refused {p['first_call_after_refused']}/{p['first_call_after_total']}, "
+        f"p50 {p['first_call_after_latency_ms_p50']:.2f} ms; a token new on A accepted by B at once "
+        f"{p['new_token_accepted_on_b_at_once']}/{p['trials']}"
+    )
+
+
 def _stop_on_signals() -> None:
     """SIGTERM/SIGINT unwind through the `finally` blocks, so no server or generator outlives the run."""
 
@@ -123,12 +159,20 @@ def main() -> int:
     client = os.environ.get("BENCH_CLIENT", "raw")
     started = time.monotonic()
     print(f"bench: echo tools/call, direct vs Bastion, c={LEVELS}, client={client}, {os.cpu_count()} CPUs")
-    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp, running_stack(Path(tmp)) as stack:
+    trials = int(_env_float("BENCH_PROPAGATION_TRIALS", 20))
+    with (
+        tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp,
+        running_stack(Path(tmp)) as stack,
+        replica_pair(Path(tmp), stack.direct.url, secrets.token_urlsafe(24)) as pair,
+    ):
         print(f"  origin  pid {stack.origin.pid:<7} {stack.direct.url}")
         print(f"  bastion pid {stack.bastion.pid:<7} {stack.gateway.url}")
+        if pair is not None:
+            print(f"  {NAME} pid {pair.a.pid:<7} {pair.target.url} (replica A; B pid {pair.b.pid}, {pair.database})")
         print(f"  Bastion speaks {stack.upstream_protocol} to the origin; clients speak 2026-07-28 to both")
-        phases = _measure(stack, seconds=seconds, warmup=warmup, client=client)
+        phases = _measure(stack, pair, seconds=seconds, warmup=warmup, client=client)
         upstream_protocol = stack.upstream_protocol
+        propagation = measure_propagation(pair, trials) if pair is not None else None
     summary, verdicts = summarize(phases, LEVELS[0], LEVELS[-1])
     print()
     print(table(phases))
@@ -146,6 +190,8 @@ def main() -> int:
     print("targets:")
     for verdict in verdicts:
         print(verdict.line())
+    epoch_cost = epoch_check_cost(phases, LEVELS) if propagation is not None else None
+    _print_replicas(epoch_cost, propagation)
     errors = sum(p.errors for p in phases)
     untrustworthy = errors > 0 or any(p.ok == 0 for p in phases)
     for p in phases:
@@ -160,6 +206,8 @@ def main() -> int:
         "targets": [{"name": v.name, "value": v.value, "unit": v.unit, "target": v.target, "pass": v.passed}
                     for v in verdicts],
         "errors": errors,
+        "epoch_check_cost": epoch_cost,
+        "propagation": propagation,
         "noisy_phases": noisy,
         "wall_seconds": time.monotonic() - started,
     }  # fmt: skip

@@ -22,7 +22,7 @@ import httpx
 from bench.procs import Child, free_port, wait_until
 from bench.wire import check_reply, request_body, request_headers
 
-__all__ = ["ROOT", "Stack", "Target", "running_stack"]
+__all__ = ["ROOT", "Stack", "Target", "provision", "running_stack", "smoke", "start_bastion"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUG = "bench"
@@ -83,16 +83,22 @@ def _start_origin(stack: ExitStack, log_dir: Path, started: list[Child]) -> tupl
     return child, f"http://127.0.0.1:{port}/mcp"
 
 
-def _start_bastion(stack: ExitStack, work: Path, password: str, started: list[Child]) -> tuple[Child, str]:
+def start_bastion(
+    stack: ExitStack, work: Path, password: str, started: list[Child], *, name: str = "bastion", **extra: str
+) -> tuple[Child, str]:
+    """`bastion serve` on a free port, stopped with `stack`; `extra` are more BASTION_* variables."""
     port = free_port()
     env = _clean_env() | {
         "BASTION_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'bastion.db'}",
         "BASTION_ADMIN_USER": "admin",
         "BASTION_ADMIN_PASSWORD": password,
         "BASTION_LOG_LEVEL": "warning",
+        # The echo origin listens on 127.0.0.1, which the egress policy refuses unless allowlisted.
+        "BASTION_EGRESS_ALLOW_CIDRS": '["127.0.0.0/8"]',  # JSON: list settings are parsed as JSON from the environment
     }
+    env |= extra
     child = Child(
-        "bastion",
+        name,
         [sys.executable, "-m", "bastion", "serve", "--host", "127.0.0.1", "--port", str(port)],
         log_dir=work,
         env=env,
@@ -101,11 +107,11 @@ def _start_bastion(stack: ExitStack, work: Path, password: str, started: list[Ch
     stack.callback(child.stop)
     started.append(child)
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _http_ok(f"{base}/readyz"), what="Bastion", timeout=_START_TIMEOUT, alive=child.alive)
+    wait_until(lambda: _http_ok(f"{base}/readyz"), what=name, timeout=_START_TIMEOUT, alive=child.alive)
     return child, base
 
 
-def _provision(base: str, password: str, origin_url: str) -> tuple[str, str | None]:
+def provision(base: str, password: str, origin_url: str) -> tuple[str, str | None]:
     """Admin API: register the origin, compose + publish `bench`, mint an MCP token.
 
     Returns the token and the protocol version Bastion negotiated with the origin.
@@ -148,8 +154,8 @@ def running_stack(work: Path) -> Iterator[Stack]:
         started: list[Child] = []
         try:
             origin, origin_url = _start_origin(stack, work, started)
-            bastion, base = _start_bastion(stack, work, password, started)
-            token, upstream_protocol = _provision(base, password, origin_url)
+            bastion, base = start_bastion(stack, work, password, started)
+            token, upstream_protocol = provision(base, password, origin_url)
             direct = Target("direct", origin_url, None, origin.pid)
             gateway = Target("bastion", f"{base}/servers/{SLUG}/mcp", token, bastion.pid)
             smoke(direct)

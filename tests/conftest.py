@@ -22,11 +22,11 @@ def bastion(tmp_path: Path) -> Iterator[Bastion]:
         yield running
 
 
-def require_service(name: str, url: str | None) -> str:
+def require_service(name: str, url: str | None, *, hint: str = "set BASTION_TEST_POSTGRES_URL") -> str:
     if url is None:
         if os.environ.get("CI"):
             pytest.fail(f"{name} is required under CI but is not reachable")
-        pytest.skip(f"{name} is not reachable on this machine (set BASTION_TEST_POSTGRES_URL)")
+        pytest.skip(f"{name} is not reachable on this machine ({hint})")
     return url
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from bastion import __version__
 from bastion.admin.api import router as admin_router
 from bastion.config import Settings
+from bastion.errors import Unavailable
 from bastion.http.asgi import Receive, Scope, Send
 from bastion.http.errors import install_error_handlers
 from bastion.http.middleware import build_stack
@@ -88,8 +89,17 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
                 await session.execute(text("SELECT 1"))
         except Exception as exc:  # readiness reports any failure rather than raising it
             return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
-        loaded = services.holder.current.epoch >= 0
-        return JSONResponse({"status": "ready" if loaded else "starting"}, status_code=200 if loaded else 503)
+        shared = services.bus.shared_epoch
+        if shared is not None:
+            try:
+                await shared.read()  # protected requests are refused while Redis is unreachable
+            except Unavailable as exc:
+                return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
+        epoch = services.holder.current.epoch  # the store epoch this replica's snapshot reflects
+        loaded = epoch >= 0
+        return JSONResponse(
+            {"status": "ready" if loaded else "starting", "epoch": epoch}, status_code=200 if loaded else 503
+        )
 
     app = build_stack(_Planes(services.endpoint, api), tls=settings.tls, body_limit=settings.max_body_bytes)
     app.services = services  # tests and the CLI reach the same objects

@@ -27,11 +27,13 @@
     │   └── UnknownSession            404  -32600
     ├── Conflict                      409  -32600
     ├── RequestCancelled              200  -32800  (the reply to a request its client cancelled)
+    ├── Unavailable                   503  -32603  temporarily_unavailable (cannot confirm state is current)
     └── UpstreamError                 502  -32603  (the origin failed us)
         ├── UpstreamUnavailable       502  -32603
         ├── UpstreamTimeout           504  -32001
         ├── UpstreamProtocolError     502  -32603
         ├── UpstreamTooLarge          502  -32603
+        ├── UpstreamRefused           502  -32603  (Bastion's own policy: egress or stdio allowlist)
         └── UpstreamRejected          200  origin's own JSON-RPC error, passed through
 
 Each class carries its wire codes as attributes; `bastion.http.errors` is the one
@@ -71,11 +73,13 @@ __all__ = [
     "TooManyRequests",
     "Unauthenticated",
     "UnauthorizedClient",
+    "Unavailable",
     "UnknownSession",
     "UnsupportedGrantType",
     "UnsupportedProtocolVersion",
     "UpstreamError",
     "UpstreamProtocolError",
+    "UpstreamRefused",
     "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamTooLarge",
@@ -228,6 +232,22 @@ class RequestCancelled(BastionError):
     jsonrpc_code = -32800
 
 
+class Unavailable(BastionError):
+    """A dependency that every decision needs (Redis, the store) is unreachable: refuse, never guess.
+
+    Protected requests fail closed with this rather than decide from a snapshot that may
+    predate a revocation; clients retry after `retry_after` seconds.
+    """
+
+    http_status = 503
+    jsonrpc_code = mt.INTERNAL_ERROR
+    oauth_error = "temporarily_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UpstreamError(BastionError):
     http_status = 502
     jsonrpc_code = mt.INTERNAL_ERROR
@@ -248,6 +268,18 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamTooLarge(UpstreamError):
     pass
+
+
+class UpstreamRefused(UpstreamError):
+    """Bastion's own policy refused to reach the origin (egress allowlist, stdio allowlist).
+
+    `message` goes to MCP clients and must not name internal addresses; `detail`
+    (recorded as the origin's last error, shown to administrators only) may.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class UpstreamRejected(UpstreamError):

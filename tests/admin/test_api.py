@@ -522,4 +522,5 @@ def test_health_and_readiness_answer_without_authentication(bastion: Bastion) ->
     ready = bastion.http.get("/readyz")
 
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
-    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+    assert ready.json()["epoch"] == bastion.services.holder.current.epoch  # which changes this replica has seen

@@ -20,9 +20,11 @@ def _control(request: Request) -> Control:
     return control
 
 
-def _admin(request: Request) -> Principal:
+async def _admin(request: Request) -> Principal:
     holder: SnapshotHolder = request.app.state.holder
-    principal = authenticate_bearer(holder.current.tokens, request.headers.get("authorization"))
+    # Confirmed current first (503 otherwise): an admin token revoked on another replica is refused.
+    snapshot = await holder.checked()
+    principal = authenticate_bearer(snapshot.tokens, request.headers.get("authorization"))
     if not principal.may_administer:
         raise Forbidden("this token does not carry the admin scope")
     return principal

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bastion.bus.base import ChangeEvent, Handler
+from bastion.bus.base import ChangeEvent, Handler, SharedEpoch
 
 __all__ = ["MemoryBus"]
 
@@ -19,3 +19,15 @@ class MemoryBus:
         # snapshot in this process already reflects it.
         for handler in self._handlers:
             await handler(event)
+
+    @property
+    def shared_epoch(self) -> SharedEpoch | None:
+        # One process decides alone: its own snapshot is the freshest there is
+        # (other processes' writes, such as the CLI's, arrive through the epoch poll).
+        return None
+
+    async def run(self) -> None:
+        return None  # nothing arrives from outside this process
+
+    async def aclose(self) -> None:
+        return None

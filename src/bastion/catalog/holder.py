@@ -1,9 +1,12 @@
-"""Keeps the current Snapshot fresh.
+"""Keeps the current Snapshot fresh, and proves it fresh before a decision.
 
-Three triggers: a change event on the bus (writes in this process or, with the
-Redis bus, in any replica), and a cheap poll of the store's change epoch (writes
-made by other processes such as the CLI). A refresh builds a new snapshot and
-swaps one reference; readers never see a half-built one.
+Triggers: a change event on the bus (writes in this process or, with the Redis
+bus, in any replica), a cheap poll of the store's change epoch (writes made by
+processes without the Redis bus), and, with a shared epoch, the per-request
+check in `checked()`: a snapshot older than the shared epoch is reloaded before
+the request is decided, and a request whose freshness cannot be confirmed is
+refused (`Unavailable`). A refresh builds a new snapshot and swaps one
+reference; readers never see a half-built one.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from collections.abc import Awaitable, Callable
 import anyio
 import structlog
 
-from bastion.bus.base import ChangeEvent
+from bastion.bus.base import ChangeEvent, SharedEpoch
 from bastion.catalog.snapshot import Snapshot
+from bastion.errors import Unavailable
 
 __all__ = ["SnapshotHolder"]
 
@@ -26,11 +30,15 @@ Listener = Callable[[Snapshot, Snapshot], Awaitable[None]]
 
 
 class SnapshotHolder:
-    def __init__(self, load: Loader, read_epoch: EpochReader) -> None:
+    def __init__(self, load: Loader, read_epoch: EpochReader, *, shared: SharedEpoch | None = None) -> None:
         self._load = load
         self._read_epoch = read_epoch
+        self._shared = shared
         self._lock = anyio.Lock()
         self._listeners: list[Listener] = []
+        self._loads = 0  # loads started, numbered under the lock
+        self._fresh_from = 0  # the number of the newest load that succeeded
+        self._ahead_warned = False
         self.current: Snapshot = Snapshot.empty()
 
     def on_change(self, listener: Listener) -> None:
@@ -39,14 +47,68 @@ class SnapshotHolder:
 
     async def refresh(self) -> Snapshot:
         async with self._lock:
-            old, new = self.current, await self._load()
-            self.current = new
-        for listener in self._listeners:
-            await listener(old, new)
+            old, new = self.current, await self._load_locked()
+        await self._swapped(old, new)
         return new
 
-    async def handle_event(self, _event: ChangeEvent) -> None:
+    async def checked(self) -> Snapshot:
+        """The snapshot to decide a request with: no older than the shared epoch.
+
+        Steady state: one read of the shared epoch and an integer comparison. Behind it: one
+        reload, shared by every request that waited for it. Raises `Unavailable` when the
+        shared epoch cannot be read or the store cannot be loaded: never a guess.
+        """
+        if self._shared is None:
+            return self.current
+        shared = await self._shared.read()
+        if shared is not None and shared <= self.current.epoch:
+            return self.current
+        # Any load numbered above the ticket started after the read returned, so after every
+        # change the read saw (or, for None, after the moment we stopped trusting the value).
+        ticket = self._loads
+        async with self._lock:
+            if self._fresh_from > ticket or (shared is not None and shared <= self.current.epoch):
+                return self.current
+            old, new = self.current, await self._load_locked()
+        if shared is not None and new.epoch < shared:
+            self._warn_ahead(shared, new.epoch)
+        await self._swapped(old, new)
+        return new
+
+    async def handle_event(self, event: ChangeEvent) -> None:
+        if event.epoch is not None and event.epoch <= self.current.epoch:
+            return  # a request already caught up with this change
         await self.refresh()
+
+    async def _load_locked(self) -> Snapshot:
+        self._loads += 1
+        number = self._loads
+        self.current = await self._load()
+        self._fresh_from = number
+        return self.current
+
+    async def _swapped(self, old: Snapshot, new: Snapshot) -> None:
+        if self._shared is not None:
+            try:
+                # Re-announcing what we loaded heals a lost announcement (a writer without the
+                # Redis bus, a publish that failed, a key lost with a Redis restart).
+                await self._shared.announce(new.epoch)
+            except Unavailable:
+                pass  # the bus logged it; the next request's read refuses or reloads
+        for listener in self._listeners:
+            await listener(old, new)
+
+    def _warn_ahead(self, shared: int, loaded: int) -> None:
+        # Still correct (each request reloads from the store), only slow: say so once.
+        if not self._ahead_warned:
+            self._ahead_warned = True
+            log.warning(
+                "shared_epoch_ahead_of_store",
+                shared=shared,
+                store=loaded,
+                hint="another deployment shares BASTION_REDIS_NAMESPACE, or the database was restored: "
+                "delete the Redis key <namespace>:epoch",
+            )
 
     async def poll_epoch(self, interval: float) -> None:
         """Run forever: refresh whenever the store's epoch moved past ours."""

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from bastion.errors import AccountLocked, BastionError, TooManyRequests, Unauthenticated
+from bastion.errors import AccountLocked, BastionError, TooManyRequests, Unauthenticated, Unavailable
 
 __all__ = ["install_error_handlers"]
 
@@ -24,7 +24,7 @@ def _code(error: BastionError) -> str:
 async def _bastion_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, BastionError)
     headers = {"www-authenticate": 'Bearer realm="bastion"'} if isinstance(error, Unauthenticated) else {}
-    if isinstance(error, AccountLocked | TooManyRequests):
+    if isinstance(error, AccountLocked | TooManyRequests | Unavailable):
         headers["retry-after"] = str(error.retry_after)
     return JSONResponse(
         {"error": {"code": _code(error), "message": error.message}}, status_code=error.http_status, headers=headers

@@ -1,7 +1,9 @@
 """Streamable HTTP endpoint of every virtual server: `/servers/{slug}/mcp`.
 
 Order for each request (each step can refuse, and nothing after it runs):
-Origin check → bearer token → published server → token may reach the server
+Origin check → snapshot confirmed current (with Redis: against the shared
+epoch; 503 when that cannot be confirmed) → bearer token → published server
+→ token may reach the server
 → method (POST/GET/DELETE) → body limit and JSON decoding → protocol era:
 2026-07-28 requests carry their version in a header and `_meta` and have no
 session; handshake-era requests after `initialize` need their session, which
@@ -39,6 +41,7 @@ from bastion.errors import (
     RequestCancelled,
     SessionRequired,
     Unauthenticated,
+    Unavailable,
     UnknownSession,
     UnsupportedProtocolVersion,
 )
@@ -82,9 +85,11 @@ class McpEndpoint:
         self._max_depth = max_json_depth
 
     async def __call__(self, slug: str, scope: Scope, receive: Receive, send: Send) -> None:
-        snapshot = self._holder.current
         try:
             self._origins.check(header(scope, b"origin"))
+            # Every decision below, refusals included, is made on a snapshot at least as new as
+            # the newest change committed anywhere: a token revoked on another replica is refused here.
+            snapshot = await self._holder.checked()
             principal = await self._bearer.authenticate(
                 snapshot.tokens, snapshot.epoch, header(scope, b"authorization")
             )
@@ -106,8 +111,8 @@ class McpEndpoint:
             elif method == "GET":
                 await self._get(scope, receive, send, server, principal)
             elif method == "DELETE":
-                self._session(scope, server, principal)  # 400/404 when it is not theirs
-                self._sessions.close(header(scope, _SESSION_HEADER) or "")
+                # 400/404 when it is not theirs; ended on every replica (see sessions.py).
+                await self._sessions.terminate(self._session(scope, server, principal))
                 await send_bytes(send, 204, b"")
             else:
                 await send_bytes(send, 405, b"", headers=[(b"allow", b"GET, POST, DELETE")])
@@ -344,4 +349,6 @@ def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:
 async def _refuse(send: Send, error: BastionError, challenge: str | None) -> None:
     """A transport-level refusal: HTTP status from the error, JSON-RPC error body."""
     headers = [] if challenge is None else [(b"www-authenticate", challenge.encode())]
+    if isinstance(error, Unavailable):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
     await send_bytes(send, error.http_status, error_message(None, error), headers=headers)
