@@ -74,6 +74,12 @@ def origin_process(module: str = "bastion.demo.inventory", *args: str) -> Iterat
 
 STDIO_INVENTORY = [sys.executable, "-m", "bastion.demo.inventory"]
 
+# The stdio origins tests register: Bastion's allowlist names each one (exact argv prefixes).
+STDIO_COMMANDS = [
+    STDIO_INVENTORY,
+    *([sys.executable, "-m", f"tests.origins.{name}"] for name in ("probe", "many_tools", "limited")),
+]
+
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, deadline: float = 10.0) -> None:
     """Poll state owned by another thread or process until `check()` holds, failing after `deadline` s.
@@ -154,6 +160,9 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
         "rate_limit_sign_in": "10000/minute",
         "rate_limit_token": "10000/minute",
         "rate_limit_registration": "10000/minute",
+        # Test origins listen on 127.0.0.1; the SSRF tests set their own egress allowlist.
+        "egress_allow_cidrs": ["127.0.0.0/8"],
+        "stdio_commands": STDIO_COMMANDS,
         **overrides,
     }
     settings = Settings(**values)

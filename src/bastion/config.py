@@ -7,18 +7,27 @@ is the start-up security check.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
+import os
 import string
+import sys
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bastion.oauth.oidc_discovery import OidcProviders
 
 __all__ = ["Settings", "posture_findings"]
+
+# Lists that operators write comma-separated ("a,b") or as JSON; NoDecode keeps
+# pydantic-settings from insisting on JSON before `_split_csv` sees the value.
+CsvList = Annotated[list[str], NoDecode]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -44,6 +53,23 @@ class Settings(BaseSettings):
         0.5, gt=0, description="How often a replica checks the store's change epoch for writes made elsewhere."
     )
 
+    # --- replicas -------------------------------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis for change events and the shared change epoch (redis://host:6379/0): every request "
+        "is checked against it, so a change committed on any replica binds the next request on all. "
+        "Unset: one process, in-process events.",
+    )
+    redis_namespace: str = Field(
+        "bastion",
+        min_length=1,
+        description="Prefix of Bastion's Redis key and channel: the same for one deployment's replicas, "
+        "different for deployments that share a Redis.",
+    )
+    redis_timeout_seconds: float = Field(
+        1.0, gt=0, description="Longest wait for Redis before a request is refused with 503."
+    )
+
     # --- bootstrap ------------------------------------------------------------
     admin_user: str = Field("admin", min_length=1, max_length=64, description="First admin's user name.")
     admin_password: str | None = Field(
@@ -51,20 +77,46 @@ class Settings(BaseSettings):
     )
 
     # --- transport hardening ----------------------------------------------------
-    allowed_origins: list[str] = Field(
+    allowed_origins: CsvList = Field(
         default_factory=lambda: ["http://localhost", "http://127.0.0.1", "https://localhost"],
         description="Browser Origin values accepted on MCP endpoints (scheme://host, any port). "
         "Requests without an Origin header (non-browser clients) are accepted.",
     )
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest accepted request body (413 beyond).")
     max_json_depth: int = Field(32, gt=0, description="Deepest JSON nesting accepted in a request body.")
-    session_idle_seconds: float = Field(3600, gt=0, description="An idle MCP session is forgotten after this.")
-    cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
+    session_idle_seconds: float = Field(
+        3600, gt=0, description="A replica frees an idle MCP session's local state after this (the id stays valid)."
+    )
+    session_lifetime_seconds: float = Field(
+        86_400, gt=0, description="Every replica refuses an MCP session id this long after its initialize."
+    )
+    session_key: SecretStr | None = Field(
+        None,
+        description="Keys sealing MCP session ids so that any replica opens any session: comma-separated "
+        "base64url 256-bit keys; the first seals, all open (rotation). Unset: one key generated at the "
+        "first start and kept in the store.",
+    )
+    cors_origins: CsvList = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
 
     # --- upstream ---------------------------------------------------------------
     upstream_timeout_seconds: float = Field(30.0, gt=0, description="Default per-origin call timeout.")
     upstream_max_response_bytes: int = Field(
         4_194_304, gt=0, description="Largest upstream reply accepted (the client gets an error beyond)."
+    )
+    stdio_commands: list[list[str]] = Field(
+        default_factory=lambda: [[sys.executable, "-m", "bastion.demo.inventory"]],
+        description="Commands stdio origins may run, as a JSON list of argv prefixes, each starting with an "
+        "absolute executable path; a command must begin with one of them, element by element. "
+        "Default: the bundled demo origin only.",
+    )
+    stdio_max_data_bytes: int = Field(
+        2 * 1024**3, ge=0, description="Data segment limit (RLIMIT_DATA) of each stdio origin process; 0: none."
+    )
+    stdio_max_open_files: int = Field(
+        1024, ge=0, description="Open file limit (RLIMIT_NOFILE) of each stdio origin process; 0: none."
+    )
+    stdio_max_cpu_seconds: int = Field(
+        0, ge=0, description="CPU seconds (RLIMIT_CPU) over a stdio origin process's whole life; 0: none."
     )
 
     # --- OAuth authorization server ---------------------------------------------------
@@ -81,7 +133,7 @@ class Settings(BaseSettings):
         description="Dynamic client registration (RFC 7591): open, allowlist (redirect hosts in "
         "BASTION_REGISTRATION_REDIRECT_HOSTS; loopback always allowed) or off.",
     )
-    registration_redirect_hosts: list[str] = Field(
+    registration_redirect_hosts: CsvList = Field(
         default_factory=list, description="Redirect hosts dynamic clients may use when registration=allowlist."
     )
     client_metadata_documents: bool = Field(
@@ -93,11 +145,11 @@ class Settings(BaseSettings):
         '(e.g. {"https://acme.okta.com": "https://acme.okta.com/oauth2/v1/keys"}); their ID-JAG '
         "assertions are exchanged for hub tokens at the token endpoint.",
     )
-    egress_allow_hosts: list[str] = Field(
+    egress_allow_hosts: CsvList = Field(
         default_factory=list,
         description="Host patterns Bastion may fetch from even when they resolve to private addresses.",
     )
-    egress_allow_cidrs: list[str] = Field(
+    egress_allow_cidrs: CsvList = Field(
         default_factory=list,
         description="Address ranges Bastion may connect to although private, loopback or link-local.",
     )
@@ -140,7 +192,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: object) -> object:
         # Operators write comma-separated lists in environment variables.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)  # the JSON form is accepted too
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
@@ -155,6 +209,23 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate limit such as '10/minute'") from None
         return value
 
+    @field_validator("stdio_commands")
+    @classmethod
+    def _absolute_commands(cls, value: list[list[str]]) -> list[list[str]]:
+        # A bare name would be looked up on PATH at each start: exactly what pinning rules out.
+        for entry in value:
+            if not entry or not os.path.isabs(entry[0]) or not all(entry):
+                raise ValueError(f"{entry!r}: each entry is a non-empty argv starting with an absolute path")
+        return value
+
+    def session_keys(self) -> list[bytes]:
+        """The configured session-sealing keys, first the one that seals; empty: use the stored key.
+
+        Not a field validator: pydantic would echo a malformed key (nearly a real one) in its error.
+        Services calls this at start-up.
+        """
+        return [] if self.session_key is None else _session_keys(self.session_key.get_secret_value())
+
     @property
     def tls(self) -> bool:
         return self.ssl_certfile is not None and self.ssl_keyfile is not None
@@ -168,6 +239,19 @@ class Settings(BaseSettings):
         scheme = "https" if self.tls else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+
+def _session_keys(text: str) -> list[bytes]:
+    keys = []
+    for item in (part.strip() for part in text.split(",")):
+        try:
+            key = base64.urlsafe_b64decode(item + "=" * (-len(item) % 4))
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ValueError("BASTION_SESSION_KEY: each key is 32 random bytes in base64url, keys separated by commas")
+        keys.append(key)
+    return keys
 
 
 def _entropy_bits(secret: str) -> float:

@@ -9,13 +9,15 @@ from typing import Any
 import anyio
 import structlog
 from anyio.abc import TaskGroup
+from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.admin.control import Control
 from bastion.admin.users import Users
-from bastion.bus import MemoryBus
+from bastion.bus import create_bus
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import Snapshot
 from bastion.config import Settings
+from bastion.errors import Unavailable
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.passwords import PasswordPolicy
 from bastion.mcp.methods import Methods
@@ -23,8 +25,10 @@ from bastion.mcp.notify import ChangeNotifier
 from bastion.mcp.origin_check import OriginPolicy
 from bastion.mcp.sessions import SessionStore
 from bastion.mcp.transport import McpEndpoint
-from bastion.mcp.upstream import OriginPool
+from bastion.mcp.upstream import ChildLimits, OriginGuard, OriginPool, StdioPolicy
+from bastion.net.egress import EgressPolicy
 from bastion.store.db import Database
+from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
 from bastion.store.repos.snapshot import load_snapshot
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
@@ -34,15 +38,43 @@ __all__ = ["Services"]
 log = structlog.get_logger(__name__)
 
 
+def _origin_guard(settings: Settings) -> OriginGuard:
+    """Where origins may be: the egress allowlist (shared with every outbound fetch) and the stdio allowlist."""
+    return OriginGuard(
+        egress=EgressPolicy(
+            allow_hosts=tuple(settings.egress_allow_hosts), allow_cidrs=tuple(settings.egress_allow_cidrs)
+        ),
+        stdio=StdioPolicy(
+            allowed=tuple(tuple(entry) for entry in settings.stdio_commands),
+            limits=ChildLimits(
+                data_bytes=settings.stdio_max_data_bytes,
+                open_files=settings.stdio_max_open_files,
+                cpu_seconds=settings.stdio_max_cpu_seconds,
+            ),
+        ),
+    )
+
+
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
-        self.bus = MemoryBus()
-        self.holder = SnapshotHolder(self._load_snapshot, self.db.read_epoch)
-        self.sessions = SessionStore(settings.session_idle_seconds)
+        self.bus = create_bus(
+            settings.redis_url,
+            read_epoch=self.db.read_epoch,
+            namespace=settings.redis_namespace,
+            timeout=settings.redis_timeout_seconds,
+        )
+        self.holder = SnapshotHolder(self._load_snapshot, self.db.read_epoch, shared=self.bus.shared_epoch)
+        self._session_keys = settings.session_keys()  # a malformed BASTION_SESSION_KEY stops start-up here
+        self.sessions = SessionStore(
+            idle_seconds=settings.session_idle_seconds,
+            lifetime_seconds=settings.session_lifetime_seconds,
+            ends=SqlSessionEnds(self.db),
+        )
+        guard = _origin_guard(settings)
         self.pool = OriginPool(
-            timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes
+            timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes, guard=guard
         )
         self.auth = AuthServer(
             settings=settings,
@@ -53,7 +85,12 @@ class Services:
             enterprise_issuers=tuple(settings.enterprise_idps.items()),
         )
         self.control = Control(
-            db=self.db, bus=self.bus, pool=self.pool, logins=self.auth.logins, base_url=settings.base_url()
+            db=self.db,
+            bus=self.bus,
+            pool=self.pool,
+            stdio=guard.stdio,
+            logins=self.auth.logins,
+            base_url=settings.base_url(),
         )
         self.limits = RouteLimits(
             {
@@ -82,8 +119,14 @@ class Services:
         self._refreshing: set[str] = set()
 
     async def _load_snapshot(self) -> Snapshot:
-        async with self.db.session() as session:
-            return await load_snapshot(session)
+        try:
+            async with self.db.session() as session:
+                return await load_snapshot(session)
+        except (SQLAlchemyError, OSError) as exc:
+            # A request waiting on this reload is refused (503), never decided on the old snapshot.
+            raise Unavailable(
+                "cannot confirm that access rules are current: the store is unreachable; retry shortly"
+            ) from exc
 
     @asynccontextmanager
     async def running(self, *, poll_epoch: bool = True) -> AsyncIterator[Services]:
@@ -98,14 +141,19 @@ class Services:
             self.pool.on_notification(self._on_origin_notification)
             await self.holder.refresh()
             await self.auth.start()
+            # Every replica must seal with the same key: configured, or the one kept in the store.
+            await self.sessions.start(self._session_keys or [await session_sealing_key(self.db)])
+            tasks.start_soon(self.bus.run)  # other replicas' events (returns at once in-process)
             if poll_epoch:
                 tasks.start_soon(self.holder.poll_epoch, self.settings.epoch_poll_seconds)
+                tasks.start_soon(self.sessions.follow_ends, self.settings.epoch_poll_seconds)
             try:
                 yield self
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.pool.aclose()
                 tasks.cancel_scope.cancel()
+        await self.bus.aclose()
         await self.db.close()
 
     async def _reload_signing_keys(self, _old: Snapshot, _new: Snapshot) -> None:
