@@ -278,7 +278,7 @@ async def test_a_code_is_bound_to_its_client_redirect_uri_and_resource(flow: Flo
     for overrides, error, description in [
         ({"client_id": other_client}, "invalid_grant", "the authorization code is invalid"),
         ({"redirect_uri": "http://127.0.0.1:33418/other"}, "invalid_grant", "redirect_uri differs"),
-        ({"slug": "other"}, "invalid_target", "resource differs from the one the user authorized"),
+        ({"slug": "other"}, "invalid_target", "resource differs from the one this grant is for"),
     ]:
         pkce = Pkce.new()
         code = await flow.code_for(client_id, pkce)

@@ -21,13 +21,14 @@ from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from sqlalchemy import func, select
 
 from bastion.store.models import OAuthClient
 from tests.harness import Bastion, run_bastion
 from tests.oauth.flows import REDIRECT_URI, Flow, Pkce, own_database, page_message, publish_demo
 from tests.oauth_browser import Redirect
+from tests.oauth_storage import MemoryStorage
 from tests.tls import LocalCA, make_local_ca, serve
 
 pytestmark = pytest.mark.anyio
@@ -96,24 +97,6 @@ async def site(tmp_path: Path, ca: LocalCA) -> AsyncIterator[DocumentSite]:
         yield documents
 
 
-class _Storage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
 async def _registered_clients(gw: Bastion) -> int:
     async with own_database(gw) as db, db.session() as session:
         return int(await session.scalar(select(func.count()).select_from(OAuthClient)) or 0)
@@ -122,7 +105,7 @@ async def _registered_clients(gw: Bastion) -> int:
 async def test_the_sdk_client_authorizes_with_its_metadata_document_url_and_never_registers(
     gw: Bastion, site: DocumentSite
 ) -> None:
-    storage = _Storage()
+    storage = MemoryStorage()
     consent_pages: list[str] = []
     redirects: list[Redirect] = []
     async with Flow(gw) as person:

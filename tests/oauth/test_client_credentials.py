@@ -15,10 +15,10 @@ from mcp import Client
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from tests.harness import Bastion, run_bastion
 from tests.oauth.flows import mcp_request, publish_demo
+from tests.oauth_storage import MemoryStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -48,24 +48,6 @@ def service_client(gw: Bastion, *servers: str, **fields: Any) -> dict[str, Any]:
 async def token_request(http: httpx.AsyncClient, client: dict[str, Any], **form: str) -> httpx.Response:
     auth = (client["client_id"], client["client_secret"])
     return await http.post("/oauth/token", data={"grant_type": CC, **form}, auth=auth)
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
 
 
 def test_an_admin_creates_a_service_client_whose_secret_is_shown_only_once(gw: Bastion) -> None:

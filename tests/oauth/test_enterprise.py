@@ -23,11 +23,11 @@ from mcp import Client
 from mcp.client.auth.extensions.identity_assertion import IdentityAssertionOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from bastion.oauth.keys import KeyRing
 from tests.harness import Bastion, run_bastion
 from tests.oauth.flows import mcp_request, publish_demo
+from tests.oauth_storage import MemoryStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -139,24 +139,6 @@ def assert_refused(response: httpx.Response, words: str, error: str = "invalid_g
     assert response.status_code == 400, response.text
     assert response.json()["error"] == error
     assert words in response.json()["error_description"], response.json()
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
 
 
 async def test_the_sdk_identity_assertion_provider_gets_a_token_for_the_asserted_user_and_calls_tools(

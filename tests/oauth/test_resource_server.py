@@ -20,6 +20,7 @@ from bastion.store.models import OAuthToken as OAuthTokenRow
 from tests.harness import Bastion, run_bastion
 from tests.oauth.flows import REDIRECT_URI, Flow, Tokens, bump_and_wait, mcp_request, own_database, publish_demo
 from tests.oauth_browser import Redirect
+from tests.oauth_storage import MemoryStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -186,24 +187,6 @@ async def test_a_read_only_grant_reads_but_a_write_tool_asks_for_mcp_write(gw: B
     assert "mcp:write" in write.json()["error"]["message"]
 
 
-class _Storage:
-    def __init__(self, tokens: OAuthToken, client: OAuthClientInformationFull) -> None:
-        self.tokens: OAuthToken | None = tokens
-        self.client: OAuthClientInformationFull | None = client
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
 @pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
 async def test_the_sdk_client_steps_up_to_mcp_write_and_then_succeeds(gw: Bastion, flow: Flow, mode: str) -> None:
     read_only: Tokens = await flow.tokens(scope="mcp:read")
@@ -213,7 +196,7 @@ async def test_the_sdk_client_steps_up_to_mcp_write_and_then_succeeds(gw: Bastio
         grant_types=["authorization_code", "refresh_token"],
         token_endpoint_auth_method="none",
     )
-    storage = _Storage(
+    storage = MemoryStorage(
         OAuthToken(access_token=read_only.access_token, refresh_token=read_only.refresh_token, scope="mcp:read"),
         registered,
     )

@@ -9,7 +9,7 @@ from bastion.errors import InvalidGrant
 from bastion.identity.tokens import hash_token
 from bastion.oauth import pkce
 from bastion.oauth.provider import Client, OAuthStore
-from bastion.oauth.resources import InvalidTarget, server_for_resource
+from bastion.oauth.resources import check_same_resource
 from bastion.oauth.token import TokenIssuer, TokenResponse
 
 __all__ = ["AuthorizationCodeGrant"]
@@ -40,9 +40,5 @@ class AuthorizationCodeGrant:
         if form.get("redirect_uri") != record.redirect_uri:
             raise InvalidGrant("redirect_uri differs from the one in the authorization request")
         pkce.verify(form.get("code_verifier"), record.code_challenge)
-        resource = form.get("resource")
-        if resource is not None and server_for_resource(self._snapshot(), self._url, resource).id != (
-            record.grant.server_id
-        ):
-            raise InvalidTarget("resource differs from the one the user authorized")
+        check_same_resource(self._snapshot(), self._url, form.get("resource"), record.grant.server_id)
         return await self._issuer.issue(record.grant, refresh="refresh_token" in client.grant_types, now=now)

@@ -8,7 +8,7 @@ from bastion.catalog.snapshot import Snapshot
 from bastion.errors import InvalidGrant
 from bastion.identity.tokens import hash_token
 from bastion.oauth.provider import Client, OAuthStore
-from bastion.oauth.resources import InvalidTarget, server_for_resource
+from bastion.oauth.resources import check_same_resource
 from bastion.oauth.scopes import narrowed
 from bastion.oauth.token import TokenIssuer, TokenResponse
 
@@ -38,10 +38,6 @@ class RefreshTokenGrant:
             raise InvalidGrant("the refresh token was already used; every token of this grant is now revoked")
         if record.expires_at <= now:
             raise InvalidGrant("the refresh token has expired")
-        resource = form.get("resource")
-        if resource is not None and server_for_resource(self._snapshot(), self._url, resource).id != (
-            record.grant.server_id
-        ):
-            raise InvalidTarget("resource differs from the one this grant is for")
+        check_same_resource(self._snapshot(), self._url, form.get("resource"), record.grant.server_id)
         scopes = narrowed(form.get("scope"), record.grant.scopes)
         return await self._issuer.issue(record.grant, refresh=True, now=now, access_scopes=scopes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.errors import BadRequest
 
-__all__ = ["InvalidTarget", "resource_url", "server_for_resource"]
+__all__ = ["InvalidTarget", "check_same_resource", "resource_url", "server_for_resource"]
 
 
 class InvalidTarget(BadRequest):
@@ -42,3 +42,9 @@ def server_for_resource(snapshot: Snapshot, issuer: str, resource: str | None) -
     if server is None or not server.published:
         raise InvalidTarget(f"{resource} is not a published virtual server of this Bastion")
     return server
+
+
+def check_same_resource(snapshot: Snapshot, issuer: str, resource: str | None, server_id: str) -> None:
+    """RFC 8707 §2.2: a `resource` at the token endpoint must name the server the grant is for."""
+    if resource is not None and server_for_resource(snapshot, issuer, resource).id != server_id:
+        raise InvalidTarget("resource differs from the one this grant is for")
