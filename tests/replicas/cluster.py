@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,9 @@ import anyio
 import httpx
 import orjson
 from anyio.abc import Process
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from bastion.store.db import Database
 from tests.harness import ADMIN_PASSWORD, free_port, origin_process
+from tests.pg import scratch_database
 
 __all__ = ["Cluster", "Replica", "fresh_database", "mcp_call", "running_cluster"]
 
@@ -42,35 +38,9 @@ _HEADERS = {
 }
 
 
-async def _admin_sql(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-async def _migrate(url: str) -> None:
-    database = Database(url)
-    try:
-        await database.migrate()
-    finally:
-        await database.close()
-
-
-@asynccontextmanager
-async def fresh_database(base_url: str) -> AsyncIterator[str]:
+def fresh_database(base_url: str) -> AbstractAsyncContextManager[str]:
     """A migrated PostgreSQL database of the test's own, dropped afterwards."""
-    name = f"bastion_replicas_{uuid.uuid4().hex[:12]}"
-    await _admin_sql(base_url, f'CREATE DATABASE "{name}"')
-    try:
-        url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
-        await _migrate(url)
-        yield url
-    finally:
-        with anyio.CancelScope(shield=True):
-            await _admin_sql(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return scratch_database(base_url, migrated=True, prefix="bastion_replicas")
 
 
 @dataclass

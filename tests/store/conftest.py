@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bastion.store.db import Database
 from bastion.store.models import Base
 from tests.harness import postgres_url
+from tests.pg import admin_sql, migrate, scratch_database
 
 # --- fixtures: a clean database per test, on each backend -------------------------------------
 #
@@ -28,41 +25,18 @@ from tests.harness import postgres_url
 _DATA_TABLES = tuple(table.name for table in Base.metadata.sorted_tables if table.name != "state_epoch")
 
 
-async def _admin_sql(base_url: str, *statements: str) -> None:
-    engine = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-async def _migrate(url: str) -> None:
-    database = Database(url)
-    try:
-        await database.migrate()
-    finally:
-        await database.close()
-
-
 @contextmanager
 def _pg_database(base: str, *, migrated: bool) -> Iterator[str]:
-    name = f"bastion_test_{uuid.uuid4().hex[:16]}"
-    anyio.run(_admin_sql, base, f'CREATE DATABASE "{name}"')
-    try:
-        url = make_url(base).set(database=name).render_as_string(hide_password=False)
-        if migrated:
-            anyio.run(_migrate, url)
-        yield url
-    finally:
-        anyio.run(_admin_sql, base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A synchronous face on `scratch_database`, for session-scoped and sync fixtures."""
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(scratch_database(base, migrated=migrated)) as url:
+            yield url
 
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "bastion.db"
-    anyio.run(_migrate, f"sqlite+aiosqlite:///{path}")
+    anyio.run(migrate, f"sqlite+aiosqlite:///{path}")
     assert not path.with_name("bastion.db-wal").exists()  # closed cleanly: the file is the whole database
     return path
 
@@ -98,7 +72,7 @@ def migrated_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -
         return f"sqlite+aiosqlite:///{path}"
     request.getfixturevalue("pg_url")  # skips (or fails under CI) without PostgreSQL
     url = str(request.getfixturevalue("pg_run_database"))
-    anyio.run(_admin_sql, url, f"TRUNCATE {', '.join(_DATA_TABLES)}", "UPDATE state_epoch SET value = 0")
+    anyio.run(admin_sql, url, f"TRUNCATE {', '.join(_DATA_TABLES)}", "UPDATE state_epoch SET value = 0")
     return url
 
 
@@ -118,5 +92,3 @@ async def db(migrated_url: str, anyio_backend: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
-
-
