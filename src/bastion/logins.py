@@ -16,8 +16,10 @@ from bastion.errors import AccountLocked, Unauthenticated
 from bastion.identity.lockout import LockoutPolicy
 from bastion.identity.passwords import hash_password, verify_password
 from bastion.store.db import Database
-from bastion.store.models import LoginEvent, User
+from bastion.store.models import User
 from bastion.store.repos.tokens import user_by_name
+from bastion.store.repos.users import record_login
+from bastion.store.tenancy import SYSTEM
 
 __all__ = ["Attempt", "Logins"]
 
@@ -46,7 +48,7 @@ class Logins:
     async def verify(self, attempt: Attempt) -> User:
         """The user whose password this is; AccountLocked or Unauthenticated otherwise."""
         now = datetime.now(UTC)
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             user = await user_by_name(session, attempt.username)
         if user is not None and user.locked_until is not None and user.locked_until > now:
             await self._record(attempt, user, "locked")
@@ -60,7 +62,7 @@ class Logins:
         if user is None or user.provider is not None or not matches:
             await self._failed(attempt, user, now)
             raise Unauthenticated("unknown user or wrong password")
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             row = await session.get(User, user.id)
             if row is not None:
                 row.failed_logins, row.locked_until = 0, None
@@ -70,7 +72,7 @@ class Logins:
     async def _failed(self, attempt: Attempt, user: User | None, now: datetime) -> None:
         outcome = "failure"
         if user is not None:
-            async with self._db.session() as session:
+            async with self._db.session(SYSTEM) as session:
                 row = await session.get(User, user.id)
                 if row is not None:
                     row.failed_logins += 1
@@ -81,14 +83,13 @@ class Logins:
         await self._record(attempt, user, outcome)
 
     async def _record(self, attempt: Attempt, user: User | None, outcome: str) -> None:
-        async with self._db.session() as session:
-            session.add(
-                LoginEvent(
-                    username=attempt.username[:255],
-                    user_id=user.id if user is not None else None,
-                    outcome=outcome,
-                    ip=attempt.ip[:64],
-                    user_agent=attempt.user_agent[:512],
-                )
+        async with self._db.session(SYSTEM) as session:
+            await record_login(
+                session,
+                username=attempt.username,
+                user_id=None if user is None else user.id,
+                outcome=outcome,
+                ip=attempt.ip,
+                user_agent=attempt.user_agent,
             )
         log.info("login", outcome=outcome, user=attempt.username[:64], ip=attempt.ip)

@@ -27,9 +27,11 @@ import pytest
 
 from bastion.admin.schemas import ServerIn
 from bastion.bootstrap import ensure_admin
+from bastion.cli._common import OPERATOR
 from bastion.config import Settings
 from bastion.services import Services
 from bastion.store.repos import origins
+from bastion.store.tenancy import SYSTEM
 from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, free_port
 
 
@@ -137,11 +139,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         try:
             await services.db.migrate()
             await ensure_admin(services)
-            await services.control.create_server(ServerIn(slug="draft"))
-            async with services.db.session() as session:
+            await services.control.create_server(OPERATOR, ServerIn(slug="draft"))
+            async with services.db.session(SYSTEM) as session:
                 origin = await origins.create(
                     session, name="fixed", transport="stdio", url=None, command=["true"], timeout_seconds=None
                 )
+                origin.status = "approved"
                 ping = {"name": "ping", "inputSchema": {"type": "object"}}
                 await origins.save_discovery(
                     session, origin, items=[("tool", "ping", ping)], protocol_version=None, error=None
@@ -229,7 +232,7 @@ def test_migrate_creates_the_schema_in_a_fresh_database_file(tmp_path: Path) -> 
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"origins", "virtual_servers", "server_items", "api_tokens", "users", "state_epoch"} <= tables
-    assert version == [("0003",)]
+    assert version == [("0004",)]
 
 
 # --- virtual servers -------------------------------------------------------------------------------------------

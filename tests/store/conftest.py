@@ -72,7 +72,14 @@ def migrated_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -
         return f"sqlite+aiosqlite:///{path}"
     request.getfixturevalue("pg_url")  # skips (or fails under CI) without PostgreSQL
     url = str(request.getfixturevalue("pg_run_database"))
-    anyio.run(admin_sql, url, f"TRUNCATE {', '.join(_DATA_TABLES)}", "UPDATE state_epoch SET value = 0")
+    anyio.run(
+        admin_sql,
+        url,
+        f"TRUNCATE {', '.join(_DATA_TABLES)}",
+        "UPDATE state_epoch SET value = 0",
+        # The one row the migrations seed besides the epoch: the default tenant.
+        "INSERT INTO tenants (id, slug, name, created_at) VALUES ('default', 'default', 'Default', now())",
+    )
     return url
 
 

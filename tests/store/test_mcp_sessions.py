@@ -11,6 +11,7 @@ from sqlalchemy import select
 from bastion.store.db import Database
 from bastion.store.models import McpSessionEnd
 from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
+from bastion.store.tenancy import SYSTEM
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +58,7 @@ async def test_ends_of_ids_that_expired_anyway_are_neither_reported_nor_kept(db:
 
     await ends.record("fresh", time.time() + 600)
 
-    async with db.session() as session:
+    async with db.session(SYSTEM) as session:
         assert (await session.scalars(select(McpSessionEnd.nonce))).all() == ["fresh"]
 
 

@@ -14,12 +14,13 @@ from bastion.oauth.provider import CodeRecord, Grant
 from bastion.store.db import Database
 from bastion.store.repos import servers, tokens
 from bastion.store.repos.oauth import SqlOAuthStore
+from bastion.store.tenancy import SYSTEM
 
 pytestmark = pytest.mark.anyio
 
 
 async def _grant(db: Database, family: str = "family-1") -> Grant:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         user = await tokens.create_user(s, username=f"user-{family}", password_hash="x", is_admin=False)
         server = await servers.create(s, slug=f"srv-{family}", title="S", description="")
         return Grant(family_id=family, client_id="client-1", user_id=user.id, server_id=server.id, scopes=("mcp",))

@@ -14,6 +14,7 @@ from bastion.store.db import Database, bump_epoch
 from bastion.store.models import OriginItem, ServerItem, StateEpoch
 from bastion.store.repos import origins, servers, tokens
 from bastion.store.repos.snapshot import load_snapshot
+from bastion.store.tenancy import SYSTEM
 
 pytestmark = pytest.mark.anyio
 
@@ -48,17 +49,18 @@ ITEMS: list[tuple[str, str, dict[str, Any]]] = [
 
 
 async def _origin(db: Database, name: str, items: list[tuple[str, str, dict[str, Any]]] | None = ITEMS) -> str:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         origin = await origins.create(
             s, name=name, transport="stdio", url=None, command=["python", "-m", "x"], timeout_seconds=None
         )
+        origin.status = "approved"  # as a connector admin would: only approved origins reach the snapshot
         if items is not None:
             await origins.save_discovery(s, origin, items=items, protocol_version="2025-11-25", error=None)
         return origin.id
 
 
 async def _server(db: Database, slug: str) -> str:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         return (await servers.create(s, slug=slug, title=slug.title(), description="")).id
 
 
@@ -71,23 +73,23 @@ async def _compose(
     names: list[str] | None = None,
     aliases: dict[str, str] | None = None,
 ) -> list[ServerItem]:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         server = await servers.get(s, server_id)
         return await servers.compose(s, server, origin_id=origin_id, prefix=prefix, names=names, aliases=aliases or {})
 
 
 async def _exposed(db: Database, server_id: str) -> set[tuple[str, str]]:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         return {(i.kind, i.exposed_name) for i in await servers.items_of(s, server_id)}
 
 
 async def _admin_user(db: Database, username: str = "admin") -> None:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         await tokens.create_user(s, username=username, password_hash="not-a-real-hash", is_admin=True)
 
 
 async def _token(db: Database, *, expires_in: timedelta = timedelta(days=1), name: str = "t") -> tuple[str, str]:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         user = await tokens.user_by_name(s, "admin")
         assert user is not None
         token, secret = await tokens.create_token(
@@ -110,15 +112,15 @@ async def test_migrate_creates_every_table_and_seeds_the_change_epoch_at_zero(fr
 
 async def test_migrating_an_up_to_date_database_again_changes_nothing_and_keeps_the_data(db: Database) -> None:
     origin_id = await _origin(db, "kept")
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         await bump_epoch(s)
 
     await db.migrate()
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert (await origins.get(s, origin_id)).name == "kept"
         assert len(await origins.items_of(s, origin_id)) == len(ITEMS)
-        assert (await s.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == ["0003"]
+        assert (await s.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == ["0004"]
         assert await s.scalar(select(func.count()).select_from(StateEpoch)) == 1
     assert await db.read_epoch() == 1
 
@@ -130,7 +132,7 @@ async def test_an_origin_is_found_by_id_or_name_listed_by_name_and_deleted(db: D
     zulu = await _origin(db, "zulu", items=None)
     alpha = await _origin(db, "alpha", items=None)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert (await origins.get(s, zulu)).name == "zulu"
         by_name = await origins.get(s, "alpha")
         assert by_name.id == alpha
@@ -139,14 +141,14 @@ async def test_an_origin_is_found_by_id_or_name_listed_by_name_and_deleted(db: D
         assert [o.name for o in await origins.list_all(s)] == ["alpha", "zulu"]
         await origins.remove(s, by_name)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert [o.name for o in await origins.list_all(s)] == ["zulu"]
         with pytest.raises(NotFound):
             await origins.get(s, alpha)
 
 
 async def test_an_unknown_origin_is_not_found(db: Database) -> None:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         with pytest.raises(NotFound, match="nope"):
             await origins.get(s, "nope")
 
@@ -157,24 +159,24 @@ async def test_a_second_origin_with_the_same_name_is_a_conflict_and_the_first_st
     with pytest.raises(Conflict, match="twin"):
         await _origin(db, "twin", items=None)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert [o.id for o in await origins.list_all(s)] == [first]
 
 
 async def test_a_fresh_discovery_replaces_the_items_and_a_failed_one_keeps_them(db: Database) -> None:
     origin_id = await _origin(db, "inv")
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         origin = await origins.get(s, origin_id)
         await origins.save_discovery(s, origin, items=[ITEMS[0]], protocol_version="2025-06-18", error=None)
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         origin = await origins.get(s, origin_id)
         assert [(i.kind, i.name) for i in await origins.items_of(s, origin_id)] == [("tool", "get_order")]
         assert origin.protocol_version == "2025-06-18"
         assert origin.last_error is None
         await origins.save_discovery(s, origin, items=None, protocol_version=None, error="unreachable")
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         origin = await origins.get(s, origin_id)
         items = await origins.items_of(s, origin_id)
         assert [(i.kind, i.name) for i in items] == [("tool", "get_order")]
@@ -187,7 +189,7 @@ async def test_a_fresh_discovery_replaces_the_items_and_a_failed_one_keeps_them(
 async def test_stored_datetimes_come_back_timezone_aware_in_utc(db: Database) -> None:
     origin_id = await _origin(db, "inv")
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         origin = await origins.get(s, origin_id)
     assert origin.created_at.tzinfo is not None and origin.created_at.utcoffset() == timedelta(0)
     assert origin.discovered_at is not None and origin.discovered_at.utcoffset() == timedelta(0)
@@ -201,7 +203,7 @@ async def test_a_virtual_server_is_found_by_id_or_slug_listed_by_slug_and_delete
     beta = await _server(db, "beta")
     alpha = await _server(db, "alpha")
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert (await servers.get(s, beta)).slug == "beta"
         found = await servers.get(s, "alpha")
         assert found.id == alpha
@@ -209,7 +211,7 @@ async def test_a_virtual_server_is_found_by_id_or_slug_listed_by_slug_and_delete
         assert [v.slug for v in await servers.list_all(s)] == ["alpha", "beta"]
         await servers.remove(s, found)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert [v.slug for v in await servers.list_all(s)] == ["beta"]
         with pytest.raises(NotFound):
             await servers.get(s, "alpha")
@@ -221,13 +223,13 @@ async def test_a_second_virtual_server_with_the_same_slug_is_a_conflict(db: Data
     with pytest.raises(Conflict, match="same"):
         await _server(db, "same")
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert len(await servers.list_all(s)) == 1
 
 
 async def test_an_unknown_server_item_is_not_found(db: Database) -> None:
     server_id = await _server(db, "srv")
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         with pytest.raises(NotFound):
             await servers.get_item(s, server_id, "0" * 32)
 
@@ -251,7 +253,7 @@ async def test_compose_exposes_tools_and_prompts_under_the_prefix_and_resources_
         ("resource", "inventory://warehouses"),
         ("resource_template", "inventory://orders/{order_id}"),
     }
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         names = {i.exposed_name: i.name for i in await servers.items_of(s, server_id)}
     assert names["inv.get_order"] == "get_order"
 
@@ -303,7 +305,7 @@ async def test_composing_the_same_origin_again_adds_nothing_new(db: Database) ->
     again = await _compose(db, server_id, origin_id)
 
     assert again == []
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert len(await servers.items_of(s, server_id)) == len(ITEMS)
 
 
@@ -319,7 +321,7 @@ async def test_a_name_clash_in_compose_is_a_conflict_and_leaves_nothing_half_wri
     epoch = await db.read_epoch()
 
     with pytest.raises(Conflict, match="prefix or an alias"):
-        async with db.session() as s:
+        async with db.session(SYSTEM) as s:
             server = await servers.get(s, server_id)
             await bump_epoch(s)  # as the control plane does, in the same transaction
             await servers.compose(s, server, origin_id=second, prefix="", names=None, aliases={})
@@ -354,7 +356,7 @@ async def test_renaming_an_item_onto_another_items_name_is_a_conflict(db: Databa
     await _compose(db, server_id, origin_id)
 
     with pytest.raises(Conflict, match="get_order"):
-        async with db.session() as s:
+        async with db.session(SYSTEM) as s:
             items = {i.name: i for i in await servers.items_of(s, server_id)}
             item = items["refund_order"]
             item.exposed_name = "get_order"
@@ -371,12 +373,12 @@ async def test_deleting_an_origin_removes_its_items_from_every_server(db: Databa
         await _compose(db, server_id, origin_id)
     await _compose(db, one, other)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         await origins.remove(s, await origins.get(s, origin_id))
 
     assert await _exposed(db, one) == {("tool", "ping")}
     assert await _exposed(db, two) == set()
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         remaining = select(func.count()).select_from(OriginItem).where(OriginItem.origin_id == origin_id)
         assert await s.scalar(remaining) == 0
 
@@ -386,10 +388,10 @@ async def test_deleting_a_server_removes_its_items_but_not_the_origin(db: Databa
     server_id = await _server(db, "shop")
     await _compose(db, server_id, origin_id)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         await servers.remove(s, await servers.get(s, server_id))
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert await s.scalar(select(func.count()).select_from(ServerItem)) == 0
         assert len(await origins.items_of(s, origin_id)) == len(ITEMS)
 
@@ -410,7 +412,7 @@ async def test_a_token_is_stored_only_as_the_sha256_of_its_secret(db: Database) 
     token_id, secret = await _token(db)
 
     assert secret.startswith("bst_") and len(secret) > 40
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         row = (await s.execute(text("SELECT * FROM api_tokens"))).mappings().one()
     assert row["id"] == token_id
     assert row["token_hash"] == hashlib.sha256(secret.encode()).hexdigest()
@@ -421,9 +423,9 @@ async def test_revoking_a_token_stamps_it_once_and_an_unknown_token_is_not_found
     await _admin_user(db)
     token_id, _ = await _token(db)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         first = (await tokens.revoke(s, token_id)).revoked_at
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         again = (await tokens.revoke(s, token_id)).revoked_at
         listed = await tokens.list_tokens(s)
         with pytest.raises(NotFound):
@@ -434,12 +436,12 @@ async def test_revoking_a_token_stamps_it_once_and_an_unknown_token_is_not_found
 
 
 async def test_meta_values_are_set_and_overwritten(db: Database) -> None:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert await tokens.get_meta(s, "k") is None
         await tokens.set_meta(s, "k", "one")
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         await tokens.set_meta(s, "k", "two")
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert await tokens.get_meta(s, "k") == "two"
 
 
@@ -451,7 +453,7 @@ async def test_snapshot_routes_use_aliases_and_prefixes_and_keep_upstream_names(
     server_id = await _server(db, "shop")
     await _compose(db, server_id, origin_id, prefix="inv_", aliases={"get_order": "lookup"})
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         snapshot = await load_snapshot(s)
 
     view = snapshot.servers["shop"]
@@ -479,13 +481,13 @@ async def test_snapshot_leaves_out_disabled_items_and_reflects_publishing(db: Da
     server_id = await _server(db, "shop")
     await _compose(db, server_id, origin_id)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         server = await servers.get(s, server_id)
         server.published = True
         for item in await servers.items_of(s, server_id):
             if item.name in ("refund_order", "inventory://warehouses"):
                 item.enabled = False
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         snapshot = await load_snapshot(s)
 
     view = snapshot.servers["shop"]
@@ -499,10 +501,10 @@ async def test_snapshot_leaves_out_items_the_origin_no_longer_offers(db: Databas
     server_id = await _server(db, "shop")
     await _compose(db, server_id, origin_id)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         origin = await origins.get(s, origin_id)
         await origins.save_discovery(s, origin, items=ITEMS[1:], protocol_version="2025-11-25", error=None)
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         snapshot = await load_snapshot(s)
 
     assert set(snapshot.servers["shop"].tools) == {"refund_order"}
@@ -513,10 +515,10 @@ async def test_snapshot_holds_live_tokens_only(db: Database) -> None:
     live_id, live_secret = await _token(db, name="live")
     revoked_id, revoked_secret = await _token(db, name="revoked")
     _, expired_secret = await _token(db, name="expired", expires_in=-timedelta(minutes=1))
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         await tokens.revoke(s, revoked_id)
 
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         snapshot = await load_snapshot(s)
 
     def digest(secret: str) -> str:
@@ -535,18 +537,18 @@ async def test_snapshot_holds_live_tokens_only(db: Database) -> None:
 
 
 async def test_bump_epoch_counts_each_committed_change_and_a_rollback_counts_nothing(db: Database) -> None:
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         await bump_epoch(s)
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         await bump_epoch(s)
         await bump_epoch(s)
     assert await db.read_epoch() == 3
 
     with pytest.raises(RuntimeError):
-        async with db.session() as s:
+        async with db.session(SYSTEM) as s:
             await bump_epoch(s)
             raise RuntimeError("abort the unit of work")
 
     assert await db.read_epoch() == 3
-    async with db.session() as s:
+    async with db.session(SYSTEM) as s:
         assert (await load_snapshot(s)).epoch == 3

@@ -10,8 +10,11 @@ from typing import Any
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
+from bastion.store import tenancy
 from bastion.store.models import StateEpoch
+from bastion.store.tenancy import Tenancy
 
 __all__ = ["Database"]
 
@@ -28,12 +31,12 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, echo=echo, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, sync_session_class=_ScopedSession)
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits on success, rolls back on any error."""
-        async with self._sessions() as session, session.begin():
+    async def session(self, scope: Tenancy) -> AsyncIterator[AsyncSession]:
+        """A unit of work in `scope` (one tenant, or `SYSTEM`): commits on success, rolls back on any error."""
+        async with self._sessions(info={tenancy.INFO_KEY: scope}) as session, session.begin():
             yield session
 
     async def migrate(self) -> None:
@@ -44,12 +47,19 @@ class Database:
             await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), "head"))
 
     async def read_epoch(self) -> int:
-        async with self._sessions() as session:
+        async with self._sessions(info={tenancy.INFO_KEY: tenancy.SYSTEM}) as session:
             value = await session.scalar(select(StateEpoch.value).where(StateEpoch.id == 1))
             return int(value or 0)
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+class _ScopedSession(Session):
+    """The sync session behind every AsyncSession here; carries the tenancy hooks."""
+
+
+tenancy.install(_ScopedSession)
 
 
 async def bump_epoch(session: AsyncSession) -> None:

@@ -12,7 +12,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "DEFAULT_TENANT",
     "ApiToken",
+    "ApiTokenUse",
     "Base",
     "LoginEvent",
     "McpSessionEnd",
@@ -23,9 +25,14 @@ __all__ = [
     "OAuthToken",
     "Origin",
     "OriginItem",
+    "Role",
     "ServerItem",
     "SigningKey",
     "StateEpoch",
+    "Team",
+    "TeamMember",
+    "Tenant",
+    "TenantOwned",
     "User",
     "VirtualServer",
     "new_id",
@@ -64,7 +71,56 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
 
 
-class User(Base):
+DEFAULT_TENANT = "default"  # the id of the tenant every installation starts with
+
+
+class TenantOwned:
+    """Rows that belong to a tenant. A tenant-scoped session (`bastion.store.tenancy`) filters
+    every query on them by the caller's tenant and refuses writes into another tenant."""
+
+    # System-scope writes (bootstrap, the CLI on a single node) land in the default tenant.
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True, default=DEFAULT_TENANT
+    )
+
+
+class Tenant(Base):
+    """An organization: users, origins, virtual servers, tokens and clients belong to one."""
+
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Team(TenantOwned, Base):
+    __tablename__ = "teams"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamMember(TenantOwned, Base):
+    __tablename__ = "team_members"
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Role(TenantOwned, Base):
+    """A custom role: a named set of permissions (`bastion.governance.permissions`) in one tenant."""
+
+    __tablename__ = "roles"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    permissions: Mapped[list[Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(TenantOwned, Base):
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -79,10 +135,21 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Origin(Base):
+class Origin(TenantOwned, Base):
+    """An upstream MCP server. Registering one is a connector request: nothing of it is
+    reachable until a connector admin approves it."""
+
     __tablename__ = "origins"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    owner_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    visibility: Mapped[str] = mapped_column(String(8), default="tenant")  # private | team | tenant
+    team_ids: Mapped[list[Any]] = mapped_column(default=list)  # "selected spaces" when visibility is team
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | rejected
+    reviewed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    review_note: Mapped[str] = mapped_column(String(500), default="")
     transport: Mapped[str] = mapped_column(String(16))  # "http" | "stdio"
     url: Mapped[str | None] = mapped_column(String(2048), default=None)
     command: Mapped[list[Any] | None] = mapped_column(default=None)
@@ -106,10 +173,13 @@ class OriginItem(Base):
     digest: Mapped[str] = mapped_column(String(64))
 
 
-class VirtualServer(Base):
+class VirtualServer(TenantOwned, Base):
     __tablename__ = "virtual_servers"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)  # global: it is the MCP URL's path
+    owner_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    visibility: Mapped[str] = mapped_column(String(8), default="tenant")  # private | team | tenant
+    team_ids: Mapped[list[Any]] = mapped_column(default=list)
     title: Mapped[str] = mapped_column(String(200), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     published: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -130,8 +200,12 @@ class ServerItem(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
-class ApiToken(Base):
-    """An API token: only its SHA-256 is stored; the secret is shown once at creation."""
+class ApiToken(TenantOwned, Base):
+    """An API token: only its SHA-256 is stored; the secret is shown once at creation.
+
+    Optional limits narrow it below its user's roles: permissions, source CIDRs,
+    a validity window and a usage quota. Each use is logged in `api_token_uses`.
+    """
 
     __tablename__ = "api_tokens"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -143,12 +217,40 @@ class ApiToken(Base):
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    permissions: Mapped[list[Any] | None] = mapped_column(default=None)  # None: all of the user's
+    allowed_cidrs: Mapped[list[Any]] = mapped_column(default=list)  # empty: any address
+    not_before: Mapped[datetime | None] = mapped_column(default=None)
+    max_uses: Mapped[int | None] = mapped_column(Integer, default=None)
+    uses: Mapped[int] = mapped_column(Integer, default=0)  # counted uses, written with the use log
 
 
-class OAuthClient(Base):
-    """A registered OAuth client (RFC 7591 or created by an admin). CIMD clients are not stored."""
+class ApiTokenUse(TenantOwned, Base):
+    """One use of an API token, allowed or blocked (then with the reason)."""
+
+    __tablename__ = "api_token_uses"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_id: Mapped[str] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(2048))
+    ip: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(512), default="")
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    block_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
+class OAuthClient(TenantOwned, Base):
+    """A registered OAuth client (RFC 7591 or created by an admin). CIMD clients are not stored.
+
+    Service clients belong to their creator's tenant; dynamically registered ones to none
+    (they act for whichever user signs in), so no tenant-scoped session sees them.
+    """
 
     __tablename__ = "oauth_clients"
+    tenant_id: Mapped[str | None] = mapped_column(  # type: ignore[assignment]
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True, default=None
+    )
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret_hash: Mapped[str | None] = mapped_column(String(64), default=None)  # SHA-256 of a 256-bit secret
     kind: Mapped[str] = mapped_column(String(16))  # "dynamic" | "service"
@@ -226,10 +328,16 @@ class SigningKey(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
-class LoginEvent(Base):
-    """Every login attempt: success, failure or lockout, with where it came from."""
+class LoginEvent(TenantOwned, Base):
+    """Every login attempt: success, failure or lockout, with where it came from.
+
+    The tenant is the user's; an attempt for an unknown name belongs to none.
+    """
 
     __tablename__ = "login_events"
+    tenant_id: Mapped[str | None] = mapped_column(  # type: ignore[assignment]
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True, default=None
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     username: Mapped[str] = mapped_column(String(255))
     user_id: Mapped[str | None] = mapped_column(String(32), default=None)

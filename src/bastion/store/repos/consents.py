@@ -11,6 +11,7 @@ from bastion.bus import Bus, ChangeEvent
 from bastion.errors import NotFound
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import OAuthClient, OAuthConsent, OAuthToken, VirtualServer
+from bastion.store.tenancy import SYSTEM
 
 __all__ = ["ConsentView", "list_consents", "withdraw_consent"]
 
@@ -26,7 +27,7 @@ class ConsentView:
 
 
 async def list_consents(db: Database, user_id: str) -> list[ConsentView]:
-    async with db.session() as session:
+    async with db.session(SYSTEM) as session:
         rows = await session.execute(
             select(OAuthConsent, VirtualServer.slug, OAuthClient.client_name)
             .join(VirtualServer, VirtualServer.id == OAuthConsent.server_id)
@@ -49,7 +50,7 @@ async def list_consents(db: Database, user_id: str) -> list[ConsentView]:
 
 async def withdraw_consent(db: Database, bus: Bus, user_id: str, consent_id: str) -> None:
     """Forget the consent and revoke every token the client holds for this user and server."""
-    async with db.session() as session:
+    async with db.session(SYSTEM) as session:
         consent = await session.get(OAuthConsent, consent_id)
         if consent is None or consent.user_id != user_id:
             raise NotFound(f"no consent {consent_id!r}")  # another user's consent is not theirs to see

@@ -9,12 +9,13 @@ from sqlalchemy import delete, select
 from bastion.oauth.keys import KeyRing
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import SigningKey
+from bastion.store.tenancy import SYSTEM
 
 __all__ = ["load_keyring", "rotate_keyring", "save_keyring"]
 
 
 async def load_keyring(db: Database) -> KeyRing:
-    async with db.session() as session:
+    async with db.session(SYSTEM) as session:
         rows = (await session.scalars(select(SigningKey))).all()
         if rows:
             return KeyRing.from_records(
@@ -34,7 +35,7 @@ async def load_keyring(db: Database) -> KeyRing:
 
 async def save_keyring(db: Database, ring: KeyRing) -> None:
     """Replace the stored keys with `ring` (rotation and pruning both end here)."""
-    async with db.session() as session:
+    async with db.session(SYSTEM) as session:
         await session.execute(delete(SigningKey))
         for record in ring.to_records():
             session.add(SigningKey(**record))
@@ -44,7 +45,7 @@ async def rotate_keyring(db: Database, *, now: float, keep_retired_seconds: floa
     """A new active signing key; retired keys stay published until `keep_retired_seconds` after
     they stopped signing, so tokens they signed still verify. Every replica reloads (epoch)."""
     ring = (await load_keyring(db)).rotate(now).prune(now - keep_retired_seconds)
-    async with db.session() as session:
+    async with db.session(SYSTEM) as session:
         await session.execute(delete(SigningKey))
         for record in ring.to_records():
             session.add(SigningKey(**record))

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from bastion.store.db import Database
 from bastion.store.models import McpSessionEnd, Meta
 from bastion.store.repos.tokens import get_meta
+from bastion.store.tenancy import SYSTEM
 
 __all__ = ["SESSION_KEY_META", "SqlSessionEnds", "session_sealing_key"]
 
@@ -30,16 +31,16 @@ _LOOKBACK = 60.0
 
 async def session_sealing_key(db: Database) -> bytes:
     """The stored session-sealing key; whichever replica asks first generates it."""
-    async with db.session() as session:
+    async with db.session(SYSTEM) as session:
         stored = await get_meta(session, SESSION_KEY_META)
     if stored is None:
         fresh = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
         try:
-            async with db.session() as session:
+            async with db.session(SYSTEM) as session:
                 session.add(Meta(key=SESSION_KEY_META, value=fresh))
         except IntegrityError:
             pass  # another replica stored one between our read and our write: theirs is the key
-        async with db.session() as session:
+        async with db.session(SYSTEM) as session:
             stored = await get_meta(session, SESSION_KEY_META)
     assert stored is not None  # written above, by us or by the replica that won
     return base64.urlsafe_b64decode(stored + "=" * (-len(stored) % 4))
@@ -51,7 +52,7 @@ class SqlSessionEnds:
 
     async def record(self, nonce: str, expires_at: float) -> None:
         try:
-            async with self._db.session() as session:
+            async with self._db.session(SYSTEM) as session:
                 # Ends whose ids have expired on their own are no longer worth keeping.
                 await session.execute(delete(McpSessionEnd).where(McpSessionEnd.expires_at <= _at(time.time())))
                 session.add(McpSessionEnd(nonce=nonce, expires_at=_at(expires_at)))
@@ -64,7 +65,7 @@ class SqlSessionEnds:
             query = query.where(McpSessionEnd.expires_at > _at(time.time()))
         else:
             query = query.where(McpSessionEnd.ended_at >= _at(mark - _LOOKBACK))
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             rows = (await session.execute(query)).all()
         ended = {nonce: expires_at.timestamp() for nonce, expires_at, _ in rows}
         stamps = [ended_at.timestamp() for _, _, ended_at in rows] + ([] if mark is None else [mark])

@@ -17,9 +17,10 @@ import anyio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bastion.errors import Unavailable
 from bastion.identity.passwords import hash_password
 from bastion.store.db import bump_epoch
-from bastion.store.models import LoginEvent, User
+from bastion.store.models import LoginEvent, Tenant, User
 from bastion.store.repos._common import flush_unique
 
 __all__ = ["FederatedLogin", "find_federated", "record_login", "save_federated"]
@@ -33,6 +34,7 @@ class FederatedLogin:
     subject: str
     username: str
     roles: tuple[str, ...]
+    tenant: str = "default"  # slug of the tenant a first sign-in creates the user in
 
 
 async def find_federated(session: AsyncSession, provider: str, subject: str) -> User | None:
@@ -56,8 +58,9 @@ async def _unusable_password_hash() -> str:
     return await anyio.to_thread.run_sync(hash_password, secrets.token_urlsafe(32))
 
 
-async def save_federated(session: AsyncSession, login: FederatedLogin) -> User:
+async def save_federated(session: AsyncSession, login: FederatedLogin) -> tuple[User, bool]:
     """Create the federated user on first sign-in; afterwards bring its name and roles up to date.
+    Returns the user and whether anything changed (the caller then announces the change).
 
     Roles follow the provider's groups at every sign-in, so removing someone from a
     group at the provider takes the role away at their next Bastion sign-in. A change
@@ -66,7 +69,13 @@ async def save_federated(session: AsyncSession, login: FederatedLogin) -> User:
     user = await find_federated(session, login.provider, login.subject)
     username = await _free_name(session, login, user)
     if user is None:
+        tenant_id = await session.scalar(select(Tenant.id).where(Tenant.slug == login.tenant))
+        if tenant_id is None:  # a configuration error: refuse rather than place the person elsewhere
+            raise Unavailable(
+                f"sign-in provider {login.provider!r} names tenant {login.tenant!r}, which does not exist"
+            )
         user = User(
+            tenant_id=tenant_id,
             username=username,
             password_hash=await _unusable_password_hash(),
             is_admin=False,
@@ -76,18 +85,26 @@ async def save_federated(session: AsyncSession, login: FederatedLogin) -> User:
         )
         session.add(user)
     elif user.username == username and list(user.roles) == list(login.roles):
-        return user
+        return user, False
     else:
         user.username, user.roles = username, list(login.roles)
     await flush_unique(session, f"the user name {username!r} is taken; sign in again")
     await bump_epoch(session)
-    return user
+    return user, True
 
 
 async def record_login(
     session: AsyncSession, *, username: str, user_id: str | None, outcome: str, ip: str, user_agent: str
 ) -> None:
-    """One row in the login history, as password sign-ins write (`bastion.logins`)."""
+    """One row in the login history, in the user's tenant (an unknown name belongs to none)."""
+    user = None if user_id is None else await session.get(User, user_id)
     session.add(
-        LoginEvent(username=username[:255], user_id=user_id, outcome=outcome, ip=ip[:64], user_agent=user_agent[:512])
+        LoginEvent(
+            tenant_id=None if user is None else user.tenant_id,
+            username=username[:255],
+            user_id=user_id,
+            outcome=outcome,
+            ip=ip[:64],
+            user_agent=user_agent[:512],
+        )
     )
