@@ -11,9 +11,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bastion.governance.access import Member, Placement
 from bastion.identity.principal import Principal
 
-__all__ = ["MAX_ITEM_NAME", "ItemKind", "OriginSpec", "Route", "ServerView", "Snapshot", "definition_digest"]
+__all__ = [
+    "MAX_ITEM_NAME",
+    "ItemKind",
+    "OriginAccess",
+    "OriginSpec",
+    "Route",
+    "ServerView",
+    "Snapshot",
+    "definition_digest",
+]
 
 ItemKind = Literal["tool", "resource", "resource_template", "prompt"]
 MAX_ITEM_NAME = 512  # longest item name (tool, prompt, URI): the width of the store's name columns
@@ -57,6 +67,10 @@ class ServerView:
     prompts: dict[str, Route] = field(default_factory=dict)
     resources: dict[str, Route] = field(default_factory=dict)
     templates: tuple[Route, ...] = ()
+    placement: Placement = field(default_factory=lambda: Placement("default"))
+    # In a view filtered for one member (`bastion.catalog.views`): the (kind, exposed name) of
+    # items the server offers that this member may not use, so a call is refused as forbidden.
+    denied: frozenset[tuple[str, str]] = frozenset()
 
     def template_for(self, uri: str) -> Route | None:
         """The resource template whose literal prefix is the longest match for `uri`."""
@@ -70,11 +84,26 @@ class ServerView:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginAccess:
+    """Who may reach an origin's items: its name (what permissions name), placement, approval."""
+
+    name: str
+    placement: Placement
+    approved: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     epoch: int
-    servers: dict[str, ServerView]  # by slug
+    servers: dict[str, ServerView]  # by slug; routes only to approved origins of the server's tenant
     origins: dict[str, OriginSpec]  # by id
     tokens: dict[str, Principal]  # by SHA-256 of the token
+    members: dict[str, Member] = field(default_factory=dict)  # by user id
+    origin_access: dict[str, OriginAccess] = field(default_factory=dict)  # by origin id
+    tenants: dict[str, str] = field(default_factory=dict)  # tenant id by slug
+    # Views of a server filtered for one member and token limit, built on first use
+    # (`bastion.catalog.views`); a snapshot is replaced on every change, and the cache with it.
+    views: dict[Any, ServerView] = field(default_factory=dict, compare=False)
 
     @classmethod
     def empty(cls) -> Snapshot:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import mcp_types as mt
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from bastion import __version__
 from bastion.catalog.snapshot import Route, ServerView, Snapshot
-from bastion.errors import InvalidParams, MethodNotFound, UpstreamProtocolError, UpstreamRejected
+from bastion.errors import Forbidden, InvalidParams, MethodNotFound, UpstreamProtocolError, UpstreamRejected
 from bastion.identity.principal import Principal
 from bastion.mcp.upstream import OriginPool, ProgressSink
 
@@ -125,7 +125,7 @@ class Methods:
         request = _validate(mt.CallToolRequestParams, params, "tools/call")
         route = call.server.tools.get(request.name)
         if route is None:
-            raise InvalidParams(f"unknown tool: {request.name!r}")
+            _unknown(call.server, "tool", request.name)
         forwarded = {"name": route.upstream_name, "arguments": request.arguments or {}, **_round_trip(params)}
         return await self._forward(call, route, "tools/call", forwarded, mt.CallToolResult)
 
@@ -134,7 +134,7 @@ class Methods:
         uri = str(request.uri)
         route = call.server.resources.get(uri) or call.server.template_for(uri)
         if route is None:
-            raise InvalidParams(f"unknown resource: {uri!r}")
+            _unknown(call.server, "resource", uri)
         forwarded = {"uri": uri, **_round_trip(params)}
         return await self._forward(call, route, "resources/read", forwarded, mt.ReadResourceResult)
 
@@ -142,7 +142,7 @@ class Methods:
         request = _validate(mt.GetPromptRequestParams, params, "prompts/get")
         route = call.server.prompts.get(request.name)
         if route is None:
-            raise InvalidParams(f"unknown prompt: {request.name!r}")
+            _unknown(call.server, "prompt", request.name)
         forwarded: dict[str, Any] = {"name": route.upstream_name, **_round_trip(params)}
         if request.arguments is not None:
             forwarded["arguments"] = request.arguments
@@ -203,6 +203,13 @@ async def _ask_all(ask: Asker, requests: dict[str, Any]) -> dict[str, Any]:
             raise UpstreamRejected(int(error.get("code", mt.INTERNAL_ERROR)), str(error.get("message", "declined")))
         answers[key] = reply["result"]
     return answers
+
+
+def _unknown(server: ServerView, kind: str, name: str) -> NoReturn:
+    """An item this view lacks: forbidden when the server offers it but not to this caller."""
+    if (kind, name) in server.denied:
+        raise Forbidden(f"your roles do not allow this {kind}: {name!r} (ask an administrator for access)")
+    raise InvalidParams(f"unknown {kind}: {name!r}")
 
 
 def _validate(model: type[_M], params: dict[str, Any], method: str) -> _M:

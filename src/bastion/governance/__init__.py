@@ -1,0 +1,1 @@
+"""Who may do what: permissions, roles, tenants, teams and visibility, decided from snapshots."""
