@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,21 +19,25 @@ from bastion.errors import Unavailable
 from bastion.http.asgi import Receive, Scope, Send
 from bastion.http.errors import install_error_handlers
 from bastion.http.middleware import build_stack
+from bastion.identity.token_rules import RECORDER_SCOPE_KEY, TokenGate
 from bastion.mcp.transport import McpEndpoint
 from bastion.services import Services
+from bastion.store.tenancy import SYSTEM
 from bastion.web import router as identity_router
 
 __all__ = ["create_app"]
 
 _MCP_PREFIX, _MCP_SUFFIX = "/servers/", "/mcp"
+_API_PREFIX = "/api/"
 
 
 class _Planes:
     """Routes `/servers/{slug}/mcp` straight to the data plane; everything else to the API app."""
 
-    def __init__(self, endpoint: McpEndpoint, api: Any) -> None:
+    def __init__(self, endpoint: McpEndpoint, api: Any, gate: TokenGate | None = None) -> None:
         self._endpoint = endpoint
         self._api = api
+        self._gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -42,6 +47,16 @@ class _Planes:
                 if slug and "/" not in slug:
                     await self._endpoint(slug, scope, receive, send)
                     return
+            if self._gate is not None and path.startswith(_API_PREFIX):
+                # The admin API's authorization dependency attaches an API token to this recorder,
+                # which logs the use with the response's status (admin/deps.py).
+                recorder = self._gate.recorder(send, time.perf_counter())
+                scope[RECORDER_SCOPE_KEY] = recorder
+                try:
+                    await self._api(scope, receive, recorder)
+                finally:
+                    recorder.close()
+                return
         await self._api(scope, receive, send)
 
 
@@ -66,7 +81,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     api.state.services = services
     api.state.auth = services.auth
     api.state.users = services.users
+    api.state.governance = services.governance
     api.state.limits = services.limits
+    api.state.client_ip = services.client_ip  # the one client-address resolver (trusted proxies)
+    api.state.token_gate = services.token_gate
     install_error_handlers(api)
     api.include_router(admin_router)
     api.include_router(identity_router)
@@ -85,7 +103,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     @api.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         try:
-            async with services.db.session() as session:
+            async with services.db.session(SYSTEM) as session:
                 await session.execute(text("SELECT 1"))
         except Exception as exc:  # readiness reports any failure rather than raising it
             return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
@@ -101,6 +119,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
             {"status": "ready" if loaded else "starting", "epoch": epoch}, status_code=200 if loaded else 503
         )
 
-    app = build_stack(_Planes(services.endpoint, api), tls=settings.tls, body_limit=settings.max_body_bytes)
+    app = build_stack(
+        _Planes(services.endpoint, api, services.token_gate), tls=settings.tls, body_limit=settings.max_body_bytes
+    )
     app.services = services  # tests and the CLI reach the same objects
     return app

@@ -9,12 +9,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from bastion.admin.actor import Actor
 from bastion.admin.schemas import ComposeIn, OriginIn, ServerIn, TokenIn
 from bastion.errors import NotFound
 from bastion.identity.passwords import generate_password, hash_password
 from bastion.services import Services
 from bastion.store.db import bump_epoch
 from bastion.store.repos import tokens
+from bastion.store.tenancy import SYSTEM
 
 __all__ = ["DemoBootstrap", "ensure_admin", "ensure_demo"]
 
@@ -32,7 +34,7 @@ class DemoBootstrap:
 async def ensure_admin(services: Services) -> str | None:
     """Create the first admin if there is none; return a generated password to print once."""
     settings = services.settings
-    async with services.db.session() as s:
+    async with services.db.session(SYSTEM) as s:
         if await tokens.user_by_name(s, settings.admin_user) is not None:
             return None
         generated = settings.admin_password is None
@@ -45,26 +47,29 @@ async def ensure_admin(services: Services) -> str | None:
 async def ensure_demo(services: Services) -> DemoBootstrap:
     password = await ensure_admin(services)
     control = services.control
+    operator = Actor.operator()  # bootstrap writes as the operator, in the default tenant
     try:
-        await control.get_origin(DEMO_ORIGIN)
+        await control.get_origin(operator, DEMO_ORIGIN)
     except NotFound:
         command = [sys.executable, "-m", "bastion.demo.inventory"]
-        await control.create_origin(OriginIn(name=DEMO_ORIGIN, transport="stdio", command=command))
+        await control.create_origin(operator, OriginIn(name=DEMO_ORIGIN, transport="stdio", command=command))
     token: str | None = None
     try:
-        server = await control.get_server(DEMO_SLUG)
+        server = await control.get_server(operator, DEMO_SLUG)
     except NotFound:
         server = await control.create_server(
+            operator,
             ServerIn(
                 slug=DEMO_SLUG,
                 title="Demo inventory",
                 description="A small supply-chain system: stock, orders, reorders and refunds.",
-            )
+            ),
         )
-        await control.compose(server.id, ComposeIn(origin=DEMO_ORIGIN))
-        server = await control.set_published(server.id, True)
+        await control.compose(operator, server.id, ComposeIn(origin=DEMO_ORIGIN))
+        server = await control.set_published(operator, server.id, True)
         created = await control.create_token(
-            services.settings.admin_user, TokenIn(name="demo client", servers=[DEMO_SLUG], expires_in_days=30)
+            operator,
+            TokenIn(name="demo client", servers=[DEMO_SLUG], expires_in_days=30, user=services.settings.admin_user),
         )
         token = created.token
     return DemoBootstrap(admin_password=password, token=token, mcp_url=server.mcp_url)

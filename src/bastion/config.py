@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import math
 import os
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
         "first start and kept in the store.",
     )
     cors_origins: CsvList = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
+    trusted_proxies: CsvList = Field(
+        default_factory=list,
+        description="Reverse proxies (CIDRs) whose X-Forwarded-For is believed: a request from one of them is "
+        "attributed to the rightmost address in that header that is not itself a trusted proxy. Empty: the "
+        "socket peer is the client and X-Forwarded-For is ignored.",
+    )
 
     # --- upstream ---------------------------------------------------------------
     upstream_timeout_seconds: float = Field(30.0, gt=0, description="Default per-origin call timeout.")
@@ -187,6 +194,7 @@ class Settings(BaseSettings):
         "registration_redirect_hosts",
         "egress_allow_hosts",
         "egress_allow_cidrs",
+        "trusted_proxies",
         mode="before",
     )
     @classmethod
@@ -197,6 +205,15 @@ class Settings(BaseSettings):
                 return json.loads(value)  # the JSON form is accepted too
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # A typo must stop the start, not silently trust nobody (or everybody).
+        try:
+            return [str(ipaddress.ip_network(cidr, strict=False)) for cidr in value]
+        except ValueError as exc:
+            raise ValueError(f"not an IP network: {exc}") from None
 
     @field_validator("rate_limit_registration", "rate_limit_sign_in", "rate_limit_token")
     @classmethod

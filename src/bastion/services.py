@@ -12,14 +12,17 @@ from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.admin.control import Control
+from bastion.admin.governance import Governance
 from bastion.admin.users import Users
 from bastion.bus import create_bus
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import Snapshot
 from bastion.config import Settings
 from bastion.errors import Unavailable
+from bastion.http.client_ip import ClientIp
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.passwords import PasswordPolicy
+from bastion.identity.token_rules import LocalQuota, TokenGate, UseQuota
 from bastion.mcp.methods import Methods
 from bastion.mcp.notify import ChangeNotifier
 from bastion.mcp.origin_check import OriginPolicy
@@ -30,6 +33,8 @@ from bastion.net.egress import EgressPolicy
 from bastion.store.db import Database
 from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
 from bastion.store.repos.snapshot import load_snapshot
+from bastion.store.repos.token_uses import TokenUseWriter
+from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
 
@@ -53,6 +58,15 @@ def _origin_guard(settings: Settings) -> OriginGuard:
             ),
         ),
     )
+
+
+def _token_quota(settings: Settings) -> UseQuota:
+    """API token quotas: counted in Redis when replicas share one (exact across them), else here."""
+    if settings.redis_url is None:
+        return LocalQuota()
+    from bastion.bus.token_quota import RedisQuota  # no Redis client in a single-process deployment
+
+    return RedisQuota(settings.redis_url, namespace=settings.redis_namespace, timeout=settings.redis_timeout_seconds)
 
 
 class Services:
@@ -99,12 +113,18 @@ class Services:
                 "token": settings.rate_limit_token,
             }
         )
+        self.governance = Governance(self.db, self.bus)
         self.users = Users(
             self.db,
+            self.bus,
             PasswordPolicy(min_length=settings.password_min_length),
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
         )
+        # API tokens' own limits and their use log (the batch writer is started in `running`).
+        self.client_ip = ClientIp(settings.trusted_proxies)
+        self.token_uses = TokenUseWriter(self.db)
+        self.token_gate = TokenGate(quota=_token_quota(settings), log=self.token_uses, client_address=self.client_ip)
         self.endpoint = McpEndpoint(
             holder=self.holder,
             sessions=self.sessions,
@@ -114,13 +134,14 @@ class Services:
             base_url=settings.base_url(),
             max_body_bytes=settings.max_body_bytes,
             max_json_depth=settings.max_json_depth,
+            gate=self.token_gate,
         )
         self._tasks: TaskGroup | None = None
         self._refreshing: set[str] = set()
 
     async def _load_snapshot(self) -> Snapshot:
         try:
-            async with self.db.session() as session:
+            async with self.db.session(SYSTEM) as session:
                 return await load_snapshot(session)
         except (SQLAlchemyError, OSError) as exc:
             # A request waiting on this reload is refused (503), never decided on the old snapshot.
@@ -144,6 +165,7 @@ class Services:
             # Every replica must seal with the same key: configured, or the one kept in the store.
             await self.sessions.start(self._session_keys or [await session_sealing_key(self.db)])
             tasks.start_soon(self.bus.run)  # other replicas' events (returns at once in-process)
+            tasks.start_soon(self.token_uses.run)  # the API token use log, written in batches
             if poll_epoch:
                 tasks.start_soon(self.holder.poll_epoch, self.settings.epoch_poll_seconds)
                 tasks.start_soon(self.sessions.follow_ends, self.settings.epoch_poll_seconds)
@@ -152,7 +174,9 @@ class Services:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.pool.aclose()
+                    await self.token_uses.aclose()  # what is still queued reaches the store
                 tasks.cancel_scope.cancel()
+        await self.token_gate.aclose()
         await self.bus.aclose()
         await self.db.close()
 
@@ -170,7 +194,7 @@ class Services:
 
     async def _rediscover(self, origin_id: str) -> None:
         try:
-            await self.control.refresh_origin(origin_id)
+            await self.control.rediscover(origin_id)
         except Exception as exc:  # top of a background task: a failed rediscovery
             # (origin deleted meanwhile, store unreachable) must not stop the server.
             log.warning("rediscovery_failed", origin_id=origin_id, error=type(exc).__name__)

@@ -475,7 +475,21 @@ def test_the_token_secret_is_shown_once_and_the_list_never_contains_secrets_or_h
     assert response.status_code == 200
     listed = [t for t in response.json() if t["id"] == created["id"]]
     assert len(listed) == 1
-    assert set(listed[0]) == {"id", "name", "scopes", "server_ids", "expires_at", "revoked_at", "created_at"}
+    assert set(listed[0]) == {
+        "id",
+        "name",
+        "user_id",
+        "scopes",
+        "server_ids",
+        "expires_at",
+        "revoked_at",
+        "created_at",
+        "permissions",
+        "allowed_cidrs",
+        "not_before",
+        "max_uses",
+        "uses",
+    }
     assert listed[0]["name"] == name and listed[0]["scopes"] == ["mcp"]
     assert all("token" not in t and "token_hash" not in t for t in response.json())
     assert secret not in response.text

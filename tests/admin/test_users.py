@@ -10,6 +10,7 @@ import pytest
 from bastion.errors import InvalidParams
 from bastion.identity.passwords import PasswordPolicy, verify_password
 from bastion.store.repos.tokens import user_by_name
+from bastion.store.tenancy import SYSTEM
 from tests.harness import Bastion, run_bastion
 
 GOOD = "violet-otter-harbour-91"
@@ -43,7 +44,7 @@ def test_an_admin_creates_a_user_whose_answer_holds_no_hash_and_whose_hash_is_ar
     assert {"admin", "alice"} <= {user["username"] for user in listed}
 
     async def stored_hash() -> str:
-        async with bastion.services.db.session() as session:
+        async with bastion.services.db.session(SYSTEM) as session:
             user = await user_by_name(session, "alice")
             assert user is not None
             return user.password_hash
@@ -59,16 +60,20 @@ def test_a_weak_password_is_refused_with_the_reason_and_no_user_is_created(basti
     assert "bob" not in {user["username"] for user in bastion.ok("GET", "/api/users")}
 
 
-def test_a_non_admin_token_cannot_manage_users(bastion: Bastion) -> None:
-    bastion.ok("POST", "/api/users", json={"username": "carol", "password": GOOD})
+def test_a_member_signs_in_to_the_api_but_cannot_manage_users(bastion: Bastion) -> None:
+    bastion.ok("POST", "/api/users", json={"username": "carol", "password": GOOD})  # role: member
     login = bastion.http.post("/api/login", json={"username": "carol", "password": GOOD})
-    assert login.status_code == 401  # /api/login is for administrators only
+    assert login.status_code == 200  # the token carries only what the member role grants
+    headers = {"authorization": f"Bearer {login.json()['token']}"}
+    refused = bastion.http.get("/api/users", headers=headers)
+    assert refused.status_code == 403 and "users:read" in refused.json()["error"]["message"]
+    assert bastion.http.get("/api/tokens", headers=headers).status_code == 200  # their own tokens
     assert bastion.http.get("/api/users").status_code == 401
 
 
 def test_repeated_failed_admin_logins_lock_the_account_until_an_admin_unlocks_it(tmp_path: Path) -> None:
     with run_bastion(tmp_path, lockout_threshold=3) as bastion:
-        user = bastion.ok("POST", "/api/users", json={"username": "dave", "password": GOOD, "is_admin": True})
+        user = bastion.ok("POST", "/api/users", json={"username": "dave", "password": GOOD, "roles": ["tenant-admin"]})
         for _ in range(3):
             wrong = bastion.http.post("/api/login", json={"username": "dave", "password": "not-the-password"})
             assert wrong.status_code == 401

@@ -19,6 +19,7 @@ import pytest
 from mcp import MCPError
 
 from bastion.store.repos import origins
+from bastion.store.tenancy import SYSTEM
 from tests.harness import Bastion, origin_process, run_bastion
 from tests.oauth.flows import bump_and_wait, own_database
 
@@ -77,7 +78,10 @@ def was_connected(sock: socket.socket) -> bool:
 def register(bastion: Bastion, name: str, url: str) -> dict[str, Any]:
     response = bastion.api("POST", "/api/origins", json={"name": name, "transport": "http", "url": url})
     assert response.status_code == 201, response.text
-    origin: dict[str, Any] = response.json()
+    # Approved at once: the connector review is not what these tests are about.
+    origin: dict[str, Any] = bastion.ok(
+        "POST", f"/api/origins/{response.json()['id']}/review", json={"decision": "approve"}
+    )
     return origin
 
 
@@ -150,7 +154,7 @@ async def test_an_mcp_client_learns_the_origin_is_refused_but_not_its_address(by
         by_host.publish_server("inv", {"origin": "inventory", "items": ["list_stock"]})
         # The origin's address changes to one the policy refuses (as a rebinding DNS name would).
         async with own_database(by_host) as db:
-            async with db.session() as session:
+            async with db.session(SYSTEM) as session:
                 (await origins.get(session, "inventory")).url = url.replace("127.0.0.1", "localhost")
             await bump_and_wait(by_host, db)
         async with by_host.client("inv", by_host.token("inv")) as client:

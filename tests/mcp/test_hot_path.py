@@ -43,7 +43,12 @@ async def test_two_hundred_tool_calls_after_warm_up_issue_no_sql(quiet_bastion: 
                     assert not result.is_error
             finally:
                 event.remove(engine, "before_cursor_execute", count)
-    assert statements == []
+    # The API token use log's batch writer runs beside the requests (a few statements per
+    # ~0.5 s batch, on `api_token_uses` / `api_tokens`); request handling itself issues none.
+    writer = ("SELECT api_tokens.id, api_tokens.tenant_id", "INSERT INTO api_token_uses", "UPDATE api_tokens SET uses=")
+    requests = [s for s in statements if not s.startswith(writer)]
+    assert requests == []
+    assert len(statements) <= 60, "the use log should write in batches, not per call"
 
     # Control: the same listener does see the queries a control-plane read makes.
     event.listen(engine, "before_cursor_execute", count)

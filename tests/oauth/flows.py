@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import httpx
 
 from bastion.store.db import Database, bump_epoch
+from bastion.store.tenancy import SYSTEM
 from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, Bastion, eventually
 from tests.oauth_browser import Redirect, hidden_field
 
@@ -119,7 +120,7 @@ async def bump_and_wait(bastion: Bastion, db: Database) -> None:
     The bearer cache belongs to one epoch, so a row changed by hand takes effect on the
     next request once the snapshot holder has polled the new epoch.
     """
-    async with db.session() as session:
+    async with db.session(SYSTEM) as session:
         await bump_epoch(session)
     target = await db.read_epoch()
 
@@ -135,6 +136,7 @@ class Flow:
 
     bastion: Bastion
     user_agent: str = "flows-test-browser/1.0"
+    username: str = "admin"  # who signs in
     http: httpx.AsyncClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -218,7 +220,7 @@ class Flow:
 
     # --- the person ------------------------------------------------------------------------
     async def sign_in(self, page: httpx.Response, password: str = ADMIN_PASSWORD) -> httpx.Response:
-        form = {"username": "admin", "password": password, "request": hidden_field(page.text, "request")}
+        form = {"username": self.username, "password": password, "request": hidden_field(page.text, "request")}
         return await self.http.post("/oauth/login", data=form)
 
     async def decide(self, consent: httpx.Response, decision: str = "approve") -> Redirect:

@@ -13,6 +13,7 @@ from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.identity.tokens import hash_token
 from bastion.oauth.resources import InvalidTarget, server_for_resource
 from bastion.store.models import LoginEvent, OAuthCode, User
+from bastion.store.tenancy import SYSTEM
 from tests.harness import ADMIN_PASSWORD, Bastion, run_bastion
 from tests.oauth.flows import (
     REDIRECT_URI,
@@ -174,6 +175,18 @@ async def test_denying_consent_sends_access_denied_to_the_client(gw: Bastion, fl
     assert redirect.params["state"] == "deny-me" and redirect.params["iss"] == gw.base_url
 
 
+async def test_a_person_with_no_access_to_the_server_is_sent_back_with_access_denied(gw: Bastion, flow: Flow) -> None:
+    client_id = await _client(flow)
+    gw.ok("POST", "/api/tenants", json={"slug": "elsewhere"})
+    body = {"username": "stranger", "password": ADMIN_PASSWORD, "roles": ["member"]}
+    gw.ok("POST", "/api/users", json=body, headers={"x-bastion-tenant": "elsewhere"})
+    async with Flow(gw, username="stranger") as stranger:
+        redirect = await stranger.authorize(stranger.authorize_path(client_id, Pkce.new(), state="s"))
+    error, description = error_of(redirect)
+    assert error == "access_denied" and "no access to 'demo'" in description
+    assert redirect.params["state"] == "s"
+
+
 async def test_consent_is_remembered_for_the_same_client_server_and_scopes(gw: Bastion, flow: Flow) -> None:
     client_id = await _client(flow)
     first = await flow.consent_page(flow.authorize_path(client_id, Pkce.new(), scope="mcp:read"))
@@ -209,7 +222,7 @@ async def test_the_consent_form_without_its_csrf_token_or_login_cookie_grants_no
         assert refused.status_code == 403, refused.text
         assert "location" not in refused.headers
         assert expected in page_message(refused)
-    async with own_database(gw) as db, db.session() as session:
+    async with own_database(gw) as db, db.session(SYSTEM) as session:
         codes = await session.scalar(
             select(func.count()).select_from(OAuthCode).where(OAuthCode.client_id == client_id)
         )
@@ -262,7 +275,7 @@ async def test_an_expired_code_is_invalid_grant(gw: Bastion, flow: Flow) -> None
     client_id = await _client(flow)
     pkce = Pkce.new()
     code = await flow.code_for(client_id, pkce)
-    async with own_database(gw) as db, db.session() as session:
+    async with own_database(gw) as db, db.session(SYSTEM) as session:
         await session.execute(
             update(OAuthCode)
             .where(OAuthCode.code_hash == hash_token(code))
@@ -387,7 +400,7 @@ async def test_after_the_threshold_of_failures_even_the_right_password_is_refuse
         assert "Allow access?" not in locked.text and "set-cookie" not in locked.headers
 
         async with own_database(strict) as db:
-            async with db.session() as session:
+            async with db.session(SYSTEM) as session:
                 user = await session.scalar(select(User).where(User.username == "admin"))
                 assert user is not None and user.locked_until is not None
                 remaining = user.locked_until - datetime.now(UTC)
@@ -395,7 +408,7 @@ async def test_after_the_threshold_of_failures_even_the_right_password_is_refuse
                 user.locked_until = datetime.now(UTC) - timedelta(seconds=1)  # the lock ends
             unlocked = await flow.sign_in(login, password=ADMIN_PASSWORD)
             assert unlocked.status_code == 200 and "Allow access?" in unlocked.text
-            async with db.session() as session:
+            async with db.session(SYSTEM) as session:
                 events = (
                     await session.scalars(
                         select(LoginEvent)

@@ -25,6 +25,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from sqlalchemy import func, select
 
 from bastion.store.models import OAuthClient
+from bastion.store.tenancy import SYSTEM
 from tests.harness import Bastion, run_bastion
 from tests.oauth.flows import REDIRECT_URI, Flow, Pkce, own_database, page_message, publish_demo
 from tests.oauth_browser import Redirect
@@ -98,7 +99,7 @@ async def site(tmp_path: Path, ca: LocalCA) -> AsyncIterator[DocumentSite]:
 
 
 async def _registered_clients(gw: Bastion) -> int:
-    async with own_database(gw) as db, db.session() as session:
+    async with own_database(gw) as db, db.session(SYSTEM) as session:
         return int(await session.scalar(select(func.count()).select_from(OAuthClient)) or 0)
 
 

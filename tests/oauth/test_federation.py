@@ -25,6 +25,7 @@ from bastion.identity.tokens import hash_token
 from bastion.store.db import Database
 from bastion.store.models import LoginEvent, User
 from bastion.store.repos.oauth import SqlOAuthStore
+from bastion.store.tenancy import SYSTEM
 from tests.harness import STDIO_INVENTORY, Bastion, free_port, run_bastion, wait_for_port
 from tests.oauth_browser import Redirect, hidden_field
 
@@ -171,7 +172,7 @@ def _with_param(url: str, **params: str) -> str:
 async def _federated_user(world: World, subject: str) -> tuple[User | None, list[LoginEvent]]:
     db = Database(world.bastion.settings.database_url)  # our own handle: Bastion's lives on its own loop
     try:
-        async with db.session() as session:
+        async with db.session(SYSTEM) as session:
             user = await session.scalar(select(User).where(User.provider == "idp", User.subject == subject))
             events = (await session.scalars(select(LoginEvent).where(LoginEvent.username.like("idp:%")))).all()
             return user, list(events)

@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from bastion.identity.tokens import hash_token
 from bastion.store.models import OAuthToken
+from bastion.store.tenancy import SYSTEM
 from tests.harness import Bastion, run_bastion
 from tests.oauth.flows import Flow, bump_and_wait, own_database, publish_demo
 
@@ -64,7 +65,7 @@ async def test_a_live_token_is_described_to_a_service_client(gw: Bastion, flow: 
     assert answer["active"] is True
     assert answer["scope"] == "mcp:read"
     assert answer["client_id"] == caller["client_id"]
-    assert answer["username"] == "admin" and answer["sub"] == admin["id"]
+    assert answer["username"] == "admin" and answer["sub"] == admin["id"] and answer["org_id"] == "default"
     assert answer["aud"] == gw.mcp_url("demo") and answer["iss"] == gw.base_url
     assert answer["token_type"] == "Bearer"
     assert answer["iat"] <= now + 1 and answer["exp"] - answer["iat"] == 600
@@ -97,7 +98,7 @@ async def test_unknown_and_expired_tokens_are_inactive(gw: Bastion, flow: Flow) 
     assert (await introspect(flow.http, caller, "bst_at_never-issued")).json() == {"active": False}
     token = await client_token(gw, flow.http, caller, "demo")
     async with own_database(gw) as db:
-        async with db.session() as session:
+        async with db.session(SYSTEM) as session:
             past = datetime.now(UTC) - timedelta(seconds=5)
             await session.execute(
                 update(OAuthToken).where(OAuthToken.token_hash == hash_token(token)).values(expires_at=past)

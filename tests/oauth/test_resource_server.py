@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from bastion.identity.tokens import hash_token
 from bastion.store.models import OAuthToken as OAuthTokenRow
+from bastion.store.tenancy import SYSTEM
 from tests.harness import Bastion, run_bastion
 from tests.oauth.flows import REDIRECT_URI, Flow, Tokens, bump_and_wait, mcp_request, own_database, publish_demo
 from tests.oauth_browser import Redirect
@@ -119,7 +120,7 @@ async def test_an_expired_access_token_is_refused_once_bastion_sees_the_change(g
         tokens = await flow.tokens()
         live = await flow.tokens(tokens.client_id)
         assert (await mcp_request(flow.http, gw.mcp_url("demo"), tokens.access_token)).status_code == 200
-        async with db.session() as session:
+        async with db.session(SYSTEM) as session:
             await session.execute(
                 update(OAuthTokenRow)
                 .where(OAuthTokenRow.token_hash == hash_token(tokens.access_token))

@@ -90,9 +90,9 @@ class Cluster:
         await self.a.ok("POST", f"/api/servers/{server['id']}/publish")
         return str(server["id"])
 
-    async def token(self, slug: str) -> tuple[str, str]:
-        """Through A: an MCP token for `slug`; returns (id, secret)."""
-        body = {"name": "replicas", "servers": [slug], "expires_in_days": 1}
+    async def token(self, slug: str, *, user: str | None = None) -> tuple[str, str]:
+        """Through A: an MCP token for `slug` (the admin's, or `user`'s); returns (id, secret)."""
+        body = {"name": "replicas", "servers": [slug], "expires_in_days": 1, "user": user}
         created = await self.a.ok("POST", "/api/tokens", json=body)
         return str(created["id"]), str(created["token"])
 
@@ -163,5 +163,6 @@ async def running_cluster(database_url: str, redis_url: str, namespace: str, log
         stack.push_async_callback(a.stop)
         b = await _start("b", env, log_dir)
         stack.push_async_callback(b.stop)
-        await a.ok("POST", "/api/origins", json={"name": "inventory", "transport": "http", "url": origin_url})
+        origin = await a.ok("POST", "/api/origins", json={"name": "inventory", "transport": "http", "url": origin_url})
+        await a.ok("POST", f"/api/origins/{origin['id']}/review", json={"decision": "approve"})
         yield Cluster(a, b, database_url, redis_url, namespace)

@@ -21,8 +21,9 @@ import pytest
 from bastion.bus.redis import RedisBus
 from bastion.store.db import Database, bump_epoch
 from bastion.store.repos import tokens
+from bastion.store.tenancy import SYSTEM
 from tests.conftest import require_service
-from tests.harness import postgres_url
+from tests.harness import ADMIN_PASSWORD, postgres_url
 from tests.redis_server import RedisServer, namespace, private_redis, shared_redis_url
 from tests.replicas.cluster import Cluster, Replica, fresh_database, mcp_call, running_cluster
 
@@ -89,6 +90,8 @@ async def cluster(anyio_backend: str, tmp_path_factory: pytest.TempPathFactory) 
 CHANGES = [
     ("revoke the token", 401),
     ("unpublish the server", 404),
+    # The token stays valid; its user's roles no longer allow the tool (a JSON-RPC error, HTTP 400).
+    ("remove the user's role", 400),
     # No event at all: only the per-request epoch check can make B refuse (the store poll is hourly).
     ("revoke the token in the store and announce its epoch without an event", 401),
 ]
@@ -100,8 +103,17 @@ async def test_the_first_request_on_replica_b_that_starts_after_replica_a_commit
 ) -> None:
     slug = f"s-{uuid.uuid4().hex[:8]}"
     server_id = await cluster.publish(slug)
-    token_id, token = await cluster.token(slug)  # minted on A, used on B at once: also a change B must see
-    path = f"/api/tokens/{token_id}/revoke" if change == "revoke the token" else f"/api/servers/{server_id}/unpublish"
+    if change == "remove the user's role":
+        user = await cluster.a.ok("POST", "/api/users", json={"username": slug, "password": ADMIN_PASSWORD})
+        token_id, token = await cluster.token(slug, user=slug)
+        body: dict[str, list[str]] | None = {"roles": []}
+        path, method = f"/api/users/{user['id']}", "PATCH"
+    else:
+        token_id, token = await cluster.token(slug)  # minted on A, used on B at once: also a change B must see
+        path = (
+            f"/api/tokens/{token_id}/revoke" if change == "revoke the token" else f"/api/servers/{server_id}/unpublish"
+        )
+        method, body = "POST", None
     recorder = Recorder()
     async with httpx.AsyncClient(timeout=30, trust_env=False) as http, anyio.create_task_group() as tasks:
         for _ in range(3):
@@ -112,8 +124,11 @@ async def test_the_first_request_on_replica_b_that_starts_after_replica_a_commit
         if change.startswith("revoke the token in the store"):
             await _revoke_and_announce_only(cluster, token_id)
         else:
-            response = await http.post(
-                f"{cluster.a.base_url}{path}", headers={"authorization": f"Bearer {cluster.a.admin_token}"}
+            response = await http.request(
+                method,
+                f"{cluster.a.base_url}{path}",
+                json=body,
+                headers={"authorization": f"Bearer {cluster.a.admin_token}"},
             )
             assert response.status_code == 200, response.text
         returned = time.monotonic()
@@ -216,7 +231,7 @@ async def _revoke_and_announce_only(cluster: Cluster, token_id: str) -> None:
 async def _revoke_in_store(database_url: str, token_id: str) -> None:
     database = Database(database_url)
     try:
-        async with database.session() as session:
+        async with database.session(SYSTEM) as session:
             await tokens.revoke(session, token_id)
             await bump_epoch(session)
     finally:

@@ -12,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from bastion.admin.actor import Actor
 from bastion.admin.schemas import (
     ComposeIn,
     ItemOut,
     ItemPatch,
     OriginIn,
     OriginOut,
+    ReviewIn,
     ServerIn,
     ServerItemOut,
     ServerOut,
@@ -28,14 +30,15 @@ from bastion.admin.schemas import (
 from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
-from bastion.errors import BadRequest, NotFound, Unauthenticated, UpstreamError, UpstreamRefused
+from bastion.errors import BadRequest, Conflict, NotFound, UpstreamError, UpstreamRefused
 from bastion.identity.principal import SCOPE_ADMIN
 from bastion.logins import Attempt, Logins
 from bastion.mcp.upstream import OriginPool, StdioPolicy
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import ApiToken, Origin, OriginItem, ServerItem, VirtualServer
-from bastion.store.repos import origins, servers, tokens
+from bastion.store.repos import origins, servers, teams, tokens
 from bastion.store.repos.snapshot import origin_spec
+from bastion.store.tenancy import SYSTEM, Tenancy
 
 __all__ = ["Control"]
 
@@ -58,11 +61,16 @@ class Control:
     async def _changed(self, topic: Topic, subject_id: str | None = None) -> None:
         await self._bus.publish(ChangeEvent(topic, subject_id))
 
-    # --- origins ----------------------------------------------------------------------
-    async def create_origin(self, data: OriginIn) -> OriginOut:
+    # --- origins (connectors) ------------------------------------------------------------
+    async def create_origin(self, actor: Actor, data: OriginIn) -> OriginOut:
+        """Register an origin: a connector request, pending until a connector admin approves it.
+
+        The operator (CLI, bootstrap) holds the database itself: what it registers is approved.
+        """
         # The stdio allowlist is checked, and the executable pinned, before anything is stored.
         command = self._stdio.pin(data.command) if data.command is not None else None
-        async with self._db.session() as s:
+        async with self._db.session(actor.scope) as s:
+            team_ids = await teams.resolve(s, data.team_ids)
             origin = await origins.create(
                 s,
                 name=data.name,
@@ -71,30 +79,59 @@ class Control:
                 command=command,
                 timeout_seconds=data.timeout_seconds,
             )
+            origin.owner_user_id = actor.user_id
+            origin.visibility, origin.team_ids = data.visibility, team_ids
+            if actor.is_operator:
+                origin.status, origin.reviewed_by, origin.reviewed_at = "approved", actor.username, datetime.now(UTC)
             await bump_epoch(s)
         await self._changed("catalog", origin.id)
-        return await self.refresh_origin(origin.id)
+        return await self.refresh_origin(actor, origin.id)
 
-    async def list_origins(self) -> list[OriginOut]:
-        async with self._db.session() as s:
-            return [_origin_out(o) for o in await origins.list_all(s)]
+    async def list_origins(self, actor: Actor, status: str | None = None) -> list[OriginOut]:
+        async with self._db.session(actor.scope) as s:
+            return [_origin_out(o) for o in await origins.list_all(s) if status is None or o.status == status]
 
-    async def get_origin(self, origin_id: str) -> OriginOut:
-        async with self._db.session() as s:
+    async def get_origin(self, actor: Actor, origin_id: str) -> OriginOut:
+        async with self._db.session(actor.scope) as s:
             origin = await origins.get(s, origin_id)
             return _origin_out(origin, await origins.items_of(s, origin.id))
 
-    async def refresh_origin(self, origin_id: str) -> OriginOut:
-        """Ask the origin what it offers now; a failure is recorded, the last good list kept."""
-        async with self._db.session() as s:
-            spec = origin_spec(await origins.get(s, origin_id))
+    async def refresh_origin(self, actor: Actor, origin_id: str) -> OriginOut:
+        await self._refresh(actor.scope, origin_id)
+        return await self.get_origin(actor, origin_id)
+
+    async def rediscover(self, origin_id: str) -> None:
+        """An origin announced a change (any tenant's): discover it again, in the system scope."""
+        await self._refresh(SYSTEM, origin_id)
+
+    async def _refresh(self, scope: Tenancy, origin_id: str) -> None:
+        """Ask the origin what it offers now; a failure is recorded, the last good list kept.
+
+        A pending origin is discovered too, so its reviewer sees what it would offer.
+        """
+        async with self._db.session(scope) as s:
+            origin = await origins.get(s, origin_id)
+            if origin.status == "rejected":
+                raise Conflict(f"origin {origin.name!r} was rejected: nothing is fetched from it")
+            spec = origin_spec(origin)
         items, error, version = await self._discover(spec)
-        async with self._db.session() as s:
+        async with self._db.session(scope) as s:
             origin = await origins.get(s, origin_id)
             await origins.save_discovery(s, origin, items=items, protocol_version=version, error=error)
             await bump_epoch(s)
         await self._changed("catalog", origin_id)
-        return await self.get_origin(origin_id)
+
+    async def review_origin(self, actor: Actor, origin_id: str, review: ReviewIn) -> OriginOut:
+        """Approve or reject a connector request. Rejecting an approved origin withdraws every item
+        of it from every virtual server on the next request, on every replica."""
+        async with self._db.session(actor.scope) as s:
+            origin = await origins.get(s, origin_id)
+            origin.status = "approved" if review.decision == "approve" else "rejected"
+            origin.reviewed_by, origin.reviewed_at, origin.review_note = actor.username, datetime.now(UTC), review.note
+            await bump_epoch(s)
+        await self._changed("catalog", origin_id)
+        log.info("connector_reviewed", origin_id=origin_id, decision=review.decision, reviewer=actor.username)
+        return await self.get_origin(actor, origin_id)
 
     async def _discover(self, spec: OriginSpec) -> tuple[list[DiscoveredItem] | None, str | None, str | None]:
         client = self._pool.client(spec)
@@ -107,42 +144,49 @@ class Control:
             log.warning("discovery_failed", origin=spec.name, error=error)
             return None, error, None
 
-    async def delete_origin(self, origin_id: str) -> None:
-        async with self._db.session() as s:
+    async def delete_origin(self, actor: Actor, origin_id: str) -> None:
+        async with self._db.session(actor.scope) as s:
             await origins.remove(s, await origins.get(s, origin_id))
             await bump_epoch(s)
         await self._changed("catalog", origin_id)
 
     # --- virtual servers ------------------------------------------------------------------
-    async def create_server(self, data: ServerIn) -> ServerOut:
-        async with self._db.session() as s:
+    async def create_server(self, actor: Actor, data: ServerIn) -> ServerOut:
+        async with self._db.session(actor.scope) as s:
+            team_ids = await teams.resolve(s, data.team_ids)
             server = await servers.create(s, slug=data.slug, title=data.title, description=data.description)
+            server.owner_user_id = actor.user_id
+            server.visibility, server.team_ids = data.visibility, team_ids
             await bump_epoch(s)
         await self._changed("catalog", server.id)
         return self._server_out(server, [])
 
-    async def list_servers(self) -> list[ServerOut]:
-        async with self._db.session() as s:
+    async def list_servers(self, actor: Actor) -> list[ServerOut]:
+        async with self._db.session(actor.scope) as s:
             return [self._server_out(v, await servers.items_of(s, v.id)) for v in await servers.list_all(s)]
 
-    async def get_server(self, server_id: str) -> ServerOut:
-        async with self._db.session() as s:
+    async def get_server(self, actor: Actor, server_id: str) -> ServerOut:
+        async with self._db.session(actor.scope) as s:
             server = await servers.get(s, server_id)
             return self._server_out(server, await servers.items_of(s, server.id))
 
-    async def compose(self, server_id: str, data: ComposeIn) -> ServerOut:
-        async with self._db.session() as s:
+    async def compose(self, actor: Actor, server_id: str, data: ComposeIn) -> ServerOut:
+        async with self._db.session(actor.scope) as s:
             server = await servers.get(s, server_id)
             origin = await origins.get(s, data.origin)
+            if origin.status != "approved":
+                raise Conflict(
+                    f"origin {origin.name!r} is {origin.status}: a connector admin must approve it before use"
+                )
             await servers.compose(
                 s, server, origin_id=origin.id, prefix=data.prefix, names=data.items, aliases=data.aliases
             )
             await bump_epoch(s)
         await self._changed("catalog", server.id)
-        return await self.get_server(server.id)
+        return await self.get_server(actor, server.id)
 
-    async def patch_item(self, server_id: str, item_id: str, data: ItemPatch) -> ServerOut:
-        async with self._db.session() as s:
+    async def patch_item(self, actor: Actor, server_id: str, item_id: str, data: ItemPatch) -> ServerOut:
+        async with self._db.session(actor.scope) as s:
             server = await servers.get(s, server_id)
             item = await servers.get_item(s, server.id, item_id)
             if data.enabled is not None:
@@ -154,18 +198,18 @@ class Control:
             await servers.flush_item(s, item)
             await bump_epoch(s)
         await self._changed("catalog", server.id)
-        return await self.get_server(server.id)
+        return await self.get_server(actor, server.id)
 
-    async def set_published(self, server_id: str, published: bool) -> ServerOut:
-        async with self._db.session() as s:
+    async def set_published(self, actor: Actor, server_id: str, published: bool) -> ServerOut:
+        async with self._db.session(actor.scope) as s:
             server = await servers.get(s, server_id)
             server.published = published
             await bump_epoch(s)
         await self._changed("catalog", server.id)
-        return await self.get_server(server.id)
+        return await self.get_server(actor, server.id)
 
-    async def delete_server(self, server_id: str) -> None:
-        async with self._db.session() as s:
+    async def delete_server(self, actor: Actor, server_id: str) -> None:
+        async with self._db.session(actor.scope) as s:
             await servers.remove(s, await servers.get(s, server_id))
             await bump_epoch(s)
         await self._changed("catalog", server_id)
@@ -181,49 +225,67 @@ class Control:
             description=server.description,
             published=server.published,
             mcp_url=self.mcp_url(server.slug),
+            visibility=server.visibility,
+            team_ids=list(server.team_ids),
+            owner_user_id=server.owner_user_id,
             items=[_item_out(i) for i in items],
         )
 
     # --- tokens -------------------------------------------------------------------------------
-    async def create_token(self, username: str, data: TokenIn) -> TokenCreated:
+    async def create_token(self, actor: Actor, data: TokenIn) -> TokenCreated:
+        """An API token for the caller, or (with tokens:manage) for another user of the tenant."""
+        username = data.user or actor.username
+        if username != actor.username:
+            actor.require("tokens:manage")
         expires_at = datetime.now(UTC) + timedelta(days=data.expires_in_days)
-        return await self._mint(username, data.name, list(data.scopes), data.servers, expires_at)
+        return await self._mint(actor.scope, username, data, expires_at)
 
-    async def _mint(
-        self, username: str, name: str, scopes: list[str], server_refs: list[str], expires_at: datetime
-    ) -> TokenCreated:
-        async with self._db.session() as s:
+    async def _mint(self, scope: Tenancy, username: str, data: TokenIn, expires_at: datetime) -> TokenCreated:
+        async with self._db.session(scope) as s:
             user = await tokens.user_by_name(s, username)
             if user is None:
                 raise NotFound(f"no user {username!r}")
-            if SCOPE_ADMIN in scopes and not user.is_admin:
-                raise BadRequest("only administrators can hold admin-scoped tokens")
-            server_ids = [(await servers.get(s, ref)).id for ref in server_refs]
+            server_ids = [(await servers.get(s, ref)).id for ref in data.servers]
             token, secret = await tokens.create_token(
-                s, user=user, name=name, scopes=scopes, server_ids=server_ids, expires_at=expires_at
+                s,
+                user=user,
+                name=data.name,
+                scopes=list(data.scopes),
+                server_ids=server_ids,
+                expires_at=expires_at,
             )
+            token.permissions = data.permissions
+            token.allowed_cidrs = data.allowed_cidrs
+            token.not_before = data.not_before
+            token.max_uses = data.max_uses
             await bump_epoch(s)
         await self._changed("tokens", token.id)
         return TokenCreated(**_token_out(token).model_dump(), token=secret)
 
-    async def list_tokens(self) -> list[TokenOut]:
-        async with self._db.session() as s:
-            return [_token_out(t) for t in await tokens.list_tokens(s)]
+    async def list_tokens(self, actor: Actor) -> list[TokenOut]:
+        """Every token of the tenant with tokens:manage; otherwise the caller's own."""
+        everyone = actor.may("tokens:manage")
+        async with self._db.session(actor.scope) as s:
+            return [_token_out(t) for t in await tokens.list_tokens(s) if everyone or t.user_id == actor.user_id]
 
-    async def revoke_token(self, token_id: str) -> TokenOut:
-        async with self._db.session() as s:
-            token = await tokens.revoke(s, token_id)
+    async def revoke_token(self, actor: Actor, token_id: str) -> TokenOut:
+        async with self._db.session(actor.scope) as s:
+            token = await tokens.get(s, token_id)
+            if token.user_id != actor.user_id and not actor.may("tokens:manage"):
+                raise NotFound(f"no API token {token_id!r}")  # another user's token is not theirs to see
+            await tokens.revoke(s, token.id)
             await bump_epoch(s)
         await self._changed("tokens", token_id)
         return _token_out(token)
 
     async def login(self, attempt: Attempt) -> TokenCreated:
-        """Exchange an administrator's password for a short-lived admin token (with lockout)."""
+        """Exchange a password for a one-hour admin-scoped token (with lockout). What it may do on the
+        control plane is what the user's roles grant, route by route."""
         user = await self._logins.verify(attempt)
-        if not user.is_admin:
-            raise Unauthenticated("unknown user or wrong password")
         expires_at = datetime.now(UTC) + _LOGIN_TOKEN_LIFETIME
-        return await self._mint(user.username, "login", [SCOPE_ADMIN], [], expires_at)
+        return await self._mint(
+            Tenancy.of(user.tenant_id), user.username, TokenIn(name="login", scopes=[SCOPE_ADMIN]), expires_at
+        )
 
 
 def _origin_out(origin: Origin, items: Sequence[OriginItem] = ()) -> OriginOut:

@@ -15,13 +15,16 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
+from bastion.admin.actor import Actor
 from bastion.errors import NotFound
 from bastion.identity.tokens import TOKEN_PREFIX, hash_token
 from bastion.oauth.provider import Client
 from bastion.store.db import Database
+from bastion.store.models import OAuthClient
 from bastion.store.repos import servers, tokens
-from bastion.store.repos.oauth import SqlOAuthStore
+from bastion.store.repos.oauth import SqlOAuthStore, stored_client
 
 __all__ = ["ClientOut", "OAuthClients", "ServiceClientCreated", "ServiceClientIn"]
 
@@ -72,9 +75,9 @@ class OAuthClients:
         self._db = db
         self._store = store
 
-    async def create_service(self, data: ServiceClientIn, admin_username: str) -> ServiceClientCreated:
-        owner_name = data.owner or admin_username
-        async with self._db.session() as session:
+    async def create_service(self, actor: Actor, data: ServiceClientIn) -> ServiceClientCreated:
+        owner_name = data.owner or actor.username
+        async with self._db.session(actor.scope) as session:
             owner = await tokens.user_by_name(session, owner_name)
             if owner is None:
                 raise NotFound(f"no user {owner_name!r} to own the client")
@@ -101,15 +104,20 @@ class OAuthClients:
             "token_endpoint_auth_method": client.token_endpoint_auth_method,
             "scope": client.scope,
         }
-        await self._store.add_client(client, registration)
+        await self._store.add_client(client, registration, tenant_id=actor.tenant_id)
         [(stored, created_at)] = await self._store.list_clients(client_id=client.client_id)
         return ServiceClientCreated(**_out(stored, created_at).model_dump(), client_secret=secret)
 
-    async def list(self) -> list[ClientOut]:
-        return [_out(client, created) for client, created in await self._store.list_clients()]
+    async def list(self, actor: Actor) -> list[ClientOut]:
+        """The tenant's service clients (dynamically registered clients belong to no tenant)."""
+        async with self._db.session(actor.scope) as session:
+            rows = (await session.scalars(select(OAuthClient).order_by(OAuthClient.created_at))).all()
+        return [_out(stored_client(row), row.created_at) for row in rows]
 
-    async def delete(self, client_id: str) -> None:
-        if not await self._store.delete_client(client_id):
+    async def delete(self, actor: Actor, client_id: str) -> None:
+        async with self._db.session(actor.scope) as session:
+            found = await session.get(OAuthClient, client_id) is not None
+        if not found or not await self._store.delete_client(client_id):
             raise NotFound(f"no OAuth client {client_id!r}")
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+
+from bastion.errors import BadRequest
+from bastion.governance.permissions import parse_permission
 
 __all__ = [
     "ComposeIn",
@@ -23,7 +27,9 @@ __all__ = [
     "TokenOut",
 ]
 
-Scope = Literal["mcp", "admin"]
+Scope = Literal["mcp", "mcp:read", "mcp:write", "admin"]
+Visibility = Literal["private", "team", "tenant"]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lowercase letters, digits, '-' and '_'")
 Alias = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 OfferedName = Annotated[str, StringConstraints(min_length=1, max_length=512)]
@@ -33,12 +39,25 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class OriginIn(_In):
+class _Placed(_In):
+    @field_validator("team_ids", check_fields=False)
+    @classmethod
+    def _teams_for_team_visibility(cls, team_ids: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("visibility") == "team" and not team_ids:
+            raise ValueError("team visibility needs at least one team")
+        return team_ids
+
+
+class OriginIn(_Placed):
     name: str = Slug
     transport: Literal["http", "stdio"]
     url: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$", validate_default=True)
     command: list[str] | None = Field(None, min_length=1, max_length=64, validate_default=True)
     timeout_seconds: float | None = Field(None, gt=0, le=600)
+    visibility: Visibility = Field("tenant", description="who sees its items: private (you), team, tenant")
+    team_ids: list[Name] = Field(
+        default_factory=list, max_length=100, description="selected spaces: teams (names or ids) that may use it"
+    )
 
     @field_validator("url")
     @classmethod
@@ -66,6 +85,11 @@ class OriginIn(_In):
         return command
 
 
+class ReviewIn(_In):
+    decision: Literal["approve", "reject"]
+    note: str = Field("", max_length=500)
+
+
 class ItemOut(BaseModel):
     kind: str
     name: str
@@ -83,13 +107,22 @@ class OriginOut(BaseModel):
     protocol_version: str | None
     discovered_at: datetime | None
     last_error: str | None
+    status: str = Field(description="connector request: pending, approved or rejected")
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    review_note: str
+    visibility: str
+    team_ids: list[str]
+    owner_user_id: str | None
     items: list[ItemOut] = []
 
 
-class ServerIn(_In):
+class ServerIn(_Placed):
     slug: str = Slug
     title: str = Field("", max_length=200)
     description: str = Field("", max_length=4096)
+    visibility: Visibility = Field("tenant", description="who may use it: private (you), team, tenant")
+    team_ids: list[Name] = Field(default_factory=list, max_length=100, description="teams, for team visibility")
 
 
 class ComposeIn(_In):
@@ -120,6 +153,9 @@ class ServerOut(BaseModel):
     description: str
     published: bool
     mcp_url: str
+    visibility: str
+    team_ids: list[str]
+    owner_user_id: str | None
     items: list[ServerItemOut] = []
 
 
@@ -128,16 +164,55 @@ class TokenIn(_In):
     servers: list[str] = Field(default_factory=list, max_length=100, description="virtual server slugs or ids")
     scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["mcp"]), min_length=1)
     expires_in_days: int = Field(30, ge=1, le=365)
+    user: str | None = Field(None, min_length=1, max_length=64, description="whose token; default: yours")
+    permissions: list[str] | None = Field(
+        None, max_length=200, description="limit below the user's roles (see the permission syntax); omitted: none"
+    )
+    allowed_cidrs: list[str] = Field(default_factory=list, max_length=100, description="source networks; empty: any")
+    not_before: datetime | None = Field(None, description="not valid before this instant (UTC)")
+    max_uses: int | None = Field(None, ge=1, le=1_000_000_000, description="usage quota; omitted: unlimited")
+
+    @field_validator("permissions")
+    @classmethod
+    def _known_permissions(cls, permissions: list[str] | None) -> list[str] | None:
+        if permissions is not None:
+            for text in permissions:
+                try:
+                    parse_permission(text)
+                except BadRequest as exc:
+                    raise ValueError(exc.message) from None
+        return permissions
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(cidr, strict=False)) for cidr in cidrs]
+        except ValueError as exc:
+            raise ValueError(f"not an IP network: {exc}") from None
+
+    @field_validator("not_before")
+    @classmethod
+    def _aware(cls, when: datetime | None) -> datetime | None:
+        if when is not None and when.tzinfo is None:
+            raise ValueError("give a time zone (for example 2026-01-01T09:00:00Z)")
+        return when
 
 
 class TokenOut(BaseModel):
     id: str
     name: str
+    user_id: str
     scopes: list[str]
     server_ids: list[str]
     expires_at: datetime
     revoked_at: datetime | None
     created_at: datetime
+    permissions: list[str] | None
+    allowed_cidrs: list[str]
+    not_before: datetime | None
+    max_uses: int | None
+    uses: int
 
 
 class TokenCreated(TokenOut):
@@ -152,7 +227,13 @@ class LoginIn(_In):
 class UserIn(_In):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     password: str = Field(min_length=1, max_length=1024)
-    is_admin: bool = False
+    roles: list[Name] = Field(default_factory=lambda: ["member"], max_length=50, description="built-in or custom")
+    teams: list[Name] = Field(default_factory=list, max_length=100, description="team names or ids")
+
+
+class UserPatch(_In):
+    roles: list[Name] | None = Field(None, max_length=50)
+    teams: list[Name] | None = Field(None, max_length=100)
 
 
 class UserOut(BaseModel):
@@ -160,7 +241,9 @@ class UserOut(BaseModel):
     username: str
     is_admin: bool
     provider: str | None
+    tenant_id: str
     roles: list[str]
+    teams: list[str] = []
     failed_logins: int
     locked_until: datetime | None
     created_at: datetime

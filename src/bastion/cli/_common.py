@@ -10,13 +10,17 @@ import anyio
 import typer
 from pydantic import BaseModel, ValidationError
 
+from bastion.admin.actor import Actor
 from bastion.config import Settings
 from bastion.observability.logging import configure_logging
 
 if TYPE_CHECKING:
     from bastion.services import Services
 
-__all__ = ["JsonOption", "emit", "run_with_services"]
+__all__ = ["OPERATOR", "JsonOption", "emit", "run_with_services"]
+
+# The CLI acts as the operator, who holds the database itself, in the default tenant.
+OPERATOR = Actor.operator()
 
 T = TypeVar("T")
 

@@ -1,14 +1,18 @@
-"""`bastion origins ...`: register, list, show, refresh discovery, delete."""
+"""`bastion origins ...`: register, list, show, review, refresh discovery, delete.
+
+The CLI acts as the operator (who holds the database) in the default tenant: what
+it registers is approved at once; `review` decides requests made through the API.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from bastion.admin.schemas import OriginIn
-from bastion.cli._common import JsonOption, emit, run_with_services, validated
+from bastion.admin.schemas import OriginIn, ReviewIn
+from bastion.cli._common import OPERATOR, JsonOption, emit, run_with_services, validated
 
 app = typer.Typer(help="Origins: the upstream MCP servers Bastion connects to.", no_args_is_help=True)
-_COLUMNS = ("id", "name", "transport", "protocol_version", "last_error")
+_COLUMNS = ("id", "name", "transport", "status", "protocol_version", "last_error")
 
 
 @app.command("add")
@@ -28,19 +32,19 @@ def add(
         command=command or None,
         timeout_seconds=timeout,
     )
-    emit(run_with_services(lambda s: s.control.create_origin(data)), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.create_origin(OPERATOR, data)), as_json, _COLUMNS)
 
 
 @app.command("list")
 def list_(as_json: bool = JsonOption) -> None:
     """List origins."""
-    emit(run_with_services(lambda s: s.control.list_origins()), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.list_origins(OPERATOR)), as_json, _COLUMNS)
 
 
 @app.command("show")
 def show(origin: str = typer.Argument(..., help="Origin id or name."), as_json: bool = JsonOption) -> None:
     """Show an origin and the items it offers."""
-    result = run_with_services(lambda s: s.control.get_origin(origin))
+    result = run_with_services(lambda s: s.control.get_origin(OPERATOR, origin))
     if as_json:
         emit(result, True, _COLUMNS)
         return
@@ -49,14 +53,26 @@ def show(origin: str = typer.Argument(..., help="Origin id or name."), as_json: 
         typer.echo(f"  {item.kind:<18} {item.name}")
 
 
+@app.command("review")
+def review(
+    origin: str = typer.Argument(..., help="Origin id or name."),
+    approve: bool = typer.Option(..., "--approve/--reject", help="Approve or reject the connector request."),
+    note: str = typer.Option("", help="Why (kept with the decision)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Approve or reject a connector request (a rejected origin's items leave every server)."""
+    data = validated(ReviewIn, decision="approve" if approve else "reject", note=note)
+    emit(run_with_services(lambda s: s.control.review_origin(OPERATOR, origin, data)), as_json, _COLUMNS)
+
+
 @app.command("refresh")
 def refresh(origin: str = typer.Argument(..., help="Origin id or name."), as_json: bool = JsonOption) -> None:
     """Discover the origin's items again."""
-    emit(run_with_services(lambda s: s.control.refresh_origin(origin)), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.refresh_origin(OPERATOR, origin)), as_json, _COLUMNS)
 
 
 @app.command("delete")
 def delete(origin: str = typer.Argument(..., help="Origin id or name.")) -> None:
     """Delete an origin (its items leave every virtual server)."""
-    run_with_services(lambda s: s.control.delete_origin(origin))
+    run_with_services(lambda s: s.control.delete_origin(OPERATOR, origin))
     typer.echo(f"deleted origin {origin}")

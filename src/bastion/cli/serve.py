@@ -102,6 +102,9 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         server_header=False,
+        # Bastion decides whose X-Forwarded-For to believe (BASTION_TRUSTED_PROXIES); uvicorn's own
+        # default would believe any loopback peer and rewrite the client address before Bastion sees it.
+        proxy_headers=False,
         log_config=None,
         access_log=False,
         lifespan="on",

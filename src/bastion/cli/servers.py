@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bastion.admin.schemas import ComposeIn, ItemPatch, ServerIn, ServerOut
-from bastion.cli._common import JsonOption, emit, run_with_services, validated
+from bastion.cli._common import OPERATOR, JsonOption, emit, run_with_services, validated
 
 app = typer.Typer(help="Virtual servers: published MCP endpoints composed from origins.", no_args_is_help=True)
 _COLUMNS = ("id", "slug", "published", "mcp_url")
@@ -28,19 +28,19 @@ def create(
 ) -> None:
     """Create a virtual server (a draft until published)."""
     data = validated(ServerIn, slug=slug, title=title, description=description)
-    _show(run_with_services(lambda s: s.control.create_server(data)), as_json)
+    _show(run_with_services(lambda s: s.control.create_server(OPERATOR, data)), as_json)
 
 
 @app.command("list")
 def list_(as_json: bool = JsonOption) -> None:
     """List virtual servers."""
-    emit(run_with_services(lambda s: s.control.list_servers()), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.list_servers(OPERATOR)), as_json, _COLUMNS)
 
 
 @app.command("show")
 def show(server: str = typer.Argument(..., help="Slug or id."), as_json: bool = JsonOption) -> None:
     """Show a virtual server and its items."""
-    _show(run_with_services(lambda s: s.control.get_server(server)), as_json)
+    _show(run_with_services(lambda s: s.control.get_server(OPERATOR, server)), as_json)
 
 
 @app.command("compose")
@@ -59,7 +59,7 @@ def compose(
         raise typer.Exit(2)
     aliases = dict(a.split("=", 1) for a in alias or [])
     data = validated(ComposeIn, origin=origin, prefix=prefix, items=item or None, aliases=aliases)
-    _show(run_with_services(lambda s: s.control.compose(server, data)), as_json)
+    _show(run_with_services(lambda s: s.control.compose(OPERATOR, server, data)), as_json)
 
 
 @app.command("item")
@@ -72,23 +72,23 @@ def item(
 ) -> None:
     """Enable, disable or rename one item."""
     data = validated(ItemPatch, enabled=enable, alias=alias)
-    _show(run_with_services(lambda s: s.control.patch_item(server, item_id, data)), as_json)
+    _show(run_with_services(lambda s: s.control.patch_item(OPERATOR, server, item_id, data)), as_json)
 
 
 @app.command("publish")
 def publish(server: str = typer.Argument(..., help="Slug or id."), as_json: bool = JsonOption) -> None:
     """Publish: clients may connect."""
-    _show(run_with_services(lambda s: s.control.set_published(server, True)), as_json)
+    _show(run_with_services(lambda s: s.control.set_published(OPERATOR, server, True)), as_json)
 
 
 @app.command("unpublish")
 def unpublish(server: str = typer.Argument(..., help="Slug or id."), as_json: bool = JsonOption) -> None:
     """Unpublish: the endpoint answers 404 and open sessions end."""
-    _show(run_with_services(lambda s: s.control.set_published(server, False)), as_json)
+    _show(run_with_services(lambda s: s.control.set_published(OPERATOR, server, False)), as_json)
 
 
 @app.command("delete")
 def delete(server: str = typer.Argument(..., help="Slug or id.")) -> None:
     """Delete a virtual server."""
-    run_with_services(lambda s: s.control.delete_server(server))
+    run_with_services(lambda s: s.control.delete_server(OPERATOR, server))
     typer.echo(f"deleted virtual server {server}")

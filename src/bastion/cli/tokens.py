@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bastion.admin.schemas import TokenIn
-from bastion.cli._common import JsonOption, emit, run_with_services, validated
+from bastion.cli._common import OPERATOR, JsonOption, emit, run_with_services, validated
 from bastion.config import Settings
 
 app = typer.Typer(help="API tokens: bearer credentials for MCP clients and the admin API.", no_args_is_help=True)
@@ -23,9 +23,9 @@ def create(
 ) -> None:
     """Create a token; the secret is printed once and stored only as a hash."""
     scopes = ["admin"] if admin else ["mcp"]
-    data = validated(TokenIn, name=name, servers=server or [], scopes=scopes, expires_in_days=days)
     owner = user or Settings().admin_user
-    created = run_with_services(lambda s: s.control.create_token(owner, data))
+    data = validated(TokenIn, name=name, servers=server or [], scopes=scopes, expires_in_days=days, user=owner)
+    created = run_with_services(lambda s: s.control.create_token(OPERATOR, data))
     if as_json:
         emit(created, True, _COLUMNS)
     else:
@@ -36,11 +36,11 @@ def create(
 @app.command("list")
 def list_(as_json: bool = JsonOption) -> None:
     """List tokens (never their secrets)."""
-    emit(run_with_services(lambda s: s.control.list_tokens()), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.list_tokens(OPERATOR)), as_json, _COLUMNS)
 
 
 @app.command("revoke")
 def revoke(token_id: str = typer.Argument(..., help="Token id.")) -> None:
     """Revoke a token: refused on its next request."""
-    run_with_services(lambda s: s.control.revoke_token(token_id))
+    run_with_services(lambda s: s.control.revoke_token(OPERATOR, token_id))
     typer.echo(f"revoked token {token_id}")

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from bastion.governance.permissions import Grants
+from bastion.identity.token_rules import TokenRules
+
 __all__ = ["SCOPE_ADMIN", "SCOPE_MCP", "SCOPE_MCP_READ", "SCOPE_MCP_WRITE", "Principal", "scope_satisfied"]
 
 SCOPE_MCP = "mcp"  # everything a virtual server offers
@@ -36,6 +39,10 @@ class Principal:
     client_id: str | None = None  # the OAuth client it was issued to (None: an API token)
     grant_id: str | None = None  # OAuth: the grant (token family) it belongs to
     roles: frozenset[str] = field(default_factory=frozenset)
+    # An API token's permission limit, below its user's roles (None: the roles decide alone).
+    limit: Grants | None = None
+    # An API token's own limits: source networks, validity start, quota (None: an OAuth token).
+    rules: TokenRules | None = None
 
     def may_reach(self, server_id: str) -> bool:
         return server_id in self.server_ids and any(
@@ -53,4 +60,5 @@ class Principal:
 
     @property
     def may_administer(self) -> bool:
-        return self.is_admin and SCOPE_ADMIN in self.scopes
+        """May use the control-plane API at all; each route then asks for its permission."""
+        return SCOPE_ADMIN in self.scopes

@@ -12,6 +12,7 @@ must belong to the same token.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import ServerView, Snapshot
+from bastion.catalog.views import view_for
 from bastion.errors import (
     BadRequest,
     BastionError,
@@ -48,6 +50,7 @@ from bastion.errors import (
 from bastion.http.asgi import BodyTooLarge, Receive, Scope, Send, header, read_body, send_bytes
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import SCOPE_MCP, Principal
+from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
 from bastion.mcp.jsonrpc import decode_body, error_message, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
@@ -74,8 +77,10 @@ class McpEndpoint:
         base_url: str,
         max_body_bytes: int,
         max_json_depth: int,
+        gate: TokenGate | None = None,
     ) -> None:
         self._bearer = bearer
+        self._gate = gate  # API tokens' own rules and their use log (None: neither)
         self._base_url = base_url
         self._holder = holder
         self._sessions = sessions
@@ -85,6 +90,8 @@ class McpEndpoint:
         self._max_depth = max_json_depth
 
     async def __call__(self, slug: str, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        recorder: UseRecorder | None = None
         try:
             self._origins.check(header(scope, b"origin"))
             # Every decision below, refusals included, is made on a snapshot at least as new as
@@ -93,8 +100,17 @@ class McpEndpoint:
             principal = await self._bearer.authenticate(
                 snapshot.tokens, snapshot.epoch, header(scope, b"authorization")
             )
+            gate = self._gate
+            if gate is not None and principal.client_id is None and principal.rules is not None:
+                # An API token (OAuth tokens have no rules and are not logged here): its use is
+                # recorded, allowed or refused, when the response starts (status and latency).
+                recorder = gate.recorder(send, started)
+                send = recorder
+                gate.admit(principal, scope, recorder)
             server = snapshot.servers.get(slug)
-            if server is None or not server.published:
+            member = snapshot.members.get(principal.user_id)
+            if server is None or not server.published or member is None or not member.sees(server.placement):
+                # Another tenant's server, or one not shared with this user, is answered like a missing one.
                 raise NotFound(f"no published virtual server {slug!r}")
             if principal.client_id is not None and server.id not in principal.server_ids:
                 # RFC 8707 / MCP authorization: an OAuth token issued for another resource is
@@ -102,6 +118,10 @@ class McpEndpoint:
                 raise Unauthenticated("this token was issued for another resource: authorize for this server")
             if not principal.may_reach(server.id):
                 raise Forbidden(f"this token may not reach virtual server {slug!r}")
+            # From here on the server is what this member may use through this token (roles, teams).
+            server = view_for(snapshot, member, principal.limit, server)
+            if gate is not None and recorder is not None:
+                await gate.count(principal, recorder)  # the quota, once the use is otherwise allowed
             method = scope["method"]
             if method != "POST" and _is_modern(header(scope, b"mcp-protocol-version")):
                 # 2026-07-28 has no session stream and nothing to delete: POST only.
@@ -117,7 +137,12 @@ class McpEndpoint:
             else:
                 await send_bytes(send, 405, b"", headers=[(b"allow", b"GET, POST, DELETE")])
         except BastionError as error:
-            await _refuse(send, error, self._challenge(slug, scope, error))
+            # A token's own rule is no matter of scope: no OAuth challenge that would start a step-up.
+            challenge = None if isinstance(error, TokenRefused) else self._challenge(slug, scope, error)
+            await _refuse(send, error, challenge)
+        finally:
+            if recorder is not None:
+                recorder.close()  # records the use if no response started (500)
 
     # --- POST: one JSON-RPC message ------------------------------------------------------
     async def _post(

@@ -93,6 +93,7 @@ class FederatedIdentity:
     username: str
     groups: tuple[str, ...]
     roles: tuple[str, ...]
+    tenant: str = "default"  # the provider's tenant (slug): its users belong to it
 
 
 def map_roles(role_map: Mapping[str, str], groups: tuple[str, ...]) -> tuple[str, ...]:
@@ -116,6 +117,7 @@ def identity_from_claims(config: OidcProviderConfig, claims: Mapping[str, Any]) 
         username=f"{config.name}:{shown}"[:64],
         groups=groups,
         roles=map_roles(config.role_map, groups),
+        tenant=config.tenant,
     )
 
 

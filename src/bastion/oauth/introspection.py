@@ -58,6 +58,7 @@ class Introspector:
             "client_id": record.grant.client_id,
             "username": user.username,
             "sub": user.id,
+            "org_id": user.tenant_id,  # the tenant: which organization's policies the token acts under
             "aud": resource_url(self._issuer, server.slug),  # RFC 8707: the one resource it is for
             "iss": self._issuer,
             "exp": int(record.expires_at),

@@ -50,6 +50,9 @@ class OidcProviderConfig(BaseModel):
     role_map: dict[str, str] = Field(
         default_factory=dict, description="Provider group → Bastion role; groups not listed grant nothing."
     )
+    tenant: str = Field(
+        "default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Slug of the tenant its users belong to."
+    )
 
     @field_validator("issuer")
     @classmethod

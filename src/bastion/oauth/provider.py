@@ -69,6 +69,7 @@ class UserRecord:
     username: str
     is_admin: bool
     roles: tuple[str, ...] = ()
+    tenant_id: str = "default"  # the organization the person belongs to
 
 
 class OAuthStore(Protocol):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from bastion.http.client_ip import ClientIp
 from bastion.logins import Attempt
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
@@ -21,8 +22,14 @@ def _auth(request: Request) -> AuthServer:
 Auth = Annotated[AuthServer, Depends(_auth)]
 
 
+_PEER_ONLY = ClientIp()  # an app built without Services' resolver trusts no proxy
+
+
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The caller's address: the socket peer, or behind `BASTION_TRUSTED_PROXIES` the address
+    they forwarded (`bastion.http.client_ip`, the same resolver as the data plane's)."""
+    resolver: ClientIp = getattr(request.app.state, "client_ip", _PEER_ONLY)
+    return resolver(request.scope)
 
 
 async def limit(request: Request, route: str) -> None:

@@ -21,12 +21,14 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import URL, QueryParams
 
+from bastion.bus import ChangeEvent
 from bastion.errors import AccessDenied, BadRequest, BastionError, Forbidden, NotFound
 from bastion.oauth.authorize import AuthorizationRequest
 from bastion.oauth.federation import BrowserBinding, FederatedIdentity, RelyingParty
 from bastion.store.repos.users import FederatedLogin, record_login, save_federated
+from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
-from bastion.web.deps import Auth, limit
+from bastion.web.deps import Auth, client_address, limit
 from bastion.web.signin import error_page, login_page, read_request, sign_in
 
 __all__ = ["router"]
@@ -139,9 +141,8 @@ async def _identify(party: RelyingParty, params: QueryParams, binding: BrowserBi
 
 
 async def _record(auth: AuthServer, request: Request, username: str, user_id: str | None, outcome: str) -> None:
-    client = request.client
-    ip, agent = (client.host if client else ""), request.headers.get("user-agent", "")
-    async with auth.db.session() as session:
+    ip, agent = client_address(request), request.headers.get("user-agent", "")
+    async with auth.db.session(SYSTEM) as session:
         await record_login(session, username=username, user_id=user_id, outcome=outcome, ip=ip, user_agent=agent)
     log.info("login", outcome=outcome, user=username[:64], ip=ip, method="federated")
 
@@ -156,9 +157,13 @@ async def callback(request: Request, auth: Auth, provider: str) -> Response:
     try:
         await limit(request, "sign-in")  # each answer costs a token request: the sign-in limit
         identity = await _identify(party, request.query_params, binding)
-        login = FederatedLogin(identity.provider, identity.subject, identity.username, identity.roles)
-        async with auth.db.session() as session:
-            user = await save_federated(session, login)
+        login = FederatedLogin(
+            identity.provider, identity.subject, identity.username, identity.roles, tenant=identity.tenant
+        )
+        async with auth.db.session(SYSTEM) as session:
+            user, changed = await save_federated(session, login)
+        if changed:  # a new user, or new roles: in the snapshot before the consent decision reads it
+            await auth.bus.publish(ChangeEvent("users", user.id))
     except BastionError as error:  # back to the sign-in page, which says why and still offers every way in
         await _record(auth, request, f"{provider}:?", None, "failure")
         response = login_page(auth, authz, error=error.message, status=error.http_status)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import URL
 
-from bastion.errors import BastionError, Forbidden
+from bastion.errors import AccessDenied, BastionError, Forbidden
 from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, scope_satisfied
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.web.authserver import AuthServer
@@ -97,7 +97,22 @@ def login_page(
     )
 
 
+async def _refusal(auth: AuthServer, authz: AuthorizationRequest, user_id: str) -> Response | None:
+    """access_denied back to the client when the server is not one this person may use (another
+    tenant's, or one not shared with them); None when they may."""
+    snapshot = await auth.holder.checked()
+    member = snapshot.members.get(user_id)
+    server = snapshot.servers.get(authz.server_slug)
+    if member is not None and server is not None and member.sees(server.placement):
+        return None
+    error = AccessDenied(f"this account has no access to {authz.server_slug!r}")
+    return RedirectResponse(auth.authorizer.error_redirect(authz.redirect_uri, error, authz.state), status_code=302)
+
+
 async def _consent_or_code(auth: AuthServer, authz: AuthorizationRequest, user_id: str, cookie: str) -> Response:
+    refused = await _refusal(auth, authz, user_id)
+    if refused is not None:
+        return refused
     granted = await auth.store.consented_scopes(user_id, authz.client_id, authz.server_id)
     if granted is not None and all(scope_satisfied(s, granted) for s in authz.scopes):
         return RedirectResponse(await auth.authorizer.approve(authz, user_id, auth.now()), status_code=302)
@@ -169,5 +184,8 @@ async def consent(
         return error_page(error)
     if decision != "approve":
         return RedirectResponse(auth.authorizer.deny(authz), status_code=302)
+    refused = await _refusal(auth, authz, user_id)
+    if refused is not None:
+        return refused
     await auth.store.save_consent(user_id, authz.client_id, authz.server_id, frozenset(authz.scopes))
     return RedirectResponse(await auth.authorizer.approve(authz, user_id, auth.now()), status_code=302)

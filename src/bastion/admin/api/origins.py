@@ -1,34 +1,43 @@
-"""Origins: register, list, show (with discovered items), refresh discovery, delete."""
+"""Origins (connectors): register (a connector request), review, list, show, refresh, delete."""
+
+from typing import Literal
 
 from fastapi import APIRouter, Response
 
-from bastion.admin.deps import AdminPrincipal, ControlDep
-from bastion.admin.schemas import OriginIn, OriginOut
+from bastion.admin.deps import ConnectorsApprove, ControlDep, OriginsManage, OriginsRead
+from bastion.admin.schemas import OriginIn, OriginOut, ReviewIn
 
 router = APIRouter(prefix="/origins", tags=["origins"])
 
 
 @router.post("", status_code=201, response_model=OriginOut)
-async def create_origin(data: OriginIn, control: ControlDep, _: AdminPrincipal) -> OriginOut:
-    return await control.create_origin(data)
+async def create_origin(data: OriginIn, control: ControlDep, actor: OriginsManage) -> OriginOut:
+    return await control.create_origin(actor, data)
 
 
 @router.get("", response_model=list[OriginOut])
-async def list_origins(control: ControlDep, _: AdminPrincipal) -> list[OriginOut]:
-    return await control.list_origins()
+async def list_origins(
+    control: ControlDep, actor: OriginsRead, status: Literal["pending", "approved", "rejected"] | None = None
+) -> list[OriginOut]:
+    return await control.list_origins(actor, status)
 
 
 @router.get("/{origin_id}", response_model=OriginOut)
-async def show_origin(origin_id: str, control: ControlDep, _: AdminPrincipal) -> OriginOut:
-    return await control.get_origin(origin_id)
+async def show_origin(origin_id: str, control: ControlDep, actor: OriginsRead) -> OriginOut:
+    return await control.get_origin(actor, origin_id)
+
+
+@router.post("/{origin_id}/review", response_model=OriginOut)
+async def review_origin(origin_id: str, data: ReviewIn, control: ControlDep, actor: ConnectorsApprove) -> OriginOut:
+    return await control.review_origin(actor, origin_id, data)
 
 
 @router.post("/{origin_id}/refresh", response_model=OriginOut)
-async def refresh_origin(origin_id: str, control: ControlDep, _: AdminPrincipal) -> OriginOut:
-    return await control.refresh_origin(origin_id)
+async def refresh_origin(origin_id: str, control: ControlDep, actor: OriginsManage) -> OriginOut:
+    return await control.refresh_origin(actor, origin_id)
 
 
 @router.delete("/{origin_id}", status_code=204)
-async def delete_origin(origin_id: str, control: ControlDep, _: AdminPrincipal) -> Response:
-    await control.delete_origin(origin_id)
+async def delete_origin(origin_id: str, control: ControlDep, actor: OriginsManage) -> Response:
+    await control.delete_origin(actor, origin_id)
     return Response(status_code=204)

@@ -1,11 +1,11 @@
-"""Local users: create under the password policy, list (never a hash), unlock after a lockout."""
+"""Users of the tenant: create under the password policy, list (never a hash), roles and teams, unlock."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from bastion.admin.deps import AdminPrincipal
-from bastion.admin.schemas import UserIn, UserOut
+from bastion.admin.deps import UsersManage, UsersRead
+from bastion.admin.schemas import UserIn, UserOut, UserPatch
 from bastion.admin.users import Users
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -20,15 +20,20 @@ UsersDep = Annotated[Users, Depends(_users)]
 
 
 @router.post("", status_code=201, response_model=UserOut)
-async def create_user(data: UserIn, users: UsersDep, _: AdminPrincipal) -> UserOut:
-    return await users.create(data)
+async def create_user(data: UserIn, users: UsersDep, actor: UsersManage) -> UserOut:
+    return await users.create(actor, data)
 
 
 @router.get("", response_model=list[UserOut])
-async def list_users(users: UsersDep, _: AdminPrincipal) -> list[UserOut]:
-    return await users.list()
+async def list_users(users: UsersDep, actor: UsersRead) -> list[UserOut]:
+    return await users.list(actor)
+
+
+@router.patch("/{user_id}", response_model=UserOut)
+async def update_user(user_id: str, data: UserPatch, users: UsersDep, actor: UsersManage) -> UserOut:
+    return await users.update(actor, user_id, data)
 
 
 @router.post("/{user_id}/unlock", response_model=UserOut)
-async def unlock_user(user_id: str, users: UsersDep, _: AdminPrincipal) -> UserOut:
-    return await users.unlock(user_id)
+async def unlock_user(user_id: str, users: UsersDep, actor: UsersManage) -> UserOut:
+    return await users.unlock(actor, user_id)

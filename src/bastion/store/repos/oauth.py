@@ -13,8 +13,9 @@ from bastion.identity.principal import Principal
 from bastion.oauth.provider import Client, CodeRecord, Grant, TokenRecord, UserRecord
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import OAuthClient, OAuthCode, OAuthConsent, OAuthToken, User
+from bastion.store.tenancy import SYSTEM
 
-__all__ = ["SqlOAuthStore"]
+__all__ = ["SqlOAuthStore", "stored_client"]
 
 
 def _at(seconds: float) -> datetime:
@@ -31,7 +32,7 @@ def _grant(row: OAuthCode | OAuthToken) -> Grant:
     )
 
 
-def _client(row: OAuthClient) -> Client:
+def stored_client(row: OAuthClient) -> Client:
     return Client(
         client_id=row.client_id,
         kind=cast(Any, row.kind),
@@ -48,7 +49,9 @@ def _client(row: OAuthClient) -> Client:
 
 
 def _user(user: User) -> UserRecord:
-    return UserRecord(id=user.id, username=user.username, is_admin=user.is_admin, roles=tuple(user.roles))
+    return UserRecord(
+        id=user.id, username=user.username, is_admin=user.is_admin, roles=tuple(user.roles), tenant_id=user.tenant_id
+    )
 
 
 def _token(row: OAuthToken) -> TokenRecord:
@@ -69,25 +72,25 @@ class SqlOAuthStore:
         self._bus = bus
 
     async def get_client(self, client_id: str) -> Client | None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             row = await session.get(OAuthClient, client_id)
-        return None if row is None else _client(row)
+        return None if row is None else stored_client(row)
 
     async def list_clients(self, *, client_id: str | None = None) -> list[tuple[Client, datetime]]:
         """Stored clients (all, or the one named) with their creation times, oldest first."""
         query = select(OAuthClient).order_by(OAuthClient.created_at)
         if client_id is not None:
             query = query.where(OAuthClient.client_id == client_id)
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             rows = (await session.scalars(query)).all()
-        return [(_client(row), row.created_at) for row in rows]
+        return [(stored_client(row), row.created_at) for row in rows]
 
     async def delete_client(self, client_id: str) -> bool:
         """Remove a client and revoke every token issued to it, at once on every replica.
 
         False when there was no such client.
         """
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             row = await session.get(OAuthClient, client_id)
             if row is None:
                 return False
@@ -102,10 +105,12 @@ class SqlOAuthStore:
         await self._bus.publish(ChangeEvent("tokens", client_id))
         return True
 
-    async def add_client(self, client: Client, registration: dict[str, Any]) -> None:
-        async with self._db.session() as session:
+    async def add_client(self, client: Client, registration: dict[str, Any], *, tenant_id: str | None = None) -> None:
+        """Store a client; a service client belongs to its creator's tenant, a registered one to none."""
+        async with self._db.session(SYSTEM) as session:
             session.add(
                 OAuthClient(
+                    tenant_id=tenant_id,
                     client_id=client.client_id,
                     secret_hash=client.secret_hash,
                     kind=client.kind,
@@ -122,7 +127,7 @@ class SqlOAuthStore:
             )
 
     async def save_code(self, code: CodeRecord) -> None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             session.add(
                 OAuthCode(
                     code_hash=code.code_hash,
@@ -139,7 +144,7 @@ class SqlOAuthStore:
             )
 
     async def take_code(self, code_hash: str, now: float) -> CodeRecord | None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             # One conditional UPDATE: of two concurrent redemptions exactly one sees rowcount 1.
             result = await session.execute(
                 update(OAuthCode)
@@ -161,7 +166,7 @@ class SqlOAuthStore:
             )
 
     async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]]) -> None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             for token_hash, kind, expires_at in tokens:
                 session.add(
                     OAuthToken(
@@ -177,7 +182,7 @@ class SqlOAuthStore:
                 )
 
     async def take_refresh(self, token_hash: str, now: float) -> TokenRecord | None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             result = await session.execute(
                 update(OAuthToken)
                 .where(OAuthToken.token_hash == token_hash, OAuthToken.kind == "refresh", OAuthToken.used_at.is_(None))
@@ -192,12 +197,12 @@ class SqlOAuthStore:
             return dataclasses.replace(_token(row), used=not first)
 
     async def find_token(self, token_hash: str) -> TokenRecord | None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             row = await session.scalar(select(OAuthToken).where(OAuthToken.token_hash == token_hash))
             return None if row is None else _token(row)
 
     async def revoke_family(self, family_id: str) -> None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             await session.execute(
                 update(OAuthToken)
                 .where(OAuthToken.family_id == family_id, OAuthToken.revoked_at.is_(None))
@@ -215,7 +220,7 @@ class SqlOAuthStore:
         if record.kind == "refresh":
             await self.revoke_family(record.grant.family_id)
         else:
-            async with self._db.session() as session:
+            async with self._db.session(SYSTEM) as session:
                 await session.execute(
                     update(OAuthToken).where(OAuthToken.token_hash == token_hash).values(revoked_at=datetime.now(UTC))
                 )
@@ -224,17 +229,17 @@ class SqlOAuthStore:
         return record
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             user = await session.get(User, user_id)
         return None if user is None else _user(user)
 
     async def find_user_by_name(self, username: str) -> UserRecord | None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             user = await session.scalar(select(User).where(User.username == username))
         return None if user is None else _user(user)
 
     async def consented_scopes(self, user_id: str, client_id: str, server_id: str) -> frozenset[str] | None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             row = await session.scalar(
                 select(OAuthConsent).where(
                     OAuthConsent.user_id == user_id,
@@ -245,7 +250,7 @@ class SqlOAuthStore:
             return None if row is None else frozenset(row.scopes)
 
     async def save_consent(self, user_id: str, client_id: str, server_id: str, scopes: frozenset[str]) -> None:
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             row = await session.scalar(
                 select(OAuthConsent).where(
                     OAuthConsent.user_id == user_id,
@@ -262,7 +267,7 @@ class SqlOAuthStore:
 
     async def access_principal(self, token_hash: str) -> Principal | None:
         """The data plane's `TokenLookup`: a live access token's principal, or None."""
-        async with self._db.session() as session:
+        async with self._db.session(SYSTEM) as session:
             row = (
                 await session.execute(
                     select(OAuthToken, User)

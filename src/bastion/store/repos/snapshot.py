@@ -9,24 +9,95 @@ from typing import Any, cast
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bastion.catalog.snapshot import ItemKind, OriginSpec, Route, ServerView, Snapshot
+from bastion.catalog.snapshot import ItemKind, OriginAccess, OriginSpec, Route, ServerView, Snapshot
+from bastion.errors import BadRequest
+from bastion.governance.access import Member, Placement
+from bastion.governance.permissions import PLATFORM_ADMIN, Grants, parse_permission
 from bastion.identity.principal import Principal
-from bastion.store.models import ApiToken, Origin, OriginItem, ServerItem, StateEpoch, User, VirtualServer
+from bastion.identity.token_rules import TokenRules
+from bastion.store.models import (
+    ApiToken,
+    Origin,
+    OriginItem,
+    Role,
+    ServerItem,
+    StateEpoch,
+    TeamMember,
+    Tenant,
+    User,
+    VirtualServer,
+)
 
-__all__ = ["load_snapshot", "origin_spec"]
+__all__ = ["effective_roles", "load_snapshot", "origin_spec"]
 
 
 async def load_snapshot(session: AsyncSession) -> Snapshot:
     epoch = int(await session.scalar(select(StateEpoch.value).where(StateEpoch.id == 1)) or 0)
-    origins = {o.id: origin_spec(o) for o in await session.scalars(select(Origin))}
+    origin_rows = (await session.scalars(select(Origin))).all()
+    origins = {o.id: origin_spec(o) for o in origin_rows}
+    access = {
+        o.id: OriginAccess(name=o.name, placement=_placement(o), approved=o.status == "approved") for o in origin_rows
+    }
     definitions = {(i.origin_id, i.kind, i.name): i.definition for i in await session.scalars(select(OriginItem))}
     by_server: dict[str, list[ServerItem]] = defaultdict(list)
     for item in await session.scalars(select(ServerItem).where(ServerItem.enabled.is_(True))):
         by_server[item.server_id].append(item)
     servers = {
-        s.slug: _server_view(s, by_server[s.id], definitions) for s in await session.scalars(select(VirtualServer))
+        s.slug: _server_view(s, by_server[s.id], definitions, access)
+        for s in await session.scalars(select(VirtualServer))
     }
-    return Snapshot(epoch=epoch, servers=servers, origins=origins, tokens=await _tokens(session))
+    return Snapshot(
+        epoch=epoch,
+        servers=servers,
+        origins=origins,
+        tokens=await _tokens(session),
+        members=await _members(session),
+        origin_access=access,
+        tenants={t.slug: t.id for t in await session.scalars(select(Tenant))},
+    )
+
+
+def _placement(row: Origin | VirtualServer) -> Placement:
+    visibility = row.visibility if row.visibility in ("private", "team", "tenant") else "private"
+    return Placement(
+        tenant_id=row.tenant_id,
+        visibility=cast(Any, visibility),
+        owner_id=row.owner_user_id,
+        team_ids=frozenset(row.team_ids),
+    )
+
+
+def effective_roles(user: User) -> list[str]:
+    """The user's roles; the `is_admin` flag of the first administrator is the platform-admin role."""
+    return [*user.roles, PLATFORM_ADMIN] if user.is_admin else list(user.roles)
+
+
+def _pairs(texts: list[str]) -> frozenset[tuple[str, str]]:
+    pairs: set[tuple[str, str]] = set()
+    for text in texts:
+        try:
+            pairs.add(parse_permission(text))
+        except BadRequest:
+            continue  # validated when stored; a permission unknown to this version grants nothing
+    return frozenset(pairs)
+
+
+async def _members(session: AsyncSession) -> dict[str, Member]:
+    custom: dict[str, dict[str, frozenset[tuple[str, str]]]] = defaultdict(dict)
+    for role in await session.scalars(select(Role)):
+        custom[role.tenant_id][role.name] = _pairs(role.permissions)
+    teams: dict[str, set[str]] = defaultdict(set)
+    for membership in await session.scalars(select(TeamMember)):
+        teams[membership.user_id].add(membership.team_id)
+    return {
+        user.id: Member(
+            user_id=user.id,
+            tenant_id=user.tenant_id,
+            grants=Grants.of_roles(effective_roles(user), custom[user.tenant_id]),
+            team_ids=frozenset(teams[user.id]),
+        )
+        for user in await session.scalars(select(User))
+    }
 
 
 def origin_spec(origin: Origin) -> OriginSpec:
@@ -41,10 +112,16 @@ def origin_spec(origin: Origin) -> OriginSpec:
 
 
 def _server_view(
-    server: VirtualServer, items: list[ServerItem], definitions: dict[tuple[str, str, str], dict[str, Any]]
+    server: VirtualServer,
+    items: list[ServerItem],
+    definitions: dict[tuple[str, str, str], dict[str, Any]],
+    access: dict[str, OriginAccess],
 ) -> ServerView:
     maps: dict[str, dict[str, Route]] = {"tool": {}, "prompt": {}, "resource": {}, "resource_template": {}}
     for item in items:
+        origin = access.get(item.origin_id)
+        if origin is None or not origin.approved or origin.placement.tenant_id != server.tenant_id:
+            continue  # nothing of an unapproved connector, or of another tenant's, is reachable
         definition = definitions.get((item.origin_id, item.kind, item.name))
         if definition is None:  # the origin no longer offers it: not reachable
             continue
@@ -68,6 +145,7 @@ def _server_view(
         prompts=maps["prompt"],
         resources=maps["resource"],
         templates=tuple(maps["resource_template"].values()),
+        placement=_placement(server),
     )
 
 
@@ -87,6 +165,9 @@ async def _tokens(session: AsyncSession) -> dict[str, Principal]:
             scopes=frozenset(token.scopes),
             server_ids=frozenset(token.server_ids),
             expires_at=token.expires_at.timestamp(),
+            limit=None if token.permissions is None else Grants(_pairs(token.permissions)),
+            # Loaded even before `not_before`, so such a use is refused with its reason, not as unknown.
+            rules=TokenRules.build(token.allowed_cidrs or (), token.not_before, token.max_uses, token.uses or 0),
         )
         for token, user in rows
     }

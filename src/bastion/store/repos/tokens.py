@@ -13,7 +13,7 @@ from bastion.identity.tokens import hash_token, new_token
 from bastion.store.models import ApiToken, Meta, User
 from bastion.store.repos._common import add_unique
 
-__all__ = ["create_token", "create_user", "get_meta", "list_tokens", "revoke", "set_meta", "user_by_name"]
+__all__ = ["create_token", "create_user", "get", "get_meta", "list_tokens", "revoke", "set_meta", "user_by_name"]
 
 
 async def create_user(session: AsyncSession, *, username: str, password_hash: str, is_admin: bool) -> User:
@@ -53,10 +53,15 @@ async def list_tokens(session: AsyncSession) -> Sequence[ApiToken]:
     return (await session.scalars(select(ApiToken).order_by(ApiToken.created_at))).all()
 
 
-async def revoke(session: AsyncSession, token_id: str) -> ApiToken:
+async def get(session: AsyncSession, token_id: str) -> ApiToken:
     token = await session.get(ApiToken, token_id)
     if token is None:
         raise NotFound(f"no API token {token_id!r}")
+    return token
+
+
+async def revoke(session: AsyncSession, token_id: str) -> ApiToken:
+    token = await get(session, token_id)
     if token.revoked_at is None:
         token.revoked_at = datetime.now(UTC)
     return token

@@ -1,0 +1,162 @@
+"""Connector approval, selected spaces, visibility, custom roles and token limits, end to end.
+
+Every change here is made through the admin API and checked on the very next
+MCP request: decisions come from the snapshot, which each change replaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.governance.people import Person, add_person, as_person, call, mcp
+from tests.harness import STDIO_INVENTORY, Bastion, run_bastion
+
+
+@pytest.fixture
+def bastion(tmp_path: Path) -> Iterator[Bastion]:
+    with run_bastion(tmp_path) as running:
+        yield running
+
+
+def _tools(bastion: Bastion, slug: str, token: str) -> set[str]:
+    return {tool["name"] for tool in call(bastion, slug, token, "tools/list")["result"]["tools"]}
+
+
+def _token_for(bastion: Bastion, person: Person, *servers: str, **limits: object) -> str:
+    body = {"name": "t", "servers": list(servers), "user": person.name, **limits}
+    return str(bastion.ok("POST", "/api/tokens", json=body)["token"])
+
+
+def test_a_registered_origin_waits_for_approval_and_a_rejection_withdraws_it_at_once(bastion: Bastion) -> None:
+    connectors = add_person(bastion, "cora", ["connector-admin"])
+    publisher = add_person(bastion, "pete", ["publisher"])
+    member = add_person(bastion, "mia", ["member"])
+    body = {"name": "inventory", "transport": "stdio", "command": STDIO_INVENTORY}
+    request = as_person(bastion, connectors, "POST", "/api/origins", json=body)
+    assert request.status_code == 201
+    origin = request.json()
+    # A connector request: pending, yet discovered, so the reviewer sees what it would offer.
+    assert origin["status"] == "pending" and origin["reviewed_by"] is None
+    assert {"list_stock", "refund_order"} <= {item["name"] for item in origin["items"]}
+    assert [o["id"] for o in bastion.ok("GET", "/api/origins?status=pending")] == [origin["id"]]
+
+    server = as_person(bastion, publisher, "POST", "/api/servers", json={"slug": "shop"}).json()
+    refused = as_person(
+        bastion, publisher, "POST", f"/api/servers/{server['id']}/compose", json={"origin": "inventory"}
+    )
+    assert refused.status_code == 409 and "pending" in refused.json()["error"]["message"]
+    # A publisher cannot approve it; a connector admin can.
+    review = {"decision": "approve", "note": "vendor checked"}
+    assert as_person(bastion, publisher, "POST", f"/api/origins/{origin['id']}/review", json=review).status_code == 403
+    approved = as_person(bastion, connectors, "POST", f"/api/origins/{origin['id']}/review", json=review).json()
+    assert (approved["status"], approved["reviewed_by"], approved["review_note"]) == (
+        "approved",
+        "cora",
+        "vendor checked",
+    )
+
+    composed = as_person(
+        bastion, publisher, "POST", f"/api/servers/{server['id']}/compose", json={"origin": "inventory"}
+    )
+    assert composed.status_code == 200
+    assert as_person(bastion, publisher, "POST", f"/api/servers/{server['id']}/publish").status_code == 200
+    token = _token_for(bastion, member, "shop")
+    assert "list_stock" in _tools(bastion, "shop", token)
+    assert "result" in call(bastion, "shop", token, "tools/call", name="list_stock", arguments={})
+
+    # Rejected later: on the next request nothing of it is reachable, though the server stays published.
+    as_person(bastion, connectors, "POST", f"/api/origins/{origin['id']}/review", json={"decision": "reject"})
+    assert _tools(bastion, "shop", token) == set()
+    reply = call(bastion, "shop", token, "tools/call", name="list_stock", arguments={})
+    assert "unknown tool" in reply["error"]["message"]
+    # A rejected origin is not contacted again.
+    assert bastion.api("POST", f"/api/origins/{origin['id']}/refresh").status_code == 409
+
+
+def test_an_origin_restricted_to_selected_teams_serves_only_their_members(bastion: Bastion) -> None:
+    bastion.ok("POST", "/api/teams", json={"name": "finance"})
+    inside = add_person(bastion, "fin", ["member"], teams=["finance"])
+    outside = add_person(bastion, "ops", ["member"])
+    bastion.add_origin("inventory", command=STDIO_INVENTORY, visibility="team", team_ids=["finance"])
+    bastion.add_origin("echo", command=STDIO_INVENTORY)  # a second, tenant-wide origin
+    bastion.publish_server(
+        "shop", {"origin": "inventory"}, {"origin": "echo", "prefix": "echo_", "items": ["list_stock"]}
+    )
+    inside_token, outside_token = _token_for(bastion, inside, "shop"), _token_for(bastion, outside, "shop")
+
+    assert "list_stock" in _tools(bastion, "shop", inside_token)
+    assert "list_stock" not in _tools(bastion, "shop", outside_token)
+    assert "echo_list_stock" in _tools(bastion, "shop", outside_token)
+    reply = call(bastion, "shop", outside_token, "tools/call", name="list_stock", arguments={})
+    assert "roles do not allow" in reply["error"]["message"]
+
+    # Joining the team opens it on the next request; leaving closes it again.
+    bastion.ok("PATCH", f"/api/users/{outside.id}", json={"teams": ["finance"]})
+    assert "list_stock" in _tools(bastion, "shop", outside_token)
+    bastion.ok("PATCH", f"/api/users/{outside.id}", json={"teams": []})
+    assert "list_stock" not in _tools(bastion, "shop", outside_token)
+
+
+def test_a_private_server_exists_only_for_its_owner(bastion: Bastion) -> None:
+    owner = add_person(bastion, "olga", ["publisher", "member"])
+    other = add_person(bastion, "otto", ["member"])
+    bastion.add_origin("inventory", command=STDIO_INVENTORY)
+    server = as_person(bastion, owner, "POST", "/api/servers", json={"slug": "mine", "visibility": "private"}).json()
+    as_person(bastion, owner, "POST", f"/api/servers/{server['id']}/compose", json={"origin": "inventory"})
+    as_person(bastion, owner, "POST", f"/api/servers/{server['id']}/publish")
+
+    assert "list_stock" in _tools(bastion, "mine", _token_for(bastion, owner, "mine"))
+    refused = mcp(bastion, "mine", _token_for(bastion, other, "mine"), "tools/list")
+    assert refused.status_code == 404
+
+
+def test_custom_roles_grant_single_items_and_losing_a_role_takes_effect_on_the_next_request(bastion: Bastion) -> None:
+    bastion.add_origin("inventory", command=STDIO_INVENTORY)
+    bastion.publish_server("shop", {"origin": "inventory"})
+    role = {
+        "name": "stock-reader",
+        "permissions": ["tools:call@tool:inventory/list_stock", "resources:read@origin:inventory"],
+    }
+    bastion.ok("POST", "/api/roles", json=role)
+    reader = add_person(bastion, "rita", ["stock-reader"])
+    token = _token_for(bastion, reader, "shop")
+
+    assert _tools(bastion, "shop", token) == {"list_stock"}
+    assert "result" in call(bastion, "shop", token, "tools/call", name="list_stock", arguments={})
+    assert "result" in call(bastion, "shop", token, "resources/read", uri="inventory://warehouses")
+    denied = call(bastion, "shop", token, "tools/call", name="get_order", arguments={"order_id": "SO-1001"})
+    assert "roles do not allow this tool: 'get_order'" in denied["error"]["message"]
+    assert "error" in call(bastion, "shop", token, "prompts/get", name="reorder_advice", arguments={"sku": "W"})
+
+    bastion.ok("PATCH", f"/api/users/{reader.id}", json={"roles": []})
+    assert _tools(bastion, "shop", token) == set()
+    bastion.ok("PATCH", f"/api/users/{reader.id}", json={"roles": ["stock-reader"]})
+    bastion.ok("DELETE", "/api/roles/stock-reader")  # deleting the role takes its grants away too
+    assert _tools(bastion, "shop", token) == set()
+
+
+def test_a_token_limited_to_some_permissions_narrows_its_user(bastion: Bastion) -> None:
+    bastion.add_origin("inventory", command=STDIO_INVENTORY)
+    bastion.publish_server("shop", {"origin": "inventory"})
+    member = add_person(bastion, "max", ["member"])
+    narrow = _token_for(bastion, member, "shop", permissions=["tools:call@tool:inventory/get_order"])
+    assert _tools(bastion, "shop", narrow) == {"get_order"}
+    # The limit narrows, never widens: a member's token limited to tenant administration gains nothing.
+    wide = _token_for(bastion, member, permissions=["users:manage"], scopes=["admin"])
+    assert bastion.http.get("/api/users", headers={"authorization": f"Bearer {wide}"}).status_code == 403
+    bad = bastion.api("POST", "/api/tokens", json={"name": "x", "permissions": ["tools:delete"]})
+    assert bad.status_code == 422 and "unknown action" in bad.text
+
+
+def test_roles_are_checked_when_granted(bastion: Bastion) -> None:
+    admin_of_tenant = add_person(bastion, "tina", ["tenant-admin"])
+    body = {"username": "evil", "password": "correct horse battery staple", "roles": ["platform-admin"]}
+    refused = as_person(bastion, admin_of_tenant, "POST", "/api/users", json=body)
+    assert refused.status_code == 403 and "platform-admin" in refused.json()["error"]["message"]
+    unknown = bastion.api("POST", "/api/users", json={**body, "roles": ["wizard"]})
+    assert unknown.status_code == 400 and "unknown roles: wizard" in unknown.json()["error"]["message"]
+    custom = bastion.api("POST", "/api/roles", json={"name": "boss", "permissions": ["tenants:manage"]})
+    assert custom.status_code == 400
