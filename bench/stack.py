@@ -112,7 +112,7 @@ def start_bastion(
 
 
 def provision(base: str, password: str, origin_url: str) -> tuple[str, str | None]:
-    """Admin API: register the origin, compose + publish `bench`, mint an MCP token.
+    """Admin API: register and approve the origin, compose + publish `bench`, mint an MCP token.
 
     Returns the token and the protocol version Bastion negotiated with the origin.
     """
@@ -129,6 +129,7 @@ def provision(base: str, password: str, origin_url: str) -> tuple[str, str | Non
         origin = ok("POST", "/api/origins", {"name": "echo", "transport": "http", "url": origin_url}, admin)
         if not any(item["kind"] == "tool" and item["name"] == "echo" for item in origin["items"]):
             raise RuntimeError(f"Bastion did not discover the echo tool: last_error={origin['last_error']!r}")
+        ok("POST", f"/api/origins/{origin['id']}/review", {"decision": "approve"}, admin)  # a connector request
         server = ok("POST", "/api/servers", {"slug": SLUG, "title": "bench"}, admin)
         ok("POST", f"/api/servers/{server['id']}/compose", {"origin": "echo"}, admin)
         ok("POST", f"/api/servers/{server['id']}/publish", None, admin)

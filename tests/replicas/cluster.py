@@ -24,17 +24,17 @@ from anyio.abc import Process
 from tests.harness import ADMIN_PASSWORD, free_port, origin_process
 from tests.pg import scratch_database
 
-__all__ = ["Cluster", "Replica", "fresh_database", "mcp_call", "running_cluster"]
+__all__ = ["TOOL", "Cluster", "Replica", "fresh_database", "mcp_call", "running_cluster"]
 
 _START_SECONDS = 30.0
-_TOOL = "get_order"
+TOOL = "get_order"
 _META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
 _HEADERS = {
     "content-type": "application/json",
     "accept": "application/json, text/event-stream",
     "mcp-protocol-version": "2026-07-28",
     "mcp-method": "tools/call",
-    "mcp-name": _TOOL,
+    "mcp-name": TOOL,
 }
 
 
@@ -98,7 +98,7 @@ class Cluster:
 
 
 def _body(request_id: int) -> bytes:
-    params = {"name": _TOOL, "arguments": {"order_id": "ORD-1001"}, "_meta": _META}
+    params = {"name": TOOL, "arguments": {"order_id": "ORD-1001"}, "_meta": _META}
     return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
 
 

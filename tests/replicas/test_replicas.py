@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import anyio
 import httpx
@@ -25,7 +26,7 @@ from bastion.store.tenancy import SYSTEM
 from tests.conftest import require_service
 from tests.harness import ADMIN_PASSWORD, postgres_url
 from tests.redis_server import RedisServer, namespace, private_redis, shared_redis_url
-from tests.replicas.cluster import Cluster, Replica, fresh_database, mcp_call, running_cluster
+from tests.replicas.cluster import TOOL, Cluster, Replica, fresh_database, mcp_call, running_cluster
 
 pytestmark = pytest.mark.anyio
 
@@ -94,6 +95,10 @@ CHANGES = [
     ("remove the user's role", 400),
     # No event at all: only the per-request epoch check can make B refuse (the store poll is hourly).
     ("revoke the token in the store and announce its epoch without an event", 401),
+    # The tool leaves the server: "unknown tool", a JSON-RPC error (HTTP 400).
+    ("disable the tool", 400),
+    # Last: the module's replicas share this one origin, and a rejected origin stays rejected.
+    ("reject the connector", 400),
 ]
 
 
@@ -103,17 +108,7 @@ async def test_the_first_request_on_replica_b_that_starts_after_replica_a_commit
 ) -> None:
     slug = f"s-{uuid.uuid4().hex[:8]}"
     server_id = await cluster.publish(slug)
-    if change == "remove the user's role":
-        user = await cluster.a.ok("POST", "/api/users", json={"username": slug, "password": ADMIN_PASSWORD})
-        token_id, token = await cluster.token(slug, user=slug)
-        body: dict[str, list[str]] | None = {"roles": []}
-        path, method = f"/api/users/{user['id']}", "PATCH"
-    else:
-        token_id, token = await cluster.token(slug)  # minted on A, used on B at once: also a change B must see
-        path = (
-            f"/api/tokens/{token_id}/revoke" if change == "revoke the token" else f"/api/servers/{server_id}/unpublish"
-        )
-        method, body = "POST", None
+    token_id, token, method, path, body = await _prepare(cluster, change, slug, server_id)
     recorder = Recorder()
     async with httpx.AsyncClient(timeout=30, trust_env=False) as http, anyio.create_task_group() as tasks:
         for _ in range(3):
@@ -214,6 +209,29 @@ def _resumed(calls: list[Call], up: float) -> bool:
         for replica in ("a", "b")
         for label in ("kept", "gone")
     )
+
+
+async def _prepare(
+    cluster: Cluster, change: str, slug: str, server_id: str
+) -> tuple[str, str, str, str, dict[str, Any] | None]:
+    """The token B's callers use, and the admin request on A that makes the change."""
+    if change == "remove the user's role":
+        user = await cluster.a.ok("POST", "/api/users", json={"username": slug, "password": ADMIN_PASSWORD})
+        token_id, token = await cluster.token(slug, user=slug)
+        return token_id, token, "PATCH", f"/api/users/{user['id']}", {"roles": []}
+    token_id, token = await cluster.token(slug)  # minted on A, used on B at once: also a change B must see
+    if change == "revoke the token":
+        return token_id, token, "POST", f"/api/tokens/{token_id}/revoke", None
+    if change == "unpublish the server":
+        return token_id, token, "POST", f"/api/servers/{server_id}/unpublish", None
+    if change == "disable the tool":
+        server = await cluster.a.ok("GET", f"/api/servers/{server_id}")
+        item = next(i for i in server["items"] if i["exposed_name"] == TOOL)
+        return token_id, token, "PATCH", f"/api/servers/{server_id}/items/{item['id']}", {"enabled": False}
+    if change == "reject the connector":
+        [origin] = await cluster.a.ok("GET", "/api/origins")
+        return token_id, token, "POST", f"/api/origins/{origin['id']}/review", {"decision": "reject"}
+    return token_id, token, "", "", None  # the store-only revocation: no admin request
 
 
 async def _revoke_and_announce_only(cluster: Cluster, token_id: str) -> None:

@@ -133,7 +133,7 @@ class TokenUseWriter:
                 if use.token_id in tenants
             ]
             if rows:
-                await session.execute(insert(ApiTokenUse), rows)
+                await session.execute(insert(ApiTokenUse.__table__), rows)
             counted = Counter(use.token_id for use in batch if use.counted and use.token_id in tenants)
             for token_id, uses in counted.items():
                 await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(uses=ApiToken.uses + uses))
