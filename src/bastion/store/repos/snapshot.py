@@ -34,7 +34,8 @@ __all__ = ["effective_roles", "load_snapshot", "origin_spec"]
 async def load_snapshot(session: AsyncSession) -> Snapshot:
     epoch = int(await session.scalar(select(StateEpoch.value).where(StateEpoch.id == 1)) or 0)
     origin_rows = (await session.scalars(select(Origin))).all()
-    origins = {o.id: origin_spec(o) for o in origin_rows}
+    # A rejected origin leaves the snapshot, so the origin pool closes its connection or process.
+    origins = {o.id: origin_spec(o) for o in origin_rows if o.status != "rejected"}
     access = {
         o.id: OriginAccess(name=o.name, placement=_placement(o), approved=o.status == "approved") for o in origin_rows
     }
