@@ -216,3 +216,14 @@ def postgres_url() -> str | None:
             return url
     except OSError:
         return None
+
+
+def schema_head() -> str:
+    """The newest Alembic revision shipped with the package (what `migrate` brings a store to)."""
+    from alembic.script import ScriptDirectory
+
+    import bastion.store
+
+    head = ScriptDirectory(str(Path(bastion.store.__file__).parent / "migrations")).get_current_head()
+    assert head is not None
+    return head

@@ -23,6 +23,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bastion.oauth.oidc_discovery import OidcProviders
+from bastion.vault.envelope import MasterKeys, VaultError
+from bastion.vault.keys import KeyFile, keys_from_env
 
 __all__ = ["Settings", "posture_findings"]
 
@@ -96,6 +98,16 @@ class Settings(BaseSettings):
         description="Keys sealing MCP session ids so that any replica opens any session: comma-separated "
         "base64url 256-bit keys; the first seals, all open (rotation). Unset: one key generated at the "
         "first start and kept in the store.",
+    )
+    master_key: SecretStr | None = Field(
+        None,
+        description="The vault's master keys: comma-separated `kid:key` (32 random bytes, base64url); the first "
+        "seals, all open (rotation: put the new key first, run `bastion keys rewrap`, then drop the old).",
+    )
+    master_key_file: Path | None = Field(
+        None,
+        description="A JSON master key file (mode 0600), created with one fresh key when missing; "
+        "`bastion keys rotate` adds a key to it. Alternative to BASTION_MASTER_KEY.",
     )
     cors_origins: CsvList = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
     trusted_proxies: CsvList = Field(
@@ -234,6 +246,16 @@ class Settings(BaseSettings):
             if not entry or not os.path.isabs(entry[0]) or not all(entry):
                 raise ValueError(f"{entry!r}: each entry is a non-empty argv starting with an absolute path")
         return value
+
+    def master_keys(self) -> MasterKeys | None:
+        """The vault's master keys (None: none configured). VaultError names what is wrong, never a key."""
+        if self.master_key is not None and self.master_key_file is not None:
+            raise VaultError("set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE, not both")
+        if self.master_key is not None:
+            return keys_from_env(self.master_key.get_secret_value())
+        if self.master_key_file is not None:
+            return KeyFile(self.master_key_file).load(create=True)
+        return None
 
     def session_keys(self) -> list[bytes]:
         """The configured session-sealing keys, first the one that seals; empty: use the stored key.

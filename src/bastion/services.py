@@ -34,6 +34,7 @@ from bastion.store.db import Database
 from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
 from bastion.store.repos.snapshot import load_snapshot
 from bastion.store.repos.token_uses import TokenUseWriter
+from bastion.store.repos.vault import check_vault
 from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
@@ -73,6 +74,7 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
+        self.db.vault = settings.master_keys()  # a malformed key or key file stops start-up here (VaultError)
         self.bus = create_bus(
             settings.redis_url,
             read_epoch=self.db.read_epoch,
@@ -142,7 +144,7 @@ class Services:
     async def _load_snapshot(self) -> Snapshot:
         try:
             async with self.db.session(SYSTEM) as session:
-                return await load_snapshot(session)
+                return await load_snapshot(session, self.db.vault)
         except (SQLAlchemyError, OSError) as exc:
             # A request waiting on this reload is refused (503), never decided on the old snapshot.
             raise Unavailable(
@@ -151,7 +153,12 @@ class Services:
 
     @asynccontextmanager
     async def running(self, *, poll_epoch: bool = True) -> AsyncIterator[Services]:
-        """Start the background parts (origin readers, epoch poll); stop them on exit."""
+        """Start the background parts (origin readers, epoch poll); stop them on exit.
+
+        First of all, every sealed secret in the store must open with the configured master keys
+        (VaultError otherwise): nothing is read, served or written with a missing or wrong key.
+        """
+        await check_vault(self.db, self.db.vault)
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             self.pool.attach(tasks)

@@ -32,7 +32,7 @@ from bastion.config import Settings
 from bastion.services import Services
 from bastion.store.repos import origins
 from bastion.store.tenancy import SYSTEM
-from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, free_port
+from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, free_port, schema_head
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def test_migrate_creates_the_schema_in_a_fresh_database_file(tmp_path: Path) -> 
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"origins", "virtual_servers", "server_items", "api_tokens", "users", "state_epoch"} <= tables
-    assert version == [("0004",)]
+    assert version == [(schema_head(),)]
 
 
 # --- virtual servers -------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from bastion.admin.schemas import (
     ComposeIn,
     ItemOut,
     ItemPatch,
+    OriginAuthIn,
     OriginIn,
     OriginOut,
     ReviewIn,
@@ -39,6 +40,7 @@ from bastion.store.models import ApiToken, Origin, OriginItem, ServerItem, Virtu
 from bastion.store.repos import origins, servers, teams, tokens
 from bastion.store.repos.snapshot import origin_spec
 from bastion.store.tenancy import SYSTEM, Tenancy
+from bastion.vault.credentials import seal_credential
 
 __all__ = ["Control"]
 
@@ -81,6 +83,8 @@ class Control:
             )
             origin.owner_user_id = actor.user_id
             origin.visibility, origin.team_ids = data.visibility, team_ids
+            if data.auth is not None:
+                self._seal_auth(origin, data.auth)
             if actor.is_operator:
                 origin.status, origin.reviewed_by, origin.reviewed_at = "approved", actor.username, datetime.now(UTC)
             await bump_epoch(s)
@@ -113,13 +117,36 @@ class Control:
             origin = await origins.get(s, origin_id)
             if origin.status == "rejected":
                 raise Conflict(f"origin {origin.name!r} was rejected: nothing is fetched from it")
-            spec = origin_spec(origin)
+            spec = origin_spec(origin, self._db.vault)
         items, error, version = await self._discover(spec)
         async with self._db.session(scope) as s:
             origin = await origins.get(s, origin_id)
             await origins.save_discovery(s, origin, items=items, protocol_version=version, error=error)
             await bump_epoch(s)
         await self._changed("catalog", origin_id)
+
+    async def set_origin_auth(self, actor: Actor, origin_id: str, auth: OriginAuthIn) -> OriginOut:
+        """Set, replace or (mode none) remove how Bastion authenticates to an origin. The old secret is
+        overwritten in the same transaction; the origin's connection restarts with the new one."""
+        async with self._db.session(actor.scope) as s:
+            self._seal_auth(await origins.get(s, origin_id), auth)
+            await bump_epoch(s)
+        await self._changed("catalog", origin_id)
+        log.info("origin_auth_set", origin_id=origin_id, mode=auth.mode, by=actor.username)  # never the secret
+        return await self.get_origin(actor, origin_id)
+
+    def _seal_auth(self, origin: Origin, auth: OriginAuthIn) -> None:
+        if auth.mode == "none":
+            origin.auth_mode, origin.credential = "none", None
+            return
+        if origin.transport != "http":
+            raise BadRequest("only HTTP origins take a credential (a stdio origin is started by Bastion itself)")
+        if self._db.vault is None:
+            raise BadRequest(
+                "the vault has no master key: set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE to store credentials"
+            )
+        origin.auth_mode = auth.mode
+        origin.credential = seal_credential(self._db.vault, origin.tenant_id, origin.id, auth.secret())
 
     async def review_origin(self, actor: Actor, origin_id: str, review: ReviewIn) -> OriginOut:
         """Approve or reject a connector request. Rejecting an approved origin withdraws every item

@@ -7,7 +7,16 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bastion.errors import BadRequest
 from bastion.governance.permissions import parse_permission
@@ -17,6 +26,7 @@ __all__ = [
     "ItemOut",
     "ItemPatch",
     "LoginIn",
+    "OriginAuthIn",
     "OriginIn",
     "OriginOut",
     "ServerIn",
@@ -48,6 +58,52 @@ class _Placed(_In):
         return team_ids
 
 
+# Headers Bastion itself sets on requests to an origin: a credential may not replace them.
+_RESERVED_HEADERS = {
+    "accept", "content-type", "content-length", "host", "transfer-encoding", "connection", "cookie",
+    "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id",
+}
+
+
+class OriginAuthIn(_In):
+    """How Bastion authenticates to an HTTP origin. Secrets are write-only: sealed by the vault,
+    never returned (responses show only `auth_mode`)."""
+
+    mode: Literal["none", "bearer", "header", "basic"]
+    token: SecretStr | None = Field(None, description="bearer: the token Bastion sends")
+    name: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="header: its name")
+    value: SecretStr | None = Field(None, description="header: its value")
+    username: str | None = Field(None, max_length=256, description="basic: the user name")
+    password: SecretStr | None = Field(None, description="basic: the password")
+
+    @model_validator(mode="after")
+    def _fields_for_mode(self) -> OriginAuthIn:
+        needed = {"none": (), "bearer": ("token",), "header": ("name", "value"), "basic": ("username", "password")}
+        given = {f for f in ("token", "name", "value", "username", "password") if getattr(self, f) is not None}
+        if missing := [f for f in needed[self.mode] if f not in given]:
+            raise ValueError(f"mode {self.mode!r} needs {', '.join(missing)}")
+        if extra := sorted(given - set(needed[self.mode])):
+            raise ValueError(f"mode {self.mode!r} takes no {', '.join(extra)}")
+        if self.name is not None and self.name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{self.name!r} is set by Bastion itself")
+        for secret in (self.token, self.value, self.password):
+            if secret is not None and not 0 < len(secret.get_secret_value()) <= 8192:
+                raise ValueError("a secret is 1 to 8192 characters")
+            if secret is not None and any(c in secret.get_secret_value() for c in "\r\n\0"):
+                raise ValueError("a secret may not contain line breaks or NUL")
+        return self
+
+    def secret(self) -> dict[str, str]:
+        """What the vault seals (mode included); empty for mode none."""
+        if self.mode == "bearer" and self.token is not None:
+            return {"mode": "bearer", "token": self.token.get_secret_value()}
+        if self.mode == "header" and self.name is not None and self.value is not None:
+            return {"mode": "header", "name": self.name, "value": self.value.get_secret_value()}
+        if self.mode == "basic" and self.username is not None and self.password is not None:
+            return {"mode": "basic", "username": self.username, "password": self.password.get_secret_value()}
+        return {}
+
+
 class OriginIn(_Placed):
     name: str = Slug
     transport: Literal["http", "stdio"]
@@ -58,6 +114,7 @@ class OriginIn(_Placed):
     team_ids: list[Name] = Field(
         default_factory=list, max_length=100, description="selected spaces: teams (names or ids) that may use it"
     )
+    auth: OriginAuthIn | None = Field(None, description="how Bastion authenticates to it (HTTP origins)")
 
     @field_validator("url")
     @classmethod
@@ -114,6 +171,7 @@ class OriginOut(BaseModel):
     visibility: str
     team_ids: list[str]
     owner_user_id: str | None
+    auth_mode: str = Field(description="how Bastion authenticates to it; the secret is never shown")
     items: list[ItemOut] = []
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from bastion.governance.access import Member, Placement
 from bastion.identity.principal import Principal
+from bastion.vault.credentials import OriginCredential
 
 __all__ = [
     "MAX_ITEM_NAME",
@@ -43,6 +44,8 @@ class OriginSpec:
     url: str | None
     command: tuple[str, ...] | None
     timeout_seconds: float | None
+    # The service credential injected on each request to it (headers masked in every repr).
+    credential: OriginCredential | None = None
 
 
 @dataclass(frozen=True, slots=True)

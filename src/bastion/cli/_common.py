@@ -33,6 +33,7 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
     # The gateway's modules load here, not at import: `bastion --help` stays quick.
     from bastion.errors import BastionError
     from bastion.services import Services
+    from bastion.vault.envelope import VaultError
 
     settings = Settings()
     configure_logging(settings.log_level)
@@ -51,6 +52,9 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
 
     try:
         return anyio.run(main)
+    except VaultError as error:
+        typer.secho(f"refusing to run: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     except BastionError as error:
         typer.secho(f"error: {error.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

@@ -83,9 +83,10 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
     if findings and settings.require_strong_secrets:
         typer.secho("refusing to start: BASTION_REQUIRE_STRONG_SECRETS=true", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
-    services = Services(settings)
+    from bastion.vault.envelope import VaultError
 
     async def prepare() -> None:
+        services = Services(settings)
         await services.db.migrate()
         async with services.running(poll_epoch=False):
             if demo_mode:
@@ -93,7 +94,11 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
             elif (password := await ensure_admin(services)) is not None:
                 typer.echo(f"first start: admin login {settings.admin_user} / {password}   (shown once)")
 
-    anyio.run(prepare)
+    try:
+        anyio.run(prepare)
+    except VaultError as error:  # a missing, wrong or malformed master key: nothing was read or written
+        typer.secho(f"refusing to start: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     services = Services(settings)  # fresh objects for the server's own event loop
     config = uvicorn.Config(
         create_app(settings, services),

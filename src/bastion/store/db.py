@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from bastion.store import tenancy
 from bastion.store.models import StateEpoch
 from bastion.store.tenancy import Tenancy
+from bastion.vault.envelope import MasterKeys
 
 __all__ = ["Database"]
 
@@ -31,6 +32,9 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, echo=echo, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        # The vault's master keys, when configured (Services sets them): repositories that store
+        # secrets seal and open them with these.
+        self.vault: MasterKeys | None = None
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, sync_session_class=_ScopedSession)
 
     @asynccontextmanager

@@ -150,6 +150,10 @@ class Origin(TenantOwned, Base):
     reviewed_by: Mapped[str | None] = mapped_column(String(64), default=None)
     reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
     review_note: Mapped[str] = mapped_column(String(500), default="")
+    # How Bastion authenticates to it (`none`, `bearer`, `header`, `basic`); the secret itself is
+    # sealed by the vault (`bastion.vault`), bound to this origin: it never leaves Bastion.
+    auth_mode: Mapped[str] = mapped_column(String(16), default="none")
+    credential: Mapped[str | None] = mapped_column(Text, default=None)
     transport: Mapped[str] = mapped_column(String(16))  # "http" | "stdio"
     url: Mapped[str | None] = mapped_column(String(2048), default=None)
     command: Mapped[list[Any] | None] = mapped_column(default=None)

@@ -5,7 +5,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 
 from bastion.admin.deps import ConnectorsApprove, ControlDep, OriginsManage, OriginsRead
-from bastion.admin.schemas import OriginIn, OriginOut, ReviewIn
+from bastion.admin.schemas import OriginAuthIn, OriginIn, OriginOut, ReviewIn
 
 router = APIRouter(prefix="/origins", tags=["origins"])
 
@@ -30,6 +30,12 @@ async def show_origin(origin_id: str, control: ControlDep, actor: OriginsRead) -
 @router.post("/{origin_id}/review", response_model=OriginOut)
 async def review_origin(origin_id: str, data: ReviewIn, control: ControlDep, actor: ConnectorsApprove) -> OriginOut:
     return await control.review_origin(actor, origin_id, data)
+
+
+@router.put("/{origin_id}/auth", response_model=OriginOut)
+async def set_origin_auth(origin_id: str, data: OriginAuthIn, control: ControlDep, actor: OriginsManage) -> OriginOut:
+    """Set how Bastion authenticates to the origin; the secret is sealed and never shown again."""
+    return await control.set_origin_auth(actor, origin_id, data)
 
 
 @router.post("/{origin_id}/refresh", response_model=OriginOut)

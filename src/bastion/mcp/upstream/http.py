@@ -68,6 +68,9 @@ class HttpOriginClient(RpcCore):
         self._session_id: str | None = None
         self._stream: anyio.CancelScope | None = None
         self._http: aiohttp.ClientSession | None = None
+        credential = spec.credential
+        self._credential: dict[str, str] = dict(credential.headers) if credential is not None else {}
+        self._credential_error = credential.error if credential is not None else None
 
     async def request(
         self,
@@ -86,6 +89,12 @@ class HttpOriginClient(RpcCore):
 
     # --- connection lifecycle -----------------------------------------------------------
     async def _connect(self) -> None:
+        if self._credential_error is not None:
+            # Never call the origin without the credential it was registered with.
+            raise UpstreamRefused(
+                f"origin {self.spec.name!r} cannot be reached: its credential is unavailable",
+                detail=f"origin {self.spec.name!r}: {self._credential_error}",
+            )
         self._session_id = None
         if self._http is None or self._http.closed:
             self._http = egress_session(
@@ -126,7 +135,9 @@ class HttpOriginClient(RpcCore):
             self._tasks.start_soon(self._listen, "POST", self.listen_request())
 
     def _headers(self, message: dict[str, Any] | None = None) -> dict[str, str]:
-        headers = {"accept": _ACCEPT, "content-type": "application/json"}
+        # Built from scratch for each request: nothing of the MCP client's request (its token least
+        # of all) reaches the origin; the origin's own service credential, from the vault, does.
+        headers = {"accept": _ACCEPT, "content-type": "application/json", **self._credential}
         if self._session_id is not None:
             headers["mcp-session-id"] = self._session_id
         if self.protocol_version is not None:

@@ -1,4 +1,8 @@
-"""Bastion's signing keys: loaded at start, created on first start, saved on rotation."""
+"""Bastion's signing keys: loaded at start, created on first start, saved on rotation.
+
+With a vault master key configured (`db.vault`), private keys are stored sealed, bound
+to their key id; keys stored before the vault existed are sealed by `bastion keys rewrap`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from sqlalchemy import delete, select
 from bastion.oauth.keys import KeyRing
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import SigningKey
+from bastion.store.repos.vault import signing_key_owner
 from bastion.store.tenancy import SYSTEM
+from bastion.vault.envelope import VaultError, is_sealed
 
 __all__ = ["load_keyring", "rotate_keyring", "save_keyring"]
 
@@ -22,7 +28,7 @@ async def load_keyring(db: Database) -> KeyRing:
                 {
                     "kid": r.kid,
                     "algorithm": r.algorithm,
-                    "private_jwk": r.private_jwk,
+                    "private_jwk": _open(db, r.kid, r.private_jwk),
                     "created_at": r.created_at,
                     "status": r.status,
                 }
@@ -38,7 +44,7 @@ async def save_keyring(db: Database, ring: KeyRing) -> None:
     async with db.session(SYSTEM) as session:
         await session.execute(delete(SigningKey))
         for record in ring.to_records():
-            session.add(SigningKey(**record))
+            session.add(SigningKey(**{**record, "private_jwk": _seal(db, record["kid"], record["private_jwk"])}))
 
 
 async def rotate_keyring(db: Database, *, now: float, keep_retired_seconds: float) -> KeyRing:
@@ -48,6 +54,18 @@ async def rotate_keyring(db: Database, *, now: float, keep_retired_seconds: floa
     async with db.session(SYSTEM) as session:
         await session.execute(delete(SigningKey))
         for record in ring.to_records():
-            session.add(SigningKey(**record))
+            session.add(SigningKey(**{**record, "private_jwk": _seal(db, record["kid"], record["private_jwk"])}))
         await bump_epoch(session)
     return ring
+
+
+def _seal(db: Database, kid: str, private_jwk: str) -> str:
+    return private_jwk if db.vault is None else db.vault.seal(private_jwk.encode(), signing_key_owner(kid))
+
+
+def _open(db: Database, kid: str, stored: str) -> str:
+    if not is_sealed(stored):
+        return stored
+    if db.vault is None:
+        raise VaultError(f"signing key {kid!r} is sealed and no master key is configured")
+    return db.vault.open(stored, signing_key_owner(kid)).decode()

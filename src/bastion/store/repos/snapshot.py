@@ -27,15 +27,17 @@ from bastion.store.models import (
     User,
     VirtualServer,
 )
+from bastion.vault.credentials import open_credential
+from bastion.vault.envelope import MasterKeys
 
 __all__ = ["effective_roles", "load_snapshot", "origin_spec"]
 
 
-async def load_snapshot(session: AsyncSession) -> Snapshot:
+async def load_snapshot(session: AsyncSession, vault: MasterKeys | None = None) -> Snapshot:
     epoch = int(await session.scalar(select(StateEpoch.value).where(StateEpoch.id == 1)) or 0)
     origin_rows = (await session.scalars(select(Origin))).all()
     # A rejected origin leaves the snapshot, so the origin pool closes its connection or process.
-    origins = {o.id: origin_spec(o) for o in origin_rows if o.status != "rejected"}
+    origins = {o.id: origin_spec(o, vault) for o in origin_rows if o.status != "rejected"}
     access = {
         o.id: OriginAccess(name=o.name, placement=_placement(o), approved=o.status == "approved") for o in origin_rows
     }
@@ -101,7 +103,7 @@ async def _members(session: AsyncSession) -> dict[str, Member]:
     }
 
 
-def origin_spec(origin: Origin) -> OriginSpec:
+def origin_spec(origin: Origin, vault: MasterKeys | None = None) -> OriginSpec:
     return OriginSpec(
         id=origin.id,
         name=origin.name,
@@ -109,6 +111,7 @@ def origin_spec(origin: Origin) -> OriginSpec:
         url=origin.url,
         command=tuple(origin.command) if origin.command else None,
         timeout_seconds=origin.timeout_seconds,
+        credential=open_credential(vault, origin.tenant_id, origin.id, origin.auth_mode, origin.credential),
     )
 
 

@@ -1,0 +1,85 @@
+"""The vault's footprint in the store: a canary per master key, the start-up check, and re-wrapping.
+
+A canary is a known value sealed with one master key (in `meta`). At start-up each
+canary must open, so a wrong or missing key stops Bastion before it reads or
+overwrites anything; a secret sealed with a key that is not configured stops it
+too. `rewrap_all` moves every sealed secret to the current key and retires the
+canaries of keys nothing uses any more.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from bastion.store.db import Database
+from bastion.store.models import Meta, Origin, SigningKey
+from bastion.store.tenancy import SYSTEM
+from bastion.vault.credentials import origin_owner
+from bastion.vault.envelope import MasterKeys, VaultError, is_sealed, kid_of
+
+__all__ = ["check_vault", "rewrap_all", "signing_key_owner"]
+
+_CANARY_PREFIX = "vault_canary:"
+_CANARY_OWNER = "purpose=canary"
+_CANARY_VALUE = b"bastion vault canary"
+
+
+def signing_key_owner(kid: str) -> str:
+    return f"purpose=signing-key;kid={kid}"
+
+
+async def check_vault(db: Database, keys: MasterKeys | None) -> None:
+    """Refuse (VaultError) unless every sealed secret in the store can be opened with `keys`."""
+    async with db.session(SYSTEM) as session:
+        canaries = {
+            row.key.removeprefix(_CANARY_PREFIX): row.value
+            for row in await session.scalars(select(Meta).where(Meta.key.startswith(_CANARY_PREFIX)))
+        }
+        stored = [
+            *await session.scalars(select(Origin.credential)),
+            *await session.scalars(select(SigningKey.private_jwk)),
+        ]
+    sealed = [value for value in stored if value is not None and is_sealed(value)]
+    used = {kid_of(value) for value in sealed} | set(canaries)
+    if keys is None:
+        if used:
+            raise VaultError(
+                f"the store holds secrets sealed with master key(s) {', '.join(sorted(used))}: "
+                "set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE to the keys they were sealed with"
+            )
+        return
+    missing = used - set(keys.kids)
+    if missing:
+        raise VaultError(f"master key(s) {', '.join(sorted(missing))} hold sealed secrets but are not configured")
+    for kid, value in canaries.items():
+        if keys.open(value, _CANARY_OWNER) != _CANARY_VALUE:  # raises VaultError on a wrong key
+            raise VaultError(f"master key {kid!r} is not the key the store was sealed with")
+    if keys.current.kid not in canaries:
+        async with db.session(SYSTEM) as session:
+            session.add(Meta(key=_CANARY_PREFIX + keys.current.kid, value=keys.seal(_CANARY_VALUE, _CANARY_OWNER)))
+
+
+async def rewrap_all(db: Database, keys: MasterKeys) -> int:
+    """Re-wrap every sealed secret under the current key (sealing plaintext signing keys too);
+    returns how many secrets were rewritten. One transaction: all or nothing."""
+    await check_vault(db, keys)
+    changed = 0
+    async with db.session(SYSTEM) as session:
+        for origin in await session.scalars(select(Origin).where(Origin.credential.is_not(None))):
+            assert origin.credential is not None
+            owner = origin_owner(origin.tenant_id, origin.id)
+            rewrapped = keys.rewrap(origin.credential, owner)
+            changed += rewrapped != origin.credential
+            origin.credential = rewrapped
+        for key in await session.scalars(select(SigningKey)):
+            owner = signing_key_owner(key.kid)
+            if is_sealed(key.private_jwk):
+                rewrapped = keys.rewrap(key.private_jwk, owner)
+            else:
+                rewrapped = keys.seal(key.private_jwk.encode(), owner)
+            changed += rewrapped != key.private_jwk
+            key.private_jwk = rewrapped
+        await session.execute(
+            delete(Meta).where(Meta.key.startswith(_CANARY_PREFIX), Meta.key != _CANARY_PREFIX + keys.current.kid)
+        )
+    return changed

@@ -1,0 +1,1 @@
+"""The vault: secrets sealed with envelope encryption under rotatable master keys."""

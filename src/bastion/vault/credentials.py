@@ -1,0 +1,65 @@
+"""Service credentials for origins (scenario C): what is sealed, and the headers it becomes on egress.
+
+A credential is sealed as JSON under the owner `origin_owner(...)`, so it opens only for
+the origin row it was written for. The headers it produces live in the snapshot's
+`OriginSpec` (process memory), are added by the HTTP origin client to each request to
+that origin and to nothing else, and are masked in every repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.vault.envelope import MasterKeys, VaultError
+
+__all__ = ["MODES", "OriginCredential", "credential_headers", "open_credential", "origin_owner", "seal_credential"]
+
+MODES = ("none", "bearer", "header", "basic")
+
+
+def origin_owner(tenant_id: str, origin_id: str) -> str:
+    return f"tenant={tenant_id};origin={origin_id};purpose=service-credential"
+
+
+@dataclass(frozen=True, slots=True)
+class OriginCredential:
+    """The headers injected on each request to one origin, or why there are none."""
+
+    mode: str
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=True)
+    error: str | None = None  # the sealed credential could not be opened: calls fail with this
+
+
+def credential_headers(secret: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    mode = secret.get("mode")
+    if mode == "bearer":
+        return (("authorization", f"Bearer {secret['token']}"),)
+    if mode == "header":
+        return ((str(secret["name"]).lower(), str(secret["value"])),)
+    if mode == "basic":
+        pair = f"{secret['username']}:{secret['password']}".encode()
+        return (("authorization", "Basic " + base64.b64encode(pair).decode("ascii")),)
+    raise VaultError(f"unknown credential mode {mode!r}")
+
+
+def seal_credential(keys: MasterKeys, tenant_id: str, origin_id: str, secret: dict[str, Any]) -> str:
+    credential_headers(secret)  # refuses an unknown mode before anything is sealed
+    return keys.seal(json.dumps(secret, separators=(",", ":")).encode(), origin_owner(tenant_id, origin_id))
+
+
+def open_credential(
+    keys: MasterKeys | None, tenant_id: str, origin_id: str, mode: str, sealed: str | None
+) -> OriginCredential | None:
+    """The origin's credential for the snapshot; None for an origin that takes none."""
+    if mode == "none" or sealed is None:
+        return None
+    if keys is None:
+        return OriginCredential(mode, error="its credential is sealed, and no master key is configured")
+    try:
+        secret = json.loads(keys.open(sealed, origin_owner(tenant_id, origin_id)))
+        return OriginCredential(mode, headers=credential_headers(secret))
+    except (VaultError, ValueError, KeyError, TypeError) as exc:
+        return OriginCredential(mode, error=f"its credential cannot be opened ({exc})")

@@ -1,0 +1,83 @@
+"""The vault's envelope encryption and key sources (pure: no server, no store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bastion.vault.envelope import MasterKey, MasterKeys, VaultError, kid_of
+from bastion.vault.keys import KeyFile, encode_key, keys_from_env
+
+OWNER = "tenant=default;origin=o1;purpose=service-credential"
+
+
+def test_a_sealed_secret_opens_for_its_owner_and_holds_no_plaintext() -> None:
+    keys = MasterKeys(MasterKey.generate("k1"))
+    sealed = keys.seal(b"s3cr3t-token", OWNER)
+    assert sealed.startswith("v1.k1.") and b"s3cr3t" not in sealed.encode()
+    assert keys.open(sealed, OWNER) == b"s3cr3t-token"
+    assert keys.seal(b"s3cr3t-token", OWNER) != sealed  # fresh data key and nonces each time
+
+
+def test_a_ciphertext_moved_to_another_owner_does_not_open() -> None:
+    keys = MasterKeys(MasterKey.generate("k1"))
+    sealed = keys.seal(b"s3cr3t", OWNER)
+    with pytest.raises(VaultError, match="does not open"):
+        keys.open(sealed, OWNER.replace("o1", "o2"))
+    # Swapping the wrapped data keys of two secrets breaks both.
+    other = keys.seal(b"other", OWNER)
+    a, b = sealed.split("."), other.split(".")
+    with pytest.raises(VaultError):
+        keys.open(".".join([a[0], a[1], b[2], a[3]]), OWNER)
+
+
+def test_a_wrong_or_missing_master_key_is_named_without_key_material() -> None:
+    sealed = MasterKeys(MasterKey.generate("k1")).seal(b"s3cr3t", OWNER)
+    impostor = MasterKeys(MasterKey(kid="k1", key=os.urandom(32)))
+    with pytest.raises(VaultError, match="'k1' does not open"):
+        impostor.open(sealed, OWNER)
+    with pytest.raises(VaultError, match="'k1' is not configured"):
+        MasterKeys(MasterKey.generate("k2")).open(sealed, OWNER)
+
+
+def test_rotation_keeps_old_secrets_open_and_rewrap_moves_them_to_the_new_key() -> None:
+    old = MasterKey.generate("k1")
+    sealed = MasterKeys(old).seal(b"s3cr3t", OWNER)
+    rotated = MasterKeys(MasterKey.generate("k2"), [old])
+    assert rotated.open(sealed, OWNER) == b"s3cr3t"
+    assert kid_of(rotated.seal(b"new", OWNER)) == "k2"
+    rewrapped = rotated.rewrap(sealed, OWNER)
+    assert kid_of(rewrapped) == "k2" and rewrapped.split(".")[3] == sealed.split(".")[3]  # same ciphertext
+    assert MasterKeys(rotated.current).open(rewrapped, OWNER) == b"s3cr3t"  # the old key is no longer needed
+
+
+def test_keys_from_the_environment() -> None:
+    first, second = MasterKey.generate("a"), MasterKey.generate("b")
+    keys = keys_from_env(f"a:{encode_key(first.key)}, b:{encode_key(second.key)}")
+    assert keys.current.kid == "a" and set(keys.kids) == {"a", "b"}
+    bare = keys_from_env(encode_key(first.key))
+    assert bare.current.kid.startswith("env-") and bare.current.key == first.key
+    with pytest.raises(VaultError) as malformed:
+        keys_from_env("a:not-a-key-but-almost")
+    assert "not-a-key" not in str(malformed.value)
+
+
+def test_the_key_file_is_created_private_and_rotation_keeps_every_old_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "master.json"
+    created = KeyFile(path).load(create=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    sealed = created.seal(b"s3cr3t", OWNER)
+    fresh = KeyFile(path).rotate()
+    reloaded = KeyFile(path).load()
+    assert reloaded.current.kid == fresh.kid and created.current.kid in reloaded.kids
+    assert reloaded.open(sealed, OWNER) == b"s3cr3t"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text(json.dumps({"current": "zz", "keys": []}))
+    with pytest.raises(VaultError, match="unreadable or malformed"):
+        KeyFile(path).load()
+    with pytest.raises(VaultError, match="does not exist"):
+        KeyFile(tmp_path / "absent.json").load()
