@@ -160,3 +160,15 @@ def test_roles_are_checked_when_granted(bastion: Bastion) -> None:
     assert unknown.status_code == 400 and "unknown roles: wizard" in unknown.json()["error"]["message"]
     custom = bastion.api("POST", "/api/roles", json={"name": "boss", "permissions": ["tenants:manage"]})
     assert custom.status_code == 400
+
+
+def test_whoever_manages_users_cannot_grant_more_than_they_hold(bastion: Bastion) -> None:
+    bastion.ok("POST", "/api/roles", json={"name": "helpdesk", "permissions": ["users:manage", "users:read"]})
+    desk = add_person(bastion, "hal", ["helpdesk"])
+    escalate = as_person(bastion, desk, "PATCH", f"/api/users/{desk.id}", json={"roles": ["tenant-admin"]})
+    assert escalate.status_code == 403 and "grants what you do not hold" in escalate.json()["error"]["message"]
+    body = {"username": "newbie", "password": "correct horse battery staple", "roles": ["member"]}
+    assert as_person(bastion, desk, "POST", "/api/users", json=body).status_code == 403  # member calls tools
+    allowed = as_person(bastion, desk, "POST", "/api/users", json={**body, "roles": ["helpdesk"]})
+    assert allowed.status_code == 201
+    assert {u["username"]: u["roles"] for u in bastion.ok("GET", "/api/users")}["hal"] == ["helpdesk"]

@@ -95,3 +95,14 @@ def test_visibility() -> None:
     assert not alice.sees(Placement("t1", "private", owner_id="bob"))
     assert alice.sees(Placement("t1", "private", owner_id="alice"))
     assert not alice.sees(Placement("t2", "private", owner_id="alice"))
+
+
+def test_wider_grants_cover_narrower_ones() -> None:
+    everything = Grants.of_roles(["member"], {})
+    assert everything.covers(parse_permission("tools:call@tool:inventory/refund_order"))
+    on_origin = Grants(frozenset({parse_permission("tools:call@origin:inventory")}))
+    assert on_origin.covers(parse_permission("tools:call@tool:inventory/refund_order"))
+    assert not on_origin.covers(parse_permission("tools:call@tool:crm/refund_order"))
+    assert not on_origin.covers(parse_permission("tools:call"))
+    assert not on_origin.covers(parse_permission("prompts:get@prompt:inventory/advice"))
+    assert not everything.covers(parse_permission("users:manage"))

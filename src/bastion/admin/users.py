@@ -12,7 +12,7 @@ from bastion.admin.actor import Actor
 from bastion.admin.schemas import UserIn, UserOut, UserPatch
 from bastion.bus import Bus, ChangeEvent
 from bastion.errors import BadRequest, Forbidden, NotFound
-from bastion.governance.permissions import BUILTIN_ROLES, PLATFORM_ADMIN
+from bastion.governance.permissions import BUILTIN_ROLES, PLATFORM_ADMIN, Grants, parse_permissions
 from bastion.identity.passwords import PasswordPolicy, hash_password
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import User
@@ -22,13 +22,21 @@ __all__ = ["Users", "check_roles"]
 
 
 async def check_roles(session: AsyncSession, actor: Actor, roles: Sequence[str]) -> list[str]:
-    """Roles that exist in the actor's tenant (built-in or custom); platform-admin only from one."""
-    custom = {role.name for role in await teams.custom_roles(session)}
+    """Roles that exist in the actor's tenant (built-in or custom), none granting more than the actor
+    holds: whoever manages users cannot hand out (and so take) more power than their own."""
+    custom = {role.name: parse_permissions(role.permissions) for role in await teams.custom_roles(session)}
     unknown = [r for r in roles if r not in BUILTIN_ROLES and r not in custom]
     if unknown:
         raise BadRequest(f"unknown roles: {', '.join(unknown)} (built-in: {', '.join(BUILTIN_ROLES)})")
     if PLATFORM_ADMIN in roles and not actor.may("tenants:manage"):
         raise Forbidden("only a platform administrator may grant platform-admin")
+    if actor.member is not None:  # the operator (CLI) holds everything
+        held = actor.member.grants
+        for role in roles:
+            beyond = {pair for pair in Grants.of_roles([role], custom).pairs if not held.covers(pair)}
+            if beyond:
+                shown = ", ".join(sorted(a if t == "*" else f"{a}@{t}" for a, t in beyond)[:5])
+                raise Forbidden(f"role {role!r} grants what you do not hold ({shown}): you cannot grant it")
     return list(dict.fromkeys(roles))
 
 

@@ -121,6 +121,16 @@ class Grants:
                 pairs.update(custom.get(role, ()))
         return cls(frozenset(pairs))
 
+    def covers(self, pair: tuple[str, str]) -> bool:
+        """Whether these grants include `pair` itself or something wider: `*` covers every target,
+        `origin:<o>` covers that origin's items."""
+        action, target = pair
+        if (action, "*") in self.pairs or pair in self.pairs:
+            return True
+        kind, _, name = target.partition(":")
+        origin = name.split("/", 1)[0]
+        return kind in _ITEM_KINDS and (action, f"origin:{origin}") in self.pairs
+
     def may(self, action: str) -> bool:
         """A control-plane action (no target)."""
         return (action, "*") in self.pairs
