@@ -30,6 +30,7 @@ from bastion.mcp.sessions import SessionStore
 from bastion.mcp.transport import McpEndpoint
 from bastion.mcp.upstream import ChildLimits, OriginGuard, OriginPool, StdioPolicy
 from bastion.net.egress import EgressPolicy
+from bastion.oauth.origin_tokens import OriginTokens
 from bastion.store.db import Database
 from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
 from bastion.store.repos.snapshot import load_snapshot
@@ -44,9 +45,11 @@ __all__ = ["Services"]
 log = structlog.get_logger(__name__)
 
 
-def _origin_guard(settings: Settings) -> OriginGuard:
-    """Where origins may be: the egress allowlist (shared with every outbound fetch) and the stdio allowlist."""
+def _origin_guard(settings: Settings, tokens: OriginTokens) -> OriginGuard:
+    """Where origins may be: the egress allowlist (shared with every outbound fetch) and the stdio
+    allowlist; and the minter of the JWTs `jwt` origins receive."""
     return OriginGuard(
+        tokens=tokens,
         egress=EgressPolicy(
             allow_hosts=tuple(settings.egress_allow_hosts), allow_cidrs=tuple(settings.egress_allow_cidrs)
         ),
@@ -88,7 +91,9 @@ class Services:
             lifetime_seconds=settings.session_lifetime_seconds,
             ends=SqlSessionEnds(self.db),
         )
-        guard = _origin_guard(settings)
+        # Signed with the authorization server's keys (published in its JWKS), read when minting:
+        # a key rotation applies to the next token.
+        guard = _origin_guard(settings, OriginTokens(lambda: self.auth.keyring, settings.base_url()))
         self.pool = OriginPool(
             timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes, guard=guard
         )

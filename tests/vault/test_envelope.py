@@ -81,3 +81,18 @@ def test_the_key_file_is_created_private_and_rotation_keeps_every_old_key(tmp_pa
         KeyFile(path).load()
     with pytest.raises(VaultError, match="does not exist"):
         KeyFile(tmp_path / "absent.json").load()
+
+
+def test_an_opened_credential_never_shows_its_secret_in_a_repr() -> None:
+    from bastion.catalog.snapshot import OriginSpec
+    from bastion.vault.credentials import open_credential, seal_credential
+
+    keys = MasterKeys(MasterKey.generate("k1"))
+    sealed = seal_credential(keys, "default", "o1", {"mode": "bearer", "token": "s3cr3t-value"})
+    credential = open_credential(keys, "default", "o1", "bearer", sealed)
+    assert credential is not None and credential.headers == (("authorization", "Bearer s3cr3t-value"),)
+    spec = OriginSpec("o1", "crm", "http", "http://x/mcp", None, None, credential=credential)
+    assert "s3cr3t" not in repr(spec) and "s3cr3t" not in str(credential)
+    # Opened for another origin, it does not open, and the error says so without the value.
+    failed = open_credential(keys, "default", "o2", "bearer", sealed)
+    assert failed is not None and failed.headers == () and failed.error is not None and "s3cr3t" not in failed.error

@@ -40,7 +40,7 @@ from bastion.store.models import ApiToken, Origin, OriginItem, ServerItem, Virtu
 from bastion.store.repos import origins, servers, teams, tokens
 from bastion.store.repos.snapshot import origin_spec
 from bastion.store.tenancy import SYSTEM, Tenancy
-from bastion.vault.credentials import seal_credential
+from bastion.vault.credentials import JWT_LIFETIME, jwt_config, seal_credential
 
 __all__ = ["Control"]
 
@@ -141,6 +141,11 @@ class Control:
             return
         if origin.transport != "http":
             raise BadRequest("only HTTP origins take a credential (a stdio origin is started by Bastion itself)")
+        if auth.mode == "jwt":  # nothing secret to seal: minted per user from Bastion's signing key
+            assert origin.url is not None
+            origin.auth_mode = "jwt"
+            origin.credential = jwt_config(auth.audience or origin.url, auth.lifetime_seconds or JWT_LIFETIME)
+            return
         if self._db.vault is None:
             raise BadRequest(
                 "the vault has no master key: set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE to store credentials"

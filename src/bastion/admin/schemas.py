@@ -67,22 +67,27 @@ _RESERVED_HEADERS = {
 
 class OriginAuthIn(_In):
     """How Bastion authenticates to an HTTP origin. Secrets are write-only: sealed by the vault,
-    never returned (responses show only `auth_mode`)."""
+    never returned (responses show only `auth_mode`). Mode `jwt` has no secret: Bastion mints a
+    short-lived token per user, signed with its published key."""
 
-    mode: Literal["none", "bearer", "header", "basic"]
+    mode: Literal["none", "bearer", "header", "basic", "jwt"]
     token: SecretStr | None = Field(None, description="bearer: the token Bastion sends")
     name: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="header: its name")
     value: SecretStr | None = Field(None, description="header: its value")
     username: str | None = Field(None, max_length=256, description="basic: the user name")
     password: SecretStr | None = Field(None, description="basic: the password")
+    audience: str | None = Field(None, max_length=2048, description="jwt: the `aud` claim; default: the origin URL")
+    lifetime_seconds: int | None = Field(None, ge=30, le=3600, description="jwt: token life; default 300")
 
     @model_validator(mode="after")
     def _fields_for_mode(self) -> OriginAuthIn:
         needed = {"none": (), "bearer": ("token",), "header": ("name", "value"), "basic": ("username", "password")}
-        given = {f for f in ("token", "name", "value", "username", "password") if getattr(self, f) is not None}
-        if missing := [f for f in needed[self.mode] if f not in given]:
+        allowed = {"jwt": ("audience", "lifetime_seconds")}
+        fields = ("token", "name", "value", "username", "password", "audience", "lifetime_seconds")
+        given = {f for f in fields if getattr(self, f) is not None}
+        if missing := [f for f in needed.get(self.mode, ()) if f not in given]:
             raise ValueError(f"mode {self.mode!r} needs {', '.join(missing)}")
-        if extra := sorted(given - set(needed[self.mode])):
+        if extra := sorted(given - set(needed.get(self.mode, ())) - set(allowed.get(self.mode, ()))):
             raise ValueError(f"mode {self.mode!r} takes no {', '.join(extra)}")
         if self.name is not None and self.name.lower() in _RESERVED_HEADERS:
             raise ValueError(f"{self.name!r} is set by Bastion itself")

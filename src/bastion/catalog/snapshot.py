@@ -46,6 +46,7 @@ class OriginSpec:
     timeout_seconds: float | None
     # The service credential injected on each request to it (headers masked in every repr).
     credential: OriginCredential | None = None
+    tenant_id: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,11 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from pydantic import BaseModel, ValidationError
 
 from bastion import __version__
-from bastion.catalog.snapshot import Route, ServerView, Snapshot
+from bastion.catalog.snapshot import OriginSpec, Route, ServerView, Snapshot
 from bastion.errors import Forbidden, InvalidParams, MethodNotFound, UpstreamProtocolError, UpstreamRejected
 from bastion.identity.principal import Principal
 from bastion.mcp.upstream import OriginPool, ProgressSink
+from bastion.mcp.upstream.base import OnBehalf
 
 __all__ = ["SERVER_CAPABILITIES", "Call", "Methods"]
 
@@ -169,8 +170,11 @@ class Methods:
         """Call the origin and validate what it answers (a result, or a request for user input)."""
         spec = call.snapshot.origins[route.origin_id]
         client = self._pool.client(spec)
+        on_behalf = _on_behalf(call, spec)
         for _ in range(MAX_INPUT_ROUNDS):
-            result = await client.request(method, params, progress=call.progress, capabilities=_relayable(call))
+            result = await client.request(
+                method, params, progress=call.progress, capabilities=_relayable(call), on_behalf=on_behalf
+            )
             if result.get("resultType") != "input_required":
                 _check_result(model, result, route)
                 return result
@@ -203,6 +207,16 @@ async def _ask_all(ask: Asker, requests: dict[str, Any]) -> dict[str, Any]:
             raise UpstreamRejected(int(error.get("code", mt.INTERNAL_ERROR)), str(error.get("message", "declined")))
         answers[key] = reply["result"]
     return answers
+
+
+def _on_behalf(call: Call, spec: OriginSpec) -> OnBehalf | None:
+    """Whom the call is made for, when the origin takes a per-user credential (a minted JWT)."""
+    if spec.credential is None or spec.credential.mode != "jwt":
+        return None
+    principal = call.principal
+    member = call.snapshot.members.get(principal.user_id)
+    tenant_id = member.tenant_id if member is not None else spec.tenant_id
+    return OnBehalf(principal.user_id, tenant_id, tuple(sorted(principal.scopes)))
 
 
 def _unknown(server: ServerView, kind: str, name: str) -> NoReturn:

@@ -15,9 +15,19 @@ from typing import Any
 
 from bastion.vault.envelope import MasterKeys, VaultError
 
-__all__ = ["MODES", "OriginCredential", "credential_headers", "open_credential", "origin_owner", "seal_credential"]
+__all__ = [
+    "JWT_LIFETIME",
+    "MODES",
+    "OriginCredential",
+    "credential_headers",
+    "jwt_config",
+    "open_credential",
+    "origin_owner",
+    "seal_credential",
+]
 
-MODES = ("none", "bearer", "header", "basic")
+MODES = ("none", "bearer", "header", "basic", "jwt")
+JWT_LIFETIME = 300  # seconds: the default life of a JWT Bastion mints for an origin
 
 
 def origin_owner(tenant_id: str, origin_id: str) -> str:
@@ -31,6 +41,9 @@ class OriginCredential:
     mode: str
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=True)
     error: str | None = None  # the sealed credential could not be opened: calls fail with this
+    # Mode `jwt` (scenario A): nothing is sealed; Bastion mints a token per user with these.
+    audience: str | None = None
+    lifetime: int = JWT_LIFETIME
 
 
 def credential_headers(secret: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -45,6 +58,10 @@ def credential_headers(secret: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     raise VaultError(f"unknown credential mode {mode!r}")
 
 
+def jwt_config(audience: str, lifetime: int) -> str:
+    return json.dumps({"audience": audience, "lifetime": lifetime}, separators=(",", ":"))
+
+
 def seal_credential(keys: MasterKeys, tenant_id: str, origin_id: str, secret: dict[str, Any]) -> str:
     credential_headers(secret)  # refuses an unknown mode before anything is sealed
     return keys.seal(json.dumps(secret, separators=(",", ":")).encode(), origin_owner(tenant_id, origin_id))
@@ -56,6 +73,12 @@ def open_credential(
     """The origin's credential for the snapshot; None for an origin that takes none."""
     if mode == "none" or sealed is None:
         return None
+    if mode == "jwt":  # no secret: the stored value is the minting configuration, in the clear
+        try:
+            config = json.loads(sealed)
+            return OriginCredential("jwt", audience=str(config["audience"]), lifetime=int(config["lifetime"]))
+        except (ValueError, KeyError, TypeError):
+            return OriginCredential("jwt", error="its JWT configuration is malformed")
     if keys is None:
         return OriginCredential(mode, error="its credential is sealed, and no master key is configured")
     try:

@@ -23,10 +23,25 @@ NotificationSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class OriginGuard:
-    """Where origin connections may go; every client of the pool obeys it."""
+    """Where origin connections may go, and the tokens Bastion mints for them; every client of the pool
+    obeys it."""
 
     egress: EgressPolicy  # HTTP origins: the resolved address is checked at connect time
     stdio: StdioPolicy  # stdio origins: the command allowlist and the child's resource limits
+    tokens: TokenMinter | None = None  # mints the JWTs of origins with auth_mode `jwt`
+
+
+@dataclass(frozen=True, slots=True)
+class OnBehalf:
+    """Whom a forwarded call is made for: what a per-user origin credential is minted from."""
+
+    user_id: str
+    tenant_id: str
+    scopes: tuple[str, ...]
+
+
+class TokenMinter(Protocol):
+    def mint(self, *, audience: str, subject: str, tenant_id: str, scopes: tuple[str, ...], lifetime: int) -> str: ...
 
 
 class OriginClient(Protocol):
@@ -44,6 +59,7 @@ class OriginClient(Protocol):
         *,
         progress: ProgressSink | None = None,
         capabilities: dict[str, Any] | None = None,
+        on_behalf: OnBehalf | None = None,
     ) -> dict[str, Any]:
         """Send one request and return its `result`; raise an `UpstreamError` on any failure.
 

@@ -31,10 +31,11 @@ from bastion.errors import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from bastion.mcp.upstream.base import NotificationSink, OriginGuard, ProgressSink
+from bastion.mcp.upstream.base import NotificationSink, OnBehalf, OriginGuard, ProgressSink
 from bastion.mcp.upstream.rpc import RpcCore, decode_message
 from bastion.mcp.upstream.sse import iter_sse_data
 from bastion.net.egress import EgressRefused, egress_session
+from bastion.oauth.origin_tokens import SERVICE_SUBJECT
 
 __all__ = ["HttpOriginClient"]
 
@@ -71,6 +72,10 @@ class HttpOriginClient(RpcCore):
         credential = spec.credential
         self._credential: dict[str, str] = dict(credential.headers) if credential is not None else {}
         self._credential_error = credential.error if credential is not None else None
+        self._jwt = credential if credential is not None and credential.mode == "jwt" else None
+        self._minter = guard.tokens
+        if self._jwt is not None and self._minter is None:
+            self._credential_error = "no token minter is configured for JWT origins"
 
     async def request(
         self,
@@ -79,13 +84,18 @@ class HttpOriginClient(RpcCore):
         *,
         progress: ProgressSink | None = None,
         capabilities: dict[str, Any] | None = None,
+        on_behalf: OnBehalf | None = None,
     ) -> dict[str, Any]:
         try:
-            return await super().request(method, params, progress=progress, capabilities=capabilities)
+            return await super().request(
+                method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
+            )
         except _SessionLost:
             log.info("origin_session_lost", origin=self.spec.name)
             self._ready, self._session_id = False, None
-            return await super().request(method, params, progress=progress, capabilities=capabilities)
+            return await super().request(
+                method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
+            )
 
     # --- connection lifecycle -----------------------------------------------------------
     async def _connect(self) -> None:
@@ -138,6 +148,8 @@ class HttpOriginClient(RpcCore):
         # Built from scratch for each request: nothing of the MCP client's request (its token least
         # of all) reaches the origin; the origin's own service credential, from the vault, does.
         headers = {"accept": _ACCEPT, "content-type": "application/json", **self._credential}
+        if self._jwt is not None:
+            headers["authorization"] = "Bearer " + self._minted(message)
         if self._session_id is not None:
             headers["mcp-session-id"] = self._session_id
         if self.protocol_version is not None:
@@ -150,6 +162,19 @@ class HttpOriginClient(RpcCore):
             if isinstance(name, str):
                 headers["mcp-name"] = encode_header_value(name)
         return headers
+
+    def _minted(self, message: dict[str, Any] | None) -> str:
+        """A JWT for the user this request is made for; the gateway's own for requests made for no
+        user (handshake, discovery, subscriptions), so those never depend on one person's grant."""
+        assert self._jwt is not None and self._minter is not None  # checked in __init__ / _connect
+        who = self._on_behalf.get(message.get("id", -1)) if message is not None else None
+        return self._minter.mint(
+            audience=self._jwt.audience or self._url,
+            subject=who.user_id if who is not None else SERVICE_SUBJECT,
+            tenant_id=who.tenant_id if who is not None else self.spec.tenant_id,
+            scopes=who.scopes if who is not None else (),
+            lifetime=self._jwt.lifetime,
+        )
 
     # --- the wire ---------------------------------------------------------------------------
     def _client(self) -> aiohttp.ClientSession:

@@ -30,7 +30,7 @@ from bastion.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from bastion.mcp.upstream.base import NotificationSink, ProgressSink
+from bastion.mcp.upstream.base import NotificationSink, OnBehalf, ProgressSink
 
 __all__ = ["CLIENT_INFO", "RpcCore", "decode_message"]
 
@@ -67,6 +67,7 @@ class RpcCore:
         self._next_id = 0
         self._pending: dict[int, _Pending] = {}
         self._sinks: dict[int, ProgressSink] = {}
+        self._on_behalf: dict[int, OnBehalf] = {}  # request id → the user a call is made for
         self._ready = False
         self._connect_lock = anyio.Lock()
         self._close_reason = "closed the connection"
@@ -83,9 +84,10 @@ class RpcCore:
         *,
         progress: ProgressSink | None = None,
         capabilities: dict[str, Any] | None = None,
+        on_behalf: OnBehalf | None = None,
     ) -> dict[str, Any]:
         await self._ensure_ready()
-        return await self._call(method, params, progress, capabilities)
+        return await self._call(method, params, progress, capabilities, on_behalf)
 
     async def aclose(self) -> None:
         self._ready = False
@@ -175,9 +177,12 @@ class RpcCore:
         params: dict[str, Any] | None,
         progress: ProgressSink | None,
         capabilities: dict[str, Any] | None = None,
+        on_behalf: OnBehalf | None = None,
     ) -> dict[str, Any]:
         self._next_id += 1
         request_id = self._next_id
+        if on_behalf is not None:
+            self._on_behalf[request_id] = on_behalf  # for origins that take a per-user credential
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if self.modern:
             params = dict(params or {})
@@ -205,6 +210,7 @@ class RpcCore:
         finally:
             self._pending.pop(request_id, None)
             self._sinks.pop(request_id, None)
+            self._on_behalf.pop(request_id, None)
         return self._outcome(method, pending.message)
 
     def _envelope(self, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -112,6 +112,7 @@ def origin_spec(origin: Origin, vault: MasterKeys | None = None) -> OriginSpec:
         command=tuple(origin.command) if origin.command else None,
         timeout_seconds=origin.timeout_seconds,
         credential=open_credential(vault, origin.tenant_id, origin.id, origin.auth_mode, origin.credential),
+        tenant_id=origin.tenant_id,
     )
 
 

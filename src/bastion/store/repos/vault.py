@@ -66,7 +66,8 @@ async def rewrap_all(db: Database, keys: MasterKeys) -> int:
     changed = 0
     async with db.session(SYSTEM) as session:
         for origin in await session.scalars(select(Origin).where(Origin.credential.is_not(None))):
-            assert origin.credential is not None
+            if origin.credential is None or not is_sealed(origin.credential):
+                continue  # nothing sealed (a `jwt` origin's minting configuration)
             owner = origin_owner(origin.tenant_id, origin.id)
             rewrapped = keys.rewrap(origin.credential, owner)
             changed += rewrapped != origin.credential

@@ -1,0 +1,63 @@
+"""Short-lived JWTs Bastion mints for origins (scenario A): the JWT profile for access tokens (RFC 9068).
+
+An origin configured with `auth_mode` `jwt` receives, on each request, a token Bastion
+signed with its own key (published at `/oauth/jwks.json`, so the origin verifies it
+without sharing a secret): `iss` Bastion, `aud` the origin, `sub` the user the call is
+made for (`bastion` for the gateway's own requests: handshake, discovery), `org_id`
+the tenant, `scope` what the user's token grants, a few minutes of life. Never the
+client's token: that one stays at Bastion.
+
+Tokens are cached per (audience, subject, tenant, scopes) and re-minted once a fifth
+of their life is left, so a busy origin costs one signature per user every few minutes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+from bastion.oauth.keys import KeyRing
+
+__all__ = ["ORIGIN_JWT_TYPE", "SERVICE_SUBJECT", "OriginTokens"]
+
+ORIGIN_JWT_TYPE = "at+jwt"  # RFC 9068 §2.1
+SERVICE_SUBJECT = "bastion"  # the gateway itself, for requests made for no user
+_MAX_CACHED = 10_000
+
+
+class OriginTokens:
+    def __init__(self, keyring: Callable[[], KeyRing], issuer: str, *, now: Callable[[], float] = time.time) -> None:
+        self._keyring = keyring  # a provider: a rotation swaps the ring
+        self._issuer = issuer
+        self._now = now
+        self._cache: dict[tuple[str, str, str, tuple[str, ...], int, str], tuple[str, float]] = {}
+
+    def mint(
+        self, *, audience: str, subject: str, tenant_id: str, scopes: tuple[str, ...], lifetime: int
+    ) -> str:
+        now = self._now()
+        kid = self._keyring().active.kid
+        key = (audience, subject, tenant_id, scopes, lifetime, kid)
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        issued = int(now)
+        token = self._keyring().sign(
+            {
+                "iss": self._issuer,
+                "aud": audience,
+                "sub": subject,
+                "client_id": self._issuer,  # RFC 9068 §2.2: the client the token was issued to: Bastion
+                "org_id": tenant_id,
+                "scope": " ".join(scopes),
+                "iat": issued,
+                "exp": issued + lifetime,
+                "jti": secrets.token_urlsafe(12),
+            },
+            typ=ORIGIN_JWT_TYPE,
+        )
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[key] = (token, now + lifetime * 0.8)
+        return token
