@@ -26,7 +26,15 @@ from yarl import URL
 
 from bastion.errors import BadRequest, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge, UpstreamUnavailable
 
-__all__ = ["EgressPolicy", "EgressRefused", "EgressResolver", "FetchedDocument", "egress_session", "fetch_limited"]
+__all__ = [
+    "EgressPolicy",
+    "EgressRefused",
+    "EgressResolver",
+    "FetchedDocument",
+    "egress_session",
+    "fetch_limited",
+    "read_limited",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -229,7 +237,7 @@ class FetchedDocument:
     body: bytes
 
 
-async def _read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+async def read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     too_large = UpstreamTooLarge(f"{response.url} answered with more than {max_bytes} bytes; refused")
     if response.content_length is not None and response.content_length > max_bytes:
         raise too_large  # refused from the header, before reading any of it
@@ -277,7 +285,7 @@ async def fetch_limited(
                     ) as response:
                         location = response.headers.get("Location")
                         if response.status not in _REDIRECTS or location is None or max_redirects == 0:
-                            body = await _read_limited(response, max_bytes)
+                            body = await read_limited(response, max_bytes)
                             return FetchedDocument(target, response.status, response.headers, body)
                     target = _follow(target, location)
     except TimeoutError as exc:

@@ -43,6 +43,7 @@ __all__ = [
     "FederatedIdentity",
     "RelyingParty",
     "identity_from_claims",
+    "json_object",
     "map_roles",
     "validate_id_token",
 ]
@@ -148,7 +149,8 @@ def validate_id_token(
     return claims
 
 
-def _json_object(body: bytes, where: str) -> dict[str, Any]:
+def json_object(body: bytes, where: str) -> dict[str, Any]:
+    """A provider's JSON answer, which must be an object; UpstreamProtocolError names `where` otherwise."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -240,7 +242,7 @@ class RelyingParty:
         else:
             raise UpstreamProtocolError(f"{self.config.name} accepts neither client_secret_basic nor _post")
         status, body = await self._post(metadata.token_endpoint, form, headers)
-        answer = _json_object(body, f"{self.config.name}'s token response")
+        answer = json_object(body, f"{self.config.name}'s token response")
         if status != 200:  # RFC 6749 §5.2: the error code says why; its description is the provider's prose
             error = answer.get("error")
             reason = error if isinstance(error, str) and error.isidentifier() else f"HTTP {status}"
@@ -281,4 +283,4 @@ class RelyingParty:
         )
         if fetched.status != 200:
             raise UpstreamProtocolError(f"{what} at {url} answered HTTP {fetched.status}")
-        return _json_object(fetched.body, f"{what} at {url}")
+        return json_object(fetched.body, f"{what} at {url}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.errors import BadRequest
 
-__all__ = ["InvalidTarget", "check_same_resource", "resource_url", "server_for_resource"]
+__all__ = ["InvalidTarget", "check_same_resource", "lower_origin", "resource_url", "server_for_resource"]
 
 
 class InvalidTarget(BadRequest):
@@ -19,7 +19,7 @@ def resource_url(issuer: str, slug: str) -> str:
     return f"{issuer}/servers/{slug}/mcp"
 
 
-def _lower_origin(url: str) -> str:
+def lower_origin(url: str) -> str:
     """`url` with its scheme and authority lowercased (RFC 3986 §6.2.2.1); the path kept as it is."""
     scheme, sep, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
@@ -33,8 +33,8 @@ def server_for_resource(snapshot: Snapshot, issuer: str, resource: str | None) -
     # RFC 8707 §2: the resource is an absolute URI without a fragment; compare it exactly
     # (after the scheme and host, which are case-insensitive) with a server's canonical URI.
     # The issuer is lowered the same way: an operator's public URL may be written in capitals.
-    prefix, suffix = f"{_lower_origin(issuer)}/servers/", "/mcp"
-    normalised = _lower_origin(resource)
+    prefix, suffix = f"{lower_origin(issuer)}/servers/", "/mcp"
+    normalised = lower_origin(resource)
     slug = (
         normalised[len(prefix) : -len(suffix)] if normalised.startswith(prefix) and normalised.endswith(suffix) else ""
     )
