@@ -18,7 +18,7 @@ import pytest
 
 from bastion.errors import BadRequest, InvalidGrant, UpstreamProtocolError
 from bastion.net.egress import EgressPolicy, EgressRefused
-from bastion.oauth import downstream
+from bastion.oauth import downstream, downstream_metadata
 from bastion.oauth.downstream import (
     DownstreamClient,
     DownstreamGrantLost,
@@ -97,16 +97,18 @@ async def test_a_resource_without_metadata_is_refused(origin_as: Bastion) -> Non
 
 def test_the_well_known_segment_goes_before_the_path() -> None:
     assert (
-        downstream._well_known("https://as.example/tenant1/", "/.well-known/oauth-authorization-server")
+        downstream_metadata.well_known_url("https://as.example/tenant1/", "/.well-known/oauth-authorization-server")
         == "https://as.example/.well-known/oauth-authorization-server/tenant1"
     )
     assert (
-        downstream._well_known("https://api.example/servers/x/mcp", "/.well-known/oauth-protected-resource")
+        downstream_metadata.well_known_url("https://api.example/servers/x/mcp", "/.well-known/oauth-protected-resource")
         == "https://api.example/.well-known/oauth-protected-resource/servers/x/mcp"
     )
-    assert downstream._well_known("https://as.example", "/.well-known/x") == "https://as.example/.well-known/x"
     assert (
-        downstream._at_root("https://api.example/servers/x/mcp", "/.well-known/y")
+        downstream_metadata.well_known_url("https://as.example", "/.well-known/x") == "https://as.example/.well-known/x"
+    )
+    assert (
+        downstream_metadata.root_well_known_url("https://api.example/servers/x/mcp", "/.well-known/y")
         == "https://api.example/.well-known/y"
     )
 
