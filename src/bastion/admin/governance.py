@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.admin.actor import Actor
-from bastion.admin.schemas import Slug, _In
+from bastion.admin.schemas import Slug, StrictIn
 from bastion.bus import Bus, ChangeEvent
 from bastion.errors import BadRequest, Conflict
 from bastion.governance.permissions import BUILTIN_ROLES, CONTROL_ACTIONS, DATA_ACTIONS, parse_permission
@@ -26,7 +26,7 @@ from bastion.store.tenancy import SYSTEM
 __all__ = ["Governance"]
 
 
-class TenantIn(_In):
+class TenantIn(StrictIn):
     slug: str = Slug
     name: str = Field("", max_length=200)
 
@@ -38,12 +38,12 @@ class TenantOut(BaseModel):
     created_at: datetime
 
 
-class TeamIn(_In):
+class TeamIn(StrictIn):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     members: list[str] = Field(default_factory=list, max_length=1000, description="user names or ids")
 
 
-class TeamMembersIn(_In):
+class TeamMembersIn(StrictIn):
     members: list[str] = Field(max_length=1000, description="user names or ids: the team's whole membership")
 
 
@@ -53,7 +53,7 @@ class TeamOut(BaseModel):
     members: list[str]
 
 
-class RoleIn(_In):
+class RoleIn(StrictIn):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     description: str = Field("", max_length=500)
     permissions: list[str] = Field(min_length=1, max_length=500)

@@ -45,11 +45,11 @@ Alias = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r
 OfferedName = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
-class _In(BaseModel):
+class StrictIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class _Placed(_In):
+class _Placed(StrictIn):
     @field_validator("team_ids", check_fields=False)
     @classmethod
     def _teams_for_team_visibility(cls, team_ids: list[str], info: ValidationInfo) -> list[str]:
@@ -65,7 +65,7 @@ _RESERVED_HEADERS = {
 }
 
 
-class OriginAuthIn(_In):
+class OriginAuthIn(StrictIn):
     """How Bastion authenticates to an HTTP origin. Secrets are write-only: sealed by the vault,
     never returned (responses show only `auth_mode`). Mode `jwt` has no secret: Bastion mints a
     short-lived token per user, signed with its published key."""
@@ -147,7 +147,7 @@ class OriginIn(_Placed):
         return command
 
 
-class ReviewIn(_In):
+class ReviewIn(StrictIn):
     decision: Literal["approve", "reject"]
     note: str = Field("", max_length=500)
 
@@ -188,14 +188,14 @@ class ServerIn(_Placed):
     team_ids: list[Name] = Field(default_factory=list, max_length=100, description="teams, for team visibility")
 
 
-class ComposeIn(_In):
+class ComposeIn(StrictIn):
     origin: str = Field(min_length=1, max_length=64, description="origin id or name")
     prefix: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
     items: list[str] | None = Field(None, max_length=1000, description="names to select; omitted: all")
     aliases: dict[OfferedName, Alias] = Field(default_factory=dict, max_length=1000)
 
 
-class ItemPatch(_In):
+class ItemPatch(StrictIn):
     enabled: bool | None = None
     alias: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
 
@@ -222,7 +222,7 @@ class ServerOut(BaseModel):
     items: list[ServerItemOut] = []
 
 
-class TokenIn(_In):
+class TokenIn(StrictIn):
     name: str = Field(min_length=1, max_length=100)
     servers: list[str] = Field(default_factory=list, max_length=100, description="virtual server slugs or ids")
     scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["mcp"]), min_length=1)
@@ -282,19 +282,19 @@ class TokenCreated(TokenOut):
     token: str = Field(description="the secret: shown this once, stored only as a hash")
 
 
-class LoginIn(_In):
+class LoginIn(StrictIn):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
 
 
-class UserIn(_In):
+class UserIn(StrictIn):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     password: str = Field(min_length=1, max_length=1024)
     roles: list[Name] = Field(default_factory=lambda: ["member"], max_length=50, description="built-in or custom")
     teams: list[Name] = Field(default_factory=list, max_length=100, description="team names or ids")
 
 
-class UserPatch(_In):
+class UserPatch(StrictIn):
     roles: list[Name] | None = Field(None, max_length=50)
     teams: list[Name] | None = Field(None, max_length=100)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.oauth.keys import KeyRing
 from bastion.store.db import Database, bump_epoch
@@ -42,9 +43,7 @@ async def load_keyring(db: Database) -> KeyRing:
 async def save_keyring(db: Database, ring: KeyRing) -> None:
     """Replace the stored keys with `ring` (rotation and pruning both end here)."""
     async with db.session(SYSTEM) as session:
-        await session.execute(delete(SigningKey))
-        for record in ring.to_records():
-            session.add(SigningKey(**{**record, "private_jwk": _seal(db, record["kid"], record["private_jwk"])}))
+        await _replace(session, db, ring)
 
 
 async def rotate_keyring(db: Database, *, now: float, keep_retired_seconds: float) -> KeyRing:
@@ -52,11 +51,16 @@ async def rotate_keyring(db: Database, *, now: float, keep_retired_seconds: floa
     they stopped signing, so tokens they signed still verify. Every replica reloads (epoch)."""
     ring = (await load_keyring(db)).rotate(now).prune(now - keep_retired_seconds)
     async with db.session(SYSTEM) as session:
-        await session.execute(delete(SigningKey))
-        for record in ring.to_records():
-            session.add(SigningKey(**{**record, "private_jwk": _seal(db, record["kid"], record["private_jwk"])}))
+        await _replace(session, db, ring)
         await bump_epoch(session)
     return ring
+
+
+async def _replace(session: AsyncSession, db: Database, ring: KeyRing) -> None:
+    """The stored keys become `ring`'s, private keys sealed when a master key is configured."""
+    await session.execute(delete(SigningKey))
+    for record in ring.to_records():
+        session.add(SigningKey(**{**record, "private_jwk": _seal(db, record["kid"], record["private_jwk"])}))
 
 
 def _seal(db: Database, kid: str, private_jwk: str) -> str:
