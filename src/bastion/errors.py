@@ -21,6 +21,7 @@
     ├── Forbidden                     403  -32600  insufficient_scope
     │   ├── InsufficientScope         403  -32600  (carries the required scope, for step-up)
     │   ├── AccessDenied              403          access_denied
+    │   ├── ConnectionRequired        403  -32042  (the person must connect an origin: carries the URL)
     │   └── OriginNotAllowed          403  -32600
     ├── TooManyRequests               429  -32600  (carries retry_after seconds)
     ├── NotFound                      404  -32602  (unknown id, tool, session...)
@@ -34,6 +35,7 @@
         ├── UpstreamProtocolError     502  -32603
         ├── UpstreamTooLarge          502  -32603
         ├── UpstreamRefused           502  -32603  (Bastion's own policy: egress or stdio allowlist)
+        ├── UpstreamUnauthorized      502  -32603  (the origin answered 401 to Bastion's credential)
         └── UpstreamRejected          200  origin's own JSON-RPC error, passed through
 
 Each class carries its wire codes as attributes; `bastion.http.errors` is the one
@@ -54,6 +56,7 @@ __all__ = [
     "BadRequest",
     "BastionError",
     "Conflict",
+    "ConnectionRequired",
     "Forbidden",
     "HeaderMismatch",
     "InsufficientScope",
@@ -83,6 +86,7 @@ __all__ = [
     "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamTooLarge",
+    "UpstreamUnauthorized",
     "UpstreamUnavailable",
 ]
 
@@ -196,6 +200,22 @@ class AccessDenied(Forbidden):
     oauth_error = "access_denied"
 
 
+class ConnectionRequired(Forbidden):
+    """A per-user OAuth origin has no usable grant for this person (never connected, disconnected,
+    or the grant was lost): they connect it in a browser at the URL the error carries.
+
+    On the wire it is the MCP 2025-11-25 "URL elicitation required" error (-32042), whose `data`
+    lists one URL-mode elicitation, so a client that supports it can open the page for the person.
+    """
+
+    jsonrpc_code = mt.URL_ELICITATION_REQUIRED
+
+    def __init__(self, message: str, *, url: str, elicitation_id: str) -> None:
+        elicitation = {"mode": "url", "elicitationId": elicitation_id, "url": url, "message": message}
+        super().__init__(f"{message}: open {url}", data={"elicitations": [elicitation]})
+        self.url = url
+
+
 class TooManyRequests(BastionError):
     http_status = 429
     jsonrpc_code = mt.INVALID_REQUEST
@@ -280,6 +300,10 @@ class UpstreamRefused(UpstreamError):
     def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.detail = detail or message
+
+
+class UpstreamUnauthorized(UpstreamError):
+    """The origin answered HTTP 401: it did not accept the credential Bastion presented."""
 
 
 class UpstreamRejected(UpstreamError):

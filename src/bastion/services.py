@@ -30,14 +30,17 @@ from bastion.mcp.sessions import SessionStore
 from bastion.mcp.transport import McpEndpoint
 from bastion.mcp.upstream import ChildLimits, OriginGuard, OriginPool, StdioPolicy
 from bastion.net.egress import EgressPolicy
+from bastion.oauth.downstream_grants import DownstreamGrants
 from bastion.oauth.origin_tokens import OriginTokens
 from bastion.store.db import Database
+from bastion.store.repos.downstream import SqlGrantStore
 from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
 from bastion.store.repos.snapshot import load_snapshot
 from bastion.store.repos.token_uses import TokenUseWriter
 from bastion.store.repos.vault import check_vault
 from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
+from bastion.web.connect import connect_url
 from bastion.web.ratelimit import RouteLimits
 
 __all__ = ["Services"]
@@ -45,11 +48,12 @@ __all__ = ["Services"]
 log = structlog.get_logger(__name__)
 
 
-def _origin_guard(settings: Settings, tokens: OriginTokens) -> OriginGuard:
+def _origin_guard(settings: Settings, tokens: OriginTokens, grants: DownstreamGrants) -> OriginGuard:
     """Where origins may be: the egress allowlist (shared with every outbound fetch) and the stdio
     allowlist; and the minter of the JWTs `jwt` origins receive."""
     return OriginGuard(
         tokens=tokens,
+        grants=grants,
         egress=EgressPolicy(
             allow_hosts=tuple(settings.egress_allow_hosts), allow_cidrs=tuple(settings.egress_allow_cidrs)
         ),
@@ -93,10 +97,6 @@ class Services:
         )
         # Signed with the authorization server's keys (published in its JWKS), read when minting:
         # a key rotation applies to the next token.
-        guard = _origin_guard(settings, OriginTokens(lambda: self.auth.keyring, settings.base_url()))
-        self.pool = OriginPool(
-            timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes, guard=guard
-        )
         self.auth = AuthServer(
             settings=settings,
             db=self.db,
@@ -105,6 +105,19 @@ class Services:
             issuer=settings.base_url(),
             enterprise_issuers=tuple(settings.enterprise_idps.items()),
         )
+        # People's tokens at per-user OAuth origins: read through a cache, refreshed just in time.
+        self.grants = DownstreamGrants(
+            SqlGrantStore(self.db),
+            lambda: self.db.vault,
+            egress=self.auth.egress,
+            ssl=self.auth.ssl_context,
+            connect_url=lambda key, client: connect_url(self.auth, key, client),
+        )
+        self.auth.downstream = self.grants
+        guard = _origin_guard(settings, OriginTokens(lambda: self.auth.keyring, settings.base_url()), self.grants)
+        self.pool = OriginPool(
+            timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes, guard=guard
+        )
         self.control = Control(
             db=self.db,
             bus=self.bus,
@@ -112,6 +125,8 @@ class Services:
             stdio=guard.stdio,
             logins=self.auth.logins,
             base_url=settings.base_url(),
+            egress=self.auth.egress,
+            ssl_context=self.auth.ssl_context,
         )
         self.limits = RouteLimits(
             {
@@ -135,7 +150,7 @@ class Services:
         self.endpoint = McpEndpoint(
             holder=self.holder,
             sessions=self.sessions,
-            methods=Methods(self.pool),
+            methods=Methods(self.pool, self.grants),
             origins=OriginPolicy(settings.allowed_origins),
             bearer=BearerResolver(self.auth.store.access_principal),
             base_url=settings.base_url(),

@@ -12,10 +12,13 @@ from pathlib import Path
 import anyio
 from sqlalchemy import select
 
+from bastion.oauth.downstream import DownstreamTokens
+from bastion.oauth.downstream_grants import GrantKey
 from bastion.store.db import Database
-from bastion.store.models import Meta, Origin, SigningKey
+from bastion.store.models import DownstreamGrant, Meta, Origin, SigningKey, User
 from bastion.store.tenancy import SYSTEM
 from bastion.vault.credentials import origin_owner, seal_credential
+from bastion.vault.downstream_oauth import open_tokens, seal_tokens
 from bastion.vault.envelope import MasterKey, MasterKeys, is_sealed, kid_of
 from bastion.vault.keys import KeyFile, encode_key
 from tests.harness import ADMIN_PASSWORD
@@ -55,6 +58,21 @@ def _seed(directory: Path, keys: MasterKeys) -> str:
                 await session.flush()
                 origin.credential = seal_credential(keys, origin.tenant_id, origin.id, {"mode": "bearer", "token": "t"})
                 sealed = origin.credential
+                # A person's downstream grant (per-user OAuth), sealed under its own owner.
+                user = User(username="ann", password_hash="-")
+                session.add(user)
+                await session.flush()
+                key = GrantKey(origin.tenant_id, user.id, origin.id, "https://as.example", "https://api.example/mcp")
+                grant = DownstreamTokens(access_token="grant-token", refresh_token="r", expires_at=None, scope=None)
+                session.add(
+                    DownstreamGrant(
+                        user_id=user.id,
+                        origin_id=origin.id,
+                        issuer=key.issuer,
+                        resource=key.resource,
+                        sealed=seal_tokens(keys, key.owner, grant),
+                    )
+                )
             from bastion.store.repos.vault import check_vault
 
             await check_vault(db, keys)  # writes the canary of the current key
@@ -73,6 +91,7 @@ def _stored(directory: Path) -> tuple[list[str], list[str], list[str]]:
         try:
             async with db.session(SYSTEM) as session:
                 credentials = [c for c in await session.scalars(select(Origin.credential)) if c]
+                credentials += list(await session.scalars(select(DownstreamGrant.sealed)))
                 signing = list(await session.scalars(select(SigningKey.private_jwk)))
                 canaries = [m.key for m in await session.scalars(select(Meta)) if m.key.startswith("vault_canary:")]
             return credentials, signing, canaries
@@ -98,7 +117,7 @@ def test_a_missing_or_wrong_master_key_refuses_to_start_and_changes_nothing(tmp_
     assert malformed.returncode == 1 and "32 random bytes" in malformed.stderr and "short" not in malformed.stderr
 
     after = _stored(tmp_path)
-    assert after == before and after[0] == [sealed]  # nothing was overwritten
+    assert after == before and after[0][0] == sealed  # nothing was overwritten
 
 
 def test_rotate_then_rewrap_moves_every_secret_to_the_new_key(tmp_path: Path) -> None:
@@ -127,8 +146,9 @@ def test_rotate_then_rewrap_moves_every_secret_to_the_new_key(tmp_path: Path) ->
     document["keys"] = [k for k in document["keys"] if k["kid"] == second.current.kid]
     key_file.write_text(json.dumps(document))
     only_new = KeyFile(key_file).load()
-    [origin_credential] = credentials
+    [origin_credential, grant] = credentials
     assert json.loads(only_new.open(origin_credential, _owner_of_seeded(tmp_path)))["token"] == "t"
+    assert open_tokens(only_new, _grant_owner_of_seeded(tmp_path), grant).access_token == "grant-token"
     assert _bastion(tmp_path, "tokens", "list", **env).returncode == 0  # starts fine on the new key alone
 
 
@@ -140,6 +160,19 @@ def _owner_of_seeded(directory: Path) -> str:
                 origin = await session.scalar(select(Origin).where(Origin.name == "crm"))
                 assert origin is not None
                 return origin_owner(origin.tenant_id, origin.id)
+        finally:
+            await db.close()
+
+    return anyio.run(read)
+
+
+def _grant_owner_of_seeded(directory: Path) -> str:
+    async def read() -> str:
+        db = Database(f"sqlite+aiosqlite:///{directory / 'bastion.db'}")
+        try:
+            async with db.session(SYSTEM) as session:
+                grant = (await session.scalars(select(DownstreamGrant))).one()
+                return GrantKey(grant.tenant_id, grant.user_id, grant.origin_id, grant.issuer, grant.resource).owner
         finally:
             await db.close()
 

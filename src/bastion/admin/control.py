@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from ssl import SSLContext
 
 import structlog
 
@@ -35,25 +36,41 @@ from bastion.errors import BadRequest, Conflict, NotFound, UpstreamError, Upstre
 from bastion.identity.principal import SCOPE_ADMIN
 from bastion.logins import Attempt, Logins
 from bastion.mcp.upstream import OriginPool, StdioPolicy
+from bastion.net.egress import EgressPolicy
+from bastion.oauth import downstream
+from bastion.oauth.downstream import DownstreamClient
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import ApiToken, Origin, OriginItem, ServerItem, VirtualServer
 from bastion.store.repos import origins, servers, teams, tokens
 from bastion.store.repos.snapshot import origin_spec
 from bastion.store.tenancy import SYSTEM, Tenancy
 from bastion.vault.credentials import JWT_LIFETIME, jwt_config, seal_credential
+from bastion.vault.downstream_oauth import OAuthOrigin
 
 __all__ = ["Control"]
 
 log = structlog.get_logger(__name__)
 
 _LOGIN_TOKEN_LIFETIME = timedelta(hours=1)
+_HTTP_ONLY = "only HTTP origins take a credential (a stdio origin is started by Bastion itself)"
 
 
 class Control:
     def __init__(
-        self, *, db: Database, bus: Bus, pool: OriginPool, stdio: StdioPolicy, logins: Logins, base_url: str
+        self,
+        *,
+        db: Database,
+        bus: Bus,
+        pool: OriginPool,
+        stdio: StdioPolicy,
+        logins: Logins,
+        base_url: str,
+        egress: EgressPolicy | None = None,
+        ssl_context: SSLContext | None = None,
     ) -> None:
         self._db = db
+        self._egress = egress or EgressPolicy()  # discovery of per-user OAuth origins' servers
+        self._ssl = ssl_context
         self._logins = logins
         self._bus = bus
         self._pool = pool
@@ -84,6 +101,8 @@ class Control:
             origin.owner_user_id = actor.user_id
             origin.visibility, origin.team_ids = data.visibility, team_ids
             if data.auth is not None:
+                if data.auth.mode == "oauth":
+                    raise BadRequest("register the origin first, then set per-user OAuth on it (PUT …/auth)")
                 self._seal_auth(origin, data.auth)
             if actor.is_operator:
                 origin.status, origin.reviewed_by, origin.reviewed_at = "approved", actor.username, datetime.now(UTC)
@@ -128,19 +147,46 @@ class Control:
     async def set_origin_auth(self, actor: Actor, origin_id: str, auth: OriginAuthIn) -> OriginOut:
         """Set, replace or (mode none) remove how Bastion authenticates to an origin. The old secret is
         overwritten in the same transaction; the origin's connection restarts with the new one."""
+        oauth = None
+        if auth.mode == "oauth":  # the origin's authorization server is found (and joined) before any write
+            async with self._db.session(actor.scope) as s:
+                origin = await origins.get(s, origin_id)
+                if origin.transport != "http" or origin.url is None:
+                    raise BadRequest(_HTTP_ONLY)
+                url = origin.url
+            oauth = await self._join_authorization_server(origin_id, url, auth)
         async with self._db.session(actor.scope) as s:
-            self._seal_auth(await origins.get(s, origin_id), auth)
+            self._seal_auth(await origins.get(s, origin_id), auth, oauth)
             await bump_epoch(s)
         await self._changed("catalog", origin_id)
         log.info("origin_auth_set", origin_id=origin_id, mode=auth.mode, by=actor.username)  # never the secret
         return await self.get_origin(actor, origin_id)
 
-    def _seal_auth(self, origin: Origin, auth: OriginAuthIn) -> None:
+    async def _join_authorization_server(self, origin_id: str, url: str, auth: OriginAuthIn) -> OAuthOrigin:
+        """Discover the origin's authorization server (RFC 9728, RFC 8414) and Bastion's client there:
+        the one configured, or a new RFC 7591 registration for this origin's callback."""
+        server = await downstream.discover(url, egress=self._egress, ssl=self._ssl)
+        callback = f"{self._base_url}/connect/{origin_id}/callback"
+        if auth.client_id is not None:
+            secret = auth.client_secret.get_secret_value() if auth.client_secret is not None else None
+            client = DownstreamClient(auth.client_id, (callback,), secret, "client_secret_basic" if secret else "none")
+        else:
+            client = await downstream.register(
+                server, callback, "Bastion", egress=self._egress, scope=auth.scope, ssl=self._ssl
+            )
+        service = None
+        if auth.service_client_id is not None and auth.service_client_secret is not None:
+            service = DownstreamClient(
+                auth.service_client_id, (), auth.service_client_secret.get_secret_value(), "client_secret_basic"
+            )
+        return OAuthOrigin(server=server, client=client, scope=auth.scope, service=service)
+
+    def _seal_auth(self, origin: Origin, auth: OriginAuthIn, oauth: OAuthOrigin | None = None) -> None:
         if auth.mode == "none":
             origin.auth_mode, origin.credential = "none", None
             return
         if origin.transport != "http":
-            raise BadRequest("only HTTP origins take a credential (a stdio origin is started by Bastion itself)")
+            raise BadRequest(_HTTP_ONLY)
         if auth.mode == "jwt":  # nothing secret to seal: minted per user from Bastion's signing key
             assert origin.url is not None
             origin.auth_mode = "jwt"
@@ -151,7 +197,8 @@ class Control:
                 "the vault has no master key: set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE to store credentials"
             )
         origin.auth_mode = auth.mode
-        origin.credential = seal_credential(self._db.vault, origin.tenant_id, origin.id, auth.secret())
+        secret = oauth.to_secret() if oauth is not None else auth.secret()
+        origin.credential = seal_credential(self._db.vault, origin.tenant_id, origin.id, secret)
 
     async def review_origin(self, actor: Actor, origin_id: str, review: ReviewIn) -> OriginOut:
         """Approve or reject a connector request. Rejecting an approved origin withdraws every item

@@ -68,9 +68,11 @@ _RESERVED_HEADERS = {
 class OriginAuthIn(StrictIn):
     """How Bastion authenticates to an HTTP origin. Secrets are write-only: sealed by the vault,
     never returned (responses show only `auth_mode`). Mode `jwt` has no secret: Bastion mints a
-    short-lived token per user, signed with its published key."""
+    short-lived token per user, signed with its published key. Mode `oauth` connects each person's
+    own account at the origin's authorization server (discovered from the origin's RFC 9728
+    metadata; Bastion registers itself there unless a client_id is given)."""
 
-    mode: Literal["none", "bearer", "header", "basic", "jwt"]
+    mode: Literal["none", "bearer", "header", "basic", "jwt", "oauth"]
     token: SecretStr | None = Field(None, description="bearer: the token Bastion sends")
     name: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="header: its name")
     value: SecretStr | None = Field(None, description="header: its value")
@@ -78,20 +80,42 @@ class OriginAuthIn(StrictIn):
     password: SecretStr | None = Field(None, description="basic: the password")
     audience: str | None = Field(None, max_length=2048, description="jwt: the `aud` claim; default: the origin URL")
     lifetime_seconds: int | None = Field(None, ge=30, le=3600, description="jwt: token life; default 300")
+    scope: str | None = Field(
+        None, max_length=1024, pattern=r"^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$",
+        description="oauth: the scopes to ask for (RFC 6749 §3.3)",
+    )
+    client_id: str | None = Field(
+        None, max_length=2048, description="oauth: Bastion's client at the origin's server; default: register"
+    )
+    client_secret: SecretStr | None = Field(None, description="oauth: that client's secret, if it has one")
+    service_client_id: str | None = Field(
+        None, max_length=2048, description="oauth: a client_credentials client for Bastion's own requests"
+    )
+    service_client_secret: SecretStr | None = Field(None, description="oauth: that service client's secret")
 
     @model_validator(mode="after")
     def _fields_for_mode(self) -> OriginAuthIn:
         needed = {"none": (), "bearer": ("token",), "header": ("name", "value"), "basic": ("username", "password")}
-        allowed = {"jwt": ("audience", "lifetime_seconds")}
-        fields = ("token", "name", "value", "username", "password", "audience", "lifetime_seconds")
+        allowed = {
+            "jwt": ("audience", "lifetime_seconds"),
+            "oauth": ("scope", "client_id", "client_secret", "service_client_id", "service_client_secret"),
+        }
+        fields = (
+            "token", "name", "value", "username", "password", "audience", "lifetime_seconds",
+            *allowed["oauth"],
+        )
         given = {f for f in fields if getattr(self, f) is not None}
         if missing := [f for f in needed.get(self.mode, ()) if f not in given]:
             raise ValueError(f"mode {self.mode!r} needs {', '.join(missing)}")
         if extra := sorted(given - set(needed.get(self.mode, ())) - set(allowed.get(self.mode, ()))):
             raise ValueError(f"mode {self.mode!r} takes no {', '.join(extra)}")
+        if self.client_secret is not None and self.client_id is None:
+            raise ValueError("client_secret needs the client_id it belongs to")
+        if (self.service_client_id is None) != (self.service_client_secret is None):
+            raise ValueError("a service client needs both service_client_id and service_client_secret")
         if self.name is not None and self.name.lower() in _RESERVED_HEADERS:
             raise ValueError(f"{self.name!r} is set by Bastion itself")
-        for secret in (self.token, self.value, self.password):
+        for secret in (self.token, self.value, self.password, self.client_secret, self.service_client_secret):
             if secret is not None and not 0 < len(secret.get_secret_value()) <= 8192:
                 raise ValueError("a secret is 1 to 8192 characters")
             if secret is not None and any(c in secret.get_secret_value() for c in "\r\n\0"):

@@ -8,6 +8,7 @@ the origin's own name.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -18,10 +19,19 @@ from pydantic import BaseModel, ValidationError
 
 from bastion import __version__
 from bastion.catalog.snapshot import OriginSpec, Route, ServerView, Snapshot
-from bastion.errors import Forbidden, InvalidParams, MethodNotFound, UpstreamProtocolError, UpstreamRejected
+from bastion.errors import (
+    Forbidden,
+    InvalidParams,
+    MethodNotFound,
+    UpstreamProtocolError,
+    UpstreamRefused,
+    UpstreamRejected,
+    UpstreamUnauthorized,
+)
 from bastion.identity.principal import Principal
 from bastion.mcp.upstream import OriginPool, ProgressSink
 from bastion.mcp.upstream.base import OnBehalf
+from bastion.oauth.downstream_grants import DownstreamGrants, client_key
 
 __all__ = ["SERVER_CAPABILITIES", "Call", "Methods"]
 
@@ -62,8 +72,9 @@ Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class Methods:
-    def __init__(self, pool: OriginPool) -> None:
+    def __init__(self, pool: OriginPool, grants: DownstreamGrants | None = None) -> None:
         self._pool = pool
+        self._grants = grants  # people's tokens at per-user OAuth origins
         self._table: dict[str, Handler] = {
             "ping": self._ping,
             "server/discover": self._discover,
@@ -170,11 +181,21 @@ class Methods:
         """Call the origin and validate what it answers (a result, or a request for user input)."""
         spec = call.snapshot.origins[route.origin_id]
         client = self._pool.client(spec)
-        on_behalf = _on_behalf(call, spec)
+        on_behalf = await self._on_behalf(call, spec)
         for _ in range(MAX_INPUT_ROUNDS):
-            result = await client.request(
-                method, params, progress=call.progress, capabilities=_relayable(call), on_behalf=on_behalf
-            )
+            try:
+                result = await client.request(
+                    method, params, progress=call.progress, capabilities=_relayable(call), on_behalf=on_behalf
+                )
+            except UpstreamUnauthorized:
+                if on_behalf is None or on_behalf.bearer is None:
+                    raise
+                # The person's token was refused (revoked, or expired early): refresh it, once. A
+                # refresh the server refuses marks the grant lost and raises ConnectionRequired.
+                on_behalf = await self._on_behalf(call, spec, refused=on_behalf.bearer)
+                result = await client.request(
+                    method, params, progress=call.progress, capabilities=_relayable(call), on_behalf=on_behalf
+                )
             if result.get("resultType") != "input_required":
                 _check_result(model, result, route)
                 return result
@@ -197,6 +218,32 @@ class Methods:
             f"the origin behind {route.exposed_name!r} asked for input {MAX_INPUT_ROUNDS} times"
         )
 
+    async def _on_behalf(self, call: Call, spec: OriginSpec, refused: str | None = None) -> OnBehalf | None:
+        """Whom the call is made for, when the origin takes a per-user credential: a JWT Bastion mints,
+        or the person's own token from their grant at the origin's authorization server."""
+        credential = spec.credential
+        if credential is None or credential.mode not in ("jwt", "oauth"):
+            return None
+        principal = call.principal
+        member = call.snapshot.members.get(principal.user_id)
+        tenant_id = member.tenant_id if member is not None else spec.tenant_id
+        who = OnBehalf(principal.user_id, tenant_id, tuple(sorted(principal.scopes)))
+        if credential.oauth is None:
+            return who
+        if self._grants is None:
+            raise UpstreamRefused(f"origin {spec.name!r} takes per-user connections, which are not configured here")
+        bearer = await self._grants.bearer(
+            spec.id,
+            spec.name,
+            credential.oauth,
+            tenant_id=tenant_id,
+            user_id=principal.user_id,
+            client=client_key(principal.client_id, principal.token_id),
+            epoch=call.snapshot.epoch,
+            refused=refused,
+        )
+        return dataclasses.replace(who, bearer=bearer)
+
 
 async def _ask_all(ask: Asker, requests: dict[str, Any]) -> dict[str, Any]:
     answers: dict[str, Any] = {}
@@ -207,16 +254,6 @@ async def _ask_all(ask: Asker, requests: dict[str, Any]) -> dict[str, Any]:
             raise UpstreamRejected(int(error.get("code", mt.INTERNAL_ERROR)), str(error.get("message", "declined")))
         answers[key] = reply["result"]
     return answers
-
-
-def _on_behalf(call: Call, spec: OriginSpec) -> OnBehalf | None:
-    """Whom the call is made for, when the origin takes a per-user credential (a minted JWT)."""
-    if spec.credential is None or spec.credential.mode != "jwt":
-        return None
-    principal = call.principal
-    member = call.snapshot.members.get(principal.user_id)
-    tenant_id = member.tenant_id if member is not None else spec.tenant_id
-    return OnBehalf(principal.user_id, tenant_id, tuple(sorted(principal.scopes)))
 
 
 def _unknown(server: ServerView, kind: str, name: str) -> NoReturn:

@@ -53,6 +53,7 @@ __all__ = [
     "RegistrationNotOffered",
     "authorization_url",
     "callback_code",
+    "client_credentials",
     "code_challenge",
     "discover",
     "exchange_code",
@@ -61,6 +62,7 @@ __all__ = [
     "parse_resource_metadata",
     "refresh",
     "register",
+    "revoke",
 ]
 
 _MAX_BYTES = 256 * 1024  # metadata, registration and token replies are a few kilobytes
@@ -99,6 +101,7 @@ class DownstreamTokens:
     refresh_token: str | None = field(repr=False)
     expires_at: float | None  # POSIX seconds, from `expires_in`; None when the server did not say
     scope: str | None
+    issued_at: float | None = None  # when Bastion received them: with expires_at, their lifetime
 
 
 # --- small pieces ------------------------------------------------------------------------------
@@ -313,6 +316,7 @@ async def _token_request(
         if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in >= 0
         else None,
         scope=scope if isinstance(scope, str) else requested_scope,  # RFC 6749 §5.1: omitted = as requested
+        issued_at=issued_at,
     )
 
 
@@ -379,3 +383,56 @@ async def refresh(
         previous_refresh=refresh_token,
         requested_scope=scope,
     )
+
+
+async def client_credentials(
+    server: DownstreamServer,
+    client: DownstreamClient,
+    *,
+    egress: EgressPolicy,
+    resource: str | None = None,
+    scope: str | None = None,
+    ssl: SSLContext | None = None,
+    timeout_seconds: float = _TIMEOUT_SECONDS,
+    now: float | None = None,
+) -> DownstreamTokens:
+    """RFC 6749 §4.4 with the RFC 8707 resource: Bastion's own token at the origin, for no person."""
+    form = {"grant_type": "client_credentials", "resource": resource or server.resource}
+    if scope:
+        form["scope"] = scope
+    return await _token_request(
+        server,
+        client,
+        form,
+        egress=egress,
+        ssl=ssl,
+        timeout_seconds=timeout_seconds,
+        now=now,
+        lost=DownstreamTokenError,
+        requested_scope=scope,
+    )
+
+
+async def revoke(
+    server: DownstreamServer,
+    client: DownstreamClient,
+    token: str,
+    *,
+    egress: EgressPolicy,
+    ssl: SSLContext | None = None,
+    timeout_seconds: float = _TIMEOUT_SECONDS,
+) -> None:
+    """RFC 7009 §2.1: ask the server to revoke `token` (a refresh token revokes its grant's access
+    tokens too, §2.1). Any answer but 200 is the server's refusal."""
+    if server.revocation_endpoint is None:
+        raise UpstreamProtocolError(f"{server.issuer} offers no token revocation (RFC 7009)")
+    form: dict[str, str] = {"token": token}
+    headers: dict[str, str] = {}
+    _client_auth(client, form, headers)
+    status, _body = await _post(
+        egress, server.revocation_endpoint, form=form, headers=headers, ssl=ssl, timeout_seconds=timeout_seconds
+    )
+    if status != 200:
+        raise DownstreamTokenError(
+            f"{server.issuer} refused to revoke the token (HTTP {status})", error=f"http_{status}"
+        )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from bastion.catalog.snapshot import ServerView, Snapshot
+from typing import TYPE_CHECKING
+
 from bastion.errors import BadRequest
+
+if TYPE_CHECKING:  # annotations only: the snapshot's origin credentials import this package
+    from bastion.catalog.snapshot import ServerView, Snapshot
 
 __all__ = ["InvalidTarget", "check_same_resource", "lower_origin", "resource_url", "server_for_resource"]
 

@@ -373,3 +373,56 @@ class McpSessionEnd(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     # The database's clock, not a replica's: replicas read "ended since" against one clock.
     ended_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+
+
+class DownstreamGrant(TenantOwned, Base):
+    """A person's connection to a per-user OAuth origin: their tokens at its authorization server.
+
+    Keyed by (user, origin, issuer, resource). The tokens are sealed by the vault, bound to exactly
+    that key (a ciphertext copied to another row does not open). `version` grows with each write,
+    so two replicas refreshing at once cannot both store a rotated refresh token.
+    """
+
+    __tablename__ = "downstream_grants"
+    __table_args__ = (UniqueConstraint("user_id", "origin_id", "issuer", "resource"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    origin_id: Mapped[str] = mapped_column(ForeignKey("origins.id", ondelete="CASCADE"), index=True)
+    issuer: Mapped[str] = mapped_column(String(2048))
+    resource: Mapped[str] = mapped_column(String(2048))
+    sealed: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | lost (connect again)
+    scope: Mapped[str] = mapped_column(String(1024), default="")
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DownstreamClientApproval(TenantOwned, Base):
+    """A person's approval of one MCP client to use their connection to one origin (the MCP spec's
+    per-user registry of approved clients, against the confused deputy)."""
+
+    __tablename__ = "downstream_client_approvals"
+    __table_args__ = (UniqueConstraint("user_id", "origin_id", "client_key"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    origin_id: Mapped[str] = mapped_column(ForeignKey("origins.id", ondelete="CASCADE"))
+    client_key: Mapped[str] = mapped_column(String(2048))  # an OAuth client_id, or `api-token:<id>`
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DownstreamConnect(TenantOwned, Base):
+    """One connection attempt in flight, written only after the person consented.
+
+    Found by the hash of its `state`, used once, and bound to the browser that consented: the row
+    keeps the hash of a secret that only that browser's cookie holds. The PKCE verifier is sealed.
+    """
+
+    __tablename__ = "downstream_connects"
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    origin_id: Mapped[str] = mapped_column(ForeignKey("origins.id", ondelete="CASCADE"))
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    sealed_verifier: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from bastion.vault.downstream_oauth import OAuthOrigin, parse_oauth_origin
 from bastion.vault.envelope import MasterKeys, VaultError
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "seal_credential",
 ]
 
-MODES = ("none", "bearer", "header", "basic", "jwt")
+MODES = ("none", "bearer", "header", "basic", "jwt", "oauth")
 JWT_LIFETIME = 300  # seconds: the default life of a JWT Bastion mints for an origin
 
 
@@ -44,6 +45,8 @@ class OriginCredential:
     # Mode `jwt` (scenario A): nothing is sealed; Bastion mints a token per user with these.
     audience: str | None = None
     lifetime: int = JWT_LIFETIME
+    # Mode `oauth` (scenario B): each person's own token, from their grant at the origin's server.
+    oauth: OAuthOrigin | None = field(default=None, repr=False)
 
 
 def credential_headers(secret: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -55,6 +58,9 @@ def credential_headers(secret: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     if mode == "basic":
         pair = f"{secret['username']}:{secret['password']}".encode()
         return (("authorization", "Basic " + base64.b64encode(pair).decode("ascii")),)
+    if mode == "oauth":  # no fixed header: each request carries the token of the person it is for
+        parse_oauth_origin(secret)
+        return ()
     raise VaultError(f"unknown credential mode {mode!r}")
 
 
@@ -83,6 +89,8 @@ def open_credential(
         return OriginCredential(mode, error="its credential is sealed, and no master key is configured")
     try:
         secret = json.loads(keys.open(sealed, origin_owner(tenant_id, origin_id)))
+        if mode == "oauth":
+            return OriginCredential(mode, oauth=parse_oauth_origin(secret))
         return OriginCredential(mode, headers=credential_headers(secret))
     except (VaultError, ValueError, KeyError, TypeError) as exc:
         return OriginCredential(mode, error=f"its credential cannot be opened ({exc})")

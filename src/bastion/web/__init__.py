@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from bastion.web.authserver import AuthServer
+from bastion.web.connect import router as _connect
 from bastion.web.federation import router as _federation
 from bastion.web.oauth_api import router as _oauth_api
 from bastion.web.session_api import router as _session_api
@@ -18,6 +19,7 @@ router.include_router(_oauth_api)
 router.include_router(_signin)
 router.include_router(_federation)
 router.include_router(_session_api)
+router.include_router(_connect)
 
 _STYLESHEET = Path(__file__).parent / "static" / "bastion.css"
 

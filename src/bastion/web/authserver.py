@@ -20,6 +20,7 @@ from bastion.oauth.client_credentials import CLIENT_CREDENTIALS, ClientCredentia
 from bastion.oauth.client_metadata import ClientMetadataResolver
 from bastion.oauth.clients import ClientDirectory
 from bastion.oauth.code_grant import AuthorizationCodeGrant
+from bastion.oauth.downstream_grants import DownstreamGrants
 from bastion.oauth.exchange import TOKEN_EXCHANGE, TokenExchangeGrant
 from bastion.oauth.introspection import Introspector
 from bastion.oauth.jwt import JwksCache
@@ -45,6 +46,8 @@ class AuthServer:
     issuer: str
     # Enterprise IdPs whose ID-JAGs the jwt-bearer grant accepts: (issuer, jwks_uri) pairs.
     enterprise_issuers: tuple[tuple[str, str], ...] = ()
+    # The data plane's cache of people's downstream grants (per-user OAuth origins), when wired.
+    downstream: DownstreamGrants | None = None
     store: SqlOAuthStore = field(init=False)
     keyring: KeyRing = field(init=False)
 
@@ -60,6 +63,7 @@ class AuthServer:
             # An extra CA on top of the system's trust store, not instead of it.
             context = ssl.create_default_context()
             context.load_verify_locations(cafile=settings.egress_ca_file)
+        self.ssl_context = context  # for every outbound fetch of the identity plane
         documents = None
         if settings.client_metadata_documents:
             documents = ClientMetadataResolver(self.egress, ssl_context=context)

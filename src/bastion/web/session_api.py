@@ -25,7 +25,7 @@ from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
 
-__all__ = ["SESSION_COOKIE", "router", "session_csrf"]
+__all__ = ["SESSION_COOKIE", "new_session", "router", "session_claims", "session_csrf", "set_session_cookie"]
 
 router = APIRouter(prefix="/auth", include_in_schema=False)
 
@@ -36,7 +36,6 @@ _PURPOSE = "session"
 class SessionIn(BaseModel):
     username: str = Field(min_length=1, max_length=255)
     password: str = Field(min_length=1, max_length=1024)
-
 
 
 def session_csrf(cookie: str) -> str:
@@ -54,10 +53,19 @@ def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
 async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse:
     await limit(request, "sign-in")
     user = await auth.logins.verify(attempt(request, data.username, data.password))
-    cookie = auth.sessions.issue(user.id, purpose=_PURPOSE, extra={"name": user.username})
+    cookie = new_session(auth, user.id, user.username)
     claims = auth.sessions.verify(cookie, purpose=_PURPOSE)
     body = {"user_id": user.id, "username": user.username, "expires_at": claims["exp"], "csrf": session_csrf(cookie)}
     response = JSONResponse(body, headers={"cache-control": "no-store"})
+    set_session_cookie(response, auth, cookie)
+    return response
+
+
+def new_session(auth: AuthServer, user_id: str, username: str) -> str:
+    return auth.sessions.issue(user_id, purpose=_PURPOSE, extra={"name": username})
+
+
+def set_session_cookie(response: Response, auth: AuthServer, cookie: str) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         cookie,
@@ -67,7 +75,6 @@ async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse
         secure=URL(auth.issuer).scheme == "https",
         samesite="strict",
     )
-    return response
 
 
 @router.get("/session")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bastion.catalog.snapshot import OriginSpec
 from bastion.mcp.upstream.commands import StdioPolicy
 from bastion.net.egress import EgressPolicy
+from bastion.oauth.downstream_grants import DownstreamGrants
 
 __all__ = ["NotificationSink", "OriginClient", "OriginGuard", "ProgressSink"]
 
@@ -29,6 +30,7 @@ class OriginGuard:
     egress: EgressPolicy  # HTTP origins: the resolved address is checked at connect time
     stdio: StdioPolicy  # stdio origins: the command allowlist and the child's resource limits
     tokens: TokenMinter | None = None  # mints the JWTs of origins with auth_mode `jwt`
+    grants: DownstreamGrants | None = None  # people's tokens at origins with auth_mode `oauth`
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class OnBehalf:
     user_id: str
     tenant_id: str
     scopes: tuple[str, ...]
+    # Per-user OAuth origins: the person's own access token there, resolved before the call.
+    bearer: str | None = field(default=None, repr=False)
 
 
 class TokenMinter(Protocol):

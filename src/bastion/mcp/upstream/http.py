@@ -29,6 +29,7 @@ from bastion.errors import (
     UpstreamProtocolError,
     UpstreamRefused,
     UpstreamTooLarge,
+    UpstreamUnauthorized,
     UpstreamUnavailable,
 )
 from bastion.mcp.upstream.base import NotificationSink, OnBehalf, OriginGuard, ProgressSink
@@ -76,6 +77,13 @@ class HttpOriginClient(RpcCore):
         self._minter = guard.tokens
         if self._jwt is not None and self._minter is None:
             self._credential_error = "no token minter is configured for JWT origins"
+        # Per-user OAuth: each person's request carries their own token (`OnBehalf.bearer`); the
+        # gateway's own requests carry the origin's service-client token, or none.
+        self._oauth = credential.oauth if credential is not None and credential.mode == "oauth" else None
+        self._grants = guard.grants
+        self._service_bearer: str | None = None
+        if self._oauth is not None and self._grants is None:
+            self._credential_error = "no grant store is configured for per-user OAuth origins"
 
     async def request(
         self,
@@ -86,6 +94,7 @@ class HttpOriginClient(RpcCore):
         capabilities: dict[str, Any] | None = None,
         on_behalf: OnBehalf | None = None,
     ) -> dict[str, Any]:
+        await self._refresh_service_bearer()
         try:
             return await super().request(
                 method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
@@ -97,6 +106,10 @@ class HttpOriginClient(RpcCore):
                 method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
             )
 
+    async def _refresh_service_bearer(self) -> None:
+        if self._oauth is not None and self._grants is not None:
+            self._service_bearer = await self._grants.service_bearer(self.spec.id, self._oauth)
+
     # --- connection lifecycle -----------------------------------------------------------
     async def _connect(self) -> None:
         if self._credential_error is not None:
@@ -105,6 +118,7 @@ class HttpOriginClient(RpcCore):
                 f"origin {self.spec.name!r} cannot be reached: its credential is unavailable",
                 detail=f"origin {self.spec.name!r}: {self._credential_error}",
             )
+        await self._refresh_service_bearer()
         self._session_id = None
         if self._http is None or self._http.closed:
             self._http = egress_session(
@@ -148,8 +162,14 @@ class HttpOriginClient(RpcCore):
         # Built from scratch for each request: nothing of the MCP client's request (its token least
         # of all) reaches the origin; the origin's own service credential, from the vault, does.
         headers = {"accept": _ACCEPT, "content-type": "application/json", **self._credential}
+        who = self._on_behalf.get(message.get("id", -1)) if message is not None else None
         if self._jwt is not None:
-            headers["authorization"] = "Bearer " + self._minted(message)
+            headers["authorization"] = "Bearer " + self._minted(who)
+        elif self._oauth is not None:
+            # A person's request carries their token and nothing else (never the service token).
+            bearer = self._service_bearer if who is None else who.bearer
+            if bearer:
+                headers["authorization"] = "Bearer " + bearer
         if self._session_id is not None:
             headers["mcp-session-id"] = self._session_id
         if self.protocol_version is not None:
@@ -163,11 +183,10 @@ class HttpOriginClient(RpcCore):
                 headers["mcp-name"] = encode_header_value(name)
         return headers
 
-    def _minted(self, message: dict[str, Any] | None) -> str:
+    def _minted(self, who: OnBehalf | None) -> str:
         """A JWT for the user this request is made for; the gateway's own for requests made for no
         user (handshake, discovery, subscriptions), so those never depend on one person's grant."""
         assert self._jwt is not None and self._minter is not None  # checked in __init__ / _connect
-        who = self._on_behalf.get(message.get("id", -1)) if message is not None else None
         return self._minter.mint(
             audience=self._jwt.audience or self._url,
             subject=who.user_id if who is not None else SERVICE_SUBJECT,
@@ -230,6 +249,8 @@ class HttpOriginClient(RpcCore):
             self._session_id = response.headers["mcp-session-id"]
         if response.status == 404 and self._session_id is not None and message["method"] != "initialize":
             raise _SessionLost
+        if response.status == 401:
+            raise UpstreamUnauthorized(f"origin {self.spec.name!r} did not accept Bastion's credential (HTTP 401)")
         content_type = response.content_type
         if content_type == "text/event-stream" and response.status == 200:
             chunks = response.content.iter_any()
