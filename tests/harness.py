@@ -180,7 +180,7 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
     config = uvicorn.Config(
         create_app(settings, services),
         host="127.0.0.1",
-        port=port,
+        port=settings.port,  # a test may choose it (a peer configured before this Bastion starts)
         log_config=None,
         access_log=False,
         server_header=False,

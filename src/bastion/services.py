@@ -30,6 +30,7 @@ from bastion.mcp.sessions import SessionStore
 from bastion.mcp.transport import McpEndpoint
 from bastion.mcp.upstream import ChildLimits, OriginGuard, OriginPool, StdioPolicy
 from bastion.net.egress import EgressPolicy
+from bastion.oauth.downstream_exchange import TokenExchanger
 from bastion.oauth.downstream_grants import DownstreamGrants
 from bastion.oauth.origin_tokens import OriginTokens
 from bastion.store.db import Database
@@ -114,7 +115,9 @@ class Services:
             connect_url=lambda key, client: connect_url(self.auth, key, client),
         )
         self.auth.downstream = self.grants
-        guard = _origin_guard(settings, OriginTokens(lambda: self.auth.keyring, settings.base_url()), self.grants)
+        minter = OriginTokens(lambda: self.auth.keyring, settings.base_url())
+        self.exchanger = TokenExchanger(minter, egress=self.auth.egress, ssl=self.auth.ssl_context)
+        guard = _origin_guard(settings, minter, self.grants)
         self.pool = OriginPool(
             timeout=settings.upstream_timeout_seconds, max_bytes=settings.upstream_max_response_bytes, guard=guard
         )
@@ -150,7 +153,7 @@ class Services:
         self.endpoint = McpEndpoint(
             holder=self.holder,
             sessions=self.sessions,
-            methods=Methods(self.pool, self.grants),
+            methods=Methods(self.pool, self.grants, self.exchanger),
             origins=OriginPolicy(settings.allowed_origins),
             bearer=BearerResolver(self.auth.store.access_principal),
             base_url=settings.base_url(),

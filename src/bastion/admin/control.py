@@ -101,8 +101,8 @@ class Control:
             origin.owner_user_id = actor.user_id
             origin.visibility, origin.team_ids = data.visibility, team_ids
             if data.auth is not None:
-                if data.auth.mode == "oauth":
-                    raise BadRequest("register the origin first, then set per-user OAuth on it (PUT …/auth)")
+                if data.auth.mode in ("oauth", "exchange"):
+                    raise BadRequest(f"register the origin first, then set mode {data.auth.mode} on it (PUT …/auth)")
                 self._seal_auth(origin, data.auth)
             if actor.is_operator:
                 origin.status, origin.reviewed_by, origin.reviewed_at = "approved", actor.username, datetime.now(UTC)
@@ -148,7 +148,7 @@ class Control:
         """Set, replace or (mode none) remove how Bastion authenticates to an origin. The old secret is
         overwritten in the same transaction; the origin's connection restarts with the new one."""
         oauth = None
-        if auth.mode == "oauth":  # the origin's authorization server is found (and joined) before any write
+        if auth.mode in ("oauth", "exchange"):  # the origin's authorization server is found before any write
             async with self._db.session(actor.scope) as s:
                 origin = await origins.get(s, origin_id)
                 if origin.transport != "http" or origin.url is None:
@@ -166,6 +166,10 @@ class Control:
         """Discover the origin's authorization server (RFC 9728, RFC 8414) and Bastion's client there:
         the one configured, or a new RFC 7591 registration for this origin's callback."""
         server = await downstream.discover(url, egress=self._egress, ssl=self._ssl)
+        if auth.mode == "exchange":  # one confidential client: exchanges for people, credentials for itself
+            assert auth.client_id is not None and auth.client_secret is not None  # the schema requires both
+            client = DownstreamClient(auth.client_id, (), auth.client_secret.get_secret_value(), "client_secret_basic")
+            return OAuthOrigin(server=server, client=client, scope=auth.scope, service=client)
         callback = f"{self._base_url}/connect/{origin_id}/callback"
         if auth.client_id is not None:
             secret = auth.client_secret.get_secret_value() if auth.client_secret is not None else None
@@ -197,7 +201,7 @@ class Control:
                 "the vault has no master key: set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE to store credentials"
             )
         origin.auth_mode = auth.mode
-        secret = oauth.to_secret() if oauth is not None else auth.secret()
+        secret = oauth.to_secret(auth.mode) if oauth is not None else auth.secret()
         origin.credential = seal_credential(self._db.vault, origin.tenant_id, origin.id, secret)
 
     async def review_origin(self, actor: Actor, origin_id: str, review: ReviewIn) -> OriginOut:

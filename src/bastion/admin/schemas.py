@@ -70,9 +70,11 @@ class OriginAuthIn(StrictIn):
     never returned (responses show only `auth_mode`). Mode `jwt` has no secret: Bastion mints a
     short-lived token per user, signed with its published key. Mode `oauth` connects each person's
     own account at the origin's authorization server (discovered from the origin's RFC 9728
-    metadata; Bastion registers itself there unless a client_id is given)."""
+    metadata; Bastion registers itself there unless a client_id is given). Mode `exchange` trades,
+    per person, a JWT Bastion signs for a token of the origin's server (RFC 8693), as the
+    confidential client `client_id` / `client_secret` there."""
 
-    mode: Literal["none", "bearer", "header", "basic", "jwt", "oauth"]
+    mode: Literal["none", "bearer", "header", "basic", "jwt", "oauth", "exchange"]
     token: SecretStr | None = Field(None, description="bearer: the token Bastion sends")
     name: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="header: its name")
     value: SecretStr | None = Field(None, description="header: its value")
@@ -95,10 +97,17 @@ class OriginAuthIn(StrictIn):
 
     @model_validator(mode="after")
     def _fields_for_mode(self) -> OriginAuthIn:
-        needed = {"none": (), "bearer": ("token",), "header": ("name", "value"), "basic": ("username", "password")}
+        needed = {
+            "none": (),
+            "bearer": ("token",),
+            "header": ("name", "value"),
+            "basic": ("username", "password"),
+            "exchange": ("client_id", "client_secret"),
+        }
         allowed = {
             "jwt": ("audience", "lifetime_seconds"),
             "oauth": ("scope", "client_id", "client_secret", "service_client_id", "service_client_secret"),
+            "exchange": ("scope",),
         }
         fields = (
             "token", "name", "value", "username", "password", "audience", "lifetime_seconds",

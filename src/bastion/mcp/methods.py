@@ -31,6 +31,7 @@ from bastion.errors import (
 from bastion.identity.principal import Principal
 from bastion.mcp.upstream import OriginPool, ProgressSink
 from bastion.mcp.upstream.base import OnBehalf
+from bastion.oauth.downstream_exchange import TokenExchanger
 from bastion.oauth.downstream_grants import DownstreamGrants, client_key
 
 __all__ = ["SERVER_CAPABILITIES", "Call", "Methods"]
@@ -72,9 +73,12 @@ Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class Methods:
-    def __init__(self, pool: OriginPool, grants: DownstreamGrants | None = None) -> None:
+    def __init__(
+        self, pool: OriginPool, grants: DownstreamGrants | None = None, exchanger: TokenExchanger | None = None
+    ) -> None:
         self._pool = pool
         self._grants = grants  # people's tokens at per-user OAuth origins
+        self._exchanger = exchanger  # people's tokens at origins that take a token exchange
         self._table: dict[str, Handler] = {
             "ping": self._ping,
             "server/discover": self._discover,
@@ -222,14 +226,28 @@ class Methods:
         """Whom the call is made for, when the origin takes a per-user credential: a JWT Bastion mints,
         or the person's own token from their grant at the origin's authorization server."""
         credential = spec.credential
-        if credential is None or credential.mode not in ("jwt", "oauth"):
+        if credential is None or credential.mode not in ("jwt", "oauth", "exchange"):
             return None
         principal = call.principal
         member = call.snapshot.members.get(principal.user_id)
         tenant_id = member.tenant_id if member is not None else spec.tenant_id
         who = OnBehalf(principal.user_id, tenant_id, tuple(sorted(principal.scopes)))
         if credential.oauth is None:
-            return who
+            return who  # a minted JWT (or a credential that did not open: the client refuses to call)
+        if credential.mode == "exchange":
+            if self._exchanger is None:
+                raise UpstreamRefused(f"origin {spec.name!r} takes token exchange, which is not configured here")
+            if refused is not None:
+                self._exchanger.forget(spec.id, principal.user_id)
+            bearer = await self._exchanger.bearer(
+                spec.id,
+                credential.oauth,
+                tenant_id=tenant_id,
+                user_id=principal.user_id,
+                username=principal.username,
+                scopes=who.scopes,
+            )
+            return dataclasses.replace(who, bearer=bearer)
         if self._grants is None:
             raise UpstreamRefused(f"origin {spec.name!r} takes per-user connections, which are not configured here")
         bearer = await self._grants.bearer(

@@ -105,46 +105,50 @@ class IdentityAssertionGrant:
         if not assertion:
             # RFC 6749 §5.2: a missing required parameter is invalid_request (RFC 7523 §2.1 requires it).
             raise BadRequest("assertion is required: the ID-JAG issued by your identity provider (RFC 7523 §2.1)")
-        claims = await self._verified(assertion, now)
+        claims = await self.verified(assertion, now, typ=ID_JAG_TYPE, required=_REQUIRED, what="assertion")
         if claims["client_id"] != client.client_id:
             # ID-JAG §4.4.1: the client_id claim must name the client that authenticated here.
             raise InvalidGrant("the assertion was issued to another client: its client_id claim is not this client")
         self._refuse_replay(claims, now)
         server = self._server(claims, form, client)
-        user = await self._user(claims)
+        user = await self.user_for(claims)
         grant = Grant(
             family_id=secrets.token_hex(16),
             client_id=client.client_id,
             user_id=user.id,
             server_id=server.id,  # EMA §5.1: audience-restricted to the assertion's resource
-            scopes=self._scopes(claims, form, client),
+            scopes=self.scopes_for(claims, form, client),
         )
         # No refresh token: the client asks the IdP for a fresh ID-JAG, so the enterprise's policy
         # (and its revocation of the user) is consulted again every time.
         return await self._issuer.issue(grant, refresh=False, now=now)
 
-    async def _verified(self, assertion: str, now: float) -> dict[str, Any]:
-        issuer = _unverified_issuer(assertion)
+    async def verified(
+        self, token: str, now: float, *, typ: str, required: Sequence[str], what: str
+    ) -> dict[str, Any]:
+        """The claims of a JWT signed by a trusted issuer for this server (`aud`), of type `typ`:
+        an ID-JAG here, or a token exchange's JWT subject token (`bastion.oauth.exchange`)."""
+        issuer = _unverified_issuer(token, what)
         jwks_uri = self._trusted.get(issuer or "")
         if issuer is None or jwks_uri is None:
             # RFC 7523 §3 item 1: the issuer must be one this server trusts to assert identities.
-            raise InvalidGrant("the assertion's issuer (iss) is not a trusted enterprise identity provider")
+            raise InvalidGrant(f"the {what}'s issuer (iss) is not a trusted enterprise identity provider")
         try:
-            keys = await self._jwks.key_set(jwks_uri, kid=peek_kid(assertion))
+            keys = await self._jwks.key_set(jwks_uri, kid=peek_kid(token))
             # RFC 7523 §3 items 1-9; ID-JAG §4.4.1: typ, aud = this issuer, signature by the IdP's key.
             return verify_jwt(
-                assertion,
+                token,
                 keys,
                 issuer=issuer,
                 audience=self._url,
                 algorithms=self._algorithms,
                 now=now,
-                typ=ID_JAG_TYPE,
-                required=_REQUIRED,
+                typ=typ,
+                required=tuple(required),
             )
         except InvalidToken as error:
             # RFC 7523 §3.1: every way an assertion can be invalid is invalid_grant.
-            raise InvalidGrant(f"the assertion was refused: {error.message}") from None
+            raise InvalidGrant(f"the {what} was refused: {error.message}") from None
 
     def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> None:
         # RFC 7523 §3 item 7: an assertion's jti may be used once. Remembered per process until the
@@ -174,19 +178,21 @@ class IdentityAssertionGrant:
             raise InvalidTarget(f"this client is not allowed to reach {claimed or form.get('resource')}")
         return server
 
-    async def _user(self, claims: Mapping[str, Any]) -> UserRecord:
+    async def user_for(self, claims: Mapping[str, Any]) -> UserRecord:
         # The IdP's user becomes the Bastion user of that name: the email claim first (what
-        # enterprises name people by), then sub. Nobody is created here: an unknown person
-        # has no access until an administrator adds them.
-        for name in ("email", "sub"):
+        # enterprises name people by), then preferred_username, then sub. Nobody is created
+        # here: an unknown person has no access until an administrator adds them.
+        for name in ("email", "preferred_username", "sub"):
             value = claims.get(name)
             if isinstance(value, str) and value:
                 user = await self._store.find_user_by_name(value)
                 if user is not None:
                     return user
-        raise InvalidGrant("no Bastion user matches the assertion's email or sub claim; an administrator must add one")
+        raise InvalidGrant(
+            "no Bastion user matches the token's email, preferred_username or sub; an administrator must add one"
+        )
 
-    def _scopes(self, claims: Mapping[str, Any], form: Mapping[str, str], client: Client) -> tuple[str, ...]:
+    def scopes_for(self, claims: Mapping[str, Any], form: Mapping[str, str], client: Client) -> tuple[str, ...]:
         granted = claims.get("scope")
         if granted is not None and not isinstance(granted, str):
             raise InvalidGrant("the assertion's scope claim must be a space-delimited string (ID-JAG §3.1)")
@@ -201,11 +207,11 @@ class IdentityAssertionGrant:
         return scopes_within(form.get("scope"), allowed)
 
 
-def _unverified_issuer(assertion: str) -> str | None:
+def _unverified_issuer(token: str, what: str) -> str | None:
     """The iss of a token not yet verified: only for choosing which trusted keys to verify with."""
     try:
-        payload = orjson.loads(jws.extract_compact(assertion.encode("utf-8", "surrogatepass")).payload)
+        payload = orjson.loads(jws.extract_compact(token.encode("utf-8", "surrogatepass")).payload)
     except (JoseError, ValueError):  # orjson.JSONDecodeError is a ValueError
-        raise InvalidGrant("the assertion is not a well-formed compact JWT (RFC 7519 §7.2)") from None
+        raise InvalidGrant(f"the {what} is not a well-formed compact JWT (RFC 7519 §7.2)") from None
     issuer = payload.get("iss") if isinstance(payload, dict) else None
     return issuer if isinstance(issuer, str) else None

@@ -57,6 +57,7 @@ __all__ = [
     "code_challenge",
     "discover",
     "exchange_code",
+    "exchange_token",
     "new_code_verifier",
     "parse_authorization_server_metadata",
     "parse_resource_metadata",
@@ -436,3 +437,39 @@ async def revoke(
         raise DownstreamTokenError(
             f"{server.issuer} refused to revoke the token (HTTP {status})", error=f"http_{status}"
         )
+
+
+async def exchange_token(
+    server: DownstreamServer,
+    client: DownstreamClient,
+    subject_token: str,
+    subject_token_type: str,
+    *,
+    egress: EgressPolicy,
+    resource: str | None = None,
+    scope: str | None = None,
+    ssl: SSLContext | None = None,
+    timeout_seconds: float = _TIMEOUT_SECONDS,
+    now: float | None = None,
+) -> DownstreamTokens:
+    """RFC 8693 §2.1: trade `subject_token` (naming the person) for an access token at the origin."""
+    form = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": subject_token,
+        "subject_token_type": subject_token_type,
+        "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "resource": resource or server.resource,
+    }
+    if scope:
+        form["scope"] = scope
+    return await _token_request(
+        server,
+        client,
+        form,
+        egress=egress,
+        ssl=ssl,
+        timeout_seconds=timeout_seconds,
+        now=now,
+        lost=DownstreamTokenError,
+        requested_scope=scope,
+    )

@@ -46,6 +46,7 @@ __all__ = [
     "GrantUpdate",
     "StoredGrant",
     "client_key",
+    "due",
 ]
 
 log = structlog.get_logger(__name__)
@@ -110,7 +111,7 @@ class _Entry:
     epoch: int
 
 
-def _due(tokens: DownstreamTokens, now: float) -> bool:
+def due(tokens: DownstreamTokens, now: float) -> bool:
     """Time to refresh: less than a fifth of the token's life (at most _MARGIN_CAP seconds) is left."""
     if tokens.expires_at is None:
         return False  # the server said nothing: use it until the origin refuses it
@@ -161,7 +162,7 @@ class DownstreamGrants:
         if entry is None or entry.epoch < epoch:
             entry = await self._load(key, epoch)
         tokens = self._usable(key, entry, client, name)
-        if not _due(tokens, self._now()) and tokens.access_token != refused:
+        if not due(tokens, self._now()) and tokens.access_token != refused:
             return tokens.access_token
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
@@ -212,7 +213,7 @@ class DownstreamGrants:
         async def decide(grant: StoredGrant) -> GrantUpdate | None:
             current = self._open(key, grant)
             stale = current is not None and current.access_token == refused
-            if current is None or (not stale and not _due(current, self._now())):
+            if current is None or (not stale and not due(current, self._now())):
                 outcome.append(current)  # lost, or another replica refreshed it while we waited
                 return None
             if current.refresh_token is None:
@@ -265,7 +266,7 @@ class DownstreamGrants:
         if config.service is None:
             return None
         tokens = self._service.get(origin_id)
-        if tokens is None or _due(tokens, self._now()):
+        if tokens is None or due(tokens, self._now()):
             tokens = await client_credentials(
                 config.server, config.service, egress=self._egress, ssl=self._ssl, scope=config.scope
             )

@@ -22,26 +22,42 @@ from collections.abc import Callable, Mapping
 from bastion.catalog.snapshot import Snapshot
 from bastion.errors import BadRequest, UnauthorizedClient
 from bastion.identity.tokens import TOKEN_PREFIX, hash_token
+from bastion.oauth.assertion import IdentityAssertionGrant
 from bastion.oauth.provider import Client, Grant, OAuthStore, TokenRecord
 from bastion.oauth.resources import InvalidTarget, resource_url, server_for_resource
 from bastion.oauth.scopes import narrowed
 from bastion.oauth.token import ACCESS_TOKEN_TYPE, TokenResponse
 
-__all__ = ["TOKEN_EXCHANGE", "TokenExchangeGrant"]
+__all__ = ["JWT_TOKEN_TYPE", "TOKEN_EXCHANGE", "TokenExchangeGrant"]
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 — RFC 8693 §2.1 grant name
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 — RFC 8693 §3 type name
+SUBJECT_JWT_TYPE = "at+jwt"  # RFC 9068: what a gateway mints for a person (`bastion.oauth.origin_tokens`)
+_SUBJECT_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
 
 
 class TokenExchangeGrant:
-    def __init__(self, store: OAuthStore, snapshot: Callable[[], Snapshot], url: str, *, access_ttl: int) -> None:
+    def __init__(
+        self,
+        store: OAuthStore,
+        snapshot: Callable[[], Snapshot],
+        url: str,
+        *,
+        access_ttl: int,
+        jwt_subjects: IdentityAssertionGrant | None = None,
+    ) -> None:
         self._store = store
         self._snapshot = snapshot
         self._url = url
         self._access_ttl = access_ttl
+        # Verifies JWT subject tokens against the trusted issuers (the ID-JAG grant's list).
+        self._jwt_subjects = jwt_subjects
 
     async def __call__(self, form: Mapping[str, str], client: Client, now: float) -> TokenResponse:
         if client.kind != "service" or client.secret_hash is None:
             raise UnauthorizedClient("token exchange is only for service clients with a client secret")
+        if form.get("subject_token_type") == JWT_TOKEN_TYPE:
+            return await self._from_jwt(form, client, now)
         subject = await self._subject(form, now)
         server_id = self._target(form, client, subject)
         # RFC 8693 §2.1 scope: what the new token is for, never more than the subject token holds.
@@ -53,7 +69,37 @@ class TokenExchangeGrant:
             server_id=server_id,
             scopes=scopes,
         )
-        expires_at = min(now + self._access_ttl, subject.expires_at)
+        return await self._issue(grant, min(now + self._access_ttl, subject.expires_at), now)
+
+    async def _from_jwt(self, form: Mapping[str, str], client: Client, now: float) -> TokenResponse:
+        """RFC 8693 §3 `...:token-type:jwt`: a JWT another gateway or IdP this server trusts signed for
+        it (`aud` this issuer, `typ` at+jwt), naming the person by email, preferred_username or sub.
+        The target must be one of the client's servers; the scopes, within the client's and the JWT's."""
+        if self._jwt_subjects is None or not self._jwt_subjects.trusted_issuers:
+            raise BadRequest("this server trusts no issuer's JWTs as subject tokens (BASTION_ENTERPRISE_IDPS)")
+        token = form.get("subject_token")
+        if not token:
+            raise BadRequest("subject_token is required (RFC 8693 §2.1)")
+        _check_types(form)
+        claims = await self._jwt_subjects.verified(
+            token, now, typ=SUBJECT_JWT_TYPE, required=_SUBJECT_CLAIMS, what="subject_token"
+        )
+        user = await self._jwt_subjects.user_for(claims)
+        target = form.get("resource") or form.get("audience")
+        server = server_for_resource(self._snapshot(), self._url, target)
+        if server.id not in client.server_ids:
+            raise InvalidTarget(f"this client may not reach {resource_url(self._url, server.slug)}")
+        grant = Grant(
+            family_id=secrets.token_hex(16),
+            client_id=client.client_id,
+            user_id=user.id,
+            server_id=server.id,
+            scopes=self._jwt_subjects.scopes_for(claims, form, client),
+        )
+        return await self._issue(grant, min(now + self._access_ttl, float(claims["exp"])), now)
+
+    async def _issue(self, grant: Grant, expires_at: float, now: float) -> TokenResponse:
+        scopes = grant.scopes
         access = TOKEN_PREFIX + "at_" + secrets.token_urlsafe(32)
         await self._store.save_tokens(grant, [(hash_token(access), "access", expires_at)])
         return TokenResponse(
@@ -70,11 +116,7 @@ class TokenExchangeGrant:
             raise BadRequest("subject_token is required (RFC 8693 §2.1)")
         if form.get("subject_token_type") != ACCESS_TOKEN_TYPE:
             raise BadRequest(f"subject_token_type must be {ACCESS_TOKEN_TYPE}: Bastion exchanges its access tokens")
-        if form.get("actor_token") or form.get("actor_token_type"):
-            raise BadRequest("actor_token is not supported: the authenticated client is the actor")
-        requested = form.get("requested_token_type")
-        if requested is not None and requested != ACCESS_TOKEN_TYPE:
-            raise BadRequest(f"requested_token_type must be {ACCESS_TOKEN_TYPE}: Bastion issues access tokens only")
+        _check_types(form)
         record = await self._store.find_token(hash_token(token))
         if record is None or record.kind != "access" or record.revoked or record.expires_at <= now:
             raise BadRequest("the subject_token is not a live Bastion access token: it is unknown, expired or revoked")
@@ -97,3 +139,11 @@ class TokenExchangeGrant:
                 "nor one this client may reach"
             )
         return server.id
+
+
+def _check_types(form: Mapping[str, str]) -> None:
+    if form.get("actor_token") or form.get("actor_token_type"):
+        raise BadRequest("actor_token is not supported: the authenticated client is the actor")
+    requested = form.get("requested_token_type")
+    if requested is not None and requested != ACCESS_TOKEN_TYPE:
+        raise BadRequest(f"requested_token_type must be {ACCESS_TOKEN_TYPE}: Bastion issues access tokens only")

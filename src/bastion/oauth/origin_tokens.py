@@ -31,20 +31,31 @@ class OriginTokens:
         self._keyring = keyring  # a provider: a rotation swaps the ring
         self._issuer = issuer
         self._now = now
-        self._cache: dict[tuple[str, str, str, tuple[str, ...], int, str], tuple[str, float]] = {}
+        self._cache: dict[tuple[str, str, str, tuple[str, ...], int, str, str | None], tuple[str, float]] = {}
 
     def mint(
-        self, *, audience: str, subject: str, tenant_id: str, scopes: tuple[str, ...], lifetime: int
+        self,
+        *,
+        audience: str,
+        subject: str,
+        tenant_id: str,
+        scopes: tuple[str, ...],
+        lifetime: int,
+        username: str | None = None,
     ) -> str:
+        """`username`, when given, is carried as `preferred_username` (what an authorization server
+        that trusts Bastion maps its own accounts by, in a token exchange)."""
         now = self._now()
         kid = self._keyring().active.kid
-        key = (audience, subject, tenant_id, scopes, lifetime, kid)
+        key = (audience, subject, tenant_id, scopes, lifetime, kid, username)
         cached = self._cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
         issued = int(now)
+        claims: dict[str, object] = {"preferred_username": username} if username else {}
         token = self._keyring().sign(
             {
+                **claims,
                 "iss": self._issuer,
                 "aud": audience,
                 "sub": subject,

@@ -27,7 +27,7 @@ __all__ = [
     "seal_credential",
 ]
 
-MODES = ("none", "bearer", "header", "basic", "jwt", "oauth")
+MODES = ("none", "bearer", "header", "basic", "jwt", "oauth", "exchange")
 JWT_LIFETIME = 300  # seconds: the default life of a JWT Bastion mints for an origin
 
 
@@ -45,7 +45,8 @@ class OriginCredential:
     # Mode `jwt` (scenario A): nothing is sealed; Bastion mints a token per user with these.
     audience: str | None = None
     lifetime: int = JWT_LIFETIME
-    # Mode `oauth` (scenario B): each person's own token, from their grant at the origin's server.
+    # Mode `oauth` (scenario B): each person's own token, from their grant at the origin's server;
+    # mode `exchange`: each person's token from an RFC 8693 exchange there (no grant stored).
     oauth: OAuthOrigin | None = field(default=None, repr=False)
 
 
@@ -58,7 +59,7 @@ def credential_headers(secret: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     if mode == "basic":
         pair = f"{secret['username']}:{secret['password']}".encode()
         return (("authorization", "Basic " + base64.b64encode(pair).decode("ascii")),)
-    if mode == "oauth":  # no fixed header: each request carries the token of the person it is for
+    if mode in ("oauth", "exchange"):  # no fixed header: each request carries its person's token
         parse_oauth_origin(secret)
         return ()
     raise VaultError(f"unknown credential mode {mode!r}")
@@ -89,7 +90,7 @@ def open_credential(
         return OriginCredential(mode, error="its credential is sealed, and no master key is configured")
     try:
         secret = json.loads(keys.open(sealed, origin_owner(tenant_id, origin_id)))
-        if mode == "oauth":
+        if mode in ("oauth", "exchange"):
             return OriginCredential(mode, oauth=parse_oauth_origin(secret))
         return OriginCredential(mode, headers=credential_headers(secret))
     except (VaultError, ValueError, KeyError, TypeError) as exc:

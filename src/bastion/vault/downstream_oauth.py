@@ -31,9 +31,9 @@ class OAuthOrigin:
     scope: str | None = None
     service: DownstreamClient | None = None  # client_credentials, for requests made for no person
 
-    def to_secret(self) -> dict[str, Any]:
+    def to_secret(self, mode: str = "oauth") -> dict[str, Any]:
         secret: dict[str, Any] = {
-            "mode": "oauth",
+            "mode": mode,
             "server": asdict(self.server),
             "client": asdict(self.client),
             "scope": self.scope,

@@ -101,7 +101,11 @@ class AuthServer:
             "refresh_token": RefreshTokenGrant(self.store, self.tokens, self._snapshot, self.issuer),
             CLIENT_CREDENTIALS: ClientCredentialsGrant(self.tokens, self._snapshot, self.issuer),
             TOKEN_EXCHANGE: TokenExchangeGrant(
-                self.store, self._snapshot, self.issuer, access_ttl=settings.access_token_ttl_seconds
+                self.store,
+                self._snapshot,
+                self.issuer,
+                access_ttl=settings.access_token_ttl_seconds,
+                jwt_subjects=self.id_jag,  # JWT subject tokens: from the same trusted issuers
             ),
             JWT_BEARER: self.id_jag,
         }

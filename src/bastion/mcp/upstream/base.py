@@ -45,7 +45,16 @@ class OnBehalf:
 
 
 class TokenMinter(Protocol):
-    def mint(self, *, audience: str, subject: str, tenant_id: str, scopes: tuple[str, ...], lifetime: int) -> str: ...
+    def mint(
+        self,
+        *,
+        audience: str,
+        subject: str,
+        tenant_id: str,
+        scopes: tuple[str, ...],
+        lifetime: int,
+        username: str | None = None,
+    ) -> str: ...
 
 
 class OriginClient(Protocol):

@@ -79,7 +79,7 @@ class HttpOriginClient(RpcCore):
             self._credential_error = "no token minter is configured for JWT origins"
         # Per-user OAuth: each person's request carries their own token (`OnBehalf.bearer`); the
         # gateway's own requests carry the origin's service-client token, or none.
-        self._oauth = credential.oauth if credential is not None and credential.mode == "oauth" else None
+        self._oauth = credential.oauth if credential is not None else None  # modes oauth and exchange
         self._grants = guard.grants
         self._service_bearer: str | None = None
         if self._oauth is not None and self._grants is None:
