@@ -109,6 +109,14 @@ class Settings(BaseSettings):
         description="A JSON master key file (mode 0600), created with one fresh key when missing; "
         "`bastion keys rotate` adds a key to it. Alternative to BASTION_MASTER_KEY.",
     )
+    vault_addr: str | None = Field(
+        None,
+        description="HashiCorp Vault's address: its transit engine then holds the current master key "
+        "(the `vault` extra, hvac); keys from BASTION_MASTER_KEY(_FILE) still open older secrets.",
+    )
+    vault_token: SecretStr | None = Field(None, description="The Vault token Bastion uses for transit.")
+    vault_transit_key: str = Field("bastion", max_length=128, description="The transit key's name in Vault.")
+    vault_transit_mount: str = Field("transit", max_length=128, description="Where the transit engine is mounted.")
     cors_origins: CsvList = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
     trusted_proxies: CsvList = Field(
         default_factory=list,
@@ -251,11 +259,18 @@ class Settings(BaseSettings):
         """The vault's master keys (None: none configured). VaultError names what is wrong, never a key."""
         if self.master_key is not None and self.master_key_file is not None:
             raise VaultError("set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE, not both")
+        local = None
         if self.master_key is not None:
-            return keys_from_env(self.master_key.get_secret_value())
-        if self.master_key_file is not None:
-            return KeyFile(self.master_key_file).load(create=True)
-        return None
+            local = keys_from_env(self.master_key.get_secret_value())
+        elif self.master_key_file is not None:
+            local = KeyFile(self.master_key_file).load(create=True)
+        if self.vault_addr is None:
+            return local
+        from bastion.vault.transit import TransitKey  # the optional `vault` extra
+
+        token = self.vault_token.get_secret_value() if self.vault_token is not None else None
+        transit = TransitKey.connect(self.vault_addr, token, self.vault_transit_key, self.vault_transit_mount)
+        return MasterKeys(transit, local.kids.values() if local is not None else ())
 
     def session_keys(self) -> list[bytes]:
         """The configured session-sealing keys, first the one that seals; empty: use the stored key.

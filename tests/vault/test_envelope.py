@@ -60,7 +60,8 @@ def test_keys_from_the_environment() -> None:
     keys = keys_from_env(f"a:{encode_key(first.key)}, b:{encode_key(second.key)}")
     assert keys.current.kid == "a" and set(keys.kids) == {"a", "b"}
     bare = keys_from_env(encode_key(first.key))
-    assert bare.current.kid.startswith("env-") and bare.current.key == first.key
+    assert isinstance(bare.current, MasterKey) and bare.current.kid.startswith("env-")
+    assert bare.current.key == first.key
     with pytest.raises(VaultError) as malformed:
         keys_from_env("a:not-a-key-but-almost")
     assert "not-a-key" not in str(malformed.value)

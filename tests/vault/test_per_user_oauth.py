@@ -28,7 +28,7 @@ from bastion.vault.envelope import MasterKey, MasterKeys, VaultError
 from bastion.vault.keys import encode_key
 from bastion.web.session_api import session_csrf
 from tests.governance.people import Person, add_person, call
-from tests.harness import ADMIN_PASSWORD, Bastion, origin_process, run_bastion
+from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, Bastion, origin_process, run_bastion
 from tests.oauth.flows import own_database, page_message
 from tests.oauth_browser import Browser, hidden_field
 
@@ -287,3 +287,25 @@ async def test_each_application_needs_its_owners_approval(world: World) -> None:
     reply = _list_stock(world, second["token"])
     assert "approve this application" in reply["error"]["message"]
     assert "result" in _list_stock(world, first)
+
+
+async def test_hybrid_one_server_composes_origins_that_each_keep_their_own_mode(world: World) -> None:
+    """Scenario D: a local origin (no credential) and the per-user OAuth origin on one virtual server."""
+    world.a.add_origin("local", command=STDIO_INVENTORY)
+    picked = ["list_stock"]  # both offer the same resources: pick one tool of each
+    world.a.publish_server(
+        "hybrid",
+        {"origin": "local", "prefix": "local.", "items": picked},
+        {"origin": "crm", "prefix": "crm.", "items": picked},
+    )
+    ann, _ = _person(world, "ann")
+    token = world.a.ok("POST", "/api/tokens", json={"name": "t", "servers": ["hybrid"], "user": ann.name})["token"]
+
+    def tool(name: str) -> dict[str, Any]:
+        return call(world.a, "hybrid", token, "tools/call", name=name, arguments={})
+
+    assert "result" in tool("local.list_stock")  # no connection needed for the local origin
+    url = _connect_url(tool("crm.list_stock"))  # the OAuth origin asks for Ann's own account
+    await (await _connect(world, url, ann, world.b_people["ann"])).aclose()
+    assert "result" in tool("crm.list_stock") and "result" in tool("local.list_stock")
+    assert _backend(world)[-1]["sub"] == world.b_people["ann"].id

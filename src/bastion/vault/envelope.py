@@ -18,11 +18,12 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["PREFIX", "MasterKey", "MasterKeys", "VaultError", "is_sealed", "kid_of"]
+__all__ = ["PREFIX", "KeyWrapper", "MasterKey", "MasterKeys", "VaultError", "is_sealed", "kid_of"]
 
 PREFIX = "v1."
 _NONCE = 12
@@ -31,6 +32,20 @@ _KEY_BYTES = 32
 
 class VaultError(Exception):
     """A secret cannot be sealed or opened. The message names the key id, never key material."""
+
+
+class KeyWrapper(Protocol):
+    """A master key: wraps and unwraps data keys. Local (`MasterKey`), or held by a key service
+    such as HashiCorp Vault's transit engine (`bastion.vault.transit`), where it never leaves."""
+
+    @property
+    def kid(self) -> str: ...
+
+    def wrap(self, data_key: bytes, aad: bytes) -> bytes: ...
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        """The data key; raises VaultError when it does not open (wrong key, other owner)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +63,18 @@ class MasterKey:
     def generate(cls, kid: str | None = None) -> MasterKey:
         key = os.urandom(_KEY_BYTES)
         return cls(kid or "k" + hashlib.sha256(key).hexdigest()[:12], key)
+
+    def wrap(self, data_key: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + AESGCM(self.key).encrypt(nonce, data_key, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        try:
+            return AESGCM(self.key).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], aad)
+        except (InvalidTag, ValueError):
+            raise VaultError(
+                f"master key {self.kid!r} does not open this secret: a wrong key, or a secret moved from another owner"
+            ) from None
 
 
 def _b64(data: bytes) -> str:
@@ -76,12 +103,12 @@ def kid_of(sealed: str) -> str:
 class MasterKeys:
     """The configured master keys: one current (new seals use it), older ones still open."""
 
-    def __init__(self, current: MasterKey, others: Iterable[MasterKey] = ()) -> None:
+    def __init__(self, current: KeyWrapper, others: Iterable[KeyWrapper] = ()) -> None:
         self.current = current
-        self._keys: dict[str, MasterKey] = {k.kid: k for k in (*others, current)}
+        self._keys: dict[str, KeyWrapper] = {k.kid: k for k in (*others, current)}
 
     @property
-    def kids(self) -> Mapping[str, MasterKey]:
+    def kids(self) -> Mapping[str, KeyWrapper]:
         return self._keys
 
     def seal(self, plaintext: bytes, owner: str) -> str:
@@ -110,18 +137,10 @@ class MasterKeys:
         return f"{PREFIX}{self.current.kid}.{self._wrap(data_key, owner)}.{ciphertext}"
 
     def _wrap(self, data_key: bytes, owner: str) -> str:
-        nonce = os.urandom(_NONCE)
-        kid = self.current.kid
-        return _b64(nonce + AESGCM(self.current.key).encrypt(nonce, data_key, _aad(owner, kid)))
+        return _b64(self.current.wrap(data_key, _aad(owner, self.current.kid)))
 
     def _unwrap(self, kid: str, wrapped: str, owner: str) -> bytes:
         master = self._keys.get(kid)
         if master is None:
             raise VaultError(f"master key {kid!r} is not configured (BASTION_MASTER_KEY / BASTION_MASTER_KEY_FILE)")
-        raw = _unb64(wrapped)
-        try:
-            return AESGCM(master.key).decrypt(raw[:_NONCE], raw[_NONCE:], _aad(owner, kid))
-        except (InvalidTag, ValueError):
-            raise VaultError(
-                f"master key {kid!r} does not open this secret: a wrong key, or a secret moved from another owner"
-            ) from None
+        return master.unwrap(_unb64(wrapped), _aad(owner, kid))

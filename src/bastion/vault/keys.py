@@ -72,7 +72,8 @@ class KeyFile:
         """Add a fresh key and make it current; every older key stays (old secrets still open)."""
         keys = self.load()
         fresh = MasterKey.generate()
-        self._write(fresh.kid, [*keys.kids.values(), fresh])
+        local = [k for k in keys.kids.values() if isinstance(k, MasterKey)]  # a key file holds only these
+        self._write(fresh.kid, [*local, fresh])
         return fresh
 
     def _write(self, current: str, keys: list[MasterKey]) -> None:
