@@ -309,3 +309,17 @@ async def test_hybrid_one_server_composes_origins_that_each_keep_their_own_mode(
     await (await _connect(world, url, ann, world.b_people["ann"])).aclose()
     assert "result" in tool("crm.list_stock") and "result" in tool("local.list_stock")
     assert _backend(world)[-1]["sub"] == world.b_people["ann"].id
+
+
+async def test_a_form_posted_from_another_site_is_refused(world: World) -> None:
+    """Login CSRF: another site cannot sign the victim's browser in as the attacker (whose link it holds)."""
+    attacker, token = _person(world, "mallory")
+    url = _connect_url(_list_stock(world, token))
+    async with httpx.AsyncClient(follow_redirects=False, timeout=30) as victim:
+        page = await victim.get(url)
+        form = {"username": attacker.name, "password": ADMIN_PASSWORD, "ticket": hidden_field(page.text, "ticket")}
+        posted = await victim.post(
+            f"{world.a.base_url}{urlsplit(url).path}/login", data=form, headers={"origin": "https://evil.example"}
+        )
+        assert posted.status_code == 403 and "another site" in page_message(posted)
+        assert "bastion_session" not in victim.cookies

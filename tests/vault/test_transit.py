@@ -11,7 +11,7 @@ import pytest
 
 from bastion.config import Settings
 from bastion.vault.credentials import open_credential, seal_credential
-from bastion.vault.envelope import MasterKey, MasterKeys, VaultError, kid_of
+from bastion.vault.envelope import MasterKey, MasterKeys, VaultError, VaultUnavailable, kid_of
 from bastion.vault.keys import encode_key
 from bastion.vault.transit import TransitKey
 from tests.harness import free_port, run_bastion
@@ -50,10 +50,10 @@ def test_a_vault_key_rotation_then_rewrap_keeps_every_secret_open(transit: Trans
 
 
 def test_a_wrong_token_or_an_unreachable_vault_is_a_clear_refusal(transit: Transit) -> None:
-    with pytest.raises(VaultError, match=r"refused to encrypt .*Forbidden"):
+    with pytest.raises(VaultUnavailable, match=r"refused to encrypt .*Forbidden"):
         MasterKeys(TransitKey.connect(transit.url, "s.wrong", "bastion")).seal(b"x", OWNER)
     nowhere = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(VaultError, match="could not be reached"):
+    with pytest.raises(VaultUnavailable, match="could not be reached"):
         MasterKeys(TransitKey.connect(nowhere, transit.token, "bastion")).seal(b"x", OWNER)
 
 

@@ -153,8 +153,8 @@ class Control:
                 origin = await origins.get(s, origin_id)
                 if origin.transport != "http" or origin.url is None:
                     raise BadRequest(_HTTP_ONLY)
-                url = origin.url
-            oauth = await self._join_authorization_server(origin_id, url, auth)
+                url, found_id = origin.url, origin.id  # the path may name it: the callback needs its id
+            oauth = await self._join_authorization_server(found_id, url, auth)
         async with self._db.session(actor.scope) as s:
             self._seal_auth(await origins.get(s, origin_id), auth, oauth)
             await bump_epoch(s)

@@ -109,7 +109,7 @@ class IdentityAssertionGrant:
         if claims["client_id"] != client.client_id:
             # ID-JAG §4.4.1: the client_id claim must name the client that authenticated here.
             raise InvalidGrant("the assertion was issued to another client: its client_id claim is not this client")
-        self._refuse_replay(claims, now)
+        self.refuse_replay(claims, now)
         server = self._server(claims, form, client)
         user = await self.user_for(claims)
         grant = Grant(
@@ -123,9 +123,7 @@ class IdentityAssertionGrant:
         # (and its revocation of the user) is consulted again every time.
         return await self._issuer.issue(grant, refresh=False, now=now)
 
-    async def verified(
-        self, token: str, now: float, *, typ: str, required: Sequence[str], what: str
-    ) -> dict[str, Any]:
+    async def verified(self, token: str, now: float, *, typ: str, required: Sequence[str], what: str) -> dict[str, Any]:
         """The claims of a JWT signed by a trusted issuer for this server (`aud`), of type `typ`:
         an ID-JAG here, or a token exchange's JWT subject token (`bastion.oauth.exchange`)."""
         issuer = _unverified_issuer(token, what)
@@ -150,7 +148,7 @@ class IdentityAssertionGrant:
             # RFC 7523 §3.1: every way an assertion can be invalid is invalid_grant.
             raise InvalidGrant(f"the {what} was refused: {error.message}") from None
 
-    def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> None:
+    def refuse_replay(self, claims: Mapping[str, Any], now: float) -> None:
         # RFC 7523 §3 item 7: an assertion's jti may be used once. Remembered per process until the
         # assertion expires; ID-JAGs live minutes, so replicas each hold a short list.
         self._seen = {key: exp for key, exp in self._seen.items() if exp > now}
@@ -178,18 +176,18 @@ class IdentityAssertionGrant:
             raise InvalidTarget(f"this client is not allowed to reach {claimed or form.get('resource')}")
         return server
 
-    async def user_for(self, claims: Mapping[str, Any]) -> UserRecord:
+    async def user_for(self, claims: Mapping[str, Any], names: Sequence[str] = ("email", "sub")) -> UserRecord:
         # The IdP's user becomes the Bastion user of that name: the email claim first (what
-        # enterprises name people by), then preferred_username, then sub. Nobody is created
-        # here: an unknown person has no access until an administrator adds them.
-        for name in ("email", "preferred_username", "sub"):
+        # enterprises name people by), then sub. Nobody is created here: an unknown person
+        # has no access until an administrator adds them.
+        for name in names:
             value = claims.get(name)
             if isinstance(value, str) and value:
                 user = await self._store.find_user_by_name(value)
                 if user is not None:
                     return user
         raise InvalidGrant(
-            "no Bastion user matches the token's email, preferred_username or sub; an administrator must add one"
+            f"no Bastion user matches the token's {' or '.join(names)} claim; an administrator must add one"
         )
 
     def scopes_for(self, claims: Mapping[str, Any], form: Mapping[str, str], client: Client) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Token exchange toward an origin's authorization server (RFC 8693): a person's token without a browser.
 
 For an origin with auth mode `exchange`, Bastion trades, per person, a short JWT it signs
-itself (RFC 9068 shape: `sub` the person, `preferred_username` their name, `aud` the
+itself (typ `bastion-subject+jwt`: `sub` the person, `preferred_username` their name, `aud` the
 origin's authorization server, published keys at Bastion's JWKS) for an access token of
 that server, authenticating as its confidential client there. The origin's server must
 trust Bastion as an issuer (for another Bastion: `BASTION_ENTERPRISE_IDPS`). No person
@@ -20,6 +20,7 @@ import anyio
 from bastion.net.egress import EgressPolicy
 from bastion.oauth.downstream import DownstreamTokens, exchange_token
 from bastion.oauth.downstream_grants import due
+from bastion.oauth.exchange import SUBJECT_JWT_TYPE
 from bastion.oauth.origin_tokens import OriginTokens
 from bastion.vault.downstream_oauth import OAuthOrigin
 
@@ -71,6 +72,7 @@ class TokenExchanger:
                     scopes=scopes,
                     lifetime=_SUBJECT_LIFETIME,
                     username=username,
+                    typ=SUBJECT_JWT_TYPE,
                 )
                 tokens = await exchange_token(
                     config.server,

@@ -33,11 +33,11 @@ from typing import Protocol
 import anyio
 import structlog
 
-from bastion.errors import ConnectionRequired, UpstreamError, UpstreamRefused
+from bastion.errors import ConnectionRequired, UpstreamError, UpstreamRefused, UpstreamUnavailable
 from bastion.net.egress import EgressPolicy
 from bastion.oauth.downstream import DownstreamGrantLost, DownstreamTokens, client_credentials, refresh
 from bastion.vault.downstream_oauth import OAuthOrigin, grant_owner, open_tokens, seal_tokens
-from bastion.vault.envelope import MasterKeys, VaultError
+from bastion.vault.envelope import MasterKeys, VaultError, VaultUnavailable
 
 __all__ = [
     "DownstreamGrants",
@@ -138,7 +138,9 @@ class DownstreamGrants:
         self._now = now
         self._cache: dict[GrantKey, _Entry] = {}
         self._locks: dict[GrantKey, anyio.Lock] = {}
-        self._service: dict[str, DownstreamTokens] = {}  # origin id → Bastion's own token there
+        # (origin id, client id, token endpoint) → Bastion's own token there: a reconfigured origin
+        # (another client or server) never gets the token of its previous configuration.
+        self._service: dict[tuple[str, str, str], DownstreamTokens] = {}
 
     # --- people's tokens ---------------------------------------------------------------------------
     async def bearer(
@@ -187,7 +189,12 @@ class DownstreamGrants:
         if grant is None:
             self._cache.pop(key, None)
             return None
-        entry = _Entry(grant, self._open(key, grant), epoch)
+        cached = self._cache.get(key)
+        if cached is not None and cached.grant.version == grant.version and cached.grant.sealed == grant.sealed:
+            tokens = cached.tokens  # unchanged: no need to open it again (a key service call, maybe)
+        else:
+            tokens = self._open(key, grant)
+        entry = _Entry(grant, tokens, epoch)
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
         self._cache[key] = entry
@@ -201,6 +208,8 @@ class DownstreamGrants:
             raise UpstreamRefused("per-user connections are sealed, and no master key is configured")
         try:
             return open_tokens(keys, key.owner, grant.sealed)
+        except VaultUnavailable as exc:  # nothing learnt about the grant: fail this call, cache nothing
+            raise UpstreamUnavailable(f"the vault could not open your connection right now ({exc})") from None
         except VaultError as exc:  # a row that does not open for its owner is not used, for anyone
             log.warning("downstream_grant_unreadable", grant_id=grant.id, error=str(exc))
             return None
@@ -265,10 +274,11 @@ class DownstreamGrants:
         """A client_credentials token of the origin's service client, or None when it has none."""
         if config.service is None:
             return None
-        tokens = self._service.get(origin_id)
+        key = (origin_id, config.service.client_id, config.server.token_endpoint)
+        tokens = self._service.get(key)
         if tokens is None or due(tokens, self._now()):
             tokens = await client_credentials(
                 config.server, config.service, egress=self._egress, ssl=self._ssl, scope=config.scope
             )
-            self._service[origin_id] = tokens
+            self._service[key] = tokens
         return tokens.access_token

@@ -28,11 +28,13 @@ from bastion.oauth.resources import InvalidTarget, resource_url, server_for_reso
 from bastion.oauth.scopes import narrowed
 from bastion.oauth.token import ACCESS_TOKEN_TYPE, TokenResponse
 
-__all__ = ["JWT_TOKEN_TYPE", "TOKEN_EXCHANGE", "TokenExchangeGrant"]
+__all__ = ["JWT_TOKEN_TYPE", "SUBJECT_JWT_TYPE", "TOKEN_EXCHANGE", "TokenExchangeGrant"]
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 — RFC 8693 §2.1 grant name
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 — RFC 8693 §3 type name
-SUBJECT_JWT_TYPE = "at+jwt"  # RFC 9068: what a gateway mints for a person (`bastion.oauth.origin_tokens`)
+# RFC 8725 §3.11 explicit typing: a subject token is minted for token exchange and nothing else, so
+# no access token a gateway sends its origins (`at+jwt`) can be replayed here as one.
+SUBJECT_JWT_TYPE = "bastion-subject+jwt"
 _SUBJECT_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
 
 
@@ -84,7 +86,10 @@ class TokenExchangeGrant:
         claims = await self._jwt_subjects.verified(
             token, now, typ=SUBJECT_JWT_TYPE, required=_SUBJECT_CLAIMS, what="subject_token"
         )
-        user = await self._jwt_subjects.user_for(claims)
+        self._jwt_subjects.refuse_replay(claims, now)
+        # The issuer names the person by email or preferred_username (its own user name: for
+        # another Bastion, unique there); its `sub` is its own id, which means nothing here.
+        user = await self._jwt_subjects.user_for(claims, ("email", "preferred_username"))
         target = form.get("resource") or form.get("audience")
         server = server_for_resource(self._snapshot(), self._url, target)
         if server.id not in client.server_ids:

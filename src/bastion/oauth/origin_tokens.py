@@ -31,7 +31,7 @@ class OriginTokens:
         self._keyring = keyring  # a provider: a rotation swaps the ring
         self._issuer = issuer
         self._now = now
-        self._cache: dict[tuple[str, str, str, tuple[str, ...], int, str, str | None], tuple[str, float]] = {}
+        self._cache: dict[tuple[str, str, str, tuple[str, ...], int, str, str | None, str], tuple[str, float]] = {}
 
     def mint(
         self,
@@ -42,12 +42,13 @@ class OriginTokens:
         scopes: tuple[str, ...],
         lifetime: int,
         username: str | None = None,
+        typ: str = ORIGIN_JWT_TYPE,
     ) -> str:
         """`username`, when given, is carried as `preferred_username` (what an authorization server
         that trusts Bastion maps its own accounts by, in a token exchange)."""
         now = self._now()
         kid = self._keyring().active.kid
-        key = (audience, subject, tenant_id, scopes, lifetime, kid, username)
+        key = (audience, subject, tenant_id, scopes, lifetime, kid, username, typ)
         cached = self._cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
@@ -66,7 +67,7 @@ class OriginTokens:
                 "exp": issued + lifetime,
                 "jti": secrets.token_urlsafe(12),
             },
-            typ=ORIGIN_JWT_TYPE,
+            typ=typ,
         )
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()

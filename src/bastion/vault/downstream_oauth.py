@@ -76,9 +76,9 @@ def grant_owner(tenant_id: str, user_id: str, origin_id: str, issuer: str, resou
     )
 
 
-def connect_owner(state_hash: str) -> str:
-    """The owner of a connection attempt's sealed PKCE verifier: the attempt's own state."""
-    return f"connect-state:{state_hash}"
+def connect_owner(state_hash: str, issuer: str) -> str:
+    """The owner of a connection attempt's sealed PKCE verifier: the attempt's state and server."""
+    return json.dumps({"state": state_hash, "issuer": issuer}, separators=(",", ":")) + ";purpose=connect"
 
 
 def seal_tokens(keys: MasterKeys, owner: str, tokens: DownstreamTokens) -> str:

@@ -23,7 +23,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["PREFIX", "KeyWrapper", "MasterKey", "MasterKeys", "VaultError", "is_sealed", "kid_of"]
+__all__ = ["PREFIX", "KeyWrapper", "MasterKey", "MasterKeys", "VaultError", "VaultUnavailable", "is_sealed", "kid_of"]
 
 PREFIX = "v1."
 _NONCE = 12
@@ -32,6 +32,10 @@ _KEY_BYTES = 32
 
 class VaultError(Exception):
     """A secret cannot be sealed or opened. The message names the key id, never key material."""
+
+
+class VaultUnavailable(VaultError):
+    """The key service (HashiCorp Vault) could not be asked: nothing is known about the secret."""
 
 
 class KeyWrapper(Protocol):

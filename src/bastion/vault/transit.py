@@ -18,7 +18,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.vault.envelope import VaultError
+from bastion.vault.envelope import VaultError, VaultUnavailable
 
 __all__ = ["TransitKey"]
 
@@ -51,11 +51,13 @@ class TransitKey:
         try:
             answer: dict[str, Any] = method(name=self._name, mount_point=self._mount, **params)["data"]
             return answer
+        except hvac.exceptions.InvalidRequest:  # Vault's AEAD refused: another owner, or not its ciphertext
+            raise VaultError(f"transit key {self._name!r} does not open this secret (refused to {action})") from None
         except hvac.exceptions.VaultError as exc:  # the message is Vault's; it carries no key material
             refusal = type(exc).__name__
-            raise VaultError(f"Vault refused to {action} with transit key {self._name!r}: {refusal}") from None
+            raise VaultUnavailable(f"Vault refused to {action} with transit key {self._name!r}: {refusal}") from None
         except Exception as exc:  # requests' connection errors: Vault is unreachable
-            raise VaultError(f"Vault could not be reached to {action} ({type(exc).__name__})") from None
+            raise VaultUnavailable(f"Vault could not be reached to {action} ({type(exc).__name__})") from None
 
     def wrap(self, data_key: bytes, aad: bytes) -> bytes:
         answer = self._call("encrypt", plaintext=_b64(data_key), associated_data=_b64(aad))

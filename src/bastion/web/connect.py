@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import URL
 
 from bastion.bus import ChangeEvent
-from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, Unauthenticated
+from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, Unauthenticated, Unavailable
 from bastion.oauth import downstream
 from bastion.oauth.downstream_grants import GrantKey
 from bastion.store.repos.downstream import (
@@ -67,9 +67,23 @@ def connect_url(auth: AuthServer, key: GrantKey, client: str) -> str:
     return str(URL(f"{auth.issuer}/connect/{key.origin_id}").include_query_params(ticket=ticket))
 
 
-def _browser_cookie(auth: AuthServer) -> str:
-    # RFC 6265bis `__Host-`: Secure, Path=/, no Domain; browsers accept it only under TLS.
-    return "__Host-bastion_connect" if URL(auth.issuer).scheme == "https" else "bastion_connect"
+def _browser_cookie(auth: AuthServer, state_hash: str) -> str:
+    # RFC 6265bis `__Host-`: Secure, Path=/, no Domain; browsers accept it only under TLS. One cookie
+    # per attempt, so two connections started at once (two origins, two tabs) do not collide.
+    name = f"bastion_connect_{state_hash[:16]}"
+    return "__Host-" + name if URL(auth.issuer).scheme == "https" else name
+
+
+def _same_site(request: Request, auth: AuthServer) -> None:
+    """Forms of these pages are posted from these pages only: a cross-site post (login CSRF, which
+    would sign the victim's browser in as someone else) is refused. Browsers send `Origin` on every
+    POST and `Sec-Fetch-Site` on every request."""
+    origin = request.headers.get("origin")
+    issuer = URL(auth.issuer)
+    if (origin is not None and origin != f"{issuer.scheme}://{issuer.netloc}") or request.headers.get(
+        "sec-fetch-site"
+    ) in ("cross-site", "same-site"):
+        raise Forbidden("this form was posted from another site; nothing was done")
 
 
 def _hash(value: str) -> str:
@@ -149,6 +163,7 @@ async def sign_in(
     ticket: Annotated[str, Form(max_length=8192)],
 ) -> Response:
     try:
+        _same_site(request, auth)
         claims = _ticket(auth, ticket, origin_id)
         await limit(request, "sign-in")
         user = await auth.logins.verify(attempt(request, username, password))
@@ -176,6 +191,7 @@ async def decide(
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     try:
+        _same_site(request, auth)
         session = session_claims(request, auth)
         if not secrets.compare_digest(csrf, session_csrf(request.cookies.get(SESSION_COOKIE, ""))):
             raise Forbidden("the consent form's CSRF token is missing or wrong; nothing was connected")
@@ -198,11 +214,15 @@ async def decide(
                 user_id=claims["sub"],
                 origin_id=origin_id,
                 browser_hash=_hash(browser),
-                sealed_verifier=keys.seal(verifier.encode(), connect_owner(_hash(state))),
+                # Bound to this state and this authorization server: an origin reconfigured to
+                # another server meanwhile makes the callback fail instead of mixing the two.
+                sealed_verifier=keys.seal(verifier.encode(), connect_owner(_hash(state), config.server.issuer)),
             ),
             _hash(state),
             _ATTEMPT_SECONDS,
         )
+    except VaultError as error:
+        return error_page(Unavailable(f"the vault could not seal this connection attempt ({error})"))
     except BastionError as error:
         return error_page(error)
     target = downstream.authorization_url(
@@ -215,7 +235,7 @@ async def decide(
     )
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
-        _browser_cookie(auth),
+        _browser_cookie(auth, _hash(state)),
         browser,
         max_age=_ATTEMPT_SECONDS,
         path="/",
@@ -229,9 +249,9 @@ async def decide(
 @router.get("/connect/{origin_id}/callback")
 async def callback(origin_id: str, request: Request, auth: Auth) -> Response:
     params = dict(request.query_params)
-    cookie_name = _browser_cookie(auth)
+    state = params.get("state") or ""
+    cookie_name = _browser_cookie(auth, _hash(state))
     try:
-        state = params.get("state") or ""
         found = await take_connect(auth.db, _hash(state)) if state else None
         if found is None or found.origin_id != origin_id:
             raise BadRequest("this connection attempt is unknown, already used or expired: start again")
@@ -243,7 +263,12 @@ async def callback(origin_id: str, request: Request, auth: Auth) -> Response:
         keys = auth.db.vault
         if keys is None:
             raise BadRequest("the vault has no master key: per-user connections cannot be stored")
-        verifier = keys.open(found.sealed_verifier, connect_owner(_hash(state))).decode()
+        try:
+            verifier = keys.open(found.sealed_verifier, connect_owner(_hash(state), config.server.issuer)).decode()
+        except VaultError:
+            raise BadRequest(
+                "the origin was reconfigured, or the vault refused, during this attempt: start again"
+            ) from None
         tokens = await downstream.exchange_code(
             config.server,
             config.client,
@@ -255,10 +280,14 @@ async def callback(origin_id: str, request: Request, auth: Auth) -> Response:
             scope=config.scope,
         )
         key = GrantKey(found.tenant_id, found.user_id, origin_id, config.server.issuer, config.server.resource)
+        try:
+            sealed = seal_tokens(keys, key.owner, tokens)
+        except VaultError as error:
+            raise Unavailable(f"the vault could not seal your connection ({error}): start again") from None
         await save_grant(
             auth.db,
             key,
-            sealed=seal_tokens(keys, key.owner, tokens),
+            sealed=sealed,
             expires_at=tokens.expires_at,
             scope=tokens.scope or "",
         )
@@ -325,6 +354,8 @@ async def _revoke(auth: AuthServer, origin_id: str, removed: list[tuple[GrantKey
     if keys is None or config.server.revocation_endpoint is None:
         return
     for key, sealed in removed:
+        if key.issuer != config.server.issuer:
+            continue  # the origin moved to another server since: its old tokens are not sent to the new one
         try:
             tokens = open_tokens(keys, key.owner, sealed)
             await downstream.revoke(

@@ -54,6 +54,7 @@ class TokenMinter(Protocol):
         scopes: tuple[str, ...],
         lifetime: int,
         username: str | None = None,
+        typ: str = ...,
     ) -> str: ...
 
 

@@ -94,7 +94,8 @@ class HttpOriginClient(RpcCore):
         capabilities: dict[str, Any] | None = None,
         on_behalf: OnBehalf | None = None,
     ) -> dict[str, Any]:
-        await self._refresh_service_bearer()
+        if on_behalf is None or not self._ready:  # a request made for no one, or a handshake first
+            await self._refresh_service_bearer()
         try:
             return await super().request(
                 method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
@@ -250,7 +251,14 @@ class HttpOriginClient(RpcCore):
         if response.status == 404 and self._session_id is not None and message["method"] != "initialize":
             raise _SessionLost
         if response.status == 401:
-            raise UpstreamUnauthorized(f"origin {self.spec.name!r} did not accept Bastion's credential (HTTP 401)")
+            who = self._on_behalf.get(message["id"])
+            if who is not None and who.bearer is not None:  # a person's own token: refreshable
+                raise UpstreamUnauthorized(f"origin {self.spec.name!r} did not accept the caller's token (HTTP 401)")
+            raise UpstreamRefused(
+                f"origin {self.spec.name!r} did not accept Bastion's own credential (HTTP 401)",
+                detail=f"origin {self.spec.name!r} answered 401 to {message['method']}: check its credential "
+                "(per-user origins: the service client Bastion uses for its own requests)",
+            )
         content_type = response.content_type
         if content_type == "text/event-stream" and response.status == 200:
             chunks = response.content.iter_any()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Select, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.oauth.downstream_grants import GrantKey, GrantUpdate, StoredGrant
@@ -84,7 +85,7 @@ class SqlGrantStore:
             return self._stored(row, approved)
 
 
-async def save_grant(db: Database, key: GrantKey, *, sealed: str, expires_at: float | None, scope: str) -> None:
+async def _save_grant(db: Database, key: GrantKey, *, sealed: str, expires_at: float | None, scope: str) -> None:
     """Store a person's new grant, replacing any earlier one for the same key (a lost one included)."""
     async with db.session(Tenancy.of(key.tenant_id)) as session:
         row = (await session.scalars(_grant_query(key))).first()
@@ -97,6 +98,14 @@ async def save_grant(db: Database, key: GrantKey, *, sealed: str, expires_at: fl
         row.version = (row.version or 0) + 1
         row.updated_at = datetime.now(UTC)
         await bump_epoch(session)
+
+
+async def save_grant(db: Database, key: GrantKey, *, sealed: str, expires_at: float | None, scope: str) -> None:
+    """Store a person's new grant, replacing any earlier one for the same key (a lost one included)."""
+    try:
+        await _save_grant(db, key, sealed=sealed, expires_at=expires_at, scope=scope)
+    except IntegrityError:  # two callbacks of one person finished at once: the row exists now
+        await _save_grant(db, key, sealed=sealed, expires_at=expires_at, scope=scope)
 
 
 async def _approve(session: AsyncSession, user_id: str, origin_id: str, client_key: str) -> None:

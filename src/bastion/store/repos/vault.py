@@ -15,7 +15,7 @@ from bastion.store.db import Database
 from bastion.store.models import DownstreamConnect, DownstreamGrant, Meta, Origin, SigningKey
 from bastion.store.tenancy import SYSTEM
 from bastion.vault.credentials import origin_owner
-from bastion.vault.downstream_oauth import connect_owner, grant_owner
+from bastion.vault.downstream_oauth import grant_owner
 from bastion.vault.envelope import MasterKeys, VaultError, is_sealed, kid_of
 
 __all__ = ["check_vault", "rewrap_all", "signing_key_owner"]
@@ -40,7 +40,6 @@ async def check_vault(db: Database, keys: MasterKeys | None) -> None:
             *await session.scalars(select(Origin.credential)),
             *await session.scalars(select(SigningKey.private_jwk)),
             *await session.scalars(select(DownstreamGrant.sealed)),
-            *await session.scalars(select(DownstreamConnect.sealed_verifier)),
         ]
     sealed = [value for value in stored if value is not None and is_sealed(value)]
     used = {kid_of(value) for value in sealed} | set(canaries)
@@ -88,10 +87,8 @@ async def rewrap_all(db: Database, keys: MasterKeys) -> int:
             rewrapped = keys.rewrap(grant.sealed, owner)
             changed += rewrapped != grant.sealed
             grant.sealed = rewrapped
-        for attempt in await session.scalars(select(DownstreamConnect)):
-            rewrapped = keys.rewrap(attempt.sealed_verifier, connect_owner(attempt.state_hash))
-            changed += rewrapped != attempt.sealed_verifier
-            attempt.sealed_verifier = rewrapped
+        # Connection attempts live ten minutes: those in flight start again rather than move.
+        await session.execute(delete(DownstreamConnect))
         await session.execute(
             delete(Meta).where(Meta.key.startswith(_CANARY_PREFIX), Meta.key != _CANARY_PREFIX + keys.current.kid)
         )
