@@ -1,0 +1,1 @@
+"""The audit trail: hash-chained records of every request and downstream call."""
