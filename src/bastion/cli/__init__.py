@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bastion.cli import origins, serve, servers, signing_keys, tokens, vault_keys
+from bastion.cli import audit, origins, serve, servers, signing_keys, tokens, vault_keys
 
 __all__ = ["app", "main"]
 
@@ -21,6 +21,7 @@ app.add_typer(servers.app, name="servers")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(signing_keys.app, name="signing-keys")
 app.add_typer(vault_keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:

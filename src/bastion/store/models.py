@@ -6,7 +6,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -15,7 +27,13 @@ __all__ = [
     "DEFAULT_TENANT",
     "ApiToken",
     "ApiTokenUse",
+    "AuditCheckpoint",
+    "AuditEntry",
+    "AuditHead",
     "Base",
+    "DownstreamClientApproval",
+    "DownstreamConnect",
+    "DownstreamGrant",
     "LoginEvent",
     "McpSessionEnd",
     "Meta",
@@ -426,3 +444,53 @@ class DownstreamConnect(TenantOwned, Base):
     browser_hash: Mapped[str] = mapped_column(String(64))
     sealed_verifier: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AuditEntry(TenantOwned, Base):
+    """One audit record, in its tenant's hash chain (`bastion.audit.chain`). Append-only: no code
+    path updates or deletes one (retention is an export-then-prune operation of its own)."""
+
+    __tablename__ = "audit_records"
+    __table_args__ = (UniqueConstraint("tenant_id", "seq"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at_us: Mapped[int] = mapped_column(BigInteger, index=True)
+    correlation_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    principal: Mapped[str] = mapped_column(String(255), index=True)
+    client: Mapped[str] = mapped_column(String(2048))
+    server: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(512), index=True)
+    args_digest: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(32))
+    latency_us: Mapped[int] = mapped_column(BigInteger)
+    detail: Mapped[dict[str, Any]] = mapped_column()
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(TenantOwned, Base):
+    """The head of a tenant's audit chain: locked by the writer that appends the next batch."""
+
+    __tablename__ = "audit_heads"
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(TenantOwned, Base):
+    """A signed statement of a chain's head (seq and hash), made at intervals with Bastion's key."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (UniqueConstraint("tenant_id", "seq"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    at_us: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(Text)  # a compact JWS over {tenant, seq, hash, at_us}

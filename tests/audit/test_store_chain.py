@@ -1,0 +1,133 @@
+"""The audit trail in the store: per-tenant chains, tamper detection, durability without the store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import delete, text
+
+from bastion.audit.chain import AuditRecord
+from bastion.store.db import Database
+from bastion.store.models import AuditEntry, Tenant
+from bastion.store.repos.audit import AuditLog, verify_chain
+from bastion.store.tenancy import SYSTEM
+from tests.harness import postgres_url
+
+pytestmark = pytest.mark.anyio
+
+
+def _record(n: int, **fields: str) -> AuditRecord:
+    return AuditRecord(
+        id=f"r{n:04d}", at_us=1_700_000_000_000_000 + n, correlation_id=f"c{n}", kind="mcp.request", **fields
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/audit.db"
+    else:
+        url = postgres_url() or ""
+        if not url:
+            pytest.skip("PostgreSQL is not reachable (set BASTION_TEST_POSTGRES_URL)")
+    database = Database(url)
+    await database.migrate()
+    async with database.session(SYSTEM) as session:
+        await session.execute(delete(AuditEntry))
+        await session.execute(text("DELETE FROM audit_heads"))
+        if await session.get(Tenant, "acme") is None:
+            session.add(Tenant(id="acme", slug="acme-audit", name="Acme"))
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def _write(log: AuditLog, tenant: str, numbers: range) -> None:
+    durables = [log.record(tenant, _record(n, target="list_stock")) for n in numbers]
+    await log.flush()
+    for durable in durables:
+        await durable.wait()
+
+
+async def test_each_tenant_has_its_own_chain_that_verifies(db: Database, tmp_path: Path) -> None:
+    log = AuditLog(db, tmp_path / "spool.jsonl", batch_size=7)
+    await _write(log, "default", range(1, 21))
+    await _write(log, "acme", range(21, 26))
+    await _write(log, "default", range(26, 31))
+    assert await verify_chain(db, "default") == (25, None)
+    assert await verify_chain(db, "acme") == (5, None)
+
+
+async def test_one_changed_byte_in_the_database_is_found_at_its_record(db: Database, tmp_path: Path) -> None:
+    log = AuditLog(db, tmp_path / "spool.jsonl")
+    await _write(log, "default", range(1, 11))
+    async with db.session(SYSTEM) as session:
+        await session.execute(
+            text("UPDATE audit_records SET target = 'list_stocK' WHERE tenant_id = 'default' AND seq = 7")
+        )
+    checked, broken = await verify_chain(db, "default")
+    assert broken is not None and broken.seq == 7 and "changed" in broken.reason and checked == 6
+
+
+async def test_a_removed_tail_is_found_through_the_head(db: Database, tmp_path: Path) -> None:
+    log = AuditLog(db, tmp_path / "spool.jsonl")
+    await _write(log, "default", range(1, 6))
+    async with db.session(SYSTEM) as session:
+        await session.execute(text("DELETE FROM audit_records WHERE tenant_id = 'default' AND seq = 5"))
+    checked, broken = await verify_chain(db, "default")
+    assert checked == 4 and broken is not None and "removed" in broken.reason
+
+
+async def test_without_the_store_records_are_spooled_durably_then_replayed_in_order(tmp_path: Path) -> None:
+    good = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")
+    await good.migrate()
+    spool = tmp_path / "spool.jsonl"
+    broken_store = Database(f"sqlite+aiosqlite:///{tmp_path}/missing-dir/nope.db")  # cannot be opened
+    down = AuditLog(broken_store, spool)
+    await _write(down, "default", range(1, 4))  # durable although the store is unreachable
+    assert down.spooled == 3 and len(spool.read_text().splitlines()) == 3
+    await broken_store.close()
+    up = AuditLog(good, spool)
+    await _write(up, "default", range(4, 6))  # the spool goes first, then the new records
+    assert not spool.exists()
+    async with good.session(SYSTEM) as session:
+        ids = (await session.scalars(text("SELECT id FROM audit_records ORDER BY seq"))).all()
+    assert ids == [f"r{n:04d}" for n in range(1, 6)]
+    assert await verify_chain(good, "default") == (5, None)
+    await good.close()
+
+
+def test_bastion_audit_verify_reports_the_first_broken_record(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/bastion.db"
+
+    async def seed() -> None:
+        db = Database(url)
+        await db.migrate()
+        await _write(AuditLog(db, tmp_path / "spool.jsonl"), "default", range(1, 9))
+        await db.close()
+
+    anyio.run(seed)
+    env = {**os.environ, "BASTION_DATABASE_URL": url, "BASTION_LOG_LEVEL": "warning"}
+    intact = subprocess.run(
+        [sys.executable, "-m", "bastion", "audit", "verify"], env=env, capture_output=True, text=True, check=False
+    )
+    assert intact.returncode == 0 and "default: 8 records, chain intact" in intact.stdout, intact.stderr
+
+    async def tamper() -> None:
+        db = Database(url)
+        async with db.session(SYSTEM) as session:
+            await session.execute(text("UPDATE audit_records SET latency_us = latency_us + 1 WHERE seq = 5"))
+        await db.close()
+
+    anyio.run(tamper)
+    broken = subprocess.run(
+        [sys.executable, "-m", "bastion", "audit", "verify"], env=env, capture_output=True, text=True, check=False
+    )
+    assert broken.returncode == 1 and "default: BROKEN at record 5" in broken.stdout, broken.stdout + broken.stderr
