@@ -22,10 +22,9 @@ from tests.harness import postgres_url
 pytestmark = pytest.mark.anyio
 
 
-def _record(n: int, **fields: str) -> AuditRecord:
-    return AuditRecord(
-        id=f"r{n:04d}", at_us=1_700_000_000_000_000 + n, correlation_id=f"c{n}", kind="mcp.request", **fields
-    )
+def _record(n: int, target: str = "") -> AuditRecord:
+    at = 1_700_000_000_000_000 + n
+    return AuditRecord(id=f"r{n:04d}", at_us=at, correlation_id=f"c{n}", kind="mcp.request", target=target)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
