@@ -34,6 +34,7 @@ from bastion.oauth.downstream_exchange import TokenExchanger
 from bastion.oauth.downstream_grants import DownstreamGrants
 from bastion.oauth.origin_tokens import OriginTokens
 from bastion.store.db import Database
+from bastion.store.repos.audit import AuditLog
 from bastion.store.repos.downstream import SqlGrantStore
 from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
 from bastion.store.repos.snapshot import load_snapshot
@@ -149,11 +150,13 @@ class Services:
         # API tokens' own limits and their use log (the batch writer is started in `running`).
         self.client_ip = ClientIp(settings.trusted_proxies)
         self.token_uses = TokenUseWriter(self.db)
+        # The audit trail: hash-chained per tenant, written in batches; forwarded calls wait for theirs.
+        self.audit = AuditLog(self.db, settings.audit_spool_path())
         self.token_gate = TokenGate(quota=_token_quota(settings), log=self.token_uses, client_address=self.client_ip)
         self.endpoint = McpEndpoint(
             holder=self.holder,
             sessions=self.sessions,
-            methods=Methods(self.pool, self.grants, self.exchanger),
+            methods=Methods(self.pool, self.grants, self.exchanger, self.audit),
             origins=OriginPolicy(settings.allowed_origins),
             bearer=BearerResolver(self.auth.store.access_principal),
             base_url=settings.base_url(),
@@ -196,6 +199,7 @@ class Services:
             await self.sessions.start(self._session_keys or [await session_sealing_key(self.db)])
             tasks.start_soon(self.bus.run)  # other replicas' events (returns at once in-process)
             tasks.start_soon(self.token_uses.run)  # the API token use log, written in batches
+            tasks.start_soon(self.audit.run)  # replays the spool first, then appends as records come
             if poll_epoch:
                 tasks.start_soon(self.holder.poll_epoch, self.settings.epoch_poll_seconds)
                 tasks.start_soon(self.sessions.follow_ends, self.settings.epoch_poll_seconds)
@@ -205,6 +209,7 @@ class Services:
                 with anyio.CancelScope(shield=True):
                     await self.pool.aclose()
                     await self.token_uses.aclose()  # what is still queued reaches the store
+                    await self.audit.aclose()
                 tasks.cancel_scope.cancel()
         await self.token_gate.aclose()
         await self.bus.aclose()

@@ -24,7 +24,16 @@ from anyio.abc import Process
 from tests.harness import ADMIN_PASSWORD, free_port, origin_process
 from tests.pg import scratch_database
 
-__all__ = ["TOOL", "Cluster", "Replica", "fresh_database", "mcp_call", "running_cluster"]
+__all__ = [
+    "TOOL",
+    "Cluster",
+    "Replica",
+    "fresh_database",
+    "mcp_call",
+    "replica_environment",
+    "running_cluster",
+    "start_replica",
+]
 
 _START_SECONDS = 30.0
 TOOL = "get_order"
@@ -102,27 +111,33 @@ def _body(request_id: int) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
 
 
-async def mcp_call(http: httpx.AsyncClient, url: str, token: str, request_id: int) -> httpx.Response:
+async def mcp_call(
+    http: httpx.AsyncClient, url: str, token: str, request_id: int, *, extra: dict[str, str] | None = None
+) -> httpx.Response:
     """One stateless 2026-07-28 `tools/call`: no session, so any replica can answer it."""
-    headers = {**_HEADERS, "authorization": f"Bearer {token}"}
+    headers = {**_HEADERS, "authorization": f"Bearer {token}", **(extra or {})}
     return await http.post(url, content=_body(request_id), headers=headers)
 
 
-def _environment(database_url: str, redis_url: str, namespace: str) -> dict[str, str]:
+def replica_environment(database_url: str, redis_url: str | None = None, namespace: str = "") -> dict[str, str]:
+    """A `bastion serve` process's environment (no Redis: a single process with the in-process bus)."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    return inherited | {
-        "BASTION_DATABASE_URL": database_url,
-        "BASTION_REDIS_URL": redis_url,
-        "BASTION_REDIS_NAMESPACE": namespace,
-        "BASTION_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "BASTION_LOG_LEVEL": "warning",
-        "BASTION_EPOCH_POLL_SECONDS": "3600",
-        "BASTION_EGRESS_ALLOW_CIDRS": '["127.0.0.0/8"]',  # the test origin listens on loopback
-        "BASTION_RATE_LIMIT_SIGN_IN": "10000/minute",
-    }
+    shared = {"BASTION_REDIS_URL": redis_url, "BASTION_REDIS_NAMESPACE": namespace} if redis_url else {}
+    return (
+        inherited
+        | shared
+        | {
+            "BASTION_DATABASE_URL": database_url,
+            "BASTION_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "BASTION_LOG_LEVEL": "warning",
+            "BASTION_EPOCH_POLL_SECONDS": "3600",
+            "BASTION_EGRESS_ALLOW_CIDRS": '["127.0.0.0/8"]',  # the test origin listens on loopback
+            "BASTION_RATE_LIMIT_SIGN_IN": "10000/minute",
+        }
+    )
 
 
-async def _start(name: str, env: dict[str, str], log_dir: Path) -> Replica:
+async def start_replica(name: str, env: dict[str, str], log_dir: Path) -> Replica:
     port = free_port()
     log_path = log_dir / f"replica-{name}.log"
     with log_path.open("wb") as log:
@@ -156,12 +171,12 @@ async def _ready(replica: Replica) -> bool:
 @asynccontextmanager
 async def running_cluster(database_url: str, redis_url: str, namespace: str, log_dir: Path) -> AsyncIterator[Cluster]:
     """Replica A (started first: it creates the first admin), then B, and the inventory origin on A."""
-    env = _environment(database_url, redis_url, namespace)
+    env = replica_environment(database_url, redis_url, namespace)
     async with AsyncExitStack() as stack:
         origin_url = stack.enter_context(origin_process())
-        a = await _start("a", env, log_dir)
+        a = await start_replica("a", env, log_dir)
         stack.push_async_callback(a.stop)
-        b = await _start("b", env, log_dir)
+        b = await start_replica("b", env, log_dir)
         stack.push_async_callback(b.stop)
         origin = await a.ok("POST", "/api/origins", json={"name": "inventory", "transport": "http", "url": origin_url})
         await a.ok("POST", f"/api/origins/{origin['id']}/review", json={"decision": "approve"})

@@ -36,8 +36,22 @@ _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 ASGIApp = Any
 
 
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _correlation_id(scope: Scope) -> str:
+    """The request's correlation id: the W3C `traceparent` trace-id when the client sends one (so
+    Bastion's audit trail joins the client's trace), else a well-formed `X-Request-ID`, else new."""
+    trace = _TRACEPARENT.match(header(scope, b"traceparent") or "")
+    if trace is not None and trace.group(1) != "0" * 32:
+        return trace.group(1)
+    offered = header(scope, b"x-request-id")
+    return offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+
 class RequestContext:
-    """Accept a well-formed `X-Request-ID` or mint one; echo it; log one line per request."""
+    """Accept a `traceparent` or a well-formed `X-Request-ID`, or mint an id; echo it as
+    `X-Request-ID`; bind it to every log line of the request; log one line per request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,8 +60,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        offered = header(scope, b"x-request-id")
-        request_id = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = _correlation_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500

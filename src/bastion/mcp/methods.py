@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -18,11 +20,15 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from pydantic import BaseModel, ValidationError
 
 from bastion import __version__
+from bastion.audit.chain import AuditRecord, digest_arguments
+from bastion.audit.sink import AuditSink, Durability, correlation_id, now_us
 from bastion.catalog.snapshot import OriginSpec, Route, ServerView, Snapshot
 from bastion.errors import (
+    BastionError,
     Forbidden,
     InvalidParams,
     MethodNotFound,
+    Unauthenticated,
     UpstreamProtocolError,
     UpstreamRefused,
     UpstreamRejected,
@@ -30,7 +36,7 @@ from bastion.errors import (
 )
 from bastion.identity.principal import Principal
 from bastion.mcp.upstream import OriginPool, ProgressSink
-from bastion.mcp.upstream.base import OnBehalf
+from bastion.mcp.upstream.base import OnBehalf, OriginClient
 from bastion.oauth.downstream_exchange import TokenExchanger
 from bastion.oauth.downstream_grants import DownstreamGrants, client_key
 
@@ -48,6 +54,9 @@ SERVER_CAPABILITIES: dict[str, Any] = {
     "logging": {},
 }
 
+
+# Methods that reach an origin: answered only once their audit record is durable.
+_FORWARDED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
 
 Asker = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_INPUT_ROUNDS = 10  # an origin that never stops asking must not hold a call forever
@@ -74,9 +83,14 @@ Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 class Methods:
     def __init__(
-        self, pool: OriginPool, grants: DownstreamGrants | None = None, exchanger: TokenExchanger | None = None
+        self,
+        pool: OriginPool,
+        grants: DownstreamGrants | None = None,
+        exchanger: TokenExchanger | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self._pool = pool
+        self._audit_sink = audit
         self._grants = grants  # people's tokens at per-user OAuth origins
         self._exchanger = exchanger  # people's tokens at origins that take a token exchange
         self._table: dict[str, Handler] = {
@@ -94,13 +108,63 @@ class Methods:
         }
 
     async def dispatch(self, call: Call, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        handler = self._table.get(method)
-        if handler is None:
-            raise MethodNotFound(f"method {method!r} is not offered by this server")
-        result = await handler(call, params)
+        started = time.perf_counter()
+        try:
+            handler = self._table.get(method)
+            if handler is None:
+                raise MethodNotFound(f"method {method!r} is not offered by this server")
+            result = await handler(call, params)
+        except BaseException as exc:
+            self._audit(call, "mcp.request", method, params, started, exc)
+            raise
+        durable = self._audit(call, "mcp.request", method, params, started, None)
+        if durable is not None and method in _FORWARDED:
+            # Answered only once its record is durable: a call the client saw succeed is in the trail.
+            await durable.wait()
         if call.modern and "resultType" not in result:
             result["resultType"] = "complete"  # required on the 2026-07-28 wire
         return result
+
+    def _audit(
+        self,
+        call: Call,
+        kind: str,
+        method: str,
+        params: dict[str, Any],
+        started: float,
+        failure: BaseException | None,
+        origin: str = "",
+    ) -> Durability | None:
+        if self._audit_sink is None:
+            return None
+        principal = call.principal
+        target = params.get("name") if method in ("tools/call", "prompts/get") else params.get("uri")
+        arguments = params.get("arguments")
+        if failure is None:
+            decision, status, reason = "allow", "ok", ""
+        elif isinstance(failure, BastionError):
+            denied = isinstance(failure, Forbidden | Unauthenticated)
+            decision, status, reason = ("deny" if denied else "error"), str(failure.jsonrpc_code), failure.message
+        else:  # cancelled, or a defect: named by its type only
+            decision, status, reason = "error", type(failure).__name__, ""
+        record = AuditRecord(
+            id=uuid.uuid4().hex,
+            at_us=now_us(),
+            correlation_id=correlation_id(),
+            kind=kind,
+            principal=principal.user_id,
+            client=client_key(principal.client_id, principal.token_id),
+            server=call.server.slug,
+            origin=origin,
+            method=method,
+            target=str(target)[:512] if isinstance(target, str) else "",
+            args_digest=digest_arguments(arguments) if arguments is not None else "",
+            decision=decision,
+            reason=reason[:500],
+            status=status[:32],
+            latency_us=int((time.perf_counter() - started) * 1_000_000),
+        )
+        return self._audit_sink.record(call.server.placement.tenant_id, record)
 
     @staticmethod
     def server_info(server: ServerView) -> dict[str, Any]:
@@ -186,6 +250,26 @@ class Methods:
         spec = call.snapshot.origins[route.origin_id]
         client = self._pool.client(spec)
         on_behalf = await self._on_behalf(call, spec)
+        started = time.perf_counter()
+        try:
+            result = await self._rounds(call, route, client, method, params, model, on_behalf, spec)
+        except BaseException as exc:
+            self._audit(call, "upstream.call", method, params, started, exc, origin=spec.name)
+            raise
+        self._audit(call, "upstream.call", method, params, started, None, origin=spec.name)
+        return result
+
+    async def _rounds(
+        self,
+        call: Call,
+        route: Route,
+        client: OriginClient,
+        method: str,
+        params: dict[str, Any],
+        model: type[BaseModel],
+        on_behalf: OnBehalf | None,
+        spec: OriginSpec,
+    ) -> dict[str, Any]:
         for _ in range(MAX_INPUT_ROUNDS):
             try:
                 result = await client.request(

@@ -455,7 +455,7 @@ class AuditEntry(TenantOwned, Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     at_us: Mapped[int] = mapped_column(BigInteger, index=True)
-    correlation_id: Mapped[str] = mapped_column(String(64), index=True)
+    correlation_id: Mapped[str] = mapped_column(String(128), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     principal: Mapped[str] = mapped_column(String(255), index=True)
     client: Mapped[str] = mapped_column(String(2048))

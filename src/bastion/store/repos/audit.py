@@ -15,21 +15,22 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
 import structlog
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Select, Table, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bastion.audit.chain import GENESIS, AuditRecord, Break, chain_hash, verify
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, AuditHead
-from bastion.store.tenancy import SYSTEM
+from bastion.store.tenancy import SYSTEM, Tenancy
 
-__all__ = ["AuditLog", "Durable", "entry_record", "verify_chain"]
+__all__ = ["AuditLog", "AuditQuery", "Durable", "entry_record", "export", "search", "verify_chain"]
 
 log = structlog.get_logger(__name__)
 
@@ -204,3 +205,60 @@ async def verify_chain(db: Database, tenant_id: str, *, chunk: int = 2000) -> tu
             seq + 1, f"the chain ends at record {seq} but its head is at {head.seq}: records were removed"
         )
     return checked, None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Search filters; every one given must match. Times are POSIX microseconds."""
+
+    correlation_id: str | None = None
+    principal: str | None = None
+    target: str | None = None
+    decision: str | None = None
+    kind: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+
+
+def _filtered(query: AuditQuery) -> Select[AuditEntry]:
+    statement = select(AuditEntry)
+    for column, value in (
+        (AuditEntry.correlation_id, query.correlation_id),
+        (AuditEntry.principal, query.principal),
+        (AuditEntry.target, query.target),
+        (AuditEntry.decision, query.decision),
+        (AuditEntry.kind, query.kind),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    if query.since_us is not None:
+        statement = statement.where(AuditEntry.at_us >= query.since_us)
+    if query.until_us is not None:
+        statement = statement.where(AuditEntry.at_us < query.until_us)
+    return statement
+
+
+async def search(db: Database, scope: Tenancy, query: AuditQuery, *, limit: int) -> list[AuditEntry]:
+    """The newest `limit` records that match, newest first (the scope keeps each tenant to its own)."""
+    async with db.session(scope) as session:
+        statement = _filtered(query).order_by(AuditEntry.at_us.desc(), AuditEntry.seq.desc()).limit(limit)
+        return list((await session.scalars(statement)).all())
+
+
+async def export(db: Database, scope: Tenancy, query: AuditQuery, *, chunk: int = 1000) -> AsyncIterator[AuditEntry]:
+    """Every matching record, oldest first, read in chunks (for JSON Lines export to a SIEM)."""
+    after: tuple[int, str] = (-1, "")
+    while True:
+        async with db.session(scope) as session:
+            statement = (
+                _filtered(query)
+                .where((AuditEntry.at_us > after[0]) | ((AuditEntry.at_us == after[0]) & (AuditEntry.id > after[1])))
+                .order_by(AuditEntry.at_us, AuditEntry.id)
+                .limit(chunk)
+            )
+            rows = list((await session.scalars(statement)).all())
+        for row in rows:
+            yield row
+        if len(rows) < chunk:
+            return
+        after = (rows[-1].at_us, rows[-1].id)

@@ -30,7 +30,7 @@ def upgrade() -> None:
         _tenant(),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("at_us", sa.BigInteger(), nullable=False),
-        sa.Column("correlation_id", sa.String(length=64), nullable=False),
+        sa.Column("correlation_id", sa.String(length=128), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("principal", sa.String(length=255), nullable=False),
         sa.Column("client", sa.String(length=2048), nullable=False),

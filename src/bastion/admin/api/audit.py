@@ -1,0 +1,64 @@
+"""The audit trail, read-only: search, follow one correlation id, export JSON Lines.
+
+There is no route that changes or deletes a record (the trail is append-only); each tenant
+reads its own chain (a platform administrator another tenant's with `X-Bastion-Tenant`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from bastion.admin.deps import AuditRead
+from bastion.store.models import AuditEntry
+from bastion.store.repos.audit import AuditQuery, entry_record, export, search
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+def _query(
+    correlation_id: Annotated[str | None, Query(max_length=128)] = None,
+    principal: Annotated[str | None, Query(max_length=255, description="user id")] = None,
+    target: Annotated[str | None, Query(max_length=512, description="tool or prompt name, resource URI")] = None,
+    decision: Annotated[str | None, Query(pattern="^(allow|deny|error)$")] = None,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
+    since_us: Annotated[int | None, Query(ge=0, description="from (POSIX microseconds)")] = None,
+    until_us: Annotated[int | None, Query(ge=0, description="before (POSIX microseconds)")] = None,
+) -> AuditQuery:
+    return AuditQuery(correlation_id, principal, target, decision, kind, since_us, until_us)
+
+
+Filters = Annotated[AuditQuery, Depends(_query)]
+
+
+def _out(entry: AuditEntry) -> dict[str, Any]:
+    link = {"tenant_id": entry.tenant_id, "seq": entry.seq, "prev_hash": entry.prev_hash, "hash": entry.hash}
+    return asdict(entry_record(entry)) | link
+
+
+@router.get("/records")
+async def records(
+    request: Request, actor: AuditRead, filters: Filters, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    """The newest matching records, newest first. `?correlation_id=` follows one request end to end."""
+    db = request.app.state.services.db
+    return [_out(entry) for entry in await search(db, actor.scope, filters, limit=limit)]
+
+
+@router.get("/export")
+async def export_jsonl(request: Request, actor: AuditRead, filters: Filters) -> StreamingResponse:
+    """Every matching record, oldest first, one JSON object per line (for a SIEM)."""
+    db = request.app.state.services.db
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for entry in export(db, actor.scope, filters):
+            yield orjson.dumps(_out(entry)) + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

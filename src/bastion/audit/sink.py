@@ -1,0 +1,36 @@
+"""What the data plane hands audit records to, and the request's correlation id.
+
+The data plane never touches the store: it calls `AuditSink.record` (a queue append, no I/O)
+and, for calls that reached an origin, waits on what it returns until the record is durable
+(`bastion.store.repos.audit.AuditLog`), so a call a client saw succeed always has its record.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Protocol
+
+import structlog
+
+from bastion.audit.chain import AuditRecord
+
+__all__ = ["AuditSink", "Durability", "correlation_id", "now_us"]
+
+
+class Durability(Protocol):
+    async def wait(self) -> None: ...
+
+
+class AuditSink(Protocol):
+    def record(self, tenant_id: str, record: AuditRecord) -> Durability: ...
+
+
+def correlation_id() -> str:
+    """The id `bastion.http.middleware.RequestContext` bound to this request (its logs carry it too)."""
+    bound = structlog.contextvars.get_contextvars().get("request_id")
+    return bound if isinstance(bound, str) else uuid.uuid4().hex
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000

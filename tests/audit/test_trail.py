@@ -1,0 +1,159 @@
+"""The audit trail of a running gateway: one correlation id from the client's request through the
+upstream call to the export, and no acknowledged call lost when Bastion is killed under load."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+from bastion.audit.chain import digest_arguments
+from bastion.store.db import Database
+from bastion.store.repos.audit import verify_chain
+from tests.harness import Bastion, eventually, origin_process, run_bastion
+from tests.oauth.flows import own_database
+from tests.replicas.cluster import TOOL, mcp_call, replica_environment, start_replica
+
+pytestmark = pytest.mark.anyio
+
+MODERN = "2026-07-28"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
+    with origin_process() as inventory, run_bastion(tmp_path_factory.mktemp("trail")) as bastion:
+        bastion.add_origin("inventory", url=inventory)
+        bastion.publish_server("demo", {"origin": "inventory"})
+        yield bastion
+
+
+def _call(gw: Bastion, token: str, name: str, arguments: dict[str, Any], trace_id: str) -> httpx.Response:
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments, "_meta": meta},
+    }
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "tools/call",
+        "mcp-name": name,
+        "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+    }
+    return gw.http.post("/servers/demo/mcp", json=body, headers=headers)
+
+
+async def test_one_correlation_id_runs_from_the_request_through_the_upstream_call_to_the_export(gw: Bastion) -> None:
+    token, trace_id = gw.token("demo"), secrets.token_hex(16)
+    arguments = {"order_id": "ORD-1001"}
+    answered = _call(gw, token, "get_order", arguments, trace_id)
+    assert answered.status_code == 200 and "result" in answered.json(), answered.text
+    assert answered.headers["x-request-id"] == trace_id  # the client's trace id is the correlation id
+
+    records = gw.ok("GET", f"/api/audit/records?correlation_id={trace_id}")
+    by_kind = {record["kind"]: record for record in records}
+    assert set(by_kind) == {"mcp.request", "upstream.call"}, records
+    inbound, upstream = by_kind["mcp.request"], by_kind["upstream.call"]
+    assert inbound["server"] == "demo" and inbound["target"] == "get_order" and inbound["decision"] == "allow"
+    assert upstream["origin"] == "inventory" and upstream["status"] == "ok" and upstream["latency_us"] > 0
+    # The arguments are kept as a digest only; the token never.
+    assert inbound["args_digest"] == digest_arguments(arguments) and "ORD-1001" not in json.dumps(records)
+    assert token not in json.dumps(records) and inbound["principal"]
+
+    refused = _call(gw, token, "no_such_tool", {}, trace_id)
+    assert "error" in refused.json()
+    lines: list[dict[str, Any]] = []
+
+    async def exported() -> bool:  # a refused call is not held for its record: it lands with the next batch
+        answer = gw.http.get(
+            f"/api/audit/export?correlation_id={trace_id}", headers={"authorization": f"Bearer {gw.admin_token}"}
+        )
+        assert answer.headers["content-type"].startswith("application/x-ndjson")
+        lines[:] = [orjson.loads(line) for line in answer.text.splitlines()]
+        return len(lines) == 3
+
+    await eventually(exported)
+    assert [(r["kind"], r["decision"]) for r in lines] == [
+        ("upstream.call", "allow"),
+        ("mcp.request", "allow"),
+        ("mcp.request", "error"),
+    ]
+    async with own_database(gw) as db:
+        checked, broken = await verify_chain(db, "default")
+    assert broken is None and checked >= 3
+
+
+async def test_no_route_edits_or_deletes_a_record(gw: Bastion) -> None:
+    (record,) = gw.ok("GET", "/api/audit/records?limit=1")
+    for method in ("PUT", "PATCH", "DELETE"):
+        response = gw.http.request(
+            method, f"/api/audit/records/{record['id']}", headers={"authorization": f"Bearer {gw.admin_token}"}
+        )
+        assert response.status_code in (404, 405)
+
+
+async def test_killed_under_load_every_acknowledged_call_has_its_record(tmp_path: Path) -> None:
+    database = f"sqlite+aiosqlite:///{tmp_path}/bastion.db"
+    env = replica_environment(database)
+    acknowledged: list[str] = []
+    enough = anyio.Event()
+    with origin_process() as inventory:
+        replica = await start_replica("crash", env, tmp_path)
+        body = {"name": "inventory", "transport": "http", "url": inventory}
+        origin = await replica.ok("POST", "/api/origins", json=body)
+        await replica.ok("POST", f"/api/origins/{origin['id']}/review", json={"decision": "approve"})
+        server = await replica.ok("POST", "/api/servers", json={"slug": "demo", "title": "demo"})
+        await replica.ok("POST", f"/api/servers/{server['id']}/compose", json={"origin": "inventory", "items": [TOOL]})
+        await replica.ok("POST", f"/api/servers/{server['id']}/publish")
+        token = (await replica.ok("POST", "/api/tokens", json={"name": "load", "servers": ["demo"]}))["token"]
+
+        async def client(worker: int) -> None:
+            for n in range(100_000):
+                correlation = f"crash-{worker}-{n}"
+                try:
+                    answer = await mcp_call(
+                        replica.http, replica.mcp_url("demo"), token, n, extra={"x-request-id": correlation}
+                    )
+                except httpx.TransportError:
+                    return  # killed
+                if answer.status_code == 200 and "result" in answer.json():
+                    acknowledged.append(correlation)
+                    if len(acknowledged) >= 150:
+                        enough.set()
+
+        async with anyio.create_task_group() as load:
+            for worker in range(8):
+                load.start_soon(client, worker)
+            await enough.wait()
+            replica.process.send_signal(signal.SIGKILL)  # mid-load: calls are in flight
+        await replica.process.wait()
+        await replica.http.aclose()
+
+        again = await start_replica("restarted", env, tmp_path)  # replays the spool, if anything was spooled
+        try:
+            exported = await again.http.get(
+                "/api/audit/export?kind=mcp.request&decision=allow",
+                headers={"authorization": f"Bearer {again.admin_token}"},
+            )
+        finally:
+            await again.stop()
+    audited = {orjson.loads(line)["correlation_id"] for line in exported.text.splitlines()}
+    missing = [c for c in acknowledged if c not in audited]
+    assert len(acknowledged) >= 150 and not missing, f"{len(missing)} acknowledged calls without a record"
+    db = Database(database)
+    try:
+        checked, broken = await verify_chain(db, "default")
+    finally:
+        await db.close()
+    assert broken is None and checked >= len(acknowledged)
