@@ -117,10 +117,11 @@ class Settings(BaseSettings):
     vault_token: SecretStr | None = Field(None, description="The Vault token Bastion uses for transit.")
     vault_transit_key: str = Field("bastion", max_length=128, description="The transit key's name in Vault.")
     vault_transit_mount: str = Field("transit", max_length=128, description="Where the transit engine is mounted.")
-    audit_spool_file: Path | None = Field(
+    audit_journal_dir: Path | None = Field(
         None,
-        description="Where audit records wait, fsync'ed, while the store is unreachable (replayed in order "
-        "when it is back). Default: audit-spool.jsonl beside a SQLite database, else ./var/.",
+        description="Where audit records are journaled (fdatasync'ed) before the store has them; files "
+        "left by a crash or a store outage are written to the store at the next start. Default: "
+        "audit-journal/ beside a SQLite database, else ./var/audit-journal/.",
     )
     cors_origins: CsvList = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
     trusted_proxies: CsvList = Field(
@@ -277,13 +278,13 @@ class Settings(BaseSettings):
         transit = TransitKey.connect(self.vault_addr, token, self.vault_transit_key, self.vault_transit_mount)
         return MasterKeys(transit, local.kids.values() if local is not None else ())
 
-    def audit_spool_path(self) -> Path:
-        if self.audit_spool_file is not None:
-            return self.audit_spool_file
+    def audit_journal_path(self) -> Path:
+        if self.audit_journal_dir is not None:
+            return self.audit_journal_dir
         prefix = "sqlite+aiosqlite:///"
         if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
-            return Path(self.database_url.removeprefix(prefix)).parent / "audit-spool.jsonl"
-        return Path("var") / "audit-spool.jsonl"
+            return Path(self.database_url.removeprefix(prefix)).parent / "audit-journal"
+        return Path("var") / "audit-journal"
 
     def session_keys(self) -> list[bytes]:
         """The configured session-sealing keys, first the one that seals; empty: use the stored key.

@@ -151,7 +151,7 @@ class Services:
         self.client_ip = ClientIp(settings.trusted_proxies)
         self.token_uses = TokenUseWriter(self.db)
         # The audit trail: hash-chained per tenant, written in batches; forwarded calls wait for theirs.
-        self.audit = AuditLog(self.db, settings.audit_spool_path())
+        self.audit = AuditLog(self.db, settings.audit_journal_path())
         self.token_gate = TokenGate(quota=_token_quota(settings), log=self.token_uses, client_address=self.client_ip)
         self.endpoint = McpEndpoint(
             holder=self.holder,
@@ -199,7 +199,7 @@ class Services:
             await self.sessions.start(self._session_keys or [await session_sealing_key(self.db)])
             tasks.start_soon(self.bus.run)  # other replicas' events (returns at once in-process)
             tasks.start_soon(self.token_uses.run)  # the API token use log, written in batches
-            tasks.start_soon(self.audit.run)  # replays the spool first, then appends as records come
+            tasks.start_soon(self.audit.run)  # a crashed process's journal first, then records as they come
             if poll_epoch:
                 tasks.start_soon(self.holder.poll_epoch, self.settings.epoch_poll_seconds)
                 tasks.start_soon(self.sessions.follow_ends, self.settings.epoch_poll_seconds)

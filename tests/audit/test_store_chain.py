@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 from sqlalchemy import delete, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.audit.chain import AuditRecord
 from bastion.store.db import Database
@@ -56,7 +59,7 @@ async def _write(log: AuditLog, tenant: str, numbers: range) -> None:
 
 
 async def test_each_tenant_has_its_own_chain_that_verifies(db: Database, tmp_path: Path) -> None:
-    log = AuditLog(db, tmp_path / "spool.jsonl", batch_size=7)
+    log = AuditLog(db, tmp_path / "journal", batch_size=7)
     await _write(log, "default", range(1, 21))
     await _write(log, "acme", range(21, 26))
     await _write(log, "default", range(26, 31))
@@ -65,7 +68,7 @@ async def test_each_tenant_has_its_own_chain_that_verifies(db: Database, tmp_pat
 
 
 async def test_one_changed_byte_in_the_database_is_found_at_its_record(db: Database, tmp_path: Path) -> None:
-    log = AuditLog(db, tmp_path / "spool.jsonl")
+    log = AuditLog(db, tmp_path / "journal")
     await _write(log, "default", range(1, 11))
     async with db.session(SYSTEM) as session:
         await session.execute(
@@ -76,7 +79,7 @@ async def test_one_changed_byte_in_the_database_is_found_at_its_record(db: Datab
 
 
 async def test_a_removed_tail_is_found_through_the_head(db: Database, tmp_path: Path) -> None:
-    log = AuditLog(db, tmp_path / "spool.jsonl")
+    log = AuditLog(db, tmp_path / "journal")
     await _write(log, "default", range(1, 6))
     async with db.session(SYSTEM) as session:
         await session.execute(text("DELETE FROM audit_records WHERE tenant_id = 'default' AND seq = 5"))
@@ -84,22 +87,37 @@ async def test_a_removed_tail_is_found_through_the_head(db: Database, tmp_path: 
     assert checked == 4 and broken is not None and "removed" in broken.reason
 
 
-async def test_without_the_store_records_are_spooled_durably_then_replayed_in_order(tmp_path: Path) -> None:
+async def test_without_the_store_records_stay_journaled_and_reach_it_at_the_next_start(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    broken_store = Database(f"sqlite+aiosqlite:///{tmp_path}/missing-dir/nope.db")  # cannot be opened
+    down = AuditLog(broken_store, journal)
+    durables = [down.record("default", _record(n)) for n in range(1, 4)]
+    with pytest.raises(SQLAlchemyError):
+        await down.flush()  # journaled and durable although the store is unreachable
+    for durable in durables:
+        await durable.wait()
+    assert sum(len(f.read_text().splitlines()) for f in journal.iterdir()) == 3
+    await broken_store.close()
+
     good = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")
     await good.migrate()
-    spool = tmp_path / "spool.jsonl"
-    broken_store = Database(f"sqlite+aiosqlite:///{tmp_path}/missing-dir/nope.db")  # cannot be opened
-    down = AuditLog(broken_store, spool)
-    await _write(down, "default", range(1, 4))  # durable although the store is unreachable
-    assert down.spooled == 3 and len(spool.read_text().splitlines()) == 3
-    await broken_store.close()
-    up = AuditLog(good, spool)
-    await _write(up, "default", range(4, 6))  # the spool goes first, then the new records
-    assert not spool.exists()
+    up = AuditLog(good, journal)
+    await up.recover()  # what `run` does first: the old journal, in order
+    await _write(up, "default", range(4, 6))
+    assert list(journal.iterdir()) == []
     async with good.session(SYSTEM) as session:
         ids = (await session.scalars(text("SELECT id FROM audit_records ORDER BY seq"))).all()
     assert ids == [f"r{n:04d}" for n in range(1, 6)]
     assert await verify_chain(good, "default") == (5, None)
+    # A journal replayed twice (a crash right after writing the store) adds nothing twice.
+    again = AuditLog(good, tmp_path / "again")
+    await _write(again, "default", range(6, 7))
+    (tmp_path / "again").mkdir(exist_ok=True)
+    (tmp_path / "again" / "audit-journal-00000000000000000001-000001.jsonl").write_bytes(
+        orjson.dumps({"tenant_id": "default", **dataclasses.asdict(_record(6))}) + b"\n"
+    )
+    await AuditLog(good, tmp_path / "again").recover()
+    assert await verify_chain(good, "default") == (6, None)
     await good.close()
 
 
@@ -109,7 +127,7 @@ def test_bastion_audit_verify_reports_the_first_broken_record(tmp_path: Path) ->
     async def seed() -> None:
         db = Database(url)
         await db.migrate()
-        await _write(AuditLog(db, tmp_path / "spool.jsonl"), "default", range(1, 9))
+        await _write(AuditLog(db, tmp_path / "journal"), "default", range(1, 9))
         await db.close()
 
     anyio.run(seed)

@@ -3,6 +3,7 @@ upstream call to the export, and no acknowledged call lost when Bastion is kille
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
@@ -61,7 +62,13 @@ async def test_one_correlation_id_runs_from_the_request_through_the_upstream_cal
     assert answered.status_code == 200 and "result" in answered.json(), answered.text
     assert answered.headers["x-request-id"] == trace_id  # the client's trace id is the correlation id
 
-    records = gw.ok("GET", f"/api/audit/records?correlation_id={trace_id}")
+    records: list[dict[str, Any]] = []
+
+    async def stored() -> bool:  # journaled before the answer; in the store within a fraction of a second
+        records[:] = gw.ok("GET", f"/api/audit/records?correlation_id={trace_id}")
+        return len(records) == 2
+
+    await eventually(stored)
     by_kind = {record["kind"]: record for record in records}
     assert set(by_kind) == {"mcp.request", "upstream.call"}, records
     inbound, upstream = by_kind["mcp.request"], by_kind["upstream.call"]
@@ -75,7 +82,7 @@ async def test_one_correlation_id_runs_from_the_request_through_the_upstream_cal
     assert "error" in refused.json()
     lines: list[dict[str, Any]] = []
 
-    async def exported() -> bool:  # a refused call is not held for its record: it lands with the next batch
+    async def exported() -> bool:
         answer = gw.http.get(
             f"/api/audit/export?correlation_id={trace_id}", headers={"authorization": f"Bearer {gw.admin_token}"}
         )
@@ -140,16 +147,23 @@ async def test_killed_under_load_every_acknowledged_call_has_its_record(tmp_path
         await replica.process.wait()
         await replica.http.aclose()
 
-        again = await start_replica("restarted", env, tmp_path)  # replays the spool, if anything was spooled
-        try:
+        again = await start_replica("restarted", env, tmp_path)  # writes the killed process's journal first
+        missing: list[str] = []
+
+        async def all_there() -> bool:  # the journal is written to the store as the restart begins
             exported = await again.http.get(
                 "/api/audit/export?kind=mcp.request&decision=allow",
                 headers={"authorization": f"Bearer {again.admin_token}"},
             )
+            audited = {orjson.loads(line)["correlation_id"] for line in exported.text.splitlines()}
+            missing[:] = [c for c in acknowledged if c not in audited]
+            return not missing
+
+        try:
+            with contextlib.suppress(TimeoutError):
+                await eventually(all_there)
         finally:
             await again.stop()
-    audited = {orjson.loads(line)["correlation_id"] for line in exported.text.splitlines()}
-    missing = [c for c in acknowledged if c not in audited]
     assert len(acknowledged) >= 150 and not missing, f"{len(missing)} acknowledged calls without a record"
     db = Database(database)
     try:

@@ -57,6 +57,8 @@ ROUTES: dict[str, tuple[str, str, Any]] = {
     "clients.delete": ("DELETE", "/api/oauth/clients/nope", None),
     "audit.logins": ("GET", "/api/audit/logins", None),
     "audit.token_uses": ("GET", "/api/audit/token-uses", None),
+    "audit.records": ("GET", "/api/audit/records", None),
+    "audit.export": ("GET", "/api/audit/export", None),
     "tenants.create": ("POST", "/api/tenants", {}),
     "tenants.list": ("GET", "/api/tenants", None),
 }
@@ -98,6 +100,8 @@ CONTROL_ALLOWED: dict[str, set[str]] = {
     "clients.delete": {P, T},
     "audit.logins": {P, T, A},
     "audit.token_uses": {P, T, A},
+    "audit.records": {P, T, A},
+    "audit.export": {P, T, A},
     "tenants.create": {P},
     "tenants.list": {P},
 }

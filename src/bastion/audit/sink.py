@@ -23,7 +23,7 @@ class Durability(Protocol):
 
 
 class AuditSink(Protocol):
-    def record(self, tenant_id: str, record: AuditRecord) -> Durability: ...
+    def record(self, tenant_id: str, record: AuditRecord, *, urgent: bool = True) -> Durability: ...
 
 
 def correlation_id() -> str:

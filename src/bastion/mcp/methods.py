@@ -164,7 +164,10 @@ class Methods:
             status=status[:32],
             latency_us=int((time.perf_counter() - started) * 1_000_000),
         )
-        return self._audit_sink.record(call.server.placement.tenant_id, record)
+        # Only a forwarded call's own record is waited for; the rest (its upstream call, which is
+        # queued before it, lists, refusals) go with that batch, or with the next one.
+        urgent = kind == "mcp.request" and failure is None and method in _FORWARDED
+        return self._audit_sink.record(call.server.placement.tenant_id, record, urgent=urgent)
 
     @staticmethod
     def server_info(server: ServerView) -> dict[str, Any]:
