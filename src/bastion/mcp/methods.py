@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -20,21 +19,19 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from pydantic import BaseModel, ValidationError
 
 from bastion import __version__
-from bastion.audit.chain import AuditRecord, digest_arguments
-from bastion.audit.sink import AuditSink, Durability, correlation_id, now_us
+from bastion.audit.sink import AuditSink, Durability
 from bastion.catalog.snapshot import OriginSpec, Route, ServerView, Snapshot
 from bastion.errors import (
-    BastionError,
     Forbidden,
     InvalidParams,
     MethodNotFound,
-    Unauthenticated,
     UpstreamProtocolError,
     UpstreamRefused,
     UpstreamRejected,
     UpstreamUnauthorized,
 )
 from bastion.identity.principal import Principal
+from bastion.mcp.auditing import FORWARDED, call_record
 from bastion.mcp.upstream import OriginPool, ProgressSink
 from bastion.mcp.upstream.base import OnBehalf, OriginClient
 from bastion.oauth.downstream_exchange import TokenExchanger
@@ -54,9 +51,6 @@ SERVER_CAPABILITIES: dict[str, Any] = {
     "logging": {},
 }
 
-
-# Methods that reach an origin: answered only once their audit record is durable.
-_FORWARDED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
 
 Asker = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_INPUT_ROUNDS = 10  # an origin that never stops asking must not hold a call forever
@@ -118,7 +112,7 @@ class Methods:
             self._audit(call, "mcp.request", method, params, started, exc)
             raise
         durable = self._audit(call, "mcp.request", method, params, started, None)
-        if durable is not None and method in _FORWARDED:
+        if durable is not None and method in FORWARDED:
             # Answered only once its record is durable: a call the client saw succeed is in the trail.
             await durable.wait()
         if call.modern and "resultType" not in result:
@@ -137,36 +131,10 @@ class Methods:
     ) -> Durability | None:
         if self._audit_sink is None:
             return None
-        principal = call.principal
-        target = params.get("name") if method in ("tools/call", "prompts/get") else params.get("uri")
-        arguments = params.get("arguments")
-        if failure is None:
-            decision, status, reason = "allow", "ok", ""
-        elif isinstance(failure, BastionError):
-            denied = isinstance(failure, Forbidden | Unauthenticated)
-            decision, status, reason = ("deny" if denied else "error"), str(failure.jsonrpc_code), failure.message
-        else:  # cancelled, or a defect: named by its type only
-            decision, status, reason = "error", type(failure).__name__, ""
-        record = AuditRecord(
-            id=uuid.uuid4().hex,
-            at_us=now_us(),
-            correlation_id=correlation_id(),
-            kind=kind,
-            principal=principal.user_id,
-            client=client_key(principal.client_id, principal.token_id),
-            server=call.server.slug,
-            origin=origin,
-            method=method,
-            target=str(target)[:512] if isinstance(target, str) else "",
-            args_digest=digest_arguments(arguments) if arguments is not None else "",
-            decision=decision,
-            reason=reason[:500],
-            status=status[:32],
-            latency_us=int((time.perf_counter() - started) * 1_000_000),
-        )
+        record = call_record(call.principal, call.server.slug, kind, method, params, started, failure, origin)
         # Only a forwarded call's own record is waited for; the rest (its upstream call, which is
         # queued before it, lists, refusals) go with that batch, or with the next one.
-        urgent = kind == "mcp.request" and failure is None and method in _FORWARDED
+        urgent = kind == "mcp.request" and failure is None and method in FORWARDED
         return self._audit_sink.record(call.server.placement.tenant_id, record, urgent=urgent)
 
     @staticmethod
