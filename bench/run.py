@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from bench import audit
 from bench.replicas import NAME, Pair, epoch_check_cost, measure_propagation, replica_pair
 from bench.report import Phase, summarize, table
 from bench.rss import RssSampler
@@ -192,6 +193,8 @@ def main() -> int:
         print(verdict.line())
     epoch_cost = epoch_check_cost(phases, LEVELS) if propagation is not None else None
     _print_replicas(epoch_cost, propagation)
+    audit_cost = audit.measure()  # after the stack stopped: nothing else runs
+    audit.report(audit_cost)
     errors = sum(p.errors for p in phases)
     untrustworthy = errors > 0 or any(p.ok == 0 for p in phases)
     for p in phases:
@@ -208,6 +211,7 @@ def main() -> int:
         "errors": errors,
         "epoch_check_cost": epoch_cost,
         "propagation": propagation,
+        "audit": audit_cost,
         "noisy_phases": noisy,
         "wall_seconds": time.monotonic() - started,
     }  # fmt: skip

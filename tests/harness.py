@@ -206,6 +206,15 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
         thread.join(timeout=20)
 
 
+@contextmanager
+def inventory_gateway(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
+    """A running Bastion publishing the demo inventory origin (over HTTP) as virtual server `demo`."""
+    with origin_process() as inventory, run_bastion(tmp_path, **overrides) as bastion:
+        bastion.add_origin("inventory", url=inventory)
+        bastion.publish_server("demo", {"origin": "inventory"})
+        yield bastion
+
+
 def postgres_url() -> str | None:
     """The PostgreSQL test database, or None (skip) when not reachable and not under CI."""
     url = os.environ.get("BASTION_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")

@@ -9,11 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from bastion import __version__
 from bastion.admin.api import router as admin_router
+from bastion.admin.deps import MetricsRead
 from bastion.config import Settings
 from bastion.errors import Unavailable
 from bastion.http.asgi import Receive, Scope, Send
@@ -21,7 +22,9 @@ from bastion.http.errors import install_error_handlers
 from bastion.http.middleware import build_stack
 from bastion.identity.token_rules import RECORDER_SCOPE_KEY, TokenGate
 from bastion.mcp.transport import McpEndpoint
+from bastion.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bastion.services import Services
+from bastion.store.models import DEFAULT_TENANT
 from bastion.store.tenancy import SYSTEM
 from bastion.web import router as identity_router
 
@@ -119,8 +122,18 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
             {"status": "ready" if loaded else "starting", "epoch": epoch}, status_code=200 if loaded else 503
         )
 
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics(_actor: MetricsRead) -> Response:
+        return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     app = build_stack(
-        _Planes(services.endpoint, api, services.token_gate), tls=settings.tls, body_limit=settings.max_body_bytes
+        _Planes(services.endpoint, api, services.token_gate),
+        tls=settings.tls,
+        body_limit=settings.max_body_bytes,
+        metrics=services.metrics,
+        tracing=services.tracing,
+        audit=services.audit,
+        fallback_tenant=DEFAULT_TENANT,
     )
     app.services = services  # tests and the CLI reach the same objects
     return app

@@ -34,6 +34,10 @@ CsvList = Annotated[list[str], NoDecode]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
+# Secrets, as `bastion support bundle` shows them (bastion.support.settings_view): a SecretStr field or a
+# field marked json_schema_extra={"secret": True} as "<redacted>"; in a field marked {"secret": "url"},
+# the password of each URL it holds.
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BASTION_", extra="ignore", frozen=True)
@@ -44,12 +48,15 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="PEM certificate; enables TLS with ssl_keyfile.")
     ssl_keyfile: Path | None = Field(None, description="PEM private key for ssl_certfile.")
     public_url: str | None = Field(
-        None, description="Externally visible base URL (for printed client configs); derived if unset."
+        None,
+        json_schema_extra={"secret": "url"},
+        description="Externally visible base URL (for printed client configs); derived if unset.",
     )
 
     # --- storage --------------------------------------------------------------
     database_url: str = Field(
         "sqlite+aiosqlite:///./var/bastion.db",
+        json_schema_extra={"secret": "url"},
         description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
     )
     epoch_poll_seconds: float = Field(
@@ -59,6 +66,7 @@ class Settings(BaseSettings):
     # --- replicas -------------------------------------------------------------
     redis_url: str | None = Field(
         None,
+        json_schema_extra={"secret": "url"},
         description="Redis for change events and the shared change epoch (redis://host:6379/0): every request "
         "is checked against it, so a change committed on any replica binds the next request on all. "
         "Unset: one process, in-process events.",
@@ -76,7 +84,10 @@ class Settings(BaseSettings):
     # --- bootstrap ------------------------------------------------------------
     admin_user: str = Field("admin", min_length=1, max_length=64, description="First admin's user name.")
     admin_password: str | None = Field(
-        None, repr=False, description="First admin's password; generated and printed once when unset."
+        None,
+        repr=False,
+        json_schema_extra={"secret": True},
+        description="First admin's password; generated and printed once when unset.",
     )
 
     # --- transport hardening ----------------------------------------------------
@@ -111,6 +122,7 @@ class Settings(BaseSettings):
     )
     vault_addr: str | None = Field(
         None,
+        json_schema_extra={"secret": "url"},
         description="HashiCorp Vault's address: its transit engine then holds the current master key "
         "(the `vault` extra, hvac); keys from BASTION_MASTER_KEY(_FILE) still open older secrets.",
     )
@@ -122,6 +134,19 @@ class Settings(BaseSettings):
         description="Where audit records are journaled (fdatasync'ed) before the store has them; files "
         "left by a crash or a store outage are written to the store at the next start. Default: "
         "audit-journal/ beside a SQLite database, else ./var/audit-journal/.",
+    )
+    audit_checkpoint_every: int = Field(
+        1000, ge=1, description="A signed checkpoint of a tenant's audit chain every this many records."
+    )
+    audit_checkpoint_seconds: float = Field(
+        60.0, gt=0, description="A signed checkpoint after this many seconds when records came since the last one."
+    )
+    audit_store_first: Literal["unless-read-only", "destructive", "never"] = Field(
+        "unless-read-only",
+        description="Which tool calls reach their origin only once a record of the call is in the store (a "
+        "store outage then refuses them): every tool not annotated readOnlyHint, only destructive ones, or "
+        "none. The rest are answered once their record is in the local journal, and reach the store on "
+        "recovery.",
     )
     cors_origins: CsvList = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
     trusted_proxies: CsvList = Field(
@@ -174,6 +199,7 @@ class Settings(BaseSettings):
     )
     enterprise_idps: dict[str, str] = Field(
         default_factory=dict,
+        json_schema_extra={"secret": "url"},
         description="Enterprise-Managed Authorization: trusted IdP issuer → its JWKS URL, as JSON "
         '(e.g. {"https://acme.okta.com": "https://acme.okta.com/oauth2/v1/keys"}); their ID-JAG '
         "assertions are exchanged for hub tokens at the token endpoint.",
@@ -205,6 +231,25 @@ class Settings(BaseSettings):
         False, description="Refuse to start (instead of warning) when the posture check finds problems."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log threshold.")
+    log_file: Path | None = Field(
+        None,
+        description="Also write the JSON log lines to this file (rotated at 10 MB, three kept); "
+        "`bastion support bundle` collects its last lines. Unset: stderr only.",
+    )
+
+    # --- observability: metrics and traces ------------------------------------------------
+    otel_exporter: Literal["none", "otlp", "console"] = Field(
+        "none",
+        description="OpenTelemetry traces of each request, its dispatch and its upstream calls: `otlp` "
+        "(OTLP/HTTP, the `otel` extra), `console` (stdout), or `none` (off).",
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        json_schema_extra={"secret": "url"},
+        description="The OTLP/HTTP traces URL (e.g. http://127.0.0.1:4318/v1/traces); unset: the exporter's "
+        "own OTEL_EXPORTER_OTLP_* variables decide.",
+    )
+    otel_service_name: str = Field("bastion", max_length=128, description="service.name of Bastion's spans.")
 
     # --- federation: sign-in through external OpenID Connect providers -------------------
     oidc_providers: OidcProviders = Field(

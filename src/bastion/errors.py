@@ -53,6 +53,7 @@ import mcp_types as mt
 __all__ = [
     "AccessDenied",
     "AccountLocked",
+    "AuditUnavailable",
     "BadRequest",
     "BastionError",
     "Conflict",
@@ -100,6 +101,18 @@ class BastionError(Exception):
         super().__init__(message)
         self.message = message
         self.data = data
+
+    @property
+    def label(self) -> str:
+        """The class name in snake_case (NotFound → not_found): the error's `code` in API bodies,
+        its label in metrics and traces."""
+        name = type(self).__name__
+        return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+    @property
+    def is_denial(self) -> bool:
+        """A refusal by rule (who may do what, how often), as opposed to a failure."""
+        return isinstance(self, Unauthenticated | Forbidden | TooManyRequests)
 
 
 class BadRequest(BastionError):
@@ -267,6 +280,11 @@ class Unavailable(BastionError):
         super().__init__(message)
         self.retry_after = retry_after
 
+
+
+class AuditUnavailable(Unavailable):
+    """A call that may only reach its origin once its audit record is in the store, and the store
+    did not take the record: the call is refused, not forwarded."""
 
 class UpstreamError(BastionError):
     http_status = 502

@@ -11,9 +11,11 @@ import structlog
 from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
 
+from bastion import __version__
 from bastion.admin.control import Control
 from bastion.admin.governance import Governance
 from bastion.admin.users import Users
+from bastion.audit.checkpoints import CheckpointPolicy
 from bastion.bus import create_bus
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import Snapshot
@@ -33,7 +35,10 @@ from bastion.net.egress import EgressPolicy
 from bastion.oauth.downstream_exchange import TokenExchanger
 from bastion.oauth.downstream_grants import DownstreamGrants
 from bastion.oauth.origin_tokens import OriginTokens
+from bastion.observability.metrics import Gauge, Metrics
+from bastion.observability.tracing import Tracing
 from bastion.store.db import Database
+from bastion.store.models import DEFAULT_TENANT
 from bastion.store.repos.audit import AuditLog
 from bastion.store.repos.downstream import SqlGrantStore
 from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
@@ -151,21 +156,63 @@ class Services:
         self.client_ip = ClientIp(settings.trusted_proxies)
         self.token_uses = TokenUseWriter(self.db)
         # The audit trail: hash-chained per tenant, written in batches; forwarded calls wait for theirs.
-        self.audit = AuditLog(self.db, settings.audit_journal_path())
+        # Checkpoints of the chains are signed with the live key ring's active key.
+        self.audit = AuditLog(
+            self.db,
+            settings.audit_journal_path(),
+            signer=lambda: self.auth.keyring,
+            checkpoints=CheckpointPolicy(settings.audit_checkpoint_every, settings.audit_checkpoint_seconds),
+        )
+        # Metrics always (in memory, read at /metrics); traces only with an exporter configured.
+        self.metrics = Metrics()
+        self.metrics.gauges(self._gauges)
+        self.tracing = Tracing(
+            settings.otel_exporter,
+            endpoint=settings.otel_endpoint,
+            service=settings.otel_service_name,
+            version=__version__,
+        )
         self.token_gate = TokenGate(quota=_token_quota(settings), log=self.token_uses, client_address=self.client_ip)
         self.endpoint = McpEndpoint(
             holder=self.holder,
             sessions=self.sessions,
-            methods=Methods(self.pool, self.grants, self.exchanger, self.audit),
+            methods=Methods(
+                self.pool,
+                self.grants,
+                self.exchanger,
+                self.audit,
+                self.metrics,
+                self.tracing,
+                store_first=settings.audit_store_first,
+            ),
             origins=OriginPolicy(settings.allowed_origins),
             bearer=BearerResolver(self.auth.store.access_principal),
             base_url=settings.base_url(),
             max_body_bytes=settings.max_body_bytes,
             max_json_depth=settings.max_json_depth,
             gate=self.token_gate,
+            audit=self.audit,
+            fallback_tenant=DEFAULT_TENANT,
+            metrics=self.metrics,
         )
         self._tasks: TaskGroup | None = None
         self._refreshing: set[str] = set()
+
+    def _gauges(self) -> list[Gauge]:
+        queued, unstored = self.audit.backlog()
+        checked_out = getattr(self.db.engine.pool, "checkedout", None)  # not every pool class counts
+        return [
+            ("bastion_mcp_sessions", "MCP sessions open on this replica", self.sessions.count()),
+            ("bastion_origin_clients", "Origins with a live client (HTTP pool or stdio process)", self.pool.count()),
+            ("bastion_audit_queued_records", "Audit records waiting for the journal", queued),
+            ("bastion_audit_unstored_records", "Audit records journaled but not yet in the store", unstored),
+            (
+                "bastion_db_connections_in_use",
+                "Database connections checked out of the pool",
+                checked_out() if callable(checked_out) else 0,
+            ),
+            ("bastion_snapshot_epoch", "The store epoch this replica's snapshot reflects", self.holder.current.epoch),
+        ]
 
     async def _load_snapshot(self) -> Snapshot:
         try:
@@ -212,6 +259,7 @@ class Services:
                     await self.audit.aclose()
                 tasks.cancel_scope.cancel()
         await self.token_gate.aclose()
+        self.tracing.shutdown()  # exports the spans still batched
         await self.bus.aclose()
         await self.db.close()
 

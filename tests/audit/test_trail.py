@@ -19,7 +19,7 @@ import pytest
 from bastion.audit.chain import digest_arguments
 from bastion.store.db import Database
 from bastion.store.repos.audit import verify_chain
-from tests.harness import Bastion, eventually, origin_process, run_bastion
+from tests.harness import Bastion, eventually, inventory_gateway, origin_process
 from tests.oauth.flows import own_database
 from tests.replicas.cluster import TOOL, mcp_call, replica_environment, start_replica
 
@@ -30,9 +30,7 @@ MODERN = "2026-07-28"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
-    with origin_process() as inventory, run_bastion(tmp_path_factory.mktemp("trail")) as bastion:
-        bastion.add_origin("inventory", url=inventory)
-        bastion.publish_server("demo", {"origin": "inventory"})
+    with inventory_gateway(tmp_path_factory.mktemp("trail")) as bastion:
         yield bastion
 
 

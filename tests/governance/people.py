@@ -40,13 +40,16 @@ def as_person(bastion: Bastion, person: Person, method: str, path: str, **kwargs
     return bastion.http.request(method, path, headers=headers, **kwargs)
 
 
-def mcp(bastion: Bastion, slug: str, token: str, method: str, **params: Any) -> httpx.Response:
+def mcp(
+    bastion: Bastion, slug: str, token: str, method: str, *, extra_headers: dict[str, str] | None = None, **params: Any
+) -> httpx.Response:
     """One stateless 2026-07-28 MCP request."""
     headers = {
         "authorization": f"Bearer {token}",
         "accept": "application/json, text/event-stream",
         "mcp-protocol-version": MODERN,
         "mcp-method": method,
+        **(extra_headers or {}),
     }
     if method in _NAME_PARAM:
         headers["mcp-name"] = str(params[_NAME_PARAM[method]])

@@ -16,16 +16,19 @@ from fastapi import Depends, Request
 
 from bastion.admin.actor import Actor
 from bastion.admin.control import Control
+from bastion.audit.sink import note
 from bastion.catalog.holder import SnapshotHolder
 from bastion.errors import Forbidden, NotFound
 from bastion.identity.bearer import authenticate_bearer
 from bastion.identity.token_rules import RECORDER_SCOPE_KEY, TokenGate, UseRecorder
+from bastion.oauth.downstream_grants import client_key
 
 __all__ = [
     "AuditRead",
     "ClientsManage",
     "ConnectorsApprove",
     "ControlDep",
+    "MetricsRead",
     "OriginsManage",
     "OriginsRead",
     "RolesManage",
@@ -53,6 +56,13 @@ def _requiring(action: str) -> Callable[[Request], Awaitable[Actor]]:
         holder: SnapshotHolder = request.app.state.holder
         snapshot = await holder.checked()
         principal = authenticate_bearer(snapshot.tokens, request.headers.get("authorization"))
+        known = snapshot.members.get(principal.user_id)
+        note(
+            request.scope,
+            principal=principal.user_id,
+            client=client_key(principal.client_id, principal.token_id),
+            tenant=known.tenant_id if known is not None else None,
+        )
         # The token's own rules (source networks, validity start) before anything else; the use is
         # recorded, allowed or refused, by the UseRecorder app.py put in the scope.
         gate: TokenGate | None = getattr(request.app.state, "token_gate", None)
@@ -80,6 +90,7 @@ def _requiring(action: str) -> Callable[[Request], Awaitable[Actor]]:
             tenant_id = snapshot.tenants[wanted]
         if gate is not None and principal.client_id is None:
             await gate.count(principal, recorder)  # the quota, once the use is otherwise allowed
+        note(request.scope, tenant=tenant_id)
         return Actor(
             username=principal.username,
             user_id=principal.user_id,
@@ -105,4 +116,5 @@ TokensCreate = Annotated[Actor, Depends(_requiring("tokens:create"))]
 ClientsManage = Annotated[Actor, Depends(_requiring("clients:manage"))]
 AuditRead = Annotated[Actor, Depends(_requiring("audit:read"))]
 TenantsManage = Annotated[Actor, Depends(_requiring("tenants:manage"))]
+MetricsRead = Annotated[Actor, Depends(_requiring("metrics:read"))]
 ControlDep = Annotated[Control, Depends(_control)]

@@ -16,7 +16,13 @@ from bastion.admin.actor import Actor
 from bastion.admin.schemas import Slug, StrictIn
 from bastion.bus import Bus, ChangeEvent
 from bastion.errors import BadRequest, Conflict
-from bastion.governance.permissions import BUILTIN_ROLES, CONTROL_ACTIONS, DATA_ACTIONS, parse_permission
+from bastion.governance.permissions import (
+    BUILTIN_ROLES,
+    CONTROL_ACTIONS,
+    DATA_ACTIONS,
+    PLATFORM_ACTIONS,
+    parse_permission,
+)
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import ApiTokenUse, LoginEvent, Role, Tenant, User
 from bastion.store.repos import teams
@@ -173,8 +179,8 @@ class Governance:
             raise Conflict(f"{data.name!r} is a built-in role")
         for text in data.permissions:
             action, _ = parse_permission(text)
-            if action == "tenants:manage":
-                raise BadRequest("tenants:manage belongs to platform administrators: a custom role cannot grant it")
+            if action in PLATFORM_ACTIONS:
+                raise BadRequest(f"{action} belongs to platform administrators: a custom role cannot grant it")
         async with self._db.session(actor.scope) as session:
             role = await add_unique(
                 session,

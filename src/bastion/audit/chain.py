@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -47,8 +47,16 @@ class AuditRecord:
     latency_us: int = 0
     detail: Mapping[str, Any] = field(default_factory=dict)  # small, secret-free extras
 
+    def fields(self) -> dict[str, Any]:
+        """The record as a dict, shallow: `dataclasses.asdict` deep-copies every value, which
+        cost about 100 µs a record, several times per call (measured in `make bench`)."""
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
     def canonical(self) -> bytes:
-        return orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(self.fields(), option=orjson.OPT_SORT_KEYS)
+
+
+_FIELD_NAMES = tuple(AuditRecord.__dataclass_fields__)
 
 
 def chain_hash(prev_hash: str, record: AuditRecord | bytes) -> str:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Protocol
+from collections.abc import MutableMapping
+from typing import Any, Protocol
 
 import structlog
 
 from bastion.audit.chain import AuditRecord
 
-__all__ = ["AuditSink", "Durability", "correlation_id", "now_us"]
+__all__ = ["AuditSink", "Durability", "correlation_id", "note", "noted", "now_us"]
 
 
 class Durability(Protocol):
@@ -24,6 +25,10 @@ class Durability(Protocol):
 
 class AuditSink(Protocol):
     def record(self, tenant_id: str, record: AuditRecord, *, urgent: bool = True) -> Durability: ...
+
+    async def commit(self, tenant_id: str, record: AuditRecord) -> None:
+        """Append `record` to its chain in the store before returning; AuditUnavailable otherwise."""
+        ...
 
 
 def correlation_id() -> str:
@@ -34,3 +39,15 @@ def correlation_id() -> str:
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def note(scope: MutableMapping[str, Any], **fields: str | None) -> None:
+    """Tell the request's audit record what a route learned: `principal` (user id), `client`,
+    `tenant`, `target`, `reason`. Kept in the ASGI scope's state, which every layer shares."""
+    noted_fields = scope.setdefault("state", {}).setdefault("audit", {})
+    noted_fields.update({name: value for name, value in fields.items() if value})
+
+
+def noted(scope: MutableMapping[str, Any]) -> dict[str, str]:
+    found = scope.get("state", {}).get("audit")
+    return found if isinstance(found, dict) else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bastion.cli import audit, origins, serve, servers, signing_keys, tokens, vault_keys
+from bastion.cli import audit, origins, serve, servers, signing_keys, support, tokens, vault_keys
 
 __all__ = ["app", "main"]
 
@@ -22,6 +22,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(signing_keys.app, name="signing-keys")
 app.add_typer(vault_keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(support.app, name="support")
 
 
 def main() -> None:

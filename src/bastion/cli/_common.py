@@ -36,7 +36,7 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
     from bastion.vault.envelope import VaultError
 
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_file)
 
     async def main() -> T:
         services = Services(settings)

@@ -76,7 +76,7 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
     from bastion.bootstrap import demo_banner, ensure_admin, ensure_demo
     from bastion.services import Services
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_file)
     findings = posture_findings(settings)
     for finding in findings:
         typer.secho(f"security posture: {finding}", fg=typer.colors.YELLOW, err=True)

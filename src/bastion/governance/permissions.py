@@ -25,6 +25,7 @@ __all__ = [
     "BUILTIN_ROLES",
     "CONTROL_ACTIONS",
     "DATA_ACTIONS",
+    "PLATFORM_ACTIONS",
     "PLATFORM_ADMIN",
     "Grants",
     "parse_permission",
@@ -47,6 +48,7 @@ CONTROL_ACTIONS: Mapping[str, str] = {
     "clients:manage": "create, see and delete OAuth service clients",
     "audit:read": "read the audit trail: login events and API token use",
     "tenants:manage": "create and list tenants (platform administrators only)",
+    "metrics:read": "read the Prometheus metrics at /metrics: counts over every tenant (platform administrators only)",
 }
 # Data plane: per item, on a virtual server, an origin or one item.
 DATA_ACTIONS: Mapping[str, str] = {
@@ -58,7 +60,9 @@ _ITEM_KINDS = {"tool": "tools:call", "resource": "resources:read", "prompt": "pr
 
 PLATFORM_ADMIN = "platform-admin"
 _DATA_ALL = tuple(DATA_ACTIONS)
-_CONTROL_TENANT = tuple(a for a in CONTROL_ACTIONS if a != "tenants:manage")
+# What spans every tenant: only platform-admin holds it, and no custom role may grant it.
+PLATFORM_ACTIONS = frozenset({"tenants:manage", "metrics:read"})
+_CONTROL_TENANT = tuple(a for a in CONTROL_ACTIONS if a not in PLATFORM_ACTIONS)
 
 BUILTIN_ROLES: Mapping[str, tuple[str, ...]] = {
     PLATFORM_ADMIN: (*CONTROL_ACTIONS, *_DATA_ALL),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["Receive", "Scope", "Send", "header", "read_body", "send_bytes"]
+__all__ = ["Receive", "Scope", "Send", "header", "read_body", "route_template", "send_bytes"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,3 +55,13 @@ async def send_bytes(
     raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(headers or ())]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def route_template(scope: Scope) -> str:
+    """The request path with each path parameter's value put back as `{name}` (`/api/origins/{origin_id}`):
+    what groups requests of one route, without the ids. The raw path before routing has matched."""
+    params = scope.get("path_params") or {}
+    if not params:
+        return str(scope["path"])
+    names = {str(value): name for name, value in params.items()}
+    return "/".join(f"{{{names[part]}}}" if part in names else part for part in str(scope["path"]).split("/"))

@@ -10,30 +10,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from bastion.audit.sink import note
 from bastion.errors import AccountLocked, BastionError, TooManyRequests, Unauthenticated, Unavailable
 
 __all__ = ["install_error_handlers"]
 
 
-def _code(error: BastionError) -> str:
-    # CamelCase class name → snake_case code: NotFound → not_found.
-    name = type(error).__name__
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
-
-
-async def _bastion_error(_request: Request, error: Exception) -> JSONResponse:
+async def _bastion_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, BastionError)
+    note(request.scope, reason=error.message)
     headers = {"www-authenticate": 'Bearer realm="bastion"'} if isinstance(error, Unauthenticated) else {}
     if isinstance(error, AccountLocked | TooManyRequests | Unavailable):
         headers["retry-after"] = str(error.retry_after)
     return JSONResponse(
-        {"error": {"code": _code(error), "message": error.message}}, status_code=error.http_status, headers=headers
+        {"error": {"code": error.label, "message": error.message}}, status_code=error.http_status, headers=headers
     )
 
 
-async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     fields = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in error.errors()]
+    note(request.scope, reason="invalid fields: " + ", ".join(sorted({f["field"] for f in fields})))
     return JSONResponse(
         {"error": {"code": "validation_failed", "message": "the request has invalid fields", "fields": fields}},
         status_code=422,
@@ -43,8 +40,9 @@ async def _validation_error(_request: Request, error: Exception) -> JSONResponse
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
 
 
-async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
+    note(request.scope, reason=str(error.detail))
     code = _HTTP_CODES.get(error.status_code, "http_error")
     return JSONResponse(
         {"error": {"code": code, "message": str(error.detail)}}, status_code=error.status_code, headers=error.headers

@@ -4,7 +4,9 @@ Order (outermost first), and why:
 1. RequestContext: correlation id first, so every later log line and every
    response (refusals included) carries it.
 2. SecurityHeaders: on every response, including errors from inner layers.
-3. BodyLimit: for the control plane (the MCP endpoint enforces its own limit
+3. RequestTrail: the audit record of each API and OAuth request, refusals by
+   the body limit included (the MCP endpoint records its own).
+4. BodyLimit: for the control plane (the MCP endpoint enforces its own limit
    while reading, so it can answer in JSON-RPC).
 """
 
@@ -16,8 +18,13 @@ import uuid
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Span, Status, StatusCode
 
-from bastion.http.asgi import Message, Receive, Scope, Send, header, send_bytes
+from bastion.audit.sink import AuditSink
+from bastion.http.asgi import Message, Receive, Scope, Send, header, route_template, send_bytes
+from bastion.http.request_audit import RequestTrail
+from bastion.observability.metrics import Metrics, plane_of
+from bastion.observability.tracing import Tracing
 
 __all__ = ["build_stack"]
 
@@ -32,6 +39,7 @@ _SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 ASGIApp = Any
 
@@ -51,16 +59,29 @@ def _correlation_id(scope: Scope) -> str:
 
 class RequestContext:
     """Accept a `traceparent` or a well-formed `X-Request-ID`, or mint an id; echo it as
-    `X-Request-ID`; bind it to every log line of the request; log one line per request."""
+    `X-Request-ID`; bind it to every log line of the request; log one line per request; count it
+    (metrics) and, with tracing on, wrap it in the server span its spans descend from."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None, tracing: Tracing | None = None) -> None:
         self.app = app
+        self._metrics = metrics
+        self._tracing = tracing if tracing is not None and tracing.enabled else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _correlation_id(scope)
+        if self._tracing is None:
+            await self._serve(scope, receive, send, _correlation_id(scope), None)
+            return
+        with self._tracing.inbound(scope, f"{scope['method']} {plane_of(scope['path'])}") as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            # The trace id is the correlation id, unless the client named the request itself.
+            offered = header(scope, b"x-request-id")
+            named = offered if offered and _REQUEST_ID.match(offered) and not header(scope, b"traceparent") else None
+            await self._serve(scope, receive, send, named or trace_id, span)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str, span: Span | None) -> None:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -76,14 +97,22 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            elapsed = time.perf_counter() - started
+            log.info("request", method=scope["method"], path=scope["path"], status=status, ms=round(elapsed * 1000, 2))
             structlog.contextvars.unbind_contextvars("request_id")
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            if self._metrics is not None:
+                self._metrics.http(plane_of(scope["path"]), method, status, elapsed)
+            if span is not None:
+                plane = plane_of(scope["path"])
+                span.update_name(f"{method} {'/servers/{slug}/mcp' if plane == 'mcp' else route_template(scope)}")
+                span.set_attribute("bastion.plane", plane)
+                span.set_attribute("http.request.method", method)
+                span.set_attribute("url.path", scope["path"])
+                span.set_attribute("http.response.status_code", status)
+                span.set_attribute("bastion.correlation_id", request_id)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
 
 
 _OVERRIDABLE = {b"content-security-policy", b"cache-control"}
@@ -160,7 +189,18 @@ async def _too_large(send: Send, limit: int) -> None:
     await send_bytes(send, 413, body)
 
 
-def build_stack(app: ASGIApp, *, tls: bool, body_limit: int) -> ASGIApp:
+def build_stack(
+    app: ASGIApp,
+    *,
+    tls: bool,
+    body_limit: int,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
+    audit: AuditSink | None = None,
+    fallback_tenant: str = "",
+) -> ASGIApp:
     app = BodyLimit(app, limit=body_limit, skip_prefix="/servers/")
+    if audit is not None:
+        app = RequestTrail(app, sink=audit, fallback_tenant=fallback_tenant)
     app = SecurityHeaders(app, tls=tls)
-    return RequestContext(app)
+    return RequestContext(app, metrics=metrics, tracing=tracing)

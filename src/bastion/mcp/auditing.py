@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from bastion.audit.chain import AuditRecord, digest_arguments
 from bastion.audit.sink import correlation_id, now_us
@@ -12,7 +13,12 @@ from bastion.errors import BastionError, Forbidden, Unauthenticated
 from bastion.identity.principal import Principal
 from bastion.oauth.downstream_grants import client_key
 
-__all__ = ["FORWARDED", "call_record"]
+__all__ = ["FORWARDED", "StoreFirst", "call_record", "refusal_record", "stored_first"]
+
+# Which tool calls reach their origin only once a record of the call is in the store (not only
+# in this replica's journal): `unless-read-only` (default) every tool not annotated readOnlyHint,
+# `destructive` those whose destructiveHint is not false (the spec's default), `never` none.
+StoreFirst = Literal["unless-read-only", "destructive", "never"]
 
 # Methods that reach an origin: answered only once their audit record is durable.
 FORWARDED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
@@ -55,3 +61,41 @@ def call_record(
         status=status[:32],
         latency_us=int((time.perf_counter() - started) * 1_000_000),
     )
+
+
+def refusal_record(
+    principal: Principal | None,
+    server: str,
+    method: str,
+    reason: str,
+    code: int,
+    *,
+    denied: bool,
+    started: float | None = None,
+) -> AuditRecord:
+    """A request refused before any method ran: bad token, unknown server, malformed body, headers
+    that contradict the body. `principal` is None when nobody could be identified."""
+    return AuditRecord(
+        id=uuid.uuid4().hex,
+        at_us=now_us(),
+        correlation_id=correlation_id(),
+        kind="mcp.request",
+        principal=principal.user_id if principal is not None else "",
+        client=client_key(principal.client_id, principal.token_id) if principal is not None else "",
+        server=server[:64],
+        method=method[:128],
+        decision="deny" if denied else "error",
+        reason=reason[:500],
+        status=str(code),
+        latency_us=0 if started is None else int((time.perf_counter() - started) * 1_000_000),
+    )
+
+
+def stored_first(policy: StoreFirst, definition: Mapping[str, Any]) -> bool:
+    """Whether a call of this tool waits for its record to be in the store before it is forwarded."""
+    if policy == "never":
+        return False
+    annotations = definition.get("annotations") or {}
+    if annotations.get("readOnlyHint") is True:
+        return False
+    return policy == "unless-read-only" or annotations.get("destructiveHint", True) is not False

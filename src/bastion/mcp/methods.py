@@ -31,11 +31,13 @@ from bastion.errors import (
     UpstreamUnauthorized,
 )
 from bastion.identity.principal import Principal
-from bastion.mcp.auditing import FORWARDED, call_record
+from bastion.mcp.auditing import FORWARDED, StoreFirst, call_record, stored_first
 from bastion.mcp.upstream import OriginPool, ProgressSink
 from bastion.mcp.upstream.base import OnBehalf, OriginClient
 from bastion.oauth.downstream_exchange import TokenExchanger
 from bastion.oauth.downstream_grants import DownstreamGrants, client_key
+from bastion.observability.metrics import Metrics
+from bastion.observability.tracing import Tracing
 
 __all__ = ["SERVER_CAPABILITIES", "Call", "Methods"]
 
@@ -82,9 +84,15 @@ class Methods:
         grants: DownstreamGrants | None = None,
         exchanger: TokenExchanger | None = None,
         audit: AuditSink | None = None,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        store_first: StoreFirst = "unless-read-only",
     ) -> None:
         self._pool = pool
+        self._store_first = store_first
         self._audit_sink = audit
+        self._metrics = metrics or Metrics()
+        self._tracing = tracing or Tracing()
         self._grants = grants  # people's tokens at per-user OAuth origins
         self._exchanger = exchanger  # people's tokens at origins that take a token exchange
         self._table: dict[str, Handler] = {
@@ -103,18 +111,28 @@ class Methods:
 
     async def dispatch(self, call: Call, method: str, params: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        try:
-            handler = self._table.get(method)
-            if handler is None:
-                raise MethodNotFound(f"method {method!r} is not offered by this server")
-            result = await handler(call, params)
-        except BaseException as exc:
-            self._audit(call, "mcp.request", method, params, started, exc)
-            raise
-        durable = self._audit(call, "mcp.request", method, params, started, None)
-        if durable is not None and method in FORWARDED:
-            # Answered only once its record is durable: a call the client saw succeed is in the trail.
-            await durable.wait()
+        name = params.get("name") if method in ("tools/call", "prompts/get") else None
+        with self._tracing.span(
+            f"mcp {method}", {"mcp.method.name": method, "bastion.server": call.server.slug, "bastion.item": name}
+        ) as span:
+            try:
+                handler = self._table.get(method)
+                if handler is None:
+                    raise MethodNotFound(f"method {method!r} is not offered by this server")
+                result = await handler(call, params)
+            except BaseException as exc:
+                self._audit(call, "mcp.request", method, params, started, exc)
+                self._metrics.mcp(method, exc, time.perf_counter() - started)
+                self._tracing.failed(span, exc)
+                raise
+            durable = self._audit(call, "mcp.request", method, params, started, None)
+            if durable is not None and method in FORWARDED:
+                # Answered only once its record is durable: a call the client saw succeed is in the trail.
+                waiting = time.perf_counter()
+                with self._tracing.span("audit record durable"):
+                    await durable.wait()
+                self._metrics.stage("audit", time.perf_counter() - waiting)
+            self._metrics.mcp(method, None, time.perf_counter() - started)
         if call.modern and "resultType" not in result:
             result["resultType"] = "complete"  # required on the 2026-07-28 wire
         return result
@@ -222,12 +240,30 @@ class Methods:
         client = self._pool.client(spec)
         on_behalf = await self._on_behalf(call, spec)
         started = time.perf_counter()
-        try:
-            result = await self._rounds(call, route, client, method, params, model, on_behalf, spec)
-        except BaseException as exc:
-            self._audit(call, "upstream.call", method, params, started, exc, origin=spec.name)
-            raise
+        sink = self._audit_sink
+        if sink is not None and method == "tools/call" and stored_first(self._store_first, route.definition):
+            # A side-effecting tool is called only once the store holds a record that it is being
+            # called: if this replica's disk is lost later, the trail still shows the call.
+            intent = call_record(
+                call.principal, call.server.slug, "upstream.intent", method, params, started, None, spec.name
+            )
+            await sink.commit(call.server.placement.tenant_id, dataclasses.replace(intent, status="pending"))
+        with self._tracing.span(
+            f"upstream {method}", {"mcp.method.name": method, "bastion.origin": spec.name}, kind="client"
+        ) as span:
+            try:
+                result = await self._rounds(call, route, client, method, params, model, on_behalf, spec)
+            except BaseException as exc:
+                self._audit(call, "upstream.call", method, params, started, exc, origin=spec.name)
+                elapsed = time.perf_counter() - started
+                self._metrics.upstream(spec.name, exc, elapsed)
+                self._metrics.stage("forward", elapsed)
+                self._tracing.failed(span, exc)
+                raise
         self._audit(call, "upstream.call", method, params, started, None, origin=spec.name)
+        elapsed = time.perf_counter() - started
+        self._metrics.upstream(spec.name, None, elapsed)
+        self._metrics.stage("forward", elapsed)
         return result
 
     async def _rounds(

@@ -166,6 +166,10 @@ class SessionStore:
         self._seal = SessionSeal(keys)
         await self.sync_ends()
 
+    def count(self) -> int:
+        """MCP sessions open on this replica."""
+        return len(self._sessions)
+
     async def follow_ends(self, interval: float) -> None:
         """Run forever: pick up the sessions other replicas ended."""
         while True:

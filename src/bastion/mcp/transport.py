@@ -28,6 +28,8 @@ from mcp.shared.inbound import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from pydantic import ValidationError
 
+from bastion.audit.chain import AuditRecord
+from bastion.audit.sink import AuditSink
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.catalog.views import view_for
@@ -51,12 +53,14 @@ from bastion.http.asgi import BodyTooLarge, Receive, Scope, Send, header, read_b
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import SCOPE_MCP, Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
+from bastion.mcp.auditing import refusal_record
 from bastion.mcp.jsonrpc import decode_body, error_message, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
 from bastion.mcp.scopes import check_scope
 from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, Session, SessionStore
 from bastion.mcp.streaming import serve_event_stream, serve_streaming
+from bastion.observability.metrics import Metrics
 
 __all__ = ["McpEndpoint"]
 
@@ -78,6 +82,9 @@ class McpEndpoint:
         max_body_bytes: int,
         max_json_depth: int,
         gate: TokenGate | None = None,
+        audit: AuditSink | None = None,
+        fallback_tenant: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
         self._bearer = bearer
         self._gate = gate  # API tokens' own rules and their use log (None: neither)
@@ -88,10 +95,15 @@ class McpEndpoint:
         self._origins = origins
         self._max_body = max_body_bytes
         self._max_depth = max_json_depth
+        self._audit = audit  # refusals before dispatch (dispatch records the rest)
+        self._fallback_tenant = fallback_tenant  # for a refusal nobody could be identified for
+        self._metrics = metrics or Metrics()
 
     async def __call__(self, slug: str, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         recorder: UseRecorder | None = None
+        snapshot: Snapshot | None = None
+        principal: Principal | None = None
         try:
             self._origins.check(header(scope, b"origin"))
             # Every decision below, refusals included, is made on a snapshot at least as new as
@@ -100,6 +112,8 @@ class McpEndpoint:
             principal = await self._bearer.authenticate(
                 snapshot.tokens, snapshot.epoch, header(scope, b"authorization")
             )
+            authenticated = time.perf_counter()
+            self._metrics.stage("authenticate", authenticated - started)
             gate = self._gate
             if gate is not None and principal.client_id is None and principal.rules is not None:
                 # An API token (OAuth tokens have no rules and are not logged here): its use is
@@ -122,6 +136,7 @@ class McpEndpoint:
             server = view_for(snapshot, member, principal.limit, server)
             if gate is not None and recorder is not None:
                 await gate.count(principal, recorder)  # the quota, once the use is otherwise allowed
+            self._metrics.stage("authorize", time.perf_counter() - authenticated)
             method = scope["method"]
             if method != "POST" and _is_modern(header(scope, b"mcp-protocol-version")):
                 # 2026-07-28 has no session stream and nothing to delete: POST only.
@@ -137,6 +152,7 @@ class McpEndpoint:
             else:
                 await send_bytes(send, 405, b"", headers=[(b"allow", b"GET, POST, DELETE")])
         except BastionError as error:
+            self._refused(slug, scope, snapshot, principal, error, started)
             # A token's own rule is no matter of scope: no OAuth challenge that would start a step-up.
             challenge = None if isinstance(error, TokenRefused) else self._challenge(slug, scope, error)
             await _refuse(send, error, challenge)
@@ -208,6 +224,11 @@ class McpEndpoint:
         request = _request(message)
         rejection = _modern_rejection(scope, message)
         if rejection is not None:
+            self._metrics.refused("mcp", BadRequest(rejection.message))
+            refusal = refusal_record(
+                call.principal, call.server.slug, request.method, rejection.message, rejection.code, denied=False
+            )
+            self._write(call.server.placement.tenant_id, refusal)
             error = {"code": rejection.code, "message": rejection.message, "data": rejection.data}
             body = orjson.dumps({"jsonrpc": "2.0", "id": request.id, "error": error})
             await send_bytes(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), body)
@@ -314,6 +335,36 @@ class McpEndpoint:
             return
         session = self._session(scope, server, principal)
         await serve_event_stream(session, receive, send)
+
+    def _refused(
+        self,
+        slug: str,
+        scope: Scope,
+        snapshot: Snapshot | None,
+        principal: Principal | None,
+        error: BastionError,
+        started: float,
+    ) -> None:
+        """Count and record a request refused before dispatch, in the tenant of whoever was
+        identified: the caller, else the server's owner, else the fallback tenant."""
+        self._metrics.refused("mcp", error)
+        tenant = self._fallback_tenant
+        if snapshot is not None:
+            member = snapshot.members.get(principal.user_id) if principal is not None else None
+            server = snapshot.servers.get(slug)
+            if member is not None:
+                tenant = member.tenant_id
+            elif server is not None:
+                tenant = server.placement.tenant_id
+        method = f"HTTP {scope['method']}"  # the body, and so the JSON-RPC method, may not have been read
+        record = refusal_record(
+            principal, slug, method, error.message, error.jsonrpc_code, denied=error.is_denial, started=started
+        )
+        self._write(tenant, record)
+
+    def _write(self, tenant_id: str, record: AuditRecord) -> None:
+        if self._audit is not None:
+            self._audit.record(tenant_id, record, urgent=False)  # nothing reached an origin
 
     def _challenge(self, slug: str, scope: Scope, error: BastionError) -> str | None:
         """RFC 6750 §3 / RFC 9728 §5.1: where the client learns how to get (more of) a token."""

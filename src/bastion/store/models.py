@@ -28,6 +28,7 @@ __all__ = [
     "ApiToken",
     "ApiTokenUse",
     "AuditCheckpoint",
+    "AuditCheckpointKey",
     "AuditEntry",
     "AuditHead",
     "Base",
@@ -482,6 +483,9 @@ class AuditHead(TenantOwned, Base):
     )
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+    # The last checkpoint (when the next is due; the checkpoints themselves are what is trusted).
+    checkpoint_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    checkpoint_at_us: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class AuditCheckpoint(TenantOwned, Base):
@@ -494,3 +498,13 @@ class AuditCheckpoint(TenantOwned, Base):
     hash: Mapped[str] = mapped_column(String(64))
     at_us: Mapped[int] = mapped_column(BigInteger)
     signature: Mapped[str] = mapped_column(Text)  # a compact JWS over {tenant, seq, hash, at_us}
+
+
+class AuditCheckpointKey(Base):
+    """The public key of each signing key that signed a checkpoint, kept after the key ring prunes it;
+    sealed with the vault so a database writer cannot plant one (`bastion.audit.checkpoints`)."""
+
+    __tablename__ = "audit_checkpoint_keys"
+    kid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    public_jwk: Mapped[str] = mapped_column(Text)  # sealed (v1.…), or JSON without a master key
+    added_at_us: Mapped[int] = mapped_column(BigInteger)

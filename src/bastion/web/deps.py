@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from bastion.audit.sink import note
 from bastion.http.client_ip import ClientIp
 from bastion.logins import Attempt
 from bastion.web.authserver import AuthServer
@@ -40,6 +41,7 @@ async def limit(request: Request, route: str) -> None:
 
 def attempt(request: Request, username: str, password: str) -> Attempt:
     """A password login attempt, with where it came from (for lockout and the login events)."""
+    note(request.scope, target=username[:255])
     return Attempt(
         username=username,
         password=password,

@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from bastion.audit.sink import note
 from bastion.errors import AccountLocked, BadRequest, BastionError, InvalidClient, TooManyRequests
 from bastion.oauth.assertion import ID_JAG_PROFILE
 from bastion.oauth.metadata import authorization_server_metadata, protected_resource_metadata
@@ -56,6 +57,7 @@ async def _guarded(work: Callable[[], Awaitable[Response]], request: Request, ro
         await limit(request, route)
         return await work()
     except BastionError as error:
+        note(request.scope, reason=error.message)
         return oauth_error(error)
 
 
@@ -90,6 +92,7 @@ async def jwks(auth: Auth) -> JSONResponse:
 async def token(request: Request, auth: Auth) -> Response:
     async def work() -> Response:
         form = await _form(request)
+        note(request.scope, target=form.get("grant_type", "")[:64], client=form.get("client_id", "")[:255])
         issued = await auth.token_endpoint.handle(form, request.headers.get("authorization"), auth.now())
         return JSONResponse(issued.to_json(), headers=_NO_STORE)
 

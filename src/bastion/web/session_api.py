@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import URL
 
+from bastion.audit.sink import note
 from bastion.errors import Forbidden, Unauthenticated
 from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.web.authserver import AuthServer
@@ -53,6 +54,7 @@ def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
 async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse:
     await limit(request, "sign-in")
     user = await auth.logins.verify(attempt(request, data.username, data.password))
+    note(request.scope, principal=user.id, tenant=user.tenant_id)
     cookie = new_session(auth, user.id, user.username)
     claims = auth.sessions.verify(cookie, purpose=_PURPOSE)
     body = {"user_id": user.id, "username": user.username, "expires_at": claims["exp"], "csrf": session_csrf(cookie)}

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import URL
 
+from bastion.audit.sink import note
 from bastion.errors import AccessDenied, BastionError, Forbidden
 from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, scope_satisfied
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
@@ -144,7 +145,9 @@ async def login(
         await limit(request, "sign-in")
         user = await auth.logins.verify(attempt(request, username, password))
     except BastionError as error:
+        note(request.scope, reason=error.message)
         return login_page(auth, authz, error=error.message, status=error.http_status)
+    note(request.scope, principal=user.id, tenant=user.tenant_id)
     return await sign_in(auth, authz, user.id)
 
 

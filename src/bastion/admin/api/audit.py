@@ -7,7 +7,6 @@ reads its own chain (a platform administrator another tenant's with `X-Bastion-T
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import orjson
@@ -40,7 +39,7 @@ Filters = Annotated[AuditQuery, Depends(_query)]
 
 def _out(entry: AuditEntry) -> dict[str, Any]:
     link = {"tenant_id": entry.tenant_id, "seq": entry.seq, "prev_hash": entry.prev_hash, "hash": entry.hash}
-    return asdict(entry_record(entry)) | link
+    return entry_record(entry).fields() | link
 
 
 @router.get("/records")

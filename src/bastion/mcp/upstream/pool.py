@@ -32,6 +32,10 @@ class OriginPool:
         self._clients: dict[str, OriginClient] = {}
         self._listeners: list[NotificationSink] = []
 
+    def count(self) -> int:
+        """Origins with a live client (an HTTP pool or a stdio process)."""
+        return len(self._clients)
+
     def attach(self, task_group: TaskGroup) -> None:
         """Give the pool the task group its connections' reader tasks live in."""
         self._tasks = task_group

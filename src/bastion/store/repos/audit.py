@@ -13,7 +13,9 @@
 So a call costs a share of one small fdatasync, not a database transaction.
 
 Appending locks the tenant's chain head (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite has one
-writer), so replicas sharing a database extend one chain without forks.
+writer), so replicas sharing a database extend one chain without forks. In the same transaction,
+with the lock held, the checkpoints that are due are signed (`audit_checkpoints`); `verify_chain`
+checks each one, and starts from the signed anchor a prune left (`audit_retention`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -31,18 +33,37 @@ import orjson
 import structlog
 from sqlalchemy import Select, Table, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bastion.audit.chain import GENESIS, AuditRecord, Break, chain_hash, verify
+from bastion.audit.chain import GENESIS, AuditRecord, chain_hash
+from bastion.audit.checkpoints import CheckpointPolicy
+from bastion.audit.sink import now_us
+from bastion.errors import AuditUnavailable
+from bastion.oauth.keys import KeyRing
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, AuditHead
+from bastion.store.repos.audit_checkpoints import Checkpointer
+from bastion.store.repos.audit_verify import PRUNE_KIND, ChainReport, entry_record, verify_chain, verify_report
 from bastion.store.tenancy import SYSTEM, Tenancy
 
-__all__ = ["AuditLog", "AuditQuery", "Durable", "entry_record", "export", "search", "verify_chain"]
+__all__ = [
+    "PRUNE_KIND",
+    "AuditLog",
+    "AuditQuery",
+    "ChainReport",
+    "Durable",
+    "entry_record",
+    "export",
+    "extend_chain",
+    "lock_head",
+    "search",
+    "verify_chain",
+    "verify_report",
+]
 
 log = structlog.get_logger(__name__)
 
 _ENTRIES = cast(Table, AuditEntry.__table__)
-_FIELDS = tuple(AuditRecord.__dataclass_fields__)
 
 
 class Durable:
@@ -67,11 +88,6 @@ class _Queued:
     durable: Durable
 
 
-def entry_record(entry: AuditEntry) -> AuditRecord:
-    """The chained record back from its row (what its hash covers)."""
-    return AuditRecord(**{name: getattr(entry, name) for name in _FIELDS})
-
-
 class AuditLog:
     def __init__(
         self,
@@ -81,8 +97,18 @@ class AuditLog:
         batch_size: int = 2000,
         max_queue: int = 100_000,
         interval: float = 0.25,
+        signer: Callable[[], KeyRing] | None = None,
+        checkpoints: CheckpointPolicy | None = None,
+        clock: Callable[[], int] = now_us,
     ) -> None:
+        """`signer`: the live key ring, whose active key signs checkpoints (None: none are made)."""
         self._db = db
+        self.checkpointer = (
+            None
+            if signer is None
+            else Checkpointer(signer, lambda: db.vault, checkpoints or CheckpointPolicy(), clock=clock)
+        )
+        self._clock = clock
         self._dir = journal_dir
         self._interval = interval
         self._batch_size = batch_size
@@ -92,6 +118,8 @@ class AuditLog:
         self._files: list[Path] = []  # journal files holding `_journaled`, oldest first
         self._current: IO[bytes] | None = None
         self._ready: anyio.Event | None = None
+        self._store_lock = anyio.Lock()
+        self._journal_lock = anyio.Lock()
         self._sequence = 0
 
     def record(self, tenant_id: str, record: AuditRecord, *, urgent: bool = True) -> Durable:
@@ -106,6 +134,10 @@ class AuditLog:
             self._ready.set()
         return durable
 
+    def backlog(self) -> tuple[int, int]:
+        """(records waiting for the journal, records journaled but not yet in the store)."""
+        return len(self._queue), len(self._journaled)
+
     async def run(self) -> None:
         try:
             await self.recover()
@@ -117,16 +149,30 @@ class AuditLog:
                 self._ready = anyio.Event()
                 with anyio.move_on_after(self._interval):
                     await self._ready.wait()
-                self._journal()
+                await self._journal()
+
+    async def commit(self, tenant_id: str, record: AuditRecord) -> None:
+        """Append `record` to its tenant's chain now, in its own transaction: for a call that must
+        not reach its origin unless its record is in the store (not only in this replica's journal)."""
+        try:
+            async with self._store_lock:
+                with anyio.CancelScope(shield=True):
+                    await self._append([(tenant_id, record)])
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("audit_commit_failed", error=type(exc).__name__)
+            raise AuditUnavailable(
+                "the audit trail's store did not take this call's record, and this tool is not called "
+                "without it (BASTION_AUDIT_STORE_FIRST); retry shortly"
+            ) from exc
 
     async def flush(self) -> None:
         """Journal what is queued and write everything journaled to the store (tests, shutdown)."""
-        self._journal()
+        await self._journal()
         await self._store()
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            self._journal()
+            await self._journal()
             try:
                 await self._store()
             except (SQLAlchemyError, OSError) as exc:  # the journal keeps them for the next start
@@ -137,28 +183,34 @@ class AuditLog:
                 self._current.close()
 
     # --- stage 1: the journal (group commit to local disk) -----------------------------------------
-    def _journal(self) -> None:
+    async def _journal(self) -> None:
         """Append what is queued to the journal file and fdatasync it once; then every waiter wakes.
-        Synchronous on purpose: one small append and one fdatasync (a fraction of a millisecond)."""
-        if not self._queue:
-            return
-        batch = list(self._queue)
-        self._queue.clear()
-        if self._current is None:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            self._sequence += 1
-            path = self._dir / f"audit-journal-{time.time_ns():020d}-{self._sequence:06d}.jsonl"
-            self._current = path.open("ab")
-            self._files.append(path)
-        lines = b"".join(
-            orjson.dumps({"tenant_id": queued.tenant_id, **asdict(queued.record)}) + b"\n" for queued in batch
-        )
-        self._current.write(lines)
-        self._current.flush()
-        os.fdatasync(self._current.fileno())
-        self._journaled.extend((queued.tenant_id, queued.record) for queued in batch)
-        for queued in batch:
-            queued.durable.set()
+
+        The fdatasync runs in a worker thread: the event loop serves other requests meanwhile (a
+        sync takes from a few hundred microseconds to milliseconds), and what they queue goes with
+        the next sync. Shielded: a batch written is always handed on, or its file kept."""
+        with anyio.CancelScope(shield=True):
+            async with self._journal_lock:
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+                if self._current is None:
+                    self._dir.mkdir(parents=True, exist_ok=True)
+                    self._sequence += 1
+                    path = self._dir / f"audit-journal-{time.time_ns():020d}-{self._sequence:06d}.jsonl"
+                    self._current = path.open("ab")
+                    self._files.append(path)
+                lines = b"".join(
+                    orjson.dumps({"tenant_id": queued.tenant_id, **queued.record.fields()}) + b"\n"
+                    for queued in batch
+                )
+                self._current.write(lines)
+                self._current.flush()
+                await anyio.to_thread.run_sync(os.fdatasync, self._current.fileno())
+                self._journaled.extend((queued.tenant_id, queued.record) for queued in batch)
+            for queued in batch:
+                queued.durable.set()
 
     # --- stage 2: the store, in larger batches ----------------------------------------------------
     async def _store_loop(self) -> None:
@@ -170,14 +222,22 @@ class AuditLog:
                 log.warning("audit_store_unavailable", records=len(self._journaled), error=type(exc).__name__)
 
     async def _store(self) -> None:
+        # One writer at a time (the loop, a flush, the shutdown): two would read the same chain
+        # head, and batches must reach the chain in the order they were journaled.
+        async with self._store_lock:
+            await self._store_journaled()
+
+    async def _store_journaled(self) -> None:
         if not self._journaled:
             return
-        # New records go to a new journal file from here on; these files hold exactly `taken`.
-        taken, files = self._journaled, self._files
-        self._journaled, self._files = [], []
-        if self._current is not None:
-            self._current.close()
-            self._current = None
+        # New records go to a new journal file from here on; these files hold exactly `taken`
+        # (taken between two syncs: a file is never closed while a sync of it runs).
+        async with self._journal_lock:
+            taken, files = self._journaled, self._files
+            self._journaled, self._files = [], []
+            if self._current is not None:
+                self._current.close()
+                self._current = None
         try:
             with anyio.CancelScope(shield=True):
                 for start in range(0, len(taken), self._batch_size):
@@ -223,64 +283,45 @@ class AuditLog:
             try:
                 async with self._db.session(SYSTEM) as session:
                     for tenant_id, records in by_tenant.items():
-                        head = await session.get(AuditHead, tenant_id, with_for_update=True)
-                        if head is None:
-                            head = AuditHead(tenant_id=tenant_id, seq=0, hash=GENESIS)
-                            session.add(head)
-                            await session.flush()
-                        rows: list[dict[str, Any]] = []
-                        seq, prev = head.seq, head.hash
-                        for record in records:
-                            seq += 1
-                            digest = chain_hash(prev, record)
-                            rows.append(
-                                {
-                                    **asdict(record),
-                                    "tenant_id": tenant_id,
-                                    "seq": seq,
-                                    "prev_hash": prev,
-                                    "hash": digest,
-                                }
-                            )
-                            prev = digest
-                        await session.execute(insert(_ENTRIES), rows)
-                        head.seq, head.hash = seq, prev
+                        head = await lock_head(session, tenant_id, now_us=self._clock())
+                        await extend_chain(session, head, records, self.checkpointer)
                 return
             except IntegrityError:
                 if attempt:  # a second replica created the same head at once: once more, then give up
                     raise
 
 
-async def verify_chain(db: Database, tenant_id: str, *, chunk: int = 2000) -> tuple[int, Break | None]:
-    """(records checked, the first break or None) for one tenant's chain, against its stored head.
-    Read in chunks, each verified from where the previous one ended."""
-    checked, seq, prev = 0, 0, GENESIS
-    while True:
-        async with db.session(SYSTEM) as session:
-            rows = (
-                await session.scalars(
-                    select(AuditEntry)
-                    .where(AuditEntry.tenant_id == tenant_id, AuditEntry.seq > seq)
-                    .order_by(AuditEntry.seq)
-                    .limit(chunk)
-                )
-            ).all()
-        links = [(row.seq, row.prev_hash, row.hash, entry_record(row).canonical()) for row in rows]
-        broken = verify(links, start_seq=seq + 1, start_hash=prev)
-        if broken is not None:
-            return checked + broken.seq - seq - 1, broken
-        checked += len(rows)
-        if rows:
-            seq, prev = rows[-1].seq, rows[-1].hash
-        if len(rows) < chunk:
-            break
-    async with db.session(SYSTEM) as session:
-        head = await session.get(AuditHead, tenant_id)
-    if head is not None and (head.seq, head.hash) != (seq, prev):
-        return checked, Break(
-            seq + 1, f"the chain ends at record {seq} but its head is at {head.seq}: records were removed"
-        )
-    return checked, None
+async def lock_head(session: AsyncSession, tenant_id: str, *, now_us: int) -> AuditHead:
+    """The tenant's chain head, locked until the transaction ends (created for a first record:
+    its checkpoint clock starts now)."""
+    head = await session.get(AuditHead, tenant_id, with_for_update=True)
+    if head is None:
+        head = AuditHead(tenant_id=tenant_id, seq=0, hash=GENESIS, checkpoint_seq=0, checkpoint_at_us=now_us)
+        session.add(head)
+        await session.flush()
+    return head
+
+
+async def extend_chain(
+    session: AsyncSession,
+    head: AuditHead,
+    records: list[AuditRecord],
+    checkpointer: Checkpointer | None,
+    *,
+    force_checkpoint: bool = False,
+) -> None:
+    """Chain `records` after the locked `head`, move it, and sign the checkpoints now due."""
+    rows: list[dict[str, Any]] = []
+    seq, prev = head.seq, head.hash
+    for record in records:
+        seq += 1
+        digest = chain_hash(prev, record)
+        rows.append({**record.fields(), "tenant_id": head.tenant_id, "seq": seq, "prev_hash": prev, "hash": digest})
+        prev = digest
+    await session.execute(insert(_ENTRIES), rows)
+    head.seq, head.hash = seq, prev
+    if checkpointer is not None:
+        await checkpointer.pin(session, head, {row["seq"]: row["hash"] for row in rows}, force=force_checkpoint)
 
 
 @dataclass(frozen=True, slots=True)

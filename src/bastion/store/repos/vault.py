@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
+from bastion.audit.checkpoints import key_owner
 from bastion.store.db import Database
-from bastion.store.models import DownstreamConnect, DownstreamGrant, Meta, Origin, SigningKey
+from bastion.store.models import AuditCheckpointKey, DownstreamConnect, DownstreamGrant, Meta, Origin, SigningKey
 from bastion.store.tenancy import SYSTEM
 from bastion.vault.credentials import origin_owner
 from bastion.vault.downstream_oauth import grant_owner
@@ -40,6 +41,7 @@ async def check_vault(db: Database, keys: MasterKeys | None) -> None:
             *await session.scalars(select(Origin.credential)),
             *await session.scalars(select(SigningKey.private_jwk)),
             *await session.scalars(select(DownstreamGrant.sealed)),
+            *await session.scalars(select(AuditCheckpointKey.public_jwk)),
         ]
     sealed = [value for value in stored if value is not None and is_sealed(value)]
     used = {kid_of(value) for value in sealed} | set(canaries)
@@ -87,6 +89,12 @@ async def rewrap_all(db: Database, keys: MasterKeys) -> int:
             rewrapped = keys.rewrap(grant.sealed, owner)
             changed += rewrapped != grant.sealed
             grant.sealed = rewrapped
+        for checkpoint_key in await session.scalars(select(AuditCheckpointKey)):
+            if not is_sealed(checkpoint_key.public_jwk):
+                continue  # kept in the clear by a Bastion without master keys: sealing it now adds no trust
+            rewrapped = keys.rewrap(checkpoint_key.public_jwk, key_owner(checkpoint_key.kid))
+            changed += rewrapped != checkpoint_key.public_jwk
+            checkpoint_key.public_jwk = rewrapped
         # Connection attempts live ten minutes: those in flight start again rather than move.
         await session.execute(delete(DownstreamConnect))
         await session.execute(
