@@ -4,6 +4,7 @@ tools are answered once their record is journaled, and it reaches the store when
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from bastion.mcp.auditing import stored_first
 from bastion.store.db import Database
 from bastion.store.repos.audit import verify_chain
-from tests.governance.people import call
+from tests.governance.people import call, mcp
 from tests.harness import Bastion, eventually, inventory_gateway
 
 pytestmark = pytest.mark.anyio
@@ -60,8 +61,7 @@ async def test_a_side_effecting_call_is_in_the_store_before_it_reaches_the_origi
 
 
 async def test_with_the_audit_store_failing_side_effects_are_refused_and_reads_are_kept(gw: Bastion) -> None:
-    token = gw.token("demo")
-    reads_stored = len(_records(gw, target="get_order", kind="upstream.call"))
+    token, rid = gw.token("demo"), secrets.token_hex(12)
     with sqlite3.connect(_database(gw)) as db:
         db.execute(_REFUSE)
     try:
@@ -70,15 +70,24 @@ async def test_with_the_audit_store_failing_side_effects_are_refused_and_reads_a
         )
         assert "audit trail" in refused["error"]["message"], refused
         # A read is answered: its record is journaled, and waits there for the store.
-        assert "result" in call(gw, "demo", token, "tools/call", name="get_order", arguments={"order_id": "ORD-1002"})
+        read = mcp(
+            gw,
+            "demo",
+            token,
+            "tools/call",
+            extra_headers={"x-request-id": rid},
+            name="get_order",
+            arguments={"order_id": "ORD-1002"},
+        )
+        assert "result" in read.json(), read.text
         await anyio.sleep(0.6)  # two rounds of the store writer, both refused
-        assert len(_records(gw, target="get_order", kind="upstream.call")) == reads_stored
+        assert _records(gw, correlation_id=rid) == []
     finally:
         with sqlite3.connect(_database(gw)) as db:
             db.execute("DROP TRIGGER refuse_audit")
 
     async def caught_up() -> bool:
-        return len(_records(gw, target="get_order", kind="upstream.call")) == reads_stored + 1
+        return {r["kind"] for r in _records(gw, correlation_id=rid)} == {"mcp.request", "upstream.call"}
 
     await eventually(caught_up)  # the journaled read reached the store once it was back
     # The refused call never reached the origin: the next reorder is the second one, not the third.
