@@ -34,12 +34,12 @@ CsvList = Annotated[list[str], NoDecode]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
-# Secrets, as `bastion support bundle` shows them (bastion.support.settings_view): a SecretStr field or a
-# field marked json_schema_extra={"secret": True} as "<redacted>"; in a field marked {"secret": "url"},
-# the password of each URL it holds.
-
 
 class Settings(BaseSettings):
+    """Secrets, as `bastion support bundle` shows them (bastion.support.settings_view): a SecretStr field
+    or a field marked json_schema_extra={"secret": True} as "<redacted>"; in a field marked
+    {"secret": "url"}, the password of each URL it holds."""
+
     model_config = SettingsConfigDict(env_prefix="BASTION_", extra="ignore", frozen=True)
 
     # --- listener -----------------------------------------------------------

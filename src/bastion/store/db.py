@@ -23,8 +23,11 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, read_only: bool = False) -> None:
+        """`read_only`: every unit of work rolls back instead of committing (the support bundle's
+        checks look without leaving anything behind)."""
         self.url = url
+        self.read_only = read_only
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
@@ -40,8 +43,10 @@ class Database:
     @asynccontextmanager
     async def session(self, scope: Tenancy) -> AsyncIterator[AsyncSession]:
         """A unit of work in `scope` (one tenant, or `SYSTEM`): commits on success, rolls back on any error."""
-        async with self._sessions(info={tenancy.INFO_KEY: scope}) as session, session.begin():
+        async with self._sessions(info={tenancy.INFO_KEY: scope}) as session, session.begin() as transaction:
             yield session
+            if self.read_only:
+                await transaction.rollback()
 
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""

@@ -9,8 +9,7 @@ and the vault check runs in transactions that are rolled back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,15 +19,12 @@ import anyio
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 import bastion.store
 from bastion.config import Settings, posture_findings
 from bastion.observability.redact import redact_text
-from bastion.store import tenancy
 from bastion.store.db import Database
 from bastion.store.repos.vault import check_vault
-from bastion.store.tenancy import Tenancy
 
 __all__ = ["Check", "collect"]
 
@@ -47,7 +43,7 @@ class Check:
 async def collect(settings: Settings, *, check_seconds: float = 10.0) -> dict[str, dict[str, Any]]:
     """Every check, by name, as JSON-ready dicts."""
     checks: dict[str, Check] = {}
-    db: _LookOnlyDatabase | None = None
+    db: Database | None = None
     try:
         db = _open(settings.database_url)
     except (ArgumentError, ImportError, OSError) as exc:  # a malformed URL, a missing driver or file
@@ -75,26 +71,14 @@ async def collect(settings: Settings, *, check_seconds: float = 10.0) -> dict[st
     return {name: asdict(check) for name, check in checks.items()}
 
 
-class _LookOnlyDatabase(Database):
-    """A Database whose units of work always roll back. `check_vault` records a canary for a new
-    current key; a bundle taken with a mistaken key must not leave one behind, or the next start
-    would refuse for want of that key."""
-
-    @asynccontextmanager
-    async def session(self, scope: Tenancy) -> AsyncIterator[AsyncSession]:
-        async with self._sessions(info={tenancy.INFO_KEY: scope}) as session:
-            try:
-                yield session
-            finally:
-                await session.rollback()
-
-
-def _open(url: str) -> _LookOnlyDatabase:
+def _open(url: str) -> Database:
+    """Read-only: `check_vault` records a canary for a new current key; a bundle taken with a
+    mistaken key must not leave one behind, or the next start would refuse for want of that key."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         if not Path(parsed.database).exists():  # connecting would create it
             raise FileNotFoundError(f"the SQLite database {parsed.database} does not exist (`bastion migrate`)")
-    return _LookOnlyDatabase(url)
+    return Database(url, read_only=True)
 
 
 async def _guarded(check: Callable[[], Awaitable[Check]], seconds: float) -> Check:
