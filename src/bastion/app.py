@@ -85,6 +85,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     api.state.auth = services.auth
     api.state.users = services.users
     api.state.governance = services.governance
+    api.state.policies = services.policies
     api.state.limits = services.limits
     api.state.client_ip = services.client_ip  # the one client-address resolver (trusted proxies)
     api.state.token_gate = services.token_gate

@@ -219,12 +219,25 @@ class Settings(BaseSettings):
         "10/minute", description="Dynamic client registrations per client address (limits notation)."
     )
     rate_limit_sign_in: str = Field("20/minute", description="Password sign-in attempts per client address.")
+    rate_limit_authorize: str = Field("60/minute", description="Authorization requests per client address.")
     rate_limit_token: str = Field("120/minute", description="Token endpoint requests per client address.")
     password_min_length: int = Field(12, ge=8, le=128, description="Shortest password a new local user may have.")
     argon2_time_cost: int = Field(3, ge=1, le=20, description="Argon2id passes for new password hashes.")
     argon2_memory_kib: int = Field(65_536, ge=8_192, description="Argon2id memory (KiB) for new password hashes.")
     lockout_threshold: int = Field(5, ge=1, description="Failed logins in a row that lock an account.")
     lockout_seconds: float = Field(300, gt=0, description="First lockout duration; doubles per further failure.")
+
+    # --- policy pipeline ----------------------------------------------------------------
+    pipeline: bool = Field(
+        True,
+        description="Run the policy pipeline (rate limits, approval, schema guard, anonymization, DLP, response "
+        "checks) around every forwarded call. Off only to measure the bare proxy: the posture check warns.",
+    )
+    poisoning_scan: Literal["block", "flag"] = Field(
+        "block",
+        description="An item whose description or schema carries hidden instructions (high-severity scan "
+        "finding): block keeps it quarantined until an administrator approves it by name; flag only records it.",
+    )
 
     # --- posture ----------------------------------------------------------------
     require_strong_secrets: bool = Field(
@@ -286,7 +299,7 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"not an IP network: {exc}") from None
 
-    @field_validator("rate_limit_registration", "rate_limit_sign_in", "rate_limit_token")
+    @field_validator("rate_limit_registration", "rate_limit_sign_in", "rate_limit_token", "rate_limit_authorize")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse  # validated at start-up, not at the first refused request
@@ -399,6 +412,9 @@ def posture_findings(settings: Settings) -> list[str]:
             )
         elif set(password) <= set(string.digits):
             findings.append("BASTION_ADMIN_PASSWORD is digits only: use a generated password")
+    if not settings.pipeline:
+        findings.append("the policy pipeline is off (BASTION_PIPELINE=false): no rate limits, approvals, DLP "
+                        "or response checks; turn it back on outside benchmarks")
     if "*" in settings.allowed_origins or "*" in settings.cors_origins:
         findings.append("a wildcard Origin/CORS allowlist disables DNS-rebinding protection: list origins")
     return findings

@@ -22,6 +22,9 @@
     │   ├── InsufficientScope         403  -32600  (carries the required scope, for step-up)
     │   ├── AccessDenied              403          access_denied
     │   ├── ConnectionRequired        403  -32042  (the person must connect an origin: carries the URL)
+    │   ├── PolicyDenied              403  -32600  (a pipeline stage refused the call: DLP, injection, rules)
+    │   │   └── ApprovalRequired      403  -32600  (a side-effecting call the person did not approve)
+    │   ├── Quarantined               403  -32600  (the item's definition changed since it was approved)
     │   └── OriginNotAllowed          403  -32600
     ├── TooManyRequests               429  -32600  (carries retry_after seconds)
     ├── NotFound                      404  -32602  (unknown id, tool, session...)
@@ -53,6 +56,7 @@ import mcp_types as mt
 __all__ = [
     "AccessDenied",
     "AccountLocked",
+    "ApprovalRequired",
     "AuditUnavailable",
     "BadRequest",
     "BastionError",
@@ -72,6 +76,8 @@ __all__ = [
     "OriginNotAllowed",
     "ParseError",
     "PayloadTooLarge",
+    "PolicyDenied",
+    "Quarantined",
     "RequestCancelled",
     "SessionRequired",
     "TooManyRequests",
@@ -227,6 +233,18 @@ class ConnectionRequired(Forbidden):
         elicitation = {"mode": "url", "elicitationId": elicitation_id, "url": url, "message": message}
         super().__init__(f"{message}: open {url}", data={"elicitations": [elicitation]})
         self.url = url
+
+
+class PolicyDenied(Forbidden):
+    """A stage of the policy pipeline refused the call; the message names the stage's reason."""
+
+
+class ApprovalRequired(PolicyDenied):
+    """A side-effecting call that the person was asked about and did not approve (or could not be asked)."""
+
+
+class Quarantined(Forbidden):
+    """The origin changed the item's definition after it was approved: hidden and uncallable until reviewed."""
 
 
 class TooManyRequests(BastionError):

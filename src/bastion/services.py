@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bastion import __version__
 from bastion.admin.control import Control
 from bastion.admin.governance import Governance
+from bastion.admin.policies import PolicyAdmin
 from bastion.admin.users import Users
 from bastion.audit.checkpoints import CheckpointPolicy
 from bastion.bus import create_bus
@@ -37,6 +38,9 @@ from bastion.oauth.downstream_grants import DownstreamGrants
 from bastion.oauth.origin_tokens import OriginTokens
 from bastion.observability.metrics import Gauge, Metrics
 from bastion.observability.tracing import Tracing
+from bastion.pipeline.chain import BUILTIN, Pipeline
+from bastion.pipeline.plugins import load_detectors, load_stages
+from bastion.pipeline.rate_limit import RateLimit, limiter_storage
 from bastion.store.db import Database
 from bastion.store.models import DEFAULT_TENANT
 from bastion.store.repos.audit import AuditLog
@@ -136,13 +140,17 @@ class Services:
             base_url=settings.base_url(),
             egress=self.auth.egress,
             ssl_context=self.auth.ssl_context,
+            hold_flagged=settings.poisoning_scan == "block",
         )
+        self.limiter = limiter_storage(settings.redis_url, settings.redis_namespace, settings.redis_timeout_seconds)
         self.limits = RouteLimits(
             {
+                "authorize": settings.rate_limit_authorize,
                 "registration": settings.rate_limit_registration,
                 "sign-in": settings.rate_limit_sign_in,
                 "token": settings.rate_limit_token,
-            }
+            },
+            self.limiter.storage,
         )
         self.governance = Governance(self.db, self.bus)
         self.users = Users(
@@ -172,6 +180,13 @@ class Services:
             service=settings.otel_service_name,
             version=__version__,
         )
+        # The policy pipeline around every forwarded call; its limiter shares Redis with the replicas.
+        self.pipeline = Pipeline(
+            RateLimit(self.limiter),
+            plugins=load_stages(BUILTIN),
+            detectors=load_detectors(),
+        )
+        self.policies = PolicyAdmin(self.db, self.bus, self.pipeline.plugin_names)
         self.token_gate = TokenGate(quota=_token_quota(settings), log=self.token_uses, client_address=self.client_ip)
         self.endpoint = McpEndpoint(
             holder=self.holder,
@@ -184,6 +199,7 @@ class Services:
                 self.metrics,
                 self.tracing,
                 store_first=settings.audit_store_first,
+                pipeline=self.pipeline if settings.pipeline else None,
             ),
             origins=OriginPolicy(settings.allowed_origins),
             bearer=BearerResolver(self.auth.store.access_principal),
@@ -243,7 +259,9 @@ class Services:
             await self.holder.refresh()
             await self.auth.start()
             # Every replica must seal with the same key: configured, or the one kept in the store.
-            await self.sessions.start(self._session_keys or [await session_sealing_key(self.db)])
+            session_keys = self._session_keys or [await session_sealing_key(self.db)]
+            await self.sessions.start(session_keys)
+            self.pipeline.approval.use_key(session_keys[0])  # approval states verify on every replica
             tasks.start_soon(self.bus.run)  # other replicas' events (returns at once in-process)
             tasks.start_soon(self.token_uses.run)  # the API token use log, written in batches
             tasks.start_soon(self.audit.run)  # a crashed process's journal first, then records as they come
@@ -261,6 +279,7 @@ class Services:
         await self.token_gate.aclose()
         self.tracing.shutdown()  # exports the spans still batched
         await self.bus.aclose()
+        await self.limiter.aclose()
         await self.db.close()
 
     async def _reload_signing_keys(self, _old: Snapshot, _new: Snapshot) -> None:

@@ -29,6 +29,11 @@ ROUTES: dict[str, tuple[str, str, Any]] = {
     "origins.refresh": ("POST", "/api/origins/nope/refresh", None),
     "origins.auth": ("PUT", "/api/origins/nope/auth", {"mode": "none"}),
     "origins.delete": ("DELETE", "/api/origins/nope", None),
+    "origins.approve_item": ("POST", "/api/origins/nope/items/approve", {"kind": "tool", "name": "x"}),
+    "policies.list": ("GET", "/api/policies", None),
+    "policies.stages": ("GET", "/api/policies/stages", None),
+    "policies.put": ("PUT", "/api/policies/nope", {}),
+    "policies.delete": ("DELETE", "/api/policies/nope", None),
     "servers.create": ("POST", "/api/servers", {}),
     "servers.list": ("GET", "/api/servers", None),
     "servers.show": ("GET", "/api/servers/nope", None),
@@ -72,6 +77,11 @@ CONTROL_ALLOWED: dict[str, set[str]] = {
     "origins.refresh": {P, T, C},
     "origins.auth": {P, T, C},
     "origins.delete": {P, T, C},
+    "origins.approve_item": {P, T, C},
+    "policies.list": {P, T, A},
+    "policies.stages": {P, T, A},
+    "policies.put": {P, T},
+    "policies.delete": {P, T},
     "servers.create": {P, T, U},
     "servers.list": {P, T, C, U, A},
     "servers.show": {P, T, C, U, A},
@@ -130,6 +140,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bastion, d
     with run_bastion(Path(tmp_path_factory.mktemp("matrix"))) as bastion:
         bastion.add_origin("inventory", command=STDIO_INVENTORY)
         bastion.publish_server("demo", {"origin": "inventory"})
+        # These tables are about roles: a destructive tool's human approval has its own tests.
+        never = {"settings": {"mode": "never"}}
+        bastion.ok("PUT", "/api/policies/approval", params={"scope": "server:demo"}, json=never)
         people = {role: add_person(bastion, f"user-{role}", [role]) for role in ROLES}
         mcp_tokens = {
             role: bastion.ok("POST", "/api/tokens", json={"name": "mcp", "servers": ["demo"], "user": person.name})[

@@ -14,9 +14,10 @@ from ssl import SSLContext
 import structlog
 
 from bastion.admin.actor import Actor
+from bastion.admin.item_review import origin_out, scan_flags
 from bastion.admin.schemas import (
     ComposeIn,
-    ItemOut,
+    ItemApprovalIn,
     ItemPatch,
     OriginAuthIn,
     OriginIn,
@@ -40,7 +41,7 @@ from bastion.net.egress import EgressPolicy
 from bastion.oauth import downstream
 from bastion.oauth.downstream import DownstreamClient
 from bastion.store.db import Database, bump_epoch
-from bastion.store.models import ApiToken, Origin, OriginItem, ServerItem, VirtualServer
+from bastion.store.models import ApiToken, Origin, ServerItem, VirtualServer
 from bastion.store.repos import origins, servers, teams, tokens
 from bastion.store.repos.snapshot import origin_spec
 from bastion.store.tenancy import SYSTEM, Tenancy
@@ -67,8 +68,10 @@ class Control:
         base_url: str,
         egress: EgressPolicy | None = None,
         ssl_context: SSLContext | None = None,
+        hold_flagged: bool = True,
     ) -> None:
         self._db = db
+        self._hold_flagged = hold_flagged  # BASTION_POISONING_SCAN=block: flagged items wait for a person
         self._egress = egress or EgressPolicy()  # discovery of per-user OAuth origins' servers
         self._ssl = ssl_context
         self._logins = logins
@@ -112,12 +115,12 @@ class Control:
 
     async def list_origins(self, actor: Actor, status: str | None = None) -> list[OriginOut]:
         async with self._db.session(actor.scope) as s:
-            return [_origin_out(o) for o in await origins.list_all(s) if status is None or o.status == status]
+            return [origin_out(o) for o in await origins.list_all(s) if status is None or o.status == status]
 
     async def get_origin(self, actor: Actor, origin_id: str) -> OriginOut:
         async with self._db.session(actor.scope) as s:
             origin = await origins.get(s, origin_id)
-            return _origin_out(origin, await origins.items_of(s, origin.id))
+            return origin_out(origin, await origins.items_of(s, origin.id))
 
     async def refresh_origin(self, actor: Actor, origin_id: str) -> OriginOut:
         await self._refresh(actor.scope, origin_id)
@@ -140,7 +143,15 @@ class Control:
         items, error, version = await self._discover(spec)
         async with self._db.session(scope) as s:
             origin = await origins.get(s, origin_id)
-            await origins.save_discovery(s, origin, items=items, protocol_version=version, error=error)
+            await origins.save_discovery(
+                s,
+                origin,
+                items=items,
+                protocol_version=version,
+                error=error,
+                flags=scan_flags(items) if items is not None else None,
+                hold_flagged=self._hold_flagged,
+            )
             await bump_epoch(s)
         await self._changed("catalog", origin_id)
 
@@ -211,9 +222,23 @@ class Control:
             origin = await origins.get(s, origin_id)
             origin.status = "approved" if review.decision == "approve" else "rejected"
             origin.reviewed_by, origin.reviewed_at, origin.review_note = actor.username, datetime.now(UTC), review.note
+            if origin.status == "approved":  # what the reviewer saw is what is pinned
+                await origins.pin_all(s, origin, hold_flagged=self._hold_flagged)
             await bump_epoch(s)
         await self._changed("catalog", origin_id)
         log.info("connector_reviewed", origin_id=origin_id, decision=review.decision, reviewer=actor.username)
+        return await self.get_origin(actor, origin_id)
+
+    async def approve_item(self, actor: Actor, origin_id: str, item: ItemApprovalIn) -> OriginOut:
+        """Approve one item's current definition (a quarantined change, or a flagged item): pinned as it is."""
+        async with self._db.session(actor.scope) as s:
+            origin = await origins.get(s, origin_id)
+            if origin.status != "approved":
+                raise Conflict(f"origin {origin.name!r} is {origin.status}: review the connector itself first")
+            await origins.pin_one(s, origin, item.kind, item.name)
+            await bump_epoch(s)
+        await self._changed("catalog", origin_id)
+        log.info("item_approved", origin_id=origin_id, kind=item.kind, name=item.name[:128], by=actor.username)
         return await self.get_origin(actor, origin_id)
 
     async def _discover(self, spec: OriginSpec) -> tuple[list[DiscoveredItem] | None, str | None, str | None]:
@@ -369,12 +394,6 @@ class Control:
         return await self._mint(
             Tenancy.of(user.tenant_id), user.username, TokenIn(name="login", scopes=[SCOPE_ADMIN]), expires_at
         )
-
-
-def _origin_out(origin: Origin, items: Sequence[OriginItem] = ()) -> OriginOut:
-    out = OriginOut.model_validate(origin, from_attributes=True)
-    out.items = [ItemOut.model_validate(i, from_attributes=True) for i in items]
-    return out
 
 
 def _item_out(item: ServerItem) -> ServerItemOut:

@@ -31,6 +31,8 @@ __all__ = [
     "MetricsRead",
     "OriginsManage",
     "OriginsRead",
+    "PoliciesManage",
+    "PoliciesRead",
     "RolesManage",
     "ServersManage",
     "ServersPublish",
@@ -117,4 +119,6 @@ ClientsManage = Annotated[Actor, Depends(_requiring("clients:manage"))]
 AuditRead = Annotated[Actor, Depends(_requiring("audit:read"))]
 TenantsManage = Annotated[Actor, Depends(_requiring("tenants:manage"))]
 MetricsRead = Annotated[Actor, Depends(_requiring("metrics:read"))]
+PoliciesRead = Annotated[Actor, Depends(_requiring("policies:read"))]
+PoliciesManage = Annotated[Actor, Depends(_requiring("policies:manage"))]
 ControlDep = Annotated[Control, Depends(_control)]

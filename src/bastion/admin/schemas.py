@@ -23,6 +23,7 @@ from bastion.governance.permissions import parse_permission
 
 __all__ = [
     "ComposeIn",
+    "ItemApprovalIn",
     "ItemOut",
     "ItemPatch",
     "LoginIn",
@@ -190,6 +191,15 @@ class ItemOut(BaseModel):
     name: str
     digest: str
     definition: dict[str, Any]
+    pinned_digest: str | None = Field(None, description="the digest an administrator approved")
+    quarantined: bool = Field(False, description="changed (or new and flagged) since approval: hidden, uncallable")
+    flags: list[dict[str, str]] = Field(default_factory=list, description="the poisoning scan's findings")
+    change: str | None = Field(None, description="for a quarantined item: unified diff, approved → offered now")
+
+
+class ItemApprovalIn(StrictIn):
+    kind: Literal["tool", "resource", "resource_template", "prompt"]
+    name: str = Field(min_length=1, max_length=512)
 
 
 class OriginOut(BaseModel):

@@ -75,6 +75,9 @@ class ServerView:
     # In a view filtered for one member (`bastion.catalog.views`): the (kind, exposed name) of
     # items the server offers that this member may not use, so a call is refused as forbidden.
     denied: frozenset[tuple[str, str]] = frozenset()
+    # (kind, exposed name) of items whose origin changed their definition since it was approved
+    # (pinned): hidden and uncallable until an administrator reviews the change.
+    quarantined: frozenset[tuple[str, str]] = frozenset()
 
     def template_for(self, uri: str) -> Route | None:
         """The resource template whose literal prefix is the longest match for `uri`."""
@@ -105,6 +108,8 @@ class Snapshot:
     members: dict[str, Member] = field(default_factory=dict)  # by user id
     origin_access: dict[str, OriginAccess] = field(default_factory=dict)  # by origin id
     tenants: dict[str, str] = field(default_factory=dict)  # tenant id by slug
+    # The pipeline's stored policies: tenant id → scope → stage → the fields set there.
+    policies: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     # Views of a server filtered for one member and token limit, built on first use
     # (`bastion.catalog.views`); a snapshot is replaced on every change, and the cache with it.
     views: dict[Any, ServerView] = field(default_factory=dict, compare=False)

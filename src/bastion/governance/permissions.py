@@ -47,6 +47,8 @@ CONTROL_ACTIONS: Mapping[str, str] = {
     "tokens:manage": "see and revoke every API token of the tenant, create them for others",
     "clients:manage": "create, see and delete OAuth service clients",
     "audit:read": "read the audit trail: login events and API token use",
+    "policies:read": "see the policy pipeline's settings per scope",
+    "policies:manage": "set the policy pipeline's settings: rate limits, approval, DLP, response checks",
     "tenants:manage": "create and list tenants (platform administrators only)",
     "metrics:read": "read the Prometheus metrics at /metrics: counts over every tenant (platform administrators only)",
 }
@@ -70,7 +72,7 @@ BUILTIN_ROLES: Mapping[str, tuple[str, ...]] = {
     "connector-admin": ("origins:read", "origins:manage", "connectors:approve", "servers:read", "tokens:create"),
     "publisher": ("origins:read", "servers:read", "servers:manage", "servers:publish", "tokens:create"),
     "member": ("tokens:create", *_DATA_ALL),
-    "auditor": ("audit:read", "origins:read", "servers:read", "users:read"),
+    "auditor": ("audit:read", "origins:read", "servers:read", "users:read", "policies:read"),
 }
 
 

@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import mcp_types as mt
@@ -25,6 +25,7 @@ from bastion.errors import (
     Forbidden,
     InvalidParams,
     MethodNotFound,
+    Quarantined,
     UpstreamProtocolError,
     UpstreamRefused,
     UpstreamRejected,
@@ -38,6 +39,8 @@ from bastion.oauth.downstream_exchange import TokenExchanger
 from bastion.oauth.downstream_grants import DownstreamGrants, client_key
 from bastion.observability.metrics import Metrics
 from bastion.observability.tracing import Tracing
+from bastion.pipeline.base import Asker, CallContext, Item
+from bastion.pipeline.chain import Pipeline
 
 __all__ = ["SERVER_CAPABILITIES", "Call", "Methods"]
 
@@ -54,7 +57,6 @@ SERVER_CAPABILITIES: dict[str, Any] = {
 }
 
 
-Asker = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_INPUT_ROUNDS = 10  # an origin that never stops asking must not hold a call forever
 
 
@@ -72,6 +74,9 @@ class Call:
     # Handshake era: sends a request to the client and returns its JSON-RPC reply, when
     # the client can take one on this exchange (it declared elicitation and reads SSE).
     ask: Asker | None = None
+    session_id: str | None = None
+    # The pipeline's decisions on this request, in order: they go into its audit record.
+    trail: list[dict[str, Any]] = field(default_factory=list)
 
 
 Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -87,8 +92,10 @@ class Methods:
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         store_first: StoreFirst = "unless-read-only",
+        pipeline: Pipeline | None = None,
     ) -> None:
         self._pool = pool
+        self._pipeline = pipeline  # None: the bare proxy (no stages), which only `make bench` measures
         self._store_first = store_first
         self._audit_sink = audit
         self._metrics = metrics or Metrics()
@@ -150,6 +157,8 @@ class Methods:
         if self._audit_sink is None:
             return None
         record = call_record(call.principal, call.server.slug, kind, method, params, started, failure, origin)
+        if kind == "mcp.request" and call.trail:
+            record = dataclasses.replace(record, detail={"pipeline": call.trail})
         # Only a forwarded call's own record is waited for; the rest (its upstream call, which is
         # queued before it, lists, refusals) go with that batch, or with the next one.
         urgent = kind == "mcp.request" and failure is None and method in FORWARDED
@@ -235,8 +244,47 @@ class Methods:
     async def _forward(
         self, call: Call, route: Route, method: str, params: dict[str, Any], model: type[BaseModel]
     ) -> dict[str, Any]:
-        """Call the origin and validate what it answers (a result, or a request for user input)."""
+        """The pipeline's request stages, the origin call (its answer validated: a result, or a request
+        for user input), then the response stages (`bastion.pipeline.chain` has the order)."""
         spec = call.snapshot.origins[route.origin_id]
+        if self._pipeline is None:
+            return await self._upstream(call, route, spec, method, params, model)
+        ctx = self._context(call, route, spec, method, params)
+        reply = await self._pipeline.request(ctx)
+        if reply is not None:  # answered by a stage (it asks the client for input first)
+            return reply
+        result = await self._upstream(call, route, spec, method, ctx.params, model)
+        call.trail.append({"stage": "forward", "phase": "forward", "action": "allow", "origin": spec.name})
+        return await self._pipeline.response(ctx, result)
+
+    def _context(
+        self, call: Call, route: Route, spec: OriginSpec, method: str, params: dict[str, Any]
+    ) -> CallContext:
+        assert self._pipeline is not None
+        tenant_id = call.server.placement.tenant_id
+        settings = self._pipeline.settings(
+            call.snapshot.policies, tenant_id, call.server.slug, spec.name, route.upstream_name
+        )
+        item = Item(route.kind, route.exposed_name, route.upstream_name, spec.name, route.definition)
+        return CallContext(
+            method=method,
+            item=item,
+            params=params,
+            principal_id=call.principal.user_id,
+            principal_name=call.principal.username,
+            tenant_id=tenant_id,
+            server=call.server.slug,
+            settings=settings,
+            modern=call.modern,
+            ask=call.ask,
+            session_id=call.session_id,
+            client_capabilities=call.client_capabilities,
+            trail=call.trail,
+        )
+
+    async def _upstream(
+        self, call: Call, route: Route, spec: OriginSpec, method: str, params: dict[str, Any], model: type[BaseModel]
+    ) -> dict[str, Any]:
         client = self._pool.client(spec)
         on_behalf = await self._on_behalf(call, spec)
         started = time.perf_counter()
@@ -369,6 +417,11 @@ def _unknown(server: ServerView, kind: str, name: str) -> NoReturn:
     """An item this view lacks: forbidden when the server offers it but not to this caller."""
     if (kind, name) in server.denied:
         raise Forbidden(f"your roles do not allow this {kind}: {name!r} (ask an administrator for access)")
+    if (kind, name) in server.quarantined:
+        raise Quarantined(
+            f"{kind} {name!r} is quarantined: its origin changed its definition after it was approved; "
+            "an administrator must review the change and approve it again"
+        )
     raise InvalidParams(f"unknown {kind}: {name!r}")
 
 

@@ -44,6 +44,7 @@ from bastion.errors import (
     PayloadTooLarge,
     RequestCancelled,
     SessionRequired,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
     UnknownSession,
@@ -204,7 +205,7 @@ class McpEndpoint:
             await send_bytes(send, 202, b"")
             return
         request = _request(message)
-        call = Call(server, snapshot, principal, modern=False)
+        call = Call(server, snapshot, principal, modern=False, session_id=session.id)
         with anyio.CancelScope() as cancel:
             session.in_flight[request.id] = cancel
             try:
@@ -265,7 +266,12 @@ class McpEndpoint:
             result = await self._methods.dispatch(call, request.method, params)
         except BastionError as error:
             status = ERROR_CODE_HTTP_STATUS.get(error.jsonrpc_code, 200) if call.modern else 200
-            await send_bytes(send, status, error_message(request.id, error), headers=_session_headers(session))
+            headers = _session_headers(session)
+            if isinstance(error, TooManyRequests):
+                # A limit is HTTP's to say, in every revision: clients and proxies back off.
+                status = error.http_status
+                headers = [*headers, (b"retry-after", str(error.retry_after).encode())]
+            await send_bytes(send, status, error_message(request.id, error), headers=headers)
             return
         await send_bytes(send, 200, result_message(request.id, result), headers=_session_headers(session))
 

@@ -44,6 +44,7 @@ __all__ = [
     "OAuthToken",
     "Origin",
     "OriginItem",
+    "Policy",
     "Role",
     "ServerItem",
     "SigningKey",
@@ -194,6 +195,23 @@ class OriginItem(Base):
     name: Mapped[str] = mapped_column(String(512))  # tool/prompt name, resource URI or URI template
     definition: Mapped[dict[str, Any]] = mapped_column()
     digest: Mapped[str] = mapped_column(String(64))
+    # What an administrator approved: a later definition with another digest is quarantined.
+    pinned_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    pinned_definition: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    flags: Mapped[list[Any]] = mapped_column(default=list)  # the poisoning scan's findings (rule, where, severity)
+
+
+class Policy(TenantOwned, Base):
+    """One stage's settings at one scope (`bastion.pipeline.config`): only the fields set there."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("tenant_id", "scope", "stage"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    scope: Mapped[str] = mapped_column(String(600))  # global | server:<slug> | origin:<name> | tool:<origin>/<name>
+    stage: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column()
+    updated_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class VirtualServer(TenantOwned, Base):

@@ -1,8 +1,9 @@
-"""Per-client-address rate limits on the identity plane's public endpoints (sign-in, registration, token).
+"""Per-client-address rate limits on the identity plane's public endpoints (authorize, sign-in,
+registration, token).
 
-The `limits` library keeps moving windows in memory on one node; the policy
-pipeline's limiter (with Redis across replicas) takes over with its own issue.
-Refusals are 429 with `Retry-After`.
+Moving windows from the `limits` library, in the same storage as the pipeline's limiter: in
+memory on one node, in Redis across replicas (so an attacker cannot multiply the budget by the
+number of replicas). Refusals are 429 with `Retry-After`; a limiter that cannot be reached refuses.
 """
 
 from __future__ import annotations
@@ -11,25 +12,30 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 
-from bastion.errors import TooManyRequests
+from bastion.errors import TooManyRequests, Unavailable
 
 __all__ = ["RouteLimits"]
 
 
 class RouteLimits:
-    def __init__(self, rules: dict[str, str]) -> None:
-        """`rules` maps a route name to a limit in the `limits` notation, e.g. "10/minute"."""
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+    def __init__(self, rules: dict[str, str], storage: Storage | None = None) -> None:
+        """`rules` maps a route name to a limit in the `limits` notation, e.g. "10/minute"; `storage`
+        is shared with the pipeline's limiter (`bastion.pipeline.rate_limit.limiter_storage`)."""
+        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
         self._items: dict[str, RateLimitItem] = {route: parse(rule) for route, rule in rules.items()}
 
     async def hit(self, route: str, client: str) -> None:
         item = self._items.get(route)
-        if item is None or await self._limiter.hit(item, route, client):
-            return
-        stats = await self._limiter.get_window_stats(item, route, client)
+        try:
+            if item is None or await self._limiter.hit(item, "route", route, client):
+                return
+            stats = await self._limiter.get_window_stats(item, "route", route, client)
+        except StorageError:
+            raise Unavailable("the rate limiter cannot be reached; try again shortly") from None
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise TooManyRequests(
             f"too many {route} requests from this address: at most {item}; retry in {retry_after} s",

@@ -55,7 +55,11 @@ def _signed_in(request: Request, auth: AuthServer) -> tuple[str, str] | None:
 
 
 def error_page(error: BastionError) -> Response:
-    return render("error.html", status=error.http_status, message=error.message)
+    page = render("error.html", status=error.http_status, message=error.message)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:  # a limit or an outage: browsers and clients back off
+        page.headers["retry-after"] = str(retry_after)
+    return page
 
 
 def _request_token(auth: AuthServer, request: AuthorizationRequest) -> str:
@@ -69,6 +73,10 @@ def read_request(auth: AuthServer, token: str) -> AuthorizationRequest:
 
 @router.get("/oauth/authorize")
 async def authorize(request: Request, auth: Auth) -> Response:
+    try:
+        await limit(request, "authorize")
+    except BastionError as error:  # too many requests, or the limiter unreachable
+        return error_page(error)
     params = dict(request.query_params)
     try:
         authz = await auth.authorizer.validate(params)

@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter
 
-from bastion.admin.api import audit, auth, clients, governance, origins, servers, tokens, users
+from bastion.admin.api import audit, auth, clients, governance, origins, policies, servers, tokens, users
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api")
-for module in (audit, auth, clients, governance, origins, servers, tokens, users):
+for module in (audit, auth, clients, governance, origins, policies, servers, tokens, users):
     router.include_router(module.router)

@@ -5,7 +5,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 
 from bastion.admin.deps import ConnectorsApprove, ControlDep, OriginsManage, OriginsRead
-from bastion.admin.schemas import OriginAuthIn, OriginIn, OriginOut, ReviewIn
+from bastion.admin.schemas import ItemApprovalIn, OriginAuthIn, OriginIn, OriginOut, ReviewIn
 
 router = APIRouter(prefix="/origins", tags=["origins"])
 
@@ -30,6 +30,15 @@ async def show_origin(origin_id: str, control: ControlDep, actor: OriginsRead) -
 @router.post("/{origin_id}/review", response_model=OriginOut)
 async def review_origin(origin_id: str, data: ReviewIn, control: ControlDep, actor: ConnectorsApprove) -> OriginOut:
     return await control.review_origin(actor, origin_id, data)
+
+
+@router.post("/{origin_id}/items/approve", response_model=OriginOut)
+async def approve_item(
+    origin_id: str, data: ItemApprovalIn, control: ControlDep, actor: ConnectorsApprove
+) -> OriginOut:
+    """Approve one item as the origin offers it now: ends its quarantine after a definition change
+    (review `change` and `flags` in the origin's items first)."""
+    return await control.approve_item(actor, origin_id, data)
 
 
 @router.put("/{origin_id}/auth", response_model=OriginOut)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,10 +10,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.catalog.snapshot import definition_digest
+from bastion.errors import NotFound
 from bastion.store.models import Origin, OriginItem
 from bastion.store.repos._common import add_unique, by_id_or_name
 
-__all__ = ["create", "get", "items_of", "list_all", "remove", "save_discovery"]
+__all__ = ["create", "get", "items_of", "list_all", "pin_all", "pin_one", "remove", "save_discovery"]
 
 
 async def create(
@@ -53,21 +54,62 @@ async def save_discovery(
     items: list[tuple[str, str, dict[str, Any]]] | None,
     protocol_version: str | None,
     error: str | None,
+    flags: Mapping[tuple[str, str], list[dict[str, str]]] | None = None,
+    hold_flagged: bool = True,
 ) -> None:
-    """Replace the origin's item list with a fresh discovery (or record why it failed)."""
+    """Replace the origin's item list with a fresh discovery (or record why it failed).
+
+    Pins survive rediscovery: an item whose definition changed keeps the digest that was approved,
+    so it stands quarantined until reviewed. On an approved origin a new item is pinned as first
+    seen (it reaches no one until a publisher composes it), unless the poisoning scan found
+    high-severity flags on it and `hold_flagged`: then it waits for an administrator too.
+    """
     origin.discovered_at = datetime.now(UTC)
     origin.last_error = error
     if items is None:  # failed discovery keeps the last known items
         return
     origin.protocol_version = protocol_version
+    before = {(i.kind, i.name): i for i in await items_of(session, origin.id)}
     await session.execute(delete(OriginItem).where(OriginItem.origin_id == origin.id))
     for kind, name, definition in items:
+        found = (flags or {}).get((kind, name), [])
+        digest = definition_digest(definition)
+        previous = before.get((kind, name))
+        if previous is not None:
+            pinned, pinned_definition = previous.pinned_digest, previous.pinned_definition
+        elif origin.status == "approved" and not (hold_flagged and _high(found)):
+            pinned, pinned_definition = digest, definition
+        else:
+            pinned, pinned_definition = None, None
         session.add(
             OriginItem(
                 origin_id=origin.id,
                 kind=kind,
                 name=name,
                 definition=definition,
-                digest=definition_digest(definition),
+                digest=digest,
+                pinned_digest=pinned,
+                pinned_definition=pinned_definition,
+                flags=found,
             )
         )
+
+
+async def pin_all(session: AsyncSession, origin: Origin, *, hold_flagged: bool) -> None:
+    """An approval: every item's current definition is what was approved (flagged ones excepted)."""
+    for item in await items_of(session, origin.id):
+        if not (hold_flagged and _high(item.flags)):
+            item.pinned_digest, item.pinned_definition = item.digest, item.definition
+
+
+async def pin_one(session: AsyncSession, origin: Origin, kind: str, name: str) -> OriginItem:
+    """An administrator approved this item's current definition, having seen its change and flags."""
+    for item in await items_of(session, origin.id):
+        if item.kind == kind and item.name == name:
+            item.pinned_digest, item.pinned_definition = item.digest, item.definition
+            return item
+    raise NotFound(f"origin {origin.name!r} offers no {kind} named {name!r}")
+
+
+def _high(flags: Sequence[Mapping[str, Any]] | None) -> bool:
+    return any(flag.get("severity") == "high" for flag in flags or ())

@@ -19,6 +19,7 @@ from bastion.store.models import (
     ApiToken,
     Origin,
     OriginItem,
+    Policy,
     Role,
     ServerItem,
     StateEpoch,
@@ -41,7 +42,7 @@ async def load_snapshot(session: AsyncSession, vault: MasterKeys | None = None) 
     access = {
         o.id: OriginAccess(name=o.name, placement=_placement(o), approved=o.status == "approved") for o in origin_rows
     }
-    definitions = {(i.origin_id, i.kind, i.name): i.definition for i in await session.scalars(select(OriginItem))}
+    definitions = {(i.origin_id, i.kind, i.name): i for i in await session.scalars(select(OriginItem))}
     by_server: dict[str, list[ServerItem]] = defaultdict(list)
     for item in await session.scalars(select(ServerItem).where(ServerItem.enabled.is_(True))):
         by_server[item.server_id].append(item)
@@ -57,7 +58,15 @@ async def load_snapshot(session: AsyncSession, vault: MasterKeys | None = None) 
         members=await _members(session),
         origin_access=access,
         tenants={t.slug: t.id for t in await session.scalars(select(Tenant))},
+        policies=await _policies(session),
     )
+
+
+async def _policies(session: AsyncSession) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    policies: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for row in await session.scalars(select(Policy)):
+        policies.setdefault(row.tenant_id, {}).setdefault(row.scope, {})[row.stage] = dict(row.settings)
+    return policies
 
 
 def _placement(row: Origin | VirtualServer) -> Placement:
@@ -119,18 +128,22 @@ def origin_spec(origin: Origin, vault: MasterKeys | None = None) -> OriginSpec:
 def _server_view(
     server: VirtualServer,
     items: list[ServerItem],
-    definitions: dict[tuple[str, str, str], dict[str, Any]],
+    definitions: dict[tuple[str, str, str], OriginItem],
     access: dict[str, OriginAccess],
 ) -> ServerView:
     maps: dict[str, dict[str, Route]] = {"tool": {}, "prompt": {}, "resource": {}, "resource_template": {}}
+    quarantined: set[tuple[str, str]] = set()
     for item in items:
         origin = access.get(item.origin_id)
         if origin is None or not origin.approved or origin.placement.tenant_id != server.tenant_id:
             continue  # nothing of an unapproved connector, or of another tenant's, is reachable
-        definition = definitions.get((item.origin_id, item.kind, item.name))
-        if definition is None:  # the origin no longer offers it: not reachable
+        found = definitions.get((item.origin_id, item.kind, item.name))
+        if found is None:  # the origin no longer offers it: not reachable
             continue
-        exposed = dict(definition)
+        if found.pinned_digest != found.digest:  # changed since approval (or never approved): hidden
+            quarantined.add((item.kind, item.exposed_name))
+            continue
+        exposed = dict(found.definition)
         if item.kind in ("tool", "prompt"):
             exposed["name"] = item.exposed_name
         maps[item.kind][item.exposed_name] = Route(
@@ -151,6 +164,7 @@ def _server_view(
         resources=maps["resource"],
         templates=tuple(maps["resource_template"].values()),
         placement=_placement(server),
+        quarantined=frozenset(quarantined),
     )
 
 

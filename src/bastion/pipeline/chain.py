@@ -1,0 +1,130 @@
+"""The order of the pipeline, and its invariants, in one place.
+
+    authorize                 in the method table, before any stage: an item the caller may not
+                              use is never seen by a stage (never configurable off)
+    request:  cedar           rules over who/what/arguments: an authorization rule, so first
+              rate_limit      before anything costly, and before a person is asked
+              schema_guard    a malformed call is refused before a person is bothered with it
+              approval        the person approves the call as the client sent it (raw values)
+              anonymize       stand-ins replace personal data...
+              dlp             ...so DLP checks what will really leave; stand-ins are not findings
+              <plugins>       custom stages see the final outgoing params
+    forward                   the origin call (credential resolved there)
+    response: <plugins>
+              inspect         size first (before anything walks a huge result), then injection
+                              markers and spotlighting, on the origin's own text
+              dlp             secrets and personal data in what the origin returned
+              anonymize       the client's own values back in place of the stand-ins (after DLP,
+                              which must not flag a person's own data as a leak)
+              approval        an origin asking for more input keeps the approval in its state
+    audit                     in the method table, after everything: every decision is in the record
+                              (never configurable off)
+
+A deny stops the phase at once: nothing after it runs, and the call is not forwarded (request)
+or its result is withheld (response).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bastion.errors import PolicyDenied
+from bastion.pipeline.anonymize import Anonymize
+from bastion.pipeline.approval import Approval
+from bastion.pipeline.base import CallContext, Decision, Phase, Stage
+from bastion.pipeline.cedar import Cedar
+from bastion.pipeline.config import merge, scope_chain
+from bastion.pipeline.dlp import Dlp
+from bastion.pipeline.dlp_detectors import Detector
+from bastion.pipeline.inspect import Inspect
+from bastion.pipeline.rate_limit import RateLimit
+from bastion.pipeline.schema_guard import SchemaGuard
+
+__all__ = ["BUILTIN", "ORDER", "Pipeline", "Policies"]
+
+REQUEST_ORDER = ("cedar", "rate_limit", "schema_guard", "approval", "anonymize", "dlp")
+RESPONSE_ORDER = ("inspect", "dlp", "anonymize", "approval")
+ORDER = ("authorize", *REQUEST_ORDER, "forward", *RESPONSE_ORDER, "audit")
+BUILTIN = frozenset({*REQUEST_ORDER, *RESPONSE_ORDER, "authorize", "forward", "audit"})
+assert ORDER[0] == "authorize" and ORDER[-1] == "audit"  # the invariants no configuration changes
+assert REQUEST_ORDER.index("anonymize") < REQUEST_ORDER.index("dlp")
+assert RESPONSE_ORDER.index("dlp") < RESPONSE_ORDER.index("anonymize")
+
+# tenant id → scope → stage → the fields set there (the snapshot's copy of the stored policies)
+Policies = Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        rate_limit: RateLimit,
+        approval: Approval | None = None,
+        plugins: Mapping[str, Stage] | None = None,
+        detectors: Mapping[str, Detector] | None = None,
+    ) -> None:
+        self.approval = approval or Approval()
+        builtin: dict[str, Stage] = {
+            "cedar": Cedar(),
+            "rate_limit": rate_limit,
+            "schema_guard": SchemaGuard(),
+            "approval": self.approval,
+            "anonymize": Anonymize(),
+            "dlp": Dlp(detectors),
+            "inspect": Inspect(),
+        }
+        custom = dict(plugins or {})
+        assert not BUILTIN & custom.keys(), "plugins cannot replace built-in stages"
+        self.plugin_names = frozenset(custom)
+        self._request = tuple(builtin[n] for n in REQUEST_ORDER) + tuple(custom.values())
+        self._response = tuple(custom.values()) + tuple(builtin[n] for n in RESPONSE_ORDER)
+        self._settings: dict[tuple[str, str, str, str], Mapping[str, Any]] = {}
+        self._policies: Policies | None = None
+
+    def stages(self) -> dict[str, Stage]:
+        """Every stage by name (built-in and plugins)."""
+        return {stage.name: stage for stage in (*self._request, *self._response)}
+
+    def settings(self, policies: Policies, tenant_id: str, server: str, origin: str, item: str) -> Mapping[str, Any]:
+        """Every stage's settings for one item; computed once per snapshot (policies change only with it)."""
+        if policies is not self._policies:
+            self._settings, self._policies = {}, policies
+        key = (tenant_id, server, origin, item)
+        found = self._settings.get(key)
+        if found is None:
+            found = self._settings[key] = merge(policies.get(tenant_id, {}), scope_chain(server, origin, item))
+        return found
+
+    async def request(self, ctx: CallContext) -> dict[str, Any] | None:
+        """Run the request stages. Returns a result to answer with instead of forwarding (a stage
+        asking the client for input), or None to forward `ctx.params`. A deny raises its error."""
+        for stage in self._request:
+            decision = await stage.on_request(ctx)
+            _keep(ctx, stage.name, "request", decision)
+            if decision.action == "deny":
+                raise decision.error or PolicyDenied(f"{stage.name}: {decision.reason}")
+            if decision.params is not None:
+                ctx.params = decision.params
+            if decision.result is not None:
+                return decision.result
+        return None
+
+    async def response(self, ctx: CallContext, result: dict[str, Any]) -> dict[str, Any]:
+        for stage in self._response:
+            decision = await stage.on_response(ctx, result)
+            _keep(ctx, stage.name, "response", decision)
+            if decision.action == "deny":
+                raise decision.error or PolicyDenied(f"{stage.name}: {decision.reason}")
+            if decision.result is not None:
+                result = decision.result
+        return result
+
+
+def _keep(ctx: CallContext, stage: str, phase: Phase, decision: Decision) -> None:
+    """Every decision in the call's trail, in order: stage, phase, action, reason, secret-free details."""
+    entry: dict[str, Any] = {"stage": stage, "phase": phase, "action": decision.action}
+    if decision.reason:
+        entry["reason"] = decision.reason[:300]
+    if decision.detail:
+        entry.update(decision.detail)
+    ctx.trail.append(entry)

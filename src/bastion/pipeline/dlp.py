@@ -1,0 +1,141 @@
+"""Data loss prevention on arguments and results: the baseline detectors, a tenant's own, and an
+action per detector (block, redact, mask, alert, off) for each direction.
+
+Findings are named in the trail by detector and field path only; the matched value is never
+written anywhere. Values the anonymizer put in place of the originals are not findings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from bastion.errors import PolicyDenied
+from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
+from bastion.pipeline.config import DlpAction, DlpSettings
+from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all
+from bastion.pipeline.texts import map_strings, strings
+
+__all__ = ["Dlp", "apply"]
+
+_PSEUDONYMS = "anonymize"  # the anonymizer's per-call table in CallContext.state
+
+
+class Dlp(StageBase):
+    name = "dlp"
+
+    def __init__(self, plugins: Mapping[str, Detector] | None = None) -> None:
+        self._plugins = dict(plugins or {})
+        self._detectors: dict[int, tuple[DlpSettings, tuple[Detector, ...]]] = {}
+
+    def detectors(self, settings: DlpSettings) -> tuple[Detector, ...]:
+        cached = self._detectors.get(id(settings))
+        if cached is not None and cached[0] is settings:
+            return cached[1]
+        custom = tuple(RegexDetector(c.name, re.compile(c.pattern)) for c in settings.custom)
+        plugged = tuple(self._plugins[name] for name in settings.plugins if name in self._plugins)
+        built = (*BASELINE, *custom, *plugged)
+        if len(self._detectors) > 1024:
+            self._detectors.clear()
+        self._detectors[id(settings)] = (settings, built)
+        return built
+
+    async def on_request(self, ctx: CallContext) -> Decision:
+        settings: DlpSettings = ctx.settings["dlp"]
+        if not settings.enabled:
+            return ALLOW
+        key = "arguments" if "arguments" in ctx.params else None
+        scanned = ctx.params.get(key) if key else None
+        if not scanned:
+            return ALLOW
+        decision, changed = apply(scanned, self.detectors(settings), settings.request, _known(ctx), "arguments",
+                                  arguments=True)
+        if decision.action == "modify":
+            return Decision.modify(decision.reason, params={**ctx.params, "arguments": changed},
+                                   detail=decision.detail)
+        return decision
+
+    async def on_response(self, ctx: CallContext, result: dict[str, Any]) -> Decision:
+        settings: DlpSettings = ctx.settings["dlp"]
+        if not settings.enabled:
+            return ALLOW
+        decision, changed = apply(result, self.detectors(settings), settings.response, _known(ctx), "result")
+        if decision.action == "modify":
+            return Decision.modify(decision.reason, result=changed, detail=decision.detail)
+        return decision
+
+
+def apply(
+    value: Any,
+    detectors: Sequence[Detector],
+    actions: Mapping[str, DlpAction],
+    known: frozenset[str],
+    label: str,
+    *,
+    arguments: bool = False,
+) -> tuple[Decision, Any]:
+    """The decision for `value` and, when something is redacted or masked, the changed copy."""
+    found: Counter[str] = Counter()
+    blocked: list[tuple[str, str]] = []
+    acted: set[str] = set()
+    for where, text in strings(value, arguments=arguments):
+        for finding in _findings(text, detectors, actions, known):
+            action = _action(actions, finding.detector)
+            found[finding.detector] += 1
+            acted.add(action)
+            if action == "block":
+                blocked.append((finding.detector, where))
+    if not found:
+        return ALLOW, value
+    detail = {"findings": dict(found)}
+    if blocked:
+        detector, where = blocked[0]
+        error = PolicyDenied(f"data loss prevention: the {label} contain a {detector.replace('_', ' ')} "
+                             f"(at {where or label}); the call was not forwarded" if label == "arguments" else
+                             f"data loss prevention: the result contains a {detector.replace('_', ' ')} "
+                             f"(at {where or label}); it was withheld")
+        return Decision.deny(error, detail=detail), value
+    if acted & {"redact", "mask"}:
+
+        def change(text: str) -> str:
+            spans = _findings(text, detectors, actions, known)
+            rewritten = text
+            for finding in reversed(spans):  # right to left: earlier offsets stay valid
+                replacement = _replacement(_action(actions, finding.detector), finding)
+                if replacement is not None:
+                    rewritten = rewritten[: finding.start] + replacement + rewritten[finding.end :]
+            return rewritten if rewritten != text else text
+
+        summary = ", ".join(f"{n} {d}" for d, n in sorted(found.items()))
+        return Decision.modify(f"{label}: {summary} redacted or masked", detail=detail), map_strings(
+            value, change, arguments=arguments
+        )
+    return Decision.alert(f"{label}: " + ", ".join(f"{n} {d}" for d, n in sorted(found.items())), detail), value
+
+
+def _findings(
+    text: str, detectors: Sequence[Detector], actions: Mapping[str, DlpAction], known: frozenset[str]
+) -> list[Finding]:
+    return [
+        f for f in find_all(text, detectors) if _action(actions, f.detector) != "off" and f.value not in known
+    ]
+
+
+def _action(actions: Mapping[str, DlpAction], detector: str) -> DlpAction:
+    return actions.get(detector) or actions.get("*") or "alert"
+
+
+def _replacement(action: DlpAction, finding: Finding) -> str | None:
+    if action == "redact":
+        return f"[REDACTED:{finding.detector}]"
+    if action == "mask":
+        visible = finding.value[-4:] if len(finding.value) > 8 else ""
+        return "*" * max(4, len(finding.value) - len(visible)) + visible
+    return None
+
+
+def _known(ctx: CallContext) -> frozenset[str]:
+    table: Iterable[str] = (ctx.state.get(_PSEUDONYMS) or {}).keys()
+    return frozenset(table)

@@ -1,0 +1,57 @@
+"""Policies merge from the most general scope to the most specific, field by field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from bastion.errors import BadRequest
+from bastion.pipeline.config import (
+    DlpSettings,
+    RateLimitSettings,
+    merge,
+    scope_chain,
+    validate_scope,
+    validate_settings,
+)
+
+
+def test_the_most_specific_scope_wins_field_by_field() -> None:
+    policies = {
+        "global": {"rate_limit": {"per_principal": "100/minute", "per_server": "1000/minute"}},
+        "server:srv": {"rate_limit": {"per_principal": "50/minute"}},
+        "tool:shop/refund": {"rate_limit": {"per_tool": "5/minute"}},
+        "tool:shop/other": {"rate_limit": {"per_principal": "1/minute"}},
+    }
+    merged = merge(policies, scope_chain("srv", "shop", "refund"))["rate_limit"]
+    assert merged == RateLimitSettings(per_principal="50/minute", per_server="1000/minute", per_tool="5/minute")
+
+
+def test_a_stage_no_policy_names_keeps_its_defaults() -> None:
+    merged = merge({}, scope_chain("srv", "shop", "refund"))
+    assert merged["dlp"] == DlpSettings()
+    assert merged["dlp"].request["aws_access_key"] == "block"
+    assert merged["approval"].mode == "auto"
+
+
+def test_settings_are_checked_by_the_stages_model_before_they_are_stored() -> None:
+    with pytest.raises(ValidationError, match="limits notation"):
+        validate_settings("rate_limit", {"per_principal": "often"}, {})
+    with pytest.raises(ValidationError, match="does not compile"):
+        validate_settings("dlp", {"custom": [{"name": "badge", "pattern": "(unclosed"}]}, {})
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        validate_settings("approval", {"mode": "always", "colour": "red"}, {})
+    with pytest.raises(BadRequest, match="unknown stage 'nonesuch'"):
+        validate_settings("nonesuch", {}, {})
+    assert validate_settings("watermark", {"anything": 1}, {"watermark": None}) == {"anything": 1}
+
+
+@pytest.mark.parametrize("scope", ["global", "server:demo", "origin:inventory", "tool:inventory/refund_order"])
+def test_the_four_scopes_are_accepted(scope: str) -> None:
+    assert validate_scope(scope) == scope
+
+
+@pytest.mark.parametrize("scope", ["", "tenant:x", "server:", "tool:inventory", "server:a b"])
+def test_anything_else_is_refused_with_the_forms_named(scope: str) -> None:
+    with pytest.raises(BadRequest, match="server:<slug>"):
+        validate_scope(scope)

@@ -1,0 +1,80 @@
+"""Tool poisoning: a definition changed after approval is quarantined until an administrator
+approves the change; an item that arrives with hidden instructions waits for a person too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import MCPError
+
+from tests.harness import Bastion, origin_process
+
+pytestmark = pytest.mark.anyio
+
+
+def _item(origin: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(i for i in origin["items"] if i["kind"] == "tool" and i["name"] == name)
+
+
+async def test_a_rug_pull_quarantines_the_tool_until_an_administrator_approves_the_change(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    with origin_process("tests.origins.payments", "--log", str(tmp_path / "log.jsonl")) as url:
+        origin = bastion.add_origin("payments", url=url)
+        bastion.publish_server("pay", {"origin": "payments"})
+        async with bastion.client("pay", bastion.token("pay")) as client:
+            before = {t.name for t in (await client.list_tools()).tools}
+            assert "lookup_customer" in before
+            assert not (await client.call_tool("lookup_customer", {"email": "a@example.com"})).is_error
+            await client.call_tool("rug_pull", {})  # the origin changes the description behind Bastion's back
+            changed = bastion.ok("POST", f"/api/origins/{origin['id']}/refresh")
+            item = _item(changed, "lookup_customer")
+            assert item["quarantined"] is True
+            assert "id_rsa" in item["change"] and item["change"].startswith("--- approved")
+            assert any(flag["severity"] == "high" for flag in item["flags"])
+            assert "lookup_customer" not in {t.name for t in (await client.list_tools()).tools}
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool("lookup_customer", {"email": "a@example.com"})
+            assert "quarantined" in caught.value.error.message
+            assert "approve it again" in caught.value.error.message
+            # Nothing else of the origin is affected.
+            assert "fetch_notice" in {t.name for t in (await client.list_tools()).tools}
+            # A connector admin reviews the diff and approves the new definition.
+            approved = bastion.ok(
+                "POST", f"/api/origins/{origin['id']}/items/approve", json={"kind": "tool", "name": "lookup_customer"}
+            )
+            assert _item(approved, "lookup_customer")["quarantined"] is False
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert "id_rsa" in (tools["lookup_customer"].description or "")
+            assert not (await client.call_tool("lookup_customer", {"email": "a@example.com"})).is_error
+
+
+async def test_a_tool_that_arrives_with_hidden_instructions_is_held_at_approval(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    with origin_process("tests.origins.payments", "--log", str(tmp_path / "log.jsonl")) as url:
+        first = bastion.add_origin("payments", url=url)
+        bastion.publish_server("pay", {"origin": "payments"})
+        async with bastion.client("pay", bastion.token("pay")) as client:
+            await client.call_tool("rug_pull", {})
+        bastion.ok("DELETE", f"/api/origins/{first['id']}")
+        # The same origin registered afresh: its poisoned description is there from the start.
+        pending = bastion.ok("POST", "/api/origins", json={"name": "payments2", "transport": "http", "url": url})
+        assert any(f["severity"] == "high" for f in _item(pending, "lookup_customer")["flags"])
+        approved = bastion.ok("POST", f"/api/origins/{pending['id']}/review", json={"decision": "approve"})
+        assert _item(approved, "lookup_customer")["quarantined"] is True
+        assert _item(approved, "fetch_notice")["quarantined"] is False
+        bastion.publish_server("pay2", {"origin": "payments2"})
+        async with bastion.client("pay2", bastion.token("pay2")) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+    assert "lookup_customer" not in names and "fetch_notice" in names
+
+
+async def test_a_member_cannot_approve_an_item(bastion: Bastion) -> None:
+    from tests.governance.people import add_person, as_person
+
+    member = add_person(bastion, "mia", ["member"])
+    refused = as_person(bastion, member, "POST", "/api/origins/none/items/approve", json={"kind": "tool", "name": "x"})
+    assert refused.status_code == 403
