@@ -3,7 +3,8 @@
 Every moving part is its own process (origin, Bastion, load generator), all on loopback, so the
 CPU each one spends can be measured separately with psutil. Settings come from the environment:
 BENCH_SECONDS (measured window per phase, default 8), BENCH_WARMUP (default 1.5),
-BENCH_CLIENT (`raw` default, or `httpx`). Results: stdout and bench/results/latest.json.
+BENCH_CLIENT (`raw` default, or `httpx`), BENCH_PIPELINE (`on` default: Bastion as it ships; `off`:
+the bare proxy, BASTION_PIPELINE=false, for the end-to-end difference). Results: stdout and bench/results/latest.json.
 Exit status 1 means the run itself is not trustworthy (errors or no calls), not a missed target.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import audit
+from bench import audit, pipeline
 from bench.replicas import NAME, Pair, epoch_check_cost, measure_propagation, replica_pair
 from bench.report import Phase, summarize, table
 from bench.rss import RssSampler
@@ -116,6 +117,7 @@ def _environment(seconds: float, warmup: float, client: str) -> dict[str, object
         "warmup": warmup,
         "client": client,
         "levels": list(LEVELS),
+        "pipeline": os.environ.get("BENCH_PIPELINE", "on"),
     }
 
 
@@ -159,7 +161,8 @@ def main() -> int:
     warmup = _env_float("BENCH_WARMUP", 1.5)
     client = os.environ.get("BENCH_CLIENT", "raw")
     started = time.monotonic()
-    print(f"bench: echo tools/call, direct vs Bastion, c={LEVELS}, client={client}, {os.cpu_count()} CPUs")
+    stages = "policy pipeline on" if os.environ.get("BENCH_PIPELINE", "on") != "off" else "bare proxy: pipeline off"
+    print(f"bench: echo tools/call, direct vs Bastion ({stages}), c={LEVELS}, client={client}, {os.cpu_count()} CPUs")
     trials = int(_env_float("BENCH_PROPAGATION_TRIALS", 20))
     with (
         tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp,
@@ -195,6 +198,8 @@ def main() -> int:
     _print_replicas(epoch_cost, propagation)
     audit_cost = audit.measure()  # after the stack stopped: nothing else runs
     audit.report(audit_cost)
+    pipeline_cost = pipeline.measure()
+    pipeline.report(pipeline_cost)
     errors = sum(p.errors for p in phases)
     untrustworthy = errors > 0 or any(p.ok == 0 for p in phases)
     for p in phases:
@@ -212,6 +217,7 @@ def main() -> int:
         "epoch_check_cost": epoch_cost,
         "propagation": propagation,
         "audit": audit_cost,
+        "pipeline": pipeline_cost,
         "noisy_phases": noisy,
         "wall_seconds": time.monotonic() - started,
     }  # fmt: skip

@@ -155,7 +155,11 @@ def running_stack(work: Path) -> Iterator[Stack]:
         started: list[Child] = []
         try:
             origin, origin_url = _start_origin(stack, work, started)
-            bastion, base = start_bastion(stack, work, password, started)
+            # BENCH_PIPELINE=off measures the bare proxy (no stages) for the end-to-end comparison.
+            bare = os.environ.get("BENCH_PIPELINE", "on") == "off"
+            bastion, base = start_bastion(
+                stack, work, password, started, **({"BASTION_PIPELINE": "false"} if bare else {})
+            )
             token, upstream_protocol = provision(base, password, origin_url)
             direct = Target("direct", origin_url, None, origin.pid)
             gateway = Target("bastion", f"{base}/servers/{SLUG}/mcp", token, bastion.pid)
