@@ -4,9 +4,9 @@ Owns the discovery-time scan of one item definition (MCP wire dicts: a tool, res
 template or prompt). A client hands the model the whole definition, so every text in it is read,
 not only the description: the name and title, each schema's property names, descriptions,
 titles, defaults, enums, consts and examples at any depth, the annotations, a prompt's arguments,
-a resource's URI. Each goes to `bastion.pipeline.injection.scan_text`, which owns the rules, with
-where it sits ("inputSchema.properties.a.description"). Left out: `_meta` and `icons`, which
-clients do not show the model.
+a resource's URI. Each goes to `bastion.pipeline.injection.scan_text` (the rules are in
+`bastion.pipeline.injection_rules`), with where it sits ("inputSchema.properties.a.description").
+Left out: `_meta` and `icons`, which clients do not show the model.
 
 Names (the item's, a property's, an argument's) are also read with their separators as spaces,
 so "ignore_previous_instructions" or "doNotTellTheUser" meet the phrase rules; the catalog's
