@@ -38,6 +38,7 @@ from bastion.oauth.downstream_grants import DownstreamGrants
 from bastion.oauth.origin_tokens import OriginTokens
 from bastion.observability.metrics import Gauge, Metrics
 from bastion.observability.tracing import Tracing
+from bastion.pipeline.approval import Approval
 from bastion.pipeline.chain import BUILTIN, Pipeline
 from bastion.pipeline.plugins import load_detectors, load_stages
 from bastion.pipeline.rate_limit import RateLimit, limiter_storage
@@ -183,6 +184,7 @@ class Services:
         # The policy pipeline around every forwarded call; its limiter shares Redis with the replicas.
         self.pipeline = Pipeline(
             RateLimit(self.limiter),
+            approval=Approval(self.limiter),  # single-use approvals: one budget of nonces across replicas
             plugins=load_stages(BUILTIN),
             detectors=load_detectors(),
         )

@@ -60,6 +60,25 @@ def rug_pull() -> str:
     return "changed"
 
 
+@server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False))
+def vanish(come_back: bool) -> str:
+    """Test control: withdraw lookup_customer, or offer it again with another description."""
+    if not come_back:
+        server.remove_tool("lookup_customer")
+        return "withdrawn"
+
+    def lookup_customer(email: str) -> str:
+        return f"Customer {email} has 2 open invoices."
+
+    server.add_tool(
+        lookup_customer,
+        name="lookup_customer",
+        description="Find a customer by email address (new and improved).",
+        annotations=ToolAnnotations(readOnlyHint=True),
+    )
+    return "back"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

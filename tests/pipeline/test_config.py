@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -55,3 +57,34 @@ def test_the_four_scopes_are_accepted(scope: str) -> None:
 def test_anything_else_is_refused_with_the_forms_named(scope: str) -> None:
     with pytest.raises(BadRequest, match="server:<slug>"):
         validate_scope(scope)
+
+
+def test_a_narrow_dlp_policy_adds_to_the_defaults_instead_of_replacing_them() -> None:
+    policies: dict[str, dict[str, dict[str, Any]]] = {
+        "global": {"dlp": {"custom": [{"name": "badge", "pattern": "B-[0-9]+"}]}},
+        "tool:shop/refund": {
+            "dlp": {"request": {"email": "block"}, "custom": [{"name": "case", "pattern": "C-[0-9]+"}]}
+        },
+    }
+    merged = merge(policies, scope_chain("srv", "shop", "refund"))["dlp"]
+    assert merged.request["email"] == "block"
+    assert merged.request["aws_access_key"] == "block" and merged.request["*"] == "alert"  # defaults kept
+    assert [c.name for c in merged.custom] == ["badge", "case"]
+
+
+def test_cedar_policies_of_every_scope_apply_together() -> None:
+    forbid = 'forbid(principal, action, resource == Tool::"shop/refund");'
+    policies: dict[str, dict[str, dict[str, Any]]] = {
+        "global": {"cedar": {"enabled": True, "policies": forbid}},
+        "tool:shop/refund": {"cedar": {"policies": "permit(principal, action, resource);"}},
+    }
+    merged = merge(policies, scope_chain("srv", "shop", "refund"))["cedar"]
+    assert "forbid" in merged.policies and "permit" in merged.policies
+
+
+def test_an_action_for_a_detector_nobody_runs_is_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown detectors"):
+        validate_settings("dlp", {"request": {"emial": "block"}}, {})
+    with pytest.raises(ValidationError, match="unknown detectors"):
+        validate_settings("anonymize", {"detectors": ["emial"]}, {})
+    assert validate_settings("dlp", {"request": {"badge": "block"}, "custom": [{"name": "badge", "pattern": "x"}]}, {})

@@ -38,13 +38,15 @@ async def test_a_rug_pull_quarantines_the_tool_until_an_administrator_approves_t
             with pytest.raises(MCPError) as caught:
                 await client.call_tool("lookup_customer", {"email": "a@example.com"})
             assert "quarantined" in caught.value.error.message
-            assert "approve it again" in caught.value.error.message
+            assert "no administrator approved" in caught.value.error.message
             # Nothing else of the origin is affected.
             assert "fetch_notice" in {t.name for t in (await client.list_tools()).tools}
-            # A connector admin reviews the diff and approves the new definition.
-            approved = bastion.ok(
-                "POST", f"/api/origins/{origin['id']}/items/approve", json={"kind": "tool", "name": "lookup_customer"}
-            )
+            # A connector admin reviews the diff and approves the definition they saw (by its digest).
+            stale = {"kind": "tool", "name": "lookup_customer", "digest": item["pinned_digest"]}
+            refused = bastion.api("POST", f"/api/origins/{origin['id']}/items/approve", json=stale)
+            assert refused.status_code == 409 and "changed again since you reviewed it" in refused.text
+            reviewed = {"kind": "tool", "name": "lookup_customer", "digest": item["digest"]}
+            approved = bastion.ok("POST", f"/api/origins/{origin['id']}/items/approve", json=reviewed)
             assert _item(approved, "lookup_customer")["quarantined"] is False
             tools = {t.name: t for t in (await client.list_tools()).tools}
             assert "id_rsa" in (tools["lookup_customer"].description or "")
@@ -72,9 +74,29 @@ async def test_a_tool_that_arrives_with_hidden_instructions_is_held_at_approval(
     assert "lookup_customer" not in names and "fetch_notice" in names
 
 
+async def test_an_item_withdrawn_and_offered_again_changed_is_quarantined_not_taken_as_new(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    with origin_process("tests.origins.payments", "--log", str(tmp_path / "log.jsonl")) as url:
+        origin = bastion.add_origin("payments", url=url)
+        bastion.publish_server("pay", {"origin": "payments"})
+        async with bastion.client("pay", bastion.token("pay")) as client:
+            await client.call_tool("vanish", {"come_back": False})
+            gone = bastion.ok("POST", f"/api/origins/{origin['id']}/refresh")
+            assert "lookup_customer" not in {i["name"] for i in gone["items"]}
+            await client.call_tool("vanish", {"come_back": True})
+            back = _item(bastion.ok("POST", f"/api/origins/{origin['id']}/refresh"), "lookup_customer")
+            assert back["quarantined"] is True and back["pinned_digest"] is None
+            assert back["change"] == "never approved: the whole definition is new"
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool("lookup_customer", {"email": "a@example.com"})
+    assert "quarantined" in caught.value.error.message
+
+
 async def test_a_member_cannot_approve_an_item(bastion: Bastion) -> None:
     from tests.governance.people import add_person, as_person
 
     member = add_person(bastion, "mia", ["member"])
-    refused = as_person(bastion, member, "POST", "/api/origins/none/items/approve", json={"kind": "tool", "name": "x"})
+    body = {"kind": "tool", "name": "x", "digest": "0" * 64}
+    refused = as_person(bastion, member, "POST", "/api/origins/none/items/approve", json=body)
     assert refused.status_code == 403

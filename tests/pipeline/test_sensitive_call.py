@@ -90,9 +90,9 @@ async def test_a_sensitive_call_is_approved_then_anonymized_then_checked_and_aud
     # The audit record holds every decision, in the pipeline's order, and none of the values.
     trail = await _trail(bastion, "send_payment", "allow", forwarded=True)
     assert [(d["stage"], d["phase"]) for d in trail] == [
-        ("cedar", "request"),
         ("rate_limit", "request"),
         ("schema_guard", "request"),
+        ("cedar", "request"),
         ("approval", "request"),
         ("anonymize", "request"),
         ("dlp", "request"),

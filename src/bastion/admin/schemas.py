@@ -200,6 +200,7 @@ class ItemOut(BaseModel):
 class ItemApprovalIn(StrictIn):
     kind: Literal["tool", "resource", "resource_template", "prompt"]
     name: str = Field(min_length=1, max_length=512)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="the item's digest as reviewed (from its `digest`)")
 
 
 class OriginOut(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from bastion.audit.chain import AuditRecord, digest_arguments
 from bastion.audit.sink import correlation_id, now_us
-from bastion.errors import BastionError, Forbidden, Unauthenticated
+from bastion.errors import BastionError, Forbidden, TooManyRequests, Unauthenticated
 from bastion.identity.principal import Principal
 from bastion.oauth.downstream_grants import client_key
 
@@ -40,7 +40,7 @@ def call_record(
     if failure is None:
         decision, status, reason = "allow", "ok", ""
     elif isinstance(failure, BastionError):
-        denied = isinstance(failure, Forbidden | Unauthenticated)
+        denied = isinstance(failure, Forbidden | Unauthenticated | TooManyRequests)  # a rule said no
         decision, status, reason = ("deny" if denied else "error"), str(failure.jsonrpc_code), failure.message
     else:  # cancelled, or a defect: named by its type only
         decision, status, reason = "error", type(failure).__name__, ""

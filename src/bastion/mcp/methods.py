@@ -250,12 +250,17 @@ class Methods:
         if self._pipeline is None:
             return await self._upstream(call, route, spec, method, params, model)
         ctx = self._context(call, route, spec, method, params)
+        started = time.perf_counter()
         reply = await self._pipeline.request(ctx)
+        self._metrics.stage("pipeline_request", time.perf_counter() - started)
         if reply is not None:  # answered by a stage (it asks the client for input first)
             return reply
         result = await self._upstream(call, route, spec, method, ctx.params, model)
         call.trail.append({"stage": "forward", "phase": "forward", "action": "allow", "origin": spec.name})
-        return await self._pipeline.response(ctx, result)
+        started = time.perf_counter()
+        result = await self._pipeline.response(ctx, result)
+        self._metrics.stage("pipeline_response", time.perf_counter() - started)
+        return result
 
     def _context(
         self, call: Call, route: Route, spec: OriginSpec, method: str, params: dict[str, Any]
@@ -419,8 +424,8 @@ def _unknown(server: ServerView, kind: str, name: str) -> NoReturn:
         raise Forbidden(f"your roles do not allow this {kind}: {name!r} (ask an administrator for access)")
     if (kind, name) in server.quarantined:
         raise Quarantined(
-            f"{kind} {name!r} is quarantined: its origin changed its definition after it was approved; "
-            "an administrator must review the change and approve it again"
+            f"{kind} {name!r} is quarantined: its origin offers a definition no administrator approved (changed, "
+            "or new since the connector was reviewed); an administrator must review it and approve it"
         )
     raise InvalidParams(f"unknown {kind}: {name!r}")
 

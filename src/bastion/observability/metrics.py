@@ -93,7 +93,8 @@ class Metrics:
         )  # fmt: skip
         self._stages = Histogram(
             "bastion_stage_duration_seconds",
-            "Time spent in each stage of the request path (authenticate, authorize, forward, audit)",
+            "Time spent in each stage of the request path (authenticate, authorize, pipeline_request, forward, "
+            "pipeline_response, audit)",
             ["stage"], buckets=_BUCKETS, registry=r,
         )  # fmt: skip
         self._gauges = _Gauges()

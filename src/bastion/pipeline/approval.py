@@ -4,8 +4,10 @@ Handshake-era sessions: Bastion sends the client `elicitation/create` on the cal
 stream and waits for the person's answer. 2026-07-28 (no session): Bastion answers the call
 with an `InputRequiredResult` asking the same question; the client retries with the answer
 and the `requestState` Bastion sealed, which binds the approval to this person, server, item
-and these exact arguments for a few minutes. An origin that then asks for input of its own
-gets its state wrapped inside Bastion's, so the approval holds across those rounds.
+and these exact arguments for a few minutes, and carries a nonce that is accepted once (kept in
+the rate limiter's storage: Redis across replicas), so one approval forwards one call. An origin
+that then asks for input of its own gets its state wrapped inside Bastion's, under a new nonce,
+so the approval holds across those rounds.
 
 Only an explicit accept with `approve: true` approves. A decline, a cancel, a timeout, a
 malformed answer or a client that cannot elicit is a denial.
@@ -17,23 +19,29 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
 from collections import OrderedDict
 from typing import Any
 
 import anyio
 import orjson
+from limits import RateLimitItemPerMinute
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 
 from bastion.audit.chain import digest_arguments
-from bastion.errors import ApprovalRequired
+from bastion.errors import ApprovalRequired, Unavailable
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import ApprovalSettings
+from bastion.pipeline.rate_limit import LimiterStorage, limiter_storage
 
 __all__ = ["INPUT_KEY", "Approval", "needs_approval"]
 
 INPUT_KEY = "bastion.approval"  # Bastion's key among a 2026-07-28 call's inputRequests
 _STATE_PREFIX = "bastion1."
 _STATE_TTL_SECONDS = 600
+_ONCE = RateLimitItemPerMinute(1, _STATE_TTL_SECONDS // 60)  # a nonce's single use, remembered as long as it lives
 _REMEMBERED_SESSIONS = 10_000  # once-per-session approvals kept (oldest forgotten first)
 _SCHEMA = {
     "type": "object",
@@ -56,9 +64,10 @@ def needs_approval(settings: ApprovalSettings, definition: Any) -> bool:
 class Approval(StageBase):
     name = "approval"
 
-    def __init__(self, key: bytes = b"") -> None:
-        self._key = key
-        self._approved_sessions: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+    def __init__(self, used: LimiterStorage | None = None) -> None:
+        self._key = b""  # until `use_key`: no state verifies (fails closed)
+        self._used = MovingWindowRateLimiter((used or limiter_storage(None, "", 1.0)).storage)
+        self._approved_sessions: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
 
     def use_key(self, key: bytes) -> None:
         """The key that signs 2026-07-28 approval states: the same on every replica."""
@@ -68,11 +77,11 @@ class Approval(StageBase):
         settings: ApprovalSettings = ctx.settings["approval"]
         if ctx.method != "tools/call" or not needs_approval(settings, ctx.item.definition):
             return ALLOW
-        remembered = (ctx.session_id or "", ctx.server, ctx.item.exposed_name)
+        remembered = (ctx.session_id or "", ctx.server, ctx.item.origin, ctx.item.upstream_name)
         if settings.mode == "once_per_session" and ctx.session_id and remembered in self._approved_sessions:
             return Decision("allow", "approved earlier in this session")
         if ctx.modern:
-            return self._modern(ctx)
+            return await self._modern(ctx)
         if ctx.ask is None:
             return _denied(ctx, "this client cannot be asked (it did not declare elicitation, or does not read "
                                 "event streams)", "cannot_elicit")
@@ -93,16 +102,22 @@ class Approval(StageBase):
         if approved is None or result.get("resultType") != "input_required":
             return ALLOW
         # The origin asks for more input: keep the approval inside the state the client sends back.
-        wrapped = {**approved, "o": result.get("requestState")}
+        wrapped = {**approved, "n": secrets.token_hex(16), "o": result.get("requestState")}
         return Decision.modify("origin state wrapped", result={**result, "requestState": self._seal(wrapped)})
 
     # --- 2026-07-28 ------------------------------------------------------------------------------
-    def _modern(self, ctx: CallContext) -> Decision:
+    async def _modern(self, ctx: CallContext) -> Decision:
         state = ctx.params.get("requestState")
         if isinstance(state, str) and state.startswith(_STATE_PREFIX):
             opened = self._open(state)
             if opened is None or opened.get("b") != self._binding(ctx) or opened.get("e", 0) < time.time():
                 return _denied(ctx, "the approval state is invalid, expired, or for another call", "bad_state")
+            try:
+                first_use = await self._used.hit(_ONCE, "approval", str(opened.get("n")))
+            except StorageError:
+                return Decision.deny(Unavailable("approvals cannot be checked right now; try again shortly"))
+            if not first_use:
+                return _denied(ctx, "this approval was already used (each approval forwards one call)", "replayed")
             responses = dict(ctx.params.get("inputResponses") or {})
             answer = responses.pop(INPUT_KEY, None)
             # With "o", the person approved in an earlier round and the origin has asked since.
@@ -118,7 +133,9 @@ class Approval(StageBase):
             return Decision.modify("approved by the person", params=params)
         if "elicitation" not in (ctx.client_capabilities or {}):
             return _denied(ctx, "this client did not declare elicitation, so it cannot be asked", "cannot_elicit")
-        sealed = self._seal({"b": self._binding(ctx), "e": int(time.time()) + _STATE_TTL_SECONDS})
+        sealed = self._seal(
+            {"b": self._binding(ctx), "e": int(time.time()) + _STATE_TTL_SECONDS, "n": secrets.token_hex(16)}
+        )
         question = {"method": "elicitation/create", "params": self._question(ctx)}
         result = {"resultType": "input_required", "inputRequests": {INPUT_KEY: question}, "requestState": sealed}
         return Decision.modify("asked the person", result=result)
@@ -134,8 +151,10 @@ class Approval(StageBase):
 
     def _open(self, state: str) -> dict[str, Any] | None:
         body, _, mac = state.removeprefix(_STATE_PREFIX).rpartition(".")
+        if not self._key or not (body + mac).isascii():  # compare_digest refuses non-ASCII str
+            return None
         expected = hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
-        if not self._key or not hmac.compare_digest(mac, expected):
+        if not hmac.compare_digest(mac, expected):
             return None
         try:
             opened = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -155,7 +174,7 @@ class Approval(StageBase):
         )
         return {"mode": "form", "message": message, "requestedSchema": _SCHEMA}
 
-    def _remember(self, key: tuple[str, str, str]) -> None:
+    def _remember(self, key: tuple[str, str, str, str]) -> None:
         self._approved_sessions[key] = None
         while len(self._approved_sessions) > _REMEMBERED_SESSIONS:
             self._approved_sessions.popitem(last=False)

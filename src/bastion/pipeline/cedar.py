@@ -8,9 +8,13 @@ The request Cedar sees:
     principal  User::"<user id>"           attrs: name, tenant
     action     Action::"tools/call" (or resources/read, prompts/get)
     resource   Tool::"<origin>/<name>"     (Resource:: / Prompt:: for the others); attrs: origin, server
-    context    {server, origin, item, arguments}   (floats as strings, nulls dropped: Cedar has neither)
+    context    {server, origin, item, arguments}   (floats as strings, nulls dropped: Cedar has neither;
+                                                    keys starting "__" dropped: Cedar's JSON reads them
+                                                    as entity or extension escapes)
 
-A policy set that does not parse is refused when it is stored; an evaluation error denies.
+A policy set that does not parse is refused when it is stored. An evaluation error denies: Cedar
+skips a policy whose condition errors (a string compared with a number), which would let a
+`forbid` be dodged by sending a value of the wrong type.
 """
 
 from __future__ import annotations
@@ -81,12 +85,12 @@ class Cedar(StageBase):
              "parents": []},
         ]
         result = cedarpy.is_authorized(request, policies, entities)
-        if result.allowed:
-            return Decision("allow", "permitted by " + ", ".join(result.diagnostics.reasons))
         errors = list(result.diagnostics.errors)
+        if result.allowed and not errors:
+            return Decision("allow", "permitted by " + ", ".join(result.diagnostics.reasons))
         why = (
-            f"forbidden by Cedar policy {', '.join(result.diagnostics.reasons)}" if result.diagnostics.reasons
-            else "the Cedar policies could not evaluate this call" if errors
+            "the Cedar policies could not evaluate this call (a value of an unexpected type?)" if errors
+            else f"forbidden by Cedar policy {', '.join(result.diagnostics.reasons)}" if result.diagnostics.reasons
             else "no Cedar policy permits this call"
         )
         return Decision.deny(PolicyDenied(f"{ctx.item.exposed_name!r} is not allowed: {why}"),
@@ -105,7 +109,7 @@ class Cedar(StageBase):
 
 def _cedar_value(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _cedar_value(v) for k, v in value.items() if v is not None}
+        return {str(k): _cedar_value(v) for k, v in value.items() if v is not None and not str(k).startswith("__")}
     if isinstance(value, list):
         return [_cedar_value(v) for v in value if v is not None]
     if isinstance(value, float):

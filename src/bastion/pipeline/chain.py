@@ -2,17 +2,19 @@
 
     authorize                 in the method table, before any stage: an item the caller may not
                               use is never seen by a stage (never configurable off)
-    request:  cedar           rules over who/what/arguments: an authorization rule, so first
-              rate_limit      before anything costly, and before a person is asked
-              schema_guard    a malformed call is refused before a person is bothered with it
+    request:  rate_limit      first: before anything costly, and before a person is asked
+              schema_guard    a malformed call is refused before rules read its arguments or a
+                              person is bothered with it
+              cedar           rules over who/what/arguments: they read arguments of the types the
+                              schema promises (a string where a number belongs cannot dodge a rule)
               approval        the person approves the call as the client sent it (raw values)
               anonymize       stand-ins replace personal data...
               dlp             ...so DLP checks what will really leave; stand-ins are not findings
               <plugins>       custom stages see the final outgoing params
     forward                   the origin call (credential resolved there)
     response: <plugins>
-              inspect         size first (before anything walks a huge result), then injection
-                              markers and spotlighting, on the origin's own text
+              inspect         size, then injection markers and spotlighting, on the origin's own
+                              text (before DLP redacts or anonymize restores anything)
               dlp             secrets and personal data in what the origin returned
               anonymize       the client's own values back in place of the stand-ins (after DLP,
                               which must not flag a person's own data as a leak)
@@ -29,7 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bastion.errors import PolicyDenied
+from pydantic import ValidationError
+
+from bastion.errors import BastionError, PolicyDenied
 from bastion.pipeline.anonymize import Anonymize
 from bastion.pipeline.approval import Approval
 from bastion.pipeline.base import CallContext, Decision, Phase, Stage
@@ -43,11 +47,12 @@ from bastion.pipeline.schema_guard import SchemaGuard
 
 __all__ = ["BUILTIN", "ORDER", "Pipeline", "Policies"]
 
-REQUEST_ORDER = ("cedar", "rate_limit", "schema_guard", "approval", "anonymize", "dlp")
+REQUEST_ORDER = ("rate_limit", "schema_guard", "cedar", "approval", "anonymize", "dlp")
 RESPONSE_ORDER = ("inspect", "dlp", "anonymize", "approval")
 ORDER = ("authorize", *REQUEST_ORDER, "forward", *RESPONSE_ORDER, "audit")
 BUILTIN = frozenset({*REQUEST_ORDER, *RESPONSE_ORDER, "authorize", "forward", "audit"})
 assert ORDER[0] == "authorize" and ORDER[-1] == "audit"  # the invariants no configuration changes
+assert REQUEST_ORDER.index("schema_guard") < REQUEST_ORDER.index("cedar")
 assert REQUEST_ORDER.index("anonymize") < REQUEST_ORDER.index("dlp")
 assert RESPONSE_ORDER.index("dlp") < RESPONSE_ORDER.index("anonymize")
 
@@ -74,7 +79,8 @@ class Pipeline:
             "inspect": Inspect(),
         }
         custom = dict(plugins or {})
-        assert not BUILTIN & custom.keys(), "plugins cannot replace built-in stages"
+        if BUILTIN & custom.keys():
+            raise ValueError(f"plugins cannot replace built-in stages: {sorted(BUILTIN & custom.keys())}")
         self.plugin_names = frozenset(custom)
         self._request = tuple(builtin[n] for n in REQUEST_ORDER) + tuple(custom.values())
         self._response = tuple(custom.values()) + tuple(builtin[n] for n in RESPONSE_ORDER)
@@ -92,14 +98,24 @@ class Pipeline:
         key = (tenant_id, server, origin, item)
         found = self._settings.get(key)
         if found is None:
-            found = self._settings[key] = merge(policies.get(tenant_id, {}), scope_chain(server, origin, item))
+            try:
+                found = merge(policies.get(tenant_id, {}), scope_chain(server, origin, item))
+            except ValidationError:  # each policy was valid when stored; refuse rather than guess
+                raise PolicyDenied(
+                    f"the policies that apply to {origin}/{item} do not combine into valid settings; "
+                    "an administrator must correct them"
+                ) from None
+            self._settings[key] = found
         return found
 
     async def request(self, ctx: CallContext) -> dict[str, Any] | None:
         """Run the request stages. Returns a result to answer with instead of forwarding (a stage
         asking the client for input), or None to forward `ctx.params`. A deny raises its error."""
         for stage in self._request:
-            decision = await stage.on_request(ctx)
+            try:
+                decision = await stage.on_request(ctx)
+            except BastionError as error:  # a stage that refuses by raising is recorded like any refusal
+                decision = Decision.deny(error)
             _keep(ctx, stage.name, "request", decision)
             if decision.action == "deny":
                 raise decision.error or PolicyDenied(f"{stage.name}: {decision.reason}")
@@ -111,7 +127,10 @@ class Pipeline:
 
     async def response(self, ctx: CallContext, result: dict[str, Any]) -> dict[str, Any]:
         for stage in self._response:
-            decision = await stage.on_response(ctx, result)
+            try:
+                decision = await stage.on_response(ctx, result)
+            except BastionError as error:
+                decision = Decision.deny(error)
             _keep(ctx, stage.name, "response", decision)
             if decision.action == "deny":
                 raise decision.error or PolicyDenied(f"{stage.name}: {decision.reason}")

@@ -8,8 +8,11 @@ A policy is (scope, stage, settings). Scopes, from the most general to the most 
     tool:<origin>/<name>        one item, by the origin's name for it (tools, prompts, resources)
 
 `merge` applies them in that order, field by field: a more specific scope overrides only the
-fields it names. Settings are validated by the models below when they are stored, so a bad
-policy is a 422 at the API, never a surprise on the hot path.
+fields it names. Two kinds of field combine instead of replacing, so a narrow policy cannot
+silently undo a broad one: maps (DLP actions per detector) merge key by key over the defaults,
+and lists of rules (DLP's custom detectors and plugins, Cedar policies) add up across scopes (a
+`forbid` at the global scope binds every tool). Settings are validated by the models below when
+they are stored, so a bad policy is a 422 at the API, never a surprise on the hot path.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from limits import parse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bastion.errors import BadRequest
+from bastion.pipeline.dlp_detectors import BASELINE
+
+BASELINE_NAMES = frozenset(detector.name for detector in BASELINE)
 
 __all__ = [
+    "BASELINE_NAMES",
     "STAGE_SETTINGS",
     "AnonymizeSettings",
     "ApprovalSettings",
@@ -123,6 +130,16 @@ class DlpSettings(_Settings):
         (), description="Detector classes by entry point name (group bastion.dlp_detectors)."
     )
 
+    @model_validator(mode="after")
+    def _known_detectors(self) -> DlpSettings:
+        """An action for a detector nobody runs is a typo that would turn protection off: refused."""
+        known = {*BASELINE_NAMES, "*", *(c.name for c in self.custom), *self.plugins}
+        unknown = sorted((self.request.keys() | self.response.keys()) - known)
+        if unknown:
+            raise ValueError(f"unknown detectors {unknown}: use {sorted(BASELINE_NAMES)}, '*', or define them in "
+                             "custom (or plugins) in the same policy")
+        return self
+
 
 class AnonymizeSettings(_Settings):
     enabled: bool = False
@@ -130,6 +147,14 @@ class AnonymizeSettings(_Settings):
         ("email", "phone", "iban", "payment_card", "us_ssn", "national_id"),
         description="Values the origin must not see: replaced by pseudonyms, restored in the result.",
     )
+
+    @field_validator("detectors")
+    @classmethod
+    def _baseline_only(cls, detectors: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(detectors) - BASELINE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown detectors {unknown}: anonymization uses {sorted(BASELINE_NAMES)}")
+        return detectors
 
 
 class InspectSettings(_Settings):
@@ -143,6 +168,24 @@ class InspectSettings(_Settings):
 class CedarSettings(_Settings):
     enabled: bool = False
     policies: str = Field("", max_length=100_000, description="Cedar policies (permit/forbid) for this scope.")
+
+
+# Fields that combine across scopes instead of being replaced (see the module docstring).
+_MAPS: Mapping[str, frozenset[str]] = {"dlp": frozenset({"request", "response"})}
+_LISTS: Mapping[str, frozenset[str]] = {"dlp": frozenset({"custom", "plugins"})}
+_TEXTS: Mapping[str, frozenset[str]] = {"cedar": frozenset({"policies"})}
+
+
+def _combine(stage: str, name: str, before: Any, value: Any) -> Any:
+    if before is None:
+        return value
+    if name in _MAPS.get(stage, frozenset()) and isinstance(before, dict) and isinstance(value, dict):
+        return {**before, **value}
+    if name in _LISTS.get(stage, frozenset()) and isinstance(before, list | tuple) and isinstance(value, list | tuple):
+        return [*before, *(v for v in value if v not in before)]
+    if name in _TEXTS.get(stage, frozenset()) and isinstance(before, str) and isinstance(value, str):
+        return f"{before}\n{value}" if before and value else before or value
+    return value
 
 
 STAGE_SETTINGS: Mapping[str, type[_Settings]] = {
@@ -189,9 +232,16 @@ def merge(policies: Mapping[str, Mapping[str, Mapping[str, Any]]], scopes: tuple
     fields: dict[str, dict[str, Any]] = {}
     for scope in scopes:  # the one place where "most specific wins" is decided
         for stage, values in policies.get(scope, {}).items():
-            fields.setdefault(stage, {}).update(values)
+            into = fields.setdefault(stage, {})
+            for name, value in values.items():
+                into[name] = _combine(stage, name, into.get(name), value)
     merged: dict[str, Any] = {stage: model() for stage, model in STAGE_SETTINGS.items()}
     for stage, values in fields.items():
         model = STAGE_SETTINGS.get(stage)
-        merged[stage] = model.model_validate(values) if model is not None else values
+        if model is None:  # a plugin stage: its fields as stored
+            merged[stage] = values
+            continue
+        for name in values.keys() & _MAPS.get(stage, frozenset()):  # maps merge over the defaults too
+            values[name] = {**getattr(merged[stage], name), **values[name]}
+        merged[stage] = model.model_validate(values)
     return merged

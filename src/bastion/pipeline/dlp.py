@@ -21,6 +21,7 @@ from bastion.pipeline.texts import map_strings, strings
 __all__ = ["Dlp", "apply"]
 
 _PSEUDONYMS = "anonymize"  # the anonymizer's per-call table in CallContext.state
+_NOT_CLIENT_DATA = frozenset({"name", "_meta", "requestState"})
 
 
 class Dlp(StageBase):
@@ -46,15 +47,15 @@ class Dlp(StageBase):
         settings: DlpSettings = ctx.settings["dlp"]
         if not settings.enabled:
             return ALLOW
-        key = "arguments" if "arguments" in ctx.params else None
-        scanned = ctx.params.get(key) if key else None
+        # Everything the origin will read from the client: arguments, a resource's URI, answers to
+        # an origin's questions. Not the item's name (the catalog's) nor an opaque request state.
+        scanned = {key: value for key, value in ctx.params.items() if key not in _NOT_CLIENT_DATA}
         if not scanned:
             return ALLOW
         decision, changed = apply(scanned, self.detectors(settings), settings.request, _known(ctx), "arguments",
                                   arguments=True)
         if decision.action == "modify":
-            return Decision.modify(decision.reason, params={**ctx.params, "arguments": changed},
-                                   detail=decision.detail)
+            return Decision.modify(decision.reason, params={**ctx.params, **changed}, detail=decision.detail)
         return decision
 
     async def on_response(self, ctx: CallContext, result: dict[str, Any]) -> Decision:
@@ -92,10 +93,11 @@ def apply(
     detail = {"findings": dict(found)}
     if blocked:
         detector, where = blocked[0]
-        error = PolicyDenied(f"data loss prevention: the {label} contain a {detector.replace('_', ' ')} "
-                             f"(at {where or label}); the call was not forwarded" if label == "arguments" else
-                             f"data loss prevention: the result contains a {detector.replace('_', ' ')} "
-                             f"(at {where or label}); it was withheld")
+        found_in = "the arguments contain" if arguments else "the result contains"
+        outcome = "the call was not forwarded" if arguments else "it was withheld"
+        error = PolicyDenied(
+            f"data loss prevention: {found_in} a {detector.replace('_', ' ')} (at {where or label}); {outcome}"
+        )
         return Decision.deny(error, detail=detail), value
     if acted & {"redact", "mask"}:
 

@@ -36,14 +36,15 @@ class Inspect(StageBase):
                 ),
                 detail={"bytes": size},
             )
-        flags: list[dict[str, str]] = []
+        flags: list[dict[str, str]] = []  # what the trail keeps: the high ones first, at most _MAX_FLAGS
+        high: list[dict[str, str]] = []
         if settings.injection != "off":
-            for where, text in strings(result):
+            for where, text in strings(result):  # every text is read: a cap must not hide a high flag
                 for flag in scan_text(text, where):
-                    flags.append({"rule": flag.rule, "where": flag.where[:128], "severity": flag.severity})
-                if len(flags) >= _MAX_FLAGS:
-                    break
-        high = [f for f in flags if f["severity"] == "high"]
+                    kept = high if flag.severity == "high" else flags
+                    if len(kept) < _MAX_FLAGS:
+                        kept.append({"rule": flag.rule, "where": flag.where[:128], "severity": flag.severity})
+            flags = (high + flags)[:_MAX_FLAGS]
         if high and settings.injection == "block":
             return Decision.deny(
                 PolicyDenied(

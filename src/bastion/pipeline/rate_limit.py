@@ -64,26 +64,29 @@ class RateLimit(StageBase):
         settings: RateLimitSettings = ctx.settings["rate_limit"]
         if not settings.enabled:
             return ALLOW
+        # Most specific first: a call one person may not make spends nothing of the server's budget.
+        # An item is counted by its origin's name for it, so two aliases share one budget.
+        item = f"{ctx.item.origin}/{ctx.item.upstream_name}"
         checks = (
-            ("per_server", settings.per_server, (ctx.tenant_id, ctx.server)),
+            ("per_tool", settings.per_tool, (ctx.tenant_id, ctx.server, ctx.principal_id, item)),
             ("per_principal", settings.per_principal, (ctx.tenant_id, ctx.server, ctx.principal_id)),
-            ("per_tool", settings.per_tool, (ctx.tenant_id, ctx.server, ctx.principal_id, ctx.item.exposed_name)),
+            ("per_server", settings.per_server, (ctx.tenant_id, ctx.server)),
         )
         for label, rule, key in checks:
             if rule is None:
                 continue
-            item = self._item(rule)
+            limit = self._item(rule)
             try:
-                if await self._limiter.hit(item, label, *key):
+                if await self._limiter.hit(limit, label, *key):
                     continue
-                stats = await self._limiter.get_window_stats(item, label, *key)
+                stats = await self._limiter.get_window_stats(limit, label, *key)
             except StorageError:
                 return Decision.deny(Unavailable("the rate limiter cannot be reached; try again shortly"))
             retry_after = max(1, math.ceil(stats.reset_time - time.time()))
             whom = {"per_server": "this server", "per_principal": "you", "per_tool": f"you on {ctx.item.exposed_name}"}
             return Decision.deny(
                 TooManyRequests(
-                    f"rate limit reached for {whom[label]}: at most {item}; retry in {retry_after} s",
+                    f"rate limit reached for {whom[label]}: at most {limit}; retry in {retry_after} s",
                     retry_after=retry_after,
                 ),
                 detail={"limit": label},

@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.catalog.snapshot import definition_digest
-from bastion.errors import NotFound
+from bastion.errors import Conflict, NotFound
 from bastion.store.models import Origin, OriginItem
 from bastion.store.repos._common import add_unique, by_id_or_name
 
@@ -56,13 +56,16 @@ async def save_discovery(
     error: str | None,
     flags: Mapping[tuple[str, str], list[dict[str, str]]] | None = None,
     hold_flagged: bool = True,
+    pin_new: bool = False,
 ) -> None:
     """Replace the origin's item list with a fresh discovery (or record why it failed).
 
     Pins survive rediscovery: an item whose definition changed keeps the digest that was approved,
-    so it stands quarantined until reviewed. On an approved origin a new item is pinned as first
-    seen (it reaches no one until a publisher composes it), unless the poisoning scan found
-    high-severity flags on it and `hold_flagged`: then it waits for an administrator too.
+    so it stands quarantined until reviewed. A new item is pinned only with `pin_new` (the first
+    discovery of an origin the operator registered, approved as it is), and even then not when
+    the poisoning scan found high-severity flags on it and `hold_flagged`. Any other new item
+    waits for an administrator: otherwise an origin could drop an approved item and offer it
+    again, changed, as "new".
     """
     origin.discovered_at = datetime.now(UTC)
     origin.last_error = error
@@ -77,7 +80,7 @@ async def save_discovery(
         previous = before.get((kind, name))
         if previous is not None:
             pinned, pinned_definition = previous.pinned_digest, previous.pinned_definition
-        elif origin.status == "approved" and not (hold_flagged and _high(found)):
+        elif pin_new and origin.status == "approved" and not (hold_flagged and _high(found)):
             pinned, pinned_definition = digest, definition
         else:
             pinned, pinned_definition = None, None
@@ -102,10 +105,16 @@ async def pin_all(session: AsyncSession, origin: Origin, *, hold_flagged: bool) 
             item.pinned_digest, item.pinned_definition = item.digest, item.definition
 
 
-async def pin_one(session: AsyncSession, origin: Origin, kind: str, name: str) -> OriginItem:
-    """An administrator approved this item's current definition, having seen its change and flags."""
+async def pin_one(session: AsyncSession, origin: Origin, kind: str, name: str, digest: str) -> OriginItem:
+    """An administrator approved this item's definition, having seen its change and flags: pinned
+    only if it is still the one they saw (`digest`), not one the origin offered since."""
     for item in await items_of(session, origin.id):
         if item.kind == kind and item.name == name:
+            if item.digest != digest:
+                raise Conflict(
+                    f"the {kind} {name!r} changed again since you reviewed it (now {item.digest[:12]}…): "
+                    "review the current definition and approve that"
+                )
             item.pinned_digest, item.pinned_definition = item.digest, item.definition
             return item
     raise NotFound(f"origin {origin.name!r} offers no {kind} named {name!r}")
