@@ -23,7 +23,8 @@ import orjson
 
 from bastion.pipeline.base import CallContext, Item
 from bastion.pipeline.chain import REQUEST_ORDER, RESPONSE_ORDER, Pipeline
-from bastion.pipeline.rate_limit import RateLimit, limiter_storage
+from bastion.pipeline.rate_limit import RateLimit
+from bastion.pipeline.windows import limiter_storage
 
 __all__ = ["measure", "report"]
 

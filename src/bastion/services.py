@@ -41,7 +41,8 @@ from bastion.observability.tracing import Tracing
 from bastion.pipeline.approval import Approval
 from bastion.pipeline.chain import BUILTIN, Pipeline
 from bastion.pipeline.plugins import load_detectors, load_stages
-from bastion.pipeline.rate_limit import RateLimit, limiter_storage
+from bastion.pipeline.rate_limit import RateLimit
+from bastion.pipeline.windows import limiter_storage
 from bastion.store.db import Database
 from bastion.store.models import DEFAULT_TENANT
 from bastion.store.repos.audit import AuditLog
@@ -151,7 +152,7 @@ class Services:
                 "sign-in": settings.rate_limit_sign_in,
                 "token": settings.rate_limit_token,
             },
-            self.limiter.storage,
+            self.limiter,
         )
         self.governance = Governance(self.db, self.bus)
         self.users = Users(

@@ -14,7 +14,8 @@ import pytest
 
 from bastion.pipeline.chain import BUILTIN, Pipeline
 from bastion.pipeline.plugins import PluginError, load_detectors, load_stages
-from bastion.pipeline.rate_limit import RateLimit, limiter_storage
+from bastion.pipeline.rate_limit import RateLimit
+from bastion.pipeline.windows import limiter_storage
 from tests.pipeline.stages import context
 
 pytestmark = pytest.mark.anyio

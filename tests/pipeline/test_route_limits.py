@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from bastion.errors import TooManyRequests
-from bastion.pipeline.rate_limit import limiter_storage
+from bastion.pipeline.windows import limiter_storage
 from bastion.web.ratelimit import RouteLimits
 from tests.harness import run_bastion
 from tests.redis_server import namespace, shared_redis_url
@@ -32,7 +32,7 @@ def test_authorization_requests_from_one_address_are_limited_with_retry_after(tm
 async def test_two_replicas_limiters_on_one_redis_spend_one_budget() -> None:
     prefix = namespace()
     storages = [limiter_storage(shared_redis_url(), prefix, 2.0) for _ in range(2)]
-    replicas = [RouteLimits({"token": "3/minute"}, storage.storage) for storage in storages]
+    replicas = [RouteLimits({"token": "3/minute"}, storage) for storage in storages]
     try:
         for n in range(3):
             await replicas[n % 2].hit("token", "198.51.100.7")
@@ -52,6 +52,6 @@ async def test_an_unreachable_limiter_refuses_instead_of_letting_everything_thro
     storage = limiter_storage("redis://127.0.0.1:1/0", namespace(), 0.5)
     try:
         with pytest.raises(Unavailable, match="rate limiter cannot be reached"):
-            await RouteLimits({"token": "3/minute"}, storage.storage).hit("token", "198.51.100.7")
+            await RouteLimits({"token": "3/minute"}, storage).hit("token", "198.51.100.7")
     finally:
         await storage.aclose()

@@ -245,7 +245,8 @@ async def test_a_secret_in_structured_content_is_found_under_any_key_name() -> N
 
 async def test_data_nested_too_deep_to_check_is_refused_not_passed_on() -> None:
     from bastion.pipeline.chain import Pipeline
-    from bastion.pipeline.rate_limit import RateLimit, limiter_storage
+    from bastion.pipeline.rate_limit import RateLimit
+    from bastion.pipeline.windows import limiter_storage
 
     deep: dict[str, Any] = {"text": "x"}
     for _ in range(80):

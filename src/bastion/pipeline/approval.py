@@ -27,14 +27,13 @@ from typing import Any
 import anyio
 import orjson
 from limits import RateLimitItemPerMinute
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from bastion.audit.chain import digest_arguments
 from bastion.errors import ApprovalRequired, Unavailable
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import ApprovalSettings
-from bastion.pipeline.rate_limit import LimiterStorage, limiter_storage
+from bastion.pipeline.windows import LimiterStorage, limiter_storage
 
 __all__ = ["INPUT_KEY", "Approval", "needs_approval"]
 
@@ -66,7 +65,7 @@ class Approval(StageBase):
 
     def __init__(self, used: LimiterStorage | None = None) -> None:
         self._key = b""  # until `use_key`: no state verifies (fails closed)
-        self._used = MovingWindowRateLimiter((used or limiter_storage(None, "", 1.0)).storage)
+        self._used = (used or limiter_storage(None, "", 1.0)).moving()
         self._approved_sessions: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
 
     def use_key(self, key: bytes) -> None:

@@ -1,7 +1,11 @@
-"""Rate limits per person, per item and per virtual server: moving windows from the `limits` library.
+"""Rate limits per person, per item and per virtual server: sliding windows from the `limits` library.
+
+A sliding-window counter (two counters per key, the previous window weighted by how much of it
+still overlaps) rather than a moving window, which keeps one entry per call: at a high limit, a
+list of every call of the last minute, copied and trimmed as it goes.
 
 In memory on a single node; in Redis when replicas share one (`BASTION_REDIS_URL`), so every
-replica spends from one budget. A limiter that cannot be reached denies (503): a limit that
+replica spends from one budget (`bastion.pipeline.windows`). A limiter that cannot be reached denies (503): a limit that
 cannot be counted is not enforced by letting everything through.
 """
 
@@ -9,55 +13,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from redis.asyncio import ConnectionPool
 
 from bastion.errors import TooManyRequests, Unavailable
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import RateLimitSettings
+from bastion.pipeline.windows import LimiterStorage
 
-__all__ = ["LimiterStorage", "RateLimit", "limiter_storage"]
-
-
-@dataclass(frozen=True)
-class LimiterStorage:
-    """Where the moving windows live, and the Redis connections to close (None: in memory)."""
-
-    storage: Storage
-    connections: ConnectionPool | None = None
-
-    async def aclose(self) -> None:
-        if self.connections is not None:
-            await self.connections.aclose()
-
-
-def limiter_storage(redis_url: str | None, namespace: str, timeout: float) -> LimiterStorage:
-    """In memory on a single node; in Redis (one budget for every replica) when one is shared."""
-    if redis_url is None:
-        return LimiterStorage(MemoryStorage())
-    # The pool is ours (to close at shutdown); `limits` runs its Lua scripts over it.
-    connections = ConnectionPool.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    url = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-    storage = RedisStorage(
-        url,
-        wrap_exceptions=True,
-        implementation="redispy",
-        key_prefix=f"{namespace}:limits",
-        connection_pool=connections,  # type: ignore[arg-type]  # `limits` types its options as scalars; a pool is documented
-    )
-    return LimiterStorage(storage, connections)
+__all__ = ["RateLimit"]
 
 
 class RateLimit(StageBase):
     name = "rate_limit"
 
     def __init__(self, storage: LimiterStorage) -> None:
-        self._limiter = MovingWindowRateLimiter(storage.storage)
+        self._limiter = storage.sliding()
         self._parsed: dict[str, RateLimitItem] = {}
 
     async def on_request(self, ctx: CallContext) -> Decision:

@@ -12,20 +12,19 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from bastion.errors import TooManyRequests, Unavailable
+from bastion.pipeline.windows import LimiterStorage, limiter_storage
 
 __all__ = ["RouteLimits"]
 
 
 class RouteLimits:
-    def __init__(self, rules: dict[str, str], storage: Storage | None = None) -> None:
+    def __init__(self, rules: dict[str, str], storage: LimiterStorage | None = None) -> None:
         """`rules` maps a route name to a limit in the `limits` notation, e.g. "10/minute"; `storage`
-        is shared with the pipeline's limiter (`bastion.pipeline.rate_limit.limiter_storage`)."""
-        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+        is shared with the pipeline's limiter (`bastion.pipeline.windows`)."""
+        self._limiter = (storage or limiter_storage(None, "", 1.0)).moving()
         self._items: dict[str, RateLimitItem] = {route: parse(rule) for route, rule in rules.items()}
 
     async def hit(self, route: str, client: str) -> None:

@@ -1,0 +1,91 @@
+"""Where rate-limit windows are counted: in this process, or in Redis shared by every replica.
+
+One interface (`Windows`: `hit`, `get_window_stats`) over the `limits` library's strategies, with
+two sibling backends chosen by `limiter_storage`:
+
+- memory: the library's synchronous storage and strategies. Its asynchronous in-memory storage
+  starts an expiry task on every hit once the last one finished, and moves each moving-window
+  key's trimming to a worker thread: where each call yields to the event loop, as in the server,
+  a task and a thread hop per call. Measured with the loop yielding between hits, a sliding-
+  window hit cost 14 µs of CPU, 29 µs once any moving-window key existed (a sign-in); the
+  synchronous storage trims on a timer thread at most every 10 ms, and a hit costs 5 µs;
+- Redis: the library's asynchronous Redis storage over a connection pool Bastion owns (and closes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import limits.storage
+import limits.strategies
+from limits import RateLimitItem
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.util import WindowStats
+from redis.asyncio import ConnectionPool
+
+__all__ = ["LimiterStorage", "Windows", "limiter_storage"]
+
+
+class Windows(Protocol):
+    async def hit(self, item: RateLimitItem, *identifiers: str) -> bool: ...
+
+    async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats: ...
+
+
+class _InProcess:
+    """A synchronous `limits` strategy behind the async interface (it never blocks: dict operations)."""
+
+    def __init__(self, strategy: limits.strategies.RateLimiter) -> None:
+        self._strategy = strategy
+
+    async def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        return self._strategy.hit(item, *identifiers)
+
+    async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        return self._strategy.get_window_stats(item, *identifiers)
+
+
+@dataclass(frozen=True)
+class LimiterStorage:
+    """The windows' storage: in memory (`memory`) or in Redis (`redis`, with its connections)."""
+
+    memory: limits.storage.MemoryStorage | None = None
+    redis: RedisStorage | None = None
+    connections: ConnectionPool | None = None
+
+    def sliding(self) -> Windows:
+        """Sliding-window counters: two counters per key, whatever the limit."""
+        if self.redis is not None:
+            return SlidingWindowCounterRateLimiter(self.redis)
+        assert self.memory is not None
+        return _InProcess(limits.strategies.SlidingWindowCounterRateLimiter(self.memory))
+
+    def moving(self) -> Windows:
+        """Moving windows: exact, one entry per hit (for small limits: sign-in, single-use nonces)."""
+        if self.redis is not None:
+            return MovingWindowRateLimiter(self.redis)
+        assert self.memory is not None
+        return _InProcess(limits.strategies.MovingWindowRateLimiter(self.memory))
+
+    async def aclose(self) -> None:
+        if self.connections is not None:
+            await self.connections.aclose()
+
+
+def limiter_storage(redis_url: str | None, namespace: str, timeout: float) -> LimiterStorage:
+    """In memory on a single node; in Redis (one budget for every replica) when one is shared."""
+    if redis_url is None:
+        return LimiterStorage(memory=limits.storage.MemoryStorage())
+    # The pool is ours (to close at shutdown); `limits` runs its Lua scripts over it.
+    connections = ConnectionPool.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    url = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+    storage = RedisStorage(
+        url,
+        wrap_exceptions=True,
+        implementation="redispy",
+        key_prefix=f"{namespace}:limits",
+        connection_pool=connections,  # type: ignore[arg-type]  # `limits` types its options as scalars; a pool is documented
+    )
+    return LimiterStorage(redis=storage, connections=connections)
