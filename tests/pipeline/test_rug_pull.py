@@ -3,6 +3,8 @@ approves the change; an item that arrives with hidden instructions waits for a p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,19 @@ def _item(origin: dict[str, Any], name: str) -> dict[str, Any]:
     return next(i for i in origin["items"] if i["kind"] == "tool" and i["name"] == name)
 
 
-async def test_a_rug_pull_quarantines_the_tool_until_an_administrator_approves_the_change(
-    bastion: Bastion, tmp_path: Path
-) -> None:
+@contextmanager
+def _published(bastion: Bastion, tmp_path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """The payments origin, approved and published whole as `pay`: (the origin, its URL)."""
     with origin_process("tests.origins.payments", "--log", str(tmp_path / "log.jsonl")) as url:
         origin = bastion.add_origin("payments", url=url)
         bastion.publish_server("pay", {"origin": "payments"})
+        yield origin, url
+
+
+async def test_a_rug_pull_quarantines_the_tool_until_an_administrator_approves_the_change(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    with _published(bastion, tmp_path) as (origin, _):
         async with bastion.client("pay", bastion.token("pay")) as client:
             before = {t.name for t in (await client.list_tools()).tools}
             assert "lookup_customer" in before
@@ -56,9 +65,7 @@ async def test_a_rug_pull_quarantines_the_tool_until_an_administrator_approves_t
 async def test_a_tool_that_arrives_with_hidden_instructions_is_held_at_approval(
     bastion: Bastion, tmp_path: Path
 ) -> None:
-    with origin_process("tests.origins.payments", "--log", str(tmp_path / "log.jsonl")) as url:
-        first = bastion.add_origin("payments", url=url)
-        bastion.publish_server("pay", {"origin": "payments"})
+    with _published(bastion, tmp_path) as (first, url):
         async with bastion.client("pay", bastion.token("pay")) as client:
             await client.call_tool("rug_pull", {})
         bastion.ok("DELETE", f"/api/origins/{first['id']}")
@@ -77,9 +84,7 @@ async def test_a_tool_that_arrives_with_hidden_instructions_is_held_at_approval(
 async def test_an_item_withdrawn_and_offered_again_changed_is_quarantined_not_taken_as_new(
     bastion: Bastion, tmp_path: Path
 ) -> None:
-    with origin_process("tests.origins.payments", "--log", str(tmp_path / "log.jsonl")) as url:
-        origin = bastion.add_origin("payments", url=url)
-        bastion.publish_server("pay", {"origin": "payments"})
+    with _published(bastion, tmp_path) as (origin, _):
         async with bastion.client("pay", bastion.token("pay")) as client:
             await client.call_tool("vanish", {"come_back": False})
             gone = bastion.ok("POST", f"/api/origins/{origin['id']}/refresh")
