@@ -111,9 +111,7 @@ class Control:
                 origin.status, origin.reviewed_by, origin.reviewed_at = "approved", actor.username, datetime.now(UTC)
             await bump_epoch(s)
         await self._changed("catalog", origin.id)
-        # The operator approved it as it is: its first discovery is what is pinned.
-        await self._refresh(actor.scope, origin.id, pin_new=actor.is_operator)
-        return await self.get_origin(actor, origin.id)
+        return await self.refresh_origin(actor, origin.id)
 
     async def list_origins(self, actor: Actor, status: str | None = None) -> list[OriginOut]:
         async with self._db.session(actor.scope) as s:
@@ -132,7 +130,7 @@ class Control:
         """An origin announced a change (any tenant's): discover it again, in the system scope."""
         await self._refresh(SYSTEM, origin_id)
 
-    async def _refresh(self, scope: Tenancy, origin_id: str, *, pin_new: bool = False) -> None:
+    async def _refresh(self, scope: Tenancy, origin_id: str) -> None:
         """Ask the origin what it offers now; a failure is recorded, the last good list kept.
 
         A pending origin is discovered too, so its reviewer sees what it would offer.
@@ -153,7 +151,6 @@ class Control:
                 error=error,
                 flags=scan_flags(items) if items is not None else None,
                 hold_flagged=self._hold_flagged,
-                pin_new=pin_new,
             )
             await bump_epoch(s)
         await self._changed("catalog", origin_id)

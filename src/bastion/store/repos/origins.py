@@ -56,21 +56,21 @@ async def save_discovery(
     error: str | None,
     flags: Mapping[tuple[str, str], list[dict[str, str]]] | None = None,
     hold_flagged: bool = True,
-    pin_new: bool = False,
 ) -> None:
     """Replace the origin's item list with a fresh discovery (or record why it failed).
 
     Pins survive rediscovery: an item whose definition changed keeps the digest that was approved,
-    so it stands quarantined until reviewed. A new item is pinned only with `pin_new` (the first
-    discovery of an origin the operator registered, approved as it is), and even then not when
-    the poisoning scan found high-severity flags on it and `hold_flagged`. Any other new item
-    waits for an administrator: otherwise an origin could drop an approved item and offer it
-    again, changed, as "new".
+    so it stands quarantined until reviewed. New items are pinned only by the first successful
+    discovery of an origin already approved (registered by the operator, or approved before it
+    could be reached: its credential came later), and not those the poisoning scan flagged high
+    when `hold_flagged`. Any later new item waits for an administrator: otherwise an origin could
+    withdraw an approved item (or all of them) and offer it again, changed, as "new".
     """
     origin.discovered_at = datetime.now(UTC)
     origin.last_error = error
     if items is None:  # failed discovery keeps the last known items
         return
+    first_success = origin.protocol_version is None  # set by every successful discovery, never cleared
     origin.protocol_version = protocol_version
     before = {(i.kind, i.name): i for i in await items_of(session, origin.id)}
     await session.execute(delete(OriginItem).where(OriginItem.origin_id == origin.id))
@@ -80,7 +80,7 @@ async def save_discovery(
         previous = before.get((kind, name))
         if previous is not None:
             pinned, pinned_definition = previous.pinned_digest, previous.pinned_definition
-        elif pin_new and origin.status == "approved" and not (hold_flagged and _high(found)):
+        elif first_success and origin.status == "approved" and not (hold_flagged and _high(found)):
             pinned, pinned_definition = digest, definition
         else:
             pinned, pinned_definition = None, None
