@@ -24,7 +24,7 @@
     │   ├── ConnectionRequired        403  -32042  (the person must connect an origin: carries the URL)
     │   ├── PolicyDenied              403  -32600  (a pipeline stage refused the call: DLP, injection, rules)
     │   │   └── ApprovalRequired      403  -32600  (a side-effecting call the person did not approve)
-    │   ├── Quarantined               403  -32600  (the item's definition changed since it was approved)
+    │   ├── Quarantined               403  -32600  (the item's definition is not the one approved)
     │   └── OriginNotAllowed          403  -32600
     ├── TooManyRequests               429  -32600  (carries retry_after seconds)
     ├── NotFound                      404  -32602  (unknown id, tool, session...)
@@ -244,7 +244,8 @@ class ApprovalRequired(PolicyDenied):
 
 
 class Quarantined(Forbidden):
-    """The origin changed the item's definition after it was approved: hidden and uncallable until reviewed."""
+    """The origin offers the item as no administrator approved it (changed, or new since the connector's
+    review): hidden and uncallable until approved."""
 
 
 class TooManyRequests(BastionError):

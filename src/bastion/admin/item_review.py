@@ -37,7 +37,7 @@ def origin_out(origin: Origin, items: Sequence[OriginItem] = ()) -> OriginOut:
 
 
 def _item_out(origin: Origin, item: OriginItem) -> ItemOut:
-    quarantined = origin.status == "approved" and item.pinned_digest != item.digest
+    quarantined = origin.status == "approved" and item.unapproved
     return ItemOut(
         kind=item.kind,
         name=item.name,

@@ -62,7 +62,7 @@ class PolicyAdmin:
         async with self._db.session(actor.scope) as s:
             row = await s.scalar(select(Policy).where(Policy.scope == scope, Policy.stage == stage))
             if row is None:
-                row = Policy(scope=scope, stage=stage, settings=settings)
+                row = Policy(scope=scope, stage=stage)
                 s.add(row)
             row.settings, row.updated_by = settings, actor.username
             await s.flush()

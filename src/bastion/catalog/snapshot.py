@@ -75,8 +75,8 @@ class ServerView:
     # In a view filtered for one member (`bastion.catalog.views`): the (kind, exposed name) of
     # items the server offers that this member may not use, so a call is refused as forbidden.
     denied: frozenset[tuple[str, str]] = frozenset()
-    # (kind, exposed name) of items whose origin changed their definition since it was approved
-    # (pinned): hidden and uncallable until an administrator reviews the change.
+    # (kind, exposed name) of items whose origin offers a definition no administrator approved
+    # (changed since it was pinned, or new): hidden and uncallable until approved.
     quarantined: frozenset[tuple[str, str]] = frozenset()
 
     def template_for(self, uri: str) -> Route | None:

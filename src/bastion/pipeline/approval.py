@@ -27,13 +27,12 @@ from typing import Any
 import anyio
 import orjson
 from limits import RateLimitItemPerMinute
-from limits.errors import StorageError
 
 from bastion.audit.chain import digest_arguments
-from bastion.errors import ApprovalRequired, Unavailable
+from bastion.errors import ApprovalRequired
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import ApprovalSettings
-from bastion.pipeline.windows import LimiterStorage, limiter_storage
+from bastion.pipeline.windows import LimiterStorage, limiter_storage, spend
 
 __all__ = ["INPUT_KEY", "Approval", "needs_approval"]
 
@@ -111,11 +110,7 @@ class Approval(StageBase):
             opened = self._open(state)
             if opened is None or opened.get("b") != self._binding(ctx) or opened.get("e", 0) < time.time():
                 return _denied(ctx, "the approval state is invalid, expired, or for another call", "bad_state")
-            try:
-                first_use = await self._used.hit(_ONCE, "approval", str(opened.get("n")))
-            except StorageError:
-                return Decision.deny(Unavailable("approvals cannot be checked right now; try again shortly"))
-            if not first_use:
+            if await spend(self._used, _ONCE, "approval", str(opened.get("n")), counted="approvals") is not None:
                 return _denied(ctx, "this approval was already used (each approval forwards one call)", "replayed")
             responses = dict(ctx.params.get("inputResponses") or {})
             answer = responses.pop(INPUT_KEY, None)

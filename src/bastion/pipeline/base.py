@@ -5,7 +5,9 @@ item) and returns a `Decision` for each phase:
 
     allow                   nothing to change
     modify(params=...)      forward these params instead (request phase)
-    modify(result=...)      answer with this result instead (response phase)
+    modify(result=...)      answer with this result instead: in the response phase in place of
+                            the origin's; in the request phase without forwarding at all (the
+                            approval stage asking a 2026-07-28 client its question)
     deny(error)             refuse the call with this error (its class gives the HTTP status
                             and JSON-RPC code); nothing after this stage runs
 

@@ -11,16 +11,12 @@ cannot be counted is not enforced by letting everything through.
 
 from __future__ import annotations
 
-import math
-import time
-
 from limits import RateLimitItem, parse
-from limits.errors import StorageError
 
-from bastion.errors import TooManyRequests, Unavailable
+from bastion.errors import TooManyRequests
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import RateLimitSettings
-from bastion.pipeline.windows import LimiterStorage
+from bastion.pipeline.windows import LimiterStorage, spend
 
 __all__ = ["RateLimit"]
 
@@ -48,13 +44,9 @@ class RateLimit(StageBase):
             if rule is None:
                 continue
             limit = self._item(rule)
-            try:
-                if await self._limiter.hit(limit, label, *key):
-                    continue
-                stats = await self._limiter.get_window_stats(limit, label, *key)
-            except StorageError:
-                return Decision.deny(Unavailable("the rate limiter cannot be reached; try again shortly"))
-            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+            retry_after = await spend(self._limiter, limit, label, *key)  # Unavailable: the chain denies
+            if retry_after is None:
+                continue
             whom = {"per_server": "this server", "per_principal": "you", "per_tool": f"you on {ctx.item.exposed_name}"}
             return Decision.deny(
                 TooManyRequests(

@@ -14,6 +14,8 @@ two sibling backends chosen by `limiter_storage`:
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,10 +24,13 @@ import limits.strategies
 from limits import RateLimitItem
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
 from limits.util import WindowStats
 from redis.asyncio import ConnectionPool
 
-__all__ = ["LimiterStorage", "Windows", "limiter_storage"]
+from bastion.errors import Unavailable
+
+__all__ = ["LimiterStorage", "Windows", "limiter_storage", "spend"]
 
 
 class Windows(Protocol):
@@ -72,6 +77,20 @@ class LimiterStorage:
     async def aclose(self) -> None:
         if self.connections is not None:
             await self.connections.aclose()
+
+
+async def spend(windows: Windows, item: RateLimitItem, *identifiers: str, counted: str = "rate limits") -> int | None:
+    """One hit: None within the limit, else the seconds until the window frees up (for Retry-After).
+    Unavailable when the storage cannot be reached: a limit that cannot be counted refuses."""
+    try:
+        if await windows.hit(item, *identifiers):
+            return None
+        stats = await windows.get_window_stats(item, *identifiers)
+    except StorageError:
+        raise Unavailable(
+            f"{counted} cannot be checked right now: the rate limiter cannot be reached; try again shortly"
+        ) from None
+    return max(1, math.ceil(stats.reset_time - time.time()))
 
 
 def limiter_storage(redis_url: str | None, namespace: str, timeout: float) -> LimiterStorage:

@@ -200,6 +200,11 @@ class OriginItem(Base):
     pinned_definition: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     flags: Mapped[list[Any]] = mapped_column(default=list)  # the poisoning scan's findings (rule, where, severity)
 
+    @property
+    def unapproved(self) -> bool:
+        """Offered as no administrator approved it (changed, or new): quarantined on an approved origin."""
+        return self.pinned_digest != self.digest
+
 
 class Policy(TenantOwned, Base):
     """One stage's settings at one scope (`bastion.pipeline.config`): only the fields set there."""

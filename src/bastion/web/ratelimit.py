@@ -8,14 +8,10 @@ number of replicas). Refusals are 429 with `Retry-After`; a limiter that cannot 
 
 from __future__ import annotations
 
-import math
-import time
-
 from limits import RateLimitItem, parse
-from limits.errors import StorageError
 
-from bastion.errors import TooManyRequests, Unavailable
-from bastion.pipeline.windows import LimiterStorage, limiter_storage
+from bastion.errors import TooManyRequests
+from bastion.pipeline.windows import LimiterStorage, limiter_storage, spend
 
 __all__ = ["RouteLimits"]
 
@@ -29,13 +25,9 @@ class RouteLimits:
 
     async def hit(self, route: str, client: str) -> None:
         item = self._items.get(route)
-        try:
-            if item is None or await self._limiter.hit(item, "route", route, client):
-                return
-            stats = await self._limiter.get_window_stats(item, "route", route, client)
-        except StorageError:
-            raise Unavailable("the rate limiter cannot be reached; try again shortly") from None
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        retry_after = None if item is None else await spend(self._limiter, item, "route", route, client)
+        if retry_after is None:
+            return
         raise TooManyRequests(
             f"too many {route} requests from this address: at most {item}; retry in {retry_after} s",
             retry_after=retry_after,

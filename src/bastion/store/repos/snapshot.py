@@ -140,7 +140,7 @@ def _server_view(
         found = definitions.get((item.origin_id, item.kind, item.name))
         if found is None:  # the origin no longer offers it: not reachable
             continue
-        if found.pinned_digest != found.digest:  # changed since approval (or never approved): hidden
+        if found.unapproved:  # changed since approval, or never approved: hidden
             quarantined.add((item.kind, item.exposed_name))
             continue
         exposed = dict(found.definition)
