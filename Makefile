@@ -33,6 +33,7 @@ install-test: $(VENV)/.installed-test tests/idp/node_modules
 ## make run: migrate ./var/bastion.db, bootstrap the demo once, serve on $(BASTION_HOST):$(BASTION_PORT)
 ## The vault's master key file for the local demo is ./var/master-keys.json (created on first start).
 run: export BASTION_MASTER_KEY_FILE ?= $(CURDIR)/var/master-keys.json
+run: export BASTION_ADMIN_UI ?= true
 run: install
 	$(BIN)/bastion demo
 

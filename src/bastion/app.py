@@ -15,6 +15,7 @@ from sqlalchemy import text
 from bastion import __version__
 from bastion.admin.api import router as admin_router
 from bastion.admin.deps import MetricsRead
+from bastion.console import router as console_router
 from bastion.config import Settings
 from bastion.errors import Unavailable
 from bastion.http.asgi import Receive, Scope, Send
@@ -92,6 +93,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     install_error_handlers(api)
     api.include_router(admin_router)
     api.include_router(identity_router)
+    if settings.admin_ui:
+        api.include_router(console_router)
     if settings.cors_origins:
         api.add_middleware(
             CORSMiddleware,

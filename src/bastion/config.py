@@ -149,6 +149,10 @@ class Settings(BaseSettings):
         "recovery.",
     )
     cors_origins: CsvList = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
+    admin_ui: bool = Field(
+        False,
+        description="Serve the admin console at /admin (server-rendered pages; the same permissions as /api).",
+    )
     trusted_proxies: CsvList = Field(
         default_factory=list,
         description="Reverse proxies (CIDRs) whose X-Forwarded-For is believed: a request from one of them is "

@@ -1,0 +1,52 @@
+"""Console forms: read a posted form (CSRF checked first), turn validation errors into inline messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+
+from bastion.console.viewer import Viewer, check_csrf
+
+__all__ = ["FormData", "field_errors", "lines", "listed", "read_form"]
+
+FormData = dict[str, Any]  # one value per field, or a list where the field repeats
+
+
+async def read_form(request: Request, viewer: Viewer) -> FormData:
+    form = await request.form()
+    check_csrf(viewer, form.get("csrf"))
+    data: FormData = {}
+    for key in form:
+        values = [v for v in form.getlist(key) if isinstance(v, str)]
+        if key != "csrf":
+            data[key] = values[0] if len(values) == 1 else values
+    return data
+
+
+def listed(data: FormData, key: str) -> list[str]:
+    """A field that may repeat (checkboxes, multi-selects), as a list; absent: empty."""
+    value = data.get(key)
+    if value is None or value == "":
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def lines(data: FormData, key: str) -> list[str]:
+    """A textarea holding one entry per line (blank lines dropped)."""
+    value = data.get(key, "")
+    text = "\n".join(value) if isinstance(value, list) else str(value)
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def field_errors(error: ValidationError) -> dict[str, str]:
+    """{field: message} for the form, under the top-level field's name and under the full path
+    (`auth.token`, `scopes.0`); errors of the whole model under "_"."""
+    errors: dict[str, str] = {}
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        for key in {".".join(location) or "_", location[0] if location else "_"}:
+            errors.setdefault(key, message)
+    return errors

@@ -1,0 +1,57 @@
+"""Errors on console routes become pages: sign-in redirects, 403/404/409 pages, 422 for bad links.
+
+The admin API maps `BastionError` to JSON in `bastion.http.errors`; a browser
+deserves a page instead, with the same status and message. This is the one
+place that mapping happens for the console.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
+
+from bastion.console.render import page
+from bastion.console.viewer import SignInNeeded
+from bastion.errors import BastionError
+
+__all__ = ["ConsoleRoute"]
+
+log = structlog.get_logger(__name__)
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    viewer = getattr(request.state, "console_viewer", None)
+    response = page(request, "error.html", viewer=viewer, status=status, message=message)
+    return response
+
+
+class ConsoleRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def console_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInNeeded:
+                if request.method != "GET":
+                    return _error_page(request, 401, "your session has ended: sign in again")
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/admin/login?next={quote(target, safe='')}", status_code=303)
+            except BastionError as error:
+                response = _error_page(request, error.http_status, error.message)
+                retry_after = getattr(error, "retry_after", None)
+                if retry_after is not None:
+                    response.headers["retry-after"] = str(retry_after)
+                return response
+            except RequestValidationError as error:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in error.errors())
+                return _error_page(request, 422, f"this link or form is not valid ({problems})")
+
+        return console_handler

@@ -1,0 +1,97 @@
+"""Signing in to the console and out of it.
+
+The sign-in form carries a CSRF token too (login CSRF): a hash of a random,
+HttpOnly, SameSite=Strict cookie set with the form, which another site can
+neither read nor send. A successful sign-in sets the same session cookie as
+`POST /auth/session`, with the same rate limit and lockout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.datastructures import URL
+
+from bastion.audit.sink import note
+from bastion.console.render import page
+from bastion.console.route import ConsoleRoute
+from bastion.console.viewer import CurrentViewer, check_csrf
+from bastion.errors import BastionError, Forbidden
+from bastion.web.deps import Auth, attempt, limit
+from bastion.web.session_api import SESSION_COOKIE, new_session, set_session_cookie
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
+
+_FORM_COOKIE = "bastion_console_login"
+
+
+def _form_token(cookie: str) -> str:
+    return hashlib.sha256(b"bastion-console-login:" + cookie.encode()).hexdigest()
+
+
+def _next(target: str | None) -> str:
+    """Only a console path: never another site (an open redirect), never `//host`."""
+    if target and target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/admin"
+
+
+def _form(request: Request, *, next_path: str, error: str | None = None, status: int = 200) -> Response:
+    cookie = request.cookies.get(_FORM_COOKIE) or secrets.token_urlsafe(32)
+    response = page(
+        request, "login.html", viewer=None, status=status, error=error, next=next_path, csrf=_form_token(cookie)
+    )
+    auth = request.app.state.auth
+    response.set_cookie(
+        _FORM_COOKIE,
+        cookie,
+        max_age=3600,
+        path="/admin/login",
+        httponly=True,
+        secure=URL(auth.issuer).scheme == "https",
+        samesite="strict",
+    )
+    return response
+
+
+@router.get("/login")
+async def login_form(request: Request, next: str | None = None) -> Response:
+    return _form(request, next_path=_next(next))
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    auth: Auth,
+    username: Annotated[str, Form(max_length=255)],
+    password: Annotated[str, Form(max_length=1024)],
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    next: Annotated[str, Form(max_length=2048)] = "/admin",
+) -> Response:
+    cookie = request.cookies.get(_FORM_COOKIE, "")
+    if not cookie or not secrets.compare_digest(csrf, _form_token(cookie)):
+        raise Forbidden("the sign-in form expired or came from elsewhere: reload the page and sign in again")
+    try:
+        await limit(request, "sign-in")
+        user = await auth.logins.verify(attempt(request, username, password))
+    except BastionError as error:
+        return _form(request, next_path=_next(next), error=error.message, status=error.http_status)
+    note(request.scope, principal=user.id, tenant=user.tenant_id)
+    response = RedirectResponse(_next(next), status_code=303)
+    set_session_cookie(response, auth, new_session(auth, user.id, user.username))
+    response.delete_cookie(_FORM_COOKIE, path="/admin/login")
+    return response
+
+
+@router.post("/logout")
+async def logout(viewer: CurrentViewer, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+    check_csrf(viewer, csrf)
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

@@ -1,0 +1,83 @@
+"""Console sign-in (login CSRF, open redirects, lockout's messages) and the API-token page."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.console.client import Console, csrf_of, inline_errors
+from tests.harness import ADMIN_PASSWORD, Bastion
+
+
+def test_the_console_is_off_unless_enabled(bastion: Bastion) -> None:
+    assert bastion.http.get("/admin/login").status_code == 404
+    assert bastion.http.get("/admin").status_code == 404
+
+
+def test_pages_redirect_to_sign_in_and_back(gateway: Bastion) -> None:
+    with httpx.Client(base_url=gateway.base_url) as browser:
+        page = browser.get("/admin/tokens?x=1")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/admin/login?next=%2Fadmin%2Ftokens%3Fx%3D1"
+        form = browser.get(page.headers["location"])
+        cookie = form.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        answer = browser.post(
+            "/admin/login",
+            data={
+                "username": "admin",
+                "password": ADMIN_PASSWORD,
+                "csrf": csrf_of(form.text),
+                "next": "/admin/tokens?x=1",
+            },
+        )
+        assert answer.status_code == 303 and answer.headers["location"] == "/admin/tokens?x=1"
+        session = next(h for h in answer.headers.get_list("set-cookie") if h.startswith("bastion_session="))
+        assert "httponly" in session.lower() and "samesite=strict" in session.lower()
+        assert browser.get("/admin/tokens").status_code == 200
+
+
+def test_sign_in_refuses_forms_without_their_csrf_token_and_foreign_next(gateway: Bastion) -> None:
+    with httpx.Client(base_url=gateway.base_url) as browser:
+        form = browser.get("/admin/login")
+        refused = browser.post("/admin/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf": "x" * 64})
+        assert refused.status_code == 403
+        assert "bastion_session" not in refused.headers.get("set-cookie", "")
+        wrong = browser.post("/admin/login", data={"username": "admin", "password": "nope", "csrf": csrf_of(form.text)})
+        assert wrong.status_code == 401 and inline_errors(wrong.text)
+        for target in ("https://evil.example/", "//evil.example/admin", "/api/tokens"):
+            form = browser.get("/admin/login")  # a sign-in spends the form's cookie
+            answer = browser.post(
+                "/admin/login",
+                data={"username": "admin", "password": ADMIN_PASSWORD, "csrf": csrf_of(form.text), "next": target},
+            )
+            assert answer.headers["location"] == "/admin", target
+
+
+def test_a_token_is_shown_once_and_revoked_from_the_page(console: Console, gateway: Bastion) -> None:
+    created = console.post("/admin/tokens", {"name": "agent", "scopes": ["mcp"], "expires_in_days": "7"})
+    assert created.status_code == 201
+    assert "no-store" in created.headers["cache-control"]
+    secret = created.text.split('<pre id="new-token">', 1)[1].split("</pre>", 1)[0]
+    assert gateway.http.get("/api/tokens", headers={"authorization": f"Bearer {secret}"}).status_code in (200, 403)
+    listing = console.get("/admin/tokens").text
+    assert "agent" in listing and secret not in listing  # never shown again
+    token_id = next(t["id"] for t in gateway.ok("GET", "/api/tokens") if t["name"] == "agent")
+    revoked = console.post(f"/admin/tokens/{token_id}/revoke", follow_redirects=True)
+    assert revoked.status_code == 200 and "is revoked" in revoked.text
+    assert gateway.http.get("/api/tokens", headers={"authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_token_form_errors_are_inline_and_nothing_is_created(console: Console, gateway: Bastion) -> None:
+    before = len(gateway.ok("GET", "/api/tokens"))
+    answer = console.post("/admin/tokens", {"name": "", "scopes": ["everything"]})
+    assert answer.status_code == 422
+    assert len(inline_errors(answer.text)) >= 2, answer.text
+    assert len(gateway.ok("GET", "/api/tokens")) == before
+
+
+def test_forms_without_the_session_csrf_token_are_refused(console: Console, gateway: Bastion) -> None:
+    before = len(gateway.ok("GET", "/api/tokens"))
+    for data in ({"csrf": ""}, {"csrf": "0" * 64}):
+        answer = console.http.post("/admin/tokens", data={"name": "forged", "scopes": "mcp", **data})
+        assert answer.status_code == 403 and "CSRF" in answer.text
+    assert len(gateway.ok("GET", "/api/tokens")) == before
