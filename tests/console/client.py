@@ -41,7 +41,8 @@ class Console:
             },
         )
         assert answer.status_code == 303, (answer.status_code, answer.text)
-        self.csrf = csrf_of(self.get("/admin", follow_redirects=True).text)  # every page, even a 403, has the sign-out form
+        # Every signed-in page, even a 403, carries the sign-out form and so the token.
+        self.csrf = csrf_of(self.get("/admin", follow_redirects=True).text)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.get(path, **kwargs)
