@@ -6,7 +6,7 @@ BASTION_HOST ?= 127.0.0.1
 BASTION_PORT ?= 8080
 export BASTION_HOST BASTION_PORT
 
-.PHONY: run test bench lint install install-test clean
+.PHONY: chromium run test bench lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ tests/idp/node_modules: tests/idp/package-lock.json
 		npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm not found: the federation tests (tests/oauth/test_federation.py) will be skipped"; fi
 
+# Debian's Chromium for the console's browser tests (tests/console/test_browser_walk.py), where missing.
+# Without it those tests are skipped, and fail under CI.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		($$SUDO apt-get install -y -q chromium || ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium)) \
+			>/dev/null 2>&1 || echo "Chromium could not be installed: the browser tests will be skipped"; }
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test tests/idp/node_modules
+install-test: $(VENV)/.installed-test tests/idp/node_modules chromium
 
 ## make run: migrate ./var/bastion.db, bootstrap the demo once, serve on $(BASTION_HOST):$(BASTION_PORT)
 ## The vault's master key file for the local demo is ./var/master-keys.json (created on first start).

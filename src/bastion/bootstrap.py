@@ -75,8 +75,10 @@ async def ensure_demo(services: Services) -> DemoBootstrap:
     return DemoBootstrap(admin_password=password, token=token, mcp_url=server.mcp_url)
 
 
-def demo_banner(result: DemoBootstrap, admin_user: str) -> str:
+def demo_banner(result: DemoBootstrap, admin_user: str, console_url: str | None = None) -> str:
     lines = ["", "Bastion is ready.", f"  MCP endpoint : {result.mcp_url}"]
+    if console_url:
+        lines.append(f"  admin console: {console_url}")
     if result.admin_password:
         lines.append(f"  admin login  : {admin_user} / {result.admin_password}   (shown once)")
     if result.token:

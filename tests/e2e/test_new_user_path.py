@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.anyio
 
 
 def _start_demo(workdir: Path, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "warning"}
+    # As `make run` does: the console on.
+    env = {**os.environ, "BASTION_PORT": str(port), "BASTION_LOG_LEVEL": "warning", "BASTION_ADMIN_UI": "true"}
     env.pop("BASTION_ADMIN_PASSWORD", None)
     return subprocess.Popen(
         [sys.executable, "-m", "bastion", "demo"],
@@ -59,6 +61,9 @@ async def test_printed_config_works_in_the_sdk_client_and_a_restart_does_not_boo
         assert url and header, banner
         assert url.group(1) == f"http://127.0.0.1:{port}/servers/demo/mcp"
         assert "admin login  : admin / " in banner
+        assert f"admin console: http://127.0.0.1:{port}/admin" in banner
+        async with httpx.AsyncClient() as browser:
+            assert (await browser.get(f"http://127.0.0.1:{port}/admin/login")).status_code == 200
 
         http = create_mcp_http_client(headers={"Authorization": header.group(1)})
         async with http, Client(streamable_http_client(url.group(1), http_client=http), cache=None) as client:

@@ -32,6 +32,7 @@ const ACCOUNTS = {
   alice: { preferred_username: 'alice.smith', name: 'Alice Smith', groups: ['engineering', 'mcp-admins', 'staff'] },
   bob: { preferred_username: 'bob', name: 'Bob Jones', groups: ['staff'] },
   carol: { preferred_username: 'carol', name: 'Carol Diaz', groups: ['contractors'] },
+  dana: { preferred_username: 'dana', name: 'Dana Lee', groups: ['operations'] },
 };
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });

@@ -96,7 +96,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ]
     # Bastion first (it contacts providers only when someone signs in), so the provider can be
     # told the callback URL on Bastion's port.
-    with run_bastion(workdir, oidc_providers=providers, egress_allow_cidrs=["127.0.0.0/8"]) as bastion:
+    with run_bastion(workdir, oidc_providers=providers, egress_allow_cidrs=["127.0.0.0/8"], admin_ui=True) as bastion:
         callback = f"{bastion.base_url}/oauth/federate/idp/callback"
         with oidc_provider(workdir, idp_port, callback):
             bastion.add_origin("inventory", command=STDIO_INVENTORY)
@@ -181,6 +181,29 @@ async def _federated_user(world: World, subject: str) -> tuple[User | None, list
 
 
 # --- the whole path, with the real provider -----------------------------------------------------------
+
+
+async def test_a_person_signs_in_to_the_admin_console_at_the_provider(world: World, browser: httpx.AsyncClient) -> None:
+    base = world.bastion.base_url
+    form = await browser.get(f"{base}/admin/login?next=%2Fadmin%2Faccount")
+    assert form.status_code == 200 and "Sign in with idp" in form.text
+    form_action = form.headers["content-security-policy"].split("form-action ")[1].split(";")[0].split()
+    assert world.issuer in form_action  # the form's answer redirects there
+    refused = await browser.post(f"{base}/admin/login/idp", data={"csrf": "forged", "next": "/admin/account"})
+    assert refused.status_code == 403
+    to_provider = await browser.post(
+        f"{base}/admin/login/idp", data={"csrf": hidden_field(form.text, "csrf"), "next": "/admin/account"}
+    )
+    assert to_provider.status_code == 303 and to_provider.headers["location"].startswith(world.issuer + "/auth?")
+    landing = await browser.get(await _at_provider(browser, to_provider.headers["location"], "dana"))
+    assert landing.status_code == 200, landing.text[:2000]
+    # The session cookie is SameSite=Strict: the console continues from a page of Bastion's own.
+    assert 'href="/admin/account"' in landing.text and "idp:dana" in landing.text
+    assert "bastion_session=" in landing.headers["set-cookie"]
+    account = await browser.get(f"{base}/admin/account")
+    assert account.status_code == 200 and "idp:dana" in account.text, account.text[:2000]
+    user, events = await _federated_user(world, "dana")
+    assert user is not None and any(e.outcome == "success" and e.user_id == user.id for e in events)
 
 
 async def test_a_person_signs_in_at_the_provider_and_their_groups_become_bastion_roles(

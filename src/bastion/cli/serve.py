@@ -90,7 +90,8 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
         await services.db.migrate()
         async with services.running(poll_epoch=False):
             if demo_mode:
-                typer.echo(demo_banner(await ensure_demo(services), settings.admin_user))
+                console = f"{settings.base_url()}/admin" if settings.admin_ui else None
+                typer.echo(demo_banner(await ensure_demo(services), settings.admin_user, console))
             elif (password := await ensure_admin(services)) is not None:
                 typer.echo(f"first start: admin login {settings.admin_user} / {password}   (shown once)")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bastion.console.viewer import Viewer
+from bastion.web.pages import csp_source
 
 __all__ = ["CSP", "NAVIGATION", "page"]
 
@@ -25,7 +26,7 @@ _env = Environment(
 # No inline script or style anywhere: scripts and styles come from /admin/static only.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "form-action {targets}; frame-ancestors 'none'; base-uri 'none'"
 )
 
 # (label, path, the permission that shows it); the pages themselves check the same permission.
@@ -49,10 +50,12 @@ def page(
     viewer: Viewer | None,
     status: int = 200,
     notices: Mapping[str, str] | None = None,
+    redirect_to: Sequence[str] = (),
     **context: Any,
 ) -> HTMLResponse:
     """Render `template` for `viewer`. `notices`: the page's fixed messages, one of which a
-    redirect after a form may name with `?notice=` (never text taken from the link itself)."""
+    redirect after a form may name with `?notice=` (never text taken from the link itself).
+    `redirect_to`: other sites a form's answer redirects to (browsers apply form-action to it)."""
     nav = [
         (label, path, path == request.url.path or (path != "/admin" and request.url.path.startswith(path + "/")))
         for label, path, action in NAVIGATION
@@ -60,5 +63,6 @@ def page(
     ]
     notice = (notices or {}).get(request.query_params.get("notice", ""))
     html = _env.get_template(template).render(viewer=viewer, nav=nav, path=request.url.path, notice=notice, **context)
-    headers = {"content-security-policy": CSP, "cache-control": "no-store"}
+    targets = " ".join(dict.fromkeys(["'self'", *(s for s in map(csp_source, redirect_to) if s)]))
+    headers = {"content-security-policy": CSP.format(targets=targets), "cache-control": "no-store"}
     return HTMLResponse(html, status_code=status, headers=headers)

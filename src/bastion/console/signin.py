@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import URL
 
@@ -21,7 +21,9 @@ from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, check_csrf
 from bastion.errors import BastionError, Forbidden
+from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
+from bastion.web.federation import console_sign_in
 from bastion.web.session_api import SESSION_COOKIE, new_session, set_session_cookie
 
 __all__ = ["router"]
@@ -44,10 +46,19 @@ def _next(target: str | None) -> str:
 
 def _form(request: Request, *, next_path: str, error: str | None = None, status: int = 200) -> Response:
     cookie = request.cookies.get(_FORM_COOKIE) or secrets.token_urlsafe(32)
+    auth: AuthServer = request.app.state.auth
+    providers = auth.settings.oidc_providers
     response = page(
-        request, "login.html", viewer=None, status=status, error=error, next=next_path, csrf=_form_token(cookie)
+        request,
+        "login.html",
+        viewer=None,
+        status=status,
+        error=error,
+        next=next_path,
+        csrf=_form_token(cookie),
+        providers=[provider.name for provider in providers],
+        redirect_to=[provider.issuer for provider in providers],  # "Sign in with …" redirects there
     )
-    auth = request.app.state.auth
     response.set_cookie(
         _FORM_COOKIE,
         cookie,
@@ -58,6 +69,12 @@ def _form(request: Request, *, next_path: str, error: str | None = None, status:
         samesite="strict",
     )
     return response
+
+
+def _check_form(request: Request, csrf: str) -> None:
+    cookie = request.cookies.get(_FORM_COOKIE, "")
+    if not cookie or not secrets.compare_digest(csrf, _form_token(cookie)):
+        raise Forbidden("the sign-in form expired or came from elsewhere: reload the page and sign in again")
 
 
 @router.get("/login")
@@ -74,9 +91,7 @@ async def login(
     csrf: Annotated[str, Form(max_length=128)] = "",
     next: Annotated[str, Form(max_length=2048)] = "/admin",
 ) -> Response:
-    cookie = request.cookies.get(_FORM_COOKIE, "")
-    if not cookie or not secrets.compare_digest(csrf, _form_token(cookie)):
-        raise Forbidden("the sign-in form expired or came from elsewhere: reload the page and sign in again")
+    _check_form(request, csrf)
     try:
         await limit(request, "sign-in")
         user = await auth.logins.verify(attempt(request, username, password))
@@ -87,6 +102,22 @@ async def login(
     set_session_cookie(response, auth, new_session(auth, user.id, user.username))
     response.delete_cookie(_FORM_COOKIE, path="/admin/login")
     return response
+
+
+@router.post("/login/{provider}")
+async def login_elsewhere(
+    request: Request,
+    auth: Auth,
+    provider: Annotated[str, Path(max_length=64)],
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    next: Annotated[str, Form(max_length=2048)] = "/admin",
+) -> Response:
+    """Sign in at a configured identity provider; its callback opens the console session."""
+    _check_form(request, csrf)
+    try:
+        return await console_sign_in(request, auth, provider, _next(next))
+    except BastionError as error:  # unknown or unreachable provider: the password form still works
+        return _form(request, next_path=_next(next), error=error.message, status=error.http_status)
 
 
 @router.post("/logout")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 import ssl
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Form, Request
@@ -29,6 +29,8 @@ from bastion.store.repos.users import FederatedLogin, record_login, save_federat
 from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, client_address, limit
+from bastion.web.pages import render
+from bastion.web.session_api import new_session, set_session_cookie
 from bastion.web.signin import error_page, login_page, read_request, sign_in
 
 __all__ = ["router"]
@@ -94,13 +96,23 @@ async def start(
         authz = read_request(auth, request_token)
     except BastionError as error:
         return error_page(error)
-    binding = BrowserBinding.new()
-    claims = {"request": authz.to_claims(), "binding": binding.state_binding}
-    state = auth.sessions.issue(provider, purpose=_PURPOSE, extra=claims)
     try:
-        url = await _party(request, auth, provider).authorization_url(state=state, binding=binding)
+        return await _to_provider(request, auth, provider, {"request": authz.to_claims()})
     except BastionError as error:  # the provider is unknown or unreachable: the password form still works
         return login_page(auth, authz, error=error.message, status=error.http_status)
+
+
+async def console_sign_in(request: Request, auth: AuthServer, provider: str, next_path: str) -> Response:
+    """Start a sign-in to the admin console at `provider`; the callback opens a console session and
+    continues at `next_path` (a console path the caller has checked). BastionError if it cannot start."""
+    return await _to_provider(request, auth, provider, {"console": next_path})
+
+
+async def _to_provider(request: Request, auth: AuthServer, provider: str, destination: dict[str, Any]) -> Response:
+    """Send the browser to the provider with a state naming where the sign-in continues."""
+    binding = BrowserBinding.new()
+    state = auth.sessions.issue(provider, purpose=_PURPOSE, extra={**destination, "binding": binding.state_binding})
+    url = await _party(request, auth, provider).authorization_url(state=state, binding=binding)
     response = RedirectResponse(url, status_code=303)  # See Other: the browser GETs the provider
     _set_flow_cookie(response, auth, provider, binding.secret)
     return response
@@ -108,8 +120,9 @@ async def start(
 
 def _resume(
     auth: AuthServer, provider: str, state: str | None, cookie: str | None
-) -> tuple[AuthorizationRequest, BrowserBinding]:
-    """The pending request and this browser's flow secret, or Forbidden (RFC 6749 §10.12: CSRF)."""
+) -> tuple[AuthorizationRequest | str, BrowserBinding]:
+    """Where the sign-in continues (the pending authorization request, or a console path) and this
+    browser's flow secret, or Forbidden (RFC 6749 §10.12: CSRF)."""
     refused = Forbidden(
         "this sign-in answer has no valid state for this browser (missing, expired or started elsewhere); "
         "start again from the application"
@@ -126,6 +139,9 @@ def _resume(
         raise refused
     if not secrets.compare_digest(bound.encode(), binding.state_binding.encode()):
         raise refused
+    console = claims.get("console")
+    if isinstance(console, str):
+        return console, binding
     return AuthorizationRequest.from_claims(claims["request"]), binding
 
 
@@ -147,13 +163,24 @@ async def _record(auth: AuthServer, request: Request, username: str, user_id: st
     log.info("login", outcome=outcome, user=username[:64], ip=ip, method="federated")
 
 
+def _console_session(auth: AuthServer, user_id: str, username: str, next_path: str) -> Response:
+    """Open the console session, then continue at `next_path` from a page of Bastion's own: the
+    session cookie is SameSite=Strict, so a redirect chain that began at the provider's site would
+    arrive without it; a navigation started by this page carries it."""
+    response = render("signed_in.html", next_path=next_path, username=username)
+    response.headers["cache-control"] = "no-store"
+    set_session_cookie(response, auth, new_session(auth, user_id, username))
+    return response
+
+
 @router.get("/oauth/federate/{provider}/callback")
 async def callback(request: Request, auth: Auth, provider: str) -> Response:
     try:
         party = _party(request, auth, provider)
-        authz, binding = _resume(auth, provider, request.query_params.get("state"), request.cookies.get(_COOKIE))
+        destination, binding = _resume(auth, provider, request.query_params.get("state"), request.cookies.get(_COOKIE))
     except BastionError as error:
         return error_page(error)
+    authz = destination if isinstance(destination, AuthorizationRequest) else None
     try:
         await limit(request, "sign-in")  # each answer costs a token request: the sign-in limit
         identity = await _identify(party, request.query_params, binding)
@@ -166,9 +193,15 @@ async def callback(request: Request, auth: Auth, provider: str) -> Response:
             await auth.bus.publish(ChangeEvent("users", user.id))
     except BastionError as error:  # back to the sign-in page, which says why and still offers every way in
         await _record(auth, request, f"{provider}:?", None, "failure")
-        response = login_page(auth, authz, error=error.message, status=error.http_status)
+        if authz is None:
+            response = error_page(error)
+        else:
+            response = login_page(auth, authz, error=error.message, status=error.http_status)
     else:
         await _record(auth, request, user.username, user.id, "success")
-        response = await sign_in(auth, authz, user.id)
+        if authz is None:
+            response = _console_session(auth, user.id, user.username, str(destination))
+        else:
+            response = await sign_in(auth, authz, user.id)
     _set_flow_cookie(response, auth, provider, None)  # one flow, one answer
     return response

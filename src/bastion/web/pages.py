@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-__all__ = ["render"]
+__all__ = ["csp_source", "render"]
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -21,7 +21,8 @@ _env = Environment(
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")  # RFC 3986 §3.1, as urlsplit lowercases it
 
 
-def _source(target: str) -> str | None:
+def csp_source(target: str) -> str | None:
+    """The CSP source expression (scheme and host) of a URL, or None."""
     parts = urlsplit(target)
     if parts.scheme in ("http", "https") and parts.netloc:
         return f"{parts.scheme}://{parts.netloc}"
@@ -34,7 +35,7 @@ def _source(target: str) -> str | None:
 def _csp(form_targets: Sequence[str]) -> str:
     # Forms post to Bastion, whose answer may redirect elsewhere (to the client, or to an
     # identity provider): browsers apply form-action to that redirect too.
-    sources = dict.fromkeys(["'self'", *(s for s in map(_source, form_targets) if s)])
+    sources = dict.fromkeys(["'self'", *(s for s in map(csp_source, form_targets) if s)])
     targets = " ".join(sources)
     return f"default-src 'none'; style-src 'self'; img-src 'self'; form-action {targets}; frame-ancestors 'none'"
 
