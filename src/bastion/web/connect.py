@@ -34,6 +34,7 @@ from bastion.oauth import downstream
 from bastion.oauth.downstream_grants import GrantKey
 from bastion.store.repos.downstream import (
     ConnectAttempt,
+    ConnectionView,
     approve_client,
     delete_connection,
     list_connections,
@@ -49,7 +50,7 @@ from bastion.web.pages import render
 from bastion.web.session_api import SESSION_COOKIE, new_session, session_claims, session_csrf, set_session_cookie
 from bastion.web.signin import error_page
 
-__all__ = ["connect_url", "router"]
+__all__ = ["connect_url", "connections_of", "disconnect_origin", "router"]
 
 log = structlog.get_logger(__name__)
 
@@ -316,8 +317,7 @@ def _member_tenant(auth: AuthServer, user_id: str) -> str:
 @router.get("/auth/connections")
 async def connections(request: Request, auth: Auth) -> JSONResponse:
     """The signed-in person's connected origins: status, scopes, expiry, approved clients (never a token)."""
-    user_id = session_claims(request, auth)["sub"]
-    views = await list_connections(auth.db, _member_tenant(auth, user_id), user_id)
+    views = await connections_of(auth, session_claims(request, auth)["sub"])
     return JSONResponse(
         [{**asdict(view), "updated_at": view.updated_at.isoformat()} for view in views],
         headers={"cache-control": "no-store"},
@@ -333,6 +333,18 @@ async def disconnect(origin_id: str, request: Request, auth: Auth) -> Response:
         request.headers.get("x-csrf-token", ""), session_csrf(request.cookies.get(SESSION_COOKIE, ""))
     ):
         raise Forbidden("the X-CSRF-Token header is missing or wrong")
+    await disconnect_origin(auth, user_id, origin_id)
+    return Response(status_code=204)
+
+
+async def connections_of(auth: AuthServer, user_id: str) -> list[ConnectionView]:
+    """A person's connected origins (for /auth/connections and the console's account page)."""
+    return await list_connections(auth.db, _member_tenant(auth, user_id), user_id)
+
+
+async def disconnect_origin(auth: AuthServer, user_id: str, origin_id: str) -> None:
+    """Withdraw a person's connection to an origin (NotFound when there is none): its grants and
+    client approvals are deleted, every replica forgets them, the tokens are revoked upstream."""
     removed = await delete_connection(auth.db, _member_tenant(auth, user_id), user_id, origin_id)
     if not removed:
         raise NotFound(f"you have no connection to origin {origin_id!r}")
@@ -341,7 +353,6 @@ async def disconnect(origin_id: str, request: Request, auth: Auth) -> Response:
     await auth.bus.publish(ChangeEvent("users", user_id))
     await _revoke(auth, origin_id, removed)
     log.info("downstream_disconnected", origin_id=origin_id, user_id=user_id)
-    return Response(status_code=204)
 
 
 async def _revoke(auth: AuthServer, origin_id: str, removed: list[tuple[GrantKey, str]]) -> None:

@@ -6,16 +6,13 @@ reads its own chain (a platform administrator another tenant's with `X-Bastion-T
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from bastion.admin.deps import AuditRead
-from bastion.store.models import AuditEntry
-from bastion.store.repos.audit import AuditQuery, entry_record, export, search
+from bastion.store.repos.audit import AuditQuery, export_lines, record_out, search
 
 __all__ = ["router"]
 
@@ -37,27 +34,17 @@ def _query(
 Filters = Annotated[AuditQuery, Depends(_query)]
 
 
-def _out(entry: AuditEntry) -> dict[str, Any]:
-    link = {"tenant_id": entry.tenant_id, "seq": entry.seq, "prev_hash": entry.prev_hash, "hash": entry.hash}
-    return entry_record(entry).fields() | link
-
-
 @router.get("/records")
 async def records(
     request: Request, actor: AuditRead, filters: Filters, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
     """The newest matching records, newest first. `?correlation_id=` follows one request end to end."""
     db = request.app.state.services.db
-    return [_out(entry) for entry in await search(db, actor.scope, filters, limit=limit)]
+    return [record_out(entry) for entry in await search(db, actor.scope, filters, limit=limit)]
 
 
 @router.get("/export")
 async def export_jsonl(request: Request, actor: AuditRead, filters: Filters) -> StreamingResponse:
     """Every matching record, oldest first, one JSON object per line (for a SIEM)."""
     db = request.app.state.services.db
-
-    async def lines() -> AsyncIterator[bytes]:
-        async for entry in export(db, actor.scope, filters):
-            yield orjson.dumps(_out(entry)) + b"\n"
-
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return StreamingResponse(export_lines(db, actor.scope, filters), media_type="application/x-ndjson")
