@@ -36,7 +36,7 @@ class Watched:
     """A browser page, its problems (CSP violations, script errors) and its screenshots."""
 
     def __init__(self, page: object, folder: Path) -> None:
-        from playwright.async_api import ConsoleMessage, Error, Page
+        from playwright.async_api import ConsoleMessage, Error, Page, Response
 
         assert isinstance(page, Page)
         self.page = page
@@ -45,14 +45,20 @@ class Watched:
         self.shots: list[Path] = []
 
         def console(message: ConsoleMessage) -> None:
-            if message.type == "error":
-                self.problems.append(message.text)
+            # A page answered 403 is logged as a failed load too: the tests check statuses themselves.
+            if message.type == "error" and not message.text.startswith("Failed to load resource"):
+                self.problems.append(f"{message.text} at {page.url}")  # CSP violations land here
 
         def failed(error: Error) -> None:
             self.problems.append(f"script error: {error}")
 
+        def answered(response: Response) -> None:
+            if response.request.resource_type != "document" and response.status >= 400:
+                self.problems.append(f"{response.status} for {response.url}")  # a stylesheet, script, icon
+
         page.on("console", console)
         page.on("pageerror", failed)
+        page.on("response", answered)
 
     async def shot(self, name: str) -> None:
         path = self.folder / f"{len(self.shots) + 1:02d}-{name}.png"

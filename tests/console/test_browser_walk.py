@@ -55,7 +55,7 @@ async def test_a_new_admin_walks_from_sign_in_to_a_revoked_token(gateway: Bastio
         # Register the origin and approve the connector request.
         await page.get_by_role("link", name="Origins").click()
         await page.get_by_label("Name", exact=True).fill("inventory")
-        await page.get_by_label("Transport").select_option("http")
+        await page.locator("select[name=transport]").select_option("http")
         await page.get_by_label("URL (http transport)").fill(inventory)
         await watched.shot("origins-register")
         await page.get_by_role("button", name="Register origin").click()
@@ -72,7 +72,7 @@ async def test_a_new_admin_walks_from_sign_in_to_a_revoked_token(gateway: Bastio
         await page.get_by_label("Title").fill("Shop floor")
         await page.get_by_role("button", name="Create server").click()
         await page.wait_for_url(re.compile(r".*/admin/servers/\w+.*"))
-        await page.get_by_label("Origin (name or id)").fill("inventory")
+        await page.locator("select[name=origin]").select_option(label="inventory")
         await page.get_by_role("button", name="Add items").click()
         await page.wait_for_load_state()
         await page.get_by_role("button", name="Publish", exact=True).click()

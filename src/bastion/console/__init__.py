@@ -19,7 +19,7 @@ for module in (signin, dashboard, origins, servers, people, tokens, clients, pol
     router.include_router(module.router)
 
 _STATIC = Path(__file__).parent / "static"
-_TYPES = {"console.css": "text/css", "console.js": "text/javascript"}
+_TYPES = {"console.css": "text/css", "console.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 
 
 @router.get("/admin/static/{name}")
