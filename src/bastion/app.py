@@ -15,8 +15,8 @@ from sqlalchemy import text
 from bastion import __version__
 from bastion.admin.api import router as admin_router
 from bastion.admin.deps import MetricsRead
-from bastion.console import router as console_router
 from bastion.config import Settings
+from bastion.console import router as console_router
 from bastion.errors import Unavailable
 from bastion.http.asgi import Receive, Scope, Send
 from bastion.http.errors import install_error_handlers

@@ -80,6 +80,7 @@ async def _page(
         methods=_METHODS,
         token_endpoint=f"{auth.issuer}/oauth/token",
         created=created,
+        created_servers=[s for s in servers if created is not None and s.id in created.server_ids],
         values=values or _DEFAULTS,
         errors=errors or {},
     )
