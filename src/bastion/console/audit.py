@@ -16,9 +16,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from bastion.admin.users import Users
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
-from bastion.console.viewer import CurrentViewer
+from bastion.console.viewer import CurrentViewer, Viewer
 from bastion.errors import BadRequest, NotFound
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry
@@ -54,13 +55,14 @@ class _Search:
     query: AuditQuery
     errors: dict[str, str]
 
-    def link(self, path: str, **extra: str) -> str:
-        """`path` with the same filters (and `extra`), for the export link and the verify form."""
-        given = {key: value for key, value in self.values.items() if value} | extra
+    def link(self, path: str) -> str:
+        """`path` with the same filters (the export link)."""
+        given = {key: value for key, value in self.values.items() if value}
         return f"{path}?{urlencode(given)}" if given else path
 
 
 def _search(
+    names: dict[str, str],
     correlation_id: str | None,
     principal: str | None,
     target: str | None,
@@ -89,9 +91,10 @@ def _search(
                 errors[name] = f"{values[name]!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)"
     if not errors and times["since"] is not None and times["until"] is not None and times["until"] <= times["since"]:
         errors["until"] = "“until” must come after “from”"
+    ids = {name: user_id for user_id, name in names.items()}
     query = AuditQuery(
         values["correlation_id"] or None,
-        values["principal"] or None,
+        ids.get(values["principal"], values["principal"]) or None,  # a username, or the user id itself
         values["target"] or None,
         values["decision"] or None,
         values["kind"] or None,
@@ -117,6 +120,14 @@ def _row(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
+async def _names(request: Request, viewer: Viewer) -> dict[str, str]:
+    """User id → username, for people who may read the users (records name people by id only)."""
+    if not viewer.may("users:read"):
+        return {}
+    users: Users = request.app.state.users
+    return {user.id: user.username for user in await users.list(viewer.actor("users:read"))}
+
+
 def _db(request: Request) -> Database:
     db: Database = request.app.state.services.db
     return db
@@ -138,7 +149,8 @@ async def audit(
 ) -> Response:
     """The newest matching records, newest first; `verify=1` walks the tenant's chain too."""
     actor = viewer.actor("audit:read")
-    found = _search(correlation_id, principal, target, decision, kind, since, until)
+    names = await _names(request, viewer)
+    found = _search(names, correlation_id, principal, target, decision, kind, since, until)
     db = _db(request)
     entries = [] if found.errors else await search(db, actor.scope, found.query, limit=limit)
     report = await verify_report(db, actor.tenant_id) if verify else None
@@ -150,12 +162,12 @@ async def audit(
         status=422 if found.errors else 200,
         values=found.values,
         errors=found.errors,
+        names=names,
         rows=[_row(entry) for entry in entries],
         limit=limit,
         limits=sorted({*LIMITS, limit}),
         kinds=KINDS,
         export_link=found.link("/admin/audit/export"),
-        verify_link=found.link("/admin/audit", limit=str(limit), verify="1"),
         report=report,
         unsigned=report.head_seq - report.last_checkpoint if report is not None else 0,
         checkpoint_every=every,
@@ -176,7 +188,7 @@ async def export(
 ) -> Response:
     """Every matching record, oldest first, as JSON Lines: the same lines as GET /api/audit/export."""
     actor = viewer.actor("audit:read")
-    found = _search(correlation_id, principal, target, decision, kind, since, until)
+    found = _search(await _names(request, viewer), correlation_id, principal, target, decision, kind, since, until)
     if found.errors:
         raise BadRequest("; ".join(found.errors.values()))
     name = f"bastion-audit-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
@@ -236,5 +248,6 @@ async def trace(request: Request, viewer: CurrentViewer, correlation_id: str) ->
         viewer=viewer,
         correlation_id=correlation_id,
         steps=[_step(entry) for entry in entries],
+        names=await _names(request, viewer),
         truncated=len(entries) >= _TRACE_LIMIT,
     )

@@ -22,7 +22,7 @@ from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, Viewer
 from bastion.errors import BadRequest, BastionError
-from bastion.pipeline.config import BASELINE_NAMES, validate_scope
+from bastion.pipeline.config import BASELINE_NAMES, STAGE_SETTINGS, validate_scope
 
 __all__ = ["EXAMPLES", "STAGES", "router"]
 
@@ -97,11 +97,13 @@ def _stage_cards(described: dict[str, Any]) -> list[dict[str, Any]]:
     cards = []
     for name in ordered:
         schema = described[name]
+        model = STAGE_SETTINGS.get(name)
+        defaults = model().model_dump(mode="json") if model is not None else {}  # default factories too
         fields = [
             {
                 "name": field,
                 "kind": _field_kind(prop),
-                "default": json.dumps(prop["default"]) if "default" in prop else "—",
+                "default": json.dumps(defaults[field] if field in defaults else prop.get("default")),
                 "description": prop.get("description", ""),
             }
             for field, prop in schema.get("properties", {}).items()
@@ -169,12 +171,13 @@ async def policies(
     scope: Annotated[str, Query(max_length=600)] = "global",
     stage: Annotated[str, Query(max_length=64)] = "rate_limit",
 ) -> Response:
-    """The list, the stages, and the form; `?scope=&stage=` loads that policy into the form to edit it."""
+    """The list, the stages, and the form; an Edit link (`?scope=&stage=`) loads that policy into it."""
     actor = viewer.actor("policies:read")
     values: FormData = {"scope": scope, "stage": stage, "settings": ""}
-    for policy in await _admin(request).list(actor):
-        if (policy.scope, policy.stage) == (scope, stage):
-            values["settings"] = _pretty(policy.settings)
+    if {"scope", "stage"} <= request.query_params.keys():  # asked for: a plain visit starts empty
+        for policy in await _admin(request).list(actor):
+            if (policy.scope, policy.stage) == (scope, stage):
+                values["settings"] = _pretty(policy.settings)
     return await _page(request, viewer, actor, values=values)
 
 
