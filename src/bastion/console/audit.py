@@ -25,7 +25,7 @@ from bastion.store.db import Database
 from bastion.store.models import AuditEntry
 from bastion.store.repos.audit import AuditQuery, export_lines, search, verify_report
 
-__all__ = ["router", "to_us"]
+__all__ = ["router", "to_us", "user_names"]
 
 router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -120,7 +120,7 @@ def _row(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-async def _names(request: Request, viewer: Viewer) -> dict[str, str]:
+async def user_names(request: Request, viewer: Viewer) -> dict[str, str]:
     """User id → username, for people who may read the users (records name people by id only)."""
     if not viewer.may("users:read"):
         return {}
@@ -149,7 +149,7 @@ async def audit(
 ) -> Response:
     """The newest matching records, newest first; `verify=1` walks the tenant's chain too."""
     actor = viewer.actor("audit:read")
-    names = await _names(request, viewer)
+    names = await user_names(request, viewer)
     found = _search(names, correlation_id, principal, target, decision, kind, since, until)
     db = _db(request)
     entries = [] if found.errors else await search(db, actor.scope, found.query, limit=limit)
@@ -188,7 +188,7 @@ async def export(
 ) -> Response:
     """Every matching record, oldest first, as JSON Lines: the same lines as GET /api/audit/export."""
     actor = viewer.actor("audit:read")
-    found = _search(await _names(request, viewer), correlation_id, principal, target, decision, kind, since, until)
+    found = _search(await user_names(request, viewer), correlation_id, principal, target, decision, kind, since, until)
     if found.errors:
         raise BadRequest("; ".join(found.errors.values()))
     name = f"bastion-audit-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
@@ -248,6 +248,6 @@ async def trace(request: Request, viewer: CurrentViewer, correlation_id: str) ->
         viewer=viewer,
         correlation_id=correlation_id,
         steps=[_step(entry) for entry in entries],
-        names=await _names(request, viewer),
+        names=await user_names(request, viewer),
         truncated=len(entries) >= _TRACE_LIMIT,
     )

@@ -13,6 +13,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from bastion.console.audit import user_names
 from bastion.console.charts import bars, line
 from bastion.console.render import NAVIGATION, page
 from bastion.console.route import ConsoleRoute
@@ -48,6 +49,7 @@ async def dashboard(request: Request, viewer: CurrentViewer, window: Literal["1h
         window=window,
         windows=list(_WINDOWS),
         stats=stats,
+        names=await user_names(request, viewer),
         traffic=bars(names, [[("", b.allowed), ("deny", b.denied), ("error", b.errors)] for b in stats.buckets]),
         upstream_errors=bars(names, [[("error", b.upstream_errors)] for b in stats.buckets]),
         latency=line(names, [b.upstream_latency_ms for b in stats.buckets], unit="ms"),
