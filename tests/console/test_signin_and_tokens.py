@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.console.client import Console, csrf_of, inline_errors
-from tests.harness import ADMIN_PASSWORD, Bastion
+from tests.harness import ADMIN_PASSWORD, Bastion, eventually
 
 
 def test_the_console_is_off_unless_enabled(bastion: Bastion) -> None:
@@ -81,3 +82,39 @@ def test_forms_without_the_session_csrf_token_are_refused(console: Console, gate
         answer = console.http.post("/admin/tokens", data={"name": "forged", "scopes": "mcp", **data})
         assert answer.status_code == 403 and "CSRF" in answer.text
     assert len(gateway.ok("GET", "/api/tokens")) == before
+
+
+async def _console_records(gateway: Bastion, request_id: str) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+
+    async def recorded() -> bool:
+        found[:] = gateway.ok("GET", "/api/audit/records", params={"correlation_id": request_id})
+        return bool(found)
+
+    await eventually(recorded)
+    return found
+
+
+@pytest.mark.anyio
+async def test_console_requests_are_in_the_audit_trail_with_who_and_why(console: Console, gateway: Bastion) -> None:
+    admin = gateway.ok("GET", "/api/users")[0]
+    created = console.post(
+        "/admin/tokens", {"name": "audited", "scopes": ["mcp"]}, headers={"x-request-id": "console-create-1"}
+    )
+    assert created.status_code == 201
+    (record,) = await _console_records(gateway, "console-create-1")
+    assert record["kind"] == "console.request" and record["method"] == "POST /admin/tokens"
+    assert record["principal"] == admin["id"] and record["decision"] == "allow" and record["status"] == "201"
+
+    forged = console.http.post(
+        "/admin/tokens", data={"csrf": "0" * 64, "name": "x"}, headers={"x-request-id": "console-forged-1"}
+    )
+    assert forged.status_code == 403
+    (record,) = await _console_records(gateway, "console-forged-1")
+    assert record["decision"] == "deny" and "CSRF" in str(record["reason"])
+    assert "0" * 64 not in str(record)  # never the form's values
+
+    viewed = console.get("/admin/audit", headers={"x-request-id": "console-view-1"})
+    assert viewed.status_code == 200
+    (record,) = await _console_records(gateway, "console-view-1")
+    assert record["method"] == "GET /admin/audit" and record["principal"] == admin["id"]

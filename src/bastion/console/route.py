@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 
+from bastion.audit.sink import note
 from bastion.console.render import page
 from bastion.console.viewer import SignInNeeded
 from bastion.errors import BastionError
@@ -39,18 +40,22 @@ class ConsoleRoute(APIRoute):
         async def console_handler(request: Request) -> Response:
             try:
                 return await handler(request)
-            except SignInNeeded:
+            except SignInNeeded as error:
+                note(request.scope, reason=error.message)
                 if request.method != "GET":
                     return _error_page(request, 401, "your session has ended: sign in again")
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/admin/login?next={quote(target, safe='')}", status_code=303)
             except BastionError as error:
+                note(request.scope, reason=error.message)  # for the request's audit record
                 response = _error_page(request, error.http_status, error.message)
                 retry_after = getattr(error, "retry_after", None)
                 if retry_after is not None:
                     response.headers["retry-after"] = str(retry_after)
                 return response
             except RequestValidationError as error:
+                fields = sorted({".".join(map(str, e["loc"][1:])) for e in error.errors()})
+                note(request.scope, reason="invalid fields: " + ", ".join(fields))  # names, never values
                 problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in error.errors())
                 return _error_page(request, 422, f"this link or form is not valid ({problems})")
 

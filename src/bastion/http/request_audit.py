@@ -23,9 +23,9 @@ from bastion.observability.metrics import plane_of
 
 __all__ = ["RequestTrail"]
 
-_KINDS = {"api": "api.request", "oauth": "oauth.request"}
+_KINDS = {"api": "api.request", "oauth": "oauth.request", "console": "console.request"}
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-_PUBLIC = ("/.well-known/", "/oauth/jwks.json")
+_PUBLIC = ("/.well-known/", "/oauth/jwks.json", "/admin/static/", "/admin/login")
 ASGIApp = Any
 
 

@@ -39,6 +39,8 @@ def plane_of(path: str) -> str:
         return "api"
     if path.startswith(("/oauth/", "/auth/", "/connect/", "/.well-known/")):
         return "oauth"
+    if path == "/admin" or path.startswith("/admin/"):
+        return "console"
     return "other"
 
 
