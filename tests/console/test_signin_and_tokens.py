@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from tests.console.client import Console, csrf_of, inline_errors
-from tests.harness import ADMIN_PASSWORD, Bastion, eventually
+from tests.harness import ADMIN_PASSWORD, Bastion, eventually, run_bastion
+from tests.tls import self_signed
 
 
 def test_the_console_is_off_unless_enabled(bastion: Bastion) -> None:
@@ -118,3 +121,19 @@ async def test_console_requests_are_in_the_audit_trail_with_who_and_why(console:
     assert viewed.status_code == 200
     (record,) = await _console_records(gateway, "console-view-1")
     assert record["method"] == "GET /admin/audit" and record["principal"] == admin["id"]
+
+
+def test_under_tls_the_console_cookies_are_secure(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    with run_bastion(tmp_path, admin_ui=True, ssl_certfile=cert, ssl_keyfile=key) as gateway:
+        assert gateway.base_url.startswith("https://")
+        with httpx.Client(base_url=gateway.base_url, verify=False) as browser:  # the throwaway certificate
+            form = browser.get("/admin/login")
+            assert "secure" in form.headers["set-cookie"].lower()
+            signed_in = browser.post(
+                "/admin/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf": csrf_of(form.text)}
+            )
+            session = next(h for h in signed_in.headers.get_list("set-cookie") if h.startswith("bastion_session="))
+            flags = {part.strip().lower() for part in session.split(";")}
+            assert {"secure", "httponly", "samesite=strict"} <= flags
+            assert browser.get("/admin").headers["strict-transport-security"].startswith("max-age=")
