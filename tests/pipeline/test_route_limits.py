@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+from limits import parse
 
 from bastion.errors import TooManyRequests
 from bastion.pipeline.windows import limiter_storage
@@ -55,3 +58,21 @@ async def test_an_unreachable_limiter_refuses_instead_of_letting_everything_thro
             await RouteLimits({"token": "3/minute"}, storage).hit("token", "198.51.100.7")
     finally:
         await storage.aclose()
+
+
+async def test_in_memory_windows_start_no_thread_per_hit_and_still_forget_old_entries() -> None:
+    storage = limiter_storage(None, "test", 1.0)
+    assert storage.memory is not None
+    windows, exact = storage.sliding(), storage.moving()
+    item = parse("3/second")
+    await anyio.sleep(0.05)  # the timer thread the storage's constructor started (and cancelled) ends
+    before = threading.active_count()
+    assert [await windows.hit(item, "server", "ann") for _ in range(4)] == [True, True, True, False]
+    assert [await exact.hit(item, "sign-in", "ann") for _ in range(4)] == [True, True, True, False]
+    assert threading.active_count() == before  # limits' own storage has a timer thread running 10 ms now
+    await anyio.sleep(2.1)  # both windows have passed; the next hit sweeps what expired
+    assert await windows.hit(item, "server", "bob") and await exact.hit(item, "sign-in", "bob")
+    memory = storage.memory
+    assert not any(entries for key, entries in memory.events.items() if "/ann/" in key)  # trimmed
+    assert not any("/ann/" in key for key in memory.storage)  # expired counters dropped
+    assert await windows.hit(item, "server", "ann") and await exact.hit(item, "sign-in", "ann")

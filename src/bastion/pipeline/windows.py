@@ -8,7 +8,11 @@ two sibling backends chosen by `limiter_storage`:
   key's trimming to a worker thread: where each call yields to the event loop, as in the server,
   a task and a thread hop per call. Measured with the loop yielding between hits, a sliding-
   window hit cost 14 µs of CPU, 29 µs once any moving-window key existed (a sign-in); the
-  synchronous storage trims on a timer thread at most every 10 ms, and a hit costs 5 µs;
+  synchronous storage costs 5 µs a hit in a tight loop. That storage drops expired entries on a
+  `threading.Timer` it starts anew whenever the last one ended, 10 ms after a hit: under a steady
+  trickle of calls, a new thread every 10 ms. `_SweptInline` drops them inline instead, at most
+  once a second (reads already ignore expired counters): with hits 4 ms apart, as at concurrency
+  1 in `make bench`, 156 µs of CPU less per hit (298 against 142, the loop's sleep included);
 - Redis: the library's asynchronous Redis storage over a connection pool Bastion owns (and closes).
 """
 
@@ -37,6 +41,25 @@ class Windows(Protocol):
     async def hit(self, item: RateLimitItem, *identifiers: str) -> bool: ...
 
     async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats: ...
+
+
+class _SweptInline(limits.storage.MemoryStorage):
+    """`limits`' memory storage with its expiry sweep run inline, at most once a second, instead of
+    on a new timer thread 10 ms after hits (see the module's docstring for the measurement)."""
+
+    _SWEEP_EVERY = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timer.cancel()  # the one the constructor started
+        self._next_sweep = 0.0
+
+    # The storage's private scheduling hook (name-mangled), called before every counter change.
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._SWEEP_EVERY
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 class _InProcess:
@@ -96,7 +119,7 @@ async def spend(windows: Windows, item: RateLimitItem, *identifiers: str, counte
 def limiter_storage(redis_url: str | None, namespace: str, timeout: float) -> LimiterStorage:
     """In memory on a single node; in Redis (one budget for every replica) when one is shared."""
     if redis_url is None:
-        return LimiterStorage(memory=limits.storage.MemoryStorage())
+        return LimiterStorage(memory=_SweptInline())
     # The pool is ours (to close at shutdown); `limits` runs its Lua scripts over it.
     connections = ConnectionPool.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     url = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
