@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -182,6 +183,18 @@ def test_the_audit_page_lists_the_calls_newest_first_and_filters_by_decision(adm
     assert [r["decision"] for r in limited] == ["deny"]  # the newest
 
 
+def test_the_kind_filter_offers_the_consoles_own_requests_too(admin: Console) -> None:
+    offered = re.findall(r'<option value="([a-z]+\.[a-z]+)">', admin.get("/admin/audit").text)
+    assert "console.request" in offered, offered
+    mine: list[dict[str, str]] = []
+    for _ in range(50):  # records reach the store within a second of the request
+        mine = _records(admin.get("/admin/audit", params={"kind": "console.request"}).text)
+        if mine:
+            break
+        time.sleep(0.2)
+    assert mine and all(r["kind"] == "console.request" for r in mine)  # its own pages, at least
+
+
 def test_the_time_filters_take_datetime_local_values_in_utc(admin: Console, gw: Bastion) -> None:
     allowed = _call_record(gw, "allow", "get_order")
     assert to_us("1970-01-01T00:01") == 60_000_000 and to_us("2025-01-31T14:05:30") == 1_738_332_330_000_000
@@ -316,6 +329,7 @@ def test_the_policy_form_stores_a_rate_limit_then_edits_and_deletes_it(admin: Co
         ({"stage": "dlp", "settings": '{"request": {"emial": "block"}}'}, "settings", "unknown detectors ['emial']"),
         ({"stage": "dlp", "settings": '{"request": {"email": "shred"}}'}, "settings", "request.email:"),
         ({"stage": "inspect", "settings": '{"max_result_bytes": NaN}'}, "settings", "not valid JSON"),
+        ({"stage": "rate_limit", "settings": "[" * 100_000}, "settings", "nested too deeply"),  # not a 500
         ({"stage": "rate_limit", "scope": "team:x", "settings": "{}"}, "scope", "invalid policy scope"),
         ({"stage": "firewall", "settings": "{}"}, "stage", "unknown stage"),
     ],

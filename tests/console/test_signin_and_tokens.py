@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 from pathlib import Path
 
 import httpx
@@ -57,6 +59,60 @@ def test_sign_in_refuses_forms_without_their_csrf_token_and_foreign_next(gateway
             assert answer.headers["location"] == "/admin", target
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/admin/../oauth/authorize?response_type=x",  # the browser resolves it to /oauth/authorize
+        "/admin/%2e%2e/oauth/authorize",
+        "/admin/.%2E/api/tokens",
+        "/admin/..%2f..%2foauth/authorize",
+        "/admin/./../api",
+        "/admin/\t../api",  # browsers drop tabs and newlines from URLs
+        "/admin@evil.example",
+        "/administrator",
+    ],
+)
+def test_sign_in_never_continues_outside_the_console(gateway: Bastion, target: str) -> None:
+    with httpx.Client(base_url=gateway.base_url) as browser:
+        asked = browser.get("/admin/login", params={"next": target})
+        assert 'name="next" value="/admin"' in asked.text
+        form = browser.get("/admin/login")
+        answer = browser.post(
+            "/admin/login",
+            data={"username": "admin", "password": ADMIN_PASSWORD, "csrf": csrf_of(form.text), "next": target},
+        )
+        assert answer.status_code == 303 and answer.headers["location"] == "/admin", target
+
+
+def test_a_csrf_token_with_non_ascii_characters_is_refused_not_a_500(console: Console, gateway: Bastion) -> None:
+    before = len(gateway.ok("GET", "/api/tokens"))
+    forged = console.post("/admin/tokens", {"csrf": "é" * 64, "name": "forged", "scopes": "mcp"})
+    assert forged.status_code == 403 and "CSRF" in forged.text
+    assert len(gateway.ok("GET", "/api/tokens")) == before
+    assert console.post("/admin/logout", {"csrf": "é"}).status_code == 403
+    with httpx.Client(base_url=gateway.base_url) as browser:
+        browser.get("/admin/login")
+        refused = browser.post("/admin/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf": "é"})
+        assert refused.status_code == 403
+        assert "bastion_session" not in refused.headers.get("set-cookie", "")
+
+
+def test_a_form_body_that_cannot_be_read_gets_a_page_not_json(console: Console) -> None:
+    for content_type in ("multipart/form-data", "multipart/form-data; boundary=x"):
+        answer = console.http.post(
+            "/admin/tokens",
+            content=b"--x\r\nContent-Disposition: form-data\r\n\r\nv\r\n--x--",
+            headers={"content-type": content_type},
+        )
+        assert answer.status_code == 400, content_type
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "could not be read" in answer.text
+    garbled = console.http.post(
+        "/admin/login", content=b"x", headers={"content-type": "multipart/form-data"}
+    )  # parsed by FastAPI for the route's Form() parameters
+    assert garbled.status_code == 400 and garbled.headers["content-type"].startswith("text/html")
+
+
 def test_a_token_is_shown_once_and_revoked_from_the_page(console: Console, gateway: Bastion) -> None:
     created = console.post("/admin/tokens", {"name": "agent", "scopes": ["mcp"], "expires_in_days": "7"})
     assert created.status_code == 201
@@ -69,6 +125,22 @@ def test_a_token_is_shown_once_and_revoked_from_the_page(console: Console, gatew
     revoked = console.post(f"/admin/tokens/{token_id}/revoke", follow_redirects=True)
     assert revoked.status_code == 200 and "is revoked" in revoked.text
     assert gateway.http.get("/api/tokens", headers={"authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_a_new_tokens_client_configuration_is_the_servers_with_the_token_in_it(
+    console: Console, gateway: Bastion
+) -> None:
+    server = gateway.ok("POST", "/api/servers", json={"slug": "sales", "title": "Sales"})
+    created = console.post("/admin/tokens", {"name": "agent", "scopes": ["mcp"], "servers": ["sales"]})
+    assert created.status_code == 201
+    secret = created.text.split('<pre id="new-token">', 1)[1].split("</pre>", 1)[0]
+    shown = created.text.split('<pre id="config-sales">', 1)[1].split("</pre>", 1)[0]
+    entry = json.loads(html.unescape(shown))["mcpServers"]["sales"]
+    assert entry == {
+        "type": "streamable-http",
+        "url": server["mcp_url"],
+        "headers": {"Authorization": f"Bearer {secret}"},
+    }
 
 
 def test_token_form_errors_are_inline_and_nothing_is_created(console: Console, gateway: Bastion) -> None:

@@ -16,31 +16,44 @@ from fastapi import Depends, Request
 
 from bastion.admin.actor import Actor
 from bastion.admin.control import Control
+from bastion.admin.governance import Governance
+from bastion.admin.oauth_clients import OAuthClients
+from bastion.admin.policies import PolicyAdmin
+from bastion.admin.users import Users
 from bastion.audit.sink import note
 from bastion.catalog.holder import SnapshotHolder
 from bastion.errors import Forbidden, NotFound
 from bastion.identity.bearer import authenticate_bearer
 from bastion.identity.token_rules import RECORDER_SCOPE_KEY, TokenGate, UseRecorder
 from bastion.oauth.downstream_grants import client_key
+from bastion.web.authserver import AuthServer
 
 __all__ = [
     "AuditRead",
+    "ClientsDep",
     "ClientsManage",
     "ConnectorsApprove",
     "ControlDep",
+    "GovernanceDep",
     "MetricsRead",
     "OriginsManage",
     "OriginsRead",
     "PoliciesManage",
     "PoliciesRead",
+    "PolicyDep",
     "RolesManage",
     "ServersManage",
     "ServersPublish",
     "ServersRead",
     "TenantsManage",
     "TokensCreate",
+    "UsersDep",
     "UsersManage",
     "UsersRead",
+    "clients_of",
+    "governance_of",
+    "policies_of",
+    "users_of",
 ]
 
 log = structlog.get_logger(__name__)
@@ -51,6 +64,27 @@ TENANT_HEADER = "x-bastion-tenant"
 def _control(request: Request) -> Control:
     control: Control = request.app.state.control
     return control
+
+
+# The control-plane objects on the app, for the API's routes (the aliases below) and the console's.
+def users_of(request: Request) -> Users:
+    users: Users = request.app.state.users
+    return users
+
+
+def governance_of(request: Request) -> Governance:
+    governance: Governance = request.app.state.governance
+    return governance
+
+
+def policies_of(request: Request) -> PolicyAdmin:
+    policies: PolicyAdmin = request.app.state.policies
+    return policies
+
+
+def clients_of(request: Request) -> OAuthClients:
+    auth: AuthServer = request.app.state.auth
+    return OAuthClients(auth.db, auth.store)
 
 
 def _requiring(action: str) -> Callable[[Request], Awaitable[Actor]]:
@@ -122,3 +156,7 @@ MetricsRead = Annotated[Actor, Depends(_requiring("metrics:read"))]
 PoliciesRead = Annotated[Actor, Depends(_requiring("policies:read"))]
 PoliciesManage = Annotated[Actor, Depends(_requiring("policies:manage"))]
 ControlDep = Annotated[Control, Depends(_control)]
+UsersDep = Annotated[Users, Depends(users_of)]
+GovernanceDep = Annotated[Governance, Depends(governance_of)]
+PolicyDep = Annotated[PolicyAdmin, Depends(policies_of)]
+ClientsDep = Annotated[OAuthClients, Depends(clients_of)]

@@ -61,8 +61,18 @@ class _Placed(StrictIn):
 
 # Headers Bastion itself sets on requests to an origin: a credential may not replace them.
 _RESERVED_HEADERS = {
-    "accept", "content-type", "content-length", "host", "transfer-encoding", "connection", "cookie",
-    "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id",
+    "accept",
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "cookie",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
 }
 
 
@@ -84,7 +94,9 @@ class OriginAuthIn(StrictIn):
     audience: str | None = Field(None, max_length=2048, description="jwt: the `aud` claim; default: the origin URL")
     lifetime_seconds: int | None = Field(None, ge=30, le=3600, description="jwt: token life; default 300")
     scope: str | None = Field(
-        None, max_length=1024, pattern=r"^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$",
+        None,
+        max_length=1024,
+        pattern=r"^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$",
         description="oauth: the scopes to ask for (RFC 6749 §3.3)",
     )
     client_id: str | None = Field(
@@ -111,7 +123,13 @@ class OriginAuthIn(StrictIn):
             "exchange": ("scope",),
         }
         fields = (
-            "token", "name", "value", "username", "password", "audience", "lifetime_seconds",
+            "token",
+            "name",
+            "value",
+            "username",
+            "password",
+            "audience",
+            "lifetime_seconds",
             *allowed["oauth"],
         )
         given = {f for f in fields if getattr(self, f) is not None}

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from bastion.admin.users import Users
+from bastion.admin.deps import users_of
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, Viewer
@@ -29,7 +29,7 @@ __all__ = ["router", "to_us", "user_names"]
 
 router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
 
-KINDS = ("mcp.request", "upstream.call", "api.request", "oauth.request", "audit.prune")
+KINDS = ("mcp.request", "upstream.call", "api.request", "oauth.request", "console.request", "audit.prune")
 LIMITS = (50, 100, 250, 500, 1000)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TONES = {"allow": "ok", "deny": "bad", "error": "warn"}
@@ -124,8 +124,7 @@ async def user_names(request: Request, viewer: Viewer) -> dict[str, str]:
     """User id → username, for people who may read the users (records name people by id only)."""
     if not viewer.may("users:read"):
         return {}
-    users: Users = request.app.state.users
-    return {user.id: user.username for user in await users.list(viewer.actor("users:read"))}
+    return {user.id: user.username for user in await users_of(request).list(viewer.actor("users:read"))}
 
 
 def _db(request: Request) -> Database:

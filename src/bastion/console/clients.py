@@ -13,8 +13,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from bastion.admin.actor import Actor
-from bastion.admin.deps import ControlDep
-from bastion.admin.oauth_clients import OAuthClients, ServiceClientCreated, ServiceClientIn
+from bastion.admin.deps import ControlDep, clients_of
+from bastion.admin.oauth_clients import ServiceClientCreated, ServiceClientIn
 from bastion.admin.users import Users
 from bastion.console.forms import FormData, field_errors, listed, read_form
 from bastion.console.render import page
@@ -42,11 +42,6 @@ _DEFAULTS: FormData = {
 }
 
 
-def _clients(request: Request) -> OAuthClients:
-    auth: AuthServer = request.app.state.auth
-    return OAuthClients(auth.db, auth.store)
-
-
 async def _page(
     request: Request,
     control: ControlDep,
@@ -70,7 +65,7 @@ async def _page(
         viewer=viewer,
         status=status,
         notices=_NOTICES,
-        clients=await _clients(request).list(actor),
+        clients=await clients_of(request).list(actor),
         servers=servers,
         server_names={s.id: s.slug for s in servers},
         owners=owners,
@@ -112,7 +107,7 @@ async def create(request: Request, control: ControlDep, viewer: CurrentViewer) -
             owner=form.get("owner") or None,
             token_endpoint_auth_method=form.get("token_endpoint_auth_method") or "client_secret_basic",
         )
-        created = await _clients(request).create_service(actor, data)
+        created = await clients_of(request).create_service(actor, data)
     except ValidationError as error:
         return await _page(request, control, viewer, actor, values=values, errors=field_errors(error), status=422)
     except BastionError as error:
@@ -125,5 +120,5 @@ async def create(request: Request, control: ControlDep, viewer: CurrentViewer) -
 async def delete(client_id: str, request: Request, viewer: CurrentViewer) -> Response:
     actor = viewer.actor("clients:manage")
     await read_form(request, viewer)
-    await _clients(request).delete(actor, client_id)
+    await clients_of(request).delete(actor, client_id)
     return RedirectResponse("/admin/clients?notice=deleted", status_code=303)

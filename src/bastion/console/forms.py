@@ -8,8 +8,9 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from bastion.console.viewer import Viewer, check_csrf
+from bastion.errors import BastionError
 
-__all__ = ["FormData", "field_errors", "lines", "listed", "read_form"]
+__all__ = ["FormData", "field_errors", "lines", "listed", "read_form", "refusal"]
 
 FormData = dict[str, Any]  # one value per field, or a list where the field repeats
 
@@ -50,3 +51,8 @@ def field_errors(error: ValidationError) -> dict[str, str]:
         for key in {".".join(location) or "_", location[0] if location else "_"}:
             errors.setdefault(key, message)
     return errors
+
+
+def refusal(error: ValidationError | BastionError) -> dict[str, str]:
+    """Why a form was refused: the model's messages by field, or the control plane's under "_"."""
+    return field_errors(error) if isinstance(error, ValidationError) else {"_": error.message}

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from bastion.admin.deps import governance_of, users_of
 from bastion.admin.governance import Governance, RoleIn, TeamIn, TeamMembersIn
 from bastion.admin.schemas import UserIn, UserOut, UserPatch
-from bastion.admin.users import Users
-from bastion.console.forms import FormData, field_errors, lines, listed, read_form
+from bastion.console.forms import FormData, field_errors, lines, listed, read_form, refusal
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, Viewer
@@ -43,16 +43,6 @@ Values = dict[str, FormData]  # per form on the page ("user", "team", "team:<id>
 Errors = dict[str, dict[str, str]]
 
 
-def _users(request: Request) -> Users:
-    users: Users = request.app.state.users
-    return users
-
-
-def _governance(request: Request) -> Governance:
-    governance: Governance = request.app.state.governance
-    return governance
-
-
 def _back(notice: str, section: str = "") -> RedirectResponse:
     return RedirectResponse(f"/admin/users?notice={notice}{section}", status_code=303)
 
@@ -61,8 +51,8 @@ async def _page(
     request: Request, viewer: Viewer, *, values: Values | None = None, errors: Errors | None = None, status: int = 200
 ) -> Response:
     actor = viewer.actor("users:read")
-    users = await _users(request).list(actor)
-    governance = _governance(request)
+    users = await users_of(request).list(actor)
+    governance = governance_of(request)
     teams = await governance.list_teams(actor)
     now = datetime.now(UTC)
     usernames = {user.id: user.username for user in users}
@@ -106,9 +96,9 @@ async def create_user(request: Request, viewer: CurrentViewer) -> Response:
             roles=listed(form, "roles"),
             teams=listed(form, "teams"),
         )
-        await _users(request).create(actor, data)
+        await users_of(request).create(actor, data)
     except (ValidationError, BastionError) as error:
-        problems = field_errors(error) if isinstance(error, ValidationError) else {"_": error.message}
+        problems = refusal(error)
         shown = {key: value for key, value in form.items() if key != "password"}  # never echoed back
         shown.update(roles=listed(form, "roles"), teams=listed(form, "teams"))
         return await _page(request, viewer, values={"user": shown}, errors={"user": problems}, status=422)
@@ -116,7 +106,7 @@ async def create_user(request: Request, viewer: CurrentViewer) -> Response:
 
 
 async def _user(request: Request, viewer: Viewer, user_id: str) -> UserOut:
-    for user in await _users(request).list(viewer.actor("users:read")):
+    for user in await users_of(request).list(viewer.actor("users:read")):
         if user.id == user_id:
             return user
     raise NotFound(f"no user {user_id!r}")
@@ -132,7 +122,7 @@ async def _edit_page(
     status: int = 200,
 ) -> Response:
     actor = viewer.actor("users:manage")
-    governance = _governance(request)
+    governance = governance_of(request)
     teams = await governance.list_teams(actor)
     names = {team.id: team.name for team in teams}
     return page(
@@ -162,9 +152,9 @@ async def save_user(user_id: str, request: Request, viewer: CurrentViewer) -> Re
     try:
         # The form shows every role and team: a box left unticked means "not this one".
         data = UserPatch(roles=listed(form, "roles"), teams=listed(form, "teams"))
-        await _users(request).update(actor, user_id, data)
+        await users_of(request).update(actor, user_id, data)
     except (ValidationError, BastionError) as error:
-        problems = field_errors(error) if isinstance(error, ValidationError) else {"_": error.message}
+        problems = refusal(error)
         values = {"roles": listed(form, "roles"), "teams": listed(form, "teams")}
         return await _edit_page(request, viewer, user, values=values, errors=problems, status=422)
     return _back("user-saved")
@@ -174,7 +164,7 @@ async def save_user(user_id: str, request: Request, viewer: CurrentViewer) -> Re
 async def unlock_user(user_id: str, request: Request, viewer: CurrentViewer) -> Response:
     actor = viewer.actor("users:manage")
     await read_form(request, viewer)
-    await _users(request).unlock(actor, user_id)
+    await users_of(request).unlock(actor, user_id)
     return _back("unlocked")
 
 
@@ -187,9 +177,9 @@ async def create_team(request: Request, viewer: CurrentViewer) -> Response:
     form = await read_form(request, viewer)
     try:
         data = TeamIn(name=form.get("name", ""), members=lines(form, "members"))
-        await _governance(request).create_team(actor, data)
+        await governance_of(request).create_team(actor, data)
     except (ValidationError, BastionError) as error:
-        problems = field_errors(error) if isinstance(error, ValidationError) else {"_": error.message}
+        problems = refusal(error)
         return await _page(request, viewer, values={"team": form}, errors={"team": problems}, status=422)
     return _back("team-created", "#teams")
 
@@ -200,9 +190,9 @@ async def save_team(team_id: str, request: Request, viewer: CurrentViewer) -> Re
     form = await read_form(request, viewer)
     try:
         data = TeamMembersIn(members=lines(form, "members"))
-        await _governance(request).set_team_members(actor, team_id, data)
+        await governance_of(request).set_team_members(actor, team_id, data)
     except (ValidationError, BastionError) as error:
-        problems = field_errors(error) if isinstance(error, ValidationError) else {"_": error.message}
+        problems = refusal(error)
         key = f"team:{team_id}"
         return await _page(request, viewer, values={key: form}, errors={key: problems}, status=422)
     return _back("team-saved", "#teams")
@@ -212,7 +202,7 @@ async def save_team(team_id: str, request: Request, viewer: CurrentViewer) -> Re
 async def delete_team(team_id: str, request: Request, viewer: CurrentViewer) -> Response:
     actor = viewer.actor("users:manage")
     await read_form(request, viewer)
-    await _governance(request).delete_team(actor, team_id)
+    await governance_of(request).delete_team(actor, team_id)
     return _back("team-deleted", "#teams")
 
 
@@ -239,7 +229,7 @@ async def create_role(request: Request, viewer: CurrentViewer) -> Response:
         )
         wrong = _permission_problem(data.permissions)
         if wrong is None:
-            await _governance(request).create_role(actor, data)
+            await governance_of(request).create_role(actor, data)
             return _back("role-created", "#roles")
         problems = {"permissions": wrong}
     except ValidationError as error:
@@ -253,5 +243,5 @@ async def create_role(request: Request, viewer: CurrentViewer) -> Response:
 async def delete_role(name: str, request: Request, viewer: CurrentViewer) -> Response:
     actor = viewer.actor("roles:manage")
     await read_form(request, viewer)
-    await _governance(request).delete_role(actor, name)
+    await governance_of(request).delete_role(actor, name)
     return _back("role-deleted", "#roles")

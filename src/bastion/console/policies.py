@@ -16,7 +16,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from bastion.admin.actor import Actor
-from bastion.admin.policies import PolicyAdmin, PolicyIn, PolicyOut
+from bastion.admin.deps import policies_of
+from bastion.admin.policies import PolicyIn, PolicyOut
 from bastion.console.forms import FormData, read_form
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
@@ -127,11 +128,6 @@ def _groups(policies: list[PolicyOut]) -> list[tuple[str, list[dict[str, Any]]]]
     return list(by_scope.items())
 
 
-def _admin(request: Request) -> PolicyAdmin:
-    policies: PolicyAdmin = request.app.state.policies
-    return policies
-
-
 async def _page(
     request: Request,
     viewer: Viewer,
@@ -141,7 +137,7 @@ async def _page(
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
-    admin = _admin(request)
+    admin = policies_of(request)
     stored = await admin.list(actor)
     cards = _stage_cards(admin.stages())
     values = values or {"scope": "global", "stage": "rate_limit", "settings": ""}
@@ -175,7 +171,7 @@ async def policies(
     actor = viewer.actor("policies:read")
     values: FormData = {"scope": scope, "stage": stage, "settings": ""}
     if {"scope", "stage"} <= request.query_params.keys():  # asked for: a plain visit starts empty
-        for policy in await _admin(request).list(actor):
+        for policy in await policies_of(request).list(actor):
             if (policy.scope, policy.stage) == (scope, stage):
                 values["settings"] = _pretty(policy.settings)
     return await _page(request, viewer, actor, values=values)
@@ -201,7 +197,7 @@ async def put(request: Request, viewer: CurrentViewer) -> Response:
     form = await read_form(request, viewer)
     scope, stage, text = (str(form.get(key) or "").strip() for key in ("scope", "stage", "settings"))
     values: FormData = {"scope": scope, "stage": stage, "settings": text}
-    admin = _admin(request)
+    admin = policies_of(request)
     errors: dict[str, str] = {}
     try:
         validate_scope(scope)
@@ -216,6 +212,8 @@ async def put(request: Request, viewer: CurrentViewer) -> Response:
         errors["settings"] = f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
     except ValueError as error:
         errors["settings"] = f"not valid JSON: {error}"
+    except RecursionError:  # the decoder's own limit: `[[[[…` a thousand deep
+        errors["settings"] = "not valid JSON here: nested too deeply"
     else:
         if not isinstance(settings, dict):
             errors["settings"] = 'the settings are a JSON object of the stage\'s fields, e.g. {"enabled": true}'
@@ -235,5 +233,5 @@ async def put(request: Request, viewer: CurrentViewer) -> Response:
 async def delete(request: Request, viewer: CurrentViewer) -> Response:
     actor = viewer.actor("policies:manage")
     form = await read_form(request, viewer)
-    await _admin(request).delete(actor, str(form.get("scope") or ""), str(form.get("stage") or ""))
+    await policies_of(request).delete(actor, str(form.get("scope") or ""), str(form.get("stage") or ""))
     return RedirectResponse("/admin/policies?notice=deleted", status_code=303)

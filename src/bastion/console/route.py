@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from bastion.audit.sink import note
 from bastion.console.render import page
@@ -58,5 +59,9 @@ class ConsoleRoute(APIRoute):
                 note(request.scope, reason="invalid fields: " + ", ".join(fields))  # names, never values
                 problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in error.errors())
                 return _error_page(request, 422, f"this link or form is not valid ({problems})")
+            except HTTPException as error:  # a body the form parser cannot read (malformed multipart)
+                note(request.scope, reason=f"unreadable request ({error.status_code})")
+                message = "this form could not be read: reload the page and try again"
+                return _error_page(request, error.status_code, message)
 
         return console_handler

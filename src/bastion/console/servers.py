@@ -37,9 +37,13 @@ _VISIBILITIES = ("tenant", "team", "private")
 _CREATE_DEFAULTS: FormData = {"visibility": "tenant"}
 
 
-def client_config(server: ServerOut) -> str:
-    """What an MCP client needs to reach the server: its URL and an Authorization header to fill in."""
-    entry = {"type": "streamable-http", "url": server.mcp_url, "headers": {"Authorization": "Bearer <your token>"}}
+_PLACEHOLDER = "<your token>"
+
+
+def client_config(server: ServerOut, token: str = _PLACEHOLDER) -> str:
+    """What an MCP client needs to reach the server: its URL and an Authorization header (the token
+    just created, or a placeholder to fill in)."""
+    entry = {"type": "streamable-http", "url": server.mcp_url, "headers": {"Authorization": f"Bearer {token}"}}
     return json.dumps({"mcpServers": {server.slug: entry}}, indent=2)
 
 

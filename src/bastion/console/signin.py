@@ -24,6 +24,7 @@ from bastion.errors import BastionError, Forbidden
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
 from bastion.web.federation import console_sign_in
+from bastion.web.pages import console_path
 from bastion.web.session_api import SESSION_COOKIE, new_session, set_session_cookie
 
 __all__ = ["router"]
@@ -35,13 +36,6 @@ _FORM_COOKIE = "bastion_console_login"
 
 def _form_token(cookie: str) -> str:
     return hashlib.sha256(b"bastion-console-login:" + cookie.encode()).hexdigest()
-
-
-def _next(target: str | None) -> str:
-    """Only a console path: never another site (an open redirect), never `//host`."""
-    if target and target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/admin"
 
 
 def _form(request: Request, *, next_path: str, error: str | None = None, status: int = 200) -> Response:
@@ -73,13 +67,13 @@ def _form(request: Request, *, next_path: str, error: str | None = None, status:
 
 def _check_form(request: Request, csrf: str) -> None:
     cookie = request.cookies.get(_FORM_COOKIE, "")
-    if not cookie or not secrets.compare_digest(csrf, _form_token(cookie)):
+    if not cookie or not secrets.compare_digest(csrf.encode(), _form_token(cookie).encode()):
         raise Forbidden("the sign-in form expired or came from elsewhere: reload the page and sign in again")
 
 
 @router.get("/login")
 async def login_form(request: Request, next: str | None = None) -> Response:
-    return _form(request, next_path=_next(next))
+    return _form(request, next_path=console_path(next))
 
 
 @router.post("/login")
@@ -96,9 +90,9 @@ async def login(
         await limit(request, "sign-in")
         user = await auth.logins.verify(attempt(request, username, password))
     except BastionError as error:
-        return _form(request, next_path=_next(next), error=error.message, status=error.http_status)
+        return _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
     note(request.scope, principal=user.id, tenant=user.tenant_id)
-    response = RedirectResponse(_next(next), status_code=303)
+    response = RedirectResponse(console_path(next), status_code=303)
     set_session_cookie(response, auth, new_session(auth, user.id, user.username))
     response.delete_cookie(_FORM_COOKIE, path="/admin/login")
     return response
@@ -115,9 +109,9 @@ async def login_elsewhere(
     """Sign in at a configured identity provider; its callback opens the console session."""
     _check_form(request, csrf)
     try:
-        return await console_sign_in(request, auth, provider, _next(next))
+        return await console_sign_in(request, auth, provider, console_path(next))
     except BastionError as error:  # unknown or unreachable provider: the password form still works
-        return _form(request, next_path=_next(next), error=error.message, status=error.http_status)
+        return _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
 
 
 @router.post("/logout")

@@ -12,6 +12,7 @@ from bastion.admin.schemas import TokenCreated, TokenIn
 from bastion.console.forms import FormData, field_errors, listed, read_form
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
+from bastion.console.servers import client_config
 from bastion.console.viewer import CurrentViewer, Viewer
 from bastion.errors import BastionError
 
@@ -35,6 +36,8 @@ async def _page(
     status: int = 200,
 ) -> Response:
     servers = await control.list_servers(actor) if viewer.may("servers:read") else []
+    # The new token's configuration for each server it reaches (the secret, this once).
+    reached = [s for s in servers if created is not None and s.id in created.server_ids]
     return page(
         request,
         "tokens.html",
@@ -46,7 +49,7 @@ async def _page(
         server_names={s.id: s.slug for s in servers},
         scopes=_SCOPES,
         created=created,
-        created_servers=[s for s in servers if created is not None and s.id in created.server_ids],
+        created_configs=[(s.slug, client_config(s, created.token)) for s in reached if created is not None],
         values=values or {"expires_in_days": "30", "scopes": ["mcp"]},
         errors=errors or {},
     )

@@ -72,5 +72,6 @@ CurrentViewer = Annotated[Viewer, Depends(current_viewer)]
 
 def check_csrf(viewer: Viewer, token: object) -> None:
     """Every console form carries the session's CSRF token (a hash of the HttpOnly cookie)."""
-    if not isinstance(token, str) or not secrets.compare_digest(token, viewer.csrf):
+    # Bytes: compare_digest refuses (TypeError, a 500) a str with non-ASCII characters.
+    if not isinstance(token, str) or not secrets.compare_digest(token.encode(), viewer.csrf.encode()):
         raise Forbidden("the form's CSRF token is missing or wrong: reload the page and submit it again")

@@ -29,7 +29,7 @@ from bastion.store.repos.users import FederatedLogin, record_login, save_federat
 from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, client_address, limit
-from bastion.web.pages import render
+from bastion.web.pages import console_path, render
 from bastion.web.session_api import new_session, set_session_cookie
 from bastion.web.signin import error_page, login_page, read_request, sign_in
 
@@ -141,7 +141,7 @@ def _resume(
         raise refused
     console = claims.get("console")
     if isinstance(console, str):
-        return console, binding
+        return console_path(console), binding  # checked when the flow began; checked again here
     return AuthorizationRequest.from_claims(claims["request"]), binding
 
 
@@ -194,7 +194,7 @@ async def callback(request: Request, auth: Auth, provider: str) -> Response:
     except BastionError as error:  # back to the sign-in page, which says why and still offers every way in
         await _record(auth, request, f"{provider}:?", None, "failure")
         if authz is None:
-            response = error_page(error)
+            response = error_page(error, back_to="/admin/login")
         else:
             response = login_page(auth, authz, error=error.message, status=error.http_status)
     else:

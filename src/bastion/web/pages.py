@@ -6,12 +6,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-__all__ = ["csp_source", "render"]
+__all__ = ["console_path", "csp_source", "render"]
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -44,3 +44,19 @@ def render(template: str, *, status: int = 200, redirect_to: Sequence[str] = (),
     """`redirect_to`: where the page's forms may end up after Bastion's redirect."""
     html = _env.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status, headers={"content-security-policy": _csp(redirect_to)})
+
+
+def console_path(target: str | None) -> str:
+    """`target` if it is a path inside the admin console, else `/admin`.
+
+    Never another site (an open redirect), never `//host`, and never a path the browser resolves
+    to somewhere outside /admin (`/admin/../oauth/...`, `/admin/%2e%2e/...`): from there a
+    same-site page that redirects (an OAuth error to a registered redirect URI) would carry the
+    person off-site. Browsers drop tabs and newlines from URLs, so none may be in it.
+    """
+    if not target or "\\" in target or not target.isprintable():
+        return "/admin"
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    if path.split("/")[:2] != ["", "admin"] or any(part in (".", "..") for part in unquote(path).split("/")):
+        return "/admin"
+    return target

@@ -54,8 +54,9 @@ def _signed_in(request: Request, auth: AuthServer) -> tuple[str, str] | None:
         return None
 
 
-def error_page(error: BastionError) -> Response:
-    page = render("error.html", status=error.http_status, message=error.message)
+def error_page(error: BastionError, *, back_to: str | None = None) -> Response:
+    """`back_to`: a page of Bastion's where the person can start again (else: the application)."""
+    page = render("error.html", status=error.http_status, message=error.message, back_to=back_to)
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:  # a limit or an outage: browsers and clients back off
         page.headers["retry-after"] = str(retry_after)

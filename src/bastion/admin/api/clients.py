@@ -1,22 +1,11 @@
 """OAuth clients: create a service client (its secret is in this one response), list, delete."""
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Depends, Request, Response
-
-from bastion.admin.deps import ClientsManage
-from bastion.admin.oauth_clients import ClientOut, OAuthClients, ServiceClientCreated, ServiceClientIn
-from bastion.web.authserver import AuthServer
+from bastion.admin.deps import ClientsDep, ClientsManage
+from bastion.admin.oauth_clients import ClientOut, ServiceClientCreated, ServiceClientIn
 
 router = APIRouter(prefix="/oauth/clients", tags=["oauth clients"])
-
-
-def _clients(request: Request) -> OAuthClients:
-    auth: AuthServer = request.app.state.auth
-    return OAuthClients(auth.db, auth.store)
-
-
-ClientsDep = Annotated[OAuthClients, Depends(_clients)]
 
 
 @router.post("", status_code=201, response_model=ServiceClientCreated)

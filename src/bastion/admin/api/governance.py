@@ -2,9 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
-from bastion.admin.deps import AuditRead, RolesManage, TenantsManage, UsersManage, UsersRead
+from bastion.admin.deps import AuditRead, GovernanceDep, RolesManage, TenantsManage, UsersManage, UsersRead
 from bastion.admin.governance import (
     Governance,
     LoginEventOut,
@@ -22,12 +22,6 @@ from bastion.admin.governance import (
 router = APIRouter(tags=["governance"])
 
 
-def _governance(request: Request) -> Governance:
-    governance: Governance = request.app.state.governance
-    return governance
-
-
-GovernanceDep = Annotated[Governance, Depends(_governance)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 

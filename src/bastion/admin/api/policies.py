@@ -1,27 +1,17 @@
 """Pipeline policies: which stage does what at which scope (global, server, origin, tool)."""
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from bastion.admin.deps import PoliciesManage, PoliciesRead
-from bastion.admin.policies import PolicyAdmin, PolicyIn, PolicyOut
+from bastion.admin.deps import PoliciesManage, PoliciesRead, PolicyDep
+from bastion.admin.policies import PolicyIn, PolicyOut
 
 router = APIRouter(prefix="/policies", tags=["policies"])
 
-_SCOPE = Query(
-    "global", max_length=600, description="global, server:<slug>, origin:<name> or tool:<origin>/<name>"
-)
-
-
-def _policies(request: Request) -> PolicyAdmin:
-    policies: PolicyAdmin = request.app.state.policies
-    return policies
-
-
-PolicyDep = Annotated[PolicyAdmin, Depends(_policies)]
+_SCOPE = Query("global", max_length=600, description="global, server:<slug>, origin:<name> or tool:<origin>/<name>")
 
 
 @router.get("", response_model=list[PolicyOut])

@@ -1,22 +1,11 @@
 """Users of the tenant: create under the password policy, list (never a hash), roles and teams, unlock."""
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends, Request
-
-from bastion.admin.deps import UsersManage, UsersRead
+from bastion.admin.deps import UsersDep, UsersManage, UsersRead
 from bastion.admin.schemas import UserIn, UserOut, UserPatch
-from bastion.admin.users import Users
 
 router = APIRouter(prefix="/users", tags=["users"])
-
-
-def _users(request: Request) -> Users:
-    users: Users = request.app.state.users
-    return users
-
-
-UsersDep = Annotated[Users, Depends(_users)]
 
 
 @router.post("", status_code=201, response_model=UserOut)
