@@ -16,6 +16,7 @@ from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuth
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from tests.governance.people import add_person, as_person
 from tests.harness import Bastion, run_bastion
 from tests.oauth.flows import mcp_request, publish_demo
 from tests.oauth_storage import MemoryStorage
@@ -69,6 +70,19 @@ def test_a_service_client_acts_for_a_named_owner_or_else_for_the_admin_who_made_
     assert service_client(gw, "demo")["owner_user_id"] == admin["id"]
     missing = gw.api("POST", "/api/oauth/clients", json={"name": "x", "servers": ["demo"], "owner": "nobody"})
     assert missing.status_code == 404 and "nobody" in missing.json()["error"]["message"]
+
+
+def test_naming_another_owner_needs_tokens_manage_as_for_an_api_token(gw: Bastion) -> None:
+    """A client's tokens act as its owner: clients:manage alone may not make one for someone else."""
+    gw.ok("POST", "/api/roles", json={"name": "client-keeper", "permissions": ["clients:manage"]})
+    keeper = add_person(gw, "keeper", roles=["client-keeper"])
+    gw.ok("POST", "/api/users", json={"username": "victim", "password": "a long passphrase 78"})
+    body = {"name": "x", "servers": ["demo"], "owner": "victim"}
+    refused = as_person(gw, keeper, "POST", "/api/oauth/clients", json=body)
+    assert refused.status_code == 403 and "tokens:manage" in refused.json()["error"]["message"]
+    own = as_person(gw, keeper, "POST", "/api/oauth/clients", json={"name": "mine", "servers": ["demo"]})
+    assert own.status_code == 201 and own.json()["owner_user_id"] == keeper.id
+    assert not [c for c in gw.ok("GET", "/api/oauth/clients") if c["client_name"] == "x"]
 
 
 def test_the_client_admin_api_needs_an_admin_token_and_valid_fields(gw: Bastion) -> None:

@@ -76,7 +76,11 @@ class OAuthClients:
         self._store = store
 
     async def create_service(self, actor: Actor, data: ServiceClientIn) -> ServiceClientCreated:
+        """A service client acting as its owner: the caller, or (with tokens:manage, as for an API
+        token) another user of the tenant; its client_credentials tokens act as that person."""
         owner_name = data.owner or actor.username
+        if owner_name != actor.username:
+            actor.require("tokens:manage")
         async with self._db.session(actor.scope) as session:
             owner = await tokens.user_by_name(session, owner_name)
             if owner is None:
