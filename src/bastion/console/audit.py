@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from bastion.admin.deps import users_of
@@ -61,24 +61,43 @@ class _Search:
         return f"{path}?{urlencode(given)}" if given else path
 
 
-def _search(
-    names: dict[str, str],
-    correlation_id: str | None,
-    principal: str | None,
-    target: str | None,
-    decision: str | None,
-    kind: str | None,
-    since: str | None,
-    until: str | None,
-) -> _Search:
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """The search form's fields as the link carries them (the audit page and its export share them)."""
+
+    correlation_id: str | None
+    principal: str | None
+    target: str | None
+    decision: str | None
+    kind: str | None
+    since: str | None
+    until: str | None
+
+
+def _asked(
+    correlation_id: Text = None,
+    principal: Text = None,
+    target: Text = None,
+    decision: Literal["", "allow", "deny", "error"] | None = None,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+) -> _Asked:
+    return _Asked(correlation_id, principal, target, decision, kind, since, until)
+
+
+Asked = Annotated[_Asked, Depends(_asked)]
+
+
+def _search(names: dict[str, str], asked: _Asked) -> _Search:
     values = {
-        "correlation_id": (correlation_id or "").strip(),
-        "principal": (principal or "").strip(),
-        "target": (target or "").strip(),
-        "decision": decision or "",
-        "kind": (kind or "").strip(),
-        "since": (since or "").strip(),
-        "until": (until or "").strip(),
+        "correlation_id": (asked.correlation_id or "").strip(),
+        "principal": (asked.principal or "").strip(),
+        "target": (asked.target or "").strip(),
+        "decision": asked.decision or "",
+        "kind": (asked.kind or "").strip(),
+        "since": (asked.since or "").strip(),
+        "until": (asked.until or "").strip(),
     }
     errors: dict[str, str] = {}
     times: dict[str, int | None] = {}
@@ -136,20 +155,14 @@ def _db(request: Request) -> Database:
 async def audit(
     request: Request,
     viewer: CurrentViewer,
-    correlation_id: Text = None,
-    principal: Text = None,
-    target: Text = None,
-    decision: Literal["", "allow", "deny", "error"] | None = None,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
-    since: Annotated[str | None, Query(max_length=40)] = None,
-    until: Annotated[str | None, Query(max_length=40)] = None,
+    asked: Asked,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     verify: bool = False,
 ) -> Response:
     """The newest matching records, newest first; `verify=1` walks the tenant's chain too."""
     actor = viewer.actor("audit:read")
     names = await user_names(request, viewer)
-    found = _search(names, correlation_id, principal, target, decision, kind, since, until)
+    found = _search(names, asked)
     db = _db(request)
     entries = [] if found.errors else await search(db, actor.scope, found.query, limit=limit)
     report = await verify_report(db, actor.tenant_id) if verify else None
@@ -174,20 +187,10 @@ async def audit(
 
 
 @router.get("/audit/export")
-async def export(
-    request: Request,
-    viewer: CurrentViewer,
-    correlation_id: Text = None,
-    principal: Text = None,
-    target: Text = None,
-    decision: Literal["", "allow", "deny", "error"] | None = None,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
-    since: Annotated[str | None, Query(max_length=40)] = None,
-    until: Annotated[str | None, Query(max_length=40)] = None,
-) -> Response:
+async def export(request: Request, viewer: CurrentViewer, asked: Asked) -> Response:
     """Every matching record, oldest first, as JSON Lines: the same lines as GET /api/audit/export."""
     actor = viewer.actor("audit:read")
-    found = _search(await user_names(request, viewer), correlation_id, principal, target, decision, kind, since, until)
+    found = _search(await user_names(request, viewer), asked)
     if found.errors:
         raise BadRequest("; ".join(found.errors.values()))
     name = f"bastion-audit-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from bastion.console.viewer import Viewer, check_csrf
 from bastion.errors import BastionError
 
-__all__ = ["FormData", "field_errors", "lines", "listed", "read_form", "refusal"]
+__all__ = ["VISIBILITIES", "FormData", "field_errors", "lines", "listed", "placement", "read_form", "refusal"]
 
 FormData = dict[str, Any]  # one value per field, or a list where the field repeats
 
@@ -41,15 +41,27 @@ def lines(data: FormData, key: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+VISIBILITIES = ("tenant", "team", "private")
+
+
+def placement(data: FormData) -> dict[str, Any]:
+    """The visibility fields of an origin or server form: teams count only for team visibility."""
+    visibility = data.get("visibility") or "tenant"
+    return {"visibility": visibility, "team_ids": lines(data, "teams") if visibility == "team" else []}
+
+
 def field_errors(error: ValidationError) -> dict[str, str]:
     """{field: message} for the form, under the top-level field's name and under the full path
-    (`auth.token`, `scopes.0`); errors of the whole model under "_"."""
+    (`auth.token`, `scopes.0`); errors of the whole model under "_". The forms' `teams` field
+    is the models' `team_ids`."""
     errors: dict[str, str] = {}
     for problem in error.errors():
         location = [str(part) for part in problem["loc"]]
         message = str(problem["msg"]).removeprefix("Value error, ")
         for key in {".".join(location) or "_", location[0] if location else "_"}:
             errors.setdefault(key, message)
+    if "team_ids" in errors:
+        errors.setdefault("teams", errors["team_ids"])
     return errors
 
 

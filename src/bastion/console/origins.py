@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from bastion.admin.actor import Actor
 from bastion.admin.deps import ControlDep
 from bastion.admin.schemas import ItemApprovalIn, OriginIn, ReviewIn
-from bastion.console.forms import FormData, field_errors, lines, read_form
+from bastion.console.forms import VISIBILITIES, FormData, field_errors, lines, placement, read_form
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, Viewer
@@ -30,7 +30,6 @@ _NOTICES = {
     "item_approved": "The item's current definition is approved: it is served again.",
 }
 _TRANSPORTS = ("http", "stdio")
-_VISIBILITIES = ("tenant", "team", "private")
 _REGISTER_DEFAULTS: FormData = {"transport": "http", "visibility": "tenant"}
 
 
@@ -68,7 +67,7 @@ async def _list_page(
         notices=_NOTICES,
         origins=await control.list_origins(actor),
         transports=_TRANSPORTS,
-        visibilities=_VISIBILITIES,
+        visibilities=VISIBILITIES,
         values=values or _REGISTER_DEFAULTS,
         errors=errors or {},
     )
@@ -109,8 +108,7 @@ def _origin_in(form: FormData) -> OriginIn:
             "url": (url or None) if transport != "stdio" else None,
             "command": (command or None) if transport == "stdio" else None,
             "timeout_seconds": form.get("timeout_seconds") or None,
-            "visibility": form.get("visibility") or "tenant",
-            "team_ids": lines(form, "teams") if form.get("visibility") == "team" else [],
+            **placement(form),
         }
     )
 
@@ -128,8 +126,6 @@ async def register(request: Request, control: ControlDep, viewer: CurrentViewer)
         data = _origin_in(form)
     except ValidationError as error:
         errors = field_errors(error)
-        if "team_ids" in errors:
-            errors.setdefault("teams", errors["team_ids"])
         return await _list_page(
             request, control, viewer, viewer.actor("origins:read"), values=form, errors=errors, status=422
         )

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from bastion.admin.actor import Actor
 from bastion.admin.deps import ControlDep
 from bastion.admin.schemas import ComposeIn, ItemPatch, ServerIn, ServerOut
-from bastion.console.forms import FormData, field_errors, lines, read_form
+from bastion.console.forms import VISIBILITIES, FormData, field_errors, lines, placement, read_form
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, Viewer
@@ -33,7 +33,6 @@ _NOTICES = {
     "unpublished": "The virtual server is unpublished: clients can no longer connect.",
     "deleted": "The virtual server is deleted.",
 }
-_VISIBILITIES = ("tenant", "team", "private")
 _CREATE_DEFAULTS: FormData = {"visibility": "tenant"}
 
 
@@ -64,7 +63,7 @@ async def _list_page(
         status=status,
         notices=_NOTICES,
         servers=await control.list_servers(actor),
-        visibilities=_VISIBILITIES,
+        visibilities=VISIBILITIES,
         values=values or _CREATE_DEFAULTS,
         errors=errors or {},
     )
@@ -116,15 +115,12 @@ async def create(request: Request, control: ControlDep, viewer: CurrentViewer) -
                 "slug": form.get("slug", ""),
                 "title": form.get("title", ""),
                 "description": form.get("description", ""),
-                "visibility": form.get("visibility") or "tenant",
-                "team_ids": lines(form, "teams") if form.get("visibility") == "team" else [],
+                **placement(form),
             }
         )
         created = await control.create_server(actor, data)
     except ValidationError as error:
         errors = field_errors(error)
-        if "team_ids" in errors:
-            errors.setdefault("teams", errors["team_ids"])
         reader = viewer.actor("servers:read")
         return await _list_page(request, control, viewer, reader, values=form, errors=errors, status=422)
     except Forbidden:
