@@ -2,7 +2,8 @@
 
 Why: `make bench` says how much Bastion costs; this says where. py-spy is not a project dependency
 (`.venv/bin/pip install py-spy`). Writes bench/results/profile-c<N>.svg (flame graph) and .txt (collapsed
-stacks, for grep). Knobs: BENCH_CONCURRENCY (default 32), BENCH_SECONDS (default 8), BENCH_CLIENT.
+stacks, for grep). Knobs: BENCH_CONCURRENCY (default 32), BENCH_SECONDS (default 8), BENCH_CLIENT,
+BENCH_PROFILE_RATE (samples per second, default 100).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def _py_spy() -> str:
 
 def _record(py_spy: str, pid: int, seconds: float, out: Path, fmt: str) -> None:
     # Blocking sampling (the default) gives complete stacks; 100 Hz keeps the pauses small.
-    argv = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100"]
+    rate = os.environ.get("BENCH_PROFILE_RATE", "100")
+    argv = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", rate]
     subprocess.run([*argv, "--format", fmt, "-o", str(out)], check=True, capture_output=True)
 
 
