@@ -273,6 +273,25 @@ def test_service_client_errors_are_inline_and_nothing_is_created(console: Consol
     assert gateway.ok("GET", "/api/oauth/clients") == []
 
 
+def test_platform_admins_see_and_delete_registered_applications_and_tenant_admins_do_not(
+    console: Console, gateway: Bastion
+) -> None:
+    body = {"client_name": "Desktop agent", "redirect_uris": ["http://127.0.0.1:4000/cb"]}
+    client_id = gateway.http.post("/oauth/register", json=body).json()["client_id"]
+    listed = console.get("/admin/clients")
+    assert client_id in listed.text and "Desktop agent" in listed.text
+    gateway.ok("POST", "/api/users", json={"username": "tina", "password": PASSWORD, "roles": ["tenant-admin"]})
+    tina = Console(gateway, "tina", PASSWORD)
+    try:
+        assert client_id not in tina.get("/admin/clients").text
+        assert tina.post(f"/admin/clients/{client_id}/delete").status_code == 404
+    finally:
+        tina.close()
+    deleted = console.post(f"/admin/clients/{client_id}/delete")
+    assert deleted.status_code == 303
+    assert client_id not in {c["client_id"] for c in gateway.ok("GET", "/api/oauth/clients/registered")}
+
+
 # --- a member, and their own account ---------------------------------------------------------------
 
 

@@ -231,3 +231,21 @@ def test_metadata_advertises_the_grants_and_the_revocation_and_introspection_end
     assert "client_secret_basic" in document["token_endpoint_auth_methods_supported"]  # the extension's MUST
     assert document["revocation_endpoint"] == f"{gw.base_url}/oauth/revoke"
     assert document["introspection_endpoint"] == f"{gw.base_url}/oauth/introspect"
+
+
+def test_platform_admins_see_and_delete_the_clients_applications_registered(gw: Bastion) -> None:
+    body = {
+        "client_name": "Desktop agent",
+        "redirect_uris": ["http://127.0.0.1:4000/cb"],
+        "token_endpoint_auth_method": "none",
+    }
+    client_id = gw.http.post("/oauth/register", json=body).json()["client_id"]
+    registered = gw.ok("GET", "/api/oauth/clients/registered")
+    assert [c["kind"] for c in registered if c["client_id"] == client_id] == ["dynamic"]
+    assert client_id not in {c["client_id"] for c in gw.ok("GET", "/api/oauth/clients")}  # no tenant's
+    tina = add_person(gw, "tina", roles=["tenant-admin"])
+    refused = as_person(gw, tina, "GET", "/api/oauth/clients/registered")
+    assert refused.status_code == 403 and "tenants:manage" in refused.json()["error"]["message"]
+    assert as_person(gw, tina, "DELETE", f"/api/oauth/clients/{client_id}").status_code == 404
+    assert gw.api("DELETE", f"/api/oauth/clients/{client_id}").status_code == 204
+    assert client_id not in {c["client_id"] for c in gw.ok("GET", "/api/oauth/clients/registered")}

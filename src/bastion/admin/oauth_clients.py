@@ -9,6 +9,7 @@ at once.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from datetime import datetime
@@ -25,6 +26,7 @@ from bastion.store.db import Database
 from bastion.store.models import OAuthClient
 from bastion.store.repos import servers, tokens
 from bastion.store.repos.oauth import SqlOAuthStore, stored_client
+from bastion.store.tenancy import SYSTEM
 
 __all__ = ["ClientOut", "OAuthClients", "ServiceClientCreated", "ServiceClientIn"]
 
@@ -118,9 +120,23 @@ class OAuthClients:
             rows = (await session.scalars(select(OAuthClient).order_by(OAuthClient.created_at))).all()
         return [_out(stored_client(row), row.created_at) for row in rows]
 
+    async def list_registered(self, actor: Actor) -> builtins.list[ClientOut]:  # `list` is a method here
+        """The dynamically registered clients (RFC 7591): they belong to no tenant, so only a platform
+        administrator (tenants:manage) sees them."""
+        actor.require("tenants:manage")
+        async with self._db.session(SYSTEM) as session:
+            query = select(OAuthClient).where(OAuthClient.tenant_id.is_(None)).order_by(OAuthClient.created_at)
+            rows = (await session.scalars(query)).all()
+        return [_out(stored_client(row), row.created_at) for row in rows]
+
     async def delete(self, actor: Actor, client_id: str) -> None:
+        """Delete one of the tenant's clients, or (a platform administrator) a registered one."""
         async with self._db.session(actor.scope) as session:
             found = await session.get(OAuthClient, client_id) is not None
+        if not found and actor.may("tenants:manage"):
+            async with self._db.session(SYSTEM) as session:
+                row = await session.get(OAuthClient, client_id)
+                found = row is not None and row.tenant_id is None
         if not found or not await self._store.delete_client(client_id):
             raise NotFound(f"no OAuth client {client_id!r}")
 

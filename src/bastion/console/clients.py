@@ -13,9 +13,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from bastion.admin.actor import Actor
-from bastion.admin.deps import ControlDep, clients_of
+from bastion.admin.deps import ControlDep, clients_of, users_of
 from bastion.admin.oauth_clients import ServiceClientCreated, ServiceClientIn
-from bastion.admin.users import Users
 from bastion.console.forms import FormData, field_errors, listed, read_form
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
@@ -57,15 +56,18 @@ async def _page(
     servers = await control.list_servers(actor) if viewer.may("servers:read") else []
     owners = {viewer.user_id: viewer.username}
     if viewer.may("users:read"):
-        users: Users = request.app.state.users
-        owners |= {user.id: user.username for user in await users.list(viewer.actor("users:read"))}
+        owners |= {user.id: user.username for user in await users_of(request).list(viewer.actor("users:read"))}
+    clients = await clients_of(request).list(actor)
+    if viewer.may("tenants:manage"):  # the applications that registered themselves belong to no tenant
+        clients += await clients_of(request).list_registered(actor)
     return page(
         request,
         "clients.html",
         viewer=viewer,
         status=status,
         notices=_NOTICES,
-        clients=await clients_of(request).list(actor),
+        clients=clients,
+        registered_shown=viewer.may("tenants:manage"),
         servers=servers,
         server_names={s.id: s.slug for s in servers},
         owners=owners,

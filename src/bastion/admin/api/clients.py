@@ -1,4 +1,5 @@
-"""OAuth clients: create a service client (its secret is in this one response), list, delete."""
+"""OAuth clients: create a service client (its secret is in this one response), list, delete; and, for
+platform administrators, the dynamically registered clients."""
 
 from fastapi import APIRouter, Response
 
@@ -16,6 +17,12 @@ async def create_client(data: ServiceClientIn, clients: ClientsDep, actor: Clien
 @router.get("", response_model=list[ClientOut])
 async def list_clients(clients: ClientsDep, actor: ClientsManage) -> list[ClientOut]:
     return await clients.list(actor)
+
+
+@router.get("/registered", response_model=list[ClientOut])
+async def list_registered(clients: ClientsDep, actor: ClientsManage) -> list[ClientOut]:
+    """Dynamically registered clients (no tenant's): for platform administrators (tenants:manage)."""
+    return await clients.list_registered(actor)
 
 
 @router.delete("/{client_id}", status_code=204)
