@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bastion.web.pages import console_path
 from tests.console.client import Console, csrf_of, inline_errors
 from tests.harness import ADMIN_PASSWORD, Bastion, eventually, run_bastion
 from tests.tls import self_signed
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
+    """One console for this module's tests: each makes what it checks under names of its own."""
+    with run_bastion(tmp_path_factory.mktemp("console"), admin_ui=True) as running:
+        yield running
 
 
 def test_the_console_is_off_unless_enabled(bastion: Bastion) -> None:
@@ -68,20 +77,34 @@ def test_sign_in_refuses_forms_without_their_csrf_token_and_foreign_next(gateway
         "/admin/..%2f..%2foauth/authorize",
         "/admin/./../api",
         "/admin/\t../api",  # browsers drop tabs and newlines from URLs
+        "/admin/\\..\\api",
         "/admin@evil.example",
         "/administrator",
+        "https://evil.example/admin",
+        "//evil.example/admin",
+        "",
+        None,
     ],
 )
-def test_sign_in_never_continues_outside_the_console(gateway: Bastion, target: str) -> None:
+def test_only_paths_inside_the_console_are_continued_at(target: str | None) -> None:
+    assert console_path(target) == "/admin"
+
+
+@pytest.mark.parametrize("target", ["/admin", "/admin/tokens?x=1", "/admin/audit/trace/abc#top", "/admin/origins/"])
+def test_console_paths_are_continued_at_as_given(target: str) -> None:
+    assert console_path(target) == target
+
+
+def test_sign_in_and_its_form_never_continue_outside_the_console(gateway: Bastion) -> None:
     with httpx.Client(base_url=gateway.base_url) as browser:
-        asked = browser.get("/admin/login", params={"next": target})
-        assert 'name="next" value="/admin"' in asked.text
-        form = browser.get("/admin/login")
-        answer = browser.post(
-            "/admin/login",
-            data={"username": "admin", "password": ADMIN_PASSWORD, "csrf": csrf_of(form.text), "next": target},
-        )
-        assert answer.status_code == 303 and answer.headers["location"] == "/admin", target
+        for target in ("/admin/../oauth/authorize?response_type=x", "/admin/%2e%2e/oauth/authorize"):
+            asked = browser.get("/admin/login", params={"next": target})
+            assert 'name="next" value="/admin"' in asked.text
+            answer = browser.post(
+                "/admin/login",
+                data={"username": "admin", "password": ADMIN_PASSWORD, "csrf": csrf_of(asked.text), "next": target},
+            )
+            assert answer.status_code == 303 and answer.headers["location"] == "/admin", target
 
 
 def test_a_csrf_token_with_non_ascii_characters_is_refused_not_a_500(console: Console, gateway: Bastion) -> None:
@@ -114,14 +137,14 @@ def test_a_form_body_that_cannot_be_read_gets_a_page_not_json(console: Console) 
 
 
 def test_a_token_is_shown_once_and_revoked_from_the_page(console: Console, gateway: Bastion) -> None:
-    created = console.post("/admin/tokens", {"name": "agent", "scopes": ["mcp"], "expires_in_days": "7"})
+    created = console.post("/admin/tokens", {"name": "shown-once", "scopes": ["mcp"], "expires_in_days": "7"})
     assert created.status_code == 201
     assert "no-store" in created.headers["cache-control"]
     secret = created.text.split('<pre id="new-token">', 1)[1].split("</pre>", 1)[0]
     assert gateway.http.get("/api/tokens", headers={"authorization": f"Bearer {secret}"}).status_code in (200, 403)
     listing = console.get("/admin/tokens").text
-    assert "agent" in listing and secret not in listing  # never shown again
-    token_id = next(t["id"] for t in gateway.ok("GET", "/api/tokens") if t["name"] == "agent")
+    assert "shown-once" in listing and secret not in listing  # never shown again
+    token_id = next(t["id"] for t in gateway.ok("GET", "/api/tokens") if t["name"] == "shown-once")
     revoked = console.post(f"/admin/tokens/{token_id}/revoke", follow_redirects=True)
     assert revoked.status_code == 200 and "is revoked" in revoked.text
     assert gateway.http.get("/api/tokens", headers={"authorization": f"Bearer {secret}"}).status_code == 401
