@@ -11,7 +11,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
-import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
@@ -25,13 +24,10 @@ from bastion.errors import BastionError
 
 __all__ = ["ConsoleRoute"]
 
-log = structlog.get_logger(__name__)
-
 
 def _error_page(request: Request, status: int, message: str) -> Response:
-    viewer = getattr(request.state, "console_viewer", None)
-    response = page(request, "error.html", viewer=viewer, status=status, message=message)
-    return response
+    viewer = getattr(request.state, "console_viewer", None)  # known once the session was read
+    return page(request, "error.html", viewer=viewer, status=status, message=message)
 
 
 class ConsoleRoute(APIRoute):
