@@ -8,6 +8,10 @@ callback accepts the answer only with both (RFC 6749 §10.12), lets
 `bastion.oauth.federation` exchange and validate it, provisions the person as a
 federated user, and then continues exactly as a password sign-in does
 (`bastion.web.signin.sign_in`): the same login cookie, then consent.
+
+The admin console's "Sign in with …" starts the same round trip (`console_sign_in`):
+its state names a console path instead of a request, and the callback opens a
+console session and continues there (`_console_session`).
 """
 
 from __future__ import annotations
