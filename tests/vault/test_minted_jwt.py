@@ -54,7 +54,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Bastion, str, Path]]:
         finally:
             origin.terminate()
             try:
-                origin.wait(timeout=5)
+                origin.wait(timeout=1)
             except subprocess.TimeoutExpired:  # Bastion's open event stream holds graceful shutdown
                 origin.kill()
                 origin.wait(timeout=5)
