@@ -232,3 +232,24 @@ def test_under_tls_the_console_cookies_are_secure(tmp_path: Path) -> None:
             flags = {part.strip().lower() for part in session.split(";")}
             assert {"secure", "httponly", "samesite=strict"} <= flags
             assert browser.get("/admin").headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_a_member_who_cannot_list_servers_types_their_slugs(gateway: Bastion) -> None:
+    for slug in ("north", "south"):
+        gateway.ok("POST", "/api/servers", json={"slug": slug, "title": slug})
+    password = "a long enough member password 9"
+    gateway.ok("POST", "/api/users", json={"username": "mo", "password": password, "roles": ["member"]})
+    mo = Console(gateway, "mo", password)
+    try:
+        form = mo.get("/admin/tokens").text
+        assert 'placeholder="server slugs, separated by spaces or commas"' in form and 'value="north"' not in form
+        created = mo.post("/admin/tokens", {"name": "both", "servers": "north, south", "scopes": ["mcp"]})
+        assert created.status_code == 201, created.text
+        unknown = mo.post("/admin/tokens", {"name": "nowhere", "servers": "north west", "scopes": ["mcp"]})
+        assert unknown.status_code == 422 and "west" in unknown.text
+    finally:
+        mo.close()
+    ids = {s["slug"]: s["id"] for s in gateway.ok("GET", "/api/servers")}
+    (token,) = [t for t in gateway.ok("GET", "/api/tokens") if t["name"] == "both"]
+    assert sorted(token["server_ids"]) == sorted([ids["north"], ids["south"]])
+    assert not [t for t in gateway.ok("GET", "/api/tokens") if t["name"] == "nowhere"]

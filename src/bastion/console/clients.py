@@ -6,8 +6,6 @@ The same control-plane object and permission (`clients:manage`) as /api/oauth/cl
 
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
@@ -15,7 +13,7 @@ from pydantic import ValidationError
 from bastion.admin.actor import Actor
 from bastion.admin.deps import ControlDep, clients_of, users_of
 from bastion.admin.oauth_clients import ServiceClientCreated, ServiceClientIn
-from bastion.console.forms import FormData, field_errors, listed, read_form
+from bastion.console.forms import FormData, field_errors, listed, read_form, slugs
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, Viewer
@@ -93,7 +91,7 @@ async def create(request: Request, control: ControlDep, viewer: CurrentViewer) -
     actor = viewer.actor("clients:manage")
     form = await read_form(request, viewer)
     # Ticked boxes, or (for whoever cannot list servers) slugs typed into one field.
-    servers = [slug for value in listed(form, "servers") for slug in re.split(r"[\s,]+", value) if slug]
+    servers = slugs(form, "servers")
     values = {
         **form,
         "servers": servers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import Request
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 from bastion.console.viewer import Viewer, check_csrf
 from bastion.errors import BastionError
 
-__all__ = ["VISIBILITIES", "FormData", "field_errors", "lines", "listed", "placement", "read_form", "refusal"]
+__all__ = ["VISIBILITIES", "FormData", "field_errors", "lines", "listed", "placement", "read_form", "refusal", "slugs"]
 
 FormData = dict[str, Any]  # one value per field, or a list where the field repeats
 
@@ -39,6 +40,11 @@ def lines(data: FormData, key: str) -> list[str]:
     value = data.get(key, "")
     text = "\n".join(value) if isinstance(value, list) else str(value)
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def slugs(data: FormData, key: str) -> list[str]:
+    """Ticked boxes, or names typed into one field separated by spaces or commas."""
+    return [slug for value in listed(data, key) for slug in re.split(r"[\s,]+", value) if slug]
 
 
 VISIBILITIES = ("tenant", "team", "private")

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from bastion.admin.actor import Actor
 from bastion.admin.deps import ControlDep
 from bastion.admin.schemas import TokenCreated, TokenIn
-from bastion.console.forms import FormData, field_errors, listed, read_form
+from bastion.console.forms import FormData, field_errors, listed, read_form, slugs
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.servers import client_config
@@ -67,7 +67,7 @@ async def create(request: Request, control: ControlDep, viewer: CurrentViewer) -
     try:
         data = TokenIn(
             name=form.get("name", ""),
-            servers=listed(form, "servers"),
+            servers=slugs(form, "servers"),
             scopes=listed(form, "scopes"),  # validated by TokenIn
             expires_in_days=form.get("expires_in_days") or 30,
         )
