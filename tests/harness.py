@@ -189,6 +189,8 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
         server_header=False,
         proxy_headers=False,  # as `bastion serve`: BASTION_TRUSTED_PROXIES alone decides
         lifespan="on",
+        # A stream a test client left open would hold the stop for as long as the join below waits.
+        timeout_graceful_shutdown=3,
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     )

@@ -64,6 +64,19 @@ async def test_printed_config_works_in_the_sdk_client_and_a_restart_does_not_boo
         assert f"admin console: http://127.0.0.1:{port}/admin" in banner
         async with httpx.AsyncClient() as browser:
             assert (await browser.get(f"http://127.0.0.1:{port}/admin/login")).status_code == 200
+            # `bastion serve` froze its start-up heap out of the garbage collector's sight.
+            password = re.search(r"admin login  : admin / (\S+)", banner)
+            assert password, banner
+            login = await browser.post(
+                f"http://127.0.0.1:{port}/api/login", json={"username": "admin", "password": password.group(1)}
+            )
+            scraped = await browser.get(
+                f"http://127.0.0.1:{port}/metrics", headers={"authorization": f"Bearer {login.json()['token']}"}
+            )
+            frozen = re.search(r"^bastion_gc_frozen_objects (\S+)$", scraped.text, re.MULTILINE)
+            assert frozen and float(frozen.group(1)) > 100_000, scraped.text[:2000]
+            assert 'python_gc_collections_total{generation="2"}' in scraped.text
+            assert "process_cpu_seconds_total" in scraped.text
 
         http = create_mcp_http_client(headers={"Authorization": header.group(1)})
         async with http, Client(streamable_http_client(url.group(1), http_client=http), cache=None) as client:

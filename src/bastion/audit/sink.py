@@ -8,13 +8,13 @@ and, for calls that reached an origin, waits on what it returns until the record
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import MutableMapping
 from typing import Any, Protocol
 
 import structlog
 
 from bastion.audit.chain import AuditRecord
+from bastion.ids import unique_id
 
 __all__ = ["AuditSink", "Durability", "correlation_id", "note", "noted", "now_us"]
 
@@ -34,7 +34,7 @@ class AuditSink(Protocol):
 def correlation_id() -> str:
     """The id `bastion.http.middleware.RequestContext` bound to this request (its logs carry it too)."""
     bound = structlog.contextvars.get_contextvars().get("request_id")
-    return bound if isinstance(bound, str) else uuid.uuid4().hex
+    return bound if isinstance(bound, str) else unique_id()
 
 
 def now_us() -> int:

@@ -74,6 +74,7 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
 
     from bastion.app import create_app
     from bastion.bootstrap import demo_banner, ensure_admin, ensure_demo
+    from bastion.http.server import GatewayServer
     from bastion.services import Services
 
     configure_logging(settings.log_level, settings.log_file)
@@ -118,4 +119,4 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
         http="httptools",
     )
     typer.echo(f"serving on {settings.base_url()}  (Ctrl-C stops)")
-    uvicorn.Server(config).run()
+    GatewayServer(config).run()

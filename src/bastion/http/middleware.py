@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -23,6 +22,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from bastion.audit.sink import AuditSink
 from bastion.http.asgi import Message, Receive, Scope, Send, header, route_template, send_bytes
 from bastion.http.request_audit import RequestTrail
+from bastion.ids import unique_id
 from bastion.observability.metrics import Metrics, plane_of
 from bastion.observability.tracing import Tracing
 
@@ -54,7 +54,7 @@ def _correlation_id(scope: Scope) -> str:
     if trace is not None and trace.group(1) != "0" * 32:
         return trace.group(1)
     offered = header(scope, b"x-request-id")
-    return offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+    return offered if offered and _REQUEST_ID.match(offered) else unique_id()
 
 
 class RequestContext:

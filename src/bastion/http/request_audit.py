@@ -13,12 +13,12 @@ record is durable, as a forwarded tool call is.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from bastion.audit.chain import AuditRecord
 from bastion.audit.sink import AuditSink, noted, now_us
 from bastion.http.asgi import Message, Receive, Scope, Send, route_template
+from bastion.ids import unique_id
 from bastion.observability.metrics import plane_of
 
 __all__ = ["RequestTrail"]
@@ -67,7 +67,7 @@ class RequestTrail:
     def _record(self, scope: Scope, kind: str, started: float, status: int | None) -> Any:
         said = noted(scope)
         record = AuditRecord(
-            id=uuid.uuid4().hex,
+            id=unique_id(),
             at_us=now_us(),
             correlation_id=str(scope.get("state", {}).get("request_id", "")),
             kind=kind,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -11,6 +10,7 @@ from bastion.audit.chain import AuditRecord, digest_arguments
 from bastion.audit.sink import correlation_id, now_us
 from bastion.errors import BastionError, Forbidden, TooManyRequests, Unauthenticated
 from bastion.identity.principal import Principal
+from bastion.ids import unique_id
 from bastion.oauth.downstream_grants import client_key
 
 __all__ = ["FORWARDED", "StoreFirst", "call_record", "refusal_record", "stored_first"]
@@ -45,7 +45,7 @@ def call_record(
     else:  # cancelled, or a defect: named by its type only
         decision, status, reason = "error", type(failure).__name__, ""
     return AuditRecord(
-        id=uuid.uuid4().hex,
+        id=unique_id(),
         at_us=now_us(),
         correlation_id=correlation_id(),
         kind=kind,
@@ -76,7 +76,7 @@ def refusal_record(
     """A request refused before any method ran: bad token, unknown server, malformed body, headers
     that contradict the body. `principal` is None when nobody could be identified."""
     return AuditRecord(
-        id=uuid.uuid4().hex,
+        id=unique_id(),
         at_us=now_us(),
         correlation_id=correlation_id(),
         kind="mcp.request",

@@ -11,10 +11,11 @@ in `make bench` with everything else).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -42,6 +43,10 @@ def plane_of(path: str) -> str:
     if path == "/admin" or path.startswith("/admin/"):
         return "console"
     return "other"
+
+
+def _frozen() -> list[Gauge]:
+    return [("bastion_gc_frozen_objects", "Objects frozen out of garbage collection at start", gc.get_freeze_count())]
 
 
 class _Gauges(Collector):
@@ -101,6 +106,11 @@ class Metrics:
         )  # fmt: skip
         self._gauges = _Gauges()
         r.register(self._gauges)
+        # The process itself, read at scrape time: CPU, memory, file descriptors, and the garbage
+        # collector's passes per generation (what `bastion serve` froze at start is a gauge below).
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        self.gauges(_frozen)
 
     # --- recording (the hot path) -------------------------------------------------------------
     def http(self, plane: str, method: str, status: int, seconds: float) -> None:

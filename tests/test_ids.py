@@ -1,0 +1,28 @@
+"""Ids for labels (request, correlation, audit record): 128 bits, unique, and different in a forked child."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from bastion.ids import unique_id
+
+
+def test_ids_are_32_hex_digits_and_do_not_repeat() -> None:
+    ids = [unique_id() for _ in range(100_000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next ids, to the parent
+        os.write(write, "".join(unique_id() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read().decode()
+    ours = "".join(unique_id() for _ in range(8))
+    assert len(theirs) == len(ours) == 256 and theirs != ours
