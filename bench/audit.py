@@ -61,8 +61,8 @@ async def _level(log: AuditLog, concurrency: int, seconds: float) -> dict[str, f
     async def caller() -> None:
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            log.record(DEFAULT_TENANT, _record("upstream.call", started), urgent=False)
-            await log.record(DEFAULT_TENANT, _record("mcp.request", started), urgent=True).wait()
+            log.record(DEFAULT_TENANT, _record("upstream.call", started))
+            await log.record(DEFAULT_TENANT, _record("mcp.request", started)).wait()
             waits.append(time.perf_counter() - started)
 
     cpu, wall = time.process_time(), time.monotonic()

@@ -16,6 +16,7 @@ from sqlalchemy import delete, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.audit.chain import AuditRecord
+from bastion.errors import AuditUnavailable
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, Tenant
 from bastion.store.repos.audit import AuditLog, verify_chain
@@ -119,6 +120,61 @@ async def test_without_the_store_records_stay_journaled_and_reach_it_at_the_next
     await AuditLog(good, tmp_path / "again").recover()
     assert await verify_chain(good, "default") == (6, None)
     await good.close()
+
+
+async def test_callers_waiting_at_once_share_one_sync_and_each_finds_its_record_on_disk(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")
+    await db.migrate()
+    log = AuditLog(db, journal)
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+
+    def counted(fd: int) -> None:
+        syncs.append(fd)
+        real_sync(fd)
+
+    async def call(n: int) -> None:
+        log.record("default", _record(2 * n, target="upstream"))  # nobody waits on this one: it rides along
+        await log.record("default", _record(2 * n + 1)).wait()
+        written = {orjson.loads(line)["id"] for f in journal.iterdir() for line in f.read_bytes().splitlines()}
+        assert {f"r{2 * n:04d}", f"r{2 * n + 1:04d}"} <= written
+
+    os.fdatasync = counted  # type: ignore[assignment]
+    try:
+        async with anyio.create_task_group() as tasks:
+            for n in range(32):
+                tasks.start_soon(call, n)
+    finally:
+        os.fdatasync = real_sync
+    # The first waiter syncs its own records; the 31 that queued meanwhile share the next sync.
+    assert 1 <= len(syncs) <= 3, len(syncs)
+    assert sum(len(f.read_bytes().splitlines()) for f in journal.iterdir()) == 64
+    await log.aclose()  # and on to the store: all 64, chained
+    assert await verify_chain(db, "default") == (64, None)
+    await db.close()
+
+
+async def test_a_journal_that_cannot_be_written_refuses_the_call_and_keeps_its_records(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    journal.write_text("a file where the journal directory should be")
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")
+    await db.migrate()
+    log = AuditLog(db, journal)
+    first = log.record("default", _record(1))
+    with pytest.raises(AuditUnavailable, match="audit journal could not be written"):
+        await first.wait()
+    assert not first.done
+    journal.unlink()  # the disk is writable again: the kept record goes with the next one
+    await log.record("default", _record(2)).wait()
+    assert first.done
+    await log.flush()
+    async with db.session(SYSTEM) as session:
+        ids = (await session.scalars(text("SELECT id FROM audit_records ORDER BY seq"))).all()
+    assert ids == ["r0001", "r0002"]
+    assert await verify_chain(db, "default") == (2, None)
+    await log.aclose()
+    await db.close()
 
 
 def test_bastion_audit_verify_reports_the_first_broken_record(tmp_path: Path) -> None:

@@ -154,8 +154,11 @@ async def start_replica(name: str, env: dict[str, str], log_dir: Path) -> Replic
                 assert process.returncode is None, "the replica exited"
                 await anyio.sleep(0.05)
     except (TimeoutError, AssertionError):
+        exited = "" if process.returncode is None else f" (it exited with {process.returncode})"
         await replica.stop()
-        raise RuntimeError(f"replica {name} did not start:\n{log_path.read_text(errors='replace')[-3000:]}") from None
+        raise RuntimeError(
+            f"replica {name} did not start{exited}:\n{log_path.read_text(errors='replace')[-3000:]}"
+        ) from None
     login = await replica.http.post("/api/login", json={"username": "admin", "password": ADMIN_PASSWORD})
     replica.admin_token = str(login.json()["token"])
     return replica

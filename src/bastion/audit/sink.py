@@ -24,7 +24,7 @@ class Durability(Protocol):
 
 
 class AuditSink(Protocol):
-    def record(self, tenant_id: str, record: AuditRecord, *, urgent: bool = True) -> Durability: ...
+    def record(self, tenant_id: str, record: AuditRecord) -> Durability: ...
 
     async def commit(self, tenant_id: str, record: AuditRecord) -> None:
         """Append `record` to its chain in the store before returning; AuditUnavailable otherwise."""

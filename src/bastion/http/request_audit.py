@@ -80,4 +80,4 @@ class RequestTrail:
             status="" if status is None else str(status),
             latency_us=int((time.perf_counter() - started) * 1_000_000),
         )
-        return self._sink.record(said.get("tenant", self._fallback_tenant), record, urgent=scope["method"] not in _SAFE)
+        return self._sink.record(said.get("tenant", self._fallback_tenant), record)

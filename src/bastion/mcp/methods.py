@@ -159,10 +159,9 @@ class Methods:
         record = call_record(call.principal, call.server.slug, kind, method, params, started, failure, origin)
         if kind == "mcp.request" and call.trail:
             record = dataclasses.replace(record, detail={"pipeline": call.trail})
-        # Only a forwarded call's own record is waited for; the rest (its upstream call, which is
-        # queued before it, lists, refusals) go with that batch, or with the next one.
-        urgent = kind == "mcp.request" and failure is None and method in FORWARDED
-        return self._audit_sink.record(call.server.placement.tenant_id, record, urgent=urgent)
+        # Only a forwarded call's own record is waited for (in `dispatch`); the rest (its upstream
+        # call, which is queued before it, lists, refusals) go with that batch, or with the next one.
+        return self._audit_sink.record(call.server.placement.tenant_id, record)
 
     @staticmethod
     def server_info(server: ServerView) -> dict[str, Any]:

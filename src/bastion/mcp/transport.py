@@ -370,7 +370,7 @@ class McpEndpoint:
 
     def _write(self, tenant_id: str, record: AuditRecord) -> None:
         if self._audit is not None:
-            self._audit.record(tenant_id, record, urgent=False)  # nothing reached an origin
+            self._audit.record(tenant_id, record)  # nothing reached an origin: nobody waits for it
 
     def _challenge(self, slug: str, scope: Scope, error: BastionError) -> str | None:
         """RFC 6750 §3 / RFC 9728 §5.1: where the client learns how to get (more of) a token."""
