@@ -1,10 +1,10 @@
 """Streamable HTTP origins: one keep-alive connection pool per origin, shared by all calls.
 
-The pool is aiohttp's rather than httpx's: `make bench` measured httpx at about
-3 ms of CPU per forwarded call (its pool scans every connection per request,
-and its async primitives probe for an optional import each time), against a
-per-call budget of a few hundred microseconds; aiohttp's C-accelerated client
-costs a fraction of that. See the README's performance section.
+Requests (every forwarded call) go through `bastion.net.http1`, a lean HTTP/1.1 client that
+only writes one request and parses its reply: aiohttp cost three to four times its CPU per
+request, httpx ten times (see the module and the README's performance section). aiohttp stays
+for the rest, which is rare and needs more of HTTP: the origin's notification stream, messages
+that answer the origin's own requests, and ending the session.
 
 Every connection obeys the egress policy (`bastion.net.egress`): the origin's host is
 checked on the address actually connected to, so an origin that resolves to, or is,
@@ -36,6 +36,7 @@ from bastion.mcp.upstream.base import NotificationSink, OnBehalf, OriginGuard, P
 from bastion.mcp.upstream.rpc import RpcCore, decode_message
 from bastion.mcp.upstream.sse import iter_sse_data
 from bastion.net.egress import EgressRefused, egress_session
+from bastion.net.http1 import Http1Error, Http1Pool, Http1Response, Http1TooLarge, Http1Unreachable
 from bastion.oauth.origin_tokens import SERVICE_SUBJECT
 
 __all__ = ["HttpOriginClient"]
@@ -70,6 +71,7 @@ class HttpOriginClient(RpcCore):
         self._session_id: str | None = None
         self._stream: anyio.CancelScope | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._wire: Http1Pool | None = None  # requests; `_http` carries streams and the rest
         credential = spec.credential
         self._credential: dict[str, str] = dict(credential.headers) if credential is not None else {}
         self._credential_error = credential.error if credential is not None else None
@@ -127,10 +129,15 @@ class HttpOriginClient(RpcCore):
                 timeout=aiohttp.ClientTimeout(total=None, connect=min(self.timeout, 10.0)),
                 keepalive_timeout=30,
             )
+        if self._wire is None:
+            self._wire = Http1Pool(self._url, self._egress, connect_timeout=min(self.timeout, 10.0))
 
     async def _disconnect(self) -> None:
         if self._stream is not None:
             self._stream.cancel()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            await wire.aclose()
         http, self._http = self._http, None
         if http is None:
             return
@@ -222,28 +229,31 @@ class HttpOriginClient(RpcCore):
             raise UpstreamUnavailable(f"origin {self.spec.name!r} is unreachable: {type(exc).__name__}") from exc
 
     async def _send_request(self, message: dict[str, Any]) -> None:
+        wire = self._wire
+        if wire is None:
+            raise UpstreamUnavailable(f"origin {self.spec.name!r}: the connection is closed")
         try:
-            async with self._client().post(
-                self._url,
-                data=orjson.dumps(message),
-                headers=self._headers(message),
-                allow_redirects=False,  # a redirect could leave the approved origin
-            ) as response:
+            async with await wire.request("POST", self._headers(message), orjson.dumps(message)) as response:
                 await self._read_reply(message, response)
         except EgressRefused as exc:
             raise self._refused(exc) from exc
-        except aiohttp.ClientConnectionError as exc:
-            raise UpstreamUnavailable(f"origin {self.spec.name!r} is unreachable: {type(exc).__name__}") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a broken reply: {type(exc).__name__}") from exc
+        except Http1Unreachable as exc:
+            raise UpstreamUnavailable(f"origin {self.spec.name!r} is unreachable: {exc}") from exc
+        except Http1Error as exc:
+            raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a broken reply: {exc}") from exc
+        except ValueError as exc:  # a header value that would split the request (a credential, a token)
+            raise UpstreamRefused(
+                f"origin {self.spec.name!r} cannot be called: a request header is malformed",
+                detail=f"origin {self.spec.name!r}: {exc}",
+            ) from exc
 
-    async def _read_reply(self, message: dict[str, Any], response: aiohttp.ClientResponse) -> None:
+    async def _read_reply(self, message: dict[str, Any], response: Http1Response) -> None:
         if response.status in _REDIRECTS:
             # Following it would reach a destination nobody approved (and maybe a refused one).
             raise UpstreamRefused(
                 f"origin {self.spec.name!r} answered with a redirect (HTTP {response.status}), which Bastion "
                 "does not follow; an administrator must register the final URL",
-                detail=f"origin {self.spec.name!r} redirected to {response.headers.get('Location', '(nowhere)')!r}, "
+                detail=f"origin {self.spec.name!r} redirected to {response.headers.get('location', '(nowhere)')!r}, "
                 "which Bastion does not follow: register the final URL instead",
             )
         if message["method"] == "initialize" and "mcp-session-id" in response.headers:
@@ -261,8 +271,7 @@ class HttpOriginClient(RpcCore):
             )
         content_type = response.content_type
         if content_type == "text/event-stream" and response.status == 200:
-            chunks = response.content.iter_any()
-            async for data in iter_sse_data(chunks, max_bytes=self.max_bytes, origin=self.spec.name):
+            async for data in iter_sse_data(response.chunks(), max_bytes=self.max_bytes, origin=self.spec.name):
                 await self._route(decode_message(data, self.spec.name), reply_to=message["id"])
             return
         body = await self._read_bounded(response)
@@ -271,18 +280,13 @@ class HttpOriginClient(RpcCore):
             return
         raise UpstreamUnavailable(f"origin {self.spec.name!r} answered HTTP {response.status} to {message['method']}")
 
-    async def _read_bounded(self, response: aiohttp.ClientResponse) -> bytes:
-        too_large = UpstreamTooLarge(f"origin {self.spec.name!r} sent more than {self.max_bytes} bytes in one reply")
-        if response.content_length is not None and response.content_length > self.max_bytes:
-            raise too_large
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in response.content.iter_any():
-            total += len(chunk)
-            if total > self.max_bytes:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def _read_bounded(self, response: Http1Response) -> bytes:
+        try:
+            return await response.read(self.max_bytes)
+        except Http1TooLarge as exc:
+            raise UpstreamTooLarge(
+                f"origin {self.spec.name!r} sent more than {self.max_bytes} bytes in one reply"
+            ) from exc
 
     async def _listen(self, method: str, body: dict[str, Any] | None) -> None:
         """The origin's notification stream: GET in a session, `subscriptions/listen` in 2026-07-28."""

@@ -1,0 +1,269 @@
+"""The lean HTTP/1.1 client origin calls go through, against scripted servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from bastion.net.egress import EgressPolicy, EgressRefused
+from bastion.net.http1 import Http1Error, Http1Pool, Http1TooLarge, Http1Unreachable
+from tests.harness import free_port
+from tests.tls import make_local_ca
+
+pytestmark = pytest.mark.anyio
+
+LOOPBACK = EgressPolicy(allow_cidrs=("127.0.0.0/8",))
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the client is asyncio's (Bastion runs on uvloop)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    return head, await reader.readexactly(length)
+
+
+def _reply(body: bytes, *, status: str = "200 OK", extra: bytes = b"") -> bytes:
+    head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n".encode()
+    return head + extra + b"\r\n" + body
+
+
+@asynccontextmanager
+async def _server(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[tuple[str, list[int]]]:
+    """A server on a free loopback port; yields its base URL and the list of connections it accepted."""
+    accepted: list[int] = []
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(len(accepted) + 1)
+        try:
+            await handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(on_connection, "127.0.0.1", port, ssl=ssl_context)
+    scheme = "https" if ssl_context is not None else "http"
+    try:
+        yield f"{scheme}://{'localhost' if ssl_context else '127.0.0.1'}:{port}/mcp", accepted
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _echo_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        _, body = await _read_request(reader)
+        writer.write(_reply(b'{"got":' + body + b"}"))
+        await writer.drain()
+
+
+async def test_requests_reuse_one_kept_alive_connection_and_send_what_was_asked() -> None:
+    seen: list[bytes] = []
+
+    async def recording(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await _read_request(reader)
+            seen.append(head)
+            writer.write(_reply(b'{"got":' + body + b"}"))
+            await writer.drain()
+
+    async with _server(recording) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        for n in range(5):
+            async with await pool.request("POST", {"x-test": "yes"}, str(n).encode()) as response:
+                assert response.status == 200 and response.content_type == "application/json"
+                assert await response.read(1000) == b'{"got":%d}' % n
+        await pool.aclose()
+    assert accepted == [1]  # one connection for all five
+    first = seen[0].decode()
+    assert first.startswith("POST /mcp HTTP/1.1\r\n") and f"host: 127.0.0.1:{url.split(':')[2].split('/')[0]}" in first
+    assert "x-test: yes" in first and "content-length: 1" in first
+
+
+async def test_concurrent_requests_get_connections_of_their_own() -> None:
+    async with _server(_echo_forever) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+
+        async def one(n: int) -> bytes:
+            async with await pool.request("POST", {}, str(n).encode()) as response:
+                return await response.read(1000)
+
+        replies = await asyncio.gather(*(one(n) for n in range(8)))
+        assert replies == [b'{"got":%d}' % n for n in range(8)]
+        await pool.aclose()
+    assert 2 <= len(accepted) <= 8
+
+
+async def test_chunked_and_close_delimited_bodies_are_read_whole_and_streamed_as_they_come() -> None:
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for part in (b"data: one\n\n", b"data: two\n\n"):
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await _echo_forever(reader, writer)  # and the connection stays usable
+
+    async with _server(chunked) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        async with await pool.request("POST", {}, b"{}") as response:
+            assert response.content_type == "text/event-stream"
+            assert [chunk async for chunk in response.chunks()] == [b"data: one\n\n", b"data: two\n\n"]
+        async with await pool.request("POST", {}, b"1") as response:
+            assert await response.read(100) == b'{"got":1}'
+        await pool.aclose()
+    assert accepted == [1]
+
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"a\":")
+        await writer.drain()
+        writer.write(b"1}")
+        await writer.drain()
+
+    async with _server(until_close) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        async with await pool.request("POST", {}, b"{}") as response:
+            assert await response.read(100) == b'{"a":1}'
+        async with await pool.request("POST", {}, b"{}") as response:  # not reused: it was closed
+            assert await response.read(100) == b'{"a":1}'
+        await pool.aclose()
+    assert accepted == [1, 2]
+
+
+async def test_a_reply_larger_than_allowed_is_refused_and_its_connection_dropped() -> None:
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+            for _ in range(4):
+                writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async with _server(big) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        for _ in range(2):
+            with pytest.raises(Http1TooLarge, match="larger than 2000 bytes"):
+                async with await pool.request("POST", {}, b"{}") as response:
+                    await response.read(2000)
+        await pool.aclose()
+    assert accepted == [1, 2]  # the cut-short reply's connection was not reused
+
+    async def declared(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(_reply(b"y" * 5000))
+        await writer.drain()
+
+    async with _server(declared) as (url, _):
+        pool = Http1Pool(url, LOOPBACK)
+        with pytest.raises(Http1TooLarge):
+            async with await pool.request("POST", {}, b"{}") as response:
+                await response.read(2000)
+        await pool.aclose()
+
+
+async def test_a_malformed_reply_and_a_reply_cut_short_are_errors_not_hangs() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"this is not HTTP\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async with _server(garbage) as (url, _):
+        pool = Http1Pool(url, LOOPBACK)
+        with pytest.raises(Http1Error, match="malformed HTTP reply"):
+            await asyncio.wait_for(pool.request("POST", {}, b"{}"), 5)
+        await pool.aclose()
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":")
+        await writer.drain()
+
+    async with _server(cut) as (url, _):
+        pool = Http1Pool(url, LOOPBACK)
+        with pytest.raises(Http1Unreachable, match="before its reply was complete"):
+            async with await pool.request("POST", {}, b"{}") as response:
+                await asyncio.wait_for(response.read(1000), 5)
+        await pool.aclose()
+
+
+async def test_a_kept_connection_the_origin_closed_is_replaced_without_failing_the_request() -> None:
+    async def one_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await _read_request(reader)
+        writer.write(_reply(b'{"got":' + body + b"}"))  # keep-alive announced, then closed when idle
+        await writer.drain()
+
+    async with _server(one_per_connection) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        for n in range(3):
+            async with await pool.request("POST", {}, str(n).encode()) as response:
+                assert await response.read(100) == b'{"got":%d}' % n
+            await asyncio.sleep(0.05)  # the server's close reaches the kept connection
+        await pool.aclose()
+    assert accepted == [1, 2, 3]
+
+
+async def test_unreachable_refused_and_malformed_requests_fail_before_anything_is_sent() -> None:
+    pool = Http1Pool(f"http://127.0.0.1:{free_port()}/mcp", LOOPBACK)
+    with pytest.raises(Http1Unreachable, match="cannot connect"):
+        await pool.request("POST", {}, b"{}")
+
+    guarded = Http1Pool(f"http://127.0.0.1:{free_port()}/mcp", EgressPolicy())  # loopback not allowlisted
+    with pytest.raises(EgressRefused):
+        await guarded.request("POST", {}, b"{}")
+
+    async with _server(_echo_forever) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        with pytest.raises(ValueError, match="line break"):
+            await pool.request("POST", {"authorization": "Bearer x\r\nx-injected: 1"}, b"{}")
+        async with await pool.request("POST", {}, b"7") as response:  # the slot was given back
+            assert await response.read(100) == b'{"got":7}'
+        await pool.aclose()
+    assert accepted == [1]
+
+
+async def test_tls_verifies_the_origins_certificate_for_its_host_name(tmp_path: Path) -> None:
+    ca = make_local_ca()
+    async with _server(_echo_forever, ca.server_context(tmp_path)) as (url, _):
+        trusting = Http1Pool(url, LOOPBACK, ssl_context=ca.client_context())
+        async with await trusting.request("POST", {}, b"3") as response:
+            assert await response.read(100) == b'{"got":3}'
+        await trusting.aclose()
+
+        default = Http1Pool(url, LOOPBACK)  # the system's trust store does not know this CA
+        with pytest.raises(Http1Unreachable, match="SSLCertVerificationError"):
+            await default.request("POST", {}, b"{}")
+        await default.aclose()
+
+
+async def test_a_request_cancelled_while_waiting_drops_its_connection_and_frees_its_slot() -> None:
+    async def slow_then_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(accepted) == 1:
+            await _read_request(reader)
+            await asyncio.sleep(10)  # never answers the first request
+        await _echo_forever(reader, writer)
+
+    async with _server(slow_then_echo) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK, limit=1)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pool.request("POST", {}, b"{}"), 0.2)
+        async with await asyncio.wait_for(pool.request("POST", {}, b"5"), 5) as response:  # the one slot is free
+            assert await response.read(100) == b'{"got":5}'
+        await pool.aclose()
+    assert accepted == [1, 2]  # the abandoned connection was not reused
