@@ -267,3 +267,22 @@ async def test_a_request_cancelled_while_waiting_drops_its_connection_and_frees_
             assert await response.read(100) == b'{"got":5}'
         await pool.aclose()
     assert accepted == [1, 2]  # the abandoned connection was not reused
+
+
+async def test_a_second_reply_to_one_request_is_not_taken_for_the_next_ones() -> None:
+    async def twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(accepted) == 1:  # the first connection answers its first request twice, in one write
+            _, body = await _read_request(reader)
+            writer.write(_reply(b'{"first":' + body + b"}") + _reply(b'{"second":' + body + b"}"))
+            await writer.drain()
+        await _echo_forever(reader, writer)
+
+    async with _server(twice) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        async with await pool.request("POST", {}, b"1") as response:
+            assert await response.read(100) == b'{"first":1}'
+            assert response.headers["content-length"] == "11"
+        async with await pool.request("POST", {}, b"2") as response:  # on a new connection
+            assert await response.read(100) == b'{"got":2}'
+        await pool.aclose()
+    assert accepted == [1, 2]

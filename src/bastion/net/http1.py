@@ -78,7 +78,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not its subclasses
 
     def data_received(self, data: bytes) -> None:
-        if self._head is None:  # nothing was asked: an origin that talks out of turn is not reused
+        if self._head is None or self.complete:  # nothing is asked: an origin talking out of turn is dropped
             self._fail(Http1Error("the origin sent data that answers no request"))
             return
         self.received_any = True
@@ -99,6 +99,10 @@ class _Connection(asyncio.Protocol):
         self._fail(Http1Unreachable("the origin closed the connection before its reply was complete"))
 
     # --- httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second reply in the same read: it must not touch the first one's state
+            raise Http1Error("the origin sent more than one reply to a request")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > _MAX_HEAD_BYTES:
@@ -136,10 +140,10 @@ class _Connection(asyncio.Protocol):
     async def next_chunk(self) -> bytes | None:
         """The next piece of the body, or None once it is complete."""
         while not self._chunks:
+            if self.complete:  # what went wrong after the reply was whole does not concern it
+                return None
             if self.error is not None:
                 raise self.error
-            if self.complete:
-                return None
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         chunk = self._chunks.pop(0)

@@ -152,7 +152,10 @@ class AuditLog:
             tasks.start_soon(self._store_loop)
             while True:  # what nobody waits for is journaled within the interval
                 await anyio.sleep(self._interval)
-                await self._journal()
+                try:
+                    await self._journal()
+                except OSError as exc:  # the records stay queued; the next waiter or round tries again
+                    log.error("audit_journal_failed", error=type(exc).__name__)
 
     async def commit(self, tenant_id: str, record: AuditRecord) -> None:
         """Append `record` to its tenant's chain now, in its own transaction: for a call that must
