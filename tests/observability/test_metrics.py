@@ -51,6 +51,8 @@ def test_calls_denials_upstream_and_stages_are_counted(gw: Bastion) -> None:
         assert "result" in answer.json(), answer.text
     assert mcp(gw, "demo", "bst_not-a-token", "tools/list").status_code == 401
     assert mcp(gw, "demo", token, "tools/call", name="no_such_tool", arguments={}).json()["error"]
+    for made_up in ("made/up-1", "made/up-2"):  # unknown methods: one label, not one each
+        assert mcp(gw, "demo", token, made_up).json()["error"]["code"] == -32601
     after = _samples(gw)
 
     def grew(name: str, **labels: str) -> float:
@@ -58,6 +60,8 @@ def test_calls_denials_upstream_and_stages_are_counted(gw: Bastion) -> None:
 
     assert grew("bastion_mcp_requests_total", method="tools/call", outcome="ok") == 3
     assert grew("bastion_mcp_requests_total", method="tools/call", outcome="invalid_params") == 1  # unknown tool
+    assert grew("bastion_mcp_requests_total", method="other", outcome="method_not_found") == 2
+    assert not any(name.startswith("bastion_mcp") and ("method", "made/up-1") in labels for name, labels in after)
     assert grew("bastion_upstream_calls_total", origin="inventory", outcome="ok") == 3
     assert grew("bastion_upstream_call_duration_seconds_count", origin="inventory") == 3
     assert grew("bastion_denials_total", plane="mcp", reason="unauthenticated") == 1

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from opentelemetry.trace import Span, Status, StatusCode
 
-from bastion.audit.sink import AuditSink
+from bastion.audit.sink import REQUEST_ID, AuditSink
 from bastion.http.asgi import Message, Receive, Scope, Send, header, route_template, send_bytes
 from bastion.http.request_audit import RequestTrail
 from bastion.ids import unique_id
@@ -94,12 +94,14 @@ class RequestContext:
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)  # what audit records read (bastion.audit.sink)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             log.info("request", method=scope["method"], path=scope["path"], status=status, ms=round(elapsed * 1000, 2))
             structlog.contextvars.unbind_contextvars("request_id")
+            REQUEST_ID.reset(bound)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             if self._metrics is not None:
                 self._metrics.http(plane_of(scope["path"]), method, status, elapsed)

@@ -33,8 +33,10 @@ def call_record(
     started: float,
     failure: BaseException | None,
     origin: str = "",
+    detail: Mapping[str, Any] | None = None,
 ) -> AuditRecord:
-    """Who, what, on which item, with what outcome; the arguments only as a digest, never a token."""
+    """Who, what, on which item, with what outcome; the arguments only as a digest, never a token.
+    `detail`: small, secret-free extras (the pipeline's decisions)."""
     target = params.get("name") if method in ("tools/call", "prompts/get") else params.get("uri")
     arguments = params.get("arguments")
     if failure is None:
@@ -60,6 +62,7 @@ def call_record(
         reason=reason[:500],
         status=status[:32],
         latency_us=int((time.perf_counter() - started) * 1_000_000),
+        detail=detail or {},
     )
 
 

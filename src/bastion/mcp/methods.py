@@ -129,7 +129,10 @@ class Methods:
                 result = await handler(call, params)
             except BaseException as exc:
                 self._audit(call, "mcp.request", method, params, started, exc)
-                self._metrics.mcp(method, exc, time.perf_counter() - started)
+                # A method nobody offers is counted as "other": a client's made-up names must not
+                # grow the metrics without bound.
+                label = method if method in self._table else "other"
+                self._metrics.mcp(label, exc, time.perf_counter() - started)
                 self._tracing.failed(span, exc)
                 raise
             durable = self._audit(call, "mcp.request", method, params, started, None)
@@ -156,9 +159,8 @@ class Methods:
     ) -> Durability | None:
         if self._audit_sink is None:
             return None
-        record = call_record(call.principal, call.server.slug, kind, method, params, started, failure, origin)
-        if kind == "mcp.request" and call.trail:
-            record = dataclasses.replace(record, detail={"pipeline": call.trail})
+        detail = {"pipeline": call.trail} if kind == "mcp.request" and call.trail else None
+        record = call_record(call.principal, call.server.slug, kind, method, params, started, failure, origin, detail)
         # Only a forwarded call's own record is waited for (in `dispatch`); the rest (its upstream
         # call, which is queued before it, lists, refusals) go with that batch, or with the next one.
         return self._audit_sink.record(call.server.placement.tenant_id, record)

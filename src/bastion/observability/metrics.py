@@ -68,6 +68,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._requests = Counter(
             "bastion_http_requests", "HTTP requests answered, by plane, method and status",
             ["plane", "method", "status"], registry=r,
@@ -113,9 +114,19 @@ class Metrics:
         self.gauges(_frozen)
 
     # --- recording (the hot path) -------------------------------------------------------------
+    def _child(self, family: Any, *labels: str) -> Any:
+        """The labelled child, kept: `labels()` takes a lock and builds a key each time (about 1 µs
+        of the 1.6 µs an observation cost, ten observations per forwarded call). Label values come
+        from small closed sets (see the module's docstring), so this stays small."""
+        key = (id(family), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
     def http(self, plane: str, method: str, status: int, seconds: float) -> None:
-        self._requests.labels(plane, method, str(status)).inc()
-        self._latency.labels(plane).observe(seconds)
+        self._child(self._requests, plane, method, str(status)).inc()
+        self._child(self._latency, plane).observe(seconds)
 
     def refused(self, plane: str, error: BaseException) -> None:
         """A request that did not succeed: a denial by its reason, anything else by its code."""
@@ -128,15 +139,15 @@ class Metrics:
             self._errors.labels(plane, type(error).__name__).inc()
 
     def mcp(self, method: str, failure: BaseException | None, seconds: float) -> None:
-        self._mcp.labels(method, _outcome(failure)).inc()
-        self._mcp_latency.labels(method).observe(seconds)
+        self._child(self._mcp, method, _outcome(failure)).inc()
+        self._child(self._mcp_latency, method).observe(seconds)
 
     def upstream(self, origin: str, failure: BaseException | None, seconds: float) -> None:
-        self._upstream.labels(origin, _outcome(failure)).inc()
-        self._upstream_latency.labels(origin).observe(seconds)
+        self._child(self._upstream, origin, _outcome(failure)).inc()
+        self._child(self._upstream_latency, origin).observe(seconds)
 
     def stage(self, name: str, seconds: float) -> None:
-        self._stages.labels(name).observe(seconds)
+        self._child(self._stages, name).observe(seconds)
 
     # --- read at scrape time ------------------------------------------------------------------
     def gauges(self, source: Callable[[], Iterable[Gauge]]) -> None:
