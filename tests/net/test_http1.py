@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bastion.net.egress import EgressPolicy, EgressRefused
-from bastion.net.http1 import Http1Error, Http1Pool, Http1TooLarge, Http1Unreachable
+from bastion.net.http1 import Http1Error, Http1InvalidRequest, Http1Pool, Http1TooLarge, Http1Unreachable
 from tests.harness import free_port
 from tests.tls import make_local_ca
 
@@ -230,7 +230,7 @@ async def test_unreachable_refused_and_malformed_requests_fail_before_anything_i
 
     async with _server(_echo_forever) as (url, accepted):
         pool = Http1Pool(url, LOOPBACK)
-        with pytest.raises(ValueError, match="line break"):
+        with pytest.raises(Http1InvalidRequest, match="line break"):
             await pool.request("POST", {"authorization": "Bearer x\r\nx-injected: 1"}, b"{}")
         async with await pool.request("POST", {}, b"7") as response:  # the slot was given back
             assert await response.read(100) == b'{"got":7}'

@@ -30,7 +30,7 @@ import httptools
 
 from bastion.net.egress import EgressPolicy, EgressResolver
 
-__all__ = ["Http1Error", "Http1Pool", "Http1Response", "Http1TooLarge", "Http1Unreachable"]
+__all__ = ["Http1Error", "Http1InvalidRequest", "Http1Pool", "Http1Response", "Http1TooLarge", "Http1Unreachable"]
 
 _MAX_HEAD_BYTES = 64 * 1024  # a reply head larger than this is refused
 _MAX_BUFFERED = 1 << 20  # reading pauses while this much body waits for the caller
@@ -47,6 +47,10 @@ class Http1Unreachable(Http1Error):
 
 class Http1TooLarge(Http1Error):
     """The reply's body is larger than the caller takes."""
+
+
+class Http1InvalidRequest(ValueError):
+    """A request this client will not send (a header that would split it)."""
 
 
 class _Connection(asyncio.Protocol):
@@ -307,7 +311,7 @@ class Http1Pool:
         lines = [method, self._request_line]
         for name, value in headers.items():
             if _BAD_HEADER.search(name) or _BAD_HEADER.search(value):
-                raise ValueError(f"header {name!r} holds a line break or NUL")  # request smuggling
+                raise Http1InvalidRequest(f"header {name!r} holds a line break or NUL")  # request smuggling
             lines.append(f"{name}: {value}\r\n")
         lines.append(f"content-length: {length}\r\n\r\n")
         return "".join(lines).encode("latin-1")

@@ -36,7 +36,14 @@ from bastion.mcp.upstream.base import NotificationSink, OnBehalf, OriginGuard, P
 from bastion.mcp.upstream.rpc import RpcCore, decode_message
 from bastion.mcp.upstream.sse import iter_sse_data
 from bastion.net.egress import EgressRefused, egress_session
-from bastion.net.http1 import Http1Error, Http1Pool, Http1Response, Http1TooLarge, Http1Unreachable
+from bastion.net.http1 import (
+    Http1Error,
+    Http1InvalidRequest,
+    Http1Pool,
+    Http1Response,
+    Http1TooLarge,
+    Http1Unreachable,
+)
 from bastion.oauth.origin_tokens import SERVICE_SUBJECT
 
 __all__ = ["HttpOriginClient"]
@@ -241,7 +248,7 @@ class HttpOriginClient(RpcCore):
             raise UpstreamUnavailable(f"origin {self.spec.name!r} is unreachable: {exc}") from exc
         except Http1Error as exc:
             raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a broken reply: {exc}") from exc
-        except ValueError as exc:  # a header value that would split the request (a credential, a token)
+        except Http1InvalidRequest as exc:  # a header value that would split the request (a credential, a token)
             raise UpstreamRefused(
                 f"origin {self.spec.name!r} cannot be called: a request header is malformed",
                 detail=f"origin {self.spec.name!r}: {exc}",
