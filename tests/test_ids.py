@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 from bastion.ids import unique_id
 
 
@@ -14,6 +16,8 @@ def test_ids_are_32_hex_digits_and_do_not_repeat() -> None:
     assert len(set(ids)) == len(ids)
 
 
+# The child only writes to a pipe and exits: forking beside the suite's other threads is safe here.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     read, write = os.pipe()
     child = os.fork()
