@@ -198,7 +198,8 @@ class RpcCore:
         try:
             with anyio.fail_after(self.timeout):
                 await self._send_request(body)
-                await pending.done.wait()
+                if not pending.done.is_set():  # an HTTP origin's reply is routed within the request
+                    await pending.done.wait()
         except TimeoutError:
             await self._cancel_upstream(request_id, "timed out at the gateway")
             raise UpstreamTimeout(
