@@ -17,6 +17,7 @@ compression: the origin client needs none of them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import socket
 import ssl
@@ -35,6 +36,12 @@ __all__ = ["Http1Error", "Http1InvalidRequest", "Http1Pool", "Http1Response", "H
 _MAX_HEAD_BYTES = 64 * 1024  # a reply head larger than this is refused
 _MAX_BUFFERED = 1 << 20  # reading pauses while this much body waits for the caller
 _BAD_HEADER = re.compile(r"[\r\n\0]")
+
+
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """The system's trust store, loaded once per process (it is read from disk), shared by every pool."""
+    return ssl.create_default_context()
 
 
 class Http1Error(Exception):
@@ -268,7 +275,7 @@ class Http1Pool:
         self._resolver = EgressResolver(policy)
         self._connect_timeout = connect_timeout
         self._idle_seconds = idle_seconds
-        self._ssl = (ssl_context or ssl.create_default_context()) if self._tls else None
+        self._ssl = (ssl_context or _default_tls()) if self._tls else None
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(limit)
         self._open: set[_Connection] = set()
