@@ -7,6 +7,8 @@ AWS's published example key.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -14,7 +16,18 @@ from itertools import pairwise
 
 import pytest
 
-from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all, iban_valid, luhn_valid
+from bastion.pipeline.dlp_detectors import (
+    BASELINE,
+    MARK,
+    AnyOf,
+    Detector,
+    Finding,
+    RegexDetector,
+    find_all,
+    iban_valid,
+    luhn_valid,
+)
+from bench.dlp_corpus import CORPUS
 
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ"
@@ -264,3 +277,32 @@ def test_hostile_inputs_take_linear_time(hostile: str) -> None:
     started = time.perf_counter()
     find_all(hostile, BASELINE)
     assert time.perf_counter() - started < 3.0
+
+
+def _unscreened(detector: Detector) -> Detector:
+    """The same detector with the `needs_mark` screen off (its parts too)."""
+    if isinstance(detector, RegexDetector):
+        return dataclasses.replace(detector, needs_mark=False)
+    if isinstance(detector, AnyOf):
+        return AnyOf(detector.name, tuple(_unscreened(part) for part in detector.parts))
+    return detector
+
+
+def test_the_mark_screen_never_changes_what_the_baseline_finds() -> None:
+    # Every labelled corpus line (positives and look-alikes of every detector), plus each detector's
+    # samples, with Unicode digits and an address whose only mark is "::".
+    texts = [json.loads(raw)["text"] for raw in CORPUS.read_text(encoding="utf-8").splitlines()]
+    texts += ["call \u0661\u0662\u0663-\u0664\u0665\u0666-\u0667\u0668\u0669\u0660", "peer ::1 and fe80::", "hello"]
+    unscreened = tuple(_unscreened(d) for d in BASELINE)
+    screened = [d.name for d in BASELINE if getattr(d, "needs_mark", False)]
+    assert screened == ["email", "iban", "payment_card", "us_ssn", "national_id", "ip_address", "phone"]
+    for text in texts:
+        assert find_all(text, BASELINE) == find_all(text, unscreened), text
+        if MARK.search(text) is None:  # what the screen skips finds nothing there
+            assert not [f for f in find_all(text, unscreened) if f.detector in screened], text
+
+
+def test_a_detector_that_needs_a_mark_is_skipped_for_text_without_one() -> None:
+    digits = RegexDetector("word", re.compile(r"[a-z]+"), needs_mark=True)
+    assert find_all("hello", [digits]) == []
+    assert [f.value for f in find_all("hello 1", [digits])] == ["hello"]
