@@ -10,6 +10,7 @@ messages are still validated with `mcp_types`.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,10 @@ LIST_CHANGED_FILTER = {"toolsListChanged": True, "promptsListChanged": True, "re
 
 @dataclass(slots=True)
 class _Pending:
-    done: anyio.Event = field(default_factory=anyio.Event)
+    # asyncio's own Event and timeout, not anyio's, on this per-call path (Bastion runs on asyncio
+    # only): anyio's Event looks up the running backend when made, and `fail_after` builds a cancel
+    # scope; the pair cost 15-16 µs of CPU per call against 7-8 for these (uvloop, measured alone).
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     message: dict[str, Any] | None = None
 
 
@@ -196,7 +200,7 @@ class RpcCore:
             body["params"] = params
         pending = self._pending[request_id] = _Pending()
         try:
-            with anyio.fail_after(self.timeout):
+            async with asyncio.timeout(self.timeout):
                 await self._send_request(body)
                 if not pending.done.is_set():  # an HTTP origin's reply is routed within the request
                     await pending.done.wait()

@@ -22,6 +22,7 @@ checks each one, and starts from the signed anchor a prune left (`audit_retentio
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import deque
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import anyio
-import anyio.lowlevel
 import orjson
 import structlog
 from sqlalchemy import Select, Table, insert, select
@@ -123,7 +123,9 @@ class AuditLog:
         self._journaled: list[tuple[str, AuditRecord]] = []  # durable on disk, not yet in the store
         self._files: list[Path] = []  # journal files holding `_journaled`, oldest first
         self._current: IO[bytes] | None = None
-        self._syncing: anyio.Event | None = None  # a waiter leads a sync: set when it ends
+        # A waiter leads a sync: set when it ends. asyncio's Event (and sleep(0) below), not anyio's:
+        # anyio's look up the running backend each time, on a path every forwarded call takes.
+        self._syncing: asyncio.Event | None = None
         self._sync_in_thread = False  # the last sync was slow: the next one runs in a worker thread
         self._store_lock = anyio.Lock()
         self._journal_lock = anyio.Lock()
@@ -200,9 +202,9 @@ class AuditLog:
             if syncing is not None:
                 await syncing.wait()
                 continue
-            syncing = self._syncing = anyio.Event()
+            syncing = self._syncing = asyncio.Event()
             try:
-                await anyio.lowlevel.checkpoint()  # without it, a sync on the loop took one record per sync
+                await asyncio.sleep(0)  # without it, a sync on the loop took one record per sync
                 await self._journal(until=durable)
             except OSError as exc:
                 log.error("audit_journal_failed", error=type(exc).__name__)
