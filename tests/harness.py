@@ -28,6 +28,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from bastion.app import create_app
 from bastion.bootstrap import ensure_admin
 from bastion.config import Settings
+from bastion.http.server import CoalescingHttpToolsProtocol
 from bastion.services import Services
 
 ADMIN_PASSWORD = "correct-horse-battery-staple-42"
@@ -189,6 +190,7 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
         server_header=False,
         proxy_headers=False,  # as `bastion serve`: BASTION_TRUSTED_PROXIES alone decides
         lifespan="on",
+        http=CoalescingHttpToolsProtocol,  # as `bastion serve`
         # A stream a test client left open would hold the stop for as long as the join below waits.
         timeout_graceful_shutdown=3,
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,

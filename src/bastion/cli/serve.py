@@ -74,7 +74,7 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
 
     from bastion.app import create_app
     from bastion.bootstrap import demo_banner, ensure_admin, ensure_demo
-    from bastion.http.server import GatewayServer
+    from bastion.http.server import CoalescingHttpToolsProtocol, GatewayServer
     from bastion.services import Services
 
     configure_logging(settings.log_level, settings.log_file)
@@ -116,7 +116,7 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
         access_log=False,
         lifespan="on",
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
     )
     typer.echo(f"serving on {settings.base_url()}  (Ctrl-C stops)")
     GatewayServer(config).run()

@@ -1,13 +1,58 @@
-"""The HTTP server process `bastion serve` runs: uvicorn, with the heap frozen once started."""
+"""The HTTP server process `bastion serve` runs: uvicorn, with the heap frozen once started, and
+each connection's writes of one turn of the event loop sent together."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
+from typing import Any, cast
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["GatewayServer"]
+__all__ = ["CoalescingHttpToolsProtocol", "GatewayServer"]
+
+
+class _Coalesced:
+    """A connection's transport whose writes wait for the end of the event loop's turn, then go
+    out as one: uvicorn writes a response's status line and headers, then its body, each with its
+    own `send` system call (and, on loopback, its own wake-up of the reader). Everything else is
+    the transport's own; closing sends what waits first. Order is kept: every write of the
+    connection (the protocol's and each request's) goes through here."""
+
+    __slots__ = ("_loop", "_parts", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._parts:
+            self._loop.call_soon(self._flush)
+        self._parts.append(bytes(data))
+
+    def _flush(self) -> None:
+        parts, self._parts = self._parts, []
+        if parts and not self._transport.is_closing():
+            self._transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, ...
+        return getattr(self._transport, name)
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol over a `_Coalesced` transport: one `send` per response.
+    Measured in `make bench` (see the README's performance section)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not `asyncio.Transport` subclasses; both have what is used here.
+        super().connection_made(_Coalesced(cast(asyncio.Transport, transport), self.loop))  # type: ignore[arg-type]
 
 
 class GatewayServer(uvicorn.Server):
