@@ -22,7 +22,7 @@ import httpx
 from bench.procs import Child, free_port, wait_until
 from bench.wire import check_reply, request_body, request_headers
 
-__all__ = ["ROOT", "Stack", "Target", "provision", "running_stack", "smoke", "start_bastion"]
+__all__ = ["ROOT", "SLUG", "Stack", "Target", "provision", "running_stack", "smoke", "start_bastion", "start_origin"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUG = "bench"
@@ -68,7 +68,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _start_origin(stack: ExitStack, log_dir: Path, started: list[Child]) -> tuple[Child, str]:
+def start_origin(stack: ExitStack, log_dir: Path, started: list[Child]) -> tuple[Child, str]:
     port = free_port()
     child = Child(
         "origin",
@@ -84,9 +84,18 @@ def _start_origin(stack: ExitStack, log_dir: Path, started: list[Child]) -> tupl
 
 
 def start_bastion(
-    stack: ExitStack, work: Path, password: str, started: list[Child], *, name: str = "bastion", **extra: str
+    stack: ExitStack,
+    work: Path,
+    password: str,
+    started: list[Child],
+    *,
+    name: str = "bastion",
+    wrapper: tuple[str, ...] = (),
+    start_timeout: float = _START_TIMEOUT,
+    **extra: str,
 ) -> tuple[Child, str]:
-    """`bastion serve` on a free port, stopped with `stack`; `extra` are more BASTION_* variables."""
+    """`bastion serve` on a free port, stopped with `stack`; `extra` are more BASTION_* variables.
+    `wrapper`: a command the server runs under (`valgrind ...`), with `start_timeout` to match."""
     port = free_port()
     env = _clean_env() | {
         "BASTION_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'bastion.db'}",
@@ -99,7 +108,7 @@ def start_bastion(
     env |= extra
     child = Child(
         name,
-        [sys.executable, "-m", "bastion", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [*wrapper, sys.executable, "-m", "bastion", "serve", "--host", "127.0.0.1", "--port", str(port)],
         log_dir=work,
         env=env,
         cwd=ROOT,
@@ -107,7 +116,7 @@ def start_bastion(
     stack.callback(child.stop)
     started.append(child)
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _http_ok(f"{base}/readyz"), what=name, timeout=_START_TIMEOUT, alive=child.alive)
+    wait_until(lambda: _http_ok(f"{base}/readyz"), what=name, timeout=start_timeout, alive=child.alive)
     return child, base
 
 
@@ -158,7 +167,7 @@ def running_stack(work: Path) -> Iterator[Stack]:
     with ExitStack() as stack:
         started: list[Child] = []
         try:
-            origin, origin_url = _start_origin(stack, work, started)
+            origin, origin_url = start_origin(stack, work, started)
             # BENCH_PIPELINE=off measures the bare proxy (no stages) for the end-to-end comparison.
             bare = os.environ.get("BENCH_PIPELINE", "on") == "off"
             bastion, base = start_bastion(
