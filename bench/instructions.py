@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import Child
 from bench.stack import SLUG, provision, start_bastion, start_origin
 from bench.wire import check_reply, request_body, request_headers
 
@@ -73,7 +74,7 @@ def measure(calls: int) -> dict[int, float]:
     password = secrets.token_urlsafe(24)
     results: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="bastion-instructions-") as tmp, ExitStack() as stack:
-        work, started = Path(tmp), []
+        work, started = Path(tmp), list[Child]()
         _, origin_url = start_origin(stack, work, started)
         out = work / "callgrind.out"
         wrapper = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")

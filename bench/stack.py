@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +90,9 @@ def start_bastion(
     started: list[Child],
     *,
     name: str = "bastion",
+    extra: Mapping[str, str] | None = None,
     wrapper: tuple[str, ...] = (),
     start_timeout: float = _START_TIMEOUT,
-    **extra: str,
 ) -> tuple[Child, str]:
     """`bastion serve` on a free port, stopped with `stack`; `extra` are more BASTION_* variables.
     `wrapper`: a command the server runs under (`valgrind ...`), with `start_timeout` to match."""
@@ -105,7 +105,7 @@ def start_bastion(
         # The echo origin listens on 127.0.0.1, which the egress policy refuses unless allowlisted.
         "BASTION_EGRESS_ALLOW_CIDRS": '["127.0.0.0/8"]',  # JSON: list settings are parsed as JSON from the environment
     }
-    env |= extra
+    env |= extra or {}
     child = Child(
         name,
         [*wrapper, sys.executable, "-m", "bastion", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -171,7 +171,7 @@ def running_stack(work: Path) -> Iterator[Stack]:
             # BENCH_PIPELINE=off measures the bare proxy (no stages) for the end-to-end comparison.
             bare = os.environ.get("BENCH_PIPELINE", "on") == "off"
             bastion, base = start_bastion(
-                stack, work, password, started, **({"BASTION_PIPELINE": "false"} if bare else {})
+                stack, work, password, started, extra={"BASTION_PIPELINE": "false"} if bare else None
             )
             token, upstream_protocol = provision(base, password, origin_url)
             direct = Target("direct", origin_url, None, origin.pid)
