@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import anyio
@@ -54,6 +55,41 @@ async def test_a_missing_required_property_and_an_oversized_string_are_refused()
 async def test_an_invalid_pinned_schema_denies_instead_of_guessing() -> None:
     decision = await SchemaGuard().on_request(context(schema={"type": "not-a-type"}))
     assert decision.action == "deny" and "invalid input schema" in decision.reason
+
+
+async def test_where_the_fast_check_and_jsonschema_differ_jsonschema_decides() -> None:
+    # ECMA-262's \d (jsonschema_rs) is ASCII only, Python's (jsonschema) any decimal digit: the fast
+    # check refuses Arabic-Indic digits, jsonschema accepts them, and the call goes on as it did.
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^\\d+$"}}}
+    guard = SchemaGuard()
+    arabic = {"code": "\u0661\u0662\u0663"}
+    assert not guard._fast_valid(schema, arabic)
+    assert (await guard.on_request(context(arabic, schema=schema))).action == "allow"
+    assert (await guard.on_request(context({"code": "123"}, schema=schema))).action == "allow"
+    assert (await guard.on_request(context({"code": "12a"}, schema=schema))).action == "deny"
+
+
+async def test_a_reference_inside_the_schema_still_resolves() -> None:
+    schema = {
+        "type": "object",
+        "$defs": {"sku": {"type": "string", "pattern": "^[A-Z]+-[0-9]+$"}},
+        "properties": {"sku": {"$ref": "#/$defs/sku"}},
+    }
+    guard = SchemaGuard()
+    assert (await guard.on_request(context({"sku": "AB-12"}, schema=schema))).action == "allow"
+    refused = await guard.on_request(context({"sku": "ab"}, schema=schema))
+    assert refused.action == "deny" and "sku: fails the schema's pattern rule" in refused.reason
+
+
+async def test_a_remote_reference_in_a_schema_is_never_fetched_and_the_call_is_refused() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # where the reference points, listening
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        schema = {"type": "object", "properties": {"x": {"$ref": f"http://127.0.0.1:{port}/x.json"}}}
+        decision = await SchemaGuard().on_request(context({"x": 1}, schema=schema))
+        assert decision.action == "deny" and "refers to a document outside it" in decision.reason
+        with pytest.raises(BlockingIOError):  # nobody connected
+            listener.accept()
 
 
 # --- DLP ------------------------------------------------------------------------------------------
