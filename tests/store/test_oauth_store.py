@@ -62,8 +62,8 @@ async def test_a_refresh_token_rotates_once_and_its_family_revocation_reaches_th
     store = SqlOAuthStore(db, bus)
     grant = await _grant(db, "family-2")
     now = time.time()
-    await store.save_tokens(grant, [(hash_token("access"), "access", now + 600)])
-    await store.save_tokens(grant, [(hash_token("refresh"), "refresh", now + 3600)])
+    await store.save_tokens(grant, [(hash_token("access"), "access", now + 600)], now)
+    await store.save_tokens(grant, [(hash_token("refresh"), "refresh", now + 3600)], now)
 
     principal = await store.access_principal(hash_token("access"))
     assert principal is not None and principal.grant_id == "family-2" and principal.client_id == "client-1"
@@ -73,6 +73,8 @@ async def test_a_refresh_token_rotates_once_and_its_family_revocation_reaches_th
     first = await store.take_refresh(hash_token("refresh"), now)
     again = await store.take_refresh(hash_token("refresh"), now)
     assert first is not None and not first.used and again is not None and again.used
+    # Issued and expiring on one clock reading: the lifetime is exact whatever the fraction of a second.
+    assert abs(first.issued_at - now) < 1e-3 and round(first.expires_at - first.issued_at, 3) == 3600
 
     epoch = await db.read_epoch()
     await store.revoke_family("family-2")

@@ -106,7 +106,7 @@ class TokenExchangeGrant:
     async def _issue(self, grant: Grant, expires_at: float, now: float) -> TokenResponse:
         scopes = grant.scopes
         access = TOKEN_PREFIX + "at_" + secrets.token_urlsafe(32)
-        await self._store.save_tokens(grant, [(hash_token(access), "access", expires_at)])
+        await self._store.save_tokens(grant, [(hash_token(access), "access", expires_at)], now)
         return TokenResponse(
             access_token=access,
             expires_in=max(int(expires_at - now), 0),

@@ -83,8 +83,9 @@ class OAuthStore(Protocol):
         """The code as it was, marking it used in the same transaction (`used` tells a replay)."""
         ...
 
-    async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]]) -> None:
-        """Store (token_hash, kind, expires_at) rows of one grant."""
+    async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]], issued_at: float) -> None:
+        """Store (token_hash, kind, expires_at) rows of one grant, issued at `issued_at` (the clock
+        reading their expiries were computed from, so `exp - iat` is exactly the lifetime)."""
         ...
 
     async def take_refresh(self, token_hash: str, now: float) -> TokenRecord | None:

@@ -61,11 +61,13 @@ class TokenIssuer:
         """
         access = TOKEN_PREFIX + "at_" + secrets.token_urlsafe(32)
         access_grant = grant if access_scopes is None else dataclasses.replace(grant, scopes=access_scopes)
-        await self._store.save_tokens(access_grant, [(hash_token(access), "access", now + self.access_ttl)])
+        await self._store.save_tokens(access_grant, [(hash_token(access), "access", now + self.access_ttl)], now)
         refresh_token = None
         if refresh:
             refresh_token = TOKEN_PREFIX + "rt_" + secrets.token_urlsafe(32)
-            await self._store.save_tokens(grant, [(hash_token(refresh_token), "refresh", now + self.refresh_ttl)])
+            await self._store.save_tokens(
+                grant, [(hash_token(refresh_token), "refresh", now + self.refresh_ttl)], now
+            )
         return TokenResponse(
             access_token=access,
             expires_in=self.access_ttl,

@@ -165,7 +165,7 @@ class SqlOAuthStore:
                 used=not first,
             )
 
-    async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]]) -> None:
+    async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]], issued_at: float) -> None:
         async with self._db.session(SYSTEM) as session:
             for token_hash, kind, expires_at in tokens:
                 session.add(
@@ -178,6 +178,7 @@ class SqlOAuthStore:
                         server_id=grant.server_id,
                         scopes=list(grant.scopes),
                         expires_at=_at(expires_at),
+                        created_at=_at(issued_at),
                     )
                 )
 
