@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import subprocess
 import sys
@@ -231,3 +232,22 @@ def test_bastion_audit_verify_reports_the_first_broken_record(tmp_path: Path) ->
         [sys.executable, "-m", "bastion", "audit", "verify"], env=env, capture_output=True, text=True, check=False
     )
     assert broken.returncode == 1 and "default: BROKEN at record 5" in broken.stdout, broken.stdout + broken.stderr
+
+
+async def test_a_filesystem_that_cannot_allocate_ahead_gets_plain_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")  # what such a filesystem answers
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")
+    await db.migrate()
+    log = AuditLog(db, tmp_path / "journal")
+    for n in range(1, 4):
+        await log.record("default", _record(n)).wait()
+    [path] = (tmp_path / "journal").iterdir()
+    assert len(path.read_bytes().splitlines()) == 3 and not path.read_bytes().endswith(b"\0")
+    await log.aclose()
+    assert await verify_chain(db, "default") == (3, None)
+    await db.close()

@@ -2,8 +2,8 @@
 
 Hand-written on purpose, for the data plane's per-call metrics only: prometheus-client takes a
 lock for every increment (a histogram's observation takes two, for its sum and its bucket), and
-a forwarded call records twelve of them: 14 µs per call against 3 µs for these (`timeit`, the
-same twelve observations). What they expose is prometheus-client's own metric families, so
+a forwarded call records twelve of them: 14.4 µs per call against 5.8 µs for these (`timeit`,
+the same twelve observations). What they expose is prometheus-client's own metric families, so
 `/metrics` and `CollectorRegistry.get_sample_value` read them like any other.
 
 Every recording happens on the event loop's thread (the data plane's code is async and never
@@ -73,7 +73,7 @@ class LoopHistogram(Collector):
             cumulative, buckets = 0.0, []
             for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):
                 cumulative += count
-                buckets.append((floatToGoString(bound), cumulative))
+                buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
             family.add_metric(list(labels), buckets, total)
         yield family
 

@@ -23,7 +23,9 @@ checks each one, and starts from the signed anchor a prune left (`audit_retentio
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -93,8 +95,13 @@ class _JournalFile:
         end = self._offset + len(data)
         if end > self._allocated:
             size = max(end, self._allocated + self._CHUNK)
-            os.posix_fallocate(self._fd, self._allocated, size - self._allocated)
-            self._allocated = size
+            try:
+                os.posix_fallocate(self._fd, self._allocated, size - self._allocated)
+                self._allocated = size
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise
+                self._allocated = sys.maxsize  # a filesystem that cannot allocate ahead: plain writes
         view = memoryview(data)
         while view:  # a regular file writes whole, short of a full disk (which raises)
             written = os.pwrite(self._fd, view, self._offset)
