@@ -16,7 +16,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import orjson
 
 from bastion.audit.chain import AuditRecord, digest_arguments
 from bastion.audit.sink import now_us
+from bastion.ids import unique_id
 from bastion.store.db import Database
 from bastion.store.models import DEFAULT_TENANT
 from bastion.store.repos.audit import AuditLog, verify_chain
@@ -37,9 +37,9 @@ _ARGS = {"text": "hello"}
 
 def _record(kind: str, started: float) -> AuditRecord:
     return AuditRecord(
-        id=uuid.uuid4().hex,
+        id=unique_id(),
         at_us=now_us(),
-        correlation_id=uuid.uuid4().hex,
+        correlation_id=unique_id(),
         kind=kind,
         principal="u" * 32,
         client="api-token:" + "t" * 32,

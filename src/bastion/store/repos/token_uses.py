@@ -23,8 +23,9 @@ import structlog
 from sqlalchemy import Table, insert, select, update
 
 from bastion.identity.token_rules import TokenUse
+from bastion.ids import unique_id
 from bastion.store.db import Database
-from bastion.store.models import ApiToken, ApiTokenUse, new_id
+from bastion.store.models import ApiToken, ApiTokenUse
 from bastion.store.tenancy import SYSTEM
 
 __all__ = ["TokenUseWriter"]
@@ -120,7 +121,7 @@ class TokenUseWriter:
             tenants: dict[str, str] = {token_id: tenant_id for token_id, tenant_id in found}
             rows: list[dict[str, Any]] = [
                 {
-                    "id": new_id(),
+                    "id": unique_id(),  # in time order: appended to the key's index (bastion.ids)
                     "tenant_id": tenants[use.token_id],
                     "token_id": use.token_id,
                     "at": datetime.fromtimestamp(use.at, UTC),
