@@ -39,9 +39,9 @@ class SchemaGuard(StageBase):
     name = "schema_guard"
 
     def __init__(self) -> None:
-        # id(schema) → (schema, validator): the schema is kept so its id cannot be reused.
-        self._validators: dict[int, tuple[Mapping[str, Any], Validator]] = {}
-        self._fast: dict[int, Any] = {}  # id(schema) → its `jsonschema_rs` validator, made beside the above
+        # id(schema) → (schema, jsonschema's validator, jsonschema_rs' or None): the schema is kept so
+        # its id cannot be reused.
+        self._validators: dict[int, tuple[Mapping[str, Any], Validator, Any]] = {}
 
     async def on_request(self, ctx: CallContext) -> Decision:
         settings: SchemaGuardSettings = ctx.settings["schema_guard"]
@@ -51,15 +51,16 @@ class SchemaGuard(StageBase):
         if not isinstance(schema, Mapping):
             return Decision.deny(UpstreamProtocolError(f"tool {ctx.item.exposed_name!r} has no input schema"))
         arguments = ctx.arguments
-        validator = self._validator(schema)
-        if validator is None:
+        compiled = self._compiled(schema)
+        if compiled is None:
             return Decision.deny(
                 UpstreamProtocolError(
                     f"tool {ctx.item.exposed_name!r} has an invalid input schema; an administrator must review it"
                 )
             )
+        validator, fast = compiled
         try:
-            error = None if self._fast_valid(schema, arguments) else next(iter(validator.iter_errors(arguments)), None)
+            error = None if _fast_valid(fast, arguments) else next(iter(validator.iter_errors(arguments)), None)
         except Unresolvable:  # a `$ref` to anything outside the schema itself: never fetched
             return Decision.deny(
                 UpstreamProtocolError(
@@ -98,20 +99,12 @@ class SchemaGuard(StageBase):
             )
         return ALLOW
 
-    def _fast_valid(self, schema: Mapping[str, Any], arguments: Any) -> bool:
-        """True when `jsonschema_rs` finds the arguments valid; False sends them to `jsonschema`."""
-        fast = self._fast.get(id(schema))
-        if fast is None:
-            return False
-        try:
-            return bool(fast.is_valid(arguments))
-        except (ValueError, TypeError, OverflowError):  # a value it cannot represent: jsonschema decides
-            return False
-
-    def _validator(self, schema: Mapping[str, Any]) -> Validator | None:
+    def _compiled(self, schema: Mapping[str, Any]) -> tuple[Validator, Any] | None:
+        """Both validators of `schema` (jsonschema_rs' None when it cannot compile it), or None for
+        a schema that is not valid JSON Schema."""
         cached = self._validators.get(id(schema))
         if cached is not None and cached[0] is schema:
-            return cached[1]
+            return cached[1], cached[2]
         cls = validator_for(schema, default=Draft202012Validator)
         try:
             cls.check_schema(dict(schema))
@@ -119,16 +112,25 @@ class SchemaGuard(StageBase):
             return None
         if len(self._validators) >= _CACHE_LIMIT:
             self._validators.clear()
-            self._fast.clear()
         # An empty registry: a `$ref` outside the schema is unresolvable. jsonschema's default
         # fetched it over HTTP (urllib, on the event loop, around the egress policy).
         validator: Validator = cls(schema, registry=_NO_RETRIEVAL)
-        self._validators[id(schema)] = (schema, validator)
         try:
-            self._fast[id(schema)] = jsonschema_rs.validator_for(dict(schema), offline=True)
+            fast: Any = jsonschema_rs.validator_for(dict(schema), offline=True)
         except (jsonschema_rs.ValidationError, ValueError, TypeError):
-            self._fast.pop(id(schema), None)  # jsonschema alone decides for this one
-        return validator
+            fast = None  # jsonschema alone decides for this one
+        self._validators[id(schema)] = (schema, validator, fast)
+        return validator, fast
+
+
+def _fast_valid(fast: Any, arguments: Any) -> bool:
+    """True when `jsonschema_rs` finds the arguments valid; False sends them to `jsonschema`."""
+    if fast is None:
+        return False
+    try:
+        return bool(fast.is_valid(arguments))
+    except (ValueError, TypeError, OverflowError):  # a value it cannot represent: jsonschema decides
+        return False
 
 
 def _path(parts: Any) -> str:
