@@ -21,6 +21,7 @@ from bastion.errors import AuditUnavailable
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, Tenant
 from bastion.store.repos.audit import AuditLog, verify_chain
+from bastion.store.repos.audit_journal import journal_lines
 from bastion.store.tenancy import SYSTEM
 from tests.harness import postgres_url
 
@@ -137,7 +138,7 @@ async def test_a_journal_file_is_allocated_ahead_and_cut_back_to_its_records_whe
     [path] = (tmp_path / "journal").iterdir()
     line = orjson.dumps({"tenant_id": "default", **dataclasses.asdict(_record(1))})
     assert path.stat().st_size > len(line) + 1  # allocated ahead, zeros after the record
-    assert path.read_bytes().rstrip(b"\0").splitlines() == [path.read_bytes()[: path.read_bytes().index(b"\n")]]
+    assert journal_lines(path.read_bytes()) == [path.read_bytes()[: path.read_bytes().index(b"\n")]]
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     held = log._current
     assert held is not None
@@ -164,7 +165,7 @@ async def test_callers_waiting_at_once_share_one_sync_and_each_finds_its_record_
         log.record("default", _record(2 * n, target="upstream"))  # nobody waits on this one: it rides along
         await log.record("default", _record(2 * n + 1)).wait()
         # The file is still open: space allocated ahead of its records reads as zeros.
-        records = [line for f in journal.iterdir() for line in f.read_bytes().rstrip(b"\0").splitlines()]
+        records = [line for f in journal.iterdir() for line in journal_lines(f.read_bytes())]
         written = {orjson.loads(line)["id"] for line in records}
         assert {f"r{2 * n:04d}", f"r{2 * n + 1:04d}"} <= written
 
@@ -177,7 +178,7 @@ async def test_callers_waiting_at_once_share_one_sync_and_each_finds_its_record_
         os.fdatasync = real_sync
     # The first waiter syncs its own records; the 31 that queued meanwhile share the next sync.
     assert 1 <= len(syncs) <= 3, len(syncs)
-    assert sum(len(f.read_bytes().rstrip(b"\0").splitlines()) for f in journal.iterdir()) == 64
+    assert sum(len(journal_lines(f.read_bytes())) for f in journal.iterdir()) == 64
     await log.aclose()  # and on to the store: all 64, chained
     assert await verify_chain(db, "default") == (64, None)
     await db.close()
