@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.procs import Child
+from bench.procs import Child, wait_until
 from bench.stack import SLUG, provision, start_bastion, start_origin
 from bench.wire import check_reply, request_body, request_headers
 
@@ -93,10 +93,13 @@ def measure(calls: int) -> dict[int, float]:
             time.sleep(0.6)  # the journal's and the writers' rounds (0.25-0.5 s) of these calls fall inside
             _control("--instr=off", pid)
             _control("--dump", pid)
-            deadline = time.monotonic() + 30
-            while not (dumps := sorted(set(work.glob("callgrind.out*")) - before)) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            time.sleep(0.5)  # a dump is written per thread that ran: let them all land
+            wait_until(
+                lambda before=before: bool(set(work.glob("callgrind.out*")) - before),
+                what="callgrind's dump",
+                timeout=30,
+                alive=bastion.alive,
+            )
+            time.sleep(0.5)  # a dump may come in parts: let them all land
             dumps = sorted(set(work.glob("callgrind.out*")) - before)
             results[level] = _instructions(dumps) / calls
             for dump in dumps:

@@ -19,7 +19,9 @@ class _Coalesced:
     out as one: uvicorn writes a response's status line and headers, then its body, each with its
     own `send` system call (and, on loopback, its own wake-up of the reader). Everything else is
     the transport's own; closing sends what waits first. Order is kept: every write of the
-    connection (the protocol's and each request's) goes through here."""
+    connection (the protocol's and each request's) goes through here. Backpressure (uvicorn's
+    pause on a full write buffer) applies at the end of the turn: what one turn writes is held
+    whole, which Bastion's bounded responses and awaited stream events keep small."""
 
     __slots__ = ("_loop", "_parts", "_transport")
 
