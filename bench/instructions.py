@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -52,6 +53,14 @@ def _instructions(dumps: list[Path]) -> int:
         lines = dump.read_text(errors="replace").splitlines()
         total += max((int(line.split()[1]) for line in lines if line.startswith(("summary:", "totals:"))), default=0)
     return total
+
+
+def _new_dumps(work: Path, before: set[Path]) -> list[Path]:
+    return sorted(set(work.glob("callgrind.out*")) - before)
+
+
+def _dumped(work: Path, before: set[Path]) -> bool:
+    return bool(_new_dumps(work, before))
 
 
 async def _calls(url: str, token: str, count: int, in_flight: int) -> None:
@@ -93,14 +102,9 @@ def measure(calls: int) -> dict[int, float]:
             time.sleep(0.6)  # the journal's and the writers' rounds (0.25-0.5 s) of these calls fall inside
             _control("--instr=off", pid)
             _control("--dump", pid)
-            wait_until(
-                lambda before=before: bool(set(work.glob("callgrind.out*")) - before),
-                what="callgrind's dump",
-                timeout=30,
-                alive=bastion.alive,
-            )
+            wait_until(partial(_dumped, work, before), what="callgrind's dump", timeout=30, alive=bastion.alive)
             time.sleep(0.5)  # a dump may come in parts: let them all land
-            dumps = sorted(set(work.glob("callgrind.out*")) - before)
+            dumps = _new_dumps(work, before)
             results[level] = _instructions(dumps) / calls
             for dump in dumps:
                 dump.unlink()
