@@ -169,6 +169,10 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
         # Test origins listen on 127.0.0.1; the SSRF tests set their own egress allowlist.
         "egress_allow_cidrs": ["127.0.0.0/8"],
         "stdio_commands": STDIO_COMMANDS,
+        # Tests that read the audit trail or the token use log from the store wait for its writers:
+        # shorter rounds than the defaults (1 s, 2 s) keep those waits short.
+        "audit_store_seconds": 0.25,
+        "token_use_flush_seconds": 0.5,
         **overrides,
     }
     settings = Settings(**values)

@@ -164,12 +164,13 @@ class Services:
         )
         # API tokens' own limits and their use log (the batch writer is started in `running`).
         self.client_ip = ClientIp(settings.trusted_proxies)
-        self.token_uses = TokenUseWriter(self.db)
+        self.token_uses = TokenUseWriter(self.db, interval=settings.token_use_flush_seconds)
         # The audit trail: hash-chained per tenant, written in batches; forwarded calls wait for theirs.
         # Checkpoints of the chains are signed with the live key ring's active key.
         self.audit = AuditLog(
             self.db,
             settings.audit_journal_path(),
+            store_interval=settings.audit_store_seconds,
             signer=lambda: self.auth.keyring,
             checkpoints=CheckpointPolicy(settings.audit_checkpoint_every, settings.audit_checkpoint_seconds),
         )

@@ -264,8 +264,12 @@ def test_uses_still_queued_at_shutdown_reach_the_store(tmp_path: Path) -> None:
         running.publish_server("scoped", {"origin": "inventory", "items": ["list_stock"]})
         token_id, secret = make_token(running, max_uses=5)
         writer = running.services.token_uses
+        current = writer._full
         writer._interval = 3600  # after the current round, the writer only writes when stopped
-        time.sleep(0.7)
+        deadline = time.monotonic() + 10
+        while writer._full is current:  # a new round starts with the new interval (the writer's thread)
+            assert time.monotonic() < deadline, "the use log writer did not start a new round"
+            time.sleep(0.02)
         assert mcp(running, secret).status_code == 200
         time.sleep(0.2)
         queued = [use.token_id for use in writer._queue]

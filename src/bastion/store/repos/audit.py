@@ -7,8 +7,8 @@
    waiters wake; what nobody waits for is journaled within `interval` seconds. A call
    acknowledged to a client has its record on disk, whatever happens next; a journal that
    cannot be written refuses the call (AuditUnavailable) instead.
-2. The store: every `interval` seconds, what was journaled is appended to the tenants' chains
-   in large batches, and its journal files are deleted. With the store unreachable, records
+2. The store: every `store_interval` seconds, what was journaled is appended to the tenants'
+   chains in large batches, and its journal files are deleted. With the store unreachable, records
    stay journaled and are tried again; a process killed meanwhile leaves its journal files,
    which the next start writes to the store first, in order, skipping what had arrived.
 
@@ -103,11 +103,17 @@ class AuditLog:
         batch_size: int = 2000,
         max_queue: int = 100_000,
         interval: float = 0.25,
+        store_interval: float = 1.0,
         signer: Callable[[], KeyRing] | None = None,
         checkpoints: CheckpointPolicy | None = None,
         clock: Callable[[], int] = now_us,
     ) -> None:
-        """`signer`: the live key ring, whose active key signs checkpoints (None: none are made)."""
+        """`signer`: the live key ring, whose active key signs checkpoints (None: none are made).
+
+        `store_interval`: a store round costs about 5 ms of CPU whatever its size (SQLite, one
+        record: 2.8 ms user, 2.5 ms system; a dozen round trips to the database's thread and a
+        synced commit), and about 45 µs more per record. Every 0.25 s, at c=1 (about 290 calls/s
+        here), that fixed part was some 70 µs per call; every second it is under 20."""
         self._db = db
         self.checkpointer = (
             None
@@ -117,6 +123,7 @@ class AuditLog:
         self._clock = clock
         self._dir = journal_dir
         self._interval = interval
+        self._store_interval = store_interval
         self._batch_size = batch_size
         self._max_queue = max_queue
         self._queue: deque[_Queued] = deque()  # not yet durable
@@ -274,7 +281,7 @@ class AuditLog:
     # --- stage 2: the store, in larger batches ----------------------------------------------------
     async def _store_loop(self) -> None:
         while True:
-            await anyio.sleep(self._interval)
+            await anyio.sleep(self._store_interval)
             try:
                 await self._store()
             except (SQLAlchemyError, OSError) as exc:  # kept in the journal; tried again next round

@@ -46,9 +46,14 @@ _METHOD, _PATH, _IP, _AGENT, _REASON = (_length(c) for c in ("method", "path", "
 
 
 class TokenUseWriter:
-    """Implements `bastion.identity.token_rules.UseLog` for the store."""
+    """Implements `bastion.identity.token_rules.UseLog` for the store.
 
-    def __init__(self, db: Database, *, max_queue: int = 10_000, batch_size: int = 200, interval: float = 0.5) -> None:
+    Each write is one transaction costing about 5 ms of CPU whatever its size (SQLite: round trips
+    to the database's thread and a synced commit), and 20-30 µs more per use. So writes are kept
+    apart: every `interval` (2 s by default), or at `batch_size` uses. Every 0.5 s, at c=1 (about
+    290 calls/s here), the fixed part was some 35 µs per call."""
+
+    def __init__(self, db: Database, *, max_queue: int = 10_000, batch_size: int = 500, interval: float = 2.0) -> None:
         self._db = db
         self._queue: deque[TokenUse] = deque(maxlen=max_queue)
         self._batch_size = batch_size
