@@ -39,6 +39,21 @@ _BAD_HEADER = re.compile(r"[\r\n\0]")
 
 
 @functools.cache
+def _failure(exc: OSError, host: str) -> str:
+    """Why a connection failed, in words a person can act on (the exception's type alone, as
+    "SSLCertVerificationError", left them to guess). Nothing here comes from the request."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the TLS certificate of {host} did not verify ({exc.verify_message}); "
+            "its CA must be in the system trust store (or SSL_CERT_FILE)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake with {host} failed ({exc.reason or type(exc).__name__})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{host} refused the connection (nothing listens on that port?)"
+    return f"{type(exc).__name__}: {exc.strerror}" if exc.strerror else type(exc).__name__
+
+
 def _default_tls() -> ssl.SSLContext:
     """The system's trust store, loaded once per process (it is read from disk), shared by every pool."""
     return ssl.create_default_context()
@@ -355,8 +370,8 @@ class Http1Pool:
         except TimeoutError:
             raise Http1Unreachable(f"no connection within {self._connect_timeout:g} s") from None
         except OSError as exc:
-            raise Http1Unreachable(f"cannot connect: {type(exc).__name__}") from exc
-        raise Http1Unreachable(f"cannot connect: {type(last).__name__ if last else 'no address'}") from last
+            raise Http1Unreachable(f"cannot connect: {_failure(exc, self._host)}") from exc
+        raise Http1Unreachable(f"cannot connect: {_failure(last, self._host) if last else 'no address'}") from last
 
     def _give_back(self, connection: _Connection) -> None:
         self._slots.release()
