@@ -4,7 +4,7 @@ Why: CPU time on this machine moves by a factor of two from hour to hour (the ec
 took 416 µs per call in one hour and 1,300 in another), which hides any change smaller than that
 in `make bench`. Valgrind's callgrind counts the instructions a process executes in user space,
 the same count for the same work however fast the machine runs. Not quite the same count: the
-journal's and the writers' background rounds are timed (every 0.25-0.5 s), so a run slowed by
+journal's and the writers' background rounds are timed (every 0.25-2 s), so a run slowed by
 other load counts more of them per call (two runs of one build differed by 1-3 % on a quiet
 machine, up to 8 % with the test suite running beside them). What it does not count: time in the
 kernel (system calls, `fdatasync`) and waiting. So it compares builds of Bastion's own code, on a
