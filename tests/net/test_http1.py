@@ -221,7 +221,7 @@ async def test_a_kept_connection_the_origin_closed_is_replaced_without_failing_t
 
 async def test_unreachable_refused_and_malformed_requests_fail_before_anything_is_sent() -> None:
     pool = Http1Pool(f"http://127.0.0.1:{free_port()}/mcp", LOOPBACK)
-    with pytest.raises(Http1Unreachable, match="cannot connect: 127.0.0.1 refused the connection"):
+    with pytest.raises(Http1Unreachable, match=r"cannot connect: 127\.0\.0\.1 refused the connection"):
         await pool.request("POST", {}, b"{}")
 
     guarded = Http1Pool(f"http://127.0.0.1:{free_port()}/mcp", EgressPolicy())  # loopback not allowlisted

@@ -133,16 +133,21 @@ class SecurityHeaders:
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in self._names]
-                own = [(k, v) for k, v in message.get("headers", ()) if k.lower() in _OVERRIDABLE]
-                # A response may set these two itself: the sign-in pages their CSP (stylesheet and
-                # form targets), public metadata its caching. Everything else gets the strict default.
-                names = {k.lower() for k, _ in own}
-                added = [(k, v) for k, v in self._headers if k not in names]
-                message["headers"] = [*kept, *own, *added]
+                message["headers"] = self._secured(message.get("headers", ()))
             await send(message)
 
         await self.app(scope, receive, send_secured)
+
+    def _secured(self, headers: Any) -> list[tuple[bytes, bytes]]:
+        if not any(k.lower() in self._names for k, _ in headers):  # most responses: only appended
+            return [*headers, *self._headers]
+        kept = [(k, v) for k, v in headers if k.lower() not in self._names]
+        own = [(k, v) for k, v in headers if k.lower() in _OVERRIDABLE]
+        # A response may set these two itself: the sign-in pages their CSP (stylesheet and
+        # form targets), public metadata its caching. Everything else gets the strict default.
+        names = {k.lower() for k, _ in own}
+        added = [(k, v) for k, v in self._headers if k not in names]
+        return [*kept, *own, *added]
 
 
 class BodyLimit:

@@ -135,7 +135,7 @@ class AuditLog:
         self._syncing: asyncio.Event | None = None
         self._sync_in_thread = False  # the last sync was slow: the next one runs in a worker thread
         self._store_lock = anyio.Lock()
-        self._journal_lock = anyio.Lock()
+        self._journal_lock = asyncio.Lock()  # taken on every sync: see `_journal`
         self._sequence = 0
 
     def record(self, tenant_id: str, record: AuditRecord) -> Durable:
@@ -237,14 +237,12 @@ class AuditLog:
         the next sync. A batch that could not be written goes back to the head of the
         queue (recovery skips a record it meets twice).
 
-        The lock is taken without a checkpoint when it is free, and only the worker-thread sync is
-        shielded (nothing else here awaits): a checkpoint and a shielded scope per call were 18 % of
-        the journal's CPU at c=1 (a py-spy profile of `bench.audit`)."""
+        The lock is taken without a checkpoint when it is free (asyncio's Lock does not suspend
+        then; anyio's looked up the current task on each acquire and release), and only the
+        worker-thread sync is shielded (nothing else here awaits): a checkpoint and a shielded
+        scope per call were 18 % of the journal's CPU at c=1 (a py-spy profile of `bench.audit`)."""
         lock = self._journal_lock
-        try:
-            lock.acquire_nowait()
-        except anyio.WouldBlock:
-            await lock.acquire()
+        await lock.acquire()
         try:
             if not self._queue or (until is not None and until.done):
                 return
