@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["GENESIS", "AuditRecord", "Break", "chain_hash", "digest_arguments", "verify"]
+__all__ = ["GENESIS", "AuditRecord", "Break", "canonical", "chain_hash", "digest_arguments", "verify"]
 
 GENESIS = "0" * 64
 
@@ -53,7 +53,12 @@ class AuditRecord:
         return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     def canonical(self) -> bytes:
-        return orjson.dumps(self.fields(), option=orjson.OPT_SORT_KEYS)
+        return canonical(self.fields())
+
+
+def canonical(fields: Mapping[str, Any]) -> bytes:
+    """What a record's hash covers: its fields as JSON, keys sorted, no whitespace."""
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 _FIELD_NAMES = tuple(AuditRecord.__dataclass_fields__)

@@ -37,7 +37,7 @@ from sqlalchemy import Select, Table, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bastion.audit.chain import GENESIS, AuditRecord, chain_hash
+from bastion.audit.chain import GENESIS, AuditRecord, canonical, chain_hash
 from bastion.audit.checkpoints import CheckpointPolicy
 from bastion.audit.sink import now_us
 from bastion.errors import AuditUnavailable
@@ -395,8 +395,9 @@ async def extend_chain(
     seq, prev = head.seq, head.hash
     for record in records:
         seq += 1
-        digest = chain_hash(prev, record)
-        rows.append({**record.fields(), "tenant_id": head.tenant_id, "seq": seq, "prev_hash": prev, "hash": digest})
+        fields = record.fields()  # once: the hash and the row both need it
+        digest = chain_hash(prev, canonical(fields))
+        rows.append({**fields, "tenant_id": head.tenant_id, "seq": seq, "prev_hash": prev, "hash": digest})
         prev = digest
     await session.execute(insert(_ENTRIES), rows)
     head.seq, head.hash = seq, prev
