@@ -231,9 +231,10 @@ class AuditLog:
         Handing it to a worker thread cost about 100 µs of CPU and 120 µs of waiting per call at c=1
         (`bench.audit`). After a slower sync the next ones go to a worker thread, so a slow disk does
         not stall the loop, until one is quick again. With the limit at 1 ms, the syncs sent to the
-        thread under load cost 6-9 % of Bastion's CPU per call at c=1 and c=32, and latency (p50,
-        p99) was no better for it (two builds measured under the same load at once); at 10 ms the
-        thread is left to disks that are really slow. What the callers queue meanwhile goes with
+        thread under load cost 6-9 % of Bastion's CPU per call at c=1 and c=32 (`bench.compare`:
+        two builds under the same load at once). At 10 ms, the thread is left to disks that are
+        really slow; the price is that at c=32 the other calls wait while a sync runs on the loop:
+        p50 0-7 % higher there, unchanged at c=1. What the callers queue meanwhile goes with
         the next sync. A batch that could not be written goes back to the head of the
         queue (recovery skips a record it meets twice).
 
