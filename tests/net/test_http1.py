@@ -254,6 +254,13 @@ async def test_tls_verifies_the_origins_certificate_for_its_host_name(tmp_path: 
         await default.aclose()
 
 
+async def test_pools_share_one_default_tls_context() -> None:
+    """The system trust store is read from disk once per process, not once per pool."""
+    first, second = (Http1Pool(f"https://127.0.0.1:{free_port()}/mcp", LOOPBACK) for _ in range(2))
+    assert first._ssl is not None and first._ssl is second._ssl
+    assert Http1Pool(f"http://127.0.0.1:{free_port()}/mcp", LOOPBACK)._ssl is None
+
+
 async def test_a_request_cancelled_while_waiting_drops_its_connection_and_frees_its_slot() -> None:
     async def slow_then_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(accepted) == 1:

@@ -38,7 +38,6 @@ _MAX_BUFFERED = 1 << 20  # reading pauses while this much body waits for the cal
 _BAD_HEADER = re.compile(r"[\r\n\0]")
 
 
-@functools.cache
 def _failure(exc: OSError, host: str) -> str:
     """Why a connection failed, in words a person can act on (the exception's type alone, as
     "SSLCertVerificationError", left them to guess). Nothing here comes from the request."""
@@ -54,6 +53,7 @@ def _failure(exc: OSError, host: str) -> str:
     return f"{type(exc).__name__}: {exc.strerror}" if exc.strerror else type(exc).__name__
 
 
+@functools.cache
 def _default_tls() -> ssl.SSLContext:
     """The system's trust store, loaded once per process (it is read from disk), shared by every pool."""
     return ssl.create_default_context()

@@ -112,7 +112,7 @@ class AuditLog:
 
         `store_interval`: a store round costs about 5 ms of CPU whatever its size (SQLite, one
         record: 2.8 ms user, 2.5 ms system; a dozen round trips to the database's thread and a
-        synced commit), and about 45 µs more per record. Every 0.25 s, at c=1 (about 290 calls/s
+        synced commit), and 40-50 µs more per record. Every 0.25 s, at c=1 (about 290 calls/s
         here), that fixed part was some 70 µs per call; every second it is under 20."""
         self._db = db
         self.checkpointer = (
@@ -234,9 +234,9 @@ class AuditLog:
         thread under load cost 6-9 % of Bastion's CPU per call at c=1 and c=32 (`bench.compare`:
         two builds under the same load at once). At 10 ms, the thread is left to disks that are
         really slow; the price is that at c=32 the other calls wait while a sync runs on the loop:
-        p50 0-7 % higher there, unchanged at c=1. What the callers queue meanwhile goes with
-        the next sync. A batch that could not be written goes back to the head of the
-        queue (recovery skips a record it meets twice).
+        p50 0-7 % higher there, unchanged at c=1. What the callers queue meanwhile goes with the
+        next sync. A batch that could not be written goes back to the head of the queue (recovery
+        skips a record it meets twice).
 
         The lock is taken without a checkpoint when it is free (asyncio's Lock does not suspend
         then; anyio's looked up the current task on each acquire and release), and only the
