@@ -98,7 +98,8 @@ def main() -> None:
                 for build, process in loads:
                     per_call, result = _cpu_per_call(build, process)
                     cpu.setdefault((build.name, level), []).append(per_call)
-                    line.append(f"{build.name} {per_call:6.0f} µs/call  p50 {result['p50_ms']:6.2f} ms")
+                    latency = f"p50 {result['p50_ms']:6.2f} p99 {result['p99_ms']:7.2f} ms"
+                    line.append(f"{build.name} {per_call:6.0f} µs/call  {latency}")
                 print(f"round {round_ + 1} c={level:<3} " + "   ".join(line), flush=True)
     for level in levels:
         a, b = cpu[("A", level)], cpu[("B", level)]
