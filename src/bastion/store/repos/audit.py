@@ -69,7 +69,10 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _ENTRIES = cast(Table, AuditEntry.__table__)
-_INLINE_SYNC_LIMIT = 0.01  # seconds: a journal sync slower than this sends the next to a worker thread
+# Journal syncs average (seconds) above which they run in a worker thread; the average's weight of
+# the newest sync (about the last ten count).
+_INLINE_SYNC_LIMIT = 0.001
+_SYNC_WEIGHT = 0.1
 
 
 class Durable:
@@ -107,6 +110,7 @@ class AuditLog:
         signer: Callable[[], KeyRing] | None = None,
         checkpoints: CheckpointPolicy | None = None,
         clock: Callable[[], int] = now_us,
+        journal_file: Callable[[Path], JournalFile] = JournalFile,
     ) -> None:
         """`signer`: the live key ring, whose active key signs checkpoints (None: none are made).
 
@@ -133,7 +137,9 @@ class AuditLog:
         # A waiter leads a sync: set when it ends. asyncio's Event (and sleep(0) below), not anyio's:
         # anyio's look up the running backend each time, on a path every forwarded call takes.
         self._syncing: asyncio.Event | None = None
-        self._sync_in_thread = False  # the last sync was slow: the next one runs in a worker thread
+        self._sync_seconds = 0.0  # a moving average of the journal's syncs
+        self._sync_in_thread = False  # syncs have been slow: the next one runs in a worker thread
+        self._journal_file = journal_file
         self._store_lock = anyio.Lock()
         self._journal_lock = asyncio.Lock()  # taken on every sync: see `_journal`
         self._sequence = 0
@@ -226,16 +232,15 @@ class AuditLog:
     async def _journal(self, until: Durable | None = None) -> None:
         """Append what is queued to the journal file and fdatasync it once; then its waiters wake.
 
-        The fdatasync runs on the event loop while syncs take under `_INLINE_SYNC_LIMIT` (on this
-        machine's disk, alone: p50 0.15 ms, p99 0.6-0.8 ms, 0.6 % over 1 ms; more under load).
-        Handing it to a worker thread cost about 100 µs of CPU and 120 µs of waiting per call at c=1
-        (`bench.audit`). After a slower sync the next ones go to a worker thread, so a slow disk does
-        not stall the loop, until one is quick again. With the limit at 1 ms, the syncs sent to the
-        thread under load cost 6-9 % of Bastion's CPU per call at c=1 and c=32 (`bench.compare`:
-        two builds under the same load at once). At 10 ms, the thread is left to disks that are
-        really slow; the price is that at c=32 the other calls wait while a sync runs on the loop:
-        p50 0-7 % higher there, unchanged at c=1. What the callers queue meanwhile goes with the
-        next sync. A batch that could not be written goes back to the head of the queue (recovery
+        The fdatasync runs on the event loop while syncs take under `_INLINE_SYNC_LIMIT` on average
+        (on this machine's disk, alone: p50 0.15 ms, p99 0.6-0.8 ms, 0.6 % over 1 ms; more under
+        load). Handing it to a worker thread cost about 100 µs of CPU and 120 µs of waiting per call
+        at c=1 (`bench.audit`). When syncs get slow, the next ones go to a worker thread, so a slow
+        disk does not stall the loop, until they are quick again. The average, not the last sync:
+        sending the sync after each one over 1 ms to the thread cost 6-9 % of Bastion's CPU per
+        call under load at c=1 and c=32 (`bench.compare`: two builds under the same load at once),
+        for this disk's occasional slow syncs. What the callers queue meanwhile goes with the next
+        sync. A batch that could not be written goes back to the head of the queue (recovery
         skips a record it meets twice).
 
         The lock is taken without a checkpoint when it is free (asyncio's Lock does not suspend
@@ -267,19 +272,21 @@ class AuditLog:
         if self._current is None:
             self._dir.mkdir(parents=True, exist_ok=True)
             self._sequence += 1
-            self._current = JournalFile(self._dir / f"audit-journal-{time.time_ns():020d}-{self._sequence:06d}.jsonl")
+            self._current = self._journal_file(
+                self._dir / f"audit-journal-{time.time_ns():020d}-{self._sequence:06d}.jsonl"
+            )
             self._files.append(self._current.path)
         lines = b"".join(
             orjson.dumps({"tenant_id": queued.tenant_id, **queued.record.fields()}) + b"\n" for queued in batch
         )
         self._current.write(lines)
-        started = time.perf_counter()
         if self._sync_in_thread:
             with anyio.CancelScope(shield=True):  # a batch written is always handed on, or put back
-                await anyio.to_thread.run_sync(self._current.sync)
+                took = await anyio.to_thread.run_sync(self._current.sync)
         else:
-            self._current.sync()
-        self._sync_in_thread = time.perf_counter() - started > _INLINE_SYNC_LIMIT
+            took = self._current.sync()
+        self._sync_seconds += (took - self._sync_seconds) * _SYNC_WEIGHT
+        self._sync_in_thread = self._sync_seconds > _INLINE_SYNC_LIMIT
 
     # --- stage 2: the store, in larger batches ----------------------------------------------------
     async def _store_loop(self) -> None:
