@@ -237,10 +237,12 @@ class AuditLog:
         load). Handing it to a worker thread cost about 100 µs of CPU and 120 µs of waiting per call
         at c=1 (`bench.audit`). When syncs get slow, the next ones go to a worker thread, so a slow
         disk does not stall the loop, until they are quick again. The average, not the last sync:
-        sending the sync after each one over 1 ms to the thread cost 6-9 % of Bastion's CPU per
-        call under load at c=1 and c=32 (`bench.compare`: two builds under the same load at once),
-        for this disk's occasional slow syncs. What the callers queue meanwhile goes with the next
-        sync. A batch that could not be written goes back to the head of the queue (recovery
+        against sending the next sync to the thread after any one over 1 ms (this disk has a few),
+        Bastion's CPU per call under load fell 0-9 % at c=1 and c=32 (`bench.compare`: two builds
+        under the same load at once). Keeping every sync on the loop saved a few percent more at
+        c=32, but the other calls waited behind each sync there (p50 0-7 % higher), and a disk slow
+        throughout would stall the loop on every one. What the callers queue meanwhile goes with
+        the next sync. A batch that could not be written goes back to the head of the queue (recovery
         skips a record it meets twice).
 
         The lock is taken without a checkpoint when it is free (asyncio's Lock does not suspend
