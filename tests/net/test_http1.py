@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bastion.net.egress import EgressPolicy, EgressRefused
-from bastion.net.http1 import Http1Error, Http1InvalidRequest, Http1Pool, Http1TooLarge, Http1Unreachable
+from bastion.net.http1 import Http1Error, Http1InvalidRequest, Http1Pool, Http1TooLarge, Http1Unreachable, _failure
 from tests.harness import free_port
 from tests.tls import make_local_ca
 
@@ -221,7 +221,7 @@ async def test_a_kept_connection_the_origin_closed_is_replaced_without_failing_t
 
 async def test_unreachable_refused_and_malformed_requests_fail_before_anything_is_sent() -> None:
     pool = Http1Pool(f"http://127.0.0.1:{free_port()}/mcp", LOOPBACK)
-    with pytest.raises(Http1Unreachable, match=r"cannot connect: 127\.0\.0\.1 refused the connection"):
+    with pytest.raises(Http1Unreachable, match="cannot connect: the connection was refused"):
         await pool.request("POST", {}, b"{}")
 
     guarded = Http1Pool(f"http://127.0.0.1:{free_port()}/mcp", EgressPolicy())  # loopback not allowlisted
@@ -247,11 +247,20 @@ async def test_tls_verifies_the_origins_certificate_for_its_host_name(tmp_path: 
         await trusting.aclose()
 
         default = Http1Pool(url, LOOPBACK)  # the system's trust store does not know this CA
-        with pytest.raises(Http1Unreachable, match="the TLS certificate of localhost did not verify") as failed:
+        with pytest.raises(Http1Unreachable, match="the origin's TLS certificate did not verify") as failed:
             await default.request("POST", {}, b"{}")
         assert "certificate" in str(failed.value).split("(", 1)[1]  # OpenSSL's own reason, in words
         assert "trust store" in str(failed.value)
+        assert "localhost" not in str(failed.value) and "127.0.0.1" not in str(failed.value)  # no address
         await default.aclose()
+
+
+def test_a_name_mismatch_is_reported_without_the_name() -> None:
+    mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    mismatch.verify_message = "Hostname mismatch, certificate is not valid for 'inventory.internal'."
+    reason = _failure(mismatch)
+    assert reason.startswith("the origin's TLS certificate did not verify (Hostname mismatch)")
+    assert "inventory.internal" not in reason
 
 
 async def test_pools_share_one_default_tls_context() -> None:

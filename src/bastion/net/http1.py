@@ -38,18 +38,21 @@ _MAX_BUFFERED = 1 << 20  # reading pauses while this much body waits for the cal
 _BAD_HEADER = re.compile(r"[\r\n\0]")
 
 
-def _failure(exc: OSError, host: str) -> str:
+def _failure(exc: OSError) -> str:
     """Why a connection failed, in words a person can act on (the exception's type alone, as
-    "SSLCertVerificationError", left them to guess). Nothing here comes from the request."""
+    "SSLCertVerificationError", left them to guess). It reaches MCP clients (`UpstreamUnavailable`),
+    so it names no address: OpenSSL's "Hostname mismatch, certificate is not valid for 'x'" is cut
+    at its comma."""
     if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = (exc.verify_message or "not trusted").split(",", 1)[0]
         return (
-            f"the TLS certificate of {host} did not verify ({exc.verify_message}); "
+            f"the origin's TLS certificate did not verify ({reason}); "
             "its CA must be in the system trust store (or SSL_CERT_FILE)"
         )
     if isinstance(exc, ssl.SSLError):
-        return f"the TLS handshake with {host} failed ({exc.reason or type(exc).__name__})"
+        return f"the TLS handshake failed ({exc.reason or type(exc).__name__})"
     if isinstance(exc, ConnectionRefusedError):
-        return f"{host} refused the connection (nothing listens on that port?)"
+        return "the connection was refused (nothing listens on that port?)"
     return f"{type(exc).__name__}: {exc.strerror}" if exc.strerror else type(exc).__name__
 
 
@@ -370,8 +373,8 @@ class Http1Pool:
         except TimeoutError:
             raise Http1Unreachable(f"no connection within {self._connect_timeout:g} s") from None
         except OSError as exc:
-            raise Http1Unreachable(f"cannot connect: {_failure(exc, self._host)}") from exc
-        raise Http1Unreachable(f"cannot connect: {_failure(last, self._host) if last else 'no address'}") from last
+            raise Http1Unreachable(f"cannot connect: {_failure(exc)}") from exc
+        raise Http1Unreachable(f"cannot connect: {_failure(last) if last else 'no address'}") from last
 
     def _give_back(self, connection: _Connection) -> None:
         self._slots.release()
