@@ -19,31 +19,33 @@ pytestmark = pytest.mark.anyio
 
 
 class Disk:
-    """Journal files on a disk whose syncs take `delays` seconds more, in turn (then none), and
-    which remembers the thread each sync ran in. The files and their fdatasync are real."""
+    """A disk whose syncs take `delays` seconds more, in turn (then none), and which remembers the
+    thread each sync ran in."""
 
     def __init__(self, delays: list[float]) -> None:
         self.delays = delays
         self.threads: list[int] = []
 
-    def journal_file(self, path: Path) -> JournalFile:
-        disk = self
 
-        class SlowFile(JournalFile):
-            def sync(self) -> float:
-                disk.threads.append(threading.get_ident())
-                delay = disk.delays.pop(0) if disk.delays else 0.0
-                time.sleep(delay)  # the slow device: the caller waits as it would for the disk
-                return super().sync() + delay
+class SlowFile(JournalFile):
+    """A real journal file (real writes, real fdatasync) on `disk`."""
 
-        return SlowFile(path)
+    def __init__(self, path: Path, disk: Disk) -> None:
+        super().__init__(path)
+        self._disk = disk
+
+    def sync(self) -> float:
+        self._disk.threads.append(threading.get_ident())
+        delay = self._disk.delays.pop(0) if self._disk.delays else 0.0
+        time.sleep(delay)  # the slow device: the caller waits as it would for the disk
+        return super().sync() + delay
 
 
 async def _syncs(tmp_path: Path, disk: Disk, count: int) -> list[bool]:
     """Journal `count` records one at a time; for each sync, whether it ran off the loop's thread."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")
     await db.migrate()
-    log = AuditLog(db, tmp_path / "journal", journal_file=disk.journal_file)
+    log = AuditLog(db, tmp_path / "journal", journal_file=lambda path: SlowFile(path, disk))
     loop_thread = threading.get_ident()
     try:
         for n in range(count):

@@ -137,8 +137,7 @@ class AuditLog:
         # A waiter leads a sync: set when it ends. asyncio's Event (and sleep(0) below), not anyio's:
         # anyio's look up the running backend each time, on a path every forwarded call takes.
         self._syncing: asyncio.Event | None = None
-        self._sync_seconds = 0.0  # a moving average of the journal's syncs
-        self._sync_in_thread = False  # syncs have been slow: the next one runs in a worker thread
+        self._sync_seconds = 0.0  # a moving average of the journal's syncs (see `_journal`)
         self._journal_file = journal_file
         self._store_lock = anyio.Lock()
         self._journal_lock = asyncio.Lock()  # taken on every sync: see `_journal`
@@ -282,13 +281,12 @@ class AuditLog:
             orjson.dumps({"tenant_id": queued.tenant_id, **queued.record.fields()}) + b"\n" for queued in batch
         )
         self._current.write(lines)
-        if self._sync_in_thread:
+        if self._sync_seconds > _INLINE_SYNC_LIMIT:  # syncs have been slow: this one in a worker thread
             with anyio.CancelScope(shield=True):  # a batch written is always handed on, or put back
                 took = await anyio.to_thread.run_sync(self._current.sync)
         else:
             took = self._current.sync()
         self._sync_seconds += (took - self._sync_seconds) * _SYNC_WEIGHT
-        self._sync_in_thread = self._sync_seconds > _INLINE_SYNC_LIMIT
 
     # --- stage 2: the store, in larger batches ----------------------------------------------------
     async def _store_loop(self) -> None:
