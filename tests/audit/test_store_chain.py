@@ -21,7 +21,7 @@ from bastion.errors import AuditUnavailable
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, Tenant
 from bastion.store.repos.audit import AuditLog, verify_chain
-from bastion.store.repos.audit_journal import journal_lines
+from bastion.store.repos.audit_journal import JournalFile, journal_lines
 from bastion.store.tenancy import SYSTEM
 from tests.harness import postgres_url
 
@@ -153,13 +153,14 @@ async def test_callers_waiting_at_once_share_one_sync_and_each_finds_its_record_
     journal = tmp_path / "journal"
     db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")
     await db.migrate()
-    log = AuditLog(db, journal)
-    syncs: list[int] = []
-    real_sync = os.fdatasync
+    syncs: list[float] = []
 
-    def counted(fd: int) -> None:
-        syncs.append(fd)
-        real_sync(fd)
+    class Counted(JournalFile):  # a real journal file that counts its syncs
+        def sync(self) -> float:
+            syncs.append(took := super().sync())
+            return took
+
+    log = AuditLog(db, journal, journal_file=Counted)
 
     async def call(n: int) -> None:
         log.record("default", _record(2 * n, target="upstream"))  # nobody waits on this one: it rides along
@@ -169,13 +170,9 @@ async def test_callers_waiting_at_once_share_one_sync_and_each_finds_its_record_
         written = {orjson.loads(line)["id"] for line in records}
         assert {f"r{2 * n:04d}", f"r{2 * n + 1:04d}"} <= written
 
-    os.fdatasync = counted  # type: ignore[assignment]
-    try:
-        async with anyio.create_task_group() as tasks:
-            for n in range(32):
-                tasks.start_soon(call, n)
-    finally:
-        os.fdatasync = real_sync
+    async with anyio.create_task_group() as tasks:
+        for n in range(32):
+            tasks.start_soon(call, n)
     # The first waiter syncs its own records; the 31 that queued meanwhile share the next sync.
     assert 1 <= len(syncs) <= 3, len(syncs)
     assert sum(len(journal_lines(f.read_bytes())) for f in journal.iterdir()) == 64
