@@ -3,7 +3,8 @@
 Why: `make bench` says how much Bastion costs; this says where. py-spy is not a project dependency
 (`.venv/bin/pip install py-spy`). Writes bench/results/profile-c<N>.svg (flame graph) and .txt (collapsed
 stacks, for grep). Knobs: BENCH_CONCURRENCY (default 32), BENCH_SECONDS (default 8), BENCH_CLIENT,
-BENCH_PROFILE_RATE (samples per second, default 100).
+BENCH_PROFILE_RATE (samples per second, default 100), BENCH_PROFILE_GIL=1 (only samples that hold the GIL:
+Python's own CPU, without threads waiting in system calls).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _record(py_spy: str, pid: int, seconds: float, out: Path, fmt: str) -> None:
     # Blocking sampling (the default) gives complete stacks; 100 Hz keeps the pauses small.
     rate = os.environ.get("BENCH_PROFILE_RATE", "100")
     argv = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", rate]
+    if os.environ.get("BENCH_PROFILE_GIL") == "1":
+        argv.append("--gil")
     subprocess.run([*argv, "--format", fmt, "-o", str(out)], check=True, capture_output=True)
 
 

@@ -95,6 +95,16 @@ def summarize(phases: list[Phase], low: int, high: int) -> tuple[dict[str, float
         "bastion_cpu_us_per_call_c_high": cpu_high,
         "bastion_cpu_us_per_call": cpu,
     }
+    for relay in ("floor", "lean"):  # the lean relays, for scale (bench.floor); not judged
+        if not any(p.target == relay for p in phases):
+            continue
+        r_low, r_high = _find(phases, relay, low), _find(phases, relay, high)
+        summary |= {
+            f"{relay}_added_p50_ms_c_low": r_low.p50_ms - d_low.p50_ms,
+            f"{relay}_kept_pct_c_high": r_high.rps / d_high.rps * 100 if d_high.rps else 0.0,
+            f"{relay}_cpu_us_per_call_c_low": r_low.us_per_call(r_low.bastion_cpu_s),
+            f"{relay}_cpu_us_per_call_c_high": r_high.us_per_call(r_high.bastion_cpu_s),
+        }
     verdicts = [
         Verdict(f"Bastion added p50 at c={low}", added_p50, "ms", "<= 1 ms", added_p50 <= 1.0),
         Verdict(f"throughput kept at c={high}", kept, "% of direct", ">= 60 %", kept >= 60.0),

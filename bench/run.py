@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from bench import audit, pipeline
+from bench.floor import PARTS
 from bench.replicas import NAME, Pair, epoch_check_cost, measure_propagation, replica_pair
 from bench.report import Phase, summarize, table
 from bench.rss import RssSampler
@@ -44,7 +45,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def _gateway_pid(target: Target, stack: Stack) -> int:
-    """The Bastion process whose CPU a phase charges: the target's own, or (direct) the idle plain one."""
+    """The relay process whose CPU a phase charges: the target's own, or (direct) the idle plain Bastion."""
     return stack.bastion.pid if target.name == "direct" else target.server_pid
 
 
@@ -81,7 +82,7 @@ def _phase(target: Target, concurrency: int, raw: dict[str, Any], stack: Stack, 
         bastion_cpu_s=cpu[str(_gateway_pid(target, stack))],
         origin_cpu_s=cpu[str(stack.origin.pid)],
         loadgen_cpu_s=raw["loadgen_cpu_seconds"],
-        bastion_peak_rss_mb=peaks[NAME if target.name == NAME else "bastion"],
+        bastion_peak_rss_mb=peaks[target.name if target.name in peaks else "bastion"],
         origin_peak_rss_mb=peaks["origin"],
         machine_busy_s=raw["machine_busy_seconds"],
         machine_steal_s=raw["machine_steal_seconds"],
@@ -92,7 +93,8 @@ def _phase(target: Target, concurrency: int, raw: dict[str, Any], stack: Stack, 
 def _measure(stack: Stack, pair: Pair | None, *, seconds: float, warmup: float, client: str) -> list[Phase]:
     phases: list[Phase] = []
     pids = {"bastion": stack.bastion.pid, "origin": stack.origin.pid}
-    targets = [stack.direct, stack.gateway]
+    pids |= {relay.name: relay.server_pid for relay in (stack.floor, stack.lean)}
+    targets = [stack.direct, stack.floor, stack.lean, stack.gateway]
     if pair is not None:  # the same calls through a Bastion that checks the shared epoch per request
         pids[NAME] = pair.a.pid
         targets.append(pair.target)
@@ -170,6 +172,8 @@ def main() -> int:
         replica_pair(Path(tmp), stack.direct.url, secrets.token_urlsafe(24)) as pair,
     ):
         print(f"  origin  pid {stack.origin.pid:<7} {stack.direct.url}")
+        print(f"  floor   pid {stack.floor.server_pid:<7} {stack.floor.url} (bench.floor: a bare CPython relay)")
+        print(f"  lean    pid {stack.lean.server_pid:<7} {stack.lean.url} (bench.floor --with {','.join(PARTS)})")
         print(f"  bastion pid {stack.bastion.pid:<7} {stack.gateway.url}")
         if pair is not None:
             print(f"  {NAME} pid {pair.a.pid:<7} {pair.target.url} (replica A; B pid {pair.b.pid}, {pair.database})")
@@ -181,8 +185,8 @@ def main() -> int:
     print()
     print(table(phases))
     print(
-        "  (b = Bastion, o = echo origin, gen = load generator, other = rest of the machine, steal = hypervisor;"
-        " cores = CPU s per wall s)"
+        "  (b = Bastion, on the floor and lean rows that relay; o = echo origin, gen = load generator,"
+        " other = rest of the machine, steal = hypervisor; cores = CPU s per wall s)"
     )
     noisy = [f"{p.target} c={p.concurrency}" for p in phases if p.cores(p.noise_cpu_s) > NOISE_CORES]
     if noisy:  # reported, not fatal: the run is still complete, only less comparable
@@ -191,6 +195,14 @@ def main() -> int:
     print(f"Bastion added p50 at c={LEVELS[0]}: {summary['added_p50_ms_c_low']:.2f} ms")
     print(f"throughput kept at c={LEVELS[-1]}: {summary['throughput_kept_pct_c_high']:.1f} % of direct")
     print(f"Bastion CPU per call: {summary['bastion_cpu_us_per_call']:.0f} µs")
+    print("for scale, the same numbers for the lean relays (bench.floor; not judged):")
+    for relay in ("floor", "lean"):
+        print(
+            f"  {relay:<6} CPU {summary[f'{relay}_cpu_us_per_call_c_low']:.0f} µs/call at c={LEVELS[0]}, "
+            f"{summary[f'{relay}_cpu_us_per_call_c_high']:.0f} at c={LEVELS[-1]}; added p50 at c={LEVELS[0]} "
+            f"{summary[f'{relay}_added_p50_ms_c_low']:.2f} ms; kept at c={LEVELS[-1]} "
+            f"{summary[f'{relay}_kept_pct_c_high']:.1f} %"
+        )
     print("targets:")
     for verdict in verdicts:
         print(verdict.line())

@@ -19,10 +19,14 @@ from typing import Any
 
 import httpx
 
+from bench.floor import PARTS
 from bench.procs import Child, free_port, wait_until
 from bench.wire import check_reply, request_body, request_headers
 
-__all__ = ["ROOT", "SLUG", "Stack", "Target", "provision", "running_stack", "smoke", "start_bastion", "start_origin"]
+__all__ = [
+    "ROOT", "SLUG", "Stack", "Target", "provision", "running_stack", "smoke",
+    "start_bastion", "start_floor", "start_origin",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUG = "bench"
@@ -45,6 +49,8 @@ class Stack:
     bastion: Child
     direct: Target
     gateway: Target
+    floor: Target  # the bare CPython relay (bench.floor): the yardstick for Bastion's own cost
+    lean: Target  # the same relay with the per-call parts every such gateway needs (bench.floor --with ...)
     upstream_protocol: str | None  # what Bastion negotiated with the origin (server/discover, else initialize)
 
 
@@ -81,6 +87,29 @@ def start_origin(stack: ExitStack, log_dir: Path, started: list[Child]) -> tuple
     started.append(child)
     wait_until(lambda: _port_open(port), what="echo origin", timeout=_START_TIMEOUT, alive=child.alive)
     return child, f"http://127.0.0.1:{port}/mcp"
+
+
+def start_floor(
+    stack: ExitStack,
+    log_dir: Path,
+    started: list[Child],
+    origin_url: str,
+    *,
+    name: str = "floor",
+    parts: str = "",
+    asgi: bool = False,
+) -> Target:
+    """`bench.floor` in front of the origin: what relaying costs in CPython on this machine now, bare or
+    with `parts` (`bench.floor.PARTS`) of a gateway's per-call work; `asgi`: under uvicorn."""
+    port = free_port()
+    token = secrets.token_urlsafe(32) if parts else None
+    argv = [sys.executable, "-m", "bench.floor", "--port", str(port), "--origin", origin_url, "--with", parts]
+    argv += ["--asgi"] if asgi else []
+    child = Child(name, [*argv, "--token", token] if token else argv, log_dir=log_dir, env=_clean_env(), cwd=ROOT)
+    stack.callback(child.stop)
+    started.append(child)
+    wait_until(lambda: _port_open(port), what=f"{name} relay", timeout=_START_TIMEOUT, alive=child.alive)
+    return Target(name, f"http://127.0.0.1:{port}/mcp", token, child.pid)
 
 
 def start_bastion(
@@ -176,10 +205,12 @@ def running_stack(work: Path) -> Iterator[Stack]:
             token, upstream_protocol = provision(base, password, origin_url)
             direct = Target("direct", origin_url, None, origin.pid)
             gateway = Target("bastion", f"{base}/servers/{SLUG}/mcp", token, bastion.pid)
-            smoke(direct)
-            smoke(gateway)
+            floor = start_floor(stack, work, started, origin_url)
+            lean = start_floor(stack, work, started, origin_url, name="lean", parts=",".join(PARTS))
+            for target in (direct, gateway, floor, lean):
+                smoke(target)
         except Exception:
             for child in started:  # the servers' own words are the quickest diagnosis
                 print(f"--- {child.name} log ({child.log_path}) ---\n{child.log_tail()}", file=sys.stderr)
             raise
-        yield Stack(origin, bastion, direct, gateway, upstream_protocol)
+        yield Stack(origin, bastion, direct, gateway, floor, lean, upstream_protocol)
