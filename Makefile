@@ -48,6 +48,7 @@ run: install
 ## make test: install test dependencies and run the whole suite
 test: install-test
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src/bastion tests bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q

@@ -432,8 +432,10 @@ def posture_findings(settings: Settings) -> list[str]:
         elif set(password) <= set(string.digits):
             findings.append("BASTION_ADMIN_PASSWORD is digits only: use a generated password")
     if not settings.pipeline:
-        findings.append("the policy pipeline is off (BASTION_PIPELINE=false): no rate limits, approvals, DLP "
-                        "or response checks; turn it back on outside benchmarks")
+        findings.append(
+            "the policy pipeline is off (BASTION_PIPELINE=false): no rate limits, approvals, DLP "
+            "or response checks; turn it back on outside benchmarks"
+        )
     if "*" in settings.allowed_origins or "*" in settings.cors_origins:
         findings.append("a wildcard Origin/CORS allowlist disables DNS-rebinding protection: list origins")
     return findings

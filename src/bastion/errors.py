@@ -300,10 +300,10 @@ class Unavailable(BastionError):
         self.retry_after = retry_after
 
 
-
 class AuditUnavailable(Unavailable):
     """A call that may only reach its origin once its audit record is in the store, and the store
     did not take the record: the call is refused, not forwarded."""
+
 
 class UpstreamError(BastionError):
     http_status = 502

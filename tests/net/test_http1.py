@@ -130,7 +130,7 @@ async def test_chunked_and_close_delimited_bodies_are_read_whole_and_streamed_as
 
     async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"a\":")
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{"a":')
         await writer.drain()
         writer.write(b"1}")
         await writer.drain()
@@ -192,7 +192,7 @@ async def test_a_malformed_reply_and_a_reply_cut_short_are_errors_not_hangs() ->
 
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":")
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"a":')
         await writer.drain()
 
     async with _server(cut) as (url, _):

@@ -53,7 +53,8 @@ async def _trail(bastion: Bastion, target: str, decision: str, *, forwarded: boo
             "GET", "/api/audit/records", params={"target": target, "kind": "mcp.request", "decision": decision}
         )
         found[:] = [
-            r["detail"]["pipeline"] for r in records
+            r["detail"]["pipeline"]
+            for r in records
             if not forwarded or any(d["stage"] == "forward" for d in r["detail"]["pipeline"])
         ]
         return bool(found)
@@ -149,8 +150,12 @@ def _stateless_call(bastion: Bastion, token: str, arguments: dict[str, Any], **e
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
     }
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "send_payment", "arguments": arguments, **extra, "_meta": meta}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "send_payment", "arguments": arguments, **extra, "_meta": meta},
+    }
     headers = {
         "authorization": f"Bearer {token}",
         "accept": "application/json, text/event-stream",
@@ -174,9 +179,7 @@ async def test_an_approval_is_bound_to_its_arguments_in_the_stateless_revision(
         assert first["result"]["resultType"] == "input_required"
         state = first["result"]["requestState"]
         answer = {"bastion.approval": {"action": "accept", "content": {"approve": True}}}
-        replayed = _stateless_call(
-            bastion, token, {**small, "amount": 5000}, inputResponses=answer, requestState=state
-        )
+        replayed = _stateless_call(bastion, token, {**small, "amount": 5000}, inputResponses=answer, requestState=state)
         forged = _stateless_call(bastion, token, small, inputResponses=answer, requestState=state[:-4] + "0000")
         approved = _stateless_call(bastion, token, small, inputResponses=answer, requestState=state)
     assert "for another call" in replayed["error"]["message"]

@@ -32,8 +32,7 @@ def list_(as_json: bool = JsonOption) -> None:
     async def keys(services: Services) -> list[SigningKeyOut]:
         ring = await load_keyring(services.db)
         return [
-            SigningKeyOut(kid=k.kid, algorithm=k.algorithm, status=k.status, created_at=k.created_at)
-            for k in ring.keys
+            SigningKeyOut(kid=k.kid, algorithm=k.algorithm, status=k.status, created_at=k.created_at) for k in ring.keys
         ]
 
     emit(run_with_services(keys), as_json, _COLUMNS)

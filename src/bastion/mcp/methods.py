@@ -263,9 +263,7 @@ class Methods:
         self._metrics.stage("pipeline_response", time.perf_counter() - started)
         return result
 
-    def _context(
-        self, call: Call, route: Route, spec: OriginSpec, method: str, params: dict[str, Any]
-    ) -> CallContext:
+    def _context(self, call: Call, route: Route, spec: OriginSpec, method: str, params: dict[str, Any]) -> CallContext:
         assert self._pipeline is not None
         tenant_id = call.server.placement.tenant_id
         settings = self._pipeline.settings(

@@ -387,4 +387,3 @@ class Http1Pool:
     def _forget(self, connection: _Connection) -> None:
         connection.close()
         self._open.discard(connection)
-

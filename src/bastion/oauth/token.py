@@ -65,9 +65,7 @@ class TokenIssuer:
         refresh_token = None
         if refresh:
             refresh_token = TOKEN_PREFIX + "rt_" + secrets.token_urlsafe(32)
-            await self._store.save_tokens(
-                grant, [(hash_token(refresh_token), "refresh", now + self.refresh_ttl)], now
-            )
+            await self._store.save_tokens(grant, [(hash_token(refresh_token), "refresh", now + self.refresh_ttl)], now)
         return TokenResponse(
             access_token=access,
             expires_in=self.access_ttl,

@@ -70,8 +70,9 @@ class Anonymize(StageBase):
         return Decision.modify("pseudonyms restored in the result", result=changed)
 
 
-def _replace(text: str, detectors: tuple[Detector, ...], given: dict[str, str], table: dict[str, str],
-             salt: str) -> str:
+def _replace(
+    text: str, detectors: tuple[Detector, ...], given: dict[str, str], table: dict[str, str], salt: str
+) -> str:
     findings = find_all(text, detectors)
     if not findings:
         return text

@@ -81,8 +81,11 @@ class Approval(StageBase):
         if ctx.modern:
             return await self._modern(ctx)
         if ctx.ask is None:
-            return _denied(ctx, "this client cannot be asked (it did not declare elicitation, or does not read "
-                                "event streams)", "cannot_elicit")
+            return _denied(
+                ctx,
+                "this client cannot be asked (it did not declare elicitation, or does not read event streams)",
+                "cannot_elicit",
+            )
         try:
             with anyio.fail_after(settings.timeout_seconds):
                 reply = await ctx.ask("elicitation/create", self._question(ctx))

@@ -51,8 +51,14 @@ class Decision:
     detail: Mapping[str, Any] = field(default_factory=dict)  # small and secret-free: counts, detector names
 
     @classmethod
-    def modify(cls, reason: str, *, params: dict[str, Any] | None = None, result: dict[str, Any] | None = None,
-               detail: Mapping[str, Any] | None = None) -> Decision:
+    def modify(
+        cls,
+        reason: str,
+        *,
+        params: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Decision:
         return cls("modify", reason, params=params, result=result, detail=detail or {})
 
     @classmethod

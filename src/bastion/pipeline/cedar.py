@@ -79,22 +79,32 @@ class Cedar(StageBase):
             },
         }
         entities = [
-            {"uid": {"type": "User", "id": ctx.principal_id},
-             "attrs": {"name": ctx.principal_name, "tenant": ctx.tenant_id}, "parents": []},
-            {"uid": {"type": kind, "id": item}, "attrs": {"origin": ctx.item.origin, "server": ctx.server},
-             "parents": []},
+            {
+                "uid": {"type": "User", "id": ctx.principal_id},
+                "attrs": {"name": ctx.principal_name, "tenant": ctx.tenant_id},
+                "parents": [],
+            },
+            {
+                "uid": {"type": kind, "id": item},
+                "attrs": {"origin": ctx.item.origin, "server": ctx.server},
+                "parents": [],
+            },
         ]
         result = cedarpy.is_authorized(request, policies, entities)
         errors = list(result.diagnostics.errors)
         if result.allowed and not errors:
             return Decision("allow", "permitted by " + ", ".join(result.diagnostics.reasons))
         why = (
-            "the Cedar policies could not evaluate this call (a value of an unexpected type?)" if errors
-            else f"forbidden by Cedar policy {', '.join(result.diagnostics.reasons)}" if result.diagnostics.reasons
+            "the Cedar policies could not evaluate this call (a value of an unexpected type?)"
+            if errors
+            else f"forbidden by Cedar policy {', '.join(result.diagnostics.reasons)}"
+            if result.diagnostics.reasons
             else "no Cedar policy permits this call"
         )
-        return Decision.deny(PolicyDenied(f"{ctx.item.exposed_name!r} is not allowed: {why}"),
-                             detail={"policies": list(result.diagnostics.reasons)})
+        return Decision.deny(
+            PolicyDenied(f"{ctx.item.exposed_name!r} is not allowed: {why}"),
+            detail={"policies": list(result.diagnostics.reasons)},
+        )
 
     def _policy_set(self, cedarpy: Any, text: str) -> Any:
         if text not in self._parsed:

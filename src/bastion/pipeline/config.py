@@ -136,8 +136,10 @@ class DlpSettings(_Settings):
         known = {*BASELINE_NAMES, "*", *(c.name for c in self.custom), *self.plugins}
         unknown = sorted((self.request.keys() | self.response.keys()) - known)
         if unknown:
-            raise ValueError(f"unknown detectors {unknown}: use {sorted(BASELINE_NAMES)}, '*', or define them in "
-                             "custom (or plugins) in the same policy")
+            raise ValueError(
+                f"unknown detectors {unknown}: use {sorted(BASELINE_NAMES)}, '*', or define them in "
+                "custom (or plugins) in the same policy"
+            )
         return self
 
 

@@ -52,8 +52,9 @@ class Dlp(StageBase):
         scanned = {key: value for key, value in ctx.params.items() if key not in _NOT_CLIENT_DATA}
         if not scanned:
             return ALLOW
-        decision, changed = apply(scanned, self.detectors(settings), settings.request, _known(ctx), "arguments",
-                                  arguments=True)
+        decision, changed = apply(
+            scanned, self.detectors(settings), settings.request, _known(ctx), "arguments", arguments=True
+        )
         if decision.action == "modify":
             return Decision.modify(decision.reason, params={**ctx.params, **changed}, detail=decision.detail)
         return decision
@@ -120,9 +121,7 @@ def apply(
 def _findings(
     text: str, detectors: Sequence[Detector], actions: Mapping[str, DlpAction], known: frozenset[str]
 ) -> list[Finding]:
-    return [
-        f for f in find_all(text, detectors) if _action(actions, f.detector) != "off" and f.value not in known
-    ]
+    return [f for f in find_all(text, detectors) if _action(actions, f.detector) != "off" and f.value not in known]
 
 
 def _action(actions: Mapping[str, DlpAction], detector: str) -> DlpAction:

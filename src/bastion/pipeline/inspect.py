@@ -55,8 +55,11 @@ class Inspect(StageBase):
             )
         if settings.spotlight:
             reason = "result wrapped as untrusted content" + (f"; {len(flags)} injection marker(s)" if flags else "")
-            return Decision.modify(reason, result=spotlight(result, ctx.item.origin, ctx.item.exposed_name),
-                                   detail={"flags": flags} if flags else None)
+            return Decision.modify(
+                reason,
+                result=spotlight(result, ctx.item.origin, ctx.item.exposed_name),
+                detail={"flags": flags} if flags else None,
+            )
         if flags:
             return Decision.alert(f"{len(flags)} injection marker(s) in the result", {"flags": flags})
         return ALLOW

@@ -35,8 +35,10 @@ def load_stages(reserved: frozenset[str]) -> dict[str, Stage]:
     for point in entry_points(group=STAGE_GROUP):
         stage = cast(Stage, _build(point.name, point.load, STAGE_GROUP))
         name = getattr(stage, "name", None)
-        if name != point.name or not callable(getattr(stage, "on_request", None)) or not callable(
-            getattr(stage, "on_response", None)
+        if (
+            name != point.name
+            or not callable(getattr(stage, "on_request", None))
+            or not callable(getattr(stage, "on_response", None))
         ):
             raise PluginError(f"stage plugin {point.name!r} must have name {point.name!r}, on_request and on_response")
         if name in reserved:

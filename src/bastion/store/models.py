@@ -501,9 +501,7 @@ class AuditHead(TenantOwned, Base):
     """The head of a tenant's audit chain: locked by the writer that appends the next batch."""
 
     __tablename__ = "audit_heads"
-    tenant_id: Mapped[str] = mapped_column(
-        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
-    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64))
     # The last checkpoint (when the next is due; the checkpoints themselves are what is trusted).

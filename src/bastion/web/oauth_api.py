@@ -26,7 +26,6 @@ router = APIRouter(include_in_schema=False)
 _NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
 
 
-
 def oauth_error(error: BastionError) -> JSONResponse:
     headers = dict(_NO_STORE)
     if isinstance(error, InvalidClient):

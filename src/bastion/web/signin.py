@@ -38,7 +38,6 @@ _SCOPE_TEXT = {
 }
 
 
-
 def _csrf(cookie: str) -> str:
     return hashlib.sha256(b"bastion-csrf:" + cookie.encode()).hexdigest()
 

@@ -221,8 +221,7 @@ class AuditLog:
             except OSError as exc:
                 log.error("audit_journal_failed", error=type(exc).__name__)
                 raise AuditUnavailable(
-                    "the audit journal could not be written, and no call is answered without its record; "
-                    "retry shortly"
+                    "the audit journal could not be written, and no call is answered without its record; retry shortly"
                 ) from exc
             finally:
                 self._syncing = None
