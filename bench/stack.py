@@ -102,7 +102,7 @@ def start_floor(
     """`bench.floor` in front of the origin: what relaying costs in CPython on this machine now, bare or
     with `parts` (`bench.floor.PARTS`) of a gateway's per-call work; `asgi`: under uvicorn."""
     port = free_port()
-    token = secrets.token_urlsafe(32) if parts else None
+    token = "floor_" + secrets.token_urlsafe(32) if parts else None  # never taken for an option (a leading "-")
     argv = [sys.executable, "-m", "bench.floor", "--port", str(port), "--origin", origin_url, "--with", parts]
     argv += ["--asgi"] if asgi else []
     child = Child(name, [*argv, "--token", token] if token else argv, log_dir=log_dir, env=_clean_env(), cwd=ROOT)
