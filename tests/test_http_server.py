@@ -14,6 +14,10 @@ class _Recorder(asyncio.Protocol):
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
         self.closed = asyncio.Event()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -23,19 +27,30 @@ class _Recorder(asyncio.Protocol):
 
 
 class _Counting(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.paused = 0
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
+    def pause_writing(self) -> None:
+        self.paused += 1
+
 
 async def _pair() -> tuple[asyncio.Transport, _Recorder, asyncio.Server]:
+    transport, _, reader, server = await _connected()
+    return transport, reader, server
+
+
+async def _connected() -> tuple[asyncio.Transport, _Counting, _Recorder, asyncio.Server]:
     loop = asyncio.get_running_loop()
     reader = _Recorder()
     server = await loop.create_server(lambda: reader, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport, _ = await loop.create_connection(_Counting, "127.0.0.1", port)
+    transport, writer = await loop.create_connection(_Counting, "127.0.0.1", port)
     await asyncio.sleep(0.05)
-    return transport, reader, server
+    return transport, writer, reader, server
 
 
 def test_writes_in_one_turn_leave_as_one_send_in_order() -> None:
@@ -77,3 +92,35 @@ def test_closing_right_after_a_write_sends_it_first() -> None:
         server.close()
 
     asyncio.run(run())
+
+
+def test_a_large_write_leaves_in_its_own_turn_and_backpressure_starts_there() -> None:
+    async def run() -> None:
+        transport, writer, reader, server = await _connected()
+        sends: list[int] = []
+        real_write = transport.write
+
+        def counted(data: bytes | bytearray | memoryview) -> None:
+            sends.append(len(data))
+            real_write(data)
+
+        transport.write = counted  # type: ignore[method-assign]  # count the real transport's sends
+        coalesced = _Coalesced(transport, asyncio.get_running_loop())
+        coalesced.write(b"head")
+        assert sends == []  # small writes wait for the end of the turn
+        coalesced.write(b"x" * _Coalesced.FLUSH_AT)
+        assert sends == [4 + _Coalesced.FLUSH_AT]  # gone at once, together with what waited before it
+        # A slow reader (nothing read for now): 16 MiB written in one turn fill the socket's buffers
+        # and the transport's own, which pauses the protocol before the turn ends.
+        assert isinstance(reader.transport, asyncio.ReadTransport)
+        reader.transport.pause_reading()
+        for _ in range(256):
+            coalesced.write(b"y" * _Coalesced.FLUSH_AT)
+        assert writer.paused >= 1
+        transport.abort()
+        reader.transport.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(run())
+

@@ -19,24 +19,31 @@ class _Coalesced:
     out as one: uvicorn writes a response's status line and headers, then its body, each with its
     own `send` system call (and, on loopback, its own wake-up of the reader). Everything else is
     the transport's own; closing sends what waits first. Order is kept: every write of the
-    connection (the protocol's and each request's) goes through here. Backpressure (uvicorn's
-    pause on a full write buffer) applies at the end of the turn: what one turn writes is held
-    whole, which Bastion's bounded responses and awaited stream events keep small."""
+    connection (the protocol's and each request's) goes through here. Once `FLUSH_AT` bytes wait,
+    they go at once: a large body is not held in a second buffer, and backpressure (the
+    transport's `pause_writing`, on which uvicorn waits before its next write) starts in the same
+    turn, as without this wrapper."""
 
-    __slots__ = ("_loop", "_parts", "_transport")
+    __slots__ = ("_loop", "_parts", "_size", "_transport")
+
+    FLUSH_AT = 64 * 1024  # above a response head and a typical tool result; one socket buffer's worth
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._parts: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._parts:
             self._loop.call_soon(self._flush)
         self._parts.append(bytes(data))
+        self._size += len(data)
+        if self._size >= self.FLUSH_AT:
+            self._flush()  # the turn's scheduled flush then finds nothing left
 
     def _flush(self) -> None:
-        parts, self._parts = self._parts, []
+        parts, self._parts, self._size = self._parts, [], 0
         if parts and not self._transport.is_closing():
             self._transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
