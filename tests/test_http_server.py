@@ -123,4 +123,3 @@ def test_a_large_write_leaves_in_its_own_turn_and_backpressure_starts_there() ->
         await server.wait_closed()
 
     asyncio.run(run())
-
