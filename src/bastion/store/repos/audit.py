@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.audit.chain import GENESIS, AuditRecord, canonical, chain_hash
 from bastion.audit.checkpoints import CheckpointPolicy
 from bastion.audit.sink import now_us
+from bastion.config import Settings
 from bastion.errors import AuditUnavailable
 from bastion.oauth.keys import KeyRing
 from bastion.store.db import Database
@@ -48,6 +49,10 @@ from bastion.store.repos.audit_checkpoints import Checkpointer
 from bastion.store.repos.audit_journal import JournalFile, journal_lines
 from bastion.store.repos.audit_verify import PRUNE_KIND, ChainReport, entry_record, verify_chain, verify_report
 from bastion.store.tenancy import SYSTEM, Tenancy
+
+# One default, the setting's (BASTION_AUDIT_STORE_SECONDS): tests and benches that build a log
+# without settings get what a deployment gets.
+_STORE_SECONDS: float = Settings.model_fields["audit_store_seconds"].default
 
 __all__ = [
     "PRUNE_KIND",
@@ -106,7 +111,7 @@ class AuditLog:
         batch_size: int = 2000,
         max_queue: int = 100_000,
         interval: float = 0.25,
-        store_interval: float = 1.0,
+        store_interval: float = _STORE_SECONDS,
         signer: Callable[[], KeyRing] | None = None,
         checkpoints: CheckpointPolicy | None = None,
         clock: Callable[[], int] = now_us,

@@ -22,11 +22,15 @@ import anyio
 import structlog
 from sqlalchemy import Table, insert, select, update
 
+from bastion.config import Settings
 from bastion.identity.token_rules import TokenUse
 from bastion.ids import unique_id
 from bastion.store.db import Database
 from bastion.store.models import ApiToken, ApiTokenUse
 from bastion.store.tenancy import SYSTEM
+
+# One default, the setting's (BASTION_TOKEN_USE_FLUSH_SECONDS), for writers built without settings.
+_FLUSH_SECONDS: float = Settings.model_fields["token_use_flush_seconds"].default
 
 __all__ = ["TokenUseWriter"]
 
@@ -53,7 +57,9 @@ class TokenUseWriter:
     apart: every `interval` (2 s by default), or at `batch_size` uses. Every 0.5 s, at c=1 (about
     290 calls/s here), the fixed part was some 35 µs per call."""
 
-    def __init__(self, db: Database, *, max_queue: int = 10_000, batch_size: int = 500, interval: float = 2.0) -> None:
+    def __init__(
+        self, db: Database, *, max_queue: int = 10_000, batch_size: int = 500, interval: float = _FLUSH_SECONDS
+    ) -> None:
         self._db = db
         self._queue: deque[TokenUse] = deque(maxlen=max_queue)
         self._batch_size = batch_size
