@@ -203,7 +203,17 @@ class Settings(BaseSettings):
     )
     auth_code_ttl_seconds: int = Field(60, ge=10, le=600, description="Lifetime of authorization codes.")
     login_session_seconds: int = Field(
-        900, ge=60, le=86_400, description="How long a browser login lasts on the consent flow."
+        900,
+        ge=60,
+        le=86_400,
+        description="How long a browser sign-in lasts (the consent flow, the admin console) unless renewed by use.",
+    )
+    console_session_max_seconds: int = Field(
+        8 * 3600,
+        ge=60,
+        le=7 * 86_400,
+        description="The admin console renews a session in use (a page past half of BASTION_LOGIN_SESSION_SECONDS "
+        "gets a fresh one) until this long after signing in; then the person signs in again.",
     )
     registration: Literal["open", "allowlist", "off"] = Field(
         "open",

@@ -171,3 +171,28 @@ def test_a_token_signed_by_a_retired_key_verifies_until_the_key_is_pruned() -> N
     with pytest.raises(UnknownSigningKey):
         tokens.verify(token, purpose="login")
     assert tokens.verify(new_token, purpose="login")["sub"] == "grace"
+
+
+def test_renewal_comes_past_half_the_lifetime_keeps_the_session_and_stops_at_the_maximum() -> None:
+    tokens, holder = _tokens()  # 600 s tokens
+    first = tokens.verify(tokens.issue("alice", purpose="session", extra={"sid": "s1"}), purpose="session")
+    holder.time = NOW + 299
+    assert tokens.renew(first, max_age=3600) is None  # not yet half way
+    holder.time = NOW + 300
+    renewed = tokens.renew(first, max_age=3600)
+    assert renewed is not None
+    second = tokens.verify(renewed, purpose="session")
+    kept = (second["sub"], second["sid"], second["auth_time"], second["purpose"])
+    assert kept == ("alice", "s1", int(NOW), "session")
+    assert second["exp"] == int(NOW) + 300 + 600 and second["jti"] != first["jti"]
+    # Renewed while in use, but never past an hour after signing in.
+    holder.time = NOW + 3000
+    last = tokens.renew(second, max_age=3600)
+    assert last is not None
+    third = tokens.verify(last, purpose="session")
+    assert third["auth_time"] == int(NOW) and third["exp"] == int(NOW) + 3600
+    holder.time = NOW + 3001
+    assert tokens.renew(third, max_age=3600) is None  # a fresh one would outlive the hour
+    holder.time = NOW + 3600 + 10  # past the last token's expiry and the verifier's leeway
+    with pytest.raises(InvalidToken):
+        tokens.verify(last, purpose="session")

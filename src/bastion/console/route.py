@@ -21,6 +21,7 @@ from bastion.audit.sink import note
 from bastion.console.render import page
 from bastion.console.viewer import SignInNeeded
 from bastion.errors import BastionError
+from bastion.web.session_api import set_session_cookie
 
 __all__ = ["ConsoleRoute"]
 
@@ -35,6 +36,13 @@ class ConsoleRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def console_handler(request: Request) -> Response:
+            response = await answer(request)
+            renewed = getattr(request.state, "renewed_session", None)  # set by the viewer dependency
+            if renewed is not None and response.status_code != 401:
+                set_session_cookie(response, request.app.state.auth, renewed)
+            return response
+
+        async def answer(request: Request) -> Response:
             try:
                 return await handler(request)
             except SignInNeeded as error:

@@ -20,7 +20,7 @@ from bastion.catalog.holder import SnapshotHolder
 from bastion.errors import BastionError, Forbidden, Unauthenticated
 from bastion.governance.access import Member
 from bastion.web.authserver import AuthServer
-from bastion.web.session_api import SESSION_COOKIE, session_claims, session_csrf
+from bastion.web.session_api import renewed_session, session_claims, session_csrf
 
 __all__ = ["CurrentViewer", "SignInNeeded", "Viewer", "check_csrf"]
 
@@ -61,9 +61,10 @@ async def current_viewer(request: Request) -> Viewer:
     if member is None:  # removed, disabled or moved since signing in
         raise SignInNeeded("your account is no longer active here; sign in again")
     note(request.scope, principal=member.user_id, tenant=member.tenant_id)
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    viewer = Viewer(claims["sub"], str(claims.get("name") or ""), member, session_csrf(cookie))
+    viewer = Viewer(claims["sub"], str(claims.get("name") or ""), member, session_csrf(claims))
     request.state.console_viewer = viewer  # for the error page's navigation
+    # A session in use is renewed (ConsoleRoute sets the cookie on whatever the page answers).
+    request.state.renewed_session = renewed_session(auth, claims)
     return viewer
 
 
@@ -71,7 +72,7 @@ CurrentViewer = Annotated[Viewer, Depends(current_viewer)]
 
 
 def check_csrf(viewer: Viewer, token: object) -> None:
-    """Every console form carries the session's CSRF token (a hash of the HttpOnly cookie)."""
+    """Every console form carries the session's CSRF token (a hash of the session's id)."""
     # Bytes: compare_digest refuses (TypeError, a 500) a str with non-ASCII characters.
     if not isinstance(token, str) or not secrets.compare_digest(token.encode(), viewer.csrf.encode()):
         raise Forbidden("the form's CSRF token is missing or wrong: reload the page and submit it again")

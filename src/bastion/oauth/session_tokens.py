@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bastion.errors import BastionError
@@ -65,6 +65,18 @@ class SessionTokens:
             "purpose": purpose,
         }
         return self._keyring().sign(claims, typ=SESSION_JWT_TYPE)
+
+    def renew(self, claims: Mapping[str, Any], *, max_age: int) -> str | None:
+        """Sliding renewal: a new token for the same session (its extra claims carried over), once
+        more than half of this one's lifetime has passed. None before that, and once the new one
+        would outlive `max_age` seconds since the session began (`auth_time`, else this token's
+        `iat`): a session kept in use still ends then, and one left idle ends with its token."""
+        now = self._now()
+        began = int(claims.get("auth_time", claims["iat"]))
+        if now - claims["iat"] < self._ttl / 2 or now + self._ttl > began + max_age:
+            return None
+        extra = {name: value for name, value in claims.items() if name not in _REGISTERED}
+        return self.issue(claims["sub"], purpose=claims["purpose"], extra={**extra, "auth_time": began})
 
     def verify(self, token: str, *, purpose: str) -> dict[str, Any]:
         claims = verify_jwt(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -47,7 +48,13 @@ from bastion.vault.envelope import VaultError
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
 from bastion.web.pages import render
-from bastion.web.session_api import SESSION_COOKIE, new_session, session_claims, session_csrf, set_session_cookie
+from bastion.web.session_api import (
+    cookie_claims,
+    new_session,
+    session_claims,
+    session_csrf,
+    set_session_cookie,
+)
 from bastion.web.signin import error_page
 
 __all__ = ["connect_url", "connections_of", "disconnect_origin", "router"]
@@ -119,7 +126,9 @@ async def _client_name(auth: AuthServer, client: str) -> str:
         return client
 
 
-async def _consent_page(auth: AuthServer, origin_id: str, ticket: str, cookie: str, username: str) -> Response:
+async def _consent_page(
+    auth: AuthServer, origin_id: str, ticket: str, session: Mapping[str, Any], username: str
+) -> Response:
     claims = _ticket(auth, ticket, origin_id)
     name, config = _oauth_origin(auth, origin_id)
     return render(
@@ -134,7 +143,7 @@ async def _consent_page(auth: AuthServer, origin_id: str, ticket: str, cookie: s
         client_name=await _client_name(auth, claims["client"]),
         username=username,
         ticket=ticket,
-        csrf=session_csrf(cookie),
+        csrf=session_csrf(session),
     )
 
 
@@ -149,7 +158,7 @@ async def start(origin_id: str, ticket: str, request: Request, auth: Auth) -> Re
             return render("connect_signin.html", origin_id=origin_id, ticket=ticket, error=None)
         if session["sub"] != claims["sub"]:
             raise Forbidden("this link was made for another account: sign out, or open your own link")
-        return await _consent_page(auth, origin_id, ticket, request.cookies[SESSION_COOKIE], session.get("name", ""))
+        return await _consent_page(auth, origin_id, ticket, session, session.get("name", ""))
     except BastionError as error:
         return error_page(error)
 
@@ -175,7 +184,8 @@ async def sign_in(
         return error_page(Forbidden("this link was made for another account: nothing was connected"))
     cookie = new_session(auth, user.id, user.username)
     try:
-        response = await _consent_page(auth, origin_id, ticket, cookie, user.username)
+        session = cookie_claims(auth, cookie)
+        response = await _consent_page(auth, origin_id, ticket, session, user.username)
     except BastionError as error:
         return error_page(error)
     set_session_cookie(response, auth, cookie)
@@ -194,7 +204,7 @@ async def decide(
     try:
         _same_site(request, auth)
         session = session_claims(request, auth)
-        if not secrets.compare_digest(csrf, session_csrf(request.cookies.get(SESSION_COOKIE, ""))):
+        if not secrets.compare_digest(csrf, session_csrf(session)):
             raise Forbidden("the consent form's CSRF token is missing or wrong; nothing was connected")
         claims = _ticket(auth, ticket, origin_id)
         if session["sub"] != claims["sub"]:
@@ -328,10 +338,9 @@ async def connections(request: Request, auth: Auth) -> JSONResponse:
 async def disconnect(origin_id: str, request: Request, auth: Auth) -> Response:
     """Withdraw the connection: the tokens are deleted here (and revoked at the origin's server where
     it offers RFC 7009), and no call uses them again, on any replica."""
-    user_id = session_claims(request, auth)["sub"]
-    if not secrets.compare_digest(
-        request.headers.get("x-csrf-token", ""), session_csrf(request.cookies.get(SESSION_COOKIE, ""))
-    ):
+    session = session_claims(request, auth)
+    user_id = session["sub"]
+    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session_csrf(session)):
         raise Forbidden("the X-CSRF-Token header is missing or wrong")
     await disconnect_origin(auth, user_id, origin_id)
     return Response(status_code=204)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -26,7 +27,16 @@ from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
 
-__all__ = ["SESSION_COOKIE", "new_session", "router", "session_claims", "session_csrf", "set_session_cookie"]
+__all__ = [
+    "SESSION_COOKIE",
+    "cookie_claims",
+    "new_session",
+    "renewed_session",
+    "router",
+    "session_claims",
+    "session_csrf",
+    "set_session_cookie",
+]
 
 router = APIRouter(prefix="/auth", include_in_schema=False)
 
@@ -39,14 +49,23 @@ class SessionIn(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
-def session_csrf(cookie: str) -> str:
-    return hashlib.sha256(b"bastion-session-csrf:" + cookie.encode()).hexdigest()
+def session_csrf(claims: Mapping[str, Any]) -> str:
+    """The CSRF token of a session: a hash of its id, a claim of the HttpOnly cookie's signed token
+    that another site can neither read nor forge. The id outlives renewals (`renewed_session`), so
+    a form rendered before one still posts after it; a token from before session ids had its own."""
+    session_id = str(claims.get("sid") or claims["jti"])
+    return hashlib.sha256(b"bastion-session-csrf:" + session_id.encode()).hexdigest()
 
 
 def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise Unauthenticated("not signed in")
+    return cookie_claims(auth, cookie)
+
+
+def cookie_claims(auth: AuthServer, cookie: str) -> dict[str, Any]:
+    """The claims of a session cookie's token (InvalidToken when it is not a live session)."""
     return auth.sessions.verify(cookie, purpose=_PURPOSE)
 
 
@@ -56,15 +75,23 @@ async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse
     user = await auth.logins.verify(attempt(request, data.username, data.password))
     note(request.scope, principal=user.id, tenant=user.tenant_id)
     cookie = new_session(auth, user.id, user.username)
-    claims = auth.sessions.verify(cookie, purpose=_PURPOSE)
-    body = {"user_id": user.id, "username": user.username, "expires_at": claims["exp"], "csrf": session_csrf(cookie)}
+    claims = cookie_claims(auth, cookie)
+    body = {"user_id": user.id, "username": user.username, "expires_at": claims["exp"], "csrf": session_csrf(claims)}
     response = JSONResponse(body, headers={"cache-control": "no-store"})
     set_session_cookie(response, auth, cookie)
     return response
 
 
 def new_session(auth: AuthServer, user_id: str, username: str) -> str:
-    return auth.sessions.issue(user_id, purpose=_PURPOSE, extra={"name": username})
+    # `sid`: the session's id, kept by renewals; the first token's `iat` is when it began.
+    extra = {"name": username, "sid": secrets.token_urlsafe(16)}
+    return auth.sessions.issue(user_id, purpose=_PURPOSE, extra=extra)
+
+
+def renewed_session(auth: AuthServer, claims: Mapping[str, Any]) -> str | None:
+    """A fresh cookie for a session in use past half its lifetime, within
+    `BASTION_CONSOLE_SESSION_MAX_SECONDS` of signing in; None when none is due."""
+    return auth.sessions.renew(claims, max_age=auth.settings.console_session_max_seconds)
 
 
 def set_session_cookie(response: Response, auth: AuthServer, cookie: str) -> None:
@@ -97,9 +124,8 @@ async def consents(request: Request, auth: Auth) -> JSONResponse:
 async def withdraw(consent_id: str, request: Request, auth: Auth) -> Response:
     """Withdraw a consent: the application's tokens for that server stop working at once."""
     claims = session_claims(request, auth)
-    cookie = request.cookies.get(SESSION_COOKIE, "")
     # A state-changing call from the UI carries the CSRF token it was given at sign-in.
-    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session_csrf(cookie)):
+    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session_csrf(claims)):
         raise Forbidden("the X-CSRF-Token header is missing or wrong")
     await withdraw_consent(auth.db, auth.bus, claims["sub"], consent_id)
     return Response(status_code=204)
