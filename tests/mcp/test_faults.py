@@ -10,7 +10,7 @@ import anyio
 import pytest
 from mcp import MCPError
 
-from tests.harness import Bastion, free_port, origin_process, run_bastion
+from tests.harness import Bastion, eventually, free_port, origin_process, run_bastion
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +44,27 @@ async def test_each_misbehaving_reply_is_a_precise_error_and_the_origin_stays_us
             assert relayed.value.error.code == -32050
             assert relayed.value.error.message == "inventory backend says no"
             assert (await client.call_tool("ok", {})).content[0].text == "fine"  # type: ignore[union-attr]
+
+
+async def test_messages_no_origin_should_send_are_dropped_and_the_gateway_keeps_working(gw: Bastion) -> None:
+    """Requests with an object or array id and a notification with a numeric method, on the origin's
+    own stream and on a call's reply stream: dropped, while the call, the stream and the gateway's
+    background work (here: the audit writer) go on."""
+    with origin_process("tests.origins.faulty") as url:
+        gw.add_origin("faulty", url=url, timeout_seconds=5.0)
+        gw.publish_server("faulty", {"origin": "faulty"})
+        async with gw.client("faulty", gw.token("faulty")) as client:
+            await client.list_tools()  # the origin's GET stream is open, and has sent the odd messages
+            result = await client.call_tool("odd_messages", {})
+            assert result.content[0].text == "odd"  # type: ignore[union-attr]
+            await anyio.sleep(0.3)
+            assert (await client.call_tool("ok", {})).content[0].text == "fine"  # type: ignore[union-attr]
+
+        async def stored() -> bool:
+            records = gw.ok("GET", "/api/audit/records", params={"target": "ok"})
+            return any(r["kind"] == "upstream.call" for r in records)
+
+        await eventually(stored)  # the writers still run: their task group was not torn down
 
 
 async def test_unreachable_origin_fails_fast_with_a_clear_error(gw: Bastion) -> None:

@@ -8,15 +8,32 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import AsyncIterator
 
 import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-TOOLS = ["ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "http_500"]
+TOOLS = ["ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "http_500", "odd_messages"]
+# Messages no well-behaved origin sends: a request whose id is an object, one whose method is a number.
+ODD: list[dict[str, object]] = [
+    {"jsonrpc": "2.0", "id": {"x": 1}, "method": "ping"},
+    {"jsonrpc": "2.0", "method": 5, "params": {}},
+    {"jsonrpc": "2.0", "id": [1], "method": "roots/list"},
+]
+
+
+def _events(messages: list[dict[str, object]]) -> bytes:
+    return b"".join(b"data: " + json.dumps(m).encode() + b"\n\n" for m in messages)
+
+
+async def _server_stream() -> AsyncIterator[bytes]:
+    """The session's GET stream: the odd messages, then nothing (held open)."""
+    yield _events(ODD)
+    await anyio.sleep(3600)
 
 
 def _tool(name: str) -> dict[str, object]:
@@ -24,6 +41,8 @@ def _tool(name: str) -> dict[str, object]:
 
 
 async def mcp(request: Request) -> Response:
+    if request.method == "GET":
+        return StreamingResponse(_server_stream(), media_type="text/event-stream")
     if request.method != "POST":
         return Response(status_code=405)
     message = json.loads(await request.body())
@@ -57,6 +76,13 @@ async def mcp(request: Request) -> Response:
     if name == "rpc_error":
         error = {"code": -32050, "message": "inventory backend says no"}
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})
+    if name == "odd_messages":  # the odd messages on the call's own reply stream, then its result
+        result: dict[str, object] = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "result": {"content": [{"type": "text", "text": "odd"}]},
+        }
+        return Response(_events([*ODD, result]), media_type="text/event-stream")
     if name == "http_500":
         return Response(b"upstream exploded", status_code=500, media_type="text/plain")
     fine: dict[str, object] = {"content": [{"type": "text", "text": "fine"}]}

@@ -177,7 +177,8 @@ class HttpOriginClient(RpcCore):
         # Built from scratch for each request: nothing of the MCP client's request (its token least
         # of all) reaches the origin; the origin's own service credential, from the vault, does.
         headers = {"accept": _ACCEPT, "content-type": "application/json", **self._credential}
-        who = self._on_behalf.get(message.get("id", -1)) if message is not None else None
+        request_id = message.get("id") if message is not None else None
+        who = self._on_behalf.get(request_id) if isinstance(request_id, int) else None
         if self._jwt is not None:
             headers["authorization"] = "Bearer " + self._minted(who)
         elif self._oauth is not None:
@@ -313,5 +314,8 @@ class HttpOriginClient(RpcCore):
                         await self._route(decode_message(event, self.spec.name))
             except (aiohttp.ClientError, UpstreamError, EgressRefused) as exc:
                 log.info("origin_stream_ended", origin=self.spec.name, error=type(exc).__name__)
+            except Exception as exc:  # the top of a background task in the gateway's own task group:
+                # whatever an origin sends, it ends this stream, never the group (and the gateway's writers).
+                log.warning("origin_stream_failed", origin=self.spec.name, error=type(exc).__name__)
             finally:
                 self._stream = None

@@ -269,7 +269,15 @@ class RpcCore:
                 pending.message = message
                 pending.done.set()
             return
+        if not isinstance(method, str):
+            # Dropped, not raised: on a shared notification stream one malformed message must not end
+            # the stream (nor the task that reads it) for every caller of this origin.
+            log.warning("origin_message_dropped", origin=self.spec.name, reason="its method is not a string")
+            return
         if "id" in message:
+            if not _is_request_id(message["id"]):  # JSON-RPC: a string or a number; nothing to answer to
+                log.warning("origin_message_dropped", origin=self.spec.name, reason="its id is not a string or number")
+                return
             await self._answer_server_request(message)
             return
         raw_params = message.get("params")
@@ -313,6 +321,10 @@ class RpcCore:
         for pending in self._pending.values():
             pending.done.set()
         self._ready = False
+
+
+def _is_request_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def decode_message(data: str | bytes, origin: str) -> Any:

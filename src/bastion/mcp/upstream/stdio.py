@@ -21,7 +21,7 @@ from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from bastion.catalog.snapshot import OriginSpec
-from bastion.errors import UpstreamProtocolError, UpstreamUnavailable
+from bastion.errors import UpstreamError, UpstreamUnavailable
 from bastion.mcp.upstream.base import NotificationSink, OriginGuard
 from bastion.mcp.upstream.rpc import RpcCore, decode_message
 
@@ -120,8 +120,11 @@ class StdioOriginClient(RpcCore):
             reason = f"stdio process sent a message over {self.max_bytes} bytes"
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
-        except UpstreamProtocolError as exc:
+        except UpstreamError as exc:  # a malformed message, or an answer the process would not take
             reason = exc.message
+        except Exception as exc:  # the top of a background task: the process is handled as dead, no more
+            reason = f"stdio reader failed: {type(exc).__name__}"
+            log.warning("origin_reader_failed", origin=self.spec.name, error=type(exc).__name__)
         if self._process is process:
             await self._on_death(process, reason)
 
