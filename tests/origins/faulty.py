@@ -77,12 +77,12 @@ async def mcp(request: Request) -> Response:
         error = {"code": -32050, "message": "inventory backend says no"}
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})
     if name == "odd_messages":  # the odd messages on the call's own reply stream, then its result
-        result: dict[str, object] = {
+        answer: dict[str, object] = {
             "jsonrpc": "2.0",
             "id": request_id,
             "result": {"content": [{"type": "text", "text": "odd"}]},
         }
-        return Response(_events([*ODD, result]), media_type="text/event-stream")
+        return Response(_events([*ODD, answer]), media_type="text/event-stream")
     if name == "http_500":
         return Response(b"upstream exploded", status_code=500, media_type="text/plain")
     fine: dict[str, object] = {"content": [{"type": "text", "text": "fine"}]}
