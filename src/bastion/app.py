@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from sqlalchemy import text
 from bastion import __version__
 from bastion.admin.api import router as admin_router
 from bastion.admin.deps import MetricsRead
+from bastion.catalog.snapshot import SLUG_PATTERN
 from bastion.config import Settings
 from bastion.console import router as console_router
 from bastion.errors import Unavailable
@@ -32,6 +34,7 @@ from bastion.web import router as identity_router
 __all__ = ["create_app"]
 
 _MCP_PREFIX, _MCP_SUFFIX = "/servers/", "/mcp"
+_SLUG = re.compile(SLUG_PATTERN)
 _API_PREFIX = "/api/"
 
 
@@ -48,7 +51,9 @@ class _Planes:
             path: str = scope["path"]
             if path.startswith(_MCP_PREFIX) and path.endswith(_MCP_SUFFIX):
                 slug = path[len(_MCP_PREFIX) : -len(_MCP_SUFFIX)]
-                if slug and "/" not in slug:
+                # Only a well-formed slug reaches the data plane, which names it in headers and links;
+                # anything else (a decoded CR/LF or quote, say) is an unknown route: 404.
+                if _SLUG.fullmatch(slug):
                     await self._endpoint(slug, scope, receive, send)
                     return
             if self._gate is not None and path.startswith(_API_PREFIX):

@@ -79,6 +79,17 @@ def test_unpublished_and_unknown_servers_are_404(gw: Bastion) -> None:
         assert response.status_code == 404
 
 
+@pytest.mark.parametrize("path", ["a%0d%0ab", "a%22b", "A", "a%20b", "%2e%2e", "-a", "a" * 64])
+def test_paths_that_are_no_slug_are_404_not_a_dropped_connection(gw: Bastion, path: str) -> None:
+    """A CR/LF or quote decoded from the path would have gone into the 401's WWW-Authenticate header
+    (uvicorn then dropped the connection instead of answering): such a path names no server."""
+    for token in (None, gw.token("hard")):
+        headers = {**ACCEPT, **({"authorization": f"Bearer {token}"} if token else {})}
+        response = gw.http.post(f"/servers/{path}/mcp", json=INIT, headers=headers)
+        assert response.status_code == 404
+        assert "www-authenticate" not in response.headers
+
+
 def test_revoked_token_is_refused_on_the_next_request(gw: Bastion) -> None:
     created = gw.ok("POST", "/api/tokens", json={"name": "short", "servers": ["hard"]})
     assert post(gw, INIT, created["token"]).status_code == 200

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from bastion.catalog.snapshot import SLUG_PATTERN
 from bastion.errors import BadRequest
 from bastion.governance.permissions import parse_permission
 
@@ -41,7 +42,7 @@ __all__ = [
 Scope = Literal["mcp", "mcp:read", "mcp:write", "admin"]
 Visibility = Literal["private", "team", "tenant"]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lowercase letters, digits, '-' and '_'")
+Slug = Field(pattern=SLUG_PATTERN, description="lowercase letters, digits, '-' and '_'")
 Alias = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 OfferedName = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 

@@ -17,6 +17,7 @@ from bastion.vault.credentials import OriginCredential
 
 __all__ = [
     "MAX_ITEM_NAME",
+    "SLUG_PATTERN",
     "ItemKind",
     "OriginAccess",
     "OriginSpec",
@@ -28,6 +29,8 @@ __all__ = [
 
 ItemKind = Literal["tool", "resource", "resource_template", "prompt"]
 MAX_ITEM_NAME = 512  # longest item name (tool, prompt, URI): the width of the store's name columns
+# A virtual server's slug: what the admin API accepts, and all the MCP endpoint's path may name.
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
 def definition_digest(definition: dict[str, Any]) -> str:
