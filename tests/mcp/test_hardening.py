@@ -119,6 +119,25 @@ def test_session_is_bound_to_the_token_that_opened_it(gw: Bastion, token: str) -
     assert stolen.status_code == 404
 
 
+def test_malformed_messages_in_a_session_are_precise_errors_or_ignored_never_a_500(gw: Bastion, token: str) -> None:
+    session = {"mcp-session-id": open_session(gw, token), "mcp-protocol-version": "2025-11-25"}
+    call = {"name": "list_stock", "arguments": {}, "_meta": 5}
+    answer = post(gw, {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": call}, token, **session)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == -32602
+    assert answer.json()["error"]["message"] == "invalid tools/call params: _meta: must be an object"
+    # Notifications and replies that name no request of this session: accepted (202), nothing happens.
+    for message in (
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": [1]},
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": {}}},
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": [1]}},
+        {"jsonrpc": "2.0", "id": {"x": 1}, "result": {}},
+        {"jsonrpc": "2.0", "id": [1], "result": {}},
+    ):
+        assert post(gw, message, token, **session).status_code == 202, message
+    assert post(gw, {"jsonrpc": "2.0", "id": 4, "method": "ping"}, token, **session).json()["result"] == {}
+
+
 def test_session_ids_are_long_and_unpredictable(gw: Bastion, token: str) -> None:
     ids = {open_session(gw, token) for _ in range(5)}
     assert len(ids) == 5

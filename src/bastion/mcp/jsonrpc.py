@@ -8,7 +8,12 @@ import orjson
 
 from bastion.errors import BadRequest, BastionError, ParseError, UpstreamRejected
 
-__all__ = ["decode_body", "error_message", "result_message"]
+__all__ = ["decode_body", "error_message", "is_request_id", "result_message"]
+
+
+def is_request_id(value: Any) -> bool:
+    """JSON-RPC 2.0 §4: a request id is a string or a number (Bastion's and MCP's: an integer)."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def decode_body(body: bytes, *, max_depth: int) -> Any:

@@ -102,7 +102,8 @@ class Session:
 
     def answer(self, message: dict[str, Any]) -> None:
         """A reply the client POSTed: wake the request waiting for it (unknown ids are dropped)."""
-        pending = self.asks.get(message.get("id"))  # type: ignore[arg-type]  # any JSON id
+        request_id = message.get("id")
+        pending = self.asks.get(request_id) if isinstance(request_id, str) else None  # Bastion's ids: strings
         if pending is not None and not pending.done.is_set():
             pending.reply = message
             pending.done.set()

@@ -55,7 +55,7 @@ from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import SCOPE_MCP, Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
 from bastion.mcp.auditing import refusal_record
-from bastion.mcp.jsonrpc import decode_body, error_message, result_message
+from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
 from bastion.mcp.scopes import check_scope
@@ -304,9 +304,10 @@ class McpEndpoint:
 
     def _notification(self, session: Session, message: dict[str, Any]) -> None:
         if message["method"] == "notifications/cancelled":
-            request_id = (message.get("params") or {}).get("requestId")
-            scope = session.in_flight.get(request_id)
-            if scope is not None:
+            params = message.get("params")
+            request_id = params.get("requestId") if isinstance(params, dict) else None
+            scope = session.in_flight.get(request_id) if is_request_id(request_id) else None
+            if scope is not None:  # a malformed notice names no request: nothing is cancelled
                 scope.cancel()
 
     async def _listen(self, receive: Receive, send: Send, request: mt.JSONRPCRequest, call: Call) -> None:
@@ -407,11 +408,15 @@ def _is_modern(version: str | None) -> bool:
 
 def _request(message: dict[str, Any]) -> mt.JSONRPCRequest:
     try:
-        return mt.JSONRPCRequest.model_validate(message)
+        request = mt.JSONRPCRequest.model_validate(message)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise BadRequest(f"invalid JSON-RPC request: {where}: {first['msg']}") from None
+    # The envelope model takes any params object; every method's `_meta` is an object (MCP's `RequestParams`).
+    if request.params is not None and not isinstance(request.params.get("_meta", {}), dict):
+        raise InvalidParams(f"invalid {request.method} params: _meta: must be an object")
+    return request
 
 
 def _modern_rejection(scope: Scope, message: dict[str, Any]) -> InboundLadderRejection | None:

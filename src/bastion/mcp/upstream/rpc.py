@@ -31,6 +31,7 @@ from bastion.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from bastion.mcp.jsonrpc import is_request_id
 from bastion.mcp.upstream.base import NotificationSink, OnBehalf, ProgressSink
 
 __all__ = ["CLIENT_INFO", "RpcCore", "decode_message"]
@@ -275,7 +276,7 @@ class RpcCore:
             log.warning("origin_message_dropped", origin=self.spec.name, reason="its method is not a string")
             return
         if "id" in message:
-            if not _is_request_id(message["id"]):  # JSON-RPC: a string or a number; nothing to answer to
+            if not is_request_id(message["id"]):  # JSON-RPC: a string or a number; nothing to answer to
                 log.warning("origin_message_dropped", origin=self.spec.name, reason="its id is not a string or number")
                 return
             await self._answer_server_request(message)
@@ -321,10 +322,6 @@ class RpcCore:
         for pending in self._pending.values():
             pending.done.set()
         self._ready = False
-
-
-def _is_request_id(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def decode_message(data: str | bytes, origin: str) -> Any:
