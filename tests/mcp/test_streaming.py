@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import anyio
+import httpx
 import mcp_types as mt
 import pytest
 
@@ -69,6 +70,39 @@ async def test_cancelling_a_call_cancels_it_at_the_origin(bastion: Bastion, mode
 
         await eventually(origin_saw_the_cancel)
         assert await _probe_status(client) == {"started": 1, "cancelled": 1, "finished": 0}
+
+
+async def test_a_call_cancelled_after_its_event_stream_began_ends_that_stream_cleanly(bastion: Bastion) -> None:
+    """The stream's response had started: the cancellation ends its body, and sends no second response
+    (which the HTTP server refused, cutting the connection mid-stream)."""
+    bastion.add_origin("probe", command=PROBE)
+    bastion.publish_server("cut", {"origin": "probe", "items": ["wait"]})
+    headers = {
+        "authorization": f"Bearer {bastion.token('cut')}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+    async with httpx.AsyncClient(base_url=bastion.base_url, headers=headers, timeout=30) as http:
+        opened = await http.post(
+            "/servers/cut/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}
+        )
+        session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        await http.post(
+            "/servers/cut/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+        )
+        call = {"name": "wait", "arguments": {"seconds": 20}, "_meta": {"progressToken": 7}}
+        body = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}
+        with anyio.fail_after(10):
+            async with http.stream("POST", "/servers/cut/mcp", json=body, headers=session) as stream:
+                assert stream.status_code == 200
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}}
+                assert (await http.post("/servers/cut/mcp", json=cancel, headers=session)).status_code == 202
+                events = [line async for line in stream.aiter_lines() if line.startswith("data:")]
+        assert not any('"result"' in event for event in events)  # a cancelled request gets no answer
+        ping = await http.post("/servers/cut/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers=session)
+        assert ping.json()["result"] == {}
 
 
 async def test_list_changed_reaches_the_client_when_an_item_is_disabled(bastion: Bastion) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["Receive", "Scope", "Send", "header", "read_body", "route_template", "send_bytes"]
+__all__ = ["Receive", "Scope", "Send", "TrackedSend", "header", "read_body", "route_template", "send_bytes"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,6 +55,32 @@ async def send_bytes(
     raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(headers or ())]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+class TrackedSend:
+    """A `send` that remembers how far the response got, for code that must end a response it may
+    or may not have begun (a call cancelled before or after its event stream started)."""
+
+    __slots__ = ("_send", "ended", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.ended = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.ended = True
+        await self._send(message)
+
+    async def finish(self, status: int, body: bytes) -> None:
+        """Answer with `body` if nothing was sent yet; else end the body already begun (if open)."""
+        if not self.started:
+            await send_bytes(self, status, body)
+        elif not self.ended:
+            await self({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def route_template(scope: Scope) -> str:

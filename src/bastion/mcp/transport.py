@@ -50,7 +50,7 @@ from bastion.errors import (
     UnknownSession,
     UnsupportedProtocolVersion,
 )
-from bastion.http.asgi import BodyTooLarge, Receive, Scope, Send, header, read_body, send_bytes
+from bastion.http.asgi import BodyTooLarge, Receive, Scope, Send, TrackedSend, header, read_body, send_bytes
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import SCOPE_MCP, Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
@@ -206,15 +206,17 @@ class McpEndpoint:
             return
         request = _request(message)
         call = Call(server, snapshot, principal, modern=False, session_id=session.id)
+        tracked = TrackedSend(send)
         with anyio.CancelScope() as cancel:
             session.in_flight[request.id] = cancel
             try:
-                await self._answer(scope, receive, send, call, request, session)
+                await self._answer(scope, receive, tracked, call, request, session)
             finally:
                 session.in_flight.pop(request.id, None)
         if cancel.cancelled_caught:
-            # The client cancelled: it reads no answer, but the HTTP exchange must end.
-            await send_bytes(send, 200, error_message(request.id, RequestCancelled("Request cancelled")))
+            # The client cancelled (or the session ended): it reads no answer, but the HTTP exchange
+            # must end, whether or not its event stream had begun.
+            await tracked.finish(200, error_message(request.id, RequestCancelled("Request cancelled")))
 
     async def _post_modern(
         self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], call: Call
