@@ -39,6 +39,7 @@ async def test_each_misbehaving_reply_is_a_precise_error_and_the_origin_stays_us
                 assert "did not answer tools/call within 1s" in await _error_of(client, "slow")
             assert "malformed result" in await _error_of(client, "bad_result")
             assert "HTTP 500" in await _error_of(client, "http_500")
+            assert "did not know the MCP session it had just opened" in await _error_of(client, "lost_session")
             with pytest.raises(MCPError) as relayed:
                 await client.call_tool("rpc_error", {})
             assert relayed.value.error.code == -32050

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-TOOLS = ["ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "http_500", "odd_messages"]
+TOOLS = ["ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "http_500", "odd_messages", "lost_session"]
 # Messages no well-behaved origin sends: a request whose id is an object, one whose method is a number.
 ODD: list[dict[str, object]] = [
     {"jsonrpc": "2.0", "id": {"x": 1}, "method": "ping"},
@@ -83,6 +83,8 @@ async def mcp(request: Request) -> Response:
             "result": {"content": [{"type": "text", "text": "odd"}]},
         }
         return Response(_events([*ODD, answer]), media_type="text/event-stream")
+    if name == "lost_session":  # as a replica that never saw this session would answer
+        return Response(b"unknown session", status_code=404, media_type="text/plain")
     if name == "http_500":
         return Response(b"upstream exploded", status_code=500, media_type="text/plain")
     fine: dict[str, object] = {"content": [{"type": "text", "text": "fine"}]}

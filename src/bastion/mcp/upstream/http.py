@@ -105,16 +105,18 @@ class HttpOriginClient(RpcCore):
     ) -> dict[str, Any]:
         if on_behalf is None or not self._ready:  # a request made for no one, or a handshake first
             await self._refresh_service_bearer()
-        try:
-            return await super().request(
-                method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
-            )
-        except _SessionLost:
-            log.info("origin_session_lost", origin=self.spec.name)
-            self._ready, self._session_id = False, None
-            return await super().request(
-                method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
-            )
+        for attempt in range(2):
+            try:
+                return await super().request(
+                    method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
+                )
+            except _SessionLost:  # 404: the origin did not take the request; a new handshake, then once more
+                log.info("origin_session_lost", origin=self.spec.name, attempt=attempt + 1)
+                self._ready, self._session_id = False, None
+        raise UpstreamUnavailable(
+            f"origin {self.spec.name!r} did not know the MCP session it had just opened (HTTP 404, twice): "
+            "its replicas may not share sessions"
+        )
 
     async def _refresh_service_bearer(self) -> None:
         if self._oauth is not None and self._grants is not None:
