@@ -232,6 +232,9 @@ async def test_unreachable_refused_and_malformed_requests_fail_before_anything_i
         pool = Http1Pool(url, LOOPBACK)
         with pytest.raises(Http1InvalidRequest, match="line break"):
             await pool.request("POST", {"authorization": "Bearer x\r\nx-injected: 1"}, b"{}")
+        with pytest.raises(Http1InvalidRequest, match=r"'x-key' holds characters HTTP/1\.1 cannot carry") as caught:
+            await pool.request("POST", {"accept": "*/*", "x-key": "s3cr\u2019t"}, b"{}")
+        assert "s3cr" not in str(caught.value)  # the header's name, never its value
         async with await pool.request("POST", {}, b"7") as response:  # the slot was given back
             assert await response.read(100) == b'{"got":7}'
         await pool.aclose()

@@ -142,6 +142,7 @@ async def test_an_api_key_header_or_basic_auth_replaces_the_bearer_token(gw: Bas
         ({"mode": "header", "name": "Host", "value": "x"}, "set by Bastion itself"),
         ({"mode": "basic", "username": "u", "password": "p", "token": "t"}, "takes no token"),
         ({"mode": "bearer", "token": "a\r\nInjected: yes"}, "line breaks"),
+        ({"mode": "header", "name": "X-Key", "value": "Injected\u2019"}, "only Latin-1 characters"),
     ],
 )
 async def test_malformed_credentials_are_refused_without_echoing_the_secret(

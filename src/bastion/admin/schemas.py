@@ -149,6 +149,9 @@ class OriginAuthIn(StrictIn):
                 raise ValueError("a secret is 1 to 8192 characters")
             if secret is not None and any(c in secret.get_secret_value() for c in "\r\n\0"):
                 raise ValueError("a secret may not contain line breaks or NUL")
+        for sent_as_is in (self.token, self.value):  # header values on the wire: HTTP/1.1 carries Latin-1 only
+            if sent_as_is is not None and not all(ord(c) < 256 for c in sent_as_is.get_secret_value()):
+                raise ValueError("a token or header value may hold only Latin-1 characters (all HTTP headers carry)")
         return self
 
     def secret(self) -> dict[str, str]:

@@ -38,6 +38,14 @@ _MAX_BUFFERED = 1 << 20  # reading pauses while this much body waits for the cal
 _BAD_HEADER = re.compile(r"[\r\n\0]")
 
 
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _failure(exc: OSError) -> str:
     """Why a connection failed, in words a person can act on (the exception's type alone, as
     "SSLCertVerificationError", left them to guess). It reaches MCP clients (`UpstreamUnavailable`),
@@ -339,7 +347,11 @@ class Http1Pool:
                 raise Http1InvalidRequest(f"header {name!r} holds a line break or NUL")  # request smuggling
             lines.append(f"{name}: {value}\r\n")
         lines.append(f"content-length: {length}\r\n\r\n")
-        return "".join(lines).encode("latin-1")
+        try:
+            return "".join(lines).encode("latin-1")
+        except UnicodeEncodeError:  # found again only now, off the hot path; named, its value never
+            name = next(n for n, v in headers.items() if not _latin1(n + v))
+            raise Http1InvalidRequest(f"header {name!r} holds characters HTTP/1.1 cannot carry") from None
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
