@@ -8,6 +8,7 @@ connect through A's /connect pages and B's sign-in and consent pages, as a brows
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -189,7 +190,10 @@ async def _grants(world: World, person: Person) -> list[tuple[GrantKey, Downstre
 
 
 def _csrf(browser: httpx.AsyncClient) -> dict[str, str]:
-    return {"x-csrf-token": session_csrf(browser.cookies["bastion_session"])}
+    """What the connect page hands the browser: the CSRF token of the session its cookie holds."""
+    payload = browser.cookies["bastion_session"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {"x-csrf-token": session_csrf(claims)}
 
 
 async def test_tokens_are_sealed_per_person_and_a_moved_ciphertext_does_not_open(world: World) -> None:
