@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,22 @@ async def test_messages_no_origin_should_send_are_dropped_and_the_gateway_keeps_
             return any(r["kind"] == "upstream.call" for r in records)
 
         await eventually(stored)  # the writers still run: their task group was not torn down
+
+
+async def test_a_call_the_origin_took_and_dropped_is_repeated_only_when_the_tool_is_read_only(gw: Bastion) -> None:
+    """The origin reads a call on a kept connection, then closes it unanswered. A read-only tool's
+    call goes once more on a new connection; a tool that may change something is not sent twice:
+    the client gets the error, and the origin saw the call once."""
+    with origin_process("tests.origins.dropper") as url:
+        gw.add_origin("dropper", url=url, timeout_seconds=5.0)
+        gw.publish_server("dropper", {"origin": "dropper"})
+        async with gw.client("dropper", gw.token("dropper")) as client:
+            await client.call_tool("warm", {})  # a kept connection to the origin
+            assert (await client.call_tool("read", {})).content[0].text == "done read"  # type: ignore[union-attr]
+            await client.call_tool("warm", {})
+            assert "unreachable" in await _error_of(client, "write")
+            seen = json.loads((await client.call_tool("seen", {})).content[0].text)  # type: ignore[union-attr]
+    assert (seen["read"], seen["write"]) == (2, 1)
 
 
 async def test_unreachable_origin_fails_fast_with_a_clear_error(gw: Bastion) -> None:

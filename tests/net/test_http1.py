@@ -219,6 +219,36 @@ async def test_a_kept_connection_the_origin_closed_is_replaced_without_failing_t
     assert accepted == [1, 2, 3]
 
 
+@pytest.mark.parametrize("replay", [True, False])
+async def test_a_request_the_origin_took_then_closed_on_is_sent_again_only_when_replayable(replay: bool) -> None:
+    """The origin reads the second request on a kept connection and closes it without a word (it
+    crashed, say): Bastion cannot tell that from an idle close, so only a replayable request is
+    sent again; one that must not run twice fails instead (RFC 9110 §9.2.2)."""
+    seen: list[bytes] = []
+
+    async def answers_once_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await _read_request(reader)
+        seen.append(body)
+        writer.write(_reply(b'{"got":' + body + b"}"))
+        await writer.drain()
+        _, body = await _read_request(reader)
+        seen.append(body)  # taken, then the connection ends with no answer
+
+    async with _server(answers_once_per_connection) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        async with await pool.request("POST", {}, b"1") as response:
+            assert await response.read(100) == b'{"got":1}'
+        if replay:
+            async with await pool.request("POST", {}, b"2", replay_stale=True) as response:
+                assert await response.read(100) == b'{"got":2}'
+            assert seen == [b"1", b"2", b"2"] and accepted == [1, 2]
+        else:
+            with pytest.raises(Http1Unreachable):
+                await pool.request("POST", {}, b"2", replay_stale=False)
+            assert seen == [b"1", b"2"] and accepted == [1]
+        await pool.aclose()
+
+
 async def test_unreachable_refused_and_malformed_requests_fail_before_anything_is_sent() -> None:
     pool = Http1Pool(f"http://127.0.0.1:{free_port()}/mcp", LOOPBACK)
     with pytest.raises(Http1Unreachable, match="cannot connect: the connection was refused"):

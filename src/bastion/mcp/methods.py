@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -329,10 +329,16 @@ class Methods:
         on_behalf: OnBehalf | None,
         spec: OriginSpec,
     ) -> dict[str, Any]:
+        repeatable = _repeatable(method, route.definition)
         for _ in range(MAX_INPUT_ROUNDS):
             try:
                 result = await client.request(
-                    method, params, progress=call.progress, capabilities=_relayable(call), on_behalf=on_behalf
+                    method,
+                    params,
+                    progress=call.progress,
+                    capabilities=_relayable(call),
+                    on_behalf=on_behalf,
+                    repeatable=repeatable,
                 )
             except UpstreamUnauthorized:
                 if on_behalf is None or on_behalf.bearer is None:
@@ -341,7 +347,12 @@ class Methods:
                 # refresh the server refuses marks the grant lost and raises ConnectionRequired.
                 on_behalf = await self._on_behalf(call, spec, refused=on_behalf.bearer)
                 result = await client.request(
-                    method, params, progress=call.progress, capabilities=_relayable(call), on_behalf=on_behalf
+                    method,
+                    params,
+                    progress=call.progress,
+                    capabilities=_relayable(call),
+                    on_behalf=on_behalf,
+                    repeatable=repeatable,
                 )
             if result.get("resultType") != "input_required":
                 _check_result(model, result, route)
@@ -441,6 +452,15 @@ def _validate(model: type[_M], params: dict[str, Any], method: str) -> _M:
 def _round_trip(params: dict[str, Any]) -> dict[str, Any]:
     """The 2026-07-28 multi-round-trip fields of a retried request, passed on unchanged."""
     return {key: params[key] for key in ("inputResponses", "requestState") if key in params}
+
+
+def _repeatable(method: str, definition: Mapping[str, Any]) -> bool:
+    """Whether the origin may be sent this request twice (when a kept connection fails before any
+    answer): all but a tool call that may change something, unless the tool says it is idempotent."""
+    if method != "tools/call":
+        return True
+    annotations = definition.get("annotations") or {}
+    return annotations.get("readOnlyHint") is True or annotations.get("idempotentHint") is True
 
 
 def _relayable(call: Call) -> dict[str, Any] | None:

@@ -306,8 +306,13 @@ class Http1Pool:
         self._slots = asyncio.Semaphore(limit)
         self._open: set[_Connection] = set()
 
-    async def request(self, method: str, headers: Mapping[str, str], body: bytes) -> Http1Response:
-        """Send one request; returns once the reply's head has arrived."""
+    async def request(
+        self, method: str, headers: Mapping[str, str], body: bytes, *, replay_stale: bool = True
+    ) -> Http1Response:
+        """Send one request; returns once the reply's head has arrived. `replay_stale`: when a kept
+        connection fails before any answer (the origin closed it as it went idle, most likely), send
+        the request once more on a new one. The origin may have taken it before closing, so a
+        request that must not run twice (RFC 9110 §9.2.2) passes False and gets the error instead."""
         data = self._head(method, headers, len(body)) + body
         await self._slots.acquire()
         connection: _Connection | None = None
@@ -320,7 +325,7 @@ class Http1Pool:
                 try:
                     await connection.send(data)
                 except Http1Unreachable:
-                    if connection.received_any:
+                    if connection.received_any or not replay_stale:
                         raise
                     # A kept connection the origin had closed meanwhile (its idle timeout): nothing
                     # of this request was answered on it, so it goes once more on a new connection.

@@ -74,11 +74,14 @@ class OriginClient(Protocol):
         progress: ProgressSink | None = None,
         capabilities: dict[str, Any] | None = None,
         on_behalf: OnBehalf | None = None,
+        repeatable: bool = True,
     ) -> dict[str, Any]:
         """Send one request and return its `result`; raise an `UpstreamError` on any failure.
 
         `capabilities`: client capabilities to declare for this request (2026-07-28 origins
         only; a handshake-era origin knows Bastion's, declared once at initialize).
+        `repeatable`: False for a call that may change something and is not idempotent: it is
+        never sent twice, even when a kept connection turns out closed before any answer.
         Cancelling the calling task cancels the request at the origin too.
         """
         ...

@@ -102,13 +102,19 @@ class HttpOriginClient(RpcCore):
         progress: ProgressSink | None = None,
         capabilities: dict[str, Any] | None = None,
         on_behalf: OnBehalf | None = None,
+        repeatable: bool = True,
     ) -> dict[str, Any]:
         if on_behalf is None or not self._ready:  # a request made for no one, or a handshake first
             await self._refresh_service_bearer()
         for attempt in range(2):
-            try:
+            try:  # after a 404 for a lost session, even an unrepeatable call goes again: it was not taken
                 return await super().request(
-                    method, params, progress=progress, capabilities=capabilities, on_behalf=on_behalf
+                    method,
+                    params,
+                    progress=progress,
+                    capabilities=capabilities,
+                    on_behalf=on_behalf,
+                    repeatable=repeatable,
                 )
             except _SessionLost:  # 404: the origin did not take the request; a new handshake, then once more
                 log.info("origin_session_lost", origin=self.spec.name, attempt=attempt + 1)
@@ -243,7 +249,9 @@ class HttpOriginClient(RpcCore):
         if wire is None:
             raise UpstreamUnavailable(f"origin {self.spec.name!r}: the connection is closed")
         try:
-            async with await wire.request("POST", self._headers(message), orjson.dumps(message)) as response:
+            once = message.get("id") in self._once
+            body = orjson.dumps(message)
+            async with await wire.request("POST", self._headers(message), body, replay_stale=not once) as response:
                 await self._read_reply(message, response)
         except EgressRefused as exc:
             raise self._refused(exc) from exc

@@ -73,6 +73,7 @@ class RpcCore:
         self._pending: dict[int, _Pending] = {}
         self._sinks: dict[int, ProgressSink] = {}
         self._on_behalf: dict[int, OnBehalf] = {}  # request id → the user a call is made for
+        self._once: set[int] = set()  # request ids that may change something: never sent twice
         self._ready = False
         self._connect_lock = anyio.Lock()
         self._close_reason = "closed the connection"
@@ -90,9 +91,10 @@ class RpcCore:
         progress: ProgressSink | None = None,
         capabilities: dict[str, Any] | None = None,
         on_behalf: OnBehalf | None = None,
+        repeatable: bool = True,
     ) -> dict[str, Any]:
         await self._ensure_ready()
-        return await self._call(method, params, progress, capabilities, on_behalf)
+        return await self._call(method, params, progress, capabilities, on_behalf, repeatable)
 
     async def aclose(self) -> None:
         self._ready = False
@@ -183,11 +185,14 @@ class RpcCore:
         progress: ProgressSink | None,
         capabilities: dict[str, Any] | None = None,
         on_behalf: OnBehalf | None = None,
+        repeatable: bool = True,
     ) -> dict[str, Any]:
         self._next_id += 1
         request_id = self._next_id
         if on_behalf is not None:
             self._on_behalf[request_id] = on_behalf  # for origins that take a per-user credential
+        if not repeatable:
+            self._once.add(request_id)  # the transport never sends it twice
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if self.modern:
             params = dict(params or {})
@@ -217,6 +222,7 @@ class RpcCore:
             self._pending.pop(request_id, None)
             self._sinks.pop(request_id, None)
             self._on_behalf.pop(request_id, None)
+            self._once.discard(request_id)
         return self._outcome(method, pending.message)
 
     def _envelope(self, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
