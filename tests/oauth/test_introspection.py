@@ -136,6 +136,18 @@ async def test_a_wrong_secret_or_no_credentials_is_invalid_client(gw: Bastion, f
     assert anonymous.status_code == 401 and anonymous.json()["error"] == "invalid_client"
 
 
+async def test_a_basic_header_that_is_not_base64_text_is_invalid_client_not_a_500(flow: Flow) -> None:
+    for endpoint in ("/oauth/introspect", "/oauth/token", "/oauth/revoke"):
+        for credentials in (
+            b"Basic \xe9\xe9\xe9\xe9",
+            b"Basic !!!!",
+            b"Basic /w==",
+        ):  # non-ASCII, not base64, not UTF-8
+            response = await flow.http.post(endpoint, data={"token": "x"}, headers={"authorization": credentials})
+            assert response.status_code == 401, (endpoint, credentials, response.text)
+            assert response.json()["error"] == "invalid_client"
+
+
 async def test_a_request_without_a_token_is_invalid_request(gw: Bastion, flow: Flow) -> None:
     caller = service_client(gw, "demo")
     response = await flow.http.post("/oauth/introspect", data={}, auth=basic(caller))

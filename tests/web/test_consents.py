@@ -51,6 +51,15 @@ async def test_withdrawing_a_consent_revokes_the_clients_tokens_and_asks_again_n
     assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant"
 
 
+async def test_a_csrf_header_with_non_ascii_characters_is_refused_not_a_500(gw: Bastion, flow: Flow) -> None:
+    tokens = await flow.tokens()
+    await flow.http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+    consent = next(c for c in (await flow.http.get("/auth/consents")).json() if c["client_id"] == tokens.client_id)
+    forged = await flow.http.delete(f"/auth/consents/{consent['id']}", headers={"x-csrf-token": "\xe9t\xe9".encode()})
+    assert forged.status_code == 403
+    assert any(c["id"] == consent["id"] for c in (await flow.http.get("/auth/consents")).json())
+
+
 async def test_another_users_consent_cannot_be_seen_or_withdrawn(gw: Bastion, flow: Flow) -> None:
     tokens = await flow.tokens()
     await flow.http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})

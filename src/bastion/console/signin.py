@@ -21,6 +21,7 @@ from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, check_csrf
 from bastion.errors import BastionError, Forbidden
+from bastion.identity.tokens import same_secret
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
 from bastion.web.federation import console_sign_in
@@ -67,7 +68,7 @@ def _form(request: Request, *, next_path: str, error: str | None = None, status:
 
 def _check_form(request: Request, csrf: str) -> None:
     cookie = request.cookies.get(_FORM_COOKIE, "")
-    if not cookie or not secrets.compare_digest(csrf.encode(), _form_token(cookie).encode()):
+    if not cookie or not same_secret(csrf, _form_token(cookie)):
         raise Forbidden("the sign-in form expired or came from elsewhere: reload the page and sign in again")
 
 

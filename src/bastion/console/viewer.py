@@ -8,7 +8,6 @@ API does, so a role removed on another replica is refused on the next page.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from bastion.audit.sink import note
 from bastion.catalog.holder import SnapshotHolder
 from bastion.errors import BastionError, Forbidden, Unauthenticated
 from bastion.governance.access import Member
+from bastion.identity.tokens import same_secret
 from bastion.web.authserver import AuthServer
 from bastion.web.session_api import renewed_session, session_claims, session_csrf
 
@@ -73,6 +73,5 @@ CurrentViewer = Annotated[Viewer, Depends(current_viewer)]
 
 def check_csrf(viewer: Viewer, token: object) -> None:
     """Every console form carries the session's CSRF token (a hash of the session's id)."""
-    # Bytes: compare_digest refuses (TypeError, a 500) a str with non-ASCII characters.
-    if not isinstance(token, str) or not secrets.compare_digest(token.encode(), viewer.csrf.encode()):
+    if not isinstance(token, str) or not same_secret(token, viewer.csrf):
         raise Forbidden("the form's CSRF token is missing or wrong: reload the page and submit it again")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-__all__ = ["TOKEN_PREFIX", "hash_token", "new_token"]
+__all__ = ["TOKEN_PREFIX", "hash_token", "new_token", "same_secret"]
 
 TOKEN_PREFIX = "bst_"  # noqa: S105 — a public marker, not a secret
 
@@ -19,3 +19,9 @@ def hash_token(token: str) -> str:
     # A fast hash is right here: the input has 256 bits of entropy, so there is
     # nothing to brute-force, and the hot path hashes on every request.
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of a presented secret (a CSRF token, say) with the expected one.
+    As bytes: `secrets.compare_digest` raises TypeError (a 500) for text with non-ASCII characters."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))

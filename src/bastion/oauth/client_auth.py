@@ -7,7 +7,6 @@ prove their secret with HTTP Basic (§2.3.1, form-urlencoded parts) or in the bo
 from __future__ import annotations
 
 import base64
-import binascii
 import secrets
 from collections.abc import Mapping
 from urllib.parse import unquote_plus
@@ -25,7 +24,7 @@ def _basic(authorization: str | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text b64decode refuses
         raise InvalidClient("the Basic authorization header is not valid base64") from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:

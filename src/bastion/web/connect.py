@@ -31,6 +31,7 @@ from starlette.datastructures import URL
 
 from bastion.bus import ChangeEvent
 from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, Unauthenticated, Unavailable
+from bastion.identity.tokens import same_secret
 from bastion.oauth import downstream
 from bastion.oauth.downstream_grants import GrantKey
 from bastion.store.repos.downstream import (
@@ -204,7 +205,7 @@ async def decide(
     try:
         _same_site(request, auth)
         session = session_claims(request, auth)
-        if not secrets.compare_digest(csrf, session_csrf(session)):
+        if not same_secret(csrf, session_csrf(session)):
             raise Forbidden("the consent form's CSRF token is missing or wrong; nothing was connected")
         claims = _ticket(auth, ticket, origin_id)
         if session["sub"] != claims["sub"]:
@@ -340,7 +341,7 @@ async def disconnect(origin_id: str, request: Request, auth: Auth) -> Response:
     it offers RFC 7009), and no call uses them again, on any replica."""
     session = session_claims(request, auth)
     user_id = session["sub"]
-    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session_csrf(session)):
+    if not same_secret(request.headers.get("x-csrf-token", ""), session_csrf(session)):
         raise Forbidden("the X-CSRF-Token header is missing or wrong")
     await disconnect_origin(auth, user_id, origin_id)
     return Response(status_code=204)

@@ -23,6 +23,7 @@ from starlette.datastructures import URL
 
 from bastion.audit.sink import note
 from bastion.errors import Forbidden, Unauthenticated
+from bastion.identity.tokens import same_secret
 from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
@@ -125,7 +126,7 @@ async def withdraw(consent_id: str, request: Request, auth: Auth) -> Response:
     """Withdraw a consent: the application's tokens for that server stop working at once."""
     claims = session_claims(request, auth)
     # A state-changing call from the UI carries the CSRF token it was given at sign-in.
-    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session_csrf(claims)):
+    if not same_secret(request.headers.get("x-csrf-token", ""), session_csrf(claims)):
         raise Forbidden("the X-CSRF-Token header is missing or wrong")
     await withdraw_consent(auth.db, auth.bus, claims["sub"], consent_id)
     return Response(status_code=204)

@@ -10,7 +10,6 @@ attacker can neither read nor set.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -20,6 +19,7 @@ from starlette.datastructures import URL
 from bastion.audit.sink import note
 from bastion.errors import AccessDenied, BastionError, Forbidden
 from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, scope_satisfied
+from bastion.identity.tokens import same_secret
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
@@ -187,7 +187,7 @@ async def consent(
     if signed_in is None:
         return error_page(Forbidden("your sign-in has expired; start again from the application"))
     user_id, cookie = signed_in
-    if not csrf or not secrets.compare_digest(csrf, _csrf(cookie)):
+    if not csrf or not same_secret(csrf, _csrf(cookie)):
         return error_page(Forbidden("the consent form's CSRF token is missing or wrong; nothing was granted"))
     try:
         authz = read_request(auth, request_token)
