@@ -143,7 +143,7 @@ async def test_a_basic_header_that_is_not_base64_text_is_invalid_client_not_a_50
             b"Basic !!!!",
             b"Basic /w==",
         ):  # non-ASCII, not base64, not UTF-8
-            response = await flow.http.post(endpoint, data={"token": "x"}, headers={"authorization": credentials})
+            response = await flow.http.post(endpoint, data={"token": "x"}, headers={b"authorization": credentials})
             assert response.status_code == 401, (endpoint, credentials, response.text)
             assert response.json()["error"] == "invalid_client"
 

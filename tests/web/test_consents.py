@@ -55,7 +55,7 @@ async def test_a_csrf_header_with_non_ascii_characters_is_refused_not_a_500(gw: 
     tokens = await flow.tokens()
     await flow.http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
     consent = next(c for c in (await flow.http.get("/auth/consents")).json() if c["client_id"] == tokens.client_id)
-    forged = await flow.http.delete(f"/auth/consents/{consent['id']}", headers={"x-csrf-token": "\xe9t\xe9".encode()})
+    forged = await flow.http.delete(f"/auth/consents/{consent['id']}", headers={b"x-csrf-token": "\xe9t\xe9".encode()})
     assert forged.status_code == 403
     assert any(c["id"] == consent["id"] for c in (await flow.http.get("/auth/consents")).json())
 
