@@ -75,6 +75,27 @@ async def test_a_request_without_pkce_goes_back_as_invalid_request_with_state_an
     assert redirect.params["iss"] == gw.base_url  # RFC 9207 §2: on error responses too
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{"origin": "https://attacker.example"}, {"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"}],
+)
+async def test_a_sign_in_posted_from_another_site_is_refused_and_signs_nobody_in(
+    gw: Bastion, flow: Flow, headers: dict[str, str]
+) -> None:
+    """Login CSRF: another site posting its own user's password (and an authorization request it
+    fetched) would leave this browser signed in as that user, and consent silently granted to them."""
+    client_id = await _client(flow)
+    login = await flow.http.get(flow.authorize_path(client_id, Pkce.new()))
+    form = {"username": "admin", "password": ADMIN_PASSWORD, "request": hidden_field(login.text, "request")}
+    forged = await flow.http.post("/oauth/login", data=form, headers=headers)
+    assert forged.status_code == 403 and "posted from another site" in page_message(forged)
+    assert "bastion_login" not in flow.http.cookies
+    same = await flow.http.post(
+        "/oauth/login", data=form, headers={"origin": gw.base_url, "sec-fetch-site": "same-origin"}
+    )
+    assert same.status_code == 200 and "Allow access?" in same.text
+
+
 async def test_the_plain_code_challenge_method_is_refused(flow: Flow) -> None:
     client_id = await _client(flow)
     pkce = Pkce.new()

@@ -47,7 +47,7 @@ from bastion.store.repos.downstream import (
 from bastion.vault.downstream_oauth import OAuthOrigin, connect_owner, open_tokens, seal_tokens
 from bastion.vault.envelope import VaultError
 from bastion.web.authserver import AuthServer
-from bastion.web.deps import Auth, attempt, limit
+from bastion.web.deps import Auth, attempt, limit, same_site
 from bastion.web.pages import render
 from bastion.web.session_api import (
     cookie_claims,
@@ -81,18 +81,6 @@ def _browser_cookie(auth: AuthServer, state_hash: str) -> str:
     # per attempt, so two connections started at once (two origins, two tabs) do not collide.
     name = f"bastion_connect_{state_hash[:16]}"
     return "__Host-" + name if URL(auth.issuer).scheme == "https" else name
-
-
-def _same_site(request: Request, auth: AuthServer) -> None:
-    """Forms of these pages are posted from these pages only: a cross-site post (login CSRF, which
-    would sign the victim's browser in as someone else) is refused. Browsers send `Origin` on every
-    POST and `Sec-Fetch-Site` on every request."""
-    origin = request.headers.get("origin")
-    issuer = URL(auth.issuer)
-    if (origin is not None and origin != f"{issuer.scheme}://{issuer.netloc}") or request.headers.get(
-        "sec-fetch-site"
-    ) in ("cross-site", "same-site"):
-        raise Forbidden("this form was posted from another site; nothing was done")
 
 
 def _hash(value: str) -> str:
@@ -174,7 +162,7 @@ async def sign_in(
     ticket: Annotated[str, Form(max_length=8192)],
 ) -> Response:
     try:
-        _same_site(request, auth)
+        same_site(request, auth)
         claims = _ticket(auth, ticket, origin_id)
         await limit(request, "sign-in")
         user = await auth.logins.verify(attempt(request, username, password))
@@ -203,7 +191,7 @@ async def decide(
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     try:
-        _same_site(request, auth)
+        same_site(request, auth)
         session = session_claims(request, auth)
         if not same_secret(csrf, session_csrf(session)):
             raise Forbidden("the consent form's CSRF token is missing or wrong; nothing was connected")

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import URL
 
 from bastion.audit.sink import note
+from bastion.errors import Forbidden
 from bastion.http.client_ip import ClientIp
 from bastion.logins import Attempt
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
 
-__all__ = ["Auth", "attempt", "client_address", "limit"]
+__all__ = ["Auth", "attempt", "client_address", "limit", "same_site"]
 
 
 def _auth(request: Request) -> AuthServer:
@@ -48,3 +50,15 @@ def attempt(request: Request, username: str, password: str) -> Attempt:
         ip=client_address(request),
         user_agent=request.headers.get("user-agent", ""),
     )
+
+
+def same_site(request: Request, auth: AuthServer) -> None:
+    """Forms of Bastion's pages are posted from its pages only: a cross-site post (login CSRF, which
+    signs the victim's browser in as someone else, for example) is refused. Browsers send `Origin` on
+    every POST and `Sec-Fetch-Site` on every request; other clients send neither and are not refused."""
+    origin = request.headers.get("origin")
+    issuer = URL(auth.issuer)
+    if (origin is not None and origin != f"{issuer.scheme}://{issuer.netloc}") or request.headers.get(
+        "sec-fetch-site"
+    ) in ("cross-site", "same-site"):
+        raise Forbidden("this form was posted from another site; nothing was done")

@@ -32,7 +32,7 @@ from bastion.oauth.federation import BrowserBinding, FederatedIdentity, RelyingP
 from bastion.store.repos.users import FederatedLogin, record_login, save_federated
 from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
-from bastion.web.deps import Auth, client_address, limit
+from bastion.web.deps import Auth, client_address, limit, same_site
 from bastion.web.pages import console_path, render
 from bastion.web.session_api import new_session, set_session_cookie
 from bastion.web.signin import error_page, login_page, read_request, sign_in
@@ -97,6 +97,7 @@ async def start(
     request_token: Annotated[str, Form(alias="request", max_length=16_384)],
 ) -> Response:
     try:
+        same_site(request, auth)
         authz = read_request(auth, request_token)
     except BastionError as error:
         return error_page(error)

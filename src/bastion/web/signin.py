@@ -22,7 +22,7 @@ from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRIT
 from bastion.identity.tokens import same_secret
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.web.authserver import AuthServer
-from bastion.web.deps import Auth, attempt, limit
+from bastion.web.deps import Auth, attempt, limit, same_site
 from bastion.web.pages import render
 
 __all__ = ["error_page", "login_page", "read_request", "router", "sign_in"]
@@ -146,6 +146,7 @@ async def login(
     request_token: Annotated[str, Form(alias="request", max_length=16_384)],
 ) -> Response:
     try:
+        same_site(request, auth)  # login CSRF: another site signing this browser in as its own user
         authz = read_request(auth, request_token)
     except BastionError as error:
         return error_page(error)
