@@ -70,6 +70,29 @@ async def test_each_tenant_has_its_own_chain_that_verifies(db: Database, tmp_pat
     assert await verify_chain(db, "acme") == (5, None)
 
 
+async def test_a_record_carrying_nul_characters_is_kept_and_the_chain_goes_on(db: Database, tmp_path: Path) -> None:
+    """A request can carry U+0000 (a JSON string, a percent-encoded path), which PostgreSQL's text
+    refuses: the record is kept with U+FFFD in its place, its hash covers what is stored, and the
+    records after it are stored too (before, the failing batch was retried forever)."""
+    log = AuditLog(db, tmp_path / "journal")
+    odd = dataclasses.replace(
+        _record(2, target="list\x00stock"), reason="no\x00such", detail={"k\x00": ["v\x00", {"n": 1}]}
+    )
+    durables = [log.record("default", r) for r in (_record(1), odd, _record(3, target="after"))]
+    await log.flush()
+    for durable in durables:
+        await durable.wait()
+    assert await verify_chain(db, "default") == (3, None)
+    async with db.session(SYSTEM) as session:
+        row = await session.get(AuditEntry, "r0002")
+        assert row is not None
+        assert (row.target, row.reason, row.detail) == (
+            "list\ufffdstock",
+            "no\ufffdsuch",
+            {"k\ufffd": ["v\ufffd", {"n": 1}]},
+        )
+
+
 async def test_one_changed_byte_in_the_database_is_found_at_its_record(db: Database, tmp_path: Path) -> None:
     log = AuditLog(db, tmp_path / "journal")
     await _write(log, "default", range(1, 11))

@@ -10,10 +10,12 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from bastion.errors import Conflict, NotFound
+from bastion.identity.token_rules import TokenUse
 from bastion.store.db import Database, bump_epoch
-from bastion.store.models import DEFAULT_TENANT, OriginItem, Policy, ServerItem, StateEpoch
+from bastion.store.models import DEFAULT_TENANT, ApiTokenUse, OriginItem, Policy, ServerItem, StateEpoch
 from bastion.store.repos import origins, servers, tokens
 from bastion.store.repos.snapshot import load_snapshot
+from bastion.store.repos.token_uses import TokenUseWriter
 from bastion.store.tenancy import SYSTEM
 from tests.harness import schema_head
 
@@ -604,3 +606,18 @@ async def test_bump_epoch_counts_each_committed_change_and_a_rollback_counts_not
     assert await db.read_epoch() == 3
     async with db.session(SYSTEM) as s:
         assert (await load_snapshot(s)).epoch == 3
+
+
+async def test_token_uses_carrying_nul_characters_are_stored_with_the_rest_of_their_batch(db: Database) -> None:
+    """PostgreSQL's text refuses U+0000, which a request path can carry (percent-encoded): the use is
+    kept with U+FFFD in its place, and the uses around it are not lost with it."""
+    await _admin_user(db)
+    token_id, _ = await _token(db)
+    writer = TokenUseWriter(db)
+    for path in ("/servers/a/mcp", "/servers/a\x00b/mcp", "/servers/c/mcp"):
+        writer.record(TokenUse(token_id, 1_700_000_000.0, "POST", path, "127.0.0.1", "ua\x00", 404, 1.0, None, True))
+    await writer.aclose()
+    async with db.session(SYSTEM) as s:
+        stored = (await s.scalars(select(ApiTokenUse.path).where(ApiTokenUse.token_id == token_id))).all()
+    assert sorted(stored) == ["/servers/a/mcp", "/servers/a\ufffdb/mcp", "/servers/c/mcp"]
+    assert writer.lost == 0

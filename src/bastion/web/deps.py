@@ -11,6 +11,7 @@ from bastion.audit.sink import note
 from bastion.errors import Forbidden
 from bastion.http.client_ip import ClientIp
 from bastion.logins import Attempt
+from bastion.storable import storable
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
 
@@ -43,6 +44,7 @@ async def limit(request: Request, route: str) -> None:
 
 def attempt(request: Request, username: str, password: str) -> Attempt:
     """A password login attempt, with where it came from (for lockout and the login events)."""
+    username = storable(username)  # a NUL names no user, and must not fail the attempt's record
     note(request.scope, target=username[:255])
     return Attempt(
         username=username,

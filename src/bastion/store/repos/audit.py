@@ -43,6 +43,7 @@ from bastion.audit.sink import now_us
 from bastion.config import Settings
 from bastion.errors import AuditUnavailable
 from bastion.oauth.keys import KeyRing
+from bastion.storable import storable_json
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, AuditHead
 from bastion.store.repos.audit_checkpoints import Checkpointer
@@ -408,7 +409,11 @@ async def extend_chain(
     for record in records:
         seq += 1
         fields = record.fields()  # once: the hash and the row both need it
-        digest = chain_hash(prev, canonical(fields))
+        body = canonical(fields)
+        if b"\\u0000" in body:  # a NUL somewhere (JSON escapes it so): PostgreSQL keeps none
+            fields = storable_json(fields)
+            body = canonical(fields)
+        digest = chain_hash(prev, body)
         rows.append({**fields, "tenant_id": head.tenant_id, "seq": seq, "prev_hash": prev, "hash": digest})
         prev = digest
     await session.execute(insert(_ENTRIES), rows)

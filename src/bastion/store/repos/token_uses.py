@@ -25,6 +25,7 @@ from sqlalchemy import Table, insert, select, update
 from bastion.config import Settings
 from bastion.identity.token_rules import TokenUse
 from bastion.ids import unique_id
+from bastion.storable import storable
 from bastion.store.db import Database
 from bastion.store.models import ApiToken, ApiTokenUse
 from bastion.store.tenancy import SYSTEM
@@ -71,12 +72,12 @@ class TokenUseWriter:
 
     def record(self, use: TokenUse) -> None:
         # Truncated here to the column sizes, so a long header costs no memory in the queue.
-        use.method = use.method[:_METHOD]
-        use.path = use.path[:_PATH]
-        use.ip = use.ip[:_IP]
-        use.user_agent = use.user_agent[:_AGENT]
+        use.method = storable(use.method[:_METHOD])  # storable: what a request carried never fails the batch
+        use.path = storable(use.path[:_PATH])
+        use.ip = storable(use.ip[:_IP])
+        use.user_agent = storable(use.user_agent[:_AGENT])
         if use.block_reason is not None:
-            use.block_reason = use.block_reason[:_REASON]
+            use.block_reason = storable(use.block_reason[:_REASON])
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1  # the deque drops the oldest record on this append
         self._queue.append(use)
