@@ -75,6 +75,25 @@ async def test_a_request_without_pkce_goes_back_as_invalid_request_with_state_an
     assert redirect.params["iss"] == gw.base_url  # RFC 9207 §2: on error responses too
 
 
+async def test_an_overlong_nonce_goes_back_as_invalid_request_and_stores_nothing(flow: Flow) -> None:
+    client_id = await _client(flow)
+    redirect = await _redirect(flow, flow.authorize_path(client_id, Pkce.new(), nonce="n" * 256))
+    error, description = error_of(redirect)
+    assert error == "invalid_request" and "nonce must be 1 to 255 characters" in description
+
+
+async def test_a_repeated_or_nul_carrying_parameter_is_an_error_page_not_a_redirect(flow: Flow) -> None:
+    """RFC 6749 §3.1: parameters are given once; which `state` or `redirect_uri` would count is not
+    guessed. A NUL, which no parameter holds, is refused before anything is looked up."""
+    client_id = await _client(flow)
+    path = flow.authorize_path(client_id, Pkce.new())
+    for extra, message in (("&state=second", "state is given more than once"), ("&nonce=a%00b", "NUL character")):
+        page = await flow.http.get(path + extra)
+        assert page.status_code == 400 and message in page_message(page), page.text[:300]
+    refused = await flow.http.post("/oauth/token", data={"grant_type": "authorization_code", "code": "a\x00b"})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"
+
+
 @pytest.mark.parametrize(
     "headers",
     [{"origin": "https://attacker.example"}, {"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"}],

@@ -24,7 +24,9 @@ from bastion.oauth.redirects import redirect_uri_matches, with_params
 from bastion.oauth.resources import server_for_resource
 from bastion.oauth.scopes import grantable_scopes
 
-__all__ = ["AuthorizationRequest", "Authorizer", "RedirectableError"]
+__all__ = ["MAX_NONCE", "AuthorizationRequest", "Authorizer", "RedirectableError"]
+
+MAX_NONCE = 255  # the width of the codes table's nonce column
 
 
 class RedirectableError(Exception):
@@ -97,6 +99,9 @@ class Authorizer:
             if "authorization_code" not in client.grant_types:
                 raise UnauthorizedClient("this client is not registered for the authorization_code grant")
             challenge = pkce.check_challenge(params.get("code_challenge"), params.get("code_challenge_method"))
+            nonce = params.get("nonce")
+            if nonce is not None and not 0 < len(nonce) <= MAX_NONCE:  # it is stored with the code
+                raise BadRequest(f"nonce must be 1 to {MAX_NONCE} characters")
             server = server_for_resource(self._snapshot(), self.issuer, params.get("resource"))
             scopes = grantable_scopes(params.get("scope"))
         except BastionError as error:
@@ -112,7 +117,7 @@ class Authorizer:
             server_id=server.id,
             server_slug=server.slug,
             server_title=server.title or server.slug,
-            nonce=params.get("nonce"),
+            nonce=nonce,
         )
 
     async def approve(self, request: AuthorizationRequest, user_id: str, now: float) -> str:

@@ -17,6 +17,7 @@ from bastion.audit.sink import note
 from bastion.errors import AccountLocked, BadRequest, BastionError, InvalidClient, TooManyRequests
 from bastion.oauth.assertion import ID_JAG_PROFILE
 from bastion.oauth.metadata import authorization_server_metadata, protected_resource_metadata
+from bastion.storable import storable
 from bastion.web.deps import Auth, limit
 
 __all__ = ["oauth_error", "router"]
@@ -46,6 +47,8 @@ async def _form(request: Request) -> dict[str, str]:
             raise BadRequest(f"{key} must be a plain form value")
         if key in values:
             raise BadRequest(f"{key} is given more than once (RFC 6749 §3.1)")
+        if "\x00" in key or "\x00" in value:  # no parameter holds one; PostgreSQL's text refuses it
+            raise BadRequest(f"{storable(key)} holds a NUL character")
         values[key] = value
     return values
 
