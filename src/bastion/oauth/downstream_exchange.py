@@ -73,6 +73,7 @@ class TokenExchanger:
                     lifetime=_SUBJECT_LIFETIME,
                     username=username,
                     typ=SUBJECT_JWT_TYPE,
+                    single_use=True,  # a receiver that refuses replays would refuse a second exchange
                 )
                 tokens = await exchange_token(
                     config.server,

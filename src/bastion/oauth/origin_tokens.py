@@ -43,13 +43,16 @@ class OriginTokens:
         lifetime: int,
         username: str | None = None,
         typ: str = ORIGIN_JWT_TYPE,
+        single_use: bool = False,
     ) -> str:
         """`username`, when given, is carried as `preferred_username` (what an authorization server
-        that trusts Bastion maps its own accounts by, in a token exchange)."""
+        that trusts Bastion maps its own accounts by, in a token exchange). `single_use`: a fresh
+        token (its own `jti`) every time, never cached: an assertion a receiver refuses to see twice,
+        such as a token exchange's subject token."""
         now = self._now()
         kid = self._keyring().active.kid
         key = (audience, subject, tenant_id, scopes, lifetime, kid, username, typ)
-        cached = self._cache.get(key)
+        cached = None if single_use else self._cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
         issued = int(now)
@@ -69,6 +72,8 @@ class OriginTokens:
             },
             typ=typ,
         )
+        if single_use:
+            return token
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
         self._cache[key] = (token, now + lifetime * 0.8)
