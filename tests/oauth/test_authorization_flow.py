@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.identity.tokens import hash_token
+from bastion.oauth.redirects import redirect_uri_matches
 from bastion.oauth.resources import InvalidTarget, server_for_resource
 from bastion.store.models import LoginEvent, OAuthCode, User
 from bastion.store.tenancy import SYSTEM
@@ -73,6 +74,15 @@ async def test_a_request_without_pkce_goes_back_as_invalid_request_with_state_an
     assert error == "invalid_request" and "code_challenge is required" in description
     assert redirect.params["state"] == "s-42"
     assert redirect.params["iss"] == gw.base_url  # RFC 9207 §2: on error responses too
+
+
+def test_loopback_port_variance_does_not_extend_to_userinfo() -> None:
+    """`http://trusted.example@127.0.0.1:1234/cb` goes to loopback, but a consent page showing its
+    host would show `trusted.example`: it matches no registered loopback URI."""
+    registered = ("http://127.0.0.1/cb",)
+    assert redirect_uri_matches("http://127.0.0.1:1234/cb", registered)
+    assert not redirect_uri_matches("http://trusted.example@127.0.0.1:1234/cb", registered)
+    assert not redirect_uri_matches("http://user:pw@127.0.0.1/cb", registered)
 
 
 async def test_an_overlong_nonce_goes_back_as_invalid_request_and_stores_nothing(flow: Flow) -> None:

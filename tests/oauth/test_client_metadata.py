@@ -337,6 +337,10 @@ async def test_a_server_whose_certificate_is_not_trusted_is_refused(tmp_path: Pa
         ({"redirect_uris": ["javascript:alert(1)"]}, "script scheme"),
         ({"redirect_uris": ["/relative/callback"]}, "must be absolute"),
         ({"redirect_uris": ["https://app.example.com/cb#frag"]}, "without a fragment"),
+        ({"redirect_uris": ["http://app.example.com/cb"]}, "http on loopback"),
+        ({"redirect_uris": ["myapp:cb"]}, "reverse-DNS private-use scheme"),
+        ({"redirect_uris": ["about:blank"]}, "reverse-DNS private-use scheme"),
+        ({"redirect_uris": ["http://trusted.example@127.0.0.1:8080/cb"]}, "http on loopback"),
         ({"client_name": None}, "client_name must be a non-empty string"),
         ({"logo_uri": "http://app.example.com/logo.png"}, "logo_uri must be an absolute https URL"),
         ({"token_endpoint_auth_method": "private_key_jwt"}, "needs the client's public keys"),
@@ -349,6 +353,12 @@ def test_documents_missing_what_the_spec_requires_are_refused(overrides: dict[st
     client_id = "https://app.example.com/client.json"
     with pytest.raises(InvalidClientMetadata, match=reason):
         parse_client_metadata(client_id, document(client_id, **overrides))
+
+
+def test_https_loopback_http_and_reverse_dns_schemes_are_accepted_redirect_uris() -> None:
+    client_id = "https://app.example.com/client.json"
+    uris = ["https://app.example.com/cb", "http://127.0.0.1/cb", "http://[::1]:7000/cb", "com.example.app:/cb"]
+    assert parse_client_metadata(client_id, document(client_id, redirect_uris=uris)).redirect_uris == tuple(uris)
 
 
 def test_a_private_key_jwt_client_with_public_keys_is_accepted() -> None:

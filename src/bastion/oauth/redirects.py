@@ -10,9 +10,14 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
 
 
 def is_loopback_redirect(uri: str) -> bool:
+    """Plain http to a loopback host, with no userinfo (`http://trusted.example@127.0.0.1/` names
+    loopback, but reads as another host on a consent page)."""
     parts = urlsplit(uri)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    host = host if host.startswith("[") and host.endswith("]") else host.rsplit(":", 1)[0]
+    if "@" in parts.netloc:
+        return False
+    host = (
+        parts.netloc if parts.netloc.startswith("[") and parts.netloc.endswith("]") else parts.netloc.rsplit(":", 1)[0]
+    )
     return parts.scheme == "http" and host.lower() in _LOOPBACK_HOSTS
 
 
