@@ -29,13 +29,14 @@ from bastion.store.db import Database
 from bastion.store.models import DEFAULT_TENANT
 from bastion.store.repos.audit import AuditLog, verify_chain
 
-__all__ = ["measure"]
+__all__ = ["call_record", "measure"]
 
 LEVELS = (1, 32)
 _ARGS = {"text": "hello"}
 
 
-def _record(kind: str, started: float) -> AuditRecord:
+def call_record(kind: str, started: float, arguments: Any = _ARGS) -> AuditRecord:
+    """One record of a forwarded echo call, as the data plane builds it (also `bench.floor`'s)."""
     return AuditRecord(
         id=unique_id(),
         at_us=now_us(),
@@ -47,7 +48,7 @@ def _record(kind: str, started: float) -> AuditRecord:
         origin="echo" if kind == "upstream.call" else "",
         method="tools/call",
         target="echo",
-        args_digest=digest_arguments(_ARGS),
+        args_digest=digest_arguments(arguments),
         decision="allow",
         status="ok",
         latency_us=int((time.perf_counter() - started) * 1_000_000),
@@ -61,8 +62,8 @@ async def _level(log: AuditLog, concurrency: int, seconds: float) -> dict[str, f
     async def caller() -> None:
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            log.record(DEFAULT_TENANT, _record("upstream.call", started))
-            await log.record(DEFAULT_TENANT, _record("mcp.request", started)).wait()
+            log.record(DEFAULT_TENANT, call_record("upstream.call", started))
+            await log.record(DEFAULT_TENANT, call_record("mcp.request", started)).wait()
             waits.append(time.perf_counter() - started)
 
     cpu, wall = time.process_time(), time.monotonic()

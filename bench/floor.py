@@ -40,19 +40,17 @@ import uvicorn
 import uvloop
 from mcp import types
 
-from bastion.audit.chain import AuditRecord, digest_arguments
-from bastion.audit.sink import now_us
 from bastion.http.asgi import Receive, Scope, Send, read_body, send_bytes
 from bastion.http.server import CoalescingHttpToolsProtocol
 from bastion.identity.token_rules import TokenUse
 from bastion.identity.tokens import hash_token
-from bastion.ids import unique_id
 from bastion.store.db import Database
 from bastion.store.models import DEFAULT_TENANT
 from bastion.store.repos import tokens
 from bastion.store.repos.audit import AuditLog
 from bastion.store.repos.token_uses import TokenUseWriter
 from bastion.store.tenancy import SYSTEM
+from bench.audit import call_record
 
 __all__ = ["PARTS", "main"]
 
@@ -101,25 +99,6 @@ class _Parts:
         if authorization is None or not authorization.startswith(b"Bearer "):
             return None
         return self.token_hashes.get(hash_token(authorization[7:].decode("latin-1")))
-
-
-def _record(kind: str, arguments: Any, started: float) -> AuditRecord:
-    return AuditRecord(
-        id=unique_id(),
-        at_us=now_us(),
-        correlation_id=unique_id(),
-        kind=kind,
-        principal="floor",
-        client="api-token:floor",
-        server="floor",
-        origin="echo" if kind == "upstream.call" else "",
-        method="tools/call",
-        target="echo",
-        args_digest=digest_arguments(arguments),
-        decision="allow",
-        status="ok",
-        latency_us=int((time.perf_counter() - started) * 1_000_000),
-    )
 
 
 class _Upstream(asyncio.Protocol):
@@ -187,8 +166,8 @@ class _Relay:
             use = TokenUse(token_id, time.time(), "POST", "/mcp", "127.0.0.1", "bench", 200, latency, None, True)
             parts.uses.record(use)
         if parts.audit is not None:
-            parts.audit.record(DEFAULT_TENANT, _record("upstream.call", arguments, started))
-            await parts.audit.record(DEFAULT_TENANT, _record("mcp.request", arguments, started)).wait()
+            parts.audit.record(DEFAULT_TENANT, call_record("upstream.call", started, arguments))
+            await parts.audit.record(DEFAULT_TENANT, call_record("mcp.request", started, arguments)).wait()
         return status, reply_headers, reply
 
     async def _forward(self, headers: bytes, body: bytes) -> tuple[int, bytes, bytes]:

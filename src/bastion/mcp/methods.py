@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -331,29 +332,23 @@ class Methods:
     ) -> dict[str, Any]:
         repeatable = _repeatable(method, route.definition)
         for _ in range(MAX_INPUT_ROUNDS):
+            send = functools.partial(
+                client.request,
+                method,
+                params,
+                progress=call.progress,
+                capabilities=_relayable(call),
+                repeatable=repeatable,
+            )
             try:
-                result = await client.request(
-                    method,
-                    params,
-                    progress=call.progress,
-                    capabilities=_relayable(call),
-                    on_behalf=on_behalf,
-                    repeatable=repeatable,
-                )
+                result = await send(on_behalf=on_behalf)
             except UpstreamUnauthorized:
                 if on_behalf is None or on_behalf.bearer is None:
                     raise
                 # The person's token was refused (revoked, or expired early): refresh it, once. A
                 # refresh the server refuses marks the grant lost and raises ConnectionRequired.
                 on_behalf = await self._on_behalf(call, spec, refused=on_behalf.bearer)
-                result = await client.request(
-                    method,
-                    params,
-                    progress=call.progress,
-                    capabilities=_relayable(call),
-                    on_behalf=on_behalf,
-                    repeatable=repeatable,
-                )
+                result = await send(on_behalf=on_behalf)
             if result.get("resultType") != "input_required":
                 _check_result(model, result, route)
                 return result
