@@ -108,6 +108,14 @@ class Session:
             pending.reply = message
             pending.done.set()
 
+    @property
+    def streaming(self) -> bool:
+        """A GET (or listen) stream is open on this replica: the client is waiting, not idle."""
+        return self.outbox is not None and self.outbox.statistics().open_receive_streams > 0
+
+    def idle(self, now: float, limit: float) -> bool:
+        return not self.streaming and now - self.last_seen > limit
+
     def open_stream(self) -> MemoryObjectReceiveStream[bytes]:
         if self.outbox is not None:
             self.outbox.close()  # the spec allows one stream; a new GET replaces the old one
@@ -228,9 +236,7 @@ class SessionStore:
         session = self._sessions.get(session_id)
         if session is not None and (session.server_id != server_id or session.token_id != token_id):
             return None
-        if session is not None and (
-            session.expires_at <= time.time() or time.monotonic() - session.last_seen > self._idle
-        ):
+        if session is not None and (session.expires_at <= time.time() or session.idle(time.monotonic(), self._idle)):
             # Idle frees local state only: the client may have been busy on other replicas.
             self.close(session_id)
             session = None
@@ -283,5 +289,5 @@ class SessionStore:
 
     def _expire(self) -> None:
         now, wall = time.monotonic(), time.time()
-        for session in [s for s in self._sessions.values() if now - s.last_seen > self._idle or s.expires_at <= wall]:
+        for session in [s for s in self._sessions.values() if s.idle(now, self._idle) or s.expires_at <= wall]:
             self.close(session.id)
