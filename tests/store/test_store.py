@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from bastion.errors import Conflict, NotFound
+from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.identity.token_rules import TokenUse
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import DEFAULT_TENANT, ApiTokenUse, OriginItem, Policy, ServerItem, StateEpoch
@@ -621,3 +621,19 @@ async def test_token_uses_carrying_nul_characters_are_stored_with_the_rest_of_th
         stored = (await s.scalars(select(ApiTokenUse.path).where(ApiTokenUse.token_id == token_id))).all()
     assert sorted(stored) == ["/servers/a/mcp", "/servers/a\ufffdb/mcp", "/servers/c/mcp"]
     assert writer.lost == 0
+
+
+async def test_a_nul_postgresql_cannot_store_is_bad_input_and_nothing_is_written(db: Database, backend: str) -> None:
+    """SQLite keeps U+0000; PostgreSQL's text refuses it. There the request that carried it gets
+    BadRequest (400, not a 500), after its unit of work was rolled back."""
+    await _admin_user(db)
+    if backend == "postgresql":
+        with pytest.raises(BadRequest, match="NUL character"):
+            async with db.session(SYSTEM) as s:
+                await tokens.create_user(s, username="fine", password_hash="x", is_admin=False)
+                await tokens.create_user(s, username="bad\x00name", password_hash="x", is_admin=False)
+        async with db.session(SYSTEM) as s:
+            assert await tokens.user_by_name(s, "fine") is None  # the whole unit of work was rolled back
+    else:
+        async with db.session(SYSTEM) as s:
+            assert await tokens.user_by_name(s, "bad\x00name") is None

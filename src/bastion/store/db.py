@@ -11,15 +11,19 @@ from typing import Any
 import orjson
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from bastion.errors import BadRequest
 from bastion.store import tenancy
 from bastion.store.models import StateEpoch
 from bastion.store.tenancy import Tenancy
 from bastion.vault.envelope import MasterKeys
 
 __all__ = ["Database"]
+
+_CHARACTER_NOT_IN_REPERTOIRE = "22021"  # PostgreSQL's SQLSTATE for a NUL in text (or invalid UTF-8)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -52,11 +56,19 @@ class Database:
 
     @asynccontextmanager
     async def session(self, scope: Tenancy) -> AsyncIterator[AsyncSession]:
-        """A unit of work in `scope` (one tenant, or `SYSTEM`): commits on success, rolls back on any error."""
-        async with self._sessions(info={tenancy.INFO_KEY: scope}) as session, session.begin() as transaction:
-            yield session
-            if self.read_only:
-                await transaction.rollback()
+        """A unit of work in `scope` (one tenant, or `SYSTEM`): commits on success, rolls back on any error.
+
+        A value PostgreSQL's text cannot hold (a NUL, U+0000, from a request) is the caller's bad
+        input, answered as such (BadRequest) once everything is rolled back, not a server error."""
+        try:
+            async with self._sessions(info={tenancy.INFO_KEY: scope}) as session, session.begin() as transaction:
+                yield session
+                if self.read_only:
+                    await transaction.rollback()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _CHARACTER_NOT_IN_REPERTOIRE:
+                raise BadRequest("the request holds a NUL character (U+0000), which Bastion does not store") from None
+            raise
 
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
