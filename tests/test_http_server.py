@@ -53,17 +53,23 @@ async def _connected() -> tuple[asyncio.Transport, _Counting, _Recorder, asyncio
     return transport, writer, reader, server
 
 
+def _sends_of(transport: asyncio.Transport) -> list[bytes]:
+    """What the real transport is asked to send, write by write, from now on."""
+    sends: list[bytes] = []
+    real_write = transport.write
+
+    def counted(data: bytes | bytearray | memoryview) -> None:
+        sends.append(bytes(data))
+        real_write(data)
+
+    transport.write = counted  # type: ignore[method-assign]  # count the real transport's sends
+    return sends
+
+
 def test_writes_in_one_turn_leave_as_one_send_in_order() -> None:
     async def run() -> None:
         transport, reader, server = await _pair()
-        sends: list[bytes] = []
-        real_write = transport.write
-
-        def counted(data: bytes | bytearray | memoryview) -> None:
-            sends.append(bytes(data))
-            real_write(data)
-
-        transport.write = counted  # type: ignore[method-assign]  # count the real transport's sends
+        sends = _sends_of(transport)
         coalesced = _Coalesced(transport, asyncio.get_running_loop())
         coalesced.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
         coalesced.write(memoryview(b"hello"))
@@ -97,19 +103,12 @@ def test_closing_right_after_a_write_sends_it_first() -> None:
 def test_a_large_write_leaves_in_its_own_turn_and_backpressure_starts_there() -> None:
     async def run() -> None:
         transport, writer, reader, server = await _connected()
-        sends: list[int] = []
-        real_write = transport.write
-
-        def counted(data: bytes | bytearray | memoryview) -> None:
-            sends.append(len(data))
-            real_write(data)
-
-        transport.write = counted  # type: ignore[method-assign]  # count the real transport's sends
+        sends = _sends_of(transport)
         coalesced = _Coalesced(transport, asyncio.get_running_loop())
         coalesced.write(b"head")
         assert sends == []  # small writes wait for the end of the turn
         coalesced.write(b"x" * _Coalesced.FLUSH_AT)
-        assert sends == [4 + _Coalesced.FLUSH_AT]  # gone at once, together with what waited before it
+        assert sends == [b"head" + b"x" * _Coalesced.FLUSH_AT]  # gone at once, with what waited before it
         # A slow reader (nothing read for now): 16 MiB written in one turn fill the socket's buffers
         # and the transport's own, which pauses the protocol before the turn ends.
         assert isinstance(reader.transport, asyncio.ReadTransport)
