@@ -38,7 +38,7 @@ class ConsoleRoute(APIRoute):
         async def console_handler(request: Request) -> Response:
             response = await answer(request)
             renewed = getattr(request.state, "renewed_session", None)  # set by the viewer dependency
-            if renewed is not None and response.status_code != 401:
+            if renewed is not None:
                 set_session_cookie(response, request.app.state.auth, renewed)
             return response
 

@@ -416,7 +416,8 @@ def _request(message: dict[str, Any]) -> mt.JSONRPCRequest:
         where = ".".join(str(p) for p in first["loc"])
         raise BadRequest(f"invalid JSON-RPC request: {where}: {first['msg']}") from None
     # The envelope model takes any params object; every method's `_meta` is an object (MCP's `RequestParams`).
-    if request.params is not None and not isinstance(request.params.get("_meta", {}), dict):
+    meta = request.params.get("_meta") if request.params is not None else None
+    if meta is not None and not isinstance(meta, dict):
         raise InvalidParams(f"invalid {request.method} params: _meta: must be an object")
     return request
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.datastructures import URL
 
 from bastion.audit.sink import note
-from bastion.errors import Forbidden
+from bastion.errors import BadRequest, Forbidden
 from bastion.http.client_ip import ClientIp
 from bastion.logins import Attempt
 from bastion.storable import storable
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
 
-__all__ = ["Auth", "attempt", "client_address", "limit", "same_site"]
+__all__ = ["Auth", "attempt", "client_address", "limit", "same_site", "single_values"]
 
 
 def _auth(request: Request) -> AuthServer:
@@ -64,3 +65,18 @@ def same_site(request: Request, auth: AuthServer) -> None:
         "sec-fetch-site"
     ) in ("cross-site", "same-site"):
         raise Forbidden("this form was posted from another site; nothing was done")
+
+
+def single_values(items: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    """OAuth parameters (a query's or a form's): each given once (RFC 6749 §3.1), plain text, free of
+    NUL, which no parameter holds and PostgreSQL's text refuses."""
+    values: dict[str, str] = {}
+    for key, value in items:
+        if not isinstance(value, str):
+            raise BadRequest(f"{key} must be a plain form value")
+        if key in values:
+            raise BadRequest(f"{key} is given more than once (RFC 6749 §3.1)")
+        if "\x00" in key or "\x00" in value:
+            raise BadRequest(f"{storable(key)} holds a NUL character")
+        values[key] = value
+    return values

@@ -17,8 +17,7 @@ from bastion.audit.sink import note
 from bastion.errors import AccountLocked, BadRequest, BastionError, InvalidClient, TooManyRequests
 from bastion.oauth.assertion import ID_JAG_PROFILE
 from bastion.oauth.metadata import authorization_server_metadata, protected_resource_metadata
-from bastion.storable import storable
-from bastion.web.deps import Auth, limit
+from bastion.web.deps import Auth, limit, single_values
 
 __all__ = ["oauth_error", "router"]
 
@@ -40,17 +39,7 @@ def oauth_error(error: BastionError) -> JSONResponse:
 async def _form(request: Request) -> dict[str, str]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise BadRequest("send the parameters as application/x-www-form-urlencoded (RFC 6749 §3.2)")
-    form = await request.form()
-    values: dict[str, str] = {}
-    for key, value in form.multi_items():
-        if not isinstance(value, str):
-            raise BadRequest(f"{key} must be a plain form value")
-        if key in values:
-            raise BadRequest(f"{key} is given more than once (RFC 6749 §3.1)")
-        if "\x00" in key or "\x00" in value:  # no parameter holds one; PostgreSQL's text refuses it
-            raise BadRequest(f"{storable(key)} holds a NUL character")
-        values[key] = value
-    return values
+    return single_values((await request.form()).multi_items())
 
 
 async def _guarded(work: Callable[[], Awaitable[Response]], request: Request, route: str) -> Response:

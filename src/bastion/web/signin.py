@@ -17,12 +17,12 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import URL
 
 from bastion.audit.sink import note
-from bastion.errors import AccessDenied, BadRequest, BastionError, Forbidden
+from bastion.errors import AccessDenied, BastionError, Forbidden
 from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, scope_satisfied
 from bastion.identity.tokens import same_secret
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.web.authserver import AuthServer
-from bastion.web.deps import Auth, attempt, limit, same_site
+from bastion.web.deps import Auth, attempt, limit, same_site, single_values
 from bastion.web.pages import render
 
 __all__ = ["error_page", "login_page", "read_request", "router", "sign_in"]
@@ -78,7 +78,7 @@ async def authorize(request: Request, auth: Auth) -> Response:
     except BastionError as error:  # too many requests, or the limiter unreachable
         return error_page(error)
     try:
-        params = _single_values(request)
+        params = single_values(request.query_params.multi_items())
         authz = await auth.authorizer.validate(params)
     except RedirectableError as redirect:
         return RedirectResponse(redirect.redirect_uri, status_code=302)
@@ -88,19 +88,6 @@ async def authorize(request: Request, auth: Auth) -> Response:
     if signed_in is None:
         return login_page(auth, authz)
     return await _consent_or_code(auth, authz, *signed_in)
-
-
-def _single_values(request: Request) -> dict[str, str]:
-    """The query's parameters, each given once (RFC 6749 §3.1) and free of NUL, which no value of an
-    authorization request holds and PostgreSQL's text refuses."""
-    params: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
-        if key in params:
-            raise BadRequest(f"{key} is given more than once (RFC 6749 §3.1)")
-        if "\x00" in key or "\x00" in value:
-            raise BadRequest("the authorization request holds a NUL character")
-        params[key] = value
-    return params
 
 
 def login_page(
