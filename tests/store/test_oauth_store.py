@@ -4,16 +4,21 @@ family revocation that reaches the data plane, consents."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import anyio
 import pytest
+from alembic import command
+from sqlalchemy import select
 
 from bastion.bus import ChangeEvent, MemoryBus
+from bastion.errors import InvalidGrant
 from bastion.identity.tokens import hash_token
 from bastion.oauth.provider import CodeRecord, Grant
-from bastion.store.db import Database
+from bastion.store.db import Database, _alembic_config
+from bastion.store.models import OAuthFamily, OAuthToken
 from bastion.store.repos import servers, tokens
-from bastion.store.repos.oauth import SqlOAuthStore
+from bastion.store.repos.oauth import SqlOAuthStore, hold_live_family
 from bastion.store.tenancy import SYSTEM
 
 pytestmark = pytest.mark.anyio
@@ -83,6 +88,143 @@ async def test_a_refresh_token_rotates_once_and_its_family_revocation_reaches_th
     assert await store.access_principal(hash_token("access")) is None
     record = await store.find_token(hash_token("refresh"))
     assert record is not None and record.revoked
+
+
+async def _live_tokens(store: SqlOAuthStore, hashes: list[str]) -> list[str]:
+    records = [await store.find_token(token_hash) for token_hash in hashes]
+    return [r.token_hash for r in records if r is not None and not r.revoked]
+
+
+async def test_a_rotation_saved_after_a_replay_revoked_its_family_is_refused_and_leaves_nothing_live(
+    db: Database,
+) -> None:
+    """A refresh token presented twice at once: the loser revokes the family between the winner's
+    rotation and the winner's save. The winner's new tokens must not be live."""
+    store = SqlOAuthStore(db, MemoryBus())
+    grant = await _grant(db, "family-4")
+    now = time.time()
+    await store.save_tokens(grant, [(hash_token("refresh-4"), "refresh", now + 3600)], now)
+    winner = await store.take_refresh(hash_token("refresh-4"), now)
+    loser = await store.take_refresh(hash_token("refresh-4"), now)
+    assert winner is not None and not winner.used and loser is not None and loser.used
+    await store.revoke_family(loser.grant.family_id)  # what the refresh grant does on a replay
+    with pytest.raises(InvalidGrant, match="grant was revoked"):
+        await store.save_tokens(grant, [(hash_token("new-access"), "access", now + 600)], now)
+    assert await store.find_token(hash_token("new-access")) is None  # nothing half-saved
+    assert await store.access_principal(hash_token("new-access")) is None
+
+
+async def test_a_code_replayed_before_the_first_redemption_saved_anything_leaves_no_live_token(db: Database) -> None:
+    store = SqlOAuthStore(db, MemoryBus())
+    grant = await _grant(db, "family-5")
+    code = CodeRecord(
+        code_hash=hash_token("code-5"),
+        grant=grant,
+        redirect_uri="http://127.0.0.1/cb",
+        code_challenge="c" * 43,
+        expires_at=time.time() + 60,
+    )
+    await store.save_code(code)
+    first = await store.take_code(code.code_hash, time.time())
+    replay = await store.take_code(code.code_hash, time.time())
+    assert first is not None and not first.used and replay is not None and replay.used
+    await store.revoke_family(replay.grant.family_id)  # no token of the family exists yet
+    with pytest.raises(InvalidGrant):
+        await store.save_tokens(grant, [(hash_token("access-5"), "access", time.time() + 600)], time.time())
+    assert await store.find_token(hash_token("access-5")) is None
+
+
+async def test_a_revocation_that_starts_while_a_rotation_saves_revokes_what_it_saved(db: Database) -> None:
+    """The order the database must keep: the rotation holds its family while it saves; the
+    revocation waits for it, then revokes the tokens it committed (PostgreSQL: a row lock, whose
+    waiting statement would not see rows committed after it began without the family row;
+    SQLite: the single writer)."""
+    store = SqlOAuthStore(db, MemoryBus())
+    grant = await _grant(db, "family-6")
+    now = time.time()
+    await store.save_tokens(grant, [(hash_token("refresh-6"), "refresh", now + 3600)], now)
+    revoked = anyio.Event()
+
+    async def revoke() -> None:
+        await store.revoke_family("family-6")
+        revoked.set()
+
+    async with anyio.create_task_group() as tasks:
+        async with db.session(SYSTEM) as session:  # the rotation's save, held open
+            await hold_live_family(session, "family-6")
+            tasks.start_soon(revoke)
+            await anyio.sleep(0.3)
+            assert not revoked.is_set()  # waits for the save to commit
+            session.add(
+                OAuthToken(
+                    token_hash=hash_token("access-6"),
+                    kind="access",
+                    family_id="family-6",
+                    client_id=grant.client_id,
+                    user_id=grant.user_id,
+                    server_id=grant.server_id,
+                    scopes=list(grant.scopes),
+                    expires_at=datetime.fromtimestamp(now + 600, UTC),
+                )
+            )
+        with anyio.fail_after(10):
+            await revoked.wait()
+    assert await _live_tokens(store, [hash_token("refresh-6"), hash_token("access-6")]) == []
+    assert await store.find_token(hash_token("access-6")) is not None  # saved, then revoked
+
+
+async def test_concurrent_presentations_of_one_refresh_token_leave_no_token_of_the_family_live(db: Database) -> None:
+    """Each of several callers presents the same refresh token and, if it won the rotation, saves
+    new tokens; the replays revoke the family. Whatever the interleaving, nothing stays live."""
+    store = SqlOAuthStore(db, MemoryBus())
+    for trial in range(5):
+        family = f"family-7-{trial}"
+        grant = await _grant(db, family)
+        now = time.time()
+        await store.save_tokens(grant, [(hash_token(f"rt-{family}"), "refresh", now + 3600)], now)
+        saved: list[str] = []
+
+        async def present(
+            n: int, grant: Grant = grant, family: str = family, now: float = now, saved: list[str] = saved
+        ) -> None:
+            record = await store.take_refresh(hash_token(f"rt-{family}"), now)
+            assert record is not None
+            if record.used:
+                await store.revoke_family(family)
+                return
+            for kind in ("access", "refresh"):
+                token_hash = hash_token(f"{kind}-{family}-{n}")
+                try:
+                    await store.save_tokens(grant, [(token_hash, kind, now + 600)], now)
+                except InvalidGrant:
+                    return
+                saved.append(token_hash)
+
+        async with anyio.create_task_group() as tasks:
+            for n in range(4):
+                tasks.start_soon(present, n)
+        assert await _live_tokens(store, [hash_token(f"rt-{family}"), *saved]) == []
+
+
+async def test_upgrading_gives_every_grant_issued_before_a_live_family(db: Database) -> None:
+    store = SqlOAuthStore(db, MemoryBus())
+    issued = await _grant(db, "family-8")
+    coded = await _grant(db, "family-9")
+    now = time.time()
+    await store.save_tokens(issued, [(hash_token("refresh-8"), "refresh", now + 3600)], now)
+    await store.save_code(CodeRecord(hash_token("code-9"), coded, "http://127.0.0.1/cb", "c" * 43, expires_at=now + 60))
+    async with db.engine.begin() as conn:  # back to before families were rows, the grants kept
+        await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "0009"))
+    await db.migrate()
+    async with db.session(SYSTEM) as session:  # rows before any rotation: a rotation and a revocation meet on them
+        families = {f.family_id: f.revoked_at for f in await session.scalars(select(OAuthFamily))}
+    assert families == {"family-8": None, "family-9": None}
+    await store.save_tokens(issued, [(hash_token("access-8"), "access", now + 600)], now)  # still live
+    await store.save_tokens(coded, [(hash_token("access-9"), "access", now + 600)], now)
+    await store.revoke_family("family-9")
+    assert await _live_tokens(store, [hash_token("access-8"), hash_token("access-9")]) == [hash_token("access-8")]
+    with pytest.raises(InvalidGrant):
+        await store.save_tokens(coded, [(hash_token("late-9"), "access", now + 600)], now)
 
 
 async def test_consent_is_remembered_and_widened_not_narrowed(db: Database) -> None:

@@ -85,7 +85,10 @@ class OAuthStore(Protocol):
 
     async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]], issued_at: float) -> None:
         """Store (token_hash, kind, expires_at) rows of one grant, issued at `issued_at` (the clock
-        reading their expiries were computed from, so `exp - iat` is exactly the lifetime)."""
+        reading their expiries were computed from, so `exp - iat` is exactly the lifetime).
+
+        `InvalidGrant`, and nothing stored, when the grant's family was revoked: ordered against
+        `revoke_family`, so tokens saved while it runs are revoked with the rest."""
         ...
 
     async def take_refresh(self, token_hash: str, now: float) -> TokenRecord | None:

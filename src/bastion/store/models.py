@@ -350,6 +350,21 @@ class OAuthToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class OAuthFamily(Base):
+    """One grant's tokens as a unit: what their rotation and their revocation agree on.
+
+    Saving tokens of a family and revoking it both update this row first, so the database puts
+    them in order (a row lock on PostgreSQL, the single writer on SQLite): a rotation that saved
+    first has its tokens revoked by the revocation's next statement, which sees them; one that
+    comes second finds the family revoked and saves nothing. Without it, a refresh token presented
+    twice at once could leave the winner's new tokens live, saved just after the loser revoked the
+    family."""
+
+    __tablename__ = "oauth_families"
+    family_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class OAuthConsent(Base):
     """A user's approval of a client for a virtual server and scopes; withdrawable."""
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from bastion.bus import Bus, ChangeEvent
 from bastion.errors import NotFound
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import OAuthClient, OAuthConsent, OAuthToken, VirtualServer
+from bastion.store.repos.oauth import revoke_families
 from bastion.store.tenancy import SYSTEM
 
 __all__ = ["ConsentView", "list_consents", "withdraw_consent"]
@@ -54,16 +55,12 @@ async def withdraw_consent(db: Database, bus: Bus, user_id: str, consent_id: str
         consent = await session.get(OAuthConsent, consent_id)
         if consent is None or consent.user_id != user_id:
             raise NotFound(f"no consent {consent_id!r}")  # another user's consent is not theirs to see
-        await session.execute(
-            update(OAuthToken)
-            .where(
-                OAuthToken.user_id == user_id,
-                OAuthToken.client_id == consent.client_id,
-                OAuthToken.server_id == consent.server_id,
-                OAuthToken.revoked_at.is_(None),
-            )
-            .values(revoked_at=datetime.now(UTC))
+        granted = select(OAuthToken.family_id).where(
+            OAuthToken.user_id == user_id,
+            OAuthToken.client_id == consent.client_id,
+            OAuthToken.server_id == consent.server_id,
         )
+        await revoke_families(session, granted)
         await session.execute(delete(OAuthConsent).where(OAuthConsent.id == consent_id))
         await bump_epoch(session)
     await bus.publish(ChangeEvent("tokens", consent_id))

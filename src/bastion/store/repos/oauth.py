@@ -6,16 +6,18 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.bus import Bus, ChangeEvent
+from bastion.errors import InvalidGrant
 from bastion.identity.principal import Principal
 from bastion.oauth.provider import Client, CodeRecord, Grant, TokenRecord, UserRecord
 from bastion.store.db import Database, bump_epoch
-from bastion.store.models import OAuthClient, OAuthCode, OAuthConsent, OAuthToken, User
+from bastion.store.models import OAuthClient, OAuthCode, OAuthConsent, OAuthFamily, OAuthToken, User
 from bastion.store.tenancy import SYSTEM
 
-__all__ = ["SqlOAuthStore", "stored_client"]
+__all__ = ["SqlOAuthStore", "hold_live_family", "revoke_families", "stored_client"]
 
 
 def _at(seconds: float) -> datetime:
@@ -46,6 +48,40 @@ def stored_client(row: OAuthClient) -> Client:
         owner_user_id=row.owner_user_id,
         server_ids=tuple(row.server_ids),
     )
+
+
+async def revoke_families(session: AsyncSession, families: Select[str] | list[str]) -> None:
+    """Revoke the families named (ids, or a query of ids) and every token of theirs, in `session`.
+
+    The family rows first (see `OAuthFamily`): a rotation of one of them that is saving tokens
+    holds its row until it commits, so the tokens' statement, which starts after, sees what it
+    saved; a rotation that comes later finds its family revoked. The caller bumps the epoch."""
+    now = datetime.now(UTC)
+    await session.execute(
+        update(OAuthFamily)
+        .where(OAuthFamily.family_id.in_(families), OAuthFamily.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.family_id.in_(families), OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def hold_live_family(session: AsyncSession, family_id: str) -> None:
+    """Lock the family's row for the rest of `session`'s transaction if it is live (a new family
+    gets its row); InvalidGrant if it was revoked, which rolls back what the transaction saved."""
+    held = await session.execute(
+        update(OAuthFamily)
+        .where(OAuthFamily.family_id == family_id, OAuthFamily.revoked_at.is_(None))
+        .values(revoked_at=None)  # changes nothing; takes the row for the transaction
+    )
+    if cast(Any, held).rowcount == 1:
+        return
+    if await session.get(OAuthFamily, family_id) is not None:
+        raise InvalidGrant("this grant was revoked (a code or refresh token of it was used twice, or revoked)")
+    session.add(OAuthFamily(family_id=family_id))
 
 
 def _user(user: User) -> UserRecord:
@@ -94,11 +130,7 @@ class SqlOAuthStore:
             row = await session.get(OAuthClient, client_id)
             if row is None:
                 return False
-            await session.execute(
-                update(OAuthToken)
-                .where(OAuthToken.client_id == client_id, OAuthToken.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC))
-            )
+            await revoke_families(session, select(OAuthToken.family_id).where(OAuthToken.client_id == client_id))
             await session.execute(delete(OAuthConsent).where(OAuthConsent.client_id == client_id))
             await session.delete(row)
             await bump_epoch(session)
@@ -128,6 +160,7 @@ class SqlOAuthStore:
 
     async def save_code(self, code: CodeRecord) -> None:
         async with self._db.session(SYSTEM) as session:
+            session.add(OAuthFamily(family_id=code.grant.family_id))  # before its tokens: a replay can revoke it
             session.add(
                 OAuthCode(
                     code_hash=code.code_hash,
@@ -167,6 +200,7 @@ class SqlOAuthStore:
 
     async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]], issued_at: float) -> None:
         async with self._db.session(SYSTEM) as session:
+            await hold_live_family(session, grant.family_id)
             for token_hash, kind, expires_at in tokens:
                 session.add(
                     OAuthToken(
@@ -204,11 +238,10 @@ class SqlOAuthStore:
 
     async def revoke_family(self, family_id: str) -> None:
         async with self._db.session(SYSTEM) as session:
-            await session.execute(
-                update(OAuthToken)
-                .where(OAuthToken.family_id == family_id, OAuthToken.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC))
-            )
+            if await session.get(OAuthFamily, family_id) is None:
+                session.add(OAuthFamily(family_id=family_id))  # one that never saved a token: revoked below
+                await session.flush()
+            await revoke_families(session, [family_id])
             await bump_epoch(session)
         # This replica drops its cached tokens now; the others on their next epoch check.
         await self._bus.publish(ChangeEvent("tokens", family_id))

@@ -1,0 +1,33 @@
+"""OAuth token families as rows: rotation and revocation of one grant are serialized on them
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "oauth_families",
+        sa.Column("family_id", sa.String(length=32), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("family_id"),
+    )
+    # Every grant issued before: live here (a revoked one's tokens stay revoked on their own rows).
+    op.execute(
+        sa.text(
+            "INSERT INTO oauth_families (family_id) "
+            "SELECT family_id FROM oauth_tokens UNION SELECT family_id FROM oauth_codes"
+        )
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("oauth_families")
