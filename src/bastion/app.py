@@ -22,7 +22,7 @@ from bastion.console import router as console_router
 from bastion.errors import Unavailable
 from bastion.http.asgi import Receive, Scope, Send
 from bastion.http.errors import install_error_handlers
-from bastion.http.middleware import build_stack
+from bastion.http.middleware import build_stack, control_plane
 from bastion.identity.token_rules import RECORDER_SCOPE_KEY, TokenGate
 from bastion.mcp.transport import McpEndpoint
 from bastion.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -39,7 +39,8 @@ _API_PREFIX = "/api/"
 
 
 class _Planes:
-    """Routes `/servers/{slug}/mcp` straight to the data plane; everything else to the API app."""
+    """Routes `/servers/{slug}/mcp` straight to the data plane; everything else to the control plane
+    (`control_plane`: its audit record and body limit around the FastAPI app)."""
 
     def __init__(self, endpoint: McpEndpoint, api: Any, gate: TokenGate | None = None) -> None:
         self._endpoint = endpoint
@@ -135,14 +136,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     async def metrics(_actor: MetricsRead) -> Response:
         return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
+    control = control_plane(
+        api, body_limit=settings.max_body_bytes, audit=services.audit, fallback_tenant=DEFAULT_TENANT
+    )
     app = build_stack(
-        _Planes(services.endpoint, api, services.token_gate),
+        _Planes(services.endpoint, control, services.token_gate),
         tls=settings.tls,
-        body_limit=settings.max_body_bytes,
         metrics=services.metrics,
         tracing=services.tracing,
-        audit=services.audit,
-        fallback_tenant=DEFAULT_TENANT,
     )
     app.services = services  # tests and the CLI reach the same objects
     return app
