@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.governance.people import Person, add_person, as_person, call, mcp
@@ -172,3 +173,71 @@ def test_whoever_manages_users_cannot_grant_more_than_they_hold(bastion: Bastion
     allowed = as_person(bastion, desk, "POST", "/api/users", json={**body, "roles": ["helpdesk"]})
     assert allowed.status_code == 201
     assert {u["username"]: u["roles"] for u in bastion.ok("GET", "/api/users")}["hal"] == ["helpdesk"]
+
+
+def _as_token(bastion: Bastion, token: str, method: str, path: str, **kwargs: object) -> httpx.Response:
+    return bastion.http.request(method, path, headers={"authorization": f"Bearer {token}"}, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_token_a_limited_token_creates_is_limited_as_much(bastion: Bastion) -> None:
+    boss = add_person(bastion, "bea", ["tenant-admin"])
+    bastion.add_origin("inventory", command=STDIO_INVENTORY)
+    bastion.publish_server("shop", {"origin": "inventory"})
+    limit = ["clients:manage", "tokens:create"]
+    minter = _token_for(bastion, boss, permissions=limit, scopes=["admin"], allowed_cidrs=["127.0.0.0/8"])
+    assert _as_token(bastion, minter, "GET", "/api/users").status_code == 403
+    # Asked for nothing: the new token takes the creating token's limit and networks.
+    child = _as_token(bastion, minter, "POST", "/api/tokens", json={"name": "escape", "scopes": ["admin"]})
+    assert child.status_code == 201, child.text
+    assert child.json()["permissions"] == limit and child.json()["allowed_cidrs"] == ["127.0.0.0/8"]
+    assert _as_token(bastion, child.json()["token"], "GET", "/api/users").status_code == 403
+    # Asked for more: refused, and nothing is created.
+    wider = _as_token(bastion, minter, "POST", "/api/tokens", json={"name": "w", "permissions": ["users:read"]})
+    assert wider.status_code == 403 and "users:read" in wider.json()["error"]["message"]
+    elsewhere = {"name": "e", "allowed_cidrs": ["10.0.0.0/8"]}
+    outside = _as_token(bastion, minter, "POST", "/api/tokens", json=elsewhere)
+    assert outside.status_code == 403 and "10.0.0.0/8" in outside.json()["error"]["message"]
+    inside = {"name": "i", "allowed_cidrs": ["127.0.0.1/32"], "permissions": ["tokens:create"]}
+    assert _as_token(bastion, minter, "POST", "/api/tokens", json=inside).status_code == 201
+    names = [t["name"] for t in bastion.ok("GET", "/api/tokens")]
+    assert "w" not in names and "e" not in names
+    service = {"name": "svc", "servers": ["shop"]}
+    refused = _as_token(bastion, minter, "POST", "/api/oauth/clients", json=service)
+    assert refused.status_code == 403 and "service clients" in refused.json()["error"]["message"]
+    # A quota cannot be escaped by minting tokens whose uses it does not count.
+    quota = _token_for(bastion, boss, scopes=["admin"], max_uses=5)
+    counted = _as_token(bastion, quota, "POST", "/api/tokens", json={"name": "q"})
+    assert counted.status_code == 403 and "quota" in counted.json()["error"]["message"]
+
+
+def test_a_token_limited_to_managing_users_cannot_grant_roles_beyond_its_limit(bastion: Bastion) -> None:
+    boss = add_person(bastion, "ben", ["tenant-admin"])
+    member = add_person(bastion, "mo", ["member"])
+    desk = _token_for(bastion, boss, permissions=["users:manage", "users:read"], scopes=["admin"])
+    raised = _as_token(bastion, desk, "PATCH", f"/api/users/{member.id}", json={"roles": ["tenant-admin"]})
+    assert raised.status_code == 403 and "grants what you do not hold" in raised.json()["error"]["message"]
+    assert {u["username"]: u["roles"] for u in bastion.ok("GET", "/api/users")}["mo"] == ["member"]
+
+
+def test_a_tenant_administrator_cannot_take_roles_above_their_own(bastion: Bastion) -> None:
+    tina = add_person(bastion, "tina", ["tenant-admin"])
+    pat = add_person(bastion, "pat", ["platform-admin"])
+    demote = as_person(bastion, tina, "PATCH", f"/api/users/{pat.id}", json={"roles": ["member"]})
+    assert demote.status_code == 403 and "platform-admin" in demote.json()["error"]["message"]
+    assert as_person(bastion, pat, "GET", "/api/tenants").status_code == 200  # still a platform administrator
+    bastion.ok("PATCH", f"/api/users/{pat.id}", json={"roles": ["member"]})  # a platform administrator may
+
+
+def test_a_deleted_role_leaves_its_holders_and_a_new_role_grants_only_what_its_maker_holds(bastion: Bastion) -> None:
+    bastion.ok("POST", "/api/roles", json={"name": "role-admin", "permissions": ["roles:manage"]})
+    bastion.ok("POST", "/api/roles", json={"name": "helpdesk", "permissions": ["users:read"]})
+    rita = add_person(bastion, "rita", ["role-admin", "helpdesk"])
+    everything = {"name": "helpdesk", "permissions": ["users:manage", "users:read", "roles:manage"]}
+    assert as_person(bastion, rita, "DELETE", "/api/roles/helpdesk").status_code == 204
+    assert {u["username"]: u["roles"] for u in bastion.ok("GET", "/api/users")}["rita"] == ["role-admin"]
+    widened = as_person(bastion, rita, "POST", "/api/roles", json=everything)
+    assert widened.status_code == 403 and "users:manage" in widened.json()["error"]["message"]
+    # Even a role made again under the old name by an administrator grants rita nothing.
+    bastion.ok("POST", "/api/roles", json=everything)
+    body = {"username": "newbie", "password": "correct horse battery staple", "roles": ["member"]}
+    assert as_person(bastion, rita, "POST", "/api/users", json=body).status_code == 403

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from bastion.errors import Forbidden
 from bastion.governance.access import Member
 from bastion.governance.permissions import Grants
+from bastion.identity.principal import Principal
 from bastion.store.models import DEFAULT_TENANT
 from bastion.store.tenancy import Tenancy
 
@@ -24,6 +25,7 @@ class Actor:
     tenant_id: str
     member: Member | None  # None: the operator at the CLI, who holds the database itself
     limit: Grants | None = None  # the token's own permission limit
+    token: Principal | None = None  # the token the request came with (what it creates stays within it)
 
     @classmethod
     def operator(cls, tenant_id: str = DEFAULT_TENANT) -> Actor:

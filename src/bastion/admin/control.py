@@ -30,6 +30,7 @@ from bastion.admin.schemas import (
     TokenIn,
     TokenOut,
 )
+from bastion.admin.token_bounds import bounded
 from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
@@ -346,6 +347,7 @@ class Control:
         if username != actor.username:
             actor.require("tokens:manage")
         expires_at = datetime.now(UTC) + timedelta(days=data.expires_in_days)
+        data, expires_at = bounded(actor.token, data, expires_at)
         return await self._mint(actor.scope, username, data, expires_at)
 
     async def _mint(self, scope: Tenancy, username: str, data: TokenIn, expires_at: datetime) -> TokenCreated:

@@ -133,6 +133,7 @@ def _requiring(action: str) -> Callable[[Request], Awaitable[Actor]]:
             tenant_id=tenant_id,
             member=member,
             limit=principal.limit,
+            token=principal,
         )
 
     return actor

@@ -14,14 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.admin.actor import Actor
 from bastion.admin.schemas import Slug, StrictIn
+from bastion.admin.users import beyond
 from bastion.bus import Bus, ChangeEvent
-from bastion.errors import BadRequest, Conflict
+from bastion.errors import BadRequest, Conflict, Forbidden
 from bastion.governance.permissions import (
     BUILTIN_ROLES,
     CONTROL_ACTIONS,
     DATA_ACTIONS,
     PLATFORM_ACTIONS,
     parse_permission,
+    parse_permissions,
 )
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import ApiTokenUse, LoginEvent, Role, Tenant, User
@@ -181,6 +183,9 @@ class Governance:
             action, _ = parse_permission(text)
             if action in PLATFORM_ACTIONS:
                 raise BadRequest(f"{action} belongs to platform administrators: a custom role cannot grant it")
+        missing = beyond(actor, parse_permissions(data.permissions))
+        if missing:  # else whoever may define roles could define one above their own, then be given it
+            raise Forbidden(f"the role would grant what you do not hold ({', '.join(missing)})")
         async with self._db.session(actor.scope) as session:
             role = await add_unique(
                 session,
@@ -192,9 +197,13 @@ class Governance:
         return RoleOut(name=role.name, description=role.description, permissions=role.permissions, builtin=False)
 
     async def delete_role(self, actor: Actor, name: str) -> None:
-        """Delete a custom role; users holding it lose what it granted on the next request."""
+        """Delete a custom role; users holding it lose what it granted on the next request. The
+        name goes from their roles too: a role made later under the same name grants them nothing."""
         async with self._db.session(actor.scope) as session:
             role = await teams.get_role(session, name)
+            for user in await session.scalars(select(User)):  # the tenant's users (the session's scope)
+                if role.name in user.roles:
+                    user.roles = [r for r in user.roles if r != role.name]
             await session.delete(role)
             await bump_epoch(session)
         await self._changed(name)

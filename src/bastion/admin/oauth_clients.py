@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from bastion.admin.actor import Actor
+from bastion.admin.token_bounds import unbounded_only
 from bastion.errors import NotFound
 from bastion.identity.tokens import TOKEN_PREFIX, hash_token
 from bastion.oauth.provider import Client
@@ -83,6 +84,7 @@ class OAuthClients:
         owner_name = data.owner or actor.username
         if owner_name != actor.username:
             actor.require("tokens:manage")
+        unbounded_only(actor.token, "service clients")
         async with self._db.session(actor.scope) as session:
             owner = await tokens.user_by_name(session, owner_name)
             if owner is None:

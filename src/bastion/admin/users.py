@@ -12,31 +12,45 @@ from bastion.admin.actor import Actor
 from bastion.admin.schemas import UserIn, UserOut, UserPatch
 from bastion.bus import Bus, ChangeEvent
 from bastion.errors import BadRequest, Forbidden, NotFound
-from bastion.governance.permissions import BUILTIN_ROLES, PLATFORM_ADMIN, Grants, parse_permissions
+from bastion.governance.permissions import BUILTIN_ROLES, PLATFORM_ADMIN, Grants, parse_permissions, permission_text
 from bastion.identity.passwords import PasswordPolicy, hash_password
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import User
 from bastion.store.repos import teams, tokens
+from bastion.store.repos.snapshot import effective_roles
 
-__all__ = ["Users", "check_roles"]
+__all__ = ["Users", "beyond", "check_roles"]
 
 
-async def check_roles(session: AsyncSession, actor: Actor, roles: Sequence[str]) -> list[str]:
+def beyond(actor: Actor, pairs: frozenset[tuple[str, str]]) -> list[str]:
+    """The permissions among `pairs` the actor does not hold, as text (at most five): what its roles
+    grant, narrowed by its token's limit. Whoever manages roles and users cannot hand out (and so
+    take) more power than their own. The operator (CLI) holds everything."""
+    member = actor.member
+    if member is None:
+        return []
+    held, limit = member.grants, actor.limit
+    missing = {pair for pair in pairs if not held.covers(pair) or (limit is not None and not limit.covers(pair))}
+    return sorted(permission_text(pair) for pair in missing)[:5]
+
+
+async def check_roles(
+    session: AsyncSession, actor: Actor, roles: Sequence[str], *, replacing: Sequence[str] = ()
+) -> list[str]:
     """Roles that exist in the actor's tenant (built-in or custom), none granting more than the actor
-    holds: whoever manages users cannot hand out (and so take) more power than their own."""
+    holds. When they replace a user's roles (`replacing`), the ones taken away must be within the
+    actor's power too: a tenant administrator cannot demote a platform administrator."""
     custom = {role.name: parse_permissions(role.permissions) for role in await teams.custom_roles(session)}
     unknown = [r for r in roles if r not in BUILTIN_ROLES and r not in custom]
     if unknown:
         raise BadRequest(f"unknown roles: {', '.join(unknown)} (built-in: {', '.join(BUILTIN_ROLES)})")
-    if PLATFORM_ADMIN in roles and not actor.may("tenants:manage"):
-        raise Forbidden("only a platform administrator may grant platform-admin")
-    if actor.member is not None:  # the operator (CLI) holds everything
-        held = actor.member.grants
-        for role in roles:
-            beyond = {pair for pair in Grants.of_roles([role], custom).pairs if not held.covers(pair)}
-            if beyond:
-                shown = ", ".join(sorted(a if t == "*" else f"{a}@{t}" for a, t in beyond)[:5])
-                raise Forbidden(f"role {role!r} grants what you do not hold ({shown}): you cannot grant it")
+    taken = [r for r in replacing if r not in roles]
+    if PLATFORM_ADMIN in (*roles, *taken) and not actor.may("tenants:manage"):
+        raise Forbidden("only a platform administrator may grant or take platform-admin")
+    for role, verb in [*((r, "grant") for r in roles), *((r, "take away") for r in taken)]:
+        missing = beyond(actor, Grants.of_roles([role], custom).pairs)
+        if missing:
+            raise Forbidden(f"role {role!r} grants what you do not hold ({', '.join(missing)}): you cannot {verb} it")
     return list(dict.fromkeys(roles))
 
 
@@ -73,7 +87,8 @@ class Users:
         async with self._db.session(actor.scope) as session:
             user = await _get(session, user_id)
             if data.roles is not None:
-                user.roles = await check_roles(session, actor, data.roles)
+                held = effective_roles(user)  # the first administrator's flag counts as platform-admin
+                user.roles = await check_roles(session, actor, data.roles, replacing=held)
             if data.teams is not None:
                 await teams.set_teams(session, user.id, await teams.resolve(session, data.teams))
             team_ids = await teams.teams_of(session, user.id)

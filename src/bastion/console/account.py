@@ -16,7 +16,7 @@ from bastion.console.forms import read_form
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer
-from bastion.governance.permissions import PLATFORM_ADMIN
+from bastion.governance.permissions import PLATFORM_ADMIN, permission_text
 from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.web.authserver import AuthServer
 from bastion.web.connect import connections_of, disconnect_origin
@@ -43,7 +43,7 @@ async def account(request: Request, viewer: CurrentViewer) -> Response:
     roles = list(record.roles) if record is not None else []
     if record is not None and record.is_admin and PLATFORM_ADMIN not in roles:
         roles.append(PLATFORM_ADMIN)  # the bootstrap administrator holds it whatever else
-    granted = sorted(action if target == "*" else f"{action}@{target}" for action, target in viewer.member.grants.pairs)
+    granted = sorted(permission_text(pair) for pair in viewer.member.grants.pairs)
     connections = await connections_of(auth, viewer.user_id)
     return page(
         request,

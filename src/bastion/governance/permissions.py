@@ -30,6 +30,7 @@ __all__ = [
     "Grants",
     "parse_permission",
     "parse_permissions",
+    "permission_text",
 ]
 
 # Control plane: what the admin API and the CLI may change or read.
@@ -100,6 +101,12 @@ def parse_permission(text: str) -> tuple[str, str]:
             f"permission {text!r}: an item target is '{_target_kind(action)}:<origin>/<name>' for {action!r}"
         )
     return action, target
+
+
+def permission_text(pair: tuple[str, str]) -> str:
+    """The text `parse_permission` reads back as `pair`."""
+    action, target = pair
+    return action if target == "*" else f"{action}@{target}"
 
 
 def parse_permissions(texts: Iterable[str]) -> frozenset[tuple[str, str]]:
