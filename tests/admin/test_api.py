@@ -180,6 +180,24 @@ def test_an_origin_url_with_credentials_is_refused_and_not_echoed(bastion: Basti
     assert "hunter2-secret" not in response.text
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:99999/mcp", "port"),
+        ("http://127.0.0.1:abc/mcp", "port"),
+        ("http://a..b/mcp", "not a valid host name"),
+        ("http:///mcp", "needs a host"),
+    ],
+)
+def test_an_origin_url_python_cannot_connect_to_is_refused_with_422_and_nothing_is_stored(
+    bastion: Bastion, url: str, says: str
+) -> None:
+    name = unique("badurl")
+    response = bastion.api("POST", "/api/origins", json={"name": name, "transport": "http", "url": url})
+    assert response.status_code == 422 and says in fields_of(response)["url"]
+    assert bastion.api("GET", f"/api/origins/{name}").status_code == 404
+
+
 def test_an_unknown_field_is_refused_with_422_naming_it(bastion: Bastion) -> None:
     body = {"name": unique("extra"), "transport": "stdio", "command": STDIO_INVENTORY, "shell": True}
 
@@ -512,10 +530,26 @@ def test_a_token_for_a_server_lists_the_server_id(bastion: Bastion) -> None:
         {"name": "t", "expires_in_days": 366},
         {"name": "t", "scopes": []},
         {"name": "t", "scopes": ["root"]},
+        {"name": "t", "not_before": "9999-12-31T23:00:00-05:00"},  # past what UTC can hold
+        {"name": "t", "not_before": "0001-01-01T00:30:00+01:00"},
     ],
 )
 def test_an_invalid_token_request_is_refused_with_422(bastion: Bastion, body: dict[str, Any]) -> None:
     assert bastion.api("POST", "/api/tokens", json=body).status_code == 422
+
+
+@pytest.mark.parametrize("bound", ["since_us", "until_us"])
+def test_an_audit_time_bound_past_what_the_store_holds_is_refused_with_422(bastion: Bastion, bound: str) -> None:
+    for path in ("/api/audit/records", "/api/audit/export"):
+        response = bastion.api("GET", path, params={bound: str(10**20)})
+        assert response.status_code == 422, (path, response.status_code)
+
+
+def test_a_policy_scope_with_a_trailing_newline_is_refused(bastion: Bastion) -> None:
+    limit = {"settings": {"per_principal": "5/minute"}}
+    response = bastion.api("PUT", "/api/policies/rate_limit", params={"scope": "global\n"}, json=limit)
+    assert response.status_code == 400 and "invalid policy scope" in response.text
+    assert all(p["scope"] != "global\n" for p in bastion.ok("GET", "/api/policies"))
 
 
 # --- unauthenticated endpoints ------------------------------------------------------------------------------

@@ -241,3 +241,16 @@ def test_a_deleted_role_leaves_its_holders_and_a_new_role_grants_only_what_its_m
     bastion.ok("POST", "/api/roles", json=everything)
     body = {"username": "newbie", "password": "correct horse battery staple", "roles": ["member"]}
     assert as_person(bastion, rita, "POST", "/api/users", json=body).status_code == 403
+
+
+def test_a_server_a_member_cannot_see_is_as_missing_when_a_token_names_it(bastion: Bastion) -> None:
+    owner = add_person(bastion, "olga", ["tenant-admin"])
+    member = add_person(bastion, "mel", ["member"])
+    hidden = as_person(bastion, owner, "POST", "/api/servers", json={"slug": "hidden", "visibility": "private"})
+    assert hidden.status_code == 201, hidden.text
+    for ref in ("hidden", hidden.json()["id"], "missing"):
+        body = {"name": "t", "servers": [ref]}
+        response = as_person(bastion, member, "POST", "/api/tokens", json=body)
+        assert response.status_code == 404 and response.json()["error"]["message"] == f"no virtual server {ref!r}"
+    own = as_person(bastion, owner, "POST", "/api/tokens", json={"name": "t", "servers": ["hidden"]})
+    assert own.status_code == 201

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from ssl import SSLContext
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.admin.actor import Actor
 from bastion.admin.item_review import origin_out, scan_flags
@@ -44,7 +45,7 @@ from bastion.oauth.downstream import DownstreamClient
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import ApiToken, Origin, ServerItem, VirtualServer
 from bastion.store.repos import origins, servers, teams, tokens
-from bastion.store.repos.snapshot import origin_spec
+from bastion.store.repos.snapshot import origin_spec, placement
 from bastion.store.tenancy import SYSTEM, Tenancy
 from bastion.vault.credentials import JWT_LIFETIME, jwt_config, seal_credential
 from bastion.vault.downstream_oauth import OAuthOrigin
@@ -252,6 +253,9 @@ class Control:
             error = exc.detail if isinstance(exc, UpstreamRefused) else exc.message
             log.warning("discovery_failed", origin=spec.name, error=error)
             return None, error, None
+        except Exception as exc:  # the origin is stored already: its error is recorded, not a 500
+            log.exception("discovery_crashed", origin=spec.name)
+            return None, f"discovery failed ({type(exc).__name__})", None
 
     async def delete_origin(self, actor: Actor, origin_id: str) -> None:
         async with self._db.session(actor.scope) as s:
@@ -348,14 +352,16 @@ class Control:
             actor.require("tokens:manage")
         expires_at = datetime.now(UTC) + timedelta(days=data.expires_in_days)
         data, expires_at = bounded(actor.token, data, expires_at)
-        return await self._mint(actor.scope, username, data, expires_at)
+        return await self._mint(actor.scope, username, data, expires_at, actor=actor)
 
-    async def _mint(self, scope: Tenancy, username: str, data: TokenIn, expires_at: datetime) -> TokenCreated:
+    async def _mint(
+        self, scope: Tenancy, username: str, data: TokenIn, expires_at: datetime, actor: Actor | None = None
+    ) -> TokenCreated:
         async with self._db.session(scope) as s:
             user = await tokens.user_by_name(s, username)
             if user is None:
                 raise NotFound(f"no user {username!r}")
-            server_ids = [(await servers.get(s, ref)).id for ref in data.servers]
+            server_ids = [(await visible_server(s, actor, ref)).id for ref in data.servers]
             token, secret = await tokens.create_token(
                 s,
                 user=user,
@@ -396,6 +402,17 @@ class Control:
         return await self._mint(
             Tenancy.of(user.tenant_id), user.username, TokenIn(name="login", scopes=[SCOPE_ADMIN]), expires_at
         )
+
+
+async def visible_server(session: AsyncSession, actor: Actor | None, ref: str) -> VirtualServer:
+    """The server `ref` names, as the actor may know it: one it cannot see (private, another team's)
+    is missing, unless it may read every server of the tenant anyway (servers:read)."""
+    server = await servers.get(session, ref)
+    if actor is None or actor.member is None or actor.may("servers:read"):
+        return server
+    if not actor.member.sees(placement(server)):
+        raise NotFound(f"no virtual server {ref!r}")
+    return server
 
 
 def _item_out(item: ServerItem) -> ServerItemOut:

@@ -19,13 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from bastion.admin.actor import Actor
+from bastion.admin.control import visible_server
 from bastion.admin.token_bounds import unbounded_only
 from bastion.errors import NotFound
 from bastion.identity.tokens import TOKEN_PREFIX, hash_token
 from bastion.oauth.provider import Client
 from bastion.store.db import Database
 from bastion.store.models import OAuthClient
-from bastion.store.repos import servers, tokens
+from bastion.store.repos import tokens
 from bastion.store.repos.oauth import SqlOAuthStore, stored_client
 from bastion.store.tenancy import SYSTEM
 
@@ -89,7 +90,7 @@ class OAuthClients:
             owner = await tokens.user_by_name(session, owner_name)
             if owner is None:
                 raise NotFound(f"no user {owner_name!r} to own the client")
-            server_ids = tuple(dict.fromkeys([(await servers.get(session, ref)).id for ref in data.servers]))
+            server_ids = tuple(dict.fromkeys([(await visible_server(session, actor, ref)).id for ref in data.servers]))
         secret = TOKEN_PREFIX + "cs_" + secrets.token_urlsafe(32)  # the prefix lets secret scanners find leaks
         client = Client(
             client_id="svc_" + secrets.token_urlsafe(18),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -185,9 +185,22 @@ class OriginIn(_Placed):
             raise ValueError("an http origin needs url")
         if transport == "stdio" and url is not None:
             raise ValueError("a stdio origin takes command, not url")
-        if url is not None and "@" in urlsplit(url).netloc:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
             # Origin URLs are shown in API responses; credentials belong in the vault, never here.
             raise ValueError("the url must not carry credentials (user:password@)")
+        try:
+            parts.port  # noqa: B018 - urllib checks the port only when it is read
+        except ValueError:
+            raise ValueError("the url's port must be a number from 0 to 65535") from None
+        if not parts.hostname:
+            raise ValueError("the url needs a host")
+        try:
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            raise ValueError(f"the url's host {parts.hostname!r} is not a valid host name") from None
         return url
 
     @field_validator("command")
@@ -323,9 +336,14 @@ class TokenIn(StrictIn):
     @field_validator("not_before")
     @classmethod
     def _aware(cls, when: datetime | None) -> datetime | None:
-        if when is not None and when.tzinfo is None:
+        if when is None:
+            return None
+        if when.tzinfo is None:
             raise ValueError("give a time zone (for example 2026-01-01T09:00:00Z)")
-        return when
+        try:
+            return when.astimezone(UTC)  # stored in UTC; one that UTC cannot hold is refused here
+        except OverflowError:
+            raise ValueError("the instant is out of range") from None
 
 
 class TokenOut(BaseModel):

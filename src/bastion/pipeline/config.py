@@ -200,11 +200,11 @@ STAGE_SETTINGS: Mapping[str, type[_Settings]] = {
     "cedar": CedarSettings,
 }
 
-_SCOPE = re.compile(r"^(global|server:[^\s/]{1,64}|origin:[^\s/]{1,64}|tool:[^\s/]{1,64}/\S{1,512})$")
+_SCOPE = re.compile(r"global|server:[^\s/]{1,64}|origin:[^\s/]{1,64}|tool:[^\s/]{1,64}/\S{1,512}")
 
 
 def validate_scope(scope: str) -> str:
-    if not _SCOPE.match(scope):
+    if not _SCOPE.fullmatch(scope):  # `$` alone would let a trailing newline through
         raise BadRequest(
             f"invalid policy scope {scope!r}: use global, server:<slug>, origin:<name> or tool:<origin>/<name>"
         )

@@ -14,6 +14,8 @@ from fastapi.responses import StreamingResponse
 from bastion.admin.deps import AuditRead
 from bastion.store.repos.audit import AuditQuery, export_lines, record_out, search
 
+MAX_US = 2**63 - 1  # the stored times are 64-bit integers: a larger bound is a 422, not a database overflow
+
 __all__ = ["router"]
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -25,8 +27,8 @@ def _query(
     target: Annotated[str | None, Query(max_length=512, description="tool or prompt name, resource URI")] = None,
     decision: Annotated[str | None, Query(pattern="^(allow|deny|error)$")] = None,
     kind: Annotated[str | None, Query(max_length=32)] = None,
-    since_us: Annotated[int | None, Query(ge=0, description="from (POSIX microseconds)")] = None,
-    until_us: Annotated[int | None, Query(ge=0, description="before (POSIX microseconds)")] = None,
+    since_us: Annotated[int | None, Query(ge=0, le=MAX_US, description="from (POSIX microseconds)")] = None,
+    until_us: Annotated[int | None, Query(ge=0, le=MAX_US, description="before (POSIX microseconds)")] = None,
 ) -> AuditQuery:
     return AuditQuery(correlation_id, principal, target, decision, kind, since_us, until_us)
 

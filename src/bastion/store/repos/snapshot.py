@@ -31,7 +31,7 @@ from bastion.store.models import (
 from bastion.vault.credentials import open_credential
 from bastion.vault.envelope import MasterKeys
 
-__all__ = ["effective_roles", "load_snapshot", "origin_spec"]
+__all__ = ["effective_roles", "load_snapshot", "origin_spec", "placement"]
 
 
 async def load_snapshot(session: AsyncSession, vault: MasterKeys | None = None) -> Snapshot:
@@ -40,7 +40,7 @@ async def load_snapshot(session: AsyncSession, vault: MasterKeys | None = None) 
     # A rejected origin leaves the snapshot, so the origin pool closes its connection or process.
     origins = {o.id: origin_spec(o, vault) for o in origin_rows if o.status != "rejected"}
     access = {
-        o.id: OriginAccess(name=o.name, placement=_placement(o), approved=o.status == "approved") for o in origin_rows
+        o.id: OriginAccess(name=o.name, placement=placement(o), approved=o.status == "approved") for o in origin_rows
     }
     definitions = {(i.origin_id, i.kind, i.name): i for i in await session.scalars(select(OriginItem))}
     by_server: dict[str, list[ServerItem]] = defaultdict(list)
@@ -69,7 +69,8 @@ async def _policies(session: AsyncSession) -> dict[str, dict[str, dict[str, dict
     return policies
 
 
-def _placement(row: Origin | VirtualServer) -> Placement:
+def placement(row: Origin | VirtualServer) -> Placement:
+    """Where a stored origin or server sits: tenant, visibility, owner, teams (what `Member.sees` reads)."""
     visibility = row.visibility if row.visibility in ("private", "team", "tenant") else "private"
     return Placement(
         tenant_id=row.tenant_id,
@@ -163,7 +164,7 @@ def _server_view(
         prompts=maps["prompt"],
         resources=maps["resource"],
         templates=tuple(maps["resource_template"].values()),
-        placement=_placement(server),
+        placement=placement(server),
         quarantined=frozenset(quarantined),
     )
 
