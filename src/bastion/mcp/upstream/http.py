@@ -161,7 +161,9 @@ class HttpOriginClient(RpcCore):
                 # End the origin's session politely (spec: DELETE with the session id).
                 with anyio.move_on_after(2):
                     try:
-                        async with http.delete(self._url, headers=self._headers()):
+                        # Like every origin request, it follows no redirect: the credential and the
+                        # session id go to the origin alone.
+                        async with http.delete(self._url, headers=self._headers(), allow_redirects=False):
                             pass
                     except (aiohttp.ClientError, EgressRefused):
                         pass
