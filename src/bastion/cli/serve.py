@@ -10,6 +10,7 @@ import typer
 
 from bastion.config import Settings, posture_findings
 from bastion.observability.logging import configure_logging
+from bastion.support.process import hide_process
 
 __all__ = ["register"]
 
@@ -78,6 +79,12 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
     from bastion.services import Services
 
     configure_logging(settings.log_level, settings.log_file)
+    if not hide_process():  # before any stdio origin starts (see bastion.support.process)
+        typer.secho(
+            "security posture: could not hide this process from others of its user (prctl)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     findings = posture_findings(settings)
     for finding in findings:
         typer.secho(f"security posture: {finding}", fg=typer.colors.YELLOW, err=True)
