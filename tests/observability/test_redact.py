@@ -38,6 +38,8 @@ def _line(**fields: object) -> str:
         (_line(event="cut off", value=PEM[:60]), "MIIEvQIBADANBgkq"),
         (_line(event="db", url="postgresql+asyncpg://bastion:pg-pa/ss@db.internal:5432/bastion"), "pg-pa/ss"),
         ("redis down: redis://:redis-pass@cache:6379/0", "redis-pass"),
+        ("connect postgresql://bastion:Tr0ub4dor'&3<x>@db:5432/bastion failed", "Tr0ub4dor"),
+        (_line(event="db", url='redis://:S3cret"pw@redis:6379/0'), "S3cret"),
         ("redirect to https://app.example/cb?code=authcode123&state=s1", "authcode123"),
         ("stdio origin argv: /usr/bin/tool --token=argv-token-1 -v", "argv-token-1"),
         (_line(event="nested", detail='{"refresh_token": "rt\\"quoted", "x": 1}'), "quoted"),
@@ -95,6 +97,14 @@ def test_a_url_keeps_its_user_host_port_and_database_but_not_its_password() -> N
         == f"redis://:{REDACTED}@cache:6379/0?password={REDACTED}&db=1"
     )
     assert redact_url("sqlite+aiosqlite:///./var/bastion.db") == "sqlite+aiosqlite:///./var/bastion.db"
+    # SQLAlchemy and redis-py take these unencoded: the password runs to the first "@" whatever it holds.
+    assert redact_url("postgresql+asyncpg://bastion:Tr0ub4dor'&3 x\"<y>@db:5432/bastion") == (
+        f"postgresql+asyncpg://bastion:{REDACTED}@db:5432/bastion"
+    )
+    assert redact_url('redis://:S3cret"pw@redis:6379/0') == f"redis://:{REDACTED}@redis:6379/0"
+    assert redact_url("postgresql://u@db/x?sslpassword=k3y&sslmode=verify-full") == (
+        f"postgresql://u@db/x?sslpassword={REDACTED}&sslmode=verify-full"
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,6 +122,9 @@ def test_a_url_keeps_its_user_host_port_and_database_but_not_its_password() -> N
         ("kid", False),
         ("public_key", False),
         ("monkey", False),
+        ("sslpassword", True),
+        ("dbpasswd", True),
+        ("hotkey", False),
         ("session", False),
     ],
 )

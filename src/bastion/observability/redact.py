@@ -38,6 +38,7 @@ _SECRET_WORDS = frozenset(
         "cookie", "credential", "key", "assertion", "verifier", "signature", "private", "dsn",
     }
 )  # fmt: skip
+_LONG_SECRET_WORDS = tuple(word for word in _SECRET_WORDS if len(word) >= 6)
 # A name ending in one of these describes a secret without holding it (`token_ttl`, `key_id`).
 _HARMLESS_ENDINGS = frozenset(
     {"id", "ids", "kid", "ttl", "seconds", "count", "type", "name", "hash", "digest", "prefix", "length", "hint"}
@@ -51,7 +52,10 @@ def looks_secret(name: str) -> bool:
     if not parts or parts[-1] in _HARMLESS_ENDINGS or "public" in parts:
         return False
     words = {"".join(parts), *parts}
-    return any(word in _SECRET_WORDS or word.removesuffix("s") in _SECRET_WORDS for word in words)
+    if any(word in _SECRET_WORDS or word.removesuffix("s") in _SECRET_WORDS for word in words):
+        return True
+    # Run together with a prefix (`sslpassword`, `dbpasswd`): only the longer words, so `monkey` stays.
+    return any(part.removesuffix("s").endswith(_LONG_SECRET_WORDS) for part in parts)
 
 
 _PEM = re.compile(
@@ -60,8 +64,11 @@ _PEM = re.compile(
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){2,4}")
 _BASTION_SECRET = re.compile(r"(?<![A-Za-z0-9])bst_[A-Za-z0-9_-]{8,}")
 _AUTH_SCHEME = re.compile(r"(?i)\b(?P<scheme>Bearer|Basic|DPoP)(?P<gap>\s+)[A-Za-z0-9._~+/-]{8,}=*")
-# The password runs to the first "@", slashes included, as SQLAlchemy's URL parser reads it.
-_URL_PASSWORD = re.compile(r"(?i)\b(?P<head>[a-z][a-z0-9+.-]*://[^\s/:@\"'<>]*:)[^\s@\"'<>]+(?=@)")
+# The password runs to the first "@", slashes and quotes included, as SQLAlchemy's URL parser
+# reads it (`[^@]*`); in free text, also to the first blank. A URL given alone (`redact_url`) is
+# read exactly as SQLAlchemy reads it.
+_URL_PASSWORD = re.compile(r"(?i)\b(?P<head>[a-z][a-z0-9+.-]*://[^\s/:@\"'<>]*:)[^\s@]+(?=@)")
+_WHOLE_URL_PASSWORD = re.compile(r"(?i)^(?P<head>[a-z][a-z0-9+.-]*://[^:/@]*:)[^@]*(?=@)")
 _HEADER = re.compile(r"(?i)(?P<head>\b(?:proxy-)?(?:authorization|set-cookie|cookie)\s*:\s*)[^\"'\\\r\n]+")
 # "name": value in JSON, and in JSON inside a JSON string (\"name\": \"value\"), whose value
 # runs to a closing \" before a delimiter: an escaped quote inside it does not end it early.
@@ -96,7 +103,7 @@ def redact_url(url: str) -> str:
     """`url` with its password and secret-looking query parameters redacted; scheme, user, host,
     port and path (a database's name) kept. Edited in place, not re-encoded: what support reads is
     what the operator wrote."""
-    url = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED, url)
+    url = _WHOLE_URL_PASSWORD.sub(lambda m: m["head"] + REDACTED, url)
     base, question, rest = url.partition("?")
     if not question:
         return url
