@@ -241,3 +241,16 @@ def test_the_log_lines_are_the_last_ones_redacted_with_their_ordinary_fields(run
     ]
     manifest = healthy.json("manifest.json")
     assert manifest["log_lines_included"] == 6 and manifest["notes"] == []
+
+
+def test_a_bundle_path_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    link = tmp_path / "bundle.tar.gz"
+    link.symlink_to(tmp_path / "elsewhere")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BASTION_")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bastion", "support", "bundle", "--out", str(link)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert f"cannot write {link}" in completed.stderr and "Traceback" not in completed.stderr
+    assert not (tmp_path / "elsewhere").exists()

@@ -47,6 +47,19 @@ def test_settings_that_do_not_validate_still_give_a_bundle_with_the_reason_and_t
     assert stat.S_IMODE(bundle.path.stat().st_mode) == 0o600
 
 
+def test_a_bundle_written_over_a_readable_file_is_private_and_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    out = tmp_path / "bundle.tar.gz"
+    out.write_bytes(b"old")
+    out.chmod(0o644)
+    assert stat.S_IMODE(write_bundle(out, log_lines=0).path.stat().st_mode) == 0o600
+    elsewhere = tmp_path / "elsewhere"
+    link = tmp_path / "link.tar.gz"
+    link.symlink_to(elsewhere)
+    with pytest.raises(OSError):
+        write_bundle(link, log_lines=0)
+    assert not elsewhere.exists()
+
+
 def test_the_last_log_lines_come_from_the_rotated_files_oldest_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

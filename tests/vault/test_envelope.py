@@ -84,6 +84,15 @@ def test_the_key_file_is_created_private_and_rotation_keeps_every_old_key(tmp_pa
         KeyFile(tmp_path / "absent.json").load()
 
 
+def test_a_leftover_file_where_a_key_file_is_written_does_not_lend_it_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "master.json"
+    leftover = tmp_path / "master.json.new"  # from a write that crashed, readable by all
+    leftover.write_text("{}")
+    leftover.chmod(0o644)
+    KeyFile(path).load(create=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 def test_an_opened_credential_never_shows_its_secret_in_a_repr() -> None:
     from bastion.catalog.snapshot import OriginSpec
     from bastion.vault.credentials import open_credential, seal_credential

@@ -31,6 +31,10 @@ def bundle(
 
     name = f"bastion-support-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.tar.gz"
     target = out / name if out is not None and out.is_dir() else out or Path(name)
-    written = write_bundle(target, log_lines=log_lines)
+    try:
+        written = write_bundle(target, log_lines=log_lines)
+    except OSError as exc:  # a directory that cannot be written, a symlink in the way
+        typer.secho(f"cannot write {target}: {exc.strerror or type(exc).__name__}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     typer.echo(str(written.path))
     typer.echo(written.summary)

@@ -168,8 +168,10 @@ def _json(document: Any) -> bytes:
 
 def _write_archive(out: Path, files: dict[str, bytes]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    # 0600 from the start: redacted, yet still this installation's layout and logs.
-    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # 0600 from the start: redacted, yet still this installation's layout and logs. A file already
+    # there keeps its mode through O_CREAT: set it; a symlink there is refused, not written through.
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
         now = time.time()
         for name, data in files.items():

@@ -80,7 +80,9 @@ class KeyFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         document = {"current": current, "keys": [{"kid": k.kid, "key": encode_key(k.key)} for k in keys]}
         temporary = self.path.with_name(self.path.name + ".new")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A leftover file there keeps its mode through O_CREAT (and would become the key file): set it.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=2)
             handle.flush()
