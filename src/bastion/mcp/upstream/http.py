@@ -187,7 +187,9 @@ class HttpOriginClient(RpcCore):
         # Built from scratch for each request: nothing of the MCP client's request (its token least
         # of all) reaches the origin; the origin's own service credential, from the vault, does.
         headers = {"accept": _ACCEPT, "content-type": "application/json", **self._credential}
-        request_id = message.get("id") if message is not None else None
+        # Only Bastion's own requests are made for someone: a reply to the origin's request (its id is
+        # the origin's, which may equal one of ours) or a notification goes as the gateway itself.
+        request_id = message.get("id") if message is not None and "method" in message else None
         who = self._on_behalf.get(request_id) if isinstance(request_id, int) else None
         if self._jwt is not None:
             headers["authorization"] = "Bearer " + self._minted(who)
