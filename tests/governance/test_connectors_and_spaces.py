@@ -254,3 +254,20 @@ def test_a_server_a_member_cannot_see_is_as_missing_when_a_token_names_it(bastio
         assert response.status_code == 404 and response.json()["error"]["message"] == f"no virtual server {ref!r}"
     own = as_person(bastion, owner, "POST", "/api/tokens", json={"name": "t", "servers": ["hidden"]})
     assert own.status_code == 201
+
+
+def test_a_minted_jwt_for_another_audience_than_the_origin_is_a_connector_decision(bastion: Bastion) -> None:
+    bastion.ok("POST", "/api/roles", json={"name": "registrar", "permissions": ["origins:manage", "origins:read"]})
+    reg = add_person(bastion, "reg", ["registrar"])
+    body = {"name": "weather", "transport": "http", "url": "http://127.0.0.1:9/mcp"}
+    elsewhere = {"mode": "jwt", "audience": "https://payroll.internal.example/mcp"}
+    refused = as_person(bastion, reg, "POST", "/api/origins", json={**body, "auth": elsewhere})
+    assert refused.status_code == 403 and "connectors:approve" in refused.json()["error"]["message"]
+    assert bastion.api("GET", "/api/origins/weather").status_code == 404  # nothing stored
+    own = {"mode": "jwt", "audience": "http://127.0.0.1:9/"}  # the origin's own address, another path
+    created = as_person(bastion, reg, "POST", "/api/origins", json={**body, "auth": own})
+    assert created.status_code == 201, created.text
+    origin_id = created.json()["id"]
+    later = as_person(bastion, reg, "PUT", f"/api/origins/{origin_id}/auth", json=elsewhere)
+    assert later.status_code == 403
+    assert bastion.api("PUT", f"/api/origins/{origin_id}/auth", json=elsewhere).status_code == 200  # an approver may

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from ssl import SSLContext
+from urllib.parse import urlsplit
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +36,7 @@ from bastion.admin.token_bounds import bounded
 from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
-from bastion.errors import BadRequest, Conflict, NotFound, UpstreamError, UpstreamRefused
+from bastion.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamError, UpstreamRefused
 from bastion.identity.principal import SCOPE_ADMIN
 from bastion.logins import Attempt, Logins
 from bastion.mcp.upstream import OriginPool, StdioPolicy
@@ -108,6 +109,7 @@ class Control:
             if data.auth is not None:
                 if data.auth.mode in ("oauth", "exchange"):
                     raise BadRequest(f"register the origin first, then set mode {data.auth.mode} on it (PUT …/auth)")
+                _check_audience(actor, origin, data.auth)
                 self._seal_auth(origin, data.auth)
             if actor.is_operator:
                 origin.status, origin.reviewed_by, origin.reviewed_at = "approved", actor.username, datetime.now(UTC)
@@ -169,7 +171,9 @@ class Control:
                 url, found_id = origin.url, origin.id  # the path may name it: the callback needs its id
             oauth = await self._join_authorization_server(found_id, url, auth)
         async with self._db.session(actor.scope) as s:
-            self._seal_auth(await origins.get(s, origin_id), auth, oauth)
+            origin = await origins.get(s, origin_id)
+            _check_audience(actor, origin, auth)
+            self._seal_auth(origin, auth, oauth)
             await bump_epoch(s)
         await self._changed("catalog", origin_id)
         log.info("origin_auth_set", origin_id=origin_id, mode=auth.mode, by=actor.username)  # never the secret
@@ -402,6 +406,30 @@ class Control:
         return await self._mint(
             Tenancy.of(user.tenant_id), user.username, TokenIn(name="login", scopes=[SCOPE_ADMIN]), expires_at
         )
+
+
+def _check_audience(actor: Actor, origin: Origin, auth: OriginAuthIn) -> None:
+    """A minted JWT's audience other than the origin's own address (scheme, host, port) names a
+    service the token would be valid at: another origin, say, which would then take tokens that
+    Bastion signed for this one. Choosing whom an origin's tokens are for is a connector decision."""
+    if auth.mode != "jwt" or auth.audience is None or origin.url is None:
+        return
+    if _site(auth.audience) == _site(origin.url) or actor.may("connectors:approve"):
+        return
+    raise Forbidden(
+        f"audience {auth.audience!r} is not this origin's own address: another audience needs connectors:approve"
+    )
+
+
+def _site(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port
 
 
 async def visible_server(session: AsyncSession, actor: Actor | None, ref: str) -> VirtualServer:
