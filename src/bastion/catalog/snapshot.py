@@ -6,10 +6,13 @@ request: a request keeps the snapshot it started with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from bastion.governance.access import Member, Placement
 from bastion.identity.principal import Principal
@@ -63,6 +66,15 @@ class Route:
     definition: dict[str, Any]  # as clients see it (name replaced by exposed_name)
 
 
+@functools.lru_cache(maxsize=1024)
+def _template(text: str) -> UriTemplate | None:
+    """A template's parse, once per text; one the SDK cannot read matches nothing."""
+    try:
+        return UriTemplate.parse(text)
+    except InvalidUriTemplate:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class ServerView:
     id: str
@@ -83,14 +95,23 @@ class ServerView:
     quarantined: frozenset[tuple[str, str]] = frozenset()
 
     def template_for(self, uri: str) -> Route | None:
-        """The resource template whose literal prefix is the longest match for `uri`."""
+        """The resource template `uri` matches as a whole (RFC 6570, the SDK's matcher); of several,
+        the one with the longest literal prefix. A URI of a resource this view withholds
+        (quarantined, denied to this member) is no template's: it is refused as itself."""
+        if ("resource", uri) in self.quarantined or ("resource", uri) in self.denied:
+            return None
         best: Route | None = None
         best_len = -1
         for route in self.templates:
+            template = _template(route.upstream_name)
             prefix = route.upstream_name.split("{", 1)[0]
-            if uri.startswith(prefix) and len(prefix) > best_len:
+            if template is not None and len(prefix) > best_len and template.match(uri) is not None:
                 best, best_len = route, len(prefix)
         return best
+
+    def template_named(self, uri_template: str) -> Route | None:
+        """The resource template offered under exactly this text (a completion's `ref/resource`)."""
+        return next((route for route in self.templates if route.upstream_name == uri_template), None)
 
 
 @dataclass(frozen=True, slots=True)

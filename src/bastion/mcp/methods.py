@@ -235,7 +235,7 @@ class Methods:
             route = call.server.prompts.get(ref.name)
             upstream_ref: dict[str, Any] = {"type": "ref/prompt", "name": route.upstream_name if route else ""}
         else:
-            route = call.server.resources.get(ref.uri) or call.server.template_for(ref.uri)
+            route = call.server.resources.get(ref.uri) or call.server.template_named(ref.uri)
             upstream_ref = {"type": "ref/resource", "uri": route.upstream_name if route else ""}
         if route is None:
             raise InvalidParams("completion reference names no item of this server")

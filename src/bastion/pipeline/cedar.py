@@ -78,6 +78,8 @@ class Cedar(StageBase):
                 "arguments": _cedar_value(ctx.arguments),
             },
         }
+        if ctx.method == "resources/read":  # the URI read, not only the template it matched
+            request["context"]["uri"] = str(ctx.params.get("uri", ""))
         entities = [
             {
                 "uid": {"type": "User", "id": ctx.principal_id},
