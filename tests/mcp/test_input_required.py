@@ -53,3 +53,20 @@ async def test_a_client_that_cannot_elicit_gets_a_clear_error_instead_of_an_unan
             await client.call_tool("confirm_refund", {"amount": 3})
     assert caught.value.error.code == mt.MISSING_REQUIRED_CLIENT_CAPABILITY
     assert "did not declare elicitation" in caught.value.error.message
+
+
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+async def test_an_origin_asking_the_clients_model_is_refused_in_either_era(bastion: Bastion, mode: str) -> None:
+    """Bastion offers origins elicitation only: a sampling request (the origin's text put before the
+    client's model) is the origin's protocol error, never relayed."""
+    asked: list[str] = []
+    bastion.add_origin("probe", command=PROBE)
+    bastion.publish_server("sample", {"origin": "probe", "items": ["ask_model"]})
+    async with bastion.client(
+        "sample", bastion.token("sample"), mode=mode, elicitation_callback=_user_who_answers_damaged(asked)
+    ) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("ask_model", {})
+    assert "asked the client for sampling/createMessage" in caught.value.error.message
+    assert "relays only elicitation/create" in caught.value.error.message
+    assert asked == []

@@ -353,6 +353,7 @@ class Methods:
                 _check_result(model, result, route)
                 return result
             _check_result(mt.InputRequiredResult, result, route)
+            _only_elicitation(result, route)
             if call.modern:
                 # 2026-07-28 multi-round-trip: the client answers and retries; Bastion passes both
                 # legs through (the origin keeps and checks its own requestState).
@@ -465,6 +466,19 @@ def _relayable(call: Call) -> dict[str, Any] | None:
     if call.ask is not None:
         return {"elicitation": {}}
     return None
+
+
+def _only_elicitation(result: dict[str, Any], route: Route) -> None:
+    """An origin may ask the client only what Bastion offered it for the client: elicitation (see
+    `_relayable`). Sampling would put the origin's text before the client's model, roots would
+    show it the client's files; neither is relayed, in either era."""
+    methods = {str(question.get("method")) for question in (result.get("inputRequests") or {}).values()}
+    asked = sorted(methods - {"elicitation/create"})
+    if asked:
+        raise UpstreamProtocolError(
+            f"the origin behind {route.exposed_name!r} asked the client for {', '.join(asked)}; "
+            "Bastion relays only elicitation/create"
+        )
 
 
 def _check_result(model: type[BaseModel], result: dict[str, Any], route: Route) -> None:
