@@ -318,3 +318,18 @@ async def test_a_stateless_approval_forwards_one_call_and_a_garbled_state_is_ref
     garbled = context(annotations=DESTRUCTIVE, modern=True, capabilities={"elicitation": {}})
     garbled.params = {**retry, "requestState": "bastion1.abc.\u00e9"}
     assert (await stage.on_request(garbled)).detail == {"outcome": "bad_state"}
+
+
+async def test_a_long_argument_cannot_push_another_out_of_the_approval_question() -> None:
+    stage = Approval()
+    stage.use_key(b"k" * 32)
+    arguments = {"amount": 10, "memo": "x" * 490, "to": "ATTACKER-IBAN"}
+    ctx = context(arguments, annotations=DESTRUCTIVE, modern=True, capabilities={"elicitation": {}})
+    decision = await stage.on_request(ctx)
+    assert decision.result is not None
+    message = decision.result["inputRequests"]["bastion.approval"]["params"]["message"]
+    assert '  to: "ATTACKER-IBAN"' in message and "  amount: 10" in message
+    assert "more characters)" in message  # the memo alone is cut
+    crowd = {f"field{n}": n for n in range(41)}
+    with pytest.raises(ApprovalRequired, match="41 arguments"):  # the pipeline records a stage's raise as its deny
+        await stage.on_request(context(crowd, annotations=DESTRUCTIVE, modern=True, capabilities={"elicitation": {}}))

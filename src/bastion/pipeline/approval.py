@@ -36,6 +36,8 @@ from bastion.pipeline.windows import LimiterStorage, limiter_storage, spend
 
 __all__ = ["INPUT_KEY", "Approval", "needs_approval"]
 
+_MAX_SHOWN_ARGUMENTS = 40
+_MAX_SHOWN_VALUE = 200  # characters of one argument's JSON in the question
 INPUT_KEY = "bastion.approval"  # Bastion's key among a 2026-07-28 call's inputRequests
 _STATE_PREFIX = "bastion1."
 _STATE_TTL_SECONDS = 600
@@ -162,12 +164,24 @@ class Approval(StageBase):
     # --- shared -----------------------------------------------------------------------------------
     @staticmethod
     def _question(ctx: CallContext) -> dict[str, Any]:
-        shown = orjson.dumps(ctx.arguments, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-        if len(shown) > 500:
-            shown = shown[:497] + "..."
+        """The question a person approves: every argument on a line of its own, each value cut
+        alone, so a long value cannot push another out of sight (an approval covers all of them).
+        A call with more arguments than a person can be shown is not asked about: it is refused."""
+        arguments = ctx.arguments if isinstance(ctx.arguments, dict) else {"(arguments)": ctx.arguments}
+        if len(arguments) > _MAX_SHOWN_ARGUMENTS:
+            raise ApprovalRequired(
+                f"{ctx.item.exposed_name!r} needs a person's approval, but its {len(arguments)} arguments are more "
+                f"than the {_MAX_SHOWN_ARGUMENTS} a person can be shown"
+            )
+        lines = []
+        for name in sorted(arguments, key=str):
+            value = orjson.dumps(arguments[name], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+            if len(value) > _MAX_SHOWN_VALUE:
+                value = f"{value[:_MAX_SHOWN_VALUE]}… ({len(value) - _MAX_SHOWN_VALUE} more characters)"
+            lines.append(f"  {str(name)[:_MAX_SHOWN_VALUE]}: {value}")
         message = (
             f"{ctx.item.exposed_name} (from {ctx.item.origin}, through {ctx.server}) changes data outside this "
-            f"conversation. Approve this call?\nArguments: {shown}"
+            "conversation. Approve this call?\nArguments:\n" + ("\n".join(lines) if lines else "  (none)")
         )
         return {"mode": "form", "message": message, "requestedSchema": _SCHEMA}
 
