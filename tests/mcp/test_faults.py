@@ -45,6 +45,11 @@ async def test_each_misbehaving_reply_is_a_precise_error_and_the_origin_stays_us
                 await client.call_tool("rpc_error", {})
             assert relayed.value.error.code == -32050
             assert relayed.value.error.message == "inventory backend says no"
+            with pytest.raises(MCPError) as leaky:  # relayed with its code, screened like a result
+                await client.call_tool("leaky_error", {})
+            assert leaky.value.error.code == -32051
+            assert leaky.value.error.message == "backend refused key [REDACTED:aws_access_key]"
+            assert leaky.value.error.data == {"key": "[REDACTED:aws_access_key]"}
             assert (await client.call_tool("ok", {})).content[0].text == "fine"  # type: ignore[union-attr]
 
 

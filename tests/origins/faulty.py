@@ -17,7 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-TOOLS = ["ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "http_500", "odd_messages", "lost_session"]
+TOOLS = [
+    "ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "leaky_error", "http_500", "odd_messages",
+    "lost_session",
+]  # fmt: skip
+LEAKED_KEY = "AKIAIOSFODNN7EXAMPLE"  # an AWS access key id, in an error message and its data
 # Messages no well-behaved origin sends: a request whose id is an object, one whose method is a number.
 ODD: list[dict[str, object]] = [
     {"jsonrpc": "2.0", "id": {"x": 1}, "method": "ping"},
@@ -73,6 +77,9 @@ async def mcp(request: Request) -> Response:
         await anyio.sleep(30)
     if name == "bad_result":
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"content": "not a list"}})
+    if name == "leaky_error":
+        error = {"code": -32051, "message": f"backend refused key {LEAKED_KEY}", "data": {"key": LEAKED_KEY}}
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})
     if name == "rpc_error":
         error = {"code": -32050, "message": "inventory backend says no"}
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})

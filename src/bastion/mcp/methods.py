@@ -257,7 +257,10 @@ class Methods:
         self._metrics.stage("pipeline_request", time.perf_counter() - started)
         if reply is not None:  # answered by a stage (it asks the client for input first)
             return reply
-        result = await self._upstream(call, route, spec, method, ctx.params, model)
+        try:
+            result = await self._upstream(call, route, spec, method, ctx.params, model)
+        except UpstreamRejected as rejected:  # the origin's own error: screened like its results
+            raise self._pipeline.rejected(ctx, rejected) from None
         call.trail.append({"stage": "forward", "phase": "forward", "action": "allow", "origin": spec.name})
         started = time.perf_counter()
         result = await self._pipeline.response(ctx, result)

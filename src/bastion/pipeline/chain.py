@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bastion.errors import BastionError, PolicyDenied
+from bastion.errors import BastionError, PolicyDenied, UpstreamRejected
 from bastion.pipeline.anonymize import Anonymize
 from bastion.pipeline.approval import Approval
 from bastion.pipeline.base import CallContext, Decision, Phase, Stage
@@ -69,13 +69,14 @@ class Pipeline:
         detectors: Mapping[str, Detector] | None = None,
     ) -> None:
         self.approval = approval or Approval()
+        self._dlp = Dlp(detectors)
         builtin: dict[str, Stage] = {
             "cedar": Cedar(),
             "rate_limit": rate_limit,
             "schema_guard": SchemaGuard(),
             "approval": self.approval,
             "anonymize": Anonymize(),
-            "dlp": Dlp(detectors),
+            "dlp": self._dlp,
             "inspect": Inspect(),
         }
         custom = dict(plugins or {})
@@ -124,6 +125,13 @@ class Pipeline:
             if decision.result is not None:
                 return decision.result
         return None
+
+    def rejected(self, ctx: CallContext, error: UpstreamRejected) -> UpstreamRejected:
+        """The origin's own JSON-RPC error, screened by DLP before the client reads it."""
+        decision, screened = self._dlp.screen_error(ctx, error)
+        if decision.action != "allow":
+            _keep(ctx, "dlp", "response", decision)
+        return screened
 
     async def response(self, ctx: CallContext, result: dict[str, Any]) -> dict[str, Any]:
         for stage in self._response:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bastion.errors import PolicyDenied
+from bastion.errors import PolicyDenied, UpstreamRejected
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import DlpAction, DlpSettings
 from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all
@@ -58,6 +58,21 @@ class Dlp(StageBase):
         if decision.action == "modify":
             return Decision.modify(decision.reason, params={**ctx.params, **changed}, detail=decision.detail)
         return decision
+
+    def screen_error(self, ctx: CallContext, error: UpstreamRejected) -> tuple[Decision, UpstreamRejected]:
+        """An origin's own JSON-RPC error as the client may read it: what a detector finds in its
+        message and data is redacted, whatever the response action (an error cannot be withheld
+        like a result; relayed as it came it would carry the secret); a detector set `off` stays off."""
+        settings: DlpSettings = ctx.settings["dlp"]
+        if not settings.enabled:
+            return ALLOW, error
+        actions: dict[str, DlpAction] = {"*": "redact"}
+        actions.update({name: "off" for name, action in settings.response.items() if action == "off"})
+        value = {"message": error.message, "data": error.raw_data}
+        decision, changed = apply(value, self.detectors(settings), actions, _known(ctx), "origin error", arguments=True)
+        if changed is value:
+            return decision, error
+        return decision, UpstreamRejected(error.code, str(changed["message"]), data=changed["data"])
 
     async def on_response(self, ctx: CallContext, result: dict[str, Any]) -> Decision:
         settings: DlpSettings = ctx.settings["dlp"]
