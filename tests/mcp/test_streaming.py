@@ -47,6 +47,42 @@ async def test_progress_passes_through_an_http_origin_too(bastion: Bastion) -> N
         assert seen == [1.0, 2.0, 3.0]
 
 
+async def test_the_origins_notifications_during_a_call_pass_dlp_and_the_injection_check(bastion: Bastion) -> None:
+    """Progress (the SDK origin) and log messages on a call's reply stream (a hand-written one):
+    secrets redacted, a line aimed at the model withheld (`injection: block`), other
+    notifications not relayed, and each decision in the call's audit record."""
+    bastion.ok("PUT", "/api/policies/inspect", json={"settings": {"injection": "block"}})
+    messages: list[str | None] = []
+    logged: list[Any] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message)
+
+    async def on_log(params: Any) -> None:
+        logged.append(params.data)
+
+    with origin_process("tests.origins.probe") as probe, origin_process("tests.origins.faulty") as faulty:
+        bastion.add_origin("probe", url=probe)
+        bastion.add_origin("faulty", url=faulty)
+        bastion.publish_server(
+            "chat", {"origin": "probe", "items": ["chatty"]}, {"origin": "faulty", "items": ["chatty"], "prefix": "f_"}
+        )
+        async with bastion.client("chat", bastion.token("chat"), logging_callback=on_log) as client:
+            first = await client.call_tool("chatty", {}, progress_callback=on_progress)
+            second = await client.call_tool("f_chatty", {}, progress_callback=on_progress)
+    assert first.content[0].text == second.content[0].text == "chatted"  # type: ignore[union-attr]
+    assert messages == ["found key [REDACTED:aws_access_key]", "done"]
+    assert logged == ["half way, key [REDACTED:aws_access_key]"]  # the line aimed at the model was withheld
+    records = bastion.ok("GET", "/api/audit/records", params={"kind": "mcp.request"})
+    for target in ("chatty", "f_chatty"):
+        [record] = [r for r in records if r["target"] == target]
+        stages = {(d["stage"], d["action"]) for d in record["detail"]["pipeline"]}
+        assert ("dlp", "modify") in stages, stages
+    assert ("inspect", "alert") in {
+        (d["stage"], d["action"]) for r in records if r["target"] == "f_chatty" for d in r["detail"]["pipeline"]
+    }
+
+
 async def _probe_status(client: Any) -> dict[str, int]:
     result = await client.call_tool("status", {})
     return json.loads(result.content[0].text)  # type: ignore[no-any-return]

@@ -252,6 +252,8 @@ class Methods:
         if self._pipeline is None:
             return await self._upstream(call, route, spec, method, params, model)
         ctx = self._context(call, route, spec, method, params)
+        if call.progress is not None:  # the origin's notifications during the call pass the pipeline too
+            call = dataclasses.replace(call, progress=self._pipeline.notifications(ctx, call.progress))
         started = time.perf_counter()
         reply = await self._pipeline.request(ctx)
         self._metrics.stage("pipeline_request", time.perf_counter() - started)

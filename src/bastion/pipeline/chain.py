@@ -28,7 +28,7 @@ or its result is withheld (response).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,7 +41,7 @@ from bastion.pipeline.cedar import Cedar
 from bastion.pipeline.config import merge, scope_chain
 from bastion.pipeline.dlp import Dlp
 from bastion.pipeline.dlp_detectors import Detector
-from bastion.pipeline.inspect import Inspect
+from bastion.pipeline.inspect import Inspect, carries_instructions
 from bastion.pipeline.rate_limit import RateLimit
 from bastion.pipeline.schema_guard import SchemaGuard
 
@@ -55,6 +55,9 @@ assert ORDER[0] == "authorize" and ORDER[-1] == "audit"  # the invariants no con
 assert REQUEST_ORDER.index("schema_guard") < REQUEST_ORDER.index("cedar")
 assert REQUEST_ORDER.index("anonymize") < REQUEST_ORDER.index("dlp")
 assert RESPONSE_ORDER.index("dlp") < RESPONSE_ORDER.index("anonymize")
+
+RELAYED_NOTIFICATIONS = frozenset({"notifications/progress", "notifications/message"})
+Notify = Callable[[str, dict[str, Any]], Awaitable[None]]  # a call's notification sink (method, params)
 
 # tenant id → scope → stage → the fields set there (the snapshot's copy of the stored policies)
 Policies = Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]
@@ -126,6 +129,25 @@ class Pipeline:
                 return decision.result
         return None
 
+    def notifications(self, ctx: CallContext, sink: Notify) -> Notify:
+        """What the client reads of the origin's notifications during a call: progress and log
+        messages only (nothing else is a call's to relay); DLP redacts what it finds in them (as in
+        an origin's error); with `injection: block`, one carrying instructions aimed at the model
+        is dropped. Counted in the trail once per kind of change."""
+
+        async def screened(method: str, params: dict[str, Any]) -> None:
+            if method not in RELAYED_NOTIFICATIONS:
+                return
+            decision, params = self._dlp.redacted(ctx, params, method)
+            if decision.action != "allow":
+                _keep_once(ctx, "dlp", decision)
+            if carries_instructions(ctx, params):
+                _keep_once(ctx, "inspect", Decision.alert(f"{method} withheld: instructions aimed at the model"))
+                return
+            await sink(method, params)
+
+        return screened
+
     def rejected(self, ctx: CallContext, error: UpstreamRejected) -> UpstreamRejected:
         """The origin's own JSON-RPC error, screened by DLP before the client reads it."""
         decision, screened = self._dlp.screen_error(ctx, error)
@@ -145,6 +167,14 @@ class Pipeline:
             if decision.result is not None:
                 result = decision.result
         return result
+
+
+def _keep_once(ctx: CallContext, stage: str, decision: Decision) -> None:
+    """A notification's decision in the trail, once per stage and reason (a stream may carry many)."""
+    seen = ctx.state.setdefault("notification_decisions", set())
+    if (stage, decision.reason) not in seen:
+        seen.add((stage, decision.reason))
+        _keep(ctx, stage, "response", decision)
 
 
 def _keep(ctx: CallContext, stage: str, phase: Phase, decision: Decision) -> None:

@@ -59,17 +59,21 @@ class Dlp(StageBase):
             return Decision.modify(decision.reason, params={**ctx.params, **changed}, detail=decision.detail)
         return decision
 
-    def screen_error(self, ctx: CallContext, error: UpstreamRejected) -> tuple[Decision, UpstreamRejected]:
-        """An origin's own JSON-RPC error as the client may read it: what a detector finds in its
-        message and data is redacted, whatever the response action (an error cannot be withheld
-        like a result; relayed as it came it would carry the secret); a detector set `off` stays off."""
+    def redacted(self, ctx: CallContext, value: Any, label: str) -> tuple[Decision, Any]:
+        """`value` (an origin's error, its notification) with what a detector finds redacted,
+        whatever the response action: such messages cannot be withheld like a result, and relayed
+        as they came they would carry the secret. A detector set `off` stays off."""
         settings: DlpSettings = ctx.settings["dlp"]
         if not settings.enabled:
-            return ALLOW, error
+            return ALLOW, value
         actions: dict[str, DlpAction] = {"*": "redact"}
         actions.update({name: "off" for name, action in settings.response.items() if action == "off"})
+        return apply(value, self.detectors(settings), actions, _known(ctx), label, arguments=True)
+
+    def screen_error(self, ctx: CallContext, error: UpstreamRejected) -> tuple[Decision, UpstreamRejected]:
+        """An origin's own JSON-RPC error as the client may read it (see `redacted`)."""
         value = {"message": error.message, "data": error.raw_data}
-        decision, changed = apply(value, self.detectors(settings), actions, _known(ctx), "origin error", arguments=True)
+        decision, changed = self.redacted(ctx, value, "origin error")
         if changed is value:
             return decision, error
         return decision, UpstreamRejected(error.code, str(changed["message"]), data=changed["data"])

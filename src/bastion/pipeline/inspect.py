@@ -15,7 +15,7 @@ from bastion.pipeline.config import InspectSettings
 from bastion.pipeline.injection import scan_text
 from bastion.pipeline.texts import strings
 
-__all__ = ["Inspect", "spotlight"]
+__all__ = ["Inspect", "carries_instructions", "spotlight"]
 
 _MAX_FLAGS = 10
 
@@ -63,6 +63,14 @@ class Inspect(StageBase):
         if flags:
             return Decision.alert(f"{len(flags)} injection marker(s) in the result", {"flags": flags})
         return ALLOW
+
+
+def carries_instructions(ctx: CallContext, value: Any) -> bool:
+    """Whether `value` holds a high-severity injection marker and this scope blocks them."""
+    settings: InspectSettings = ctx.settings["inspect"]
+    if settings.injection != "block":
+        return False
+    return any(flag.severity == "high" for where, text in strings(value) for flag in scan_text(text, where))
 
 
 def spotlight(result: dict[str, Any], origin: str, item: str) -> dict[str, Any]:
