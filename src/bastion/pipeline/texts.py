@@ -1,9 +1,12 @@
 """The strings inside arguments and results: walked with their paths, replaced without mutating.
 
-Results are MCP wire dicts; the walk skips the keys that are structure rather than content
-(`type`, `mimeType`, `uri`, ...), so a detector never rewrites a content block's type. Inside
-`structuredContent` (the tool's own JSON) every key is content. A value nested deeper than the
-walk goes is refused, never passed on unread.
+Results are MCP wire dicts; the walk skips only the keys whose values the protocol fixes
+(`type`, `role`, `resultType`: checked against their few allowed values with `mcp.types`), so a
+detector never rewrites a content block's type. Everything else an origin wrote is read: a
+resource link's `name` and `uri`, `mimeType`, `annotations`, `_meta`. Inside arguments and
+`structuredContent` (the tool's own JSON) every key is content too, and is read as a string of
+its own (a secret used as a key is still a secret). A value nested deeper than the walk goes is
+refused, never passed on unread.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from bastion.errors import PolicyDenied
 
 __all__ = ["map_strings", "strings"]
 
-_STRUCTURAL = frozenset({"type", "mimeType", "uri", "resultType", "role", "_meta", "annotations", "name"})
+_STRUCTURAL = frozenset({"type", "resultType", "role"})
 _MAX_DEPTH = 64  # bodies are depth-limited at the edge; this bounds the walk on its own
 _FREE_FORM = "structuredContent"
 
@@ -35,8 +38,11 @@ def strings(value: Any, where: str = "", depth: int = 0, *, arguments: bool = Fa
         for key, inner in value.items():
             if not arguments and key in _STRUCTURAL:
                 continue
+            path = f"{where}.{key}" if where else str(key)
+            if arguments and isinstance(key, str):
+                yield f"{path} (name)", key
             free = arguments or key == _FREE_FORM
-            yield from strings(inner, f"{where}.{key}" if where else str(key), depth + 1, arguments=free)
+            yield from strings(inner, path, depth + 1, arguments=free)
     elif isinstance(value, list):
         for index, inner in enumerate(value):
             yield from strings(inner, f"{where}[{index}]", depth + 1, arguments=arguments)
@@ -56,9 +62,10 @@ def map_strings(value: Any, change: Callable[[str], str], depth: int = 0, *, arg
             if not arguments and key in _STRUCTURAL:
                 out[key] = inner
                 continue
+            new_key = change(key) if arguments and isinstance(key, str) else key
             new = map_strings(inner, change, depth + 1, arguments=arguments or key == _FREE_FORM)
-            changed = changed or new is not inner
-            out[key] = new
+            changed = changed or new is not inner or new_key != key
+            out[new_key] = new
         return out if changed else value
     if isinstance(value, list):
         items = [map_strings(inner, change, depth + 1, arguments=arguments) for inner in value]
