@@ -327,3 +327,16 @@ async def test_a_form_posted_from_another_site_is_refused(world: World) -> None:
         )
         assert posted.status_code == 403 and "another site" in page_message(posted)
         assert "bastion_session" not in victim.cookies
+
+
+def test_without_a_master_key_nothing_is_registered_at_the_origins_server(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Mode oauth registers Bastion at the origin's authorization server: a registration Bastion
+    could not keep (no vault to seal it in) is not made at all."""
+    before = len(world.b.ok("GET", "/api/oauth/clients/registered"))
+    with run_bastion(tmp_path_factory.mktemp("no-vault")) as c:
+        origin = c.ok("POST", "/api/origins", json={"name": "crm", "transport": "http", "url": world.b.mcp_url("crm")})
+        refused = c.api("PUT", f"/api/origins/{origin['id']}/auth", json={"mode": "oauth", "scope": "mcp"})
+    assert refused.status_code == 400 and "no master key" in refused.json()["error"]["message"]
+    assert len(world.b.ok("GET", "/api/oauth/clients/registered")) == before

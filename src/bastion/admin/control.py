@@ -50,6 +50,7 @@ from bastion.store.repos.snapshot import origin_spec, placement
 from bastion.store.tenancy import SYSTEM, Tenancy
 from bastion.vault.credentials import JWT_LIFETIME, jwt_config, seal_credential
 from bastion.vault.downstream_oauth import OAuthOrigin
+from bastion.vault.envelope import MasterKeys
 
 __all__ = ["Control"]
 
@@ -164,6 +165,7 @@ class Control:
         overwritten in the same transaction; the origin's connection restarts with the new one."""
         oauth = None
         if auth.mode in ("oauth", "exchange"):  # the origin's authorization server is found before any write
+            self._need_vault()  # before registering there: a registration nothing could keep is not made
             async with self._db.session(actor.scope) as s:
                 origin = await origins.get(s, origin_id)
                 if origin.transport != "http" or origin.url is None:
@@ -202,6 +204,13 @@ class Control:
             )
         return OAuthOrigin(server=server, client=client, scope=auth.scope, service=service)
 
+    def _need_vault(self) -> MasterKeys:
+        if self._db.vault is None:
+            raise BadRequest(
+                "the vault has no master key: set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE to store credentials"
+            )
+        return self._db.vault
+
     def _seal_auth(self, origin: Origin, auth: OriginAuthIn, oauth: OAuthOrigin | None = None) -> None:
         if auth.mode == "none":
             origin.auth_mode, origin.credential = "none", None
@@ -213,13 +222,10 @@ class Control:
             origin.auth_mode = "jwt"
             origin.credential = jwt_config(auth.audience or origin.url, auth.lifetime_seconds or JWT_LIFETIME)
             return
-        if self._db.vault is None:
-            raise BadRequest(
-                "the vault has no master key: set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE to store credentials"
-            )
+        vault = self._need_vault()
         origin.auth_mode = auth.mode
         secret = oauth.to_secret(auth.mode) if oauth is not None else auth.secret()
-        origin.credential = seal_credential(self._db.vault, origin.tenant_id, origin.id, secret)
+        origin.credential = seal_credential(vault, origin.tenant_id, origin.id, secret)
 
     async def review_origin(self, actor: Actor, origin_id: str, review: ReviewIn) -> OriginOut:
         """Approve or reject a connector request. Rejecting an approved origin withdraws every item
