@@ -70,3 +70,19 @@ async def test_an_origin_asking_the_clients_model_is_refused_in_either_era(basti
     assert "asked the client for sampling/createMessage" in caught.value.error.message
     assert "relays only elicitation/create" in caught.value.error.message
     assert asked == []
+
+
+async def test_a_handshake_era_answer_passes_dlp_before_it_reaches_the_origin(bastion: Bastion) -> None:
+    """The answer a person types goes to the origin: DLP's request rules apply to it as to arguments."""
+
+    async def answers_with_a_key(_context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
+        return mt.ElicitResult(action="accept", content={"reason": "AKIAIOSFODNN7EXAMPLE"})
+
+    bastion.add_origin("probe", command=PROBE)
+    bastion.publish_server("ask-dlp", {"origin": "probe", "items": ["confirm_refund"]})
+    async with bastion.client(
+        "ask-dlp", bastion.token("ask-dlp"), mode="legacy", elicitation_callback=answers_with_a_key
+    ) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("confirm_refund", {"amount": 5})
+    assert "data loss prevention" in caught.value.error.message and "aws access key" in caught.value.error.message

@@ -81,6 +81,7 @@ class Call:
 
 
 Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
+Screen = Callable[[dict[str, Any]], dict[str, Any]]  # the pipeline's check of what goes to the origin
 
 
 class Methods:
@@ -259,8 +260,11 @@ class Methods:
         self._metrics.stage("pipeline_request", time.perf_counter() - started)
         if reply is not None:  # answered by a stage (it asks the client for input first)
             return reply
+        pipeline = self._pipeline
         try:
-            result = await self._upstream(call, route, spec, method, ctx.params, model)
+            result = await self._upstream(
+                call, route, spec, method, ctx.params, model, answers=lambda given: pipeline.answers(ctx, given)
+            )
         except UpstreamRejected as rejected:  # the origin's own error: screened like its results
             raise self._pipeline.rejected(ctx, rejected) from None
         call.trail.append({"stage": "forward", "phase": "forward", "action": "allow", "origin": spec.name})
@@ -293,7 +297,14 @@ class Methods:
         )
 
     async def _upstream(
-        self, call: Call, route: Route, spec: OriginSpec, method: str, params: dict[str, Any], model: type[BaseModel]
+        self,
+        call: Call,
+        route: Route,
+        spec: OriginSpec,
+        method: str,
+        params: dict[str, Any],
+        model: type[BaseModel],
+        answers: Screen | None = None,
     ) -> dict[str, Any]:
         client = self._pool.client(spec)
         on_behalf = await self._on_behalf(call, spec)
@@ -310,7 +321,7 @@ class Methods:
             f"upstream {method}", {"mcp.method.name": method, "bastion.origin": spec.name}, kind="client"
         ) as span:
             try:
-                result = await self._rounds(call, route, client, method, params, model, on_behalf, spec)
+                result = await self._rounds(call, route, client, method, params, model, on_behalf, spec, answers)
             except BaseException as exc:
                 self._audit(call, "upstream.call", method, params, started, exc, origin=spec.name)
                 elapsed = time.perf_counter() - started
@@ -334,6 +345,7 @@ class Methods:
         model: type[BaseModel],
         on_behalf: OnBehalf | None,
         spec: OriginSpec,
+        answers: Screen | None = None,
     ) -> dict[str, Any]:
         repeatable = _repeatable(method, route.definition)
         for _ in range(MAX_INPUT_ROUNDS):
@@ -370,7 +382,8 @@ class Methods:
                     "elicitation (or does not read event streams), so Bastion cannot ask it",
                 )
             # Handshake-era client: ask it each question as a request, then retry at the origin.
-            params = {**params, "inputResponses": await _ask_all(call.ask, result.get("inputRequests") or {})}
+            given = await _ask_all(call.ask, result.get("inputRequests") or {})
+            params = {**params, "inputResponses": answers(given) if answers is not None else given}
             if "requestState" in result:
                 params["requestState"] = result["requestState"]
         raise UpstreamProtocolError(

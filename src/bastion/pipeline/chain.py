@@ -148,6 +148,17 @@ class Pipeline:
 
         return screened
 
+    def answers(self, ctx: CallContext, responses: dict[str, Any]) -> dict[str, Any]:
+        """A handshake-era client's answers to the origin's questions, checked by DLP's request
+        rules as arguments are before they reach the origin (a 2026-07-28 client sends its answers
+        in a retried request, which passes every request stage). A block raises its error."""
+        decision, checked = self._dlp.check_outgoing(ctx, {"inputResponses": responses}, "answers")
+        if decision.action != "allow":
+            _keep(ctx, "dlp", "request", decision)
+        if decision.action == "deny":
+            raise decision.error or PolicyDenied(f"dlp: {decision.reason}")
+        return dict(checked["inputResponses"])
+
     def rejected(self, ctx: CallContext, error: UpstreamRejected) -> UpstreamRejected:
         """The origin's own JSON-RPC error, screened by DLP before the client reads it."""
         decision, screened = self._dlp.screen_error(ctx, error)

@@ -43,18 +43,18 @@ class Dlp(StageBase):
         self._detectors[id(settings)] = (settings, built)
         return built
 
-    async def on_request(self, ctx: CallContext) -> Decision:
+    def check_outgoing(self, ctx: CallContext, value: dict[str, Any], label: str) -> tuple[Decision, Any]:
+        """`value`, client data about to reach the origin, under the request rules."""
         settings: DlpSettings = ctx.settings["dlp"]
-        if not settings.enabled:
-            return ALLOW
+        if not settings.enabled or not value:
+            return ALLOW, value
+        return apply(value, self.detectors(settings), settings.request, _known(ctx), label, arguments=True)
+
+    async def on_request(self, ctx: CallContext) -> Decision:
         # Everything the origin will read from the client: arguments, a resource's URI, answers to
         # an origin's questions. Not the item's name (the catalog's) nor an opaque request state.
         scanned = {key: value for key, value in ctx.params.items() if key not in _NOT_CLIENT_DATA}
-        if not scanned:
-            return ALLOW
-        decision, changed = apply(
-            scanned, self.detectors(settings), settings.request, _known(ctx), "arguments", arguments=True
-        )
+        decision, changed = self.check_outgoing(ctx, scanned, "arguments")
         if decision.action == "modify":
             return Decision.modify(decision.reason, params={**ctx.params, **changed}, detail=decision.detail)
         return decision
