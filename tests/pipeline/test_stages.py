@@ -344,3 +344,23 @@ async def test_a_secret_used_as_a_key_is_found_and_origin_text_outside_text_bloc
     result = {"content": [], "_meta": {"trace": AWS_KEY}, "isError": False}
     redacted = await Dlp().on_response(context(), result)
     assert redacted.result is not None and redacted.result["_meta"]["trace"] == "[REDACTED:aws_access_key]"
+
+
+async def test_an_origin_error_is_redacted_by_a_detector_left_on_under_a_wildcard_off() -> None:
+    from bastion.errors import UpstreamRejected
+
+    policies = {"dlp": {"response": {"*": "off", "aws_access_key": "redact"}}}
+    decision, screened = Dlp().screen_error(context(policies=policies), UpstreamRejected(-32000, f"key {AWS_KEY}"))
+    assert decision.action == "modify" and screened.message == "key [REDACTED:aws_access_key]"
+    detector_off = {"dlp": {"response": {"aws_access_key": "off"}}}
+    _, kept = Dlp().screen_error(context(policies=detector_off), UpstreamRejected(-32000, f"key {AWS_KEY}"))
+    assert kept.message == f"key {AWS_KEY}"
+
+
+async def test_a_key_is_never_rewritten_what_would_redact_it_refuses_the_call() -> None:
+    policies = {"dlp": {"request": {"email": "redact"}}}
+    arguments = {"to": {"ann@example.com": 1, "bob@example.com": 2}, "note": "mail ann@example.com"}
+    decision = await Dlp().on_request(context(arguments, policies=policies))
+    assert decision.action == "deny" and "(name)" in str(decision.error)  # two keys would have become one
+    only_values = await Dlp().on_request(context({"note": "mail ann@example.com"}, policies=policies))
+    assert only_values.action == "modify"

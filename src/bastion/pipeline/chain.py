@@ -141,6 +141,8 @@ class Pipeline:
             decision, params = self._dlp.redacted(ctx, params, method)
             if decision.action != "allow":
                 _keep_once(ctx, "dlp", decision)
+            if decision.action == "deny":  # found where it cannot be redacted (a key): not relayed
+                return
             if carries_instructions(ctx, params):
                 _keep_once(ctx, "inspect", Decision.alert(f"{method} withheld: instructions aimed at the model"))
                 return

@@ -16,7 +16,7 @@ from bastion.errors import PolicyDenied, UpstreamRejected
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import DlpAction, DlpSettings
 from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all
-from bastion.pipeline.texts import map_strings, strings
+from bastion.pipeline.texts import KEY_SUFFIX, map_strings, strings
 
 __all__ = ["Dlp", "apply"]
 
@@ -66,14 +66,21 @@ class Dlp(StageBase):
         settings: DlpSettings = ctx.settings["dlp"]
         if not settings.enabled:
             return ALLOW, value
-        actions: dict[str, DlpAction] = {"*": "redact"}
-        actions.update({name: "off" for name, action in settings.response.items() if action == "off"})
-        return apply(value, self.detectors(settings), actions, _known(ctx), label, arguments=True)
+        detectors = self.detectors(settings)
+        # Per detector, as the response rules resolve it (a detector named, else "*"): off stays off,
+        # every other action redacts. Not "*" alone: `"*": "off"` with one detector on must keep it on.
+        actions: dict[str, DlpAction] = {
+            "*": "redact",
+            **{d.name: "off" if _action(settings.response, d.name) == "off" else "redact" for d in detectors},
+        }
+        return apply(value, detectors, actions, _known(ctx), label, arguments=True)
 
     def screen_error(self, ctx: CallContext, error: UpstreamRejected) -> tuple[Decision, UpstreamRejected]:
         """An origin's own JSON-RPC error as the client may read it (see `redacted`)."""
         value = {"message": error.message, "data": error.raw_data}
         decision, changed = self.redacted(ctx, value, "origin error")
+        if decision.action == "deny":  # found where it cannot be redacted (a key of its data)
+            return decision, UpstreamRejected(error.code, "the origin's error was withheld: data loss prevention")
         if changed is value:
             return decision, error
         return decision, UpstreamRejected(error.code, str(changed["message"]), data=changed["data"])
@@ -104,6 +111,8 @@ def apply(
     for where, text in strings(value, arguments=arguments):
         for finding in _findings(text, detectors, actions, known):
             action = _action(actions, finding.detector)
+            if action in ("redact", "mask") and where.endswith(KEY_SUFFIX):
+                action = "block"  # a key is never rewritten (two could become one): what needs it is refused
             found[finding.detector] += 1
             acted.add(action)
             if action == "block":

@@ -5,8 +5,8 @@ Results are MCP wire dicts; the walk skips only the keys whose values the protoc
 detector never rewrites a content block's type. Everything else an origin wrote is read: a
 resource link's `name` and `uri`, `mimeType`, `annotations`, `_meta`. Inside arguments and
 `structuredContent` (the tool's own JSON) every key is content too, and is read as a string of
-its own (a secret used as a key is still a secret). A value nested deeper than the walk goes is
-refused, never passed on unread.
+its own (a secret used as a key is still a secret); `map_strings` never rewrites a key. A value
+nested deeper than the walk goes is refused, never passed on unread.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any
 
 from bastion.errors import PolicyDenied
 
-__all__ = ["map_strings", "strings"]
+__all__ = ["KEY_SUFFIX", "map_strings", "strings"]
 
 _STRUCTURAL = frozenset({"type", "resultType", "role"})
+KEY_SUFFIX = " (name)"  # the path `strings` gives a key read as text
 _MAX_DEPTH = 64  # bodies are depth-limited at the edge; this bounds the walk on its own
 _FREE_FORM = "structuredContent"
 
@@ -40,7 +41,7 @@ def strings(value: Any, where: str = "", depth: int = 0, *, arguments: bool = Fa
                 continue
             path = f"{where}.{key}" if where else str(key)
             if arguments and isinstance(key, str):
-                yield f"{path} (name)", key
+                yield path + KEY_SUFFIX, key
             free = arguments or key == _FREE_FORM
             yield from strings(inner, path, depth + 1, arguments=free)
     elif isinstance(value, list):
@@ -62,10 +63,9 @@ def map_strings(value: Any, change: Callable[[str], str], depth: int = 0, *, arg
             if not arguments and key in _STRUCTURAL:
                 out[key] = inner
                 continue
-            new_key = change(key) if arguments and isinstance(key, str) else key
             new = map_strings(inner, change, depth + 1, arguments=arguments or key == _FREE_FORM)
-            changed = changed or new is not inner or new_key != key
-            out[new_key] = new
+            changed = changed or new is not inner
+            out[key] = new  # keys are read (`strings`), never rewritten: two could become one
         return out if changed else value
     if isinstance(value, list):
         items = [map_strings(inner, change, depth + 1, arguments=arguments) for inner in value]
