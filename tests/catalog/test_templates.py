@@ -53,3 +53,17 @@ def test_a_template_the_sdk_cannot_read_matches_nothing_and_a_completion_names_o
     assert view.template_for("bad://xy") is None
     assert view.template_named("crm://contacts/{id}").upstream_name == "crm://contacts/{id}"  # type: ignore[union-attr]
     assert view.template_named("crm://contacts/42") is None
+
+
+def test_a_withheld_resource_spelled_another_way_is_still_withheld() -> None:
+    view = _view("file:///{+path}", "File://Host/{+path}", denied=frozenset({("resource", "file:///payroll.csv")}))
+    for spelling in (
+        "file:///payroll%2Ecsv",
+        "file:///./payroll.csv",
+        "file:///a/../payroll.csv",
+        "FILE:///payroll.csv",
+    ):
+        assert view.withholds(spelling), spelling
+        assert view.template_for(spelling) is None, spelling
+    assert not view.withholds("file:///payroll.csv.bak")
+    assert view.template_for("file:///notes/./today.txt") is not None

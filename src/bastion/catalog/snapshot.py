@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
@@ -66,6 +68,17 @@ class Route:
     definition: dict[str, Any]  # as clients see it (name replaced by exposed_name)
 
 
+def _canonical_uri(uri: str) -> str:
+    """A URI as two spellings of one resource compare equal: percent-decoded, dot segments
+    removed (RFC 3986 §5.2.4, as POSIX paths resolve them), scheme and host in lower case."""
+    parts = urlsplit(unquote(uri))
+    path = parts.path
+    if path:
+        resolved = posixpath.normpath(path)
+        path = "" if resolved == "." else resolved + ("/" if path.endswith("/") and resolved != "/" else "")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, parts.fragment))
+
+
 @functools.lru_cache(maxsize=1024)
 def _template(text: str) -> UriTemplate | None:
     """A template's parse, once per text; one the SDK cannot read matches nothing."""
@@ -98,7 +111,7 @@ class ServerView:
         """The resource template `uri` matches as a whole (RFC 6570, the SDK's matcher); of several,
         the one with the longest literal prefix. A URI of a resource this view withholds
         (quarantined, denied to this member) is no template's: it is refused as itself."""
-        if ("resource", uri) in self.quarantined or ("resource", uri) in self.denied:
+        if self.withholds(uri):
             return None
         best: Route | None = None
         best_len = -1
@@ -108,6 +121,15 @@ class ServerView:
             if template is not None and len(prefix) > best_len and template.match(uri) is not None:
                 best, best_len = route, len(prefix)
         return best
+
+    def withholds(self, uri: str) -> bool:
+        """Whether `uri` names a resource this view withholds, spelled any way that reaches it:
+        percent-encoded, with dot segments, in another case of scheme or host."""
+        withheld = [name for kind, name in (*self.quarantined, *self.denied) if kind == "resource"]
+        if not withheld:
+            return False
+        key = _canonical_uri(uri)
+        return any(_canonical_uri(name) == key for name in withheld)
 
     def template_named(self, uri_template: str) -> Route | None:
         """The resource template offered under exactly this text (a completion's `ref/resource`)."""
