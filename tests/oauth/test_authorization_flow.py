@@ -106,7 +106,13 @@ async def test_a_repeated_or_nul_carrying_parameter_is_an_error_page_not_a_redir
 
 @pytest.mark.parametrize(
     "headers",
-    [{"origin": "https://attacker.example"}, {"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"}],
+    [
+        {"origin": "https://attacker.example"},
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": "null"},  # a sandboxed frame's post, no Sec-Fetch-Site to vouch for it
+        {"origin": "null", "sec-fetch-site": "cross-site"},
+    ],
 )
 async def test_a_sign_in_posted_from_another_site_is_refused_and_signs_nobody_in(
     gw: Bastion, flow: Flow, headers: dict[str, str]
@@ -123,6 +129,19 @@ async def test_a_sign_in_posted_from_another_site_is_refused_and_signs_nobody_in
         "/oauth/login", data=form, headers={"origin": gw.base_url, "sec-fetch-site": "same-origin"}
     )
     assert same.status_code == 200 and "Allow access?" in same.text
+
+
+async def test_a_browser_posting_origin_null_from_bastions_own_page_is_signed_in(flow: Flow) -> None:
+    """Bastion's pages carry `Referrer-Policy: no-referrer`, so a browser posts their forms with
+    `Origin: null` (seen from Chromium); its `Sec-Fetch-Site: same-origin` is what says it is ours."""
+    client_id = await _client(flow)
+    login = await flow.http.get(flow.authorize_path(client_id, Pkce.new()))
+    assert login.headers["referrer-policy"] == "no-referrer"
+    form = {"username": "admin", "password": ADMIN_PASSWORD, "request": hidden_field(login.text, "request")}
+    signed_in = await flow.http.post(
+        "/oauth/login", data=form, headers={"origin": "null", "sec-fetch-site": "same-origin"}
+    )
+    assert signed_in.status_code == 200 and "Allow access?" in signed_in.text
 
 
 async def test_the_plain_code_challenge_method_is_refused(flow: Flow) -> None:

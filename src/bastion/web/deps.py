@@ -60,10 +60,18 @@ def same_site(request: Request, auth: AuthServer) -> None:
     signs the victim's browser in as someone else, for example) is refused. Browsers send `Origin` on
     every POST and `Sec-Fetch-Site` on every request; other clients send neither and are not refused."""
     origin = request.headers.get("origin")
+    fetch_site = request.headers.get("sec-fetch-site")
     issuer = URL(auth.issuer)
-    if (origin is not None and origin != f"{issuer.scheme}://{issuer.netloc}") or request.headers.get(
-        "sec-fetch-site"
-    ) in ("cross-site", "same-site"):
+    if fetch_site in ("cross-site", "same-site"):
+        raise Forbidden("this form was posted from another site; nothing was done")
+    if origin == "null":
+        # Bastion's pages are sent with `Referrer-Policy: no-referrer`, under which browsers post
+        # `Origin: null` from the very same page; so does a sandboxed frame elsewhere. Only the
+        # browser's own `Sec-Fetch-Site` tells them apart.
+        if fetch_site != "same-origin":
+            raise Forbidden("this form was posted from another site; nothing was done")
+        return
+    if origin is not None and origin != f"{issuer.scheme}://{issuer.netloc}":
         raise Forbidden("this form was posted from another site; nothing was done")
 
 
