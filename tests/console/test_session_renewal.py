@@ -82,3 +82,17 @@ def test_no_session_outlives_the_maximum_however_busy(gateway: Bastion, clock: _
         assert ended.status_code == 303 and ended.headers["location"].startswith("/admin/login")
     finally:
         console.close()
+
+
+def test_signing_out_of_a_session_due_for_renewal_ends_it(gateway: Bastion, clock: _Clock) -> None:
+    console = Console(gateway)
+    try:
+        clock.now += gateway.settings.login_session_seconds * 0.6  # renewal is due on the next page
+        out = console.post("/admin/logout", {})
+        assert out.status_code == 303
+        cookies = out.headers.get_list("set-cookie")
+        assert len(cookies) == 1 and cookies[0].startswith('bastion_session=""'), cookies  # deleted, not renewed
+        after = console.get("/admin/tokens")
+        assert after.status_code == 303 and after.headers["location"].startswith("/admin/login")
+    finally:
+        console.close()

@@ -21,7 +21,7 @@ from bastion.audit.sink import note
 from bastion.console.render import page
 from bastion.console.viewer import SignInNeeded
 from bastion.errors import BastionError
-from bastion.web.session_api import set_session_cookie
+from bastion.web.session_api import SESSION_COOKIE, set_session_cookie
 
 __all__ = ["ConsoleRoute"]
 
@@ -31,6 +31,10 @@ def _error_page(request: Request, status: int, message: str) -> Response:
     return page(request, "error.html", viewer=viewer, status=status, message=message)
 
 
+def _sets_session(response: Response) -> bool:
+    return any(value.startswith(f"{SESSION_COOKIE}=") for value in response.headers.getlist("set-cookie"))
+
+
 class ConsoleRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -38,7 +42,8 @@ class ConsoleRoute(APIRoute):
         async def console_handler(request: Request) -> Response:
             response = await answer(request)
             renewed = getattr(request.state, "renewed_session", None)  # set by the viewer dependency
-            if renewed is not None:
+            # Not over a session cookie the page set or ended itself: a sign-out's deletion must stand.
+            if renewed is not None and not _sets_session(response):
                 set_session_cookie(response, request.app.state.auth, renewed)
             return response
 
