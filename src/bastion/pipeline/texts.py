@@ -19,7 +19,7 @@ from bastion.errors import PolicyDenied
 __all__ = ["KEY_SUFFIX", "map_strings", "strings"]
 
 _STRUCTURAL = frozenset({"type", "resultType", "role"})
-KEY_SUFFIX = " (name)"  # the path `strings` gives a key read as text
+KEY_SUFFIX = " (a key)"  # ends the path `strings` gives a key read as text: the dict's, not the key's
 _MAX_DEPTH = 64  # bodies are depth-limited at the edge; this bounds the walk on its own
 _FREE_FORM = "structuredContent"
 
@@ -41,7 +41,8 @@ def strings(value: Any, where: str = "", depth: int = 0, *, arguments: bool = Fa
                 continue
             path = f"{where}.{key}" if where else str(key)
             if arguments and isinstance(key, str):
-                yield path + KEY_SUFFIX, key
+                # Named by where it sits, never by its text: the path goes into errors and the trail.
+                yield f"{where or '(top)'}{KEY_SUFFIX}", key
             free = arguments or key == _FREE_FORM
             yield from strings(inner, path, depth + 1, arguments=free)
     elif isinstance(value, list):
