@@ -93,6 +93,48 @@ async def test_a_record_carrying_nul_characters_is_kept_and_the_chain_goes_on(db
         )
 
 
+async def test_a_field_longer_than_its_column_is_cut_to_it_and_the_chain_goes_on(db: Database, tmp_path: Path) -> None:
+    """A client's made-up method name can be any length; its column is 128 characters, and PostgreSQL
+    refuses longer (SQLite does not): the batch, and every later one of every tenant, was refused."""
+    log = AuditLog(db, tmp_path / "journal")
+    long = dataclasses.replace(_record(2), method="m" * 5000, reason="r" * 900, client="c" * 3000)
+    durables = [log.record("default", r) for r in (_record(1), long, _record(3, target="after"))]
+    await log.flush()
+    for durable in durables:
+        await durable.wait()
+    assert await verify_chain(db, "default") == (3, None)  # the hash covers what was stored
+    async with db.session(SYSTEM) as session:
+        row = await session.get(AuditEntry, "r0002")
+        assert row is not None and (len(row.method), len(row.reason), len(row.client)) == (128, 500, 2048)
+
+
+async def test_a_batch_that_failed_after_others_were_stored_retries_only_what_was_not(
+    db: Database, tmp_path: Path
+) -> None:
+    """Two batches in one round: the first is committed, the second fails. Only the second is
+    tried again: the first, chained a second time, was refused for its ids in every later round."""
+    log = AuditLog(db, tmp_path / "journal", batch_size=2)
+    real_append = log._append
+    calls = 0
+
+    async def second_fails(batch: list[tuple[str, AuditRecord]]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise SQLAlchemyError("the store went away")
+        await real_append(batch)
+
+    log._append = second_fails  # type: ignore[method-assign]
+    durables = [log.record("default", _record(n)) for n in range(1, 5)]
+    with pytest.raises(SQLAlchemyError):
+        await log.flush()
+    log._append = real_append  # type: ignore[method-assign]
+    await log.flush()
+    for durable in durables:
+        await durable.wait()
+    assert await verify_chain(db, "default") == (4, None)
+
+
 async def test_one_changed_byte_in_the_database_is_found_at_its_record(db: Database, tmp_path: Path) -> None:
     log = AuditLog(db, tmp_path / "journal")
     await _write(log, "default", range(1, 11))

@@ -33,7 +33,7 @@ from typing import Any, cast
 import anyio
 import orjson
 import structlog
-from sqlalchemy import Select, Table, insert, select
+from sqlalchemy import Select, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -319,12 +319,15 @@ class AuditLog:
             if self._current is not None:
                 self._current.close()
                 self._current = None
+        stored = 0  # how many of `taken` are committed: only the rest are tried again
         try:
             with anyio.CancelScope(shield=True):
                 for start in range(0, len(taken), self._batch_size):
                     await self._append(taken[start : start + self._batch_size])
+                    stored = min(len(taken), start + self._batch_size)
         except BaseException:
-            self._journaled, self._files = taken + self._journaled, files + self._files
+            # A committed batch put back would be chained a second time, and its ids refused.
+            self._journaled, self._files = taken[stored:] + self._journaled, files + self._files
             raise
         for path in files:
             path.unlink(missing_ok=True)
@@ -408,7 +411,7 @@ async def extend_chain(
     seq, prev = head.seq, head.hash
     for record in records:
         seq += 1
-        fields = record.fields()  # once: the hash and the row both need it
+        fields = _fitted(record.fields())  # once: the hash and the row both need it
         body = canonical(fields)
         if b"\\u0000" in body:  # a NUL somewhere (JSON escapes it so): PostgreSQL keeps none
             fields = storable_json(fields)
@@ -420,6 +423,24 @@ async def extend_chain(
     head.seq, head.hash = seq, prev
     if checkpointer is not None:
         await checkpointer.pin(session, head, {row["seq"]: row["hash"] for row in rows}, force=force_checkpoint)
+
+
+# Each text column's width: a record's field longer than its column is cut to it before it is hashed,
+# so what is stored is what was hashed, and PostgreSQL (which refuses a longer value; SQLite keeps
+# it) never refuses the batch, which would hold every tenant's records back.
+_WIDTHS = {
+    column.name: column.type.length
+    for column in AuditEntry.__table__.columns
+    if isinstance(column.type, String) and column.type.length is not None
+}
+
+
+def _fitted(fields: dict[str, Any]) -> dict[str, Any]:
+    for name, value in fields.items():
+        width = _WIDTHS.get(name)
+        if width is not None and isinstance(value, str) and len(value) > width:
+            fields[name] = value[:width]
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
