@@ -3,6 +3,7 @@ verifies offline, the chain kept verifies from its anchor, and the prune is itse
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,7 @@ from bastion.audit.exported import verify_export
 from bastion.errors import BastionError
 from bastion.store.db import Database
 from bastion.store.models import AuditCheckpoint, AuditEntry
-from bastion.store.repos.audit import verify_chain, verify_report
+from bastion.store.repos.audit import extend_chain, lock_head, verify_chain, verify_report
 from bastion.store.repos.audit_retention import prune
 from bastion.store.tenancy import SYSTEM
 from bastion.vault.keys import keys_from_env
@@ -96,6 +97,23 @@ async def test_records_removed_back_to_a_checkpoint_without_a_prune_fail_verify(
         await session.execute(delete(AuditEntry).where(AuditEntry.tenant_id == tenant, AuditEntry.seq <= 5))
     checked, broken = await verify_chain(store, tenant)
     assert broken is not None and broken.seq == 6 and "no audit.prune record" in broken.reason and checked == 0
+
+
+async def test_a_prune_record_written_with_the_database_alone_does_not_cover_removed_records(
+    store: Database, tmp_path: Path, keys: Keys, tenant: str
+) -> None:
+    """Someone who can write the database but holds no signing key removes records 1-5 (back to the
+    checkpoint at 5) and appends an `audit.prune` record naming 5, hashed into the chain as any
+    record is: a real prune signs a checkpoint at its own record, and this one has none."""
+    await _twelve_records(store, tmp_path, keys, tenant)
+    async with store.session(SYSTEM) as session:
+        await session.execute(delete(AuditEntry).where(AuditEntry.tenant_id == tenant, AuditEntry.seq <= 5))
+        head = await lock_head(session, tenant, now_us=BASE_US)
+        forged = record(13, kind="audit.prune")
+        await extend_chain(session, head, [dataclasses.replace(forged, detail={"through_seq": 5})], None)
+    report = await verify_report(store, tenant)
+    assert report.broken is not None and report.broken.seq == 13
+    assert "not pinned by a signed checkpoint" in report.broken.reason
 
 
 async def test_a_cutoff_before_the_first_checkpoint_prunes_nothing_and_says_so(tmp_path: Path, master_key: str) -> None:

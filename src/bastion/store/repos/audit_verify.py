@@ -94,17 +94,30 @@ async def _chain_start(session: AsyncSession, tenant_id: str, trusted: TrustedKe
     reason = check(anchor.signature, checkpoint_of(anchor), trusted)
     if reason is not None:
         return Break(first, f"the chain starts after record {anchor_seq}, whose checkpoint fails: {reason}")
-    pruned = await session.scalar(
-        select(AuditEntry.detail)
-        .where(AuditEntry.tenant_id == tenant_id, AuditEntry.kind == PRUNE_KIND)
-        .order_by(AuditEntry.seq.desc())
-        .limit(1)
-    )
-    if pruned is None or pruned.get("through_seq") != anchor_seq:
+    pruned = (
+        await session.execute(
+            select(AuditEntry.seq, AuditEntry.hash, AuditEntry.detail)
+            .where(AuditEntry.tenant_id == tenant_id, AuditEntry.kind == PRUNE_KIND)
+            .order_by(AuditEntry.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    if pruned is None or pruned.detail.get("through_seq") != anchor_seq:
         return Break(
             first,
             f"the chain starts after record {anchor_seq} but no {PRUNE_KIND} record says it was pruned "
             "there: records were removed",
+        )
+    # A prune signs a checkpoint at its own record: one written by anyone else (with the database
+    # alone, no signing key) to cover records it removed has none.
+    pin = await session.scalar(
+        select(AuditCheckpoint).where(AuditCheckpoint.tenant_id == tenant_id, AuditCheckpoint.seq == pruned.seq)
+    )
+    if pin is None or pin.hash != pruned.hash or check(pin.signature, checkpoint_of(pin), trusted) is not None:
+        return Break(
+            pruned.seq,
+            f"the {PRUNE_KIND} record {pruned.seq} is not pinned by a signed checkpoint: no prune made it, "
+            f"and records 1 to {anchor_seq} were removed",
         )
     return anchor_seq, anchor.hash
 
