@@ -135,6 +135,21 @@ async def test_a_batch_that_failed_after_others_were_stored_retries_only_what_wa
     assert await verify_chain(db, "default") == (4, None)
 
 
+async def test_a_detail_json_cannot_hold_is_kept_as_text_and_the_journal_goes_on(db: Database, tmp_path: Path) -> None:
+    """A plugin stage's decision may carry a set or an object: kept as its repr, not a journal that
+    fails every sync (and with it every forwarded call) from then on."""
+    log = AuditLog(db, tmp_path / "journal")
+    odd = dataclasses.replace(_record(2), detail={"pipeline": [{"stage": "mine", "seen": {"a"}, 3: object}]})
+    durables = [log.record("default", r) for r in (_record(1), odd, _record(3))]
+    await log.flush()
+    for durable in durables:
+        await durable.wait()
+    assert await verify_chain(db, "default") == (3, None)
+    async with db.session(SYSTEM) as session:
+        row = await session.get(AuditEntry, "r0002")
+    assert row is not None and row.detail == {"pipeline": [{"stage": "mine", "seen": "{'a'}", "3": "<class 'object'>"}]}
+
+
 async def test_one_changed_byte_in_the_database_is_found_at_its_record(db: Database, tmp_path: Path) -> None:
     log = AuditLog(db, tmp_path / "journal")
     await _write(log, "default", range(1, 11))

@@ -23,6 +23,7 @@ checks each one, and starts from the signed anchor a prune left (`audit_retentio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -153,6 +154,8 @@ class AuditLog:
         """Queue `record`. It is journaled when someone waits on what this returns (with everything
         queued before it), or within `interval` seconds."""
         durable = Durable(self)
+        if record.detail:
+            record = _json_safe(record)
         if len(self._queue) >= self._max_queue:
             # Never dropped: the caller waits on it like any other; the writer catches up.
             log.warning("audit_queue_long", queued=len(self._queue))
@@ -423,6 +426,18 @@ async def extend_chain(
     head.seq, head.hash = seq, prev
     if checkpointer is not None:
         await checkpointer.pin(session, head, {row["seq"]: row["hash"] for row in rows}, force=force_checkpoint)
+
+
+def _json_safe(record: AuditRecord) -> AuditRecord:
+    """`record` with a detail JSON can hold: a value that is not (a set, an object, from a plugin
+    stage's decision) is kept as its repr. Checked as it is queued: found at the journal, it would
+    fail every sync, and no forwarded call would be answered again."""
+    try:
+        orjson.dumps(record.detail)
+    except TypeError:
+        safe = orjson.dumps(record.detail, default=repr, option=orjson.OPT_NON_STR_KEYS)
+        return dataclasses.replace(record, detail=orjson.loads(safe))
+    return record
 
 
 # Each text column's width: a record's field longer than its column is cut to it before it is hashed,
