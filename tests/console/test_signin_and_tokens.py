@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,6 +173,17 @@ def test_token_form_errors_are_inline_and_nothing_is_created(console: Console, g
     assert answer.status_code == 422
     assert len(inline_errors(answer.text)) >= 2, answer.text
     assert len(gateway.ok("GET", "/api/tokens")) == before
+
+
+def test_a_refused_token_form_comes_back_with_exactly_the_boxes_that_were_ticked(
+    console: Console, gateway: Bastion
+) -> None:
+    """One ticked box comes back from a form as a plain string: the page ticked every option whose
+    value is part of it (`mcp` inside `mcp:read`), and a resubmission asked for more than was chosen."""
+    answer = console.post("/admin/tokens", {"name": "narrow", "scopes": "mcp:read", "expires_in_days": "400"})
+    assert answer.status_code == 422
+    ticked = re.findall(r'name="scopes" value="([^"]+)" checked', answer.text)
+    assert ticked == ["mcp:read"], ticked
 
 
 def test_forms_without_the_session_csrf_token_are_refused(console: Console, gateway: Bastion) -> None:
