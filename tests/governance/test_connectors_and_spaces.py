@@ -235,6 +235,9 @@ def test_a_deleted_role_leaves_its_holders_and_a_new_role_grants_only_what_its_m
     everything = {"name": "helpdesk", "permissions": ["users:manage", "users:read", "roles:manage"]}
     assert as_person(bastion, rita, "DELETE", "/api/roles/helpdesk").status_code == 204
     assert {u["username"]: u["roles"] for u in bastion.ok("GET", "/api/users")}["rita"] == ["role-admin"]
+    bastion.ok("POST", "/api/roles", json={"name": "auditors", "permissions": ["audit:read"]})
+    above = as_person(bastion, rita, "DELETE", "/api/roles/auditors")  # rita does not hold audit:read
+    assert above.status_code == 403 and "audit:read" in above.json()["error"]["message"]
     widened = as_person(bastion, rita, "POST", "/api/roles", json=everything)
     assert widened.status_code == 403 and "users:manage" in widened.json()["error"]["message"]
     # Even a role made again under the old name by an administrator grants rita nothing.

@@ -206,3 +206,25 @@ async def test_origin_list_changed_triggers_rediscovery(bastion: Bastion) -> Non
         return bool({i["name"] for i in origin["items"]} - before)
 
     await eventually(new_tool_discovered)
+
+
+async def test_under_the_default_alert_a_message_aimed_at_the_model_is_relayed_and_recorded(bastion: Bastion) -> None:
+    logged: list[Any] = []
+
+    async def on_log(params: Any) -> None:
+        logged.append(params.data)
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        return None
+
+    with origin_process("tests.origins.faulty") as faulty:
+        bastion.add_origin("faulty", url=faulty)
+        bastion.publish_server("chat-alert", {"origin": "faulty", "items": ["chatty"]})
+        async with bastion.client("chat-alert", bastion.token("chat-alert"), logging_callback=on_log) as client:
+            await client.call_tool("chatty", {}, progress_callback=on_progress)
+    assert len(logged) == 2 and logged[0].startswith("Ignore all previous instructions")
+    [record] = [
+        r for r in bastion.ok("GET", "/api/audit/records", params={"kind": "mcp.request"}) if r["target"] == "chatty"
+    ]
+    reasons = [d.get("reason", "") for d in record["detail"]["pipeline"] if d["stage"] == "inspect"]
+    assert any("relayed with instructions aimed at the model" in reason for reason in reasons), reasons

@@ -210,15 +210,20 @@ async def test_upgrading_gives_every_grant_issued_before_a_live_family(db: Datab
     store = SqlOAuthStore(db, MemoryBus())
     issued = await _grant(db, "family-8")
     coded = await _grant(db, "family-9")
+    replayed = await _grant(db, "family-10")
     now = time.time()
     await store.save_tokens(issued, [(hash_token("refresh-8"), "refresh", now + 3600)], now)
+    await store.save_tokens(replayed, [(hash_token("refresh-10"), "refresh", now + 3600)], now)
+    await store.revoke_family("family-10")
     await store.save_code(CodeRecord(hash_token("code-9"), coded, "http://127.0.0.1/cb", "c" * 43, expires_at=now + 60))
     async with db.engine.begin() as conn:  # back to before families were rows, the grants kept
         await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "0009"))
     await db.migrate()
     async with db.session(SYSTEM) as session:  # rows before any rotation: a rotation and a revocation meet on them
         families = {f.family_id: f.revoked_at for f in await session.scalars(select(OAuthFamily))}
-    assert families == {"family-8": None, "family-9": None}
+    assert families["family-8"] is None and families["family-9"] is None
+    assert families["family-10"] is not None  # revoked before the upgrade: stays revoked
+    assert set(families) == {"family-8", "family-9", "family-10"}
     await store.save_tokens(issued, [(hash_token("access-8"), "access", now + 600)], now)  # still live
     await store.save_tokens(coded, [(hash_token("access-9"), "access", now + 600)], now)
     await store.revoke_family("family-9")

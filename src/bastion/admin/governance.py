@@ -201,6 +201,10 @@ class Governance:
         name goes from their roles too: a role made later under the same name grants them nothing."""
         async with self._db.session(actor.scope) as session:
             role = await teams.get_role(session, name)
+            missing = beyond(actor, parse_permissions(role.permissions))
+            if missing:  # taking a power away is as much beyond one's own as handing it out
+                shown = ", ".join(missing)
+                raise Forbidden(f"role {role.name!r} grants what you do not hold ({shown}): you cannot delete it")
             for user in await session.scalars(select(User)):  # the tenant's users (the session's scope)
                 if role.name in user.roles:
                     user.roles = [r for r in user.roles if r != role.name]

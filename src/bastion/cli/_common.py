@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from bastion.admin.actor import Actor
 from bastion.config import Settings
 from bastion.observability.logging import configure_logging
+from bastion.support.process import hide_process
 
 if TYPE_CHECKING:
     from bastion.services import Services
@@ -37,6 +38,7 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_file)
+    hide_process()  # discovery may start stdio origins here too (see bastion.support.process)
 
     async def main() -> T:
         services = Services(settings)

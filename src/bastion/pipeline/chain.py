@@ -41,7 +41,7 @@ from bastion.pipeline.cedar import Cedar
 from bastion.pipeline.config import merge, scope_chain
 from bastion.pipeline.dlp import Dlp
 from bastion.pipeline.dlp_detectors import Detector
-from bastion.pipeline.inspect import Inspect, carries_instructions
+from bastion.pipeline.inspect import Inspect, instructions_in
 from bastion.pipeline.rate_limit import RateLimit
 from bastion.pipeline.schema_guard import SchemaGuard
 
@@ -143,9 +143,12 @@ class Pipeline:
                 _keep_once(ctx, "dlp", decision)
             if decision.action == "deny":  # found where it cannot be redacted (a key): not relayed
                 return
-            if carries_instructions(ctx, params):
+            verdict = instructions_in(ctx, params)
+            if verdict == "block":
                 _keep_once(ctx, "inspect", Decision.alert(f"{method} withheld: instructions aimed at the model"))
                 return
+            if verdict == "alert":
+                _keep_once(ctx, "inspect", Decision.alert(f"{method} relayed with instructions aimed at the model"))
             await sink(method, params)
 
         return screened

@@ -15,7 +15,7 @@ from bastion.pipeline.config import InspectSettings
 from bastion.pipeline.injection import scan_text
 from bastion.pipeline.texts import strings
 
-__all__ = ["Inspect", "carries_instructions", "spotlight"]
+__all__ = ["Inspect", "instructions_in", "spotlight"]
 
 _MAX_FLAGS = 10
 
@@ -65,12 +65,14 @@ class Inspect(StageBase):
         return ALLOW
 
 
-def carries_instructions(ctx: CallContext, value: Any) -> bool:
-    """Whether `value` holds a high-severity injection marker and this scope blocks them."""
+def instructions_in(ctx: CallContext, value: Any) -> str | None:
+    """What this scope does with `value`, an origin's message outside its result: `block` or
+    `alert` when it holds a high-severity injection marker (as `injection` is set), else None."""
     settings: InspectSettings = ctx.settings["inspect"]
-    if settings.injection != "block":
-        return False
-    return any(flag.severity == "high" for where, text in strings(value) for flag in scan_text(text, where))
+    if settings.injection == "off":
+        return None
+    found = any(flag.severity == "high" for where, text in strings(value) for flag in scan_text(text, where))
+    return settings.injection if found else None
 
 
 def spotlight(result: dict[str, Any], origin: str, item: str) -> dict[str, Any]:

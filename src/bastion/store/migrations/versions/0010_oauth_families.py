@@ -20,11 +20,19 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("family_id"),
     )
-    # Every grant issued before: live here (a revoked one's tokens stay revoked on their own rows).
+    # Every grant issued before, revoked where a refresh token of it was (a refresh token is revoked
+    # with its whole family: a replay, RFC 7009, a withdrawn consent); the others live.
     op.execute(
         sa.text(
             "INSERT INTO oauth_families (family_id) "
             "SELECT family_id FROM oauth_tokens UNION SELECT family_id FROM oauth_codes"
+        )
+    )
+    op.execute(
+        sa.text(
+            "UPDATE oauth_families SET revoked_at = (SELECT MAX(t.revoked_at) FROM oauth_tokens t "
+            "WHERE t.family_id = oauth_families.family_id AND t.kind = 'refresh') "
+            "WHERE family_id IN (SELECT family_id FROM oauth_tokens WHERE kind = 'refresh' AND revoked_at IS NOT NULL)"
         )
     )
 
