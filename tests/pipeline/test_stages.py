@@ -330,6 +330,13 @@ async def test_a_long_argument_cannot_push_another_out_of_the_approval_question(
     message = decision.result["inputRequests"]["bastion.approval"]["params"]["message"]
     assert '  to: "ATTACKER-IBAN"' in message and "  amount: 10" in message
     assert "more characters)" in message  # the memo alone is cut
+    nested = {"t": {"memo": "x" * 300, "to": "ATTACKER"}, "forged\n  amount: 1": 2}
+    ctx = context(nested, annotations=DESTRUCTIVE, modern=True, capabilities={"elicitation": {}})
+    asked = (await stage.on_request(ctx)).result
+    assert asked is not None
+    shown = asked["inputRequests"]["bastion.approval"]["params"]["message"]
+    assert '  t.to: "ATTACKER"' in shown  # a nested field has its own line too
+    assert '  "forged\\n  amount: 1": 2' in shown  # a name that is not a plain word is quoted: no forged line
     crowd = {f"field{n}": n for n in range(41)}
     with pytest.raises(ApprovalRequired, match="41 arguments"):  # the pipeline records a stage's raise as its deny
         await stage.on_request(context(crowd, annotations=DESTRUCTIVE, modern=True, capabilities={"elicitation": {}}))

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -38,6 +39,7 @@ __all__ = ["INPUT_KEY", "Approval", "needs_approval"]
 
 _MAX_SHOWN_ARGUMENTS = 40
 _MAX_SHOWN_VALUE = 200  # characters of one argument's JSON in the question
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INPUT_KEY = "bastion.approval"  # Bastion's key among a 2026-07-28 call's inputRequests
 _STATE_PREFIX = "bastion1."
 _STATE_TTL_SECONDS = 600
@@ -164,21 +166,16 @@ class Approval(StageBase):
     # --- shared -----------------------------------------------------------------------------------
     @staticmethod
     def _question(ctx: CallContext) -> dict[str, Any]:
-        """The question a person approves: every argument on a line of its own, each value cut
-        alone, so a long value cannot push another out of sight (an approval covers all of them).
-        A call with more arguments than a person can be shown is not asked about: it is refused."""
-        arguments = ctx.arguments if isinstance(ctx.arguments, dict) else {"(arguments)": ctx.arguments}
-        if len(arguments) > _MAX_SHOWN_ARGUMENTS:
+        """The question a person approves: every argument (nested objects down to their leaves) on a
+        line of its own, each value cut alone, so a long value cannot push another out of sight (an
+        approval covers all of them); names that are not plain words are quoted, so none can forge
+        a line. A call with more arguments than a person can be shown is refused, not asked about."""
+        lines = [f"  {path}: {value}" for path, value in _leaves(ctx.arguments)]
+        if len(lines) > _MAX_SHOWN_ARGUMENTS:
             raise ApprovalRequired(
-                f"{ctx.item.exposed_name!r} needs a person's approval, but its {len(arguments)} arguments are more "
+                f"{ctx.item.exposed_name!r} needs a person's approval, but its {len(lines)} arguments are more "
                 f"than the {_MAX_SHOWN_ARGUMENTS} a person can be shown"
             )
-        lines = []
-        for name in sorted(arguments, key=str):
-            value = orjson.dumps(arguments[name], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-            if len(value) > _MAX_SHOWN_VALUE:
-                value = f"{value[:_MAX_SHOWN_VALUE]}… ({len(value) - _MAX_SHOWN_VALUE} more characters)"
-            lines.append(f"  {str(name)[:_MAX_SHOWN_VALUE]}: {value}")
         message = (
             f"{ctx.item.exposed_name} (from {ctx.item.origin}, through {ctx.server}) changes data outside this "
             "conversation. Approve this call?\nArguments:\n" + ("\n".join(lines) if lines else "  (none)")
@@ -189,6 +186,29 @@ class Approval(StageBase):
         self._approved_sessions[key] = None
         while len(self._approved_sessions) > _REMEMBERED_SESSIONS:
             self._approved_sessions.popitem(last=False)
+
+
+def _leaves(value: Any, path: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """(path, shown value) for each leaf of the arguments, in name order; lists and anything
+    deeper than a few levels are shown as one value."""
+    if isinstance(value, dict) and value and depth < 4:
+        found: list[tuple[str, str]] = []
+        for name in sorted(value, key=str):
+            found.extend(_leaves(value[name], f"{path}.{_name(name)}" if path else _name(name), depth + 1))
+            if len(found) > _MAX_SHOWN_ARGUMENTS:
+                break  # refused anyway: the rest is not worth reading
+        return found
+    if not path and isinstance(value, dict):
+        return []
+    shown = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    if len(shown) > _MAX_SHOWN_VALUE:
+        shown = f"{shown[:_MAX_SHOWN_VALUE]}… ({len(shown) - _MAX_SHOWN_VALUE} more characters)"
+    return [(path or "(arguments)", shown)]
+
+
+def _name(name: Any) -> str:
+    text = str(name)
+    return text if _PLAIN_NAME.fullmatch(text) else orjson.dumps(text[:_MAX_SHOWN_VALUE]).decode()
 
 
 def _outcome(answer: Any) -> str:
