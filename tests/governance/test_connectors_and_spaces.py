@@ -192,21 +192,29 @@ def test_a_token_a_limited_token_creates_is_limited_as_much(bastion: Bastion) ->
     assert child.json()["permissions"] == limit and child.json()["allowed_cidrs"] == ["127.0.0.0/8"]
     assert _as_token(bastion, child.json()["token"], "GET", "/api/users").status_code == 403
     # Asked for more: refused, and nothing is created.
-    wider = _as_token(bastion, minter, "POST", "/api/tokens", json={"name": "w", "permissions": ["users:read"]})
+    admin_only = {"scopes": ["admin"]}
+    wider = _as_token(
+        bastion, minter, "POST", "/api/tokens", json={"name": "w", "permissions": ["users:read"], **admin_only}
+    )
     assert wider.status_code == 403 and "users:read" in wider.json()["error"]["message"]
-    elsewhere = {"name": "e", "allowed_cidrs": ["10.0.0.0/8"]}
+    elsewhere = {"name": "e", "allowed_cidrs": ["10.0.0.0/8"], **admin_only}
     outside = _as_token(bastion, minter, "POST", "/api/tokens", json=elsewhere)
     assert outside.status_code == 403 and "10.0.0.0/8" in outside.json()["error"]["message"]
-    inside = {"name": "i", "allowed_cidrs": ["127.0.0.1/32"], "permissions": ["tokens:create"]}
+    inside = {"name": "i", "allowed_cidrs": ["127.0.0.1/32"], "permissions": ["tokens:create"], **admin_only}
     assert _as_token(bastion, minter, "POST", "/api/tokens", json=inside).status_code == 201
+    # Nor scopes or servers it lacks itself: this one carries admin only, and reaches no server.
+    mcp = _as_token(bastion, minter, "POST", "/api/tokens", json={"name": "m", "scopes": ["mcp"]})
+    assert mcp.status_code == 403 and "scope mcp" in mcp.json()["error"]["message"]
+    reach = _as_token(bastion, minter, "POST", "/api/tokens", json={"name": "r", "servers": ["shop"], **admin_only})
+    assert reach.status_code == 403 and "may not reach" in reach.json()["error"]["message"]
     names = [t["name"] for t in bastion.ok("GET", "/api/tokens")]
-    assert "w" not in names and "e" not in names
+    assert not {"w", "e", "m", "r"} & set(names)
     service = {"name": "svc", "servers": ["shop"]}
     refused = _as_token(bastion, minter, "POST", "/api/oauth/clients", json=service)
     assert refused.status_code == 403 and "service clients" in refused.json()["error"]["message"]
     # A quota cannot be escaped by minting tokens whose uses it does not count.
     quota = _token_for(bastion, boss, scopes=["admin"], max_uses=5)
-    counted = _as_token(bastion, quota, "POST", "/api/tokens", json={"name": "q"})
+    counted = _as_token(bastion, quota, "POST", "/api/tokens", json={"name": "q", **admin_only})
     assert counted.status_code == 403 and "quota" in counted.json()["error"]["message"]
 
 

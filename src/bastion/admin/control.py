@@ -32,7 +32,7 @@ from bastion.admin.schemas import (
     TokenIn,
     TokenOut,
 )
-from bastion.admin.token_bounds import bounded
+from bastion.admin.token_bounds import bounded, within_servers
 from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
@@ -372,6 +372,7 @@ class Control:
             if user is None:
                 raise NotFound(f"no user {username!r}")
             server_ids = [(await visible_server(s, actor, ref)).id for ref in data.servers]
+            within_servers(actor.token if actor is not None else None, server_ids)
             token, secret = await tokens.create_token(
                 s,
                 user=user,

@@ -3,7 +3,8 @@
 A token limited to some permissions, source networks, a start time or a quota, that may create
 tokens (`tokens:create`), would otherwise mint one without its limits: a limit that lasts only as
 long as its holder does not try. So the new token takes the creating token's permission limit
-(or a part of it), its networks (or networks inside them), its start time, and expires no later.
+(or a part of it), its scopes and servers (or some of them), its networks (or networks inside
+them), its start time, and expires no later.
 A token with a quota creates none: the new token's uses would not count against the quota.
 """
 
@@ -16,10 +17,10 @@ from typing import Any
 from bastion.admin.schemas import TokenIn
 from bastion.errors import Forbidden
 from bastion.governance.permissions import parse_permission, permission_text
-from bastion.identity.principal import Principal
+from bastion.identity.principal import Principal, scope_satisfied
 from bastion.identity.token_rules import Network
 
-__all__ = ["bounded", "unbounded_only"]
+__all__ = ["bounded", "unbounded_only", "within_servers"]
 
 
 def bounded(parent: Principal | None, data: TokenIn, expires_at: datetime) -> tuple[TokenIn, datetime]:
@@ -29,6 +30,11 @@ def bounded(parent: Principal | None, data: TokenIn, expires_at: datetime) -> tu
         return data, expires_at
     rules = parent.rules
     changes: dict[str, Any] = {}
+    wider_scopes = [scope for scope in data.scopes if not scope_satisfied(scope, parent.scopes)]
+    if wider_scopes:
+        raise Forbidden(
+            f"this token does not carry the scope {', '.join(wider_scopes)}: a token it creates cannot either"
+        )
     if parent.limit is not None:
         if data.permissions is None:
             changes["permissions"] = sorted(permission_text(pair) for pair in parent.limit.pairs)
@@ -61,6 +67,16 @@ def bounded(parent: Principal | None, data: TokenIn, expires_at: datetime) -> tu
             if data.not_before is None or data.not_before < start:
                 changes["not_before"] = start
     return data.model_copy(update=changes), min(expires_at, datetime.fromtimestamp(parent.expires_at, UTC))
+
+
+def within_servers(parent: Principal | None, server_ids: list[str]) -> None:
+    """Forbidden when a limited token names servers it may not reach itself."""
+    if parent is None or not _limited(parent):
+        return
+    if beyond := [server for server in server_ids if server not in parent.server_ids]:
+        raise Forbidden(
+            f"this token may not reach {len(beyond)} of the servers named: a token it creates cannot reach them"
+        )
 
 
 def unbounded_only(parent: Principal | None, what: str) -> None:
