@@ -464,7 +464,7 @@ def test_a_well_formed_request_id_is_echoed(bastion: Bastion) -> None:
         assert response.headers["x-request-id"] == "client-42.retry:1_A"
 
 
-@pytest.mark.parametrize("offered", ["has space", "x" * 129, "semi;colon", ""])
+@pytest.mark.parametrize("offered", ["has space", "x" * 129, "semi;colon", "", ".", ".."])  # dots alone: a path segment
 def test_a_malformed_request_id_is_replaced_with_a_fresh_one(bastion: Bastion, offered: str) -> None:
     response = bastion.http.get("/healthz", headers={"x-request-id": offered})
 

@@ -372,3 +372,12 @@ async def test_a_key_is_never_rewritten_what_would_redact_it_refuses_the_call() 
     assert "ann@example.com" not in str(decision.error) and "ann@example.com" not in str(decision.detail)
     only_values = await Dlp().on_request(context({"note": "mail ann@example.com"}, policies=policies))
     assert only_values.action == "modify"
+
+
+async def test_a_field_path_in_the_trail_is_bounded_however_long_the_clients_names() -> None:
+    from bastion.pipeline.schema_guard import SchemaGuard
+
+    long_name = "k" * 5000
+    schema = {"type": "object", "properties": {long_name: {"type": "integer"}}}
+    decision = await SchemaGuard().on_request(context({long_name: "not a number"}, schema=schema))
+    assert decision.action == "deny" and decision.detail is not None and len(decision.detail["field"]) == 128

@@ -36,7 +36,7 @@ __all__ = ["build_stack", "control_plane"]
 
 log = structlog.get_logger("bastion.access")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,128}$")  # not dots alone: it names a path segment (trace links)
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),

@@ -31,6 +31,8 @@ from bastion.pipeline.config import SchemaGuardSettings
 
 __all__ = ["SchemaGuard"]
 
+_SHOWN_PATH = 128  # characters of a field path in errors and the trail: names are the client's, any length
+
 _CACHE_LIMIT = 4096  # compiled validators kept; a new snapshot brings new definitions
 _NO_RETRIEVAL: Registry[Any] = Registry()
 
@@ -69,13 +71,13 @@ class SchemaGuard(StageBase):
                 )
             )
         if error is not None:
-            path = _path(error.absolute_path) or "arguments"
+            path = _path(error.absolute_path)[:_SHOWN_PATH] or "arguments"
             return Decision.deny(
                 InvalidParams(
                     f"invalid arguments for {ctx.item.exposed_name!r}: {path}: "
                     f"{_message(error.validator, error.validator_value)}"
                 ),
-                detail={"field": path},
+                detail={"field": path[:_SHOWN_PATH]},
             )
         if settings.reject_unknown_properties and "additionalProperties" not in schema:
             declared = schema.get("properties") or {}
@@ -95,7 +97,7 @@ class SchemaGuard(StageBase):
                     f"invalid arguments for {ctx.item.exposed_name!r}: {too_long or 'arguments'}: "
                     f"longer than {settings.max_string_length} characters"
                 ),
-                detail={"field": too_long},
+                detail={"field": too_long[:_SHOWN_PATH]},
             )
         return ALLOW
 

@@ -26,6 +26,13 @@ class JournalFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        # The file's name reaches the disk with its directory: synced once, at creation, so a power
+        # loss cannot take away a file whose records were confirmed durable.
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
         self._offset = 0
         self._allocated = 0
 
