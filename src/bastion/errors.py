@@ -14,6 +14,7 @@
     │   ├── InvalidClientMetadata     400          invalid_client_metadata (RFC 7591)
     │   └── InvalidRedirectUri        400          invalid_redirect_uri (RFC 7591)
     ├── MethodNotFound                404  -32601
+    ├── MethodNotAllowed              405  -32600  (an HTTP method the endpoint does not serve: carries Allow)
     ├── PayloadTooLarge               413  -32600
     ├── Unauthenticated               401  -32600  invalid_token
     │   ├── InvalidClient             401          invalid_client  (OAuth client authentication)
@@ -71,6 +72,7 @@ __all__ = [
     "InvalidParams",
     "InvalidRedirectUri",
     "InvalidScope",
+    "MethodNotAllowed",
     "MethodNotFound",
     "NotFound",
     "OriginNotAllowed",
@@ -175,6 +177,16 @@ class MethodNotFound(BastionError):
     http_status = 404
     jsonrpc_code = mt.METHOD_NOT_FOUND
     oauth_error = "invalid_request"
+
+
+class MethodNotAllowed(BastionError):
+    http_status = 405
+    jsonrpc_code = mt.INVALID_REQUEST
+    oauth_error = "invalid_request"
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow  # the `Allow` header's value (RFC 9110 §15.5.6)
 
 
 class PayloadTooLarge(BastionError):

@@ -99,6 +99,50 @@ async def test_one_correlation_id_runs_from_the_request_through_the_upstream_cal
     assert broken is None and checked >= 3
 
 
+async def test_requests_the_endpoint_answers_itself_are_in_the_trail_too(gw: Bastion) -> None:
+    """A session's handshake, its notifications, its event stream and its end, and a refused HTTP
+    method: each an inbound request, each with its record under its own correlation id."""
+    token = gw.token("demo")
+    base = {"authorization": f"Bearer {token}", "accept": "application/json, text/event-stream"}
+    ids = {name: secrets.token_hex(16) for name in ("initialize", "initialized", "delete", "put")}
+
+    def traced(name: str) -> dict[str, str]:
+        return {**base, "traceparent": f"00-{ids[name]}-{secrets.token_hex(8)}-01"}
+
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    opened = gw.http.post(
+        "/servers/demo/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
+        headers=traced("initialize"),
+    )
+    assert opened.status_code == 200, opened.text
+    session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    notified = gw.http.post(
+        "/servers/demo/mcp",
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+        headers={**traced("initialized"), **session},
+    )
+    assert notified.status_code == 202
+    assert gw.http.delete("/servers/demo/mcp", headers={**traced("delete"), **session}).status_code == 204
+    refused = gw.http.put("/servers/demo/mcp", headers=traced("put"))
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, POST, DELETE"
+    assert refused.json()["error"]["message"] == "HTTP PUT is not served here"
+    expected = {
+        "initialize": ("initialize", "allow"),
+        "initialized": ("notifications/initialized", "allow"),
+        "delete": ("session end (HTTP DELETE)", "allow"),
+        "put": ("HTTP PUT", "error"),
+    }
+    for name, (method, decision) in expected.items():
+
+        async def stored(trace: str = ids[name]) -> bool:
+            return len(gw.ok("GET", f"/api/audit/records?correlation_id={trace}")) == 1
+
+        await eventually(stored)
+        [record] = gw.ok("GET", f"/api/audit/records?correlation_id={ids[name]}")
+        assert (record["method"], record["decision"], record["server"]) == (method, decision, "demo"), record
+
+
 async def test_no_route_edits_or_deletes_a_record(gw: Bastion) -> None:
     (record,) = gw.ok("GET", "/api/audit/records?limit=1")
     for method in ("PUT", "PATCH", "DELETE"):

@@ -94,6 +94,24 @@ def refusal_record(
     )
 
 
+def exchange_record(principal: Principal, server: str, method: str, started: float) -> AuditRecord:
+    """A request answered by the endpoint itself, no method table involved: a session opened or
+    ended, an event stream opened, a client's notification or its reply to Bastion's request."""
+    return AuditRecord(
+        id=unique_id(),
+        at_us=now_us(),
+        correlation_id=correlation_id(),
+        kind="mcp.request",
+        principal=principal.user_id,
+        client=client_key(principal.client_id, principal.token_id),
+        server=server[:64],
+        method=method[:128],
+        decision="allow",
+        status="ok",
+        latency_us=int((time.perf_counter() - started) * 1_000_000),
+    )
+
+
 def stored_first(policy: StoreFirst, definition: Mapping[str, Any]) -> bool:
     """Whether a call of this tool waits for its record to be in the store before it is forwarded."""
     if policy == "never":

@@ -39,6 +39,7 @@ from bastion.errors import (
     Forbidden,
     InsufficientScope,
     InvalidParams,
+    MethodNotAllowed,
     NotFound,
     OriginNotAllowed,
     PayloadTooLarge,
@@ -54,7 +55,7 @@ from bastion.http.asgi import BodyTooLarge, Receive, Scope, Send, TrackedSend, h
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import SCOPE_MCP, Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
-from bastion.mcp.auditing import refusal_record
+from bastion.mcp.auditing import exchange_record, refusal_record
 from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
@@ -141,17 +142,18 @@ class McpEndpoint:
             method = scope["method"]
             if method != "POST" and _is_modern(header(scope, b"mcp-protocol-version")):
                 # 2026-07-28 has no session stream and nothing to delete: POST only.
-                await send_bytes(send, 405, b"", headers=[(b"allow", b"POST")])
-            elif method == "POST":
+                raise MethodNotAllowed("the 2026-07-28 revision takes POST only", allow="POST")
+            if method == "POST":
                 await self._post(scope, receive, send, snapshot, server, principal)
             elif method == "GET":
-                await self._get(scope, receive, send, server, principal)
+                await self._get(scope, receive, send, server, principal, started)
             elif method == "DELETE":
                 # 400/404 when it is not theirs; ended on every replica (see sessions.py).
                 await self._sessions.terminate(self._session(scope, server, principal))
+                self._exchanged(server, principal, "session end (HTTP DELETE)", started)
                 await send_bytes(send, 204, b"")
             else:
-                await send_bytes(send, 405, b"", headers=[(b"allow", b"GET, POST, DELETE")])
+                raise MethodNotAllowed(f"HTTP {method} is not served here", allow="GET, POST, DELETE")
         except BastionError as error:
             self._refused(slug, scope, snapshot, principal, error, started)
             # A token's own rule is no matter of scope: no OAuth challenge that would start a step-up.
@@ -165,6 +167,7 @@ class McpEndpoint:
     async def _post(
         self, scope: Scope, receive: Receive, send: Send, snapshot: Snapshot, server: ServerView, principal: Principal
     ) -> None:
+        started = time.perf_counter()
         try:
             body = await read_body(scope, receive, self._max_body)
         except BodyTooLarge:
@@ -190,10 +193,12 @@ class McpEndpoint:
             return
         if message.get("method") == "initialize":
             await self._initialize(send, message, server, principal)
+            self._exchanged(server, principal, "initialize", started)
             return
         session = self._session(scope, server, principal)
         if "method" not in message:  # the client's reply to a request Bastion sent it
             session.answer(message)
+            self._exchanged(server, principal, "reply to Bastion's request", started)
             await send_bytes(send, 202, b"")
             return
         if version is not None and version != session.protocol_version:
@@ -202,6 +207,7 @@ class McpEndpoint:
             )
         if "id" not in message:
             self._notification(session, message)
+            self._exchanged(server, principal, str(message["method"]), started)
             await send_bytes(send, 202, b"")
             return
         request = _request(message)
@@ -222,7 +228,9 @@ class McpEndpoint:
         self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], call: Call
     ) -> None:
         if "id" not in message or "method" not in message:
-            await send_bytes(send, 202, b"")  # 2026-07-28 defines no client notifications here
+            method = str(message.get("method", "reply"))  # 2026-07-28 defines no client notifications here
+            self._exchanged(call.server, call.principal, method, time.perf_counter())
+            await send_bytes(send, 202, b"")
             return
         request = _request(message)
         rejection = _modern_rejection(scope, message)
@@ -236,6 +244,7 @@ class McpEndpoint:
             body = orjson.dumps({"jsonrpc": "2.0", "id": request.id, "error": error})
             await send_bytes(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), body)
         elif request.method == "subscriptions/listen":
+            self._exchanged(call.server, call.principal, request.method, time.perf_counter())
             await self._listen(receive, send, request, call)
         else:
             await self._answer(scope, receive, send, call, request, None)
@@ -338,12 +347,19 @@ class McpEndpoint:
             self._sessions.close(session.id)
 
     # --- GET: the server-to-client stream ---------------------------------------------------
-    async def _get(self, scope: Scope, receive: Receive, send: Send, server: ServerView, principal: Principal) -> None:
+    async def _get(
+        self, scope: Scope, receive: Receive, send: Send, server: ServerView, principal: Principal, started: float
+    ) -> None:
         if "text/event-stream" not in (header(scope, b"accept") or ""):
             await send_bytes(send, 406, b"", headers=[])
             return
         session = self._session(scope, server, principal)
+        self._exchanged(server, principal, "event stream (HTTP GET)", started)
         await serve_event_stream(session, receive, send)
+
+    def _exchanged(self, server: ServerView, principal: Principal, method: str, started: float) -> None:
+        """The record of a request the endpoint answered itself (see `exchange_record`)."""
+        self._write(server.placement.tenant_id, exchange_record(principal, server.slug, method, started))
 
     def _refused(
         self,
@@ -441,4 +457,6 @@ async def _refuse(send: Send, error: BastionError, challenge: str | None) -> Non
     headers = [] if challenge is None else [(b"www-authenticate", challenge.encode())]
     if isinstance(error, Unavailable):
         headers.append((b"retry-after", str(error.retry_after).encode()))
+    if isinstance(error, MethodNotAllowed):
+        headers.append((b"allow", error.allow.encode()))
     await send_bytes(send, error.http_status, error_message(None, error), headers=headers)
