@@ -103,6 +103,25 @@ async def test_a_checkpoint_is_signed_once_the_interval_passes_and_records_came(
     assert await verify_chain(store, tenant) == (5, None)
 
 
+async def test_a_quiet_chains_last_records_are_signed_once_the_interval_passes(
+    store: Database, tmp_path: Path, keys: Keys, tenant: str
+) -> None:
+    """No record comes after the last ones: the store's next round signs them once the interval is
+    past, not whenever the tenant's next record comes (if it ever does)."""
+    clock = Clock()
+    log = audit_log(store, tmp_path, keys, every=1000, seconds=60, clock=clock)
+    await write(log, tenant, [record(1), record(2), record(3)])
+    await log.flush()
+    assert await _checkpoints(store, tenant) == []  # not due yet
+    clock.now += 61_000_000
+    await log.flush()  # a round with nothing to store
+    pins = await _checkpoints(store, tenant)
+    assert [(pin.seq, pin.at_us - BASE_US) for pin in pins] == [(3, 61_000_000)]
+    await log.flush()
+    assert len(await _checkpoints(store, tenant)) == 1  # signed once
+    assert (await verify_report(store, tenant)).last_checkpoint == 3
+
+
 async def test_a_checkpoint_whose_signature_was_altered_fails_verify_naming_it(
     store: Database, tmp_path: Path, keys: Keys, tenant: str
 ) -> None:
