@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
 
@@ -135,3 +136,53 @@ async def test_a_hostile_client_name_is_escaped_on_both_pages(flow: Flow) -> Non
     for page in (login, consent):
         assert "<script" not in page.text.lower() and "<img" not in page.text.lower()
         assert "&lt;script&gt;alert(" in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
+
+
+def test_a_provider_that_authorizes_on_another_host_than_its_issuer_is_allowed_as_a_form_target(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Browsers apply form-action to the redirect a form's answer makes: "Sign in with …" redirects
+    to the provider's authorization endpoint, which its discovery document may put on another host."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from tests.harness import free_port
+
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    document = {
+        "issuer": issuer,
+        "authorization_endpoint": "http://localhost:9/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/jwks",
+    }
+
+    class Discovery(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(document).encode()
+            self.send_response(200 if self.path == "/.well-known/openid-configuration" else 404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Discovery)
+    Thread(target=server.serve_forever, daemon=True).start()
+    provider = {"name": "corp", "issuer": issuer, "client_id": "bastion", "client_secret": "s" * 32}
+    try:
+        with run_bastion(
+            tmp_path_factory.mktemp("targets"),
+            oidc_providers=[provider],
+            egress_allow_cidrs=["127.0.0.0/8"],
+            admin_ui=True,
+        ) as bastion:
+            page = bastion.http.get("/admin/login")
+            assert page.status_code == 200 and "Sign in with corp" in page.text
+            form_action = _csp(page)["form-action"]
+            assert issuer in form_action and "http://localhost:9" in form_action, form_action
+    finally:
+        server.shutdown()
+        server.server_close()

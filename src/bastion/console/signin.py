@@ -26,6 +26,7 @@ from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit
 from bastion.web.federation import console_sign_in
 from bastion.web.pages import console_path
+from bastion.web.providers import sign_in_targets
 from bastion.web.session_api import SESSION_COOKIE, new_session, set_session_cookie
 
 __all__ = ["router"]
@@ -39,7 +40,7 @@ def _form_token(cookie: str) -> str:
     return hashlib.sha256(b"bastion-console-login:" + cookie.encode()).hexdigest()
 
 
-def _form(request: Request, *, next_path: str, error: str | None = None, status: int = 200) -> Response:
+async def _form(request: Request, *, next_path: str, error: str | None = None, status: int = 200) -> Response:
     cookie = request.cookies.get(_FORM_COOKIE) or secrets.token_urlsafe(32)
     auth: AuthServer = request.app.state.auth
     providers = auth.settings.oidc_providers
@@ -52,7 +53,7 @@ def _form(request: Request, *, next_path: str, error: str | None = None, status:
         next=next_path,
         csrf=_form_token(cookie),
         providers=[provider.name for provider in providers],
-        redirect_to=[provider.issuer for provider in providers],  # "Sign in with …" redirects there
+        redirect_to=await sign_in_targets(request, auth),  # "Sign in with …" redirects there
     )
     response.set_cookie(
         _FORM_COOKIE,
@@ -74,7 +75,7 @@ def _check_form(request: Request, csrf: str) -> None:
 
 @router.get("/login")
 async def login_form(request: Request, next: str | None = None) -> Response:
-    return _form(request, next_path=console_path(next))
+    return await _form(request, next_path=console_path(next))
 
 
 @router.post("/login")
@@ -91,7 +92,7 @@ async def login(
         await limit(request, "sign-in")
         user = await auth.logins.verify(attempt(request, username, password))
     except BastionError as error:
-        return _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
+        return await _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
     note(request.scope, principal=user.id, tenant=user.tenant_id)
     response = RedirectResponse(console_path(next), status_code=303)
     set_session_cookie(response, auth, new_session(auth, user.id, user.username))
@@ -112,7 +113,7 @@ async def login_elsewhere(
     try:
         return await console_sign_in(request, auth, provider, console_path(next))
     except BastionError as error:  # unknown or unreachable provider: the password form still works
-        return _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
+        return await _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
 
 
 @router.post("/logout")

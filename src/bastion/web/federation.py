@@ -17,7 +17,6 @@ console session and continues there (`_console_session`).
 from __future__ import annotations
 
 import secrets
-import ssl
 from typing import Annotated, Any
 
 import structlog
@@ -26,7 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import URL, QueryParams
 
 from bastion.bus import ChangeEvent
-from bastion.errors import AccessDenied, BadRequest, BastionError, Forbidden, NotFound
+from bastion.errors import AccessDenied, BadRequest, BastionError, Forbidden
 from bastion.oauth.authorize import AuthorizationRequest
 from bastion.oauth.federation import BrowserBinding, FederatedIdentity, RelyingParty
 from bastion.store.repos.users import FederatedLogin, record_login, save_federated
@@ -34,6 +33,7 @@ from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, client_address, limit, same_site
 from bastion.web.pages import console_path, render
+from bastion.web.providers import callback_path, party, sign_in_targets
 from bastion.web.session_api import new_session, set_session_cookie
 from bastion.web.signin import error_page, login_page, read_request, sign_in
 
@@ -48,33 +48,6 @@ _PURPOSE = "federate"
 _MAX_COOKIE = 128  # the secret is 43 characters; anything much longer is not ours
 
 
-def _callback_path(provider: str) -> str:
-    return f"/oauth/federate/{provider}/callback"
-
-
-def _party(request: Request, auth: AuthServer, provider: str) -> RelyingParty:
-    """The provider's relying party, built on first use from the settings and kept on the app."""
-    parties: dict[str, RelyingParty] | None = getattr(request.app.state, "oidc_parties", None)
-    if parties is None:
-        settings = auth.settings
-        context = ssl.create_default_context(cafile=settings.egress_ca_file) if settings.egress_ca_file else None
-        parties = {
-            config.name: RelyingParty(
-                config,
-                auth.egress,
-                redirect_uri=auth.issuer + _callback_path(config.name),
-                ssl_context=context,
-                now=auth.now,
-            )
-            for config in settings.oidc_providers
-        }
-        request.app.state.oidc_parties = parties
-    party = parties.get(provider)
-    if party is None:
-        raise NotFound(f"no identity provider named {provider[:64]!r} is configured here")
-    return party
-
-
 def _set_flow_cookie(response: Response, auth: AuthServer, provider: str, secret: str | None) -> None:
     """Set the flow's secret, or (None) delete it. Lax: the provider's redirect back is a top-level GET."""
     response.set_cookie(
@@ -82,7 +55,7 @@ def _set_flow_cookie(response: Response, auth: AuthServer, provider: str, secret
         secret or "",
         max_age=auth.settings.login_session_seconds if secret else 0,
         expires=None if secret else 0,
-        path=_callback_path(provider),
+        path=callback_path(provider),
         httponly=True,
         secure=URL(auth.issuer).scheme == "https",
         samesite="lax",
@@ -104,7 +77,8 @@ async def start(
     try:
         return await _to_provider(request, auth, provider, {"request": authz.to_claims()})
     except BastionError as error:  # the provider is unknown or unreachable: the password form still works
-        return login_page(auth, authz, error=error.message, status=error.http_status)
+        targets = await sign_in_targets(request, auth)
+        return login_page(auth, authz, targets=targets, error=error.message, status=error.http_status)
 
 
 async def console_sign_in(request: Request, auth: AuthServer, provider: str, next_path: str) -> Response:
@@ -117,7 +91,7 @@ async def _to_provider(request: Request, auth: AuthServer, provider: str, destin
     """Send the browser to the provider with a state naming where the sign-in continues."""
     binding = BrowserBinding.new()
     state = auth.sessions.issue(provider, purpose=_PURPOSE, extra={**destination, "binding": binding.state_binding})
-    url = await _party(request, auth, provider).authorization_url(state=state, binding=binding)
+    url = await party(request, auth, provider).authorization_url(state=state, binding=binding)
     response = RedirectResponse(url, status_code=303)  # See Other: the browser GETs the provider
     _set_flow_cookie(response, auth, provider, binding.secret)
     return response
@@ -181,14 +155,14 @@ def _console_session(auth: AuthServer, user_id: str, username: str, next_path: s
 @router.get("/oauth/federate/{provider}/callback")
 async def callback(request: Request, auth: Auth, provider: str) -> Response:
     try:
-        party = _party(request, auth, provider)
+        relying = party(request, auth, provider)
         destination, binding = _resume(auth, provider, request.query_params.get("state"), request.cookies.get(_COOKIE))
     except BastionError as error:
         return error_page(error)
     authz = destination if isinstance(destination, AuthorizationRequest) else None
     try:
         await limit(request, "sign-in")  # each answer costs a token request: the sign-in limit
-        identity = await _identify(party, request.query_params, binding)
+        identity = await _identify(relying, request.query_params, binding)
         login = FederatedLogin(
             identity.provider, identity.subject, identity.username, identity.roles, tenant=identity.tenant
         )
@@ -201,7 +175,8 @@ async def callback(request: Request, auth: Auth, provider: str) -> Response:
         if authz is None:
             response = error_page(error, back_to="/admin/login")
         else:
-            response = login_page(auth, authz, error=error.message, status=error.http_status)
+            targets = await sign_in_targets(request, auth)
+            response = login_page(auth, authz, targets=targets, error=error.message, status=error.http_status)
     else:
         await _record(auth, request, user.username, user.id, "success")
         if authz is None:

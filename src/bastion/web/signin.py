@@ -10,6 +10,7 @@ attacker can neither read nor set.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -24,6 +25,7 @@ from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.web.authserver import AuthServer
 from bastion.web.deps import Auth, attempt, limit, same_site, single_values
 from bastion.web.pages import render
+from bastion.web.providers import sign_in_targets
 
 __all__ = ["error_page", "login_page", "read_request", "router", "sign_in"]
 
@@ -86,19 +88,25 @@ async def authorize(request: Request, auth: Auth) -> Response:
         return error_page(error)
     signed_in = _signed_in(request, auth)
     if signed_in is None:
-        return login_page(auth, authz)
+        return login_page(auth, authz, targets=await sign_in_targets(request, auth))
     return await _consent_or_code(auth, authz, *signed_in)
 
 
 def login_page(
-    auth: AuthServer, authz: AuthorizationRequest, *, error: str | None = None, status: int = 200
+    auth: AuthServer,
+    authz: AuthorizationRequest,
+    *,
+    targets: Sequence[str],
+    error: str | None = None,
+    status: int = 200,
 ) -> Response:
+    """The sign-in page; `targets`: where its "Sign in with …" forms lead (`sign_in_targets`)."""
     return render(
         "login.html",
         status=status,
         # Signing in answers with the redirect to the client when consent was given before;
         # "Sign in with …" answers with the redirect to that identity provider.
-        redirect_to=[authz.redirect_uri, *(provider.issuer for provider in auth.settings.oidc_providers)],
+        redirect_to=[authz.redirect_uri, *targets],
         request=authz,
         request_token=_request_token(auth, authz),
         error=error,
@@ -155,7 +163,8 @@ async def login(
         user = await auth.logins.verify(attempt(request, username, password))
     except BastionError as error:
         note(request.scope, reason=error.message)
-        return login_page(auth, authz, error=error.message, status=error.http_status)
+        targets = await sign_in_targets(request, auth)
+        return login_page(auth, authz, targets=targets, error=error.message, status=error.http_status)
     note(request.scope, principal=user.id, tenant=user.tenant_id)
     return await sign_in(auth, authz, user.id)
 
