@@ -150,6 +150,39 @@ async def test_a_detail_json_cannot_hold_is_kept_as_text_and_the_journal_goes_on
     assert row is not None and row.detail == {"pipeline": [{"stage": "mine", "seen": "{'a'}", "3": "<class 'object'>"}]}
 
 
+async def test_recovery_leaves_this_processs_own_journal_to_its_store_rounds(db: Database, tmp_path: Path) -> None:
+    """Recovery runs while calls are already served: a journal file this process has written and
+    not yet stored is its own store round's. Recovered as well, its records were chained twice."""
+    log = AuditLog(db, tmp_path / "journal")
+    durables = [log.record("default", _record(n)) for n in range(1, 4)]
+    for durable in durables:
+        await durable.wait()  # journaled, not stored
+    await log.recover()
+    await log.flush()
+    assert await verify_chain(db, "default") == (3, None)
+
+
+async def test_journals_left_while_the_store_was_down_at_start_are_recovered_once_it_is_back(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    (journal / "audit-journal-00000000000000000001-000001.jsonl").write_bytes(
+        orjson.dumps({"tenant_id": "default", **dataclasses.asdict(_record(1))}) + b"\n"
+    )
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")  # no schema yet: the store refuses
+    log = AuditLog(db, journal, store_interval=0.05)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(log.run)
+        await anyio.sleep(0.2)  # recovery failed at start, and again each round
+        await db.migrate()
+        for _ in range(200):  # within 10 s
+            if not any(journal.glob("audit-journal-00000000000000000001-*")):
+                break
+            await anyio.sleep(0.05)
+        tasks.cancel_scope.cancel()
+    assert await verify_chain(db, "default") == (1, None)
+    await db.close()
+
+
 async def test_one_changed_byte_in_the_database_is_found_at_its_record(db: Database, tmp_path: Path) -> None:
     log = AuditLog(db, tmp_path / "journal")
     await _write(log, "default", range(1, 11))

@@ -149,6 +149,7 @@ class AuditLog:
         self._store_lock = anyio.Lock()
         self._journal_lock = asyncio.Lock()  # taken on every sync: see `_journal`
         self._sequence = 0
+        self._recovered = False  # a previous process's journal files are in the store
 
     def record(self, tenant_id: str, record: AuditRecord) -> Durable:
         """Queue `record`. It is journaled when someone waits on what this returns (with everything
@@ -167,10 +168,7 @@ class AuditLog:
         return len(self._queue), len(self._journaled)
 
     async def run(self) -> None:
-        try:
-            await self.recover()
-        except (SQLAlchemyError, OSError) as exc:  # the files stay: the next start tries again
-            log.warning("audit_journal_recovery_failed", error=type(exc).__name__)
+        await self._try_recovery()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._store_loop)
             while True:  # what nobody waits for is journaled within the interval
@@ -297,9 +295,19 @@ class AuditLog:
         self._sync_seconds += (took - self._sync_seconds) * _SYNC_WEIGHT
 
     # --- stage 2: the store, in larger batches ----------------------------------------------------
+    async def _try_recovery(self) -> None:
+        try:
+            await self.recover()
+        except (SQLAlchemyError, OSError) as exc:  # the files stay: each store round tries again
+            log.warning("audit_journal_recovery_failed", error=type(exc).__name__)
+        else:
+            self._recovered = True
+
     async def _store_loop(self) -> None:
         while True:
             await anyio.sleep(self._store_interval)
+            if not self._recovered:  # the store was down at start: a crashed process's files wait
+                await self._try_recovery()
             try:
                 await self._store()
             except (SQLAlchemyError, OSError) as exc:  # kept in the journal; tried again next round
@@ -361,12 +369,16 @@ class AuditLog:
         # Under the store lock, before any new batch, and shielded: cancelled half-way (a stop
         # during start-up), its database connection was left closing forever.
         async with self._store_lock:
+            # Serving has begun by now: this process's own files (written, not yet stored) are
+            # its store rounds' to write; recovered too, their records would be chained twice.
+            own = {*self._files, *([self._current.path] if self._current is not None else [])}
             with anyio.CancelScope(shield=True):
                 for path in sorted(self._dir.glob("audit-journal-*.jsonl")):
-                    await self._recover_file(path)
+                    if path not in own:
+                        await self._recover_file(path)
 
     async def _recover_file(self, path: Path) -> None:
-        # Plain file reads are fine here: recovery runs at start, before anything is served.
+        # Plain file reads: recovery reads a few files once, at start (or until the store is back).
         records: list[tuple[str, AuditRecord]] = []
         for line in journal_lines(path.read_bytes()):  # noqa: ASYNC240
             try:
