@@ -143,6 +143,35 @@ async def test_requests_the_endpoint_answers_itself_are_in_the_trail_too(gw: Bas
         assert (record["method"], record["decision"], record["server"]) == (method, decision, "demo"), record
 
 
+async def test_a_call_refused_after_its_origin_answered_is_answered_once_its_record_is_durable(gw: Bastion) -> None:
+    """The origin acted, then the client got an error (here the origin's own, relayed): like a
+    success, the answer waits until its record is in the journal (or already in the store)."""
+    with origin_process("tests.origins.faulty") as url:
+        gw.add_origin("faulty-trail", url=url)
+        gw.publish_server("faulty-trail", {"origin": "faulty-trail", "items": ["rpc_error"]})
+        token, trace_id = gw.token("faulty-trail"), secrets.token_hex(16)
+        meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "rpc_error", "_meta": meta}}
+        headers = {
+            "authorization": f"Bearer {token}",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": MODERN,
+            "mcp-method": "tools/call",
+            "mcp-name": "rpc_error",
+            "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+        }
+        answered = gw.http.post("/servers/faulty-trail/mcp", json=body, headers=headers)
+        assert answered.json()["error"]["code"] == -32050
+        journal = gw.settings.audit_journal_path()
+        journaled = any(
+            trace_id in line and '"mcp.request"' in line
+            for path in journal.glob("audit-journal-*.jsonl")
+            for line in path.read_text(errors="replace").splitlines()
+        )
+        stored = any(r["kind"] == "mcp.request" for r in gw.ok("GET", f"/api/audit/records?correlation_id={trace_id}"))
+    assert journaled or stored
+
+
 async def test_no_route_edits_or_deletes_a_record(gw: Bastion) -> None:
     (record,) = gw.ok("GET", "/api/audit/records?limit=1")
     for method in ("PUT", "PATCH", "DELETE"):

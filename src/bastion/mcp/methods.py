@@ -23,6 +23,7 @@ from bastion import __version__
 from bastion.audit.sink import AuditSink, Durability
 from bastion.catalog.snapshot import OriginSpec, Route, ServerView, Snapshot
 from bastion.errors import (
+    BastionError,
     Forbidden,
     InvalidParams,
     MethodNotFound,
@@ -130,12 +131,16 @@ class Methods:
                     raise MethodNotFound(f"method {method!r} is not offered by this server")
                 result = await handler(call, params)
             except BaseException as exc:
-                self._audit(call, "mcp.request", method, params, started, exc)
+                durable = self._audit(call, "mcp.request", method, params, started, exc)
                 # A method nobody offers is counted as "other": a client's made-up names must not
                 # grow the metrics without bound.
                 label = method if method in self._table else "other"
                 self._metrics.mcp(label, exc, time.perf_counter() - started)
                 self._tracing.failed(span, exc)
+                if durable is not None and method in FORWARDED and isinstance(exc, BastionError):
+                    # Refused after the origin may have acted (a result withheld, an origin error):
+                    # the refusal is answered once its record is durable too. Never on a cancel.
+                    await durable.wait()
                 raise
             durable = self._audit(call, "mcp.request", method, params, started, None)
             if durable is not None and method in FORWARDED:
