@@ -61,6 +61,20 @@ async def _write(log: AuditLog, tenant: str, numbers: range) -> None:
         await durable.wait()
 
 
+async def _stored_between_two(db: Database, tmp_path: Path, odd: AuditRecord) -> AuditEntry:
+    """`odd` (record 2) written between records 1 and 3; the chain verifies; its stored row."""
+    log = AuditLog(db, tmp_path / "journal")
+    durables = [log.record("default", r) for r in (_record(1), odd, _record(3, target="after"))]
+    await log.flush()
+    for durable in durables:
+        await durable.wait()
+    assert await verify_chain(db, "default") == (3, None)  # the hash covers what was stored
+    async with db.session(SYSTEM) as session:
+        row = await session.get(AuditEntry, "r0002")
+    assert row is not None
+    return row
+
+
 async def test_each_tenant_has_its_own_chain_that_verifies(db: Database, tmp_path: Path) -> None:
     log = AuditLog(db, tmp_path / "journal", batch_size=7)
     await _write(log, "default", range(1, 21))
@@ -74,38 +88,23 @@ async def test_a_record_carrying_nul_characters_is_kept_and_the_chain_goes_on(db
     """A request can carry U+0000 (a JSON string, a percent-encoded path), which PostgreSQL's text
     refuses: the record is kept with U+FFFD in its place, its hash covers what is stored, and the
     records after it are stored too (before, the failing batch was retried forever)."""
-    log = AuditLog(db, tmp_path / "journal")
     odd = dataclasses.replace(
         _record(2, target="list\x00stock"), reason="no\x00such", detail={"k\x00": ["v\x00", {"n": 1}]}
     )
-    durables = [log.record("default", r) for r in (_record(1), odd, _record(3, target="after"))]
-    await log.flush()
-    for durable in durables:
-        await durable.wait()
-    assert await verify_chain(db, "default") == (3, None)
-    async with db.session(SYSTEM) as session:
-        row = await session.get(AuditEntry, "r0002")
-        assert row is not None
-        assert (row.target, row.reason, row.detail) == (
-            "list\ufffdstock",
-            "no\ufffdsuch",
-            {"k\ufffd": ["v\ufffd", {"n": 1}]},
-        )
+    row = await _stored_between_two(db, tmp_path, odd)
+    assert (row.target, row.reason, row.detail) == (
+        "list\ufffdstock",
+        "no\ufffdsuch",
+        {"k\ufffd": ["v\ufffd", {"n": 1}]},
+    )
 
 
 async def test_a_field_longer_than_its_column_is_cut_to_it_and_the_chain_goes_on(db: Database, tmp_path: Path) -> None:
     """A client's made-up method name can be any length; its column is 128 characters, and PostgreSQL
     refuses longer (SQLite does not): the batch, and every later one of every tenant, was refused."""
-    log = AuditLog(db, tmp_path / "journal")
     long = dataclasses.replace(_record(2), method="m" * 5000, reason="r" * 900, client="c" * 3000)
-    durables = [log.record("default", r) for r in (_record(1), long, _record(3, target="after"))]
-    await log.flush()
-    for durable in durables:
-        await durable.wait()
-    assert await verify_chain(db, "default") == (3, None)  # the hash covers what was stored
-    async with db.session(SYSTEM) as session:
-        row = await session.get(AuditEntry, "r0002")
-        assert row is not None and (len(row.method), len(row.reason), len(row.client)) == (128, 500, 2048)
+    row = await _stored_between_two(db, tmp_path, long)
+    assert (len(row.method), len(row.reason), len(row.client)) == (128, 500, 2048)
 
 
 async def test_a_batch_that_failed_after_others_were_stored_retries_only_what_was_not(
@@ -138,16 +137,9 @@ async def test_a_batch_that_failed_after_others_were_stored_retries_only_what_wa
 async def test_a_detail_json_cannot_hold_is_kept_as_text_and_the_journal_goes_on(db: Database, tmp_path: Path) -> None:
     """A plugin stage's decision may carry a set or an object: kept as its repr, not a journal that
     fails every sync (and with it every forwarded call) from then on."""
-    log = AuditLog(db, tmp_path / "journal")
     odd = dataclasses.replace(_record(2), detail={"pipeline": [{"stage": "mine", "seen": {"a"}, 3: object}]})
-    durables = [log.record("default", r) for r in (_record(1), odd, _record(3))]
-    await log.flush()
-    for durable in durables:
-        await durable.wait()
-    assert await verify_chain(db, "default") == (3, None)
-    async with db.session(SYSTEM) as session:
-        row = await session.get(AuditEntry, "r0002")
-    assert row is not None and row.detail == {"pipeline": [{"stage": "mine", "seen": "{'a'}", "3": "<class 'object'>"}]}
+    row = await _stored_between_two(db, tmp_path, odd)
+    assert row.detail == {"pipeline": [{"stage": "mine", "seen": "{'a'}", "3": "<class 'object'>"}]}
 
 
 async def test_recovery_leaves_this_processs_own_journal_to_its_store_rounds(db: Database, tmp_path: Path) -> None:
