@@ -155,8 +155,6 @@ class AuditLog:
         """Queue `record`. It is journaled when someone waits on what this returns (with everything
         queued before it), or within `interval` seconds."""
         durable = Durable(self)
-        if record.detail:
-            record = _json_safe(record)
         if len(self._queue) >= self._max_queue:
             # Never dropped: the caller waits on it like any other; the writer catches up.
             log.warning("audit_queue_long", queued=len(self._queue))
@@ -283,9 +281,7 @@ class AuditLog:
                 self._dir / f"audit-journal-{time.time_ns():020d}-{self._sequence:06d}.jsonl"
             )
             self._files.append(self._current.path)
-        lines = b"".join(
-            orjson.dumps({"tenant_id": queued.tenant_id, **queued.record.fields()}) + b"\n" for queued in batch
-        )
+        lines = b"".join(_journal_line(queued) for queued in batch)
         self._current.write(lines)
         if self._sync_seconds > _INLINE_SYNC_LIMIT:  # syncs have been slow: this one in a worker thread
             with anyio.CancelScope(shield=True):  # a batch written is always handed on, or put back
@@ -458,16 +454,16 @@ async def extend_chain(
         await checkpointer.pin(session, head, {row["seq"]: row["hash"] for row in rows}, force=force_checkpoint)
 
 
-def _json_safe(record: AuditRecord) -> AuditRecord:
-    """`record` with a detail JSON can hold: a value that is not (a set, an object, from a plugin
-    stage's decision) is kept as its repr. Checked as it is queued: found at the journal, it would
-    fail every sync, and no forwarded call would be answered again."""
+def _journal_line(queued: _Queued) -> bytes:
+    """The record's journal line. A detail JSON cannot hold (a set or an object, from a plugin
+    stage's decision) is kept as its repr, in the line and in the record the store gets: left as
+    it was, it failed every sync from then on, and no forwarded call was answered again."""
     try:
-        orjson.dumps(record.detail)
+        return orjson.dumps({"tenant_id": queued.tenant_id, **queued.record.fields()}) + b"\n"
     except TypeError:
-        safe = orjson.dumps(record.detail, default=repr, option=orjson.OPT_NON_STR_KEYS)
-        return dataclasses.replace(record, detail=orjson.loads(safe))
-    return record
+        safe = orjson.loads(orjson.dumps(queued.record.detail, default=repr, option=orjson.OPT_NON_STR_KEYS))
+        queued.record = dataclasses.replace(queued.record, detail=safe)
+        return orjson.dumps({"tenant_id": queued.tenant_id, **queued.record.fields()}) + b"\n"
 
 
 # Each text column's width: a record's field longer than its column is cut to it before it is hashed,
