@@ -103,9 +103,12 @@ def replica_pair(work: Path, origin_url: str, password: str) -> Iterator[Pair | 
             "BASTION_EPOCH_POLL_SECONDS": "3600",  # only Redis carries changes between the two
         }
         started: list[Child] = []
-        a, a_base = start_bastion(stack, work, password, started, name="replica-a", extra=env)
+        # Each its own audit journal directory (one process per directory), as on separate machines.
+        a_env = env | {"BASTION_AUDIT_JOURNAL_DIR": str(work / "journal-replica-a")}
+        b_env = env | {"BASTION_AUDIT_JOURNAL_DIR": str(work / "journal-replica-b")}
+        a, a_base = start_bastion(stack, work, password, started, name="replica-a", extra=a_env)
         token, _ = provision(a_base, password, origin_url)
-        b, b_base = start_bastion(stack, work, password, started, name="replica-b", extra=env)
+        b, b_base = start_bastion(stack, work, password, started, name="replica-b", extra=b_env)
         target = Target(NAME, f"{a_base}/servers/{SLUG}/mcp", token, a.pid)
         smoke(target)
         yield Pair(a, b, a_base, b_base, password, kind, target)

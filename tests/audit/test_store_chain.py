@@ -354,3 +354,20 @@ async def test_a_filesystem_that_cannot_allocate_ahead_gets_plain_writes(
     await log.aclose()
     assert await verify_chain(db, "default") == (3, None)
     await db.close()
+
+
+async def test_a_second_process_on_the_same_journal_directory_is_refused(db: Database, tmp_path: Path) -> None:
+    """Recovery stores the files of the directory a process did not write: two live processes on one
+    directory would chain each other's records twice. The second one's audit log refuses to start."""
+    first = AuditLog(db, tmp_path / "journal")
+    second = AuditLog(db, tmp_path / "journal")
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(first.run)
+        await anyio.sleep(0.1)
+        with pytest.raises(AuditUnavailable, match="in use by another Bastion process"):
+            await second.run()
+        tasks.cancel_scope.cancel()
+    async with anyio.create_task_group() as tasks:  # released with the first: a restart takes it
+        tasks.start_soon(second.run)
+        await anyio.sleep(0.1)
+        tasks.cancel_scope.cancel()

@@ -177,9 +177,10 @@ async def running_cluster(database_url: str, redis_url: str, namespace: str, log
     env = replica_environment(database_url, redis_url, namespace)
     async with AsyncExitStack() as stack:
         origin_url = stack.enter_context(origin_process())
-        a = await start_replica("a", env, log_dir)
+        # Each replica its own audit journal directory, as on separate machines (one process per directory).
+        a = await start_replica("a", env | {"BASTION_AUDIT_JOURNAL_DIR": str(log_dir / "journal-a")}, log_dir)
         stack.push_async_callback(a.stop)
-        b = await start_replica("b", env, log_dir)
+        b = await start_replica("b", env | {"BASTION_AUDIT_JOURNAL_DIR": str(log_dir / "journal-b")}, log_dir)
         stack.push_async_callback(b.stop)
         origin = await a.ok("POST", "/api/origins", json={"name": "inventory", "transport": "http", "url": origin_url})
         await a.ok("POST", f"/api/origins/{origin['id']}/review", json={"decision": "approve"})

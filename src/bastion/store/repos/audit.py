@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -166,15 +168,20 @@ class AuditLog:
         return len(self._queue), len(self._journaled)
 
     async def run(self) -> None:
-        await self._try_recovery()
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._store_loop)
-            while True:  # what nobody waits for is journaled within the interval
-                await anyio.sleep(self._interval)
-                try:
-                    await self._journal()
-                except OSError as exc:  # the records stay queued; the next waiter or round tries again
-                    log.error("audit_journal_failed", error=type(exc).__name__)
+        lock = self._lock_directory()  # one process per journal directory: see `_lock_directory`
+        try:
+            await self._try_recovery()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._store_loop)
+                while True:  # what nobody waits for is journaled within the interval
+                    await anyio.sleep(self._interval)
+                    try:
+                        await self._journal()
+                    except OSError as exc:  # the records stay queued; the next waiter or round tries again
+                        log.error("audit_journal_failed", error=type(exc).__name__)
+
+        finally:
+            os.close(lock)  # releases the lock
 
     async def commit(self, tenant_id: str, record: AuditRecord) -> None:
         """Append `record` to its tenant's chain now, in its own transaction: for a call that must
@@ -291,6 +298,22 @@ class AuditLog:
         self._sync_seconds += (took - self._sync_seconds) * _SYNC_WEIGHT
 
     # --- stage 2: the store, in larger batches ----------------------------------------------------
+    def _lock_directory(self) -> int:
+        """Hold the journal directory for this process's lifetime: recovery writes to the store the
+        files of the directory this process did not write, so a second live process using the same
+        directory would have its files (records not yet stored) chained twice. Refused instead."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AuditUnavailable(
+                f"the audit journal directory {self._dir} is in use by another Bastion process: give each "
+                "process its own (BASTION_AUDIT_JOURNAL_DIR)"
+            ) from None
+        return fd
+
     async def _try_recovery(self) -> None:
         try:
             await self.recover()
