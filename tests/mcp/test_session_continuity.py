@@ -55,7 +55,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
         created = a.ok("POST", "/api/tokens", json={"name": "client", "servers": [SLUG], "expires_in_days": 1})
         other = a.token(SLUG, name="other")
         # B starts after the writes, so its first snapshot already holds them.
-        with run_bastion(directory) as b:
+        # One SQLite file, but each replica its own audit journal directory (one process per directory).
+        with run_bastion(directory, audit_journal_dir=directory / "journal-b") as b:
             yield Replicas(a, b, directory, server["id"], created["token"], created["id"], other)
 
 
@@ -200,7 +201,8 @@ def test_a_replica_with_another_key_refuses_the_ids_and_a_rotated_one_still_open
     rotated_keys = ",".join(base64.urlsafe_b64encode(key).decode() for key in (os.urandom(32), stored))
     old_id = open_session(replicas.a, replicas.token)
 
-    with run_bastion(replicas.directory, session_key=rotated_keys) as rotated:
+    journal = replicas.directory / "journal-rotated"
+    with run_bastion(replicas.directory, session_key=rotated_keys, audit_journal_dir=journal) as rotated:
         new_id = open_session(rotated, replicas.token)
         assert post(rotated, PING, replicas.token, old_id).status_code == 200
         assert post(rotated, PING, replicas.token, new_id).status_code == 200
