@@ -31,16 +31,14 @@ async def _grant(db: Database, family: str = "family-1") -> Grant:
         return Grant(family_id=family, client_id="client-1", user_id=user.id, server_id=server.id, scopes=("mcp",))
 
 
+def _code(grant: Grant, code: str) -> CodeRecord:
+    return CodeRecord(hash_token(code), grant, "http://127.0.0.1/cb", "c" * 43, expires_at=time.time() + 60)
+
+
 async def test_a_code_is_taken_once_even_by_concurrent_redemptions(db: Database) -> None:
     store = SqlOAuthStore(db, MemoryBus())
     grant = await _grant(db)
-    code = CodeRecord(
-        code_hash=hash_token("the code"),
-        grant=grant,
-        redirect_uri="http://127.0.0.1/cb",
-        code_challenge="c" * 43,
-        expires_at=time.time() + 60,
-    )
+    code = _code(grant, "the code")
     await store.save_code(code)
     taken: list[bool] = []
 
@@ -117,13 +115,7 @@ async def test_a_rotation_saved_after_a_replay_revoked_its_family_is_refused_and
 async def test_a_code_replayed_before_the_first_redemption_saved_anything_leaves_no_live_token(db: Database) -> None:
     store = SqlOAuthStore(db, MemoryBus())
     grant = await _grant(db, "family-5")
-    code = CodeRecord(
-        code_hash=hash_token("code-5"),
-        grant=grant,
-        redirect_uri="http://127.0.0.1/cb",
-        code_challenge="c" * 43,
-        expires_at=time.time() + 60,
-    )
+    code = _code(grant, "code-5")
     await store.save_code(code)
     first = await store.take_code(code.code_hash, time.time())
     replay = await store.take_code(code.code_hash, time.time())
@@ -215,7 +207,7 @@ async def test_upgrading_gives_every_grant_issued_before_a_live_family(db: Datab
     await store.save_tokens(issued, [(hash_token("refresh-8"), "refresh", now + 3600)], now)
     await store.save_tokens(replayed, [(hash_token("refresh-10"), "refresh", now + 3600)], now)
     await store.revoke_family("family-10")
-    await store.save_code(CodeRecord(hash_token("code-9"), coded, "http://127.0.0.1/cb", "c" * 43, expires_at=now + 60))
+    await store.save_code(_code(coded, "code-9"))
     async with db.engine.begin() as conn:  # back to before families were rows, the grants kept
         await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "0009"))
     await db.migrate()
