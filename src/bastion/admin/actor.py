@@ -24,12 +24,16 @@ class Actor:
     user_id: str | None
     tenant_id: str
     member: Member | None  # None: the operator at the CLI, who holds the database itself
-    limit: Grants | None = None  # the token's own permission limit
     token: Principal | None = None  # the token the request came with (what it creates stays within it)
 
     @classmethod
     def operator(cls, tenant_id: str = DEFAULT_TENANT) -> Actor:
         return cls(username="operator", user_id=None, tenant_id=tenant_id, member=None)
+
+    @property
+    def limit(self) -> Grants | None:
+        """The token's own permission limit (None: its roles decide alone)."""
+        return self.token.limit if self.token is not None else None
 
     @property
     def scope(self) -> Tenancy:

@@ -132,7 +132,6 @@ def _requiring(action: str) -> Callable[[Request], Awaitable[Actor]]:
             user_id=principal.user_id,
             tenant_id=tenant_id,
             member=member,
-            limit=principal.limit,
             token=principal,
         )
 
