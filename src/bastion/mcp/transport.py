@@ -189,7 +189,7 @@ class McpEndpoint:
                 modern=True,
                 client_capabilities=capabilities if isinstance(capabilities, dict) else None,
             )
-            await self._post_modern(scope, receive, send, message, call)
+            await self._post_modern(scope, receive, send, message, call, started)
             return
         if message.get("method") == "initialize":
             await self._initialize(send, message, server, principal)
@@ -225,11 +225,11 @@ class McpEndpoint:
             await tracked.finish(200, error_message(request.id, RequestCancelled("Request cancelled")))
 
     async def _post_modern(
-        self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], call: Call
+        self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], call: Call, started: float
     ) -> None:
         if "id" not in message or "method" not in message:
             method = str(message.get("method", "reply"))  # 2026-07-28 defines no client notifications here
-            self._exchanged(call.server, call.principal, method, time.perf_counter())
+            self._exchanged(call.server, call.principal, method, started)
             await send_bytes(send, 202, b"")
             return
         request = _request(message)
@@ -244,7 +244,7 @@ class McpEndpoint:
             body = orjson.dumps({"jsonrpc": "2.0", "id": request.id, "error": error})
             await send_bytes(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), body)
         elif request.method == "subscriptions/listen":
-            self._exchanged(call.server, call.principal, request.method, time.perf_counter())
+            self._exchanged(call.server, call.principal, request.method, started)
             await self._listen(receive, send, request, call)
         else:
             await self._answer(scope, receive, send, call, request, None)

@@ -112,7 +112,7 @@ def apply(
         key = where.endswith(KEY_SUFFIX)
         for finding in _findings(text, detectors, actions, known, cached=key):
             action = _action(actions, finding.detector)
-            if action in ("redact", "mask") and where.endswith(KEY_SUFFIX):
+            if action in ("redact", "mask") and key:
                 action = "block"  # a key is never rewritten (two could become one): what needs it is refused
             found[finding.detector] += 1
             acted.add(action)

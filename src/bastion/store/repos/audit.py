@@ -152,6 +152,7 @@ class AuditLog:
         self._journal_lock = asyncio.Lock()  # taken on every sync: see `_journal`
         self._sequence = 0
         self._recovered = False  # a previous process's journal files are in the store
+        self._quiet_check_at: int | None = None  # when to look for chains left unsigned (see `_pin_quiet_chains`)
 
     def record(self, tenant_id: str, record: AuditRecord) -> Durable:
         """Queue `record`. It is journaled when someone waits on what this returns (with everything
@@ -179,9 +180,24 @@ class AuditLog:
                         await self._journal()
                     except OSError as exc:  # the records stay queued; the next waiter or round tries again
                         log.error("audit_journal_failed", error=type(exc).__name__)
-
         finally:
             os.close(lock)  # releases the lock
+
+    def _lock_directory(self) -> int:
+        """Hold the journal directory for this process's lifetime: recovery writes to the store the
+        files of the directory this process did not write, so a second live process using the same
+        directory would have its files (records not yet stored) chained twice. Refused instead."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AuditUnavailable(
+                f"the audit journal directory {self._dir} is in use by another Bastion process: give each "
+                "process its own (BASTION_AUDIT_JOURNAL_DIR)"
+            ) from None
+        return fd
 
     async def commit(self, tenant_id: str, record: AuditRecord) -> None:
         """Append `record` to its tenant's chain now, in its own transaction: for a call that must
@@ -298,22 +314,6 @@ class AuditLog:
         self._sync_seconds += (took - self._sync_seconds) * _SYNC_WEIGHT
 
     # --- stage 2: the store, in larger batches ----------------------------------------------------
-    def _lock_directory(self) -> int:
-        """Hold the journal directory for this process's lifetime: recovery writes to the store the
-        files of the directory this process did not write, so a second live process using the same
-        directory would have its files (records not yet stored) chained twice. Refused instead."""
-        self._dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AuditUnavailable(
-                f"the audit journal directory {self._dir} is in use by another Bastion process: give each "
-                "process its own (BASTION_AUDIT_JOURNAL_DIR)"
-            ) from None
-        return fd
-
     async def _try_recovery(self) -> None:
         try:
             await self.recover()
@@ -343,10 +343,12 @@ class AuditLog:
         """Checkpoints for chains whose newest records wait for one past the policy's interval, with
         no record since to make it due: a quiet tenant's last records are signed within the
         interval, not whenever its next record comes."""
-        checkpointer = self.checkpointer
-        if checkpointer is None:
+        checkpointer, now = self.checkpointer, self._clock()
+        # Looked for only once an interval has passed since this process last stored records (a
+        # chain that goes on getting records is pinned as it grows): an idle store sees no query.
+        if checkpointer is None or self._quiet_check_at is None or now < self._quiet_check_at:
             return
-        due = self._clock() - int(checkpointer.policy.seconds * 1_000_000)
+        due = now - int(checkpointer.policy.seconds * 1_000_000)
         async with self._db.session(SYSTEM) as session:
             quiet = await session.scalars(
                 select(AuditHead)
@@ -355,6 +357,7 @@ class AuditLog:
             )
             for head in quiet.all():
                 await checkpointer.pin(session, head, {head.seq: head.hash})
+        self._quiet_check_at = None  # after the commit: a round that failed looks again
 
     async def _store_journaled(self) -> None:
         if not self._journaled:
@@ -433,6 +436,8 @@ class AuditLog:
                     for tenant_id, records in by_tenant.items():
                         head = await lock_head(session, tenant_id, now_us=self._clock())
                         await extend_chain(session, head, records, self.checkpointer)
+                if self.checkpointer is not None:  # if no record follows, these wait one interval at most
+                    self._quiet_check_at = self._clock() + int(self.checkpointer.policy.seconds * 1_000_000)
                 return
             except IntegrityError:
                 if attempt:  # a second replica created the same head at once: once more, then give up
