@@ -186,3 +186,45 @@ def test_a_provider_that_authorizes_on_another_host_than_its_issuer_is_allowed_a
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_provider_that_fails_discovery_is_not_asked_again_by_every_sign_in_page(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Discovery that fails leaves the provider at its issuer, and the next pages do not try again
+    for a minute: an identity provider's outage does not slow every sign-in page down."""
+    import socket
+    from threading import Thread
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    asked: list[int] = []
+
+    def answer_nothing() -> None:  # each connection closed at once: the discovery fetch fails
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            asked.append(1)
+            connection.close()
+
+    Thread(target=answer_nothing, daemon=True).start()
+    issuer = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    provider = {"name": "down", "issuer": issuer, "client_id": "bastion", "client_secret": "s" * 32}
+    try:
+        with run_bastion(
+            tmp_path_factory.mktemp("down"),
+            oidc_providers=[provider],
+            egress_allow_cidrs=["127.0.0.0/8"],
+            admin_ui=True,
+        ) as bastion:
+            counts = []
+            for _ in range(3):
+                page = bastion.http.get("/admin/login")
+                assert page.status_code == 200 and _csp(page)["form-action"] == ["'self'", issuer]
+                counts.append(len(asked))
+    finally:
+        listener.close()
+    assert counts[0] >= 1 and counts[1:] == [counts[0], counts[0]], counts  # only the first page asked
