@@ -23,7 +23,8 @@ from bastion.console.viewer import CurrentViewer, Viewer
 from bastion.errors import BadRequest, NotFound
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry
-from bastion.store.repos.audit import AuditQuery, export_lines, search, verify_report
+from bastion.store.repos.audit import verify_report
+from bastion.store.repos.audit_search import AuditQuery, export_lines, search
 
 __all__ = ["router", "to_us", "user_names"]
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from bastion.admin.deps import AuditRead
-from bastion.store.repos.audit import AuditQuery, export_lines, record_out, search
+from bastion.store.repos.audit_search import AuditQuery, export_lines, record_out, search
 
 MAX_US = 2**63 - 1  # the stored times are 64-bit integers: a larger bound is a 422, not a database overflow
 

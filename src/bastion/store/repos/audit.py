@@ -28,7 +28,7 @@ import fcntl
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,7 +36,7 @@ from typing import Any, cast
 import anyio
 import orjson
 import structlog
-from sqlalchemy import Select, String, Table, insert, select
+from sqlalchemy import String, Table, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,7 +52,7 @@ from bastion.store.models import AuditEntry, AuditHead
 from bastion.store.repos.audit_checkpoints import Checkpointer
 from bastion.store.repos.audit_journal import JournalFile, journal_lines
 from bastion.store.repos.audit_verify import PRUNE_KIND, ChainReport, entry_record, verify_chain, verify_report
-from bastion.store.tenancy import SYSTEM, Tenancy
+from bastion.store.tenancy import SYSTEM
 
 # One default, the setting's (BASTION_AUDIT_STORE_SECONDS): tests and benches that build a log
 # without settings get what a deployment gets.
@@ -61,16 +61,11 @@ _STORE_SECONDS: float = Settings.model_fields["audit_store_seconds"].default
 __all__ = [
     "PRUNE_KIND",
     "AuditLog",
-    "AuditQuery",
     "ChainReport",
     "Durable",
     "entry_record",
-    "export",
-    "export_lines",
     "extend_chain",
     "lock_head",
-    "record_out",
-    "search",
     "verify_chain",
     "verify_report",
 ]
@@ -510,73 +505,3 @@ def _fitted(fields: dict[str, Any]) -> dict[str, Any]:
         if width is not None and isinstance(value, str) and len(value) > width:
             fields[name] = value[:width]
     return fields
-
-
-@dataclass(frozen=True, slots=True)
-class AuditQuery:
-    """Search filters; every one given must match. Times are POSIX microseconds."""
-
-    correlation_id: str | None = None
-    principal: str | None = None
-    target: str | None = None
-    decision: str | None = None
-    kind: str | None = None
-    since_us: int | None = None
-    until_us: int | None = None
-
-
-def _filtered(query: AuditQuery) -> Select[AuditEntry]:
-    statement = select(AuditEntry)
-    for column, value in (
-        (AuditEntry.correlation_id, query.correlation_id),
-        (AuditEntry.principal, query.principal),
-        (AuditEntry.target, query.target),
-        (AuditEntry.decision, query.decision),
-        (AuditEntry.kind, query.kind),
-    ):
-        if value is not None:
-            statement = statement.where(column == value)
-    if query.since_us is not None:
-        statement = statement.where(AuditEntry.at_us >= query.since_us)
-    if query.until_us is not None:
-        statement = statement.where(AuditEntry.at_us < query.until_us)
-    return statement
-
-
-async def search(db: Database, scope: Tenancy, query: AuditQuery, *, limit: int) -> list[AuditEntry]:
-    """The newest `limit` records that match, newest first (the scope keeps each tenant to its own)."""
-    async with db.session(scope) as session:
-        statement = _filtered(query).order_by(AuditEntry.at_us.desc(), AuditEntry.seq.desc()).limit(limit)
-        return list((await session.scalars(statement)).all())
-
-
-async def export(db: Database, scope: Tenancy, query: AuditQuery, *, chunk: int = 1000) -> AsyncIterator[AuditEntry]:
-    """Every matching record, oldest first, read in chunks (for JSON Lines export to a SIEM)."""
-    after: tuple[int, str] = (-1, "")
-    while True:
-        async with db.session(scope) as session:
-            statement = (
-                _filtered(query)
-                .where((AuditEntry.at_us > after[0]) | ((AuditEntry.at_us == after[0]) & (AuditEntry.id > after[1])))
-                .order_by(AuditEntry.at_us, AuditEntry.id)
-                .limit(chunk)
-            )
-            rows = list((await session.scalars(statement)).all())
-        for row in rows:
-            yield row
-        if len(rows) < chunk:
-            return
-        after = (rows[-1].at_us, rows[-1].id)
-
-
-def record_out(entry: AuditEntry) -> dict[str, Any]:
-    """A stored record as the admin API and the console show and export it: the chained fields,
-    then its link in the tenant's chain (tenant, seq, prev_hash, hash)."""
-    link = {"tenant_id": entry.tenant_id, "seq": entry.seq, "prev_hash": entry.prev_hash, "hash": entry.hash}
-    return entry_record(entry).fields() | link
-
-
-async def export_lines(db: Database, scope: Tenancy, query: AuditQuery) -> AsyncIterator[bytes]:
-    """`export` as JSON Lines (for a SIEM): one `record_out` object per line, oldest first."""
-    async for entry in export(db, scope, query):
-        yield orjson.dumps(record_out(entry)) + b"\n"
