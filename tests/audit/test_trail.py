@@ -34,7 +34,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
         yield bastion
 
 
-def _call(gw: Bastion, token: str, name: str, arguments: dict[str, Any], trace_id: str) -> httpx.Response:
+def _call(
+    gw: Bastion, token: str, name: str, arguments: dict[str, Any], trace_id: str, slug: str = "demo"
+) -> httpx.Response:
     meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
     body = {
         "jsonrpc": "2.0",
@@ -50,7 +52,7 @@ def _call(gw: Bastion, token: str, name: str, arguments: dict[str, Any], trace_i
         "mcp-name": name,
         "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
     }
-    return gw.http.post("/servers/demo/mcp", json=body, headers=headers)
+    return gw.http.post(f"/servers/{slug}/mcp", json=body, headers=headers)
 
 
 async def test_one_correlation_id_runs_from_the_request_through_the_upstream_call_to_the_export(gw: Bastion) -> None:
@@ -150,17 +152,7 @@ async def test_a_call_refused_after_its_origin_answered_is_answered_once_its_rec
         gw.add_origin("faulty-trail", url=url)
         gw.publish_server("faulty-trail", {"origin": "faulty-trail", "items": ["rpc_error"]})
         token, trace_id = gw.token("faulty-trail"), secrets.token_hex(16)
-        meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
-        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "rpc_error", "_meta": meta}}
-        headers = {
-            "authorization": f"Bearer {token}",
-            "accept": "application/json, text/event-stream",
-            "mcp-protocol-version": MODERN,
-            "mcp-method": "tools/call",
-            "mcp-name": "rpc_error",
-            "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
-        }
-        answered = gw.http.post("/servers/faulty-trail/mcp", json=body, headers=headers)
+        answered = _call(gw, token, "rpc_error", {}, trace_id, slug="faulty-trail")
         assert answered.json()["error"]["code"] == -32050
         journal = gw.settings.audit_journal_path()
         journaled = any(
