@@ -6,6 +6,7 @@ import html
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager
 
 import httpx
 import pytest
@@ -138,6 +139,16 @@ async def test_a_hostile_client_name_is_escaped_on_both_pages(flow: Flow) -> Non
         assert "&lt;script&gt;alert(" in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
 
 
+def _console_with_provider(
+    tmp_path_factory: pytest.TempPathFactory, name: str, issuer: str
+) -> AbstractContextManager[Bastion]:
+    """A gateway with its console on and one OpenID provider configured at `issuer`."""
+    provider = {"name": name, "issuer": issuer, "client_id": "bastion", "client_secret": "s" * 32}
+    return run_bastion(
+        tmp_path_factory.mktemp(name), oidc_providers=[provider], egress_allow_cidrs=["127.0.0.0/8"], admin_ui=True
+    )
+
+
 def test_a_provider_that_authorizes_on_another_host_than_its_issuer_is_allowed_as_a_form_target(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -171,14 +182,8 @@ def test_a_provider_that_authorizes_on_another_host_than_its_issuer_is_allowed_a
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Discovery)
     Thread(target=server.serve_forever, daemon=True).start()
-    provider = {"name": "corp", "issuer": issuer, "client_id": "bastion", "client_secret": "s" * 32}
     try:
-        with run_bastion(
-            tmp_path_factory.mktemp("targets"),
-            oidc_providers=[provider],
-            egress_allow_cidrs=["127.0.0.0/8"],
-            admin_ui=True,
-        ) as bastion:
+        with _console_with_provider(tmp_path_factory, "corp", issuer) as bastion:
             page = bastion.http.get("/admin/login")
             assert page.status_code == 200 and "Sign in with corp" in page.text
             form_action = _csp(page)["form-action"]
@@ -212,14 +217,8 @@ def test_a_provider_that_fails_discovery_is_not_asked_again_by_every_sign_in_pag
 
     Thread(target=answer_nothing, daemon=True).start()
     issuer = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    provider = {"name": "down", "issuer": issuer, "client_id": "bastion", "client_secret": "s" * 32}
     try:
-        with run_bastion(
-            tmp_path_factory.mktemp("down"),
-            oidc_providers=[provider],
-            egress_allow_cidrs=["127.0.0.0/8"],
-            admin_ui=True,
-        ) as bastion:
+        with _console_with_provider(tmp_path_factory, "down", issuer) as bastion:
             counts = []
             for _ in range(3):
                 page = bastion.http.get("/admin/login")
