@@ -1,7 +1,10 @@
 """Two replicas with the Redis bus: what the per-request epoch check costs, and how fast a change travels.
 
-Replica A is also a load target (`b+redis`): the same `tools/call` as the plain `bastion` row, so
-the difference between the two rows is the per-request check of the shared epoch in Redis. Then
+Replica A is also a load target (`b+redis`): the same `tools/call` as the plain `bastion` row. On
+PostgreSQL a third Bastion, alone on a database of its own and without Redis, is a load target too
+(`b+pg`), so the rows split cleanly: `b+pg` minus `bastion` is what the PostgreSQL store costs per
+call against the embedded SQLite, `b+redis` minus `b+pg` is the per-request check of the shared epoch
+in Redis (on SQLite, `b+redis` minus `bastion` is that check alone). Then
 revocations on A are watched from B: B's snapshot epoch (`/readyz`, which never catches up by
 itself) shows how long pub/sub takes to refresh B ahead of any request, and a call on B right
 after A's call returns shows the strict path (must be refused, whatever pub/sub did).
@@ -35,9 +38,10 @@ from bench.report import Phase
 from bench.stack import SLUG, Target, provision, smoke, start_bastion
 from bench.wire import request_body, request_headers
 
-__all__ = ["NAME", "Pair", "epoch_check_cost", "measure_propagation", "replica_pair"]
+__all__ = ["NAME", "PG_NAME", "Pair", "epoch_check_cost", "measure_propagation", "replica_pair"]
 
 NAME = "b+redis"  # the load target's row name: Bastion with BASTION_REDIS_URL set
+PG_NAME = "b+pg"  # Bastion on a PostgreSQL database of its own, no Redis: the store's share of b+redis
 _POLL_DEADLINE = 5.0
 
 
@@ -50,6 +54,7 @@ class Pair:
     password: str
     database: str  # "postgresql" or "sqlite"
     target: Target  # A's MCP endpoint, for the load phases
+    alone: Target | None  # b+pg: the same store kind without Redis (None on SQLite: `bastion` is that row)
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -111,19 +116,39 @@ def replica_pair(work: Path, origin_url: str, password: str) -> Iterator[Pair | 
         b, b_base = start_bastion(stack, work, password, started, name="replica-b", extra=b_env)
         target = Target(NAME, f"{a_base}/servers/{SLUG}/mcp", token, a.pid)
         smoke(target)
-        yield Pair(a, b, a_base, b_base, password, kind, target)
+        alone = _alone(stack, work, password, origin_url, started) if kind == "postgresql" else None
+        yield Pair(a, b, a_base, b_base, password, kind, target, alone)
 
 
-def epoch_check_cost(phases: list[Phase], levels: tuple[int, ...]) -> dict[str, float]:
-    """Per concurrency level: CPU µs per call and p50 of `b+redis` minus the plain `bastion` row."""
-    cost: dict[str, float] = {}
+def _alone(stack: ExitStack, work: Path, password: str, origin_url: str, started: list[Child]) -> Target:
+    """`b+pg`: one Bastion on a fresh PostgreSQL database of its own, no Redis, provisioned like the others."""
+    database_url, _ = stack.enter_context(_database(work))
+    extra = {"BASTION_DATABASE_URL": database_url, "BASTION_AUDIT_JOURNAL_DIR": str(work / "journal-alone-pg")}
+    child, base = start_bastion(stack, work, password, started, name="alone-pg", extra=extra)
+    token, _ = provision(base, password, origin_url)
+    target = Target(PG_NAME, f"{base}/servers/{SLUG}/mcp", token, child.pid)
+    smoke(target)
+    return target
+
+
+def _difference(phases: list[Phase], minuend: str, subtrahend: str, level: int) -> tuple[float, float]:
+    """(CPU µs per call, p50 ms) of one target's row minus another's at one concurrency."""
+    high = next(p for p in phases if p.target == minuend and p.concurrency == level)
+    low = next(p for p in phases if p.target == subtrahend and p.concurrency == level)
+    return high.us_per_call(high.bastion_cpu_s) - low.us_per_call(low.bastion_cpu_s), high.p50_ms - low.p50_ms
+
+
+def epoch_check_cost(phases: list[Phase], levels: tuple[int, ...]) -> dict[str, Any]:
+    """Per concurrency level, CPU µs per call and p50: the epoch check (`b+redis` minus the row on the same
+    store kind: `b+pg`, else `bastion`) and, with `b+pg`, the PostgreSQL store (`b+pg` minus `bastion`)."""
+    alone = any(p.target == PG_NAME for p in phases)
+    cost: dict[str, Any] = {"epoch_baseline": PG_NAME if alone else "bastion"}
     for level in levels:
-        plain = next(p for p in phases if p.target == "bastion" and p.concurrency == level)
-        redis = next(p for p in phases if p.target == NAME and p.concurrency == level)
-        cost[f"cpu_us_per_call_c{level}"] = redis.us_per_call(redis.bastion_cpu_s) - plain.us_per_call(
-            plain.bastion_cpu_s
-        )
-        cost[f"p50_ms_c{level}"] = redis.p50_ms - plain.p50_ms
+        cpu, p50 = _difference(phases, NAME, cost["epoch_baseline"], level)
+        cost[f"cpu_us_per_call_c{level}"], cost[f"p50_ms_c{level}"] = cpu, p50
+        if alone:
+            cpu, p50 = _difference(phases, PG_NAME, "bastion", level)
+            cost[f"postgresql_cpu_us_per_call_c{level}"], cost[f"postgresql_p50_ms_c{level}"] = cpu, p50
     return cost
 
 

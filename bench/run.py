@@ -27,7 +27,7 @@ import orjson
 
 from bench import audit, pipeline
 from bench.floor import PARTS
-from bench.replicas import NAME, Pair, epoch_check_cost, measure_propagation, replica_pair
+from bench.replicas import NAME, PG_NAME, Pair, epoch_check_cost, measure_propagation, replica_pair
 from bench.report import Phase, summarize, table
 from bench.rss import RssSampler
 from bench.stack import ROOT, Stack, Target, running_stack
@@ -98,6 +98,9 @@ def _measure(stack: Stack, pair: Pair | None, *, seconds: float, warmup: float, 
     if pair is not None:  # the same calls through a Bastion that checks the shared epoch per request
         pids[NAME] = pair.a.pid
         targets.append(pair.target)
+        if pair.alone is not None:  # the same store without Redis: splits the row's cost in two
+            pids[PG_NAME] = pair.alone.server_pid
+            targets.append(pair.alone)
     with RssSampler(pids) as rss:
         for target in targets:
             for concurrency in LEVELS:
@@ -123,10 +126,15 @@ def _environment(seconds: float, warmup: float, client: str) -> dict[str, object
     }
 
 
-def _print_replicas(cost: dict[str, float] | None, propagation: dict[str, Any] | None) -> None:
+def _print_replicas(cost: dict[str, Any] | None, propagation: dict[str, Any] | None) -> None:
     if cost is None or propagation is None:
         return
-    print(f"per-request epoch check ({NAME} minus bastion):")
+    if cost["epoch_baseline"] == PG_NAME:
+        print(f"PostgreSQL store instead of SQLite ({PG_NAME} minus bastion):")
+        for level in LEVELS:
+            cpu, p50 = cost[f"postgresql_cpu_us_per_call_c{level}"], cost[f"postgresql_p50_ms_c{level}"]
+            print(f"  c={level:<3} CPU {cpu:+.0f} µs/call, p50 {p50:+.2f} ms")
+    print(f"per-request epoch check ({NAME} minus {cost['epoch_baseline']}):")
     for level in LEVELS:
         cpu, p50 = cost[f"cpu_us_per_call_c{level}"], cost[f"p50_ms_c{level}"]
         print(f"  c={level:<3} CPU {cpu:+.0f} µs/call, p50 {p50:+.2f} ms")
@@ -177,6 +185,8 @@ def main() -> int:
         print(f"  bastion pid {stack.bastion.pid:<7} {stack.gateway.url}")
         if pair is not None:
             print(f"  {NAME} pid {pair.a.pid:<7} {pair.target.url} (replica A; B pid {pair.b.pid}, {pair.database})")
+            if pair.alone is not None:
+                print(f"  {PG_NAME:<7} pid {pair.alone.server_pid:<7} {pair.alone.url} (PostgreSQL, no Redis)")
         print(f"  Bastion speaks {stack.upstream_protocol} to the origin; clients speak 2026-07-28 to both")
         phases = _measure(stack, pair, seconds=seconds, warmup=warmup, client=client)
         upstream_protocol = stack.upstream_protocol
