@@ -248,9 +248,20 @@ class Services:
     async def running(self, *, poll_epoch: bool = True) -> AsyncIterator[Services]:
         """Start the background parts (origin readers, epoch poll); stop them on exit.
 
-        First of all, every sealed secret in the store must open with the configured master keys
-        (VaultError otherwise): nothing is read, served or written with a missing or wrong key.
+        First of all, this process takes the audit journal directory: a second server on it is
+        refused (AuditUnavailable) before it starts anything. Then every sealed secret in the store
+        must open with the configured master keys (VaultError otherwise): nothing is read, served
+        or written with a missing or wrong key.
         """
+        self.audit.hold_directory()
+        try:
+            async with self._started(poll_epoch=poll_epoch):
+                yield self
+        finally:
+            self.audit.release_directory()
+
+    @asynccontextmanager
+    async def _started(self, *, poll_epoch: bool) -> AsyncIterator[None]:
         await check_vault(self.db, self.db.vault)
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
@@ -273,7 +284,7 @@ class Services:
                 tasks.start_soon(self.holder.poll_epoch, self.settings.epoch_poll_seconds)
                 tasks.start_soon(self.sessions.follow_ends, self.settings.epoch_poll_seconds)
             try:
-                yield self
+                yield
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.pool.aclose()

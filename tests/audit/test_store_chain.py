@@ -7,13 +7,14 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import orjson
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.audit.chain import AuditRecord
@@ -21,6 +22,7 @@ from bastion.errors import AuditUnavailable
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, Tenant
 from bastion.store.repos.audit import AuditLog, verify_chain
+from bastion.store.repos.audit_directory import COMMANDS, command_directory
 from bastion.store.repos.audit_journal import JournalFile, journal_lines
 from bastion.store.tenancy import SYSTEM
 from tests.harness import postgres_url
@@ -371,3 +373,54 @@ async def test_a_second_process_on_the_same_journal_directory_is_refused(db: Dat
         tasks.start_soon(second.run)
         await anyio.sleep(0.1)
         tasks.cancel_scope.cancel()
+
+
+async def _left_behind(db: Database, journal: Path, n: int, *, age: float) -> tuple[AuditLog, Path]:
+    """A CLI command's log whose record was journaled, never stored: as its process leaves it when killed."""
+    directory = command_directory(journal)
+    command = AuditLog(db, directory)
+    command.hold_directory()
+    await command.record("default", _record(n)).wait()
+    seconds = time.time() - age
+    os.utime(directory, (seconds, seconds))
+    return command, directory
+
+
+async def test_a_killed_commands_journal_is_adopted_by_the_server_once_its_lock_is_free(
+    db: Database, tmp_path: Path
+) -> None:
+    """A CLI command journals in a directory of its own under the server's (the server holds its own).
+    Killed before storing, it leaves records there: the server's log stores them and removes the
+    directory, but not while the command still holds it, nor one made in the last minute (between
+    being made and being locked)."""
+    journal = tmp_path / "journal"
+    killed, killed_dir = await _left_behind(db, journal, 1, age=120)
+    killed.release_directory()  # the kernel's part of a kill: its lock goes, its file stays
+    live, live_dir = await _left_behind(db, journal, 2, age=120)
+    young, young_dir = await _left_behind(db, journal, 3, age=0)
+    young.release_directory()
+    server = AuditLog(db, journal)
+    server.hold_directory()
+    await server.recover()
+    assert await verify_chain(db, "default") == (1, None)
+    async with db.session(SYSTEM) as session:
+        assert [entry.id for entry in await session.scalars(select(AuditEntry))] == [_record(1).id]
+    assert not killed_dir.exists() and live_dir.exists() and young_dir.exists()
+    live.release_directory()
+    await server.recover()  # the next look (once a minute while serving) takes the one now free
+    assert await verify_chain(db, "default") == (2, None) and not live_dir.exists() and young_dir.exists()
+    server.release_directory()
+
+
+async def test_a_commands_directory_is_removed_when_it_ends_with_everything_stored(
+    db: Database, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    command = AuditLog(db, command_directory(journal))
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(command.run)
+        await command.record("default", _record(1)).wait()
+        await command.aclose()
+        tasks.cancel_scope.cancel()
+    assert await verify_chain(db, "default") == (1, None)
+    assert list((journal / COMMANDS).iterdir()) == []

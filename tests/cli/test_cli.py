@@ -32,7 +32,7 @@ from bastion.config import Settings
 from bastion.services import Services
 from bastion.store.repos import origins
 from bastion.store.tenancy import SYSTEM
-from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, free_port, schema_head
+from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, free_port, run_bastion, schema_head
 
 
 @dataclass(frozen=True)
@@ -282,6 +282,26 @@ def test_tokens_create_shows_the_secret_once_list_never_shows_it_and_revoke_stam
     with sqlite3.connect(workspace.database) as conn:
         stored = conn.execute("SELECT * FROM api_tokens WHERE id = ?", (created["id"],)).fetchone()
     assert secret not in repr(stored)
+
+
+# --- beside a running server ------------------------------------------------------------------------------------
+
+
+def test_commands_work_beside_a_running_server_and_a_second_server_on_its_journal_is_refused(tmp_path: Path) -> None:
+    """The server holds its audit journal directory for its life: a command journals in a directory of
+    its own (it waited forever on the server's before), and a second `serve` with the same settings
+    stops at once with one line saying why."""
+    space = _workspace(tmp_path)
+    with run_bastion(tmp_path) as gateway:
+        created, second = run_cli(
+            space, ("servers", "create", "beside", "--json"), ("serve", "--port", str(free_port()))
+        )
+        assert created.json()["slug"] == "beside"
+        assert [s["slug"] for s in gateway.ok("GET", "/api/servers")] == ["beside"]
+        assert second.returncode == 1, second
+        [line] = [line for line in second.stderr.splitlines() if line.startswith("refusing to start")]
+        assert "is in use by another Bastion process" in line and "Traceback" not in second.stderr
+        assert list((tmp_path / "audit-journal" / "commands").iterdir()) == []  # each command's, removed
 
 
 # --- the background checks (last, so that they overlap with the tests above) -------------------------------------

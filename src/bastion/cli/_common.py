@@ -34,9 +34,13 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
     # The gateway's modules load here, not at import: `bastion --help` stays quick.
     from bastion.errors import BastionError
     from bastion.services import Services
+    from bastion.store.repos.audit_directory import command_directory
     from bastion.vault.envelope import VaultError
 
     settings = Settings()
+    # A directory of its own for this command's audit journal: the server's is held by the server.
+    journal = command_directory(settings.audit_journal_path())
+    settings = settings.model_copy(update={"audit_journal_dir": journal})
     configure_logging(settings.log_level, settings.log_file)
     hide_process()  # discovery may start stdio origins here too (see bastion.support.process)
 

@@ -91,6 +91,7 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
     if findings and settings.require_strong_secrets:
         typer.secho("refusing to start: BASTION_REQUIRE_STRONG_SECRETS=true", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+    from bastion.errors import AuditUnavailable
     from bastion.vault.envelope import VaultError
 
     async def prepare() -> None:
@@ -107,6 +108,9 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
         anyio.run(prepare)
     except VaultError as error:  # a missing, wrong or malformed master key: nothing was read or written
         typer.secho(f"refusing to start: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except AuditUnavailable as error:  # the journal directory is another server's: nothing was started
+        typer.secho(f"refusing to start: {error.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     services = Services(settings)  # fresh objects for the server's own event loop
     config = uvicorn.Config(

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +47,7 @@ from bastion.oauth.keys import KeyRing
 from bastion.storable import storable_json
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, AuditHead
+from bastion.store.repos import audit_directory as journal_directory
 from bastion.store.repos.audit_checkpoints import Checkpointer
 from bastion.store.repos.audit_journal import JournalFile, journal_lines
 from bastion.store.repos.audit_verify import PRUNE_KIND, ChainReport, entry_record, verify_chain, verify_report
@@ -77,6 +76,7 @@ _ENTRIES = cast(Table, AuditEntry.__table__)
 # the newest sync (about the last ten count).
 _INLINE_SYNC_LIMIT = 0.001
 _SYNC_WEIGHT = 0.1
+_ADOPT_SECONDS = 60.0  # how often a running log looks for CLI commands' directories left behind
 
 
 class Durable:
@@ -148,6 +148,8 @@ class AuditLog:
         self._sequence = 0
         self._recovered = False  # a previous process's journal files are in the store
         self._quiet_check_at: int | None = None  # when to look for chains left unsigned (see `_pin_quiet_chains`)
+        self._held: int | None = None  # the journal directory's lock (see `hold_directory`)
+        self._adopt_at = 0.0  # when to look again for CLI commands' directories left behind (see `recover`)
 
     def record(self, tenant_id: str, record: AuditRecord) -> Durable:
         """Queue `record`. It is journaled when someone waits on what this returns (with everything
@@ -163,8 +165,21 @@ class AuditLog:
         """(records waiting for the journal, records journaled but not yet in the store)."""
         return len(self._queue), len(self._journaled)
 
+    def hold_directory(self) -> None:
+        """Hold the journal directory for this process (see `audit_directory`); AuditUnavailable if
+        another process holds it. Services do so before starting anything; `run` does if not yet."""
+        if self._held is None:
+            self._held = journal_directory.hold(self._dir)
+
+    def release_directory(self) -> None:
+        """Let the directory go; a CLI command's own directory is removed once nothing is left in it."""
+        if self._held is not None:
+            fd, self._held = self._held, None
+            journal_directory.release(self._dir, fd, remove=journal_directory.is_command_directory(self._dir))
+
     async def run(self) -> None:
-        lock = self._lock_directory()  # one process per journal directory: see `_lock_directory`
+        held_here = self._held is None
+        self.hold_directory()
         try:
             await self._try_recovery()
             async with anyio.create_task_group() as tasks:
@@ -176,23 +191,8 @@ class AuditLog:
                     except OSError as exc:  # the records stay queued; the next waiter or round tries again
                         log.error("audit_journal_failed", error=type(exc).__name__)
         finally:
-            os.close(lock)  # releases the lock
-
-    def _lock_directory(self) -> int:
-        """Hold the journal directory for this process's lifetime: recovery writes to the store the
-        files of the directory this process did not write, so a second live process using the same
-        directory would have its files (records not yet stored) chained twice. Refused instead."""
-        self._dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AuditUnavailable(
-                f"the audit journal directory {self._dir} is in use by another Bastion process: give each "
-                "process its own (BASTION_AUDIT_JOURNAL_DIR)"
-            ) from None
-        return fd
+            if held_here:
+                self.release_directory()
 
     async def commit(self, tenant_id: str, record: AuditRecord) -> None:
         """Append `record` to its tenant's chain now, in its own transaction: for a call that must
@@ -316,11 +316,14 @@ class AuditLog:
             log.warning("audit_journal_recovery_failed", error=type(exc).__name__)
         else:
             self._recovered = True
+            self._adopt_at = time.monotonic() + _ADOPT_SECONDS
 
     async def _store_loop(self) -> None:
         while True:
             await anyio.sleep(self._store_interval)
-            if not self._recovered:  # the store was down at start: a crashed process's files wait
+            # The store was down at start (a crashed process's files wait), or a CLI command may have
+            # been killed since with records in its own directory: looked for once a minute.
+            if not self._recovered or time.monotonic() >= self._adopt_at:
                 await self._try_recovery()
             try:
                 await self._store()
@@ -380,7 +383,8 @@ class AuditLog:
 
     async def recover(self) -> None:
         """At start: journal files a previous process left (it was killed, or the store was down)
-        are written to the store in order, skipping records that had reached it already."""
+        are written to the store in order, skipping records that had reached it already; so are
+        those of CLI commands killed before they stored theirs (see `audit_directory`)."""
         if not self._dir.exists():
             return
         # Under the store lock, before any new batch, and shielded: cancelled half-way (a stop
@@ -393,6 +397,12 @@ class AuditLog:
                 for path in sorted(self._dir.glob("audit-journal-*.jsonl")):
                     if path not in own:
                         await self._recover_file(path)
+                for directory, fd in journal_directory.orphans(self._dir):
+                    try:
+                        for path in sorted(directory.glob("audit-journal-*.jsonl")):
+                            await self._recover_file(path)
+                    finally:
+                        journal_directory.release(directory, fd, remove=True)
 
     async def _recover_file(self, path: Path) -> None:
         # Plain file reads: recovery reads a few files once, at start (or until the store is back).
