@@ -118,6 +118,19 @@ async def test_scopes_may_narrow_but_never_exceed_the_subject_tokens(
     assert narrowed.json()["scope"] == "mcp:read"
 
 
+async def test_the_new_tokens_scopes_stay_within_what_the_client_was_given(gw: Bastion, flow: Flow) -> None:
+    """An administrator's scopes for a service client cap what token exchange gives it, as they cap
+    client credentials: a user's full token does not lift a read-only client to writing."""
+    body = {"name": "reader", "servers": ["other"], "scopes": ["mcp:read"], "grant_types": [EXCHANGE]}
+    reader: dict[str, Any] = gw.ok("POST", "/api/oauth/clients", json=body)
+    user = await user_tokens(flow)
+    for form in ({"resource": gw.mcp_url("other")}, {}, {"resource": gw.mcp_url("other"), "scope": "mcp"}):
+        response = await exchange(flow.http, reader, user.access_token, **form)
+        assert response.status_code == 200, response.text
+        assert response.json()["scope"] == "mcp:read", form
+        assert (await introspect(flow.http, reader, response.json()["access_token"]))["scope"] == "mcp:read"
+
+
 async def test_a_revoked_or_unknown_subject_token_is_invalid_request(
     gw: Bastion, flow: Flow, agent: dict[str, Any]
 ) -> None:

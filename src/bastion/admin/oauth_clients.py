@@ -2,9 +2,9 @@
 
 A service client is confidential (RFC 6749 §2.1): its secret is shown once, in
 the creation response, and stored only as a SHA-256 hash. It acts as its owner
-user and reaches only the virtual servers named here, with at most the scopes
-named here. Deleting a client revokes every token it holds, on every replica
-at once.
+user and reaches only the virtual servers named here (and, by token exchange,
+the server of a user's token it was handed), with at most the scopes named
+here. Deleting a client revokes every token it holds, on every replica at once.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 Delegation, kept simple (RFC 8693 §1.1): the authenticated service client is
 the actor and the subject token's user the subject. The new token is issued to
 the client (its `client_id`) for that user (its `sub`), for one resource and
-at most the subject token's scopes. There is no `actor_token` and no `act`
-claim chain: the client authentication already proves who acts, and Bastion's
-opaque tokens carry no `may_act` claim, so the audience rule below stands in
-for it: the target is the subject token's own server or one of the servers an
-administrator allowed the client to reach.
+at most the scopes both the subject token and the client hold (what an
+administrator gave the client caps every token it gets, by any grant). There is
+no `actor_token` and no `act` claim chain: the client authentication already
+proves who acts, and Bastion's opaque tokens carry no `may_act` claim, so the
+audience rule below stands in for it: the target is the subject token's own
+server (the client holds a token for it already: the subject token) or one of
+the servers an administrator allowed the client to reach.
 
 The new token starts a family of its own (an MCP session bound to the user's
 grant is not opened to the client), carries no refresh token, and never
@@ -23,6 +25,7 @@ from bastion.catalog.snapshot import Snapshot
 from bastion.errors import BadRequest, UnauthorizedClient
 from bastion.identity.tokens import TOKEN_PREFIX, hash_token
 from bastion.oauth.assertion import IdentityAssertionGrant
+from bastion.oauth.client_credentials import held_scopes, scopes_within
 from bastion.oauth.provider import Client, Grant, OAuthStore, TokenRecord
 from bastion.oauth.resources import InvalidTarget, resource_url, server_for_resource
 from bastion.oauth.scopes import narrowed
@@ -62,8 +65,9 @@ class TokenExchangeGrant:
             return await self._from_jwt(form, client, now)
         subject = await self._subject(form, now)
         server_id = self._target(form, client, subject)
-        # RFC 8693 §2.1 scope: what the new token is for, never more than the subject token holds.
-        scopes = narrowed(form.get("scope"), subject.grant.scopes)
+        # RFC 8693 §2.1 scope: what the new token is for, never more than the subject token holds,
+        # nor than the client was given (the other grants cap by it too).
+        scopes = scopes_within(" ".join(narrowed(form.get("scope"), subject.grant.scopes)), held_scopes(client))
         grant = Grant(
             family_id=secrets.token_hex(16),
             client_id=client.client_id,
