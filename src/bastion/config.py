@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     session_lifetime_seconds: float = Field(
         86_400, gt=0, description="Every replica refuses an MCP session id this long after its initialize."
     )
+    session_local_max: int = Field(
+        10_000,
+        ge=16,
+        description="MCP sessions whose local state one replica keeps; past it, the least recently used that "
+        "hold nothing (no stream, no request in flight) are freed and reopen from their sealed id when used.",
+    )
     session_key: SecretStr | None = Field(
         None,
         description="Keys sealing MCP session ids so that any replica opens any session: comma-separated "

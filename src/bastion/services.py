@@ -107,6 +107,7 @@ class Services:
             idle_seconds=settings.session_idle_seconds,
             lifetime_seconds=settings.session_lifetime_seconds,
             ends=SqlSessionEnds(self.db),
+            max_local=settings.session_local_max,
         )
         # Signed with the authorization server's keys (published in its JWKS), read when minting:
         # a key rotation applies to the next token.

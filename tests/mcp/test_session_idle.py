@@ -9,7 +9,7 @@ import time
 import anyio
 import pytest
 
-from bastion.mcp.sessions import SessionStore
+from bastion.mcp.sessions import Session, SessionStore
 
 pytestmark = pytest.mark.anyio
 
@@ -46,3 +46,36 @@ async def test_a_session_with_an_open_stream_outlives_the_idle_timeout_and_ends_
     await anyio.sleep(IDLE * 2)
     opened()
     assert store.count() == 1  # only the newest: the waiting one and the other idle one were freed
+
+
+async def test_a_flood_of_sessions_keeps_the_local_table_bounded_and_loses_no_session() -> None:
+    """Every `initialize` makes a session: past the bound, the least recently used that hold nothing
+    are freed (they reopen from their sealed id); one with an open stream, or used lately, stays."""
+    store = SessionStore(idle_seconds=3600, lifetime_seconds=3600, ends=_NoEnds(), max_local=16)
+    await store.start([os.urandom(32)])
+
+    def opened() -> str:
+        return store.create(server_id="s", token_id="t", protocol_version="2025-11-25", capabilities={}).id
+
+    def local(session_id: str, owner: str = "t") -> Session | None:
+        return store.get(session_id, server_id="s", token_id=owner)
+
+    streaming, used, unused = opened(), opened(), opened()
+    listening, recent, old = local(streaming), local(used), local(unused)
+    assert listening is not None and recent is not None and old is not None
+    inbox = listening.open_stream()
+    for _ in range(13):
+        opened()
+    assert store.count() == 16
+    assert local(used) is recent  # used again: now the most recently used
+    opened()  # one past the bound: the least recently used holding nothing goes
+    assert store.count() == 16 and local(used) is recent
+    reopened = local(unused)  # freed, and reopened from its seal: the id still works
+    assert reopened is not None and reopened is not old and reopened.protocol_version == "2025-11-25"
+    flood = [opened() for _ in range(200)]
+    assert store.count() == 16
+    assert local(streaming) is listening and listening.streaming  # its stream is still here
+    assert local(flood[0]) is not None and local(flood[-1]) is not None
+    assert local(unused, owner="someone else") is None  # still bound to its owner
+    inbox.close()
+    store.close(streaming)

@@ -18,6 +18,13 @@ Lifetimes: every replica refuses an id `lifetime` seconds after it was issued
 (the issue time is sealed in it). The idle timeout only frees one replica's
 local state, since no replica sees the session's use on the others.
 
+Local state is a cache of the seals, kept in the order sessions were last used
+and bounded (`max_local`): past the bound, the least recently used sessions
+that hold nothing (no stream, no request in flight, no question waiting) are
+freed, and reopen from their seal when used again. So a client that opens
+sessions by the thousand (each `initialize` makes one) costs this replica a
+bounded table, and making or sweeping one looks at the oldest few only.
+
 DELETE records the session's nonce in the store (`SessionEnds`). Each replica
 reads the recorded ends at start and then on every poll, so a deleted id is
 refused at once on the replica that deleted it and within one poll interval on
@@ -116,6 +123,11 @@ class Session:
     def idle(self, now: float, limit: float) -> bool:
         return not self.streaming and now - self.last_seen > limit
 
+    @property
+    def holds_nothing(self) -> bool:
+        """Freeing the local state loses nothing: the seal reopens the rest on the next request."""
+        return not self.streaming and not self.in_flight and not self.asks
+
     def open_stream(self) -> MemoryObjectReceiveStream[bytes]:
         if self.outbox is not None:
             self.outbox.close()  # the spec allows one stream; a new GET replaces the old one
@@ -161,8 +173,11 @@ class SessionEnds(Protocol):
 
 
 class SessionStore:
-    def __init__(self, *, idle_seconds: float, lifetime_seconds: float, ends: SessionEnds) -> None:
-        self._sessions: dict[str, Session] = {}
+    def __init__(
+        self, *, idle_seconds: float, lifetime_seconds: float, ends: SessionEnds, max_local: int = 10_000
+    ) -> None:
+        self._sessions: dict[str, Session] = {}  # least recently used first (see the module's docstring)
+        self._max_local = max_local
         self._idle = idle_seconds
         self._lifetime = lifetime_seconds
         self._ends = ends
@@ -242,6 +257,9 @@ class SessionStore:
             session = None
         if session is None:
             session = self._open(session_id, server_id, token_id)
+        elif next(reversed(self._sessions)) != session_id:  # now the most recently used
+            del self._sessions[session_id]
+            self._sessions[session_id] = session
         if session is not None:
             session.last_seen = time.monotonic()
         return session
@@ -280,7 +298,20 @@ class SessionStore:
             expires_at=opened.issued_at + self._lifetime,
         )
         self._sessions[session_id] = session
+        if len(self._sessions) > self._max_local:
+            self._shed(len(self._sessions) - self._max_local)
         return session
+
+    def _shed(self, count: int) -> None:
+        """Free the local state of the `count` least recently used sessions that hold nothing."""
+        freed: list[str] = []
+        for session in self._sessions.values():
+            if len(freed) == count:
+                break
+            if session.holds_nothing:
+                freed.append(session.id)
+        for session_id in freed:
+            self.close(session_id)
 
     def _sealer(self) -> SessionSeal:
         if self._seal is None:
@@ -288,6 +319,14 @@ class SessionStore:
         return self._seal
 
     def _expire(self) -> None:
+        """Free idle sessions, oldest first: the first one found in use ends the sweep (every later one
+        was used more recently). One with an open stream is never idle, and is stepped over."""
         now, wall = time.monotonic(), time.time()
-        for session in [s for s in self._sessions.values() if s.idle(now, self._idle) or s.expires_at <= wall]:
-            self.close(session.id)
+        done: list[str] = []
+        for session in self._sessions.values():
+            if session.idle(now, self._idle) or session.expires_at <= wall:
+                done.append(session.id)
+            elif not session.streaming:
+                break
+        for session_id in done:
+            self.close(session_id)
