@@ -41,6 +41,7 @@ CLIENT_NAME = "Metadata Document Agent"
 class DocumentSite:
     base: str
     hits: collections.Counter[str] = field(default_factory=collections.Counter)
+    document: dict[str, Any] = field(default_factory=dict)  # what it serves (a test may change it)
 
     @property
     def client_id(self) -> str:
@@ -74,19 +75,18 @@ def guarded(tmp_path: Path, ca: LocalCA) -> Iterator[Bastion]:
 @pytest.fixture
 async def site(tmp_path: Path, ca: LocalCA) -> AsyncIterator[DocumentSite]:
     """An HTTPS server for localhost publishing one client metadata document."""
-    served: dict[str, Any] = {}
 
     async def handle(request: web.Request) -> web.Response:
         documents.hits[request.path] += 1
         if request.path != "/oauth/client.json":
             return web.Response(status=404, text="not found")
-        return web.Response(body=json.dumps(served), content_type="application/json")
+        return web.Response(body=json.dumps(documents.document), content_type="application/json")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
     async with serve(app, ca.server_context(tmp_path)) as port:
         documents = DocumentSite(base=f"https://localhost:{port}")
-        served.update(
+        documents.document.update(
             client_id=documents.client_id,
             client_name=CLIENT_NAME,
             client_uri="https://agent.example",
@@ -177,6 +177,38 @@ async def test_a_document_on_loopback_is_refused_under_the_default_egress_policy
     assert token.status_code == 401
     assert token.json()["error"] == "invalid_client"
     assert "not a public address" in token.json()["error_description"]
+
+
+POLICIES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "off": ({"registration": "off"}, REDIRECT_URI, "admits no new clients (BASTION_REGISTRATION=off)"),
+    "allowlist": (
+        {"registration": "allowlist", "registration_redirect_hosts": ["agent.example"]},
+        "https://elsewhere.example/callback",
+        "redirect host elsewhere.example is not on this server's registration allowlist",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(POLICIES))
+def held(request: pytest.FixtureRequest, tmp_path: Path, ca: LocalCA) -> Iterator[tuple[Bastion, str, str, str]]:
+    """A Bastion under one registration policy, the redirect URI it must refuse, and why."""
+    overrides, redirect_uri, message = POLICIES[request.param]
+    for bastion in _trusting(tmp_path, ca, egress_allow_cidrs=["127.0.0.0/8"], **overrides):
+        yield bastion, request.param, redirect_uri, message
+
+
+async def test_a_metadata_document_client_is_held_to_the_registration_policy(
+    held: tuple[Bastion, str, str, str], site: DocumentSite
+) -> None:
+    """A document names a new client just as registration does: `off` admits none, and `allowlist`
+    only redirect URIs on its hosts (both were bypassed by sending a document URL as client_id)."""
+    bastion, _, redirect_uri, message = held
+    site.document["redirect_uris"] = [REDIRECT_URI, "https://agent.example/callback", redirect_uri]
+    async with Flow(bastion) as person:
+        page = await person.http.get(person.authorize_path(site.client_id, Pkce.new(), redirect_uri=redirect_uri))
+        assert page.status_code == 401 and "location" not in page.headers
+    # Under the allowlist, loopback and the listed host, before it in the document, were let through.
+    assert message in page_message(page)
 
 
 async def test_the_metadata_advertises_client_id_metadata_documents(gw: Bastion) -> None:

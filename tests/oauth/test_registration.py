@@ -86,6 +86,8 @@ async def test_a_confidential_client_must_prove_its_secret_at_the_token_endpoint
         (["https://localhost/cb"], "web", "a web client may not redirect to https://localhost/cb"),
         (["myapp:/callback"], "native", "reverse-DNS native scheme"),
         (["com.example.app:/callback"], "web", "reverse-DNS native scheme"),
+        # reads as claude.ai on the consent page, goes to evil.example
+        (["https://claude.ai@evil.example/cb"], "web", "has a user name before its host"),
     ],
 )
 def test_unsafe_redirect_uris_are_invalid_redirect_uri(

@@ -24,7 +24,7 @@ from yarl import URL
 
 from bastion.errors import InvalidClient, InvalidClientMetadata, UpstreamError, UpstreamTimeout, UpstreamTooLarge
 from bastion.net import EgressPolicy, EgressRefused, FetchedDocument, fetch_limited
-from bastion.oauth.redirects import is_loopback_redirect
+from bastion.oauth.redirects import has_userinfo, is_loopback_redirect
 
 __all__ = [
     "ClientMetadataDocument",
@@ -124,6 +124,8 @@ def _redirect_uris(fields: _Fields) -> tuple[str, ...]:
             # RFC 6749 §3.1.2: absolute, no fragment; CIMD §8.6: no script or data schemes.
             raise fields.refuse(f"redirect URI {uri!r} must be absolute, without a fragment or script scheme")
         name = scheme.group()[:-1].lower()
+        if has_userinfo(uri):
+            raise fields.refuse(f"redirect URI {uri!r} has a user name before its host: give the host alone")
         if (name == "http" and not is_loopback_redirect(uri)) or (name not in ("http", "https") and "." not in name):
             # What dynamic registration accepts too (RFC 8252 §7): https, plain http on loopback
             # only, or a native app's private-use scheme, which is a reverse domain name.

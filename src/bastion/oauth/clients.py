@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bastion.errors import InvalidClient
 from bastion.oauth.client_metadata import ClientMetadataResolver, is_client_id_url
 from bastion.oauth.provider import Client, OAuthStore
@@ -13,9 +15,17 @@ _DOCUMENT_GRANTS = ("authorization_code", "refresh_token")
 
 
 class ClientDirectory:
-    def __init__(self, store: OAuthStore, documents: ClientMetadataResolver | None) -> None:
+    def __init__(
+        self,
+        store: OAuthStore,
+        documents: ClientMetadataResolver | None,
+        admit_document: Callable[[Client], None] = lambda client: None,
+    ) -> None:
+        """`admit_document`: refuses (InvalidClient) a metadata document's client that the server's
+        registration policy would not have registered."""
         self._store = store
         self._documents = documents
+        self._admit_document = admit_document
 
     async def get(self, client_id: str | None) -> Client:
         if not client_id:
@@ -24,7 +34,7 @@ class ClientDirectory:
             if self._documents is None:
                 raise InvalidClient("client ID metadata documents are disabled on this server")
             document = await self._documents.resolve(client_id)
-            return Client(
+            client = Client(
                 client_id=client_id,
                 kind="metadata_document",
                 client_name=document.client_name or client_id,
@@ -34,10 +44,12 @@ class ClientDirectory:
                 application_type="native" if _all_loopback(document.redirect_uris) else "web",
                 scope=document.scope or "",
             )
-        client = await self._store.get_client(client_id)
-        if client is None:
+            self._admit_document(client)
+            return client
+        found = await self._store.get_client(client_id)
+        if found is None:
             raise InvalidClient(f"unknown client_id {client_id[:64]!r}: register the client first")
-        return client
+        return found
 
 
 def _all_loopback(uris: tuple[str, ...]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["is_loopback_redirect", "redirect_uri_matches", "with_params"]
+__all__ = ["has_userinfo", "is_loopback_redirect", "redirect_uri_matches", "with_params"]
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
 
@@ -19,6 +19,12 @@ def is_loopback_redirect(uri: str) -> bool:
         parts.netloc if parts.netloc.startswith("[") and parts.netloc.endswith("]") else parts.netloc.rsplit(":", 1)[0]
     )
     return parts.scheme == "http" and host.lower() in _LOOPBACK_HOSTS
+
+
+def has_userinfo(uri: str) -> bool:
+    """`https://claude.ai@evil.example/cb` goes to evil.example but reads as claude.ai on a consent
+    page: such a redirect URI is refused everywhere (RFC 3986 §3.2.1 userinfo; RFC 9700 §4.1.3)."""
+    return "@" in urlsplit(uri).netloc
 
 
 def _without_port(uri: str) -> str:

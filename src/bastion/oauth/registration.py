@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 from mcp.shared.auth import OAuthClientMetadata
 from pydantic import ValidationError
 
-from bastion.errors import AccessDenied, InvalidClientMetadata, InvalidRedirectUri, InvalidScope
+from bastion.errors import AccessDenied, InvalidClient, InvalidClientMetadata, InvalidRedirectUri, InvalidScope
 from bastion.identity.tokens import hash_token
 from bastion.oauth.provider import Client, OAuthStore
-from bastion.oauth.redirects import is_loopback_redirect
+from bastion.oauth.redirects import has_userinfo, is_loopback_redirect
 from bastion.oauth.scopes import grantable_scopes
 
 __all__ = ["Registrar", "RegistrationPolicy"]
@@ -35,6 +35,8 @@ def _check_redirect(uri: str, application_type: str, allowed_hosts: Sequence[str
     parts = urlsplit(uri)
     if parts.fragment:
         raise InvalidRedirectUri(f"redirect URI {uri} has a fragment (RFC 6749 §3.1.2)")
+    if has_userinfo(uri):
+        raise InvalidRedirectUri(f"redirect URI {uri} has a user name before its host: give the host alone")
     if parts.scheme == "https":
         if application_type == "web" and (parts.hostname or "") in ("localhost", "127.0.0.1", "::1"):
             raise InvalidRedirectUri(f"a web client may not redirect to {uri}; register as application_type native")
@@ -46,11 +48,18 @@ def _check_redirect(uri: str, application_type: str, allowed_hosts: Sequence[str
     elif "." not in parts.scheme or application_type != "native":
         # RFC 8252 §7.1: private-use schemes are reverse domain names, for native apps only.
         raise InvalidRedirectUri(f"redirect URI {uri}: use https, http on loopback, or a reverse-DNS native scheme")
-    if allowed_hosts is not None and not is_loopback_redirect(uri):
-        # The allowlist admits its hosts and loopback only: a private-use scheme names no host to list.
-        if parts.scheme not in ("http", "https") or (parts.hostname or "") not in allowed_hosts:
-            where = f"redirect host {parts.hostname}" if parts.scheme in ("http", "https") else f"redirect URI {uri}"
-            raise InvalidRedirectUri(f"{where} is not on this server's registration allowlist")
+    if allowed_hosts is not None:
+        _check_allowlisted(uri, allowed_hosts)
+
+
+def _check_allowlisted(uri: str, allowed_hosts: Sequence[str]) -> None:
+    # The allowlist admits its hosts and loopback only: a private-use scheme names no host to list.
+    parts = urlsplit(uri)
+    if not is_loopback_redirect(uri) and (
+        parts.scheme not in ("http", "https") or (parts.hostname or "") not in allowed_hosts
+    ):
+        where = f"redirect host {parts.hostname}" if parts.scheme in ("http", "https") else f"redirect URI {uri}"
+        raise InvalidRedirectUri(f"{where} is not on this server's registration allowlist")
 
 
 class Registrar:
@@ -62,6 +71,20 @@ class Registrar:
     @property
     def enabled(self) -> bool:
         return self._policy != "off"
+
+    def admit_document_client(self, client: Client) -> None:
+        """A client ID metadata document names a new client as registration does, so the same policy
+        holds: `off` admits none, `allowlist` only redirect URIs on its hosts (or loopback)."""
+        if self._policy == "off":
+            raise InvalidClient(
+                "this server admits no new clients (BASTION_REGISTRATION=off), client ID metadata documents included"
+            )
+        if self._policy == "allowlist":
+            for uri in client.redirect_uris:
+                try:
+                    _check_allowlisted(uri, self._allowed_hosts)
+                except InvalidRedirectUri as exc:
+                    raise InvalidClient(f"{client.client_id}: {exc.message}") from None
 
     async def register(self, body: Any) -> dict[str, Any]:
         if not self.enabled:

@@ -67,7 +67,10 @@ class AuthServer:
         documents = None
         if settings.client_metadata_documents:
             documents = ClientMetadataResolver(self.egress, ssl_context=context)
-        self.clients = ClientDirectory(self.store, documents)
+        self.registrar = Registrar(
+            self.store, policy=settings.registration, allowed_hosts=settings.registration_redirect_hosts
+        )
+        self.clients = ClientDirectory(self.store, documents, self.registrar.admit_document_client)
         self.client_auth = ClientAuthenticator(self.clients)
         self.authorizer = Authorizer(
             store=self.store,
@@ -78,9 +81,6 @@ class AuthServer:
         )
         self.tokens = TokenIssuer(
             self.store, access_ttl=settings.access_token_ttl_seconds, refresh_ttl=settings.refresh_token_ttl_seconds
-        )
-        self.registrar = Registrar(
-            self.store, policy=settings.registration, allowed_hosts=settings.registration_redirect_hosts
         )
         self.sessions = SessionTokens(lambda: self.keyring, self.issuer, settings.login_session_seconds)
         self.logins = Logins(self.db, LockoutPolicy(settings.lockout_threshold, settings.lockout_seconds))
