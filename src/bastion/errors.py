@@ -7,6 +7,7 @@
     │   ├── HeaderMismatch            400  -32020
     │   ├── UnsupportedProtocolVersion 400 -32022
     │   ├── SessionRequired           400  -32600
+    │   ├── RequestAborted            400  -32600  (the client left before its body ended: recorded, not answered)
     │   ├── InvalidGrant              400          invalid_grant   (OAuth: code/refresh/assertion)
     │   ├── InvalidScope              400          invalid_scope
     │   ├── UnauthorizedClient        400          unauthorized_client
@@ -80,6 +81,7 @@ __all__ = [
     "PayloadTooLarge",
     "PolicyDenied",
     "Quarantined",
+    "RequestAborted",
     "RequestCancelled",
     "SessionRequired",
     "TooManyRequests",
@@ -147,6 +149,11 @@ class UnsupportedProtocolVersion(BadRequest):
 
 class SessionRequired(BadRequest):
     pass
+
+
+class RequestAborted(BadRequest):
+    """The client closed the connection before sending its whole body: there is nobody to answer, but
+    the request is recorded like any other refused one."""
 
 
 class InvalidGrant(BadRequest):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,3 +135,22 @@ async def test_oauth_and_sign_in_requests_are_recorded_without_secrets(gw: Basti
     assert gw.http.get("/.well-known/oauth-authorization-server", headers={"x-request-id": rid}).status_code == 200
     await _records(gw, rid, count=0)
     assert gw.ok("GET", f"/api/audit/records?correlation_id={rid}") == []
+
+
+async def test_a_client_that_leaves_before_its_body_ends_is_recorded_not_a_server_error(gw: Bastion) -> None:
+    """Content-Length 100, ten bytes, then the connection closes: nobody is left to answer, and the
+    request is recorded as refused (it was an unhandled exception, a 500 in the metrics, before)."""
+    token, rid = gw.token("demo"), _rid()
+    port = int(gw.base_url.rsplit(":", 1)[1])
+    head = (
+        "POST /servers/demo/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\nX-Request-ID: {rid}\r\nContent-Length: 100\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(head.encode() + b'{"jsonrpc"')
+        raw.shutdown(socket.SHUT_WR)
+        assert raw.recv(1024) == b""  # closed without an answer: the client had gone
+    (record,) = await _records(gw, rid)
+    assert record["decision"] == "error" and record["status"] == "-32600"
+    assert "closed the connection after 10 bytes" in record["reason"]
+    assert 'status="500"' not in gw.api("GET", "/metrics").text

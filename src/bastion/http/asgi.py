@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from bastion.errors import RequestAborted
+
 __all__ = ["Receive", "Scope", "Send", "TrackedSend", "header", "read_body", "route_template", "send_bytes"]
 
 Scope = MutableMapping[str, Any]
@@ -35,7 +37,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise BodyTooLarge if size > limit else ConnectionResetError
+            raise RequestAborted(f"the client closed the connection after {size} bytes of its request body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
