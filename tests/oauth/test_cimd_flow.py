@@ -179,6 +179,18 @@ async def test_a_document_on_loopback_is_refused_under_the_default_egress_policy
     assert "not a public address" in token.json()["error_description"]
 
 
+async def test_a_document_client_authenticating_by_private_key_jwt_is_refused_before_sign_in(
+    gw: Bastion, site: DocumentSite
+) -> None:
+    """Bastion's token endpoint takes `none` only for these clients: the authorization step says so,
+    instead of the token endpoint after the person has signed in and consented."""
+    site.document.update(token_endpoint_auth_method="private_key_jwt", jwks_uri="https://agent.example/jwks")
+    async with Flow(gw) as person:
+        page = await person.http.get(person.authorize_path(site.client_id, Pkce.new()))
+    assert page.status_code == 401 and "location" not in page.headers
+    assert "token_endpoint_auth_method private_key_jwt is not supported here" in page_message(page)
+
+
 POLICIES: dict[str, tuple[dict[str, Any], str, str]] = {
     "off": ({"registration": "off"}, REDIRECT_URI, "admits no new clients (BASTION_REGISTRATION=off)"),
     "allowlist": (

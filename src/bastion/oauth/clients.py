@@ -44,6 +44,12 @@ class ClientDirectory:
                 application_type="native" if _all_loopback(document.redirect_uris) else "web",
                 scope=document.scope or "",
             )
+            if client.token_endpoint_auth_method != "none":  # noqa: S105 — an auth method name
+                # Found out at the token endpoint, it cost the person a sign-in and a consent first.
+                raise InvalidClient(
+                    f"{client_id}: token_endpoint_auth_method {client.token_endpoint_auth_method} is not "
+                    "supported here; a metadata document's client authenticates with none (and PKCE)"
+                )
             self._admit_document(client)
             return client
         found = await self._store.get_client(client_id)
