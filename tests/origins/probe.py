@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Annotated
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -19,6 +20,7 @@ from mcp_types import (
     SamplingMessage,
     TextContent,
 )
+from pydantic import Field
 
 server = MCPServer("probe")
 _state = {"started": 0, "cancelled": 0, "finished": 0}
@@ -87,6 +89,12 @@ async def chatty(ctx: Context) -> str:
     await ctx.info("half way")
     await ctx.report_progress(2, 2, "done")
     return "chatted"
+
+
+@server.tool()
+def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], note: str = "") -> str:
+    """A tool whose `region` argument is mirrored into an `Mcp-Param-Region` header (2026-07-28)."""
+    return f"region={region} note={note}"
 
 
 @server.tool()

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -66,6 +67,8 @@ class Route:
     upstream_name: str
     exposed_name: str
     definition: dict[str, Any]  # as clients see it (name replaced by exposed_name)
+    # A tool's `Mcp-Param-*` headers (`bastion.catalog.param_headers`): usually none.
+    param_headers: Mapping[tuple[str, ...], str] = field(default_factory=dict)
 
 
 def _canonical_uri(uri: str) -> str:

@@ -21,10 +21,12 @@ from pydantic import BaseModel, ValidationError
 
 from bastion import __version__
 from bastion.audit.sink import AuditSink, Durability
+from bastion.catalog import param_headers
 from bastion.catalog.snapshot import OriginSpec, Route, ServerView, Snapshot
 from bastion.errors import (
     BastionError,
     Forbidden,
+    HeaderMismatch,
     InvalidParams,
     MethodNotFound,
     Quarantined,
@@ -79,6 +81,8 @@ class Call:
     session_id: str | None = None
     # The pipeline's decisions on this request, in order: they go into its audit record.
     trail: list[dict[str, Any]] = field(default_factory=list)
+    # 2026-07-28: the request's `Mcp-Param-*` headers, if any (see `bastion.catalog.param_headers`).
+    param_headers: Mapping[str, str] | None = None
 
 
 Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -212,7 +216,12 @@ class Methods:
         route = call.server.tools.get(request.name)
         if route is None:
             _unknown(call.server, "tool", request.name)
-        forwarded = {"name": route.upstream_name, "arguments": request.arguments or {}, **_round_trip(params)}
+        arguments = request.arguments or {}
+        if call.modern and (route.param_headers or call.param_headers):
+            mismatch = param_headers.mismatch(route.definition, arguments, call.param_headers or {})
+            if mismatch is not None:  # a proxy in front of Bastion may have routed on the header
+                raise HeaderMismatch(mismatch)
+        forwarded = {"name": route.upstream_name, "arguments": arguments, **_round_trip(params)}
         return await self._forward(call, route, "tools/call", forwarded, mt.CallToolResult)
 
     async def _resources_read(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from bastion.audit.chain import AuditRecord
 from bastion.audit.sink import AuditSink
+from bastion.catalog import param_headers
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.catalog.views import view_for
@@ -37,6 +38,7 @@ from bastion.errors import (
     BadRequest,
     BastionError,
     Forbidden,
+    HeaderMismatch,
     InsufficientScope,
     InvalidParams,
     MethodNotAllowed,
@@ -188,6 +190,7 @@ class McpEndpoint:
                 principal,
                 modern=True,
                 client_capabilities=capabilities if isinstance(capabilities, dict) else None,
+                param_headers=_param_headers(scope),
             )
             await self._post_modern(scope, receive, send, message, call, started)
             return
@@ -446,6 +449,20 @@ def _modern_rejection(scope: Scope, message: dict[str, Any]) -> InboundLadderRej
         return InboundLadderRejection(code=mt.HEADER_MISMATCH, message=f"{duplicated} header appears more than once")
     verdict = classify_inbound_request(message, headers=dict(raw))
     return verdict if isinstance(verdict, InboundLadderRejection) else None
+
+
+def _param_headers(scope: Scope) -> dict[str, str] | None:
+    """The request's `Mcp-Param-*` headers (2026-07-28), checked against its arguments by
+    `tools/call`; None without any. One sent twice is refused here: readers would disagree."""
+    found: dict[str, str] | None = None
+    for name, value in scope["headers"]:
+        if name.startswith(param_headers.PREFIX):
+            found = {} if found is None else found
+            key = name.decode("latin-1")
+            if key in found:
+                raise HeaderMismatch(f"{key} header appears more than once")
+            found[key] = value.decode("latin-1")
+    return found
 
 
 def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bastion.catalog.param_headers import ParamHeaders
 from bastion.catalog.snapshot import OriginSpec
 from bastion.mcp.upstream.commands import StdioPolicy
 from bastion.net.egress import EgressPolicy
@@ -61,6 +62,7 @@ class TokenMinter(Protocol):
 class OriginClient(Protocol):
     spec: OriginSpec
     protocol_version: str | None
+    param_headers: Mapping[str, ParamHeaders]  # the pool's, from the snapshot (see `param_headers`)
 
     async def connect(self) -> dict[str, Any]:
         """Connect and handshake if not yet done; return the origin's capabilities."""

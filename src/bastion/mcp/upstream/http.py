@@ -23,6 +23,7 @@ import structlog
 from anyio.abc import TaskGroup
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 
+from bastion.catalog import param_headers
 from bastion.catalog.snapshot import OriginSpec
 from bastion.errors import (
     UpstreamError,
@@ -209,6 +210,10 @@ class HttpOriginClient(RpcCore):
             name = (message.get("params") or {}).get(name_key) if name_key else None
             if isinstance(name, str):
                 headers["mcp-name"] = encode_header_value(name)
+                declared = self.param_headers.get(name) if message["method"] == "tools/call" else None
+                arguments = message["params"].get("arguments")
+                if declared and isinstance(arguments, dict):  # what the tool's schema asks to see
+                    headers.update(param_headers.mirrored(declared, arguments))
         return headers
 
     def _minted(self, who: OnBehalf | None) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from anyio.abc import TaskGroup
 
+from bastion.catalog.param_headers import ParamHeaders
 from bastion.catalog.snapshot import OriginSpec, Snapshot
 from bastion.errors import UpstreamUnavailable
 from bastion.mcp.upstream.base import NotificationSink, OriginClient, OriginGuard
@@ -31,6 +32,8 @@ class OriginPool:
         self._tasks: TaskGroup | None = None
         self._clients: dict[str, OriginClient] = {}
         self._listeners: list[NotificationSink] = []
+        # origin id → tool name → the `Mcp-Param-*` headers its schema declares (from the snapshot)
+        self._param_headers: dict[str, dict[str, ParamHeaders]] = {}
 
     def count(self) -> int:
         """Origins with a live client (an HTTP pool or a stdio process)."""
@@ -59,15 +62,24 @@ class OriginPool:
             task_group=self._tasks,
             guard=self._guard,
         )
+        client.param_headers = self._param_headers.get(spec.id, {})
         self._clients[spec.id] = client
         return client
 
     async def sync(self, _old: Snapshot, new: Snapshot) -> None:
-        """Close clients whose origin was removed or reconfigured."""
+        """Close clients whose origin was removed or reconfigured; give the rest their tools' headers."""
+        declared: dict[str, dict[str, ParamHeaders]] = {}
+        for server in new.servers.values():
+            for route in server.tools.values():
+                if route.param_headers:
+                    declared.setdefault(route.origin_id, {})[route.upstream_name] = route.param_headers
+        self._param_headers = declared
         for origin_id, client in list(self._clients.items()):
             if new.origins.get(origin_id) != client.spec:
                 del self._clients[origin_id]
                 await client.aclose()
+            else:
+                client.param_headers = declared.get(origin_id, {})
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}

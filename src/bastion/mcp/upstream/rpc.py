@@ -11,6 +11,7 @@ messages are still validated with `mcp_types`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION, M
 from pydantic import ValidationError
 
 from bastion import __version__
+from bastion.catalog.param_headers import ParamHeaders
 from bastion.catalog.snapshot import OriginSpec
 from bastion.errors import (
     UpstreamError,
@@ -67,6 +69,8 @@ class RpcCore:
         self.max_bytes = max_bytes
         self.protocol_version: str | None = None
         self.modern = False  # 2026-07-28 per-request envelope instead of a session
+        # Its tools' `Mcp-Param-*` headers by tool name (HTTP origins send them; the pool keeps them).
+        self.param_headers: Mapping[str, ParamHeaders] = {}
         self.capabilities: dict[str, Any] = {}
         self._notify = notify
         self._next_id = 0

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bastion.catalog import param_headers
 from bastion.catalog.snapshot import ItemKind, OriginAccess, OriginSpec, Route, ServerView, Snapshot
 from bastion.errors import BadRequest
 from bastion.governance.access import Member, Placement
@@ -153,6 +154,7 @@ def _server_view(
             upstream_name=item.name,
             exposed_name=item.exposed_name,
             definition=exposed,
+            param_headers=param_headers.declared(exposed) if item.kind == "tool" else {},
         )
     return ServerView(
         id=server.id,
