@@ -108,6 +108,37 @@ async def test_cancelling_a_call_cancels_it_at_the_origin(bastion: Bastion, mode
         assert await _probe_status(client) == {"started": 1, "cancelled": 1, "finished": 0}
 
 
+async def test_a_2026_client_that_closes_its_connection_cancels_a_plain_json_call(bastion: Bastion) -> None:
+    """2026-07-28 has no notifications/cancelled over HTTP: closing the response is the cancellation,
+    also for a call answered as plain JSON (no progress token, no event stream)."""
+    bastion.add_origin("probe", command=PROBE)
+    bastion.publish_server("gone", {"origin": "probe", "items": ["wait", "status"]})
+    meta = {mt.PROTOCOL_VERSION_META_KEY: "2026-07-28", mt.CLIENT_CAPABILITIES_META_KEY: {}}
+    headers = {
+        "authorization": f"Bearer {bastion.token('gone')}",
+        "accept": "application/json",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "wait",
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "wait", "arguments": {"seconds": 20}, "_meta": meta},
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        with anyio.move_on_after(0.5):  # the client gives up: httpx closes the connection
+            await http.post(bastion.mcp_url("gone"), json=body, headers=headers)
+    async with bastion.client("gone", bastion.token("gone"), mode="2026-07-28") as client:
+
+        async def origin_saw_the_cancel() -> bool:
+            return (await _probe_status(client))["cancelled"] >= 1
+
+        await eventually(origin_saw_the_cancel)
+        assert await _probe_status(client) == {"started": 1, "cancelled": 1, "finished": 0}
+
+
 async def test_a_call_cancelled_after_its_event_stream_began_ends_that_stream_cleanly(bastion: Bastion) -> None:
     """The stream's response had started: the cancellation ends its body, and sends no second response
     (which the HTTP server refused, cutting the connection mid-stream)."""

@@ -27,6 +27,12 @@ class BodyTooLarge(Exception):
     pass
 
 
+# A callable the HTTP server calls if the client's connection is lost before the response ends,
+# kept in the request's `scope["state"]` (shared by every copy of the scope): see
+# `bastion.http.server.CoalescingHttpToolsProtocol.connection_lost`.
+ON_DISCONNECT = "bastion.on_disconnect"
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body, refusing more than `limit` bytes (declared or streamed)."""
     declared = header(scope, b"content-length")

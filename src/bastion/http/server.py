@@ -11,6 +11,8 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bastion.http.asgi import ON_DISCONNECT
+
 __all__ = ["CoalescingHttpToolsProtocol", "GatewayServer"]
 
 
@@ -62,6 +64,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not `asyncio.Transport` subclasses; both have what is used here.
         super().connection_made(_Coalesced(cast(asyncio.Transport, transport), self.loop))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Also tell a request still being answered that its client has gone, if it asked to know
+        (`ON_DISCONNECT`): a 2026-07-28 call is cancelled by its client closing the connection."""
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            state = cycle.scope.get("state")
+            on_disconnect = state.get(ON_DISCONNECT) if isinstance(state, dict) else None
+            if on_disconnect is not None:
+                on_disconnect()
 
 
 class GatewayServer(uvicorn.Server):

@@ -53,11 +53,21 @@ from bastion.errors import (
     UnknownSession,
     UnsupportedProtocolVersion,
 )
-from bastion.http.asgi import BodyTooLarge, Receive, Scope, Send, TrackedSend, header, read_body, send_bytes
+from bastion.http.asgi import (
+    ON_DISCONNECT,
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    TrackedSend,
+    header,
+    read_body,
+    send_bytes,
+)
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import SCOPE_MCP, Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
-from bastion.mcp.auditing import exchange_record, refusal_record
+from bastion.mcp.auditing import FORWARDED, exchange_record, refusal_record
 from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
@@ -249,8 +259,30 @@ class McpEndpoint:
         elif request.method == "subscriptions/listen":
             self._exchanged(call.server, call.principal, request.method, started)
             await self._listen(receive, send, request, call)
+        elif request.method in FORWARDED:
+            await self._answer_while_connected(scope, receive, send, call, request)
         else:
             await self._answer(scope, receive, send, call, request, None)
+
+    async def _answer_while_connected(
+        self, scope: Scope, receive: Receive, send: Send, call: Call, request: mt.JSONRPCRequest
+    ) -> None:
+        """2026-07-28: a client that closes its connection has cancelled its request (the spec's MUST
+        for Streamable HTTP; it sends no notifications/cancelled), so the call stops, at the origin
+        too. The HTTP server says so (`ON_DISCONNECT`); under another server, nothing tells."""
+        state = scope.get("state")
+        if not isinstance(state, dict):
+            await self._answer(scope, receive, send, call, request, None)
+            return
+        tracked = TrackedSend(send)
+        with anyio.CancelScope() as gone:
+            state[ON_DISCONNECT] = gone.cancel
+            try:
+                await self._answer(scope, receive, tracked, call, request, None)
+            finally:
+                state.pop(ON_DISCONNECT, None)
+        if gone.cancelled_caught:  # nobody reads it: the exchange still ends, as for any cancel
+            await tracked.finish(200, error_message(request.id, RequestCancelled("the client closed the connection")))
 
     async def _answer(
         self,
