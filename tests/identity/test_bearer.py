@@ -7,9 +7,9 @@ import time
 import pytest
 
 from bastion.errors import Unauthenticated
-from bastion.identity.bearer import authenticate_bearer
+from bastion.identity.bearer import BearerResolver, authenticate_bearer
 from bastion.identity.principal import Principal
-from bastion.identity.tokens import TOKEN_PREFIX, hash_token, new_token
+from bastion.identity.tokens import ACCESS_TOKEN_PREFIX, TOKEN_PREFIX, hash_token, new_token
 
 
 def _principal(expires_at: float) -> Principal:
@@ -47,3 +47,45 @@ def test_tokens_carry_256_random_bits_behind_a_scannable_prefix() -> None:
     tokens = {new_token() for _ in range(100)}
     assert len(tokens) == 100
     assert all(t.startswith(TOKEN_PREFIX) and len(t) >= len(TOKEN_PREFIX) + 43 for t in tokens)
+
+
+class _Store:
+    """The store's side of OAuth access tokens: what it holds, and how often it was asked."""
+
+    def __init__(self, held: dict[str, Principal]) -> None:
+        self.held = held
+        self.asked: list[str] = []
+
+    async def __call__(self, token_hash: str) -> Principal | None:
+        self.asked.append(token_hash)
+        return self.held.get(token_hash)
+
+
+@pytest.mark.anyio
+async def test_made_up_tokens_cost_no_lookup_or_one_and_never_push_out_a_real_one() -> None:
+    real = ACCESS_TOKEN_PREFIX + "real"
+    principal = _principal(expires_at=time.time() + 60)
+    store = _Store({hash_token(real): principal})
+    resolver = BearerResolver(store, max_entries=8)
+
+    async def present(token: str) -> Principal:
+        return await resolver.authenticate({}, 1, f"Bearer {token}")
+
+    assert await present(real) is principal and len(store.asked) == 1
+    with pytest.raises(Unauthenticated):
+        await present("not-shaped-like-an-access-token")
+    assert len(store.asked) == 1  # refused without asking the store
+    made_up = [f"{ACCESS_TOKEN_PREFIX}guess-{n}" for n in range(30)]
+    for token in made_up:
+        with pytest.raises(Unauthenticated):
+            await present(token)
+    assert len(store.asked) == 31  # each looked up once
+    assert await present(real) is principal and len(store.asked) == 31  # still known: not asked again
+    with pytest.raises(Unauthenticated):
+        await present(made_up[-1])  # a recent miss is remembered
+    assert len(store.asked) == 31
+    with pytest.raises(Unauthenticated):
+        await present(made_up[0])  # the oldest misses were forgotten: asked again
+    assert len(store.asked) == 32
+    await resolver.authenticate({}, 2, f"Bearer {real}")  # a new epoch (a revocation) asks again
+    assert len(store.asked) == 33

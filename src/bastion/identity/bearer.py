@@ -4,6 +4,11 @@ The hot path touches no store: API tokens live in the snapshot's map, and an
 OAuth access token is looked up once, then served from a cache that belongs to
 one snapshot epoch. Every revocation bumps the epoch, so the next request on
 any replica sees a fresh, empty cache and asks the store again.
+
+Unknown tokens cost as little as can be: one not shaped like Bastion's access
+tokens is refused without a lookup, and the ones that were looked up in vain
+are kept apart from the found ones (oldest forgotten first), so a client
+sending made-up tokens by the thousand never pushes a real one out.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Protocol
 
 from bastion.errors import Unauthenticated
 from bastion.identity.principal import Principal
-from bastion.identity.tokens import hash_token
+from bastion.identity.tokens import ACCESS_TOKEN_PREFIX, hash_token
 
 __all__ = ["BearerResolver", "TokenLookup", "authenticate_bearer", "bearer_token"]
 
@@ -52,21 +57,30 @@ class BearerResolver:
         self._lookup = lookup
         self._max_entries = max_entries
         self._epoch = -1
-        self._cache: dict[str, Principal | None] = {}
+        self._found: dict[str, Principal] = {}
+        self._missing: dict[str, None] = {}  # looked up in vain, oldest first
 
     async def authenticate(self, tokens: Mapping[str, Principal], epoch: int, authorization: str | None) -> Principal:
-        digest = hash_token(bearer_token(authorization))
+        token = bearer_token(authorization)
+        digest = hash_token(token)
         principal = tokens.get(digest)
-        if principal is not None or self._lookup is None:
+        if principal is not None or self._lookup is None or not token.startswith(ACCESS_TOKEN_PREFIX):
             return _live(principal)
         if epoch != self._epoch:
-            self._cache.clear()
+            self._found.clear()
+            self._missing.clear()
             self._epoch = epoch
-        if digest in self._cache:
-            return _live(self._cache[digest])
+        principal = self._found.get(digest)
+        if principal is not None or digest in self._missing:
+            return _live(principal)
         principal = await self._lookup(digest)
-        if epoch == self._epoch:  # a newer epoch may have cleared the cache meanwhile
-            if len(self._cache) >= self._max_entries:
-                self._cache.clear()  # bounded: unknown tokens cannot grow it without limit
-            self._cache[digest] = principal
+        if epoch == self._epoch:  # a newer epoch may have cleared the caches meanwhile
+            if principal is None:
+                if len(self._missing) >= self._max_entries:
+                    del self._missing[next(iter(self._missing))]
+                self._missing[digest] = None
+            else:
+                if len(self._found) >= self._max_entries:
+                    self._found.clear()  # bounded; only live tokens, looked up once each, fill it
+                self._found[digest] = principal
         return _live(principal)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-__all__ = ["TOKEN_PREFIX", "hash_token", "new_token", "same_secret"]
+__all__ = ["ACCESS_TOKEN_PREFIX", "TOKEN_PREFIX", "hash_token", "new_token", "same_secret"]
 
 TOKEN_PREFIX = "bst_"  # noqa: S105 — a public marker, not a secret
+ACCESS_TOKEN_PREFIX = TOKEN_PREFIX + "at_"  # every OAuth access token Bastion issues starts so
 
 
 def new_token() -> str:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 from bastion.catalog.snapshot import Snapshot
 from bastion.errors import BadRequest, UnauthorizedClient
-from bastion.identity.tokens import TOKEN_PREFIX, hash_token
+from bastion.identity.tokens import ACCESS_TOKEN_PREFIX, hash_token
 from bastion.oauth.assertion import IdentityAssertionGrant
 from bastion.oauth.client_credentials import held_scopes, scopes_within
 from bastion.oauth.provider import Client, Grant, OAuthStore, TokenRecord
@@ -109,7 +109,7 @@ class TokenExchangeGrant:
 
     async def _issue(self, grant: Grant, expires_at: float, now: float) -> TokenResponse:
         scopes = grant.scopes
-        access = TOKEN_PREFIX + "at_" + secrets.token_urlsafe(32)
+        access = ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(32)
         await self._store.save_tokens(grant, [(hash_token(access), "access", expires_at)], now)
         return TokenResponse(
             access_token=access,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bastion.errors import UnauthorizedClient, UnsupportedGrantType
-from bastion.identity.tokens import TOKEN_PREFIX, hash_token
+from bastion.identity.tokens import ACCESS_TOKEN_PREFIX, TOKEN_PREFIX, hash_token
 from bastion.oauth.client_auth import ClientAuthenticator
 from bastion.oauth.provider import Client, Grant, OAuthStore
 
@@ -59,7 +59,7 @@ class TokenIssuer:
         RFC 6749 §6: a refresh token keeps the scope of the grant even when the
         access token issued beside it was narrowed.
         """
-        access = TOKEN_PREFIX + "at_" + secrets.token_urlsafe(32)
+        access = ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(32)
         access_grant = grant if access_scopes is None else dataclasses.replace(grant, scopes=access_scopes)
         await self._store.save_tokens(access_grant, [(hash_token(access), "access", now + self.access_ttl)], now)
         refresh_token = None
