@@ -182,6 +182,8 @@ class IdentityAssertionGrant:
         # has no access until an administrator adds them.
         for name in names:
             value = claims.get(name)
+            if name == "email" and claims.get("email_verified") is False:
+                continue  # OIDC Core §5.1: the IdP says it did not check the address: it names nobody
             if isinstance(value, str) and value:
                 user = await self._store.find_user_by_name(value)
                 if user is not None:
