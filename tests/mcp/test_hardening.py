@@ -215,6 +215,23 @@ def test_unsupported_protocol_version_is_refused_with_the_supported_list(gw: Bas
     assert error["code"] == -32022 and "2026-07-28" in error["data"]["supported"]
 
 
+def test_stateless_notifications_are_told_an_unknown_version_and_posted_responses_are_refused(
+    gw: Bastion, token: str
+) -> None:
+    """2026-07-28 defines no client notifications here: one is dropped (202) once its version is served,
+    an unknown version is told so as for a request, and a posted response is an invalid request
+    (input is answered in the retried request). Both were 202 before, whatever they carried."""
+    notice = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
+    headers = {"mcp-protocol-version": "2026-07-28", "mcp-method": "notifications/progress"}
+    assert post(gw, notice, token, **headers).status_code == 202
+    unknown = post(gw, notice, token, **{**headers, "mcp-protocol-version": "2099-01-01"})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == -32022 and "2026-07-28" in unknown.json()["error"]["data"]["supported"]
+    reply = post(gw, {"jsonrpc": "2.0", "id": 1, "result": {}}, token, **{"mcp-protocol-version": "2026-07-28"})
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == -32600
+    assert "posts no responses" in reply.json()["error"]["message"]
+
+
 def test_server_discover_answers_without_a_session(gw: Bastion, token: str) -> None:
     body = _modern("server/discover", {})
     response = post(gw, body, token, **{"mcp-protocol-version": "2026-07-28", "mcp-method": "server/discover"})

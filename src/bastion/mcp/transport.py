@@ -24,6 +24,7 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
+    unsupported_protocol_version_rejection,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from pydantic import ValidationError
@@ -240,9 +241,17 @@ class McpEndpoint:
     async def _post_modern(
         self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], call: Call, started: float
     ) -> None:
-        if "id" not in message or "method" not in message:
-            method = str(message.get("method", "reply"))  # 2026-07-28 defines no client notifications here
-            self._exchanged(call.server, call.principal, method, started)
+        if "method" not in message:  # a 2026-07-28 client answers input requests in its next request
+            raise BadRequest("a 2026-07-28 client posts no responses: answer input requests in the retried request")
+        if "id" not in message:
+            # Acknowledged and dropped (2026-07-28 defines no client notifications here), as the SDK does,
+            # once the version is one served here: an unknown one is told so, as for a request.
+            rejection = unsupported_protocol_version_rejection(header(scope, b"mcp-protocol-version") or "")
+            if rejection is not None:
+                raise UnsupportedProtocolVersion(
+                    f"{rejection.message}: this server speaks {LATEST_MODERN_VERSION}", data=rejection.data
+                )
+            self._exchanged(call.server, call.principal, str(message["method"]), started)
             await send_bytes(send, 202, b"")
             return
         request = _request(message)
