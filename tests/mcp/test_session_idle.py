@@ -79,3 +79,22 @@ async def test_a_flood_of_sessions_keeps_the_local_table_bounded_and_loses_no_se
     assert local(unused, owner="someone else") is None  # still bound to its owner
     inbox.close()
     store.close(streaming)
+
+
+async def test_a_new_session_is_kept_even_when_every_older_one_holds_a_stream() -> None:
+    """Past the bound with nothing to free, the table grows (each stream is an open connection):
+    the session just made was freed at once before, and its stream saw no notifications."""
+    store = SessionStore(idle_seconds=3600, lifetime_seconds=3600, ends=_NoEnds(), max_local=16)
+    await store.start([os.urandom(32)])
+    listening = []
+    for _ in range(16):
+        session = store.create(server_id="s", token_id="t", protocol_version="2025-11-25", capabilities={})
+        listening.append((session, session.open_stream()))
+    newest = store.create(server_id="s", token_id="t", protocol_version="2025-11-25", capabilities={})
+    inbox = newest.open_stream()
+    assert store.count() == 17 and newest in store.of_server("s")
+    newest.notify("notifications/tools/list_changed")
+    assert b"list_changed" in inbox.receive_nowait()
+    for session, stream in [*listening, (newest, inbox)]:
+        stream.close()
+        store.close(session.id)

@@ -23,7 +23,8 @@ and bounded (`max_local`): past the bound, the least recently used sessions
 that hold nothing (no stream, no request in flight, no question waiting) are
 freed, and reopen from their seal when used again. So a client that opens
 sessions by the thousand (each `initialize` makes one) costs this replica a
-bounded table, and making or sweeping one looks at the oldest few only.
+bounded table, and making or sweeping one looks at the oldest sessions only:
+those with an open stream (stepped over), then the few it frees.
 
 DELETE records the session's nonce in the store (`SessionEnds`). Each replica
 reads the recorded ends at start and then on every poll, so a deleted id is
@@ -299,16 +300,18 @@ class SessionStore:
         )
         self._sessions[session_id] = session
         if len(self._sessions) > self._max_local:
-            self._shed(len(self._sessions) - self._max_local)
+            self._shed(len(self._sessions) - self._max_local, keep=session_id)
         return session
 
-    def _shed(self, count: int) -> None:
-        """Free the local state of the `count` least recently used sessions that hold nothing."""
+    def _shed(self, count: int, *, keep: str) -> None:
+        """Free the local state of the `count` least recently used sessions that hold nothing, never
+        `keep` (the one being added, which its caller is about to use). With every other session
+        holding something, the table stays above the bound: each of those is an open connection."""
         freed: list[str] = []
         for session in self._sessions.values():
             if len(freed) == count:
                 break
-            if session.holds_nothing:
+            if session.holds_nothing and session.id != keep:
                 freed.append(session.id)
         for session_id in freed:
             self.close(session_id)
