@@ -192,7 +192,7 @@ async def test_a_document_client_authenticating_by_private_key_jwt_is_refused_be
 
 
 POLICIES: dict[str, tuple[dict[str, Any], str, str]] = {
-    "off": ({"registration": "off"}, REDIRECT_URI, "admits no new clients (BASTION_REGISTRATION=off)"),
+    "off": ({"registration": "off"}, REDIRECT_URI, "admits no client by its metadata document"),
     "allowlist": (
         {"registration": "allowlist", "registration_redirect_hosts": ["agent.example"]},
         "https://elsewhere.example/callback",
@@ -214,13 +214,17 @@ async def test_a_metadata_document_client_is_held_to_the_registration_policy(
 ) -> None:
     """A document names a new client just as registration does: `off` admits none, and `allowlist`
     only redirect URIs on its hosts (both were bypassed by sending a document URL as client_id)."""
-    bastion, _, redirect_uri, message = held
+    bastion, policy, redirect_uri, message = held
     site.document["redirect_uris"] = [REDIRECT_URI, "https://agent.example/callback", redirect_uri]
     async with Flow(bastion) as person:
         page = await person.http.get(person.authorize_path(site.client_id, Pkce.new(), redirect_uri=redirect_uri))
         assert page.status_code == 401 and "location" not in page.headers
     # Under the allowlist, loopback and the listed host, before it in the document, were let through.
     assert message in page_message(page)
+    if policy == "off":  # not even fetched, and not advertised
+        assert site.hits.total() == 0
+        metadata = bastion.http.get("/.well-known/oauth-authorization-server").json()
+        assert not metadata.get("client_id_metadata_document_supported")
 
 
 async def test_the_metadata_advertises_client_id_metadata_documents(gw: Bastion) -> None:

@@ -242,6 +242,7 @@ async def test_a_forged_signature_is_refused(
         ({"email": "mallory@example.com", "sub": "mallory"}, "no Bastion user matches"),
         # the IdP did not check the address: it names nobody (the sub here is the IdP's own id)
         ({"email_verified": False}, "no Bastion user matches"),
+        ({"email_verified": "false"}, "no Bastion user matches"),  # as some IdPs spell it
         ({"resource": "https://elsewhere.example/mcp"}, "is not a published server here"),
         ({"scope": ["mcp"]}, "scope claim must be a space-delimited string"),
     ],

@@ -182,7 +182,7 @@ class IdentityAssertionGrant:
         # has no access until an administrator adds them.
         for name in names:
             value = claims.get(name)
-            if name == "email" and claims.get("email_verified") is False:
+            if name == "email" and str(claims.get("email_verified")).lower() == "false":  # some IdPs send a string
                 continue  # OIDC Core §5.1: the IdP says it did not check the address: it names nobody
             if isinstance(value, str) and value:
                 user = await self._store.find_user_by_name(value)

@@ -27,12 +27,20 @@ class ClientDirectory:
         self._documents = documents
         self._admit_document = admit_document
 
+    @property
+    def accepts_documents(self) -> bool:
+        """Whether an https client_id is fetched as its metadata document (advertised in the metadata)."""
+        return self._documents is not None
+
     async def get(self, client_id: str | None) -> Client:
         if not client_id:
             raise InvalidClient("client_id is required")
         if is_client_id_url(client_id):
             if self._documents is None:
-                raise InvalidClient("client ID metadata documents are disabled on this server")
+                raise InvalidClient(
+                    "this server admits no client by its metadata document "
+                    "(BASTION_CLIENT_METADATA_DOCUMENTS=false, or BASTION_REGISTRATION=off)"
+                )
             document = await self._documents.resolve(client_id)
             client = Client(
                 client_id=client_id,

@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable, Mapping
 
 from bastion.catalog.snapshot import Snapshot
-from bastion.errors import BadRequest, UnauthorizedClient
+from bastion.errors import BadRequest, InvalidScope, UnauthorizedClient
 from bastion.identity.tokens import ACCESS_TOKEN_PREFIX, hash_token
 from bastion.oauth.assertion import IdentityAssertionGrant
 from bastion.oauth.client_credentials import held_scopes, scopes_within
@@ -67,7 +67,10 @@ class TokenExchangeGrant:
         server_id = self._target(form, client, subject)
         # RFC 8693 §2.1 scope: what the new token is for, never more than the subject token holds,
         # nor than the client was given (the other grants cap by it too).
-        scopes = scopes_within(" ".join(narrowed(form.get("scope"), subject.grant.scopes)), held_scopes(client))
+        wanted = narrowed(form.get("scope"), subject.grant.scopes)
+        if not wanted:  # an empty request would read as "all the client holds" below
+            raise InvalidScope("the subject token holds no scope to pass on")
+        scopes = scopes_within(" ".join(wanted), held_scopes(client))
         grant = Grant(
             family_id=secrets.token_hex(16),
             client_id=client.client_id,

@@ -74,11 +74,10 @@ class Registrar:
 
     def admit_document_client(self, client: Client) -> None:
         """A client ID metadata document names a new client as registration does, so the same policy
-        holds: `off` admits none, `allowlist` only redirect URIs on its hosts (or loopback)."""
+        holds: `off` admits none (no document is even fetched then: see `AuthServer`), `allowlist`
+        only redirect URIs on its hosts (or loopback)."""
         if self._policy == "off":
-            raise InvalidClient(
-                "this server admits no new clients (BASTION_REGISTRATION=off), client ID metadata documents included"
-            )
+            raise InvalidClient("this server admits no new clients (BASTION_REGISTRATION=off)")
         if self._policy == "allowlist":
             for uri in client.redirect_uris:
                 try:

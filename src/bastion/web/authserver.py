@@ -65,7 +65,8 @@ class AuthServer:
             context.load_verify_locations(cafile=settings.egress_ca_file)
         self.ssl_context = context  # for every outbound fetch of the identity plane
         documents = None
-        if settings.client_metadata_documents:
+        # A document names a new client as registration does: with registration off, none is fetched.
+        if settings.client_metadata_documents and settings.registration != "off":
             documents = ClientMetadataResolver(self.egress, ssl_context=context)
         self.registrar = Registrar(
             self.store, policy=settings.registration, allowed_hosts=settings.registration_redirect_hosts

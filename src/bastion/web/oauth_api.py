@@ -59,7 +59,7 @@ async def as_metadata(auth: Auth) -> JSONResponse:
         auth.issuer,
         grant_types=auth.token_endpoint.grant_types,
         registration=auth.registrar.enabled,
-        client_documents=auth.settings.client_metadata_documents,
+        client_documents=auth.clients.accepts_documents,
         grant_profiles=(ID_JAG_PROFILE,) if auth.id_jag.trusted_issuers else (),
     )
     return JSONResponse(document, headers={"cache-control": "max-age=300"})
