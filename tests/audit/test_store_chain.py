@@ -25,7 +25,7 @@ from bastion.store.repos.audit import AuditLog, verify_chain
 from bastion.store.repos.audit_directory import COMMANDS, command_directory
 from bastion.store.repos.audit_journal import JournalFile, journal_lines
 from bastion.store.tenancy import SYSTEM
-from tests.harness import postgres_url
+from tests.harness import eventually, postgres_url
 
 pytestmark = pytest.mark.anyio
 
@@ -410,6 +410,38 @@ async def test_a_killed_commands_journal_is_adopted_by_the_server_once_its_lock_
     await server.recover()  # the next look (once a minute while serving) takes the one now free
     assert await verify_chain(db, "default") == (2, None) and not live_dir.exists() and young_dir.exists()
     server.release_directory()
+
+
+async def test_a_running_log_looks_again_and_so_does_the_next_command(db: Database, tmp_path: Path) -> None:
+    """The server looks for left-behind command directories while it runs (once a minute; here
+    faster), and a command adopts a killed sibling's too: one run from where no server looks would
+    otherwise keep its records forever. A file it cannot read is set aside, not fatal."""
+    journal = tmp_path / "journal"
+    server = AuditLog(db, journal, store_interval=0.05, adopt_seconds=0.1)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(server.run)
+        killed, killed_dir = await _left_behind(db, journal, 1, age=120)
+        killed.release_directory()
+
+        async def adopted() -> bool:
+            return not killed_dir.exists()
+
+        await eventually(adopted)
+        await server.aclose()
+        tasks.cancel_scope.cancel()
+    assert await verify_chain(db, "default") == (1, None)
+    other, other_dir = await _left_behind(db, journal, 2, age=120)
+    other.release_directory()
+    unreadable = command_directory(journal)
+    unreadable.mkdir(parents=True)
+    (unreadable / "audit-journal-1.jsonl").write_bytes(b'{"tenant_id": "default", "not": "a record"}\n')
+    os.utime(unreadable, (time.time() - 120, time.time() - 120))
+    command = AuditLog(db, command_directory(journal))
+    command.hold_directory()
+    await command.recover()
+    command.release_directory()
+    assert await verify_chain(db, "default") == (2, None) and not other_dir.exists()
+    assert [p.name for p in unreadable.iterdir() if not p.name.startswith(".")] == ["audit-journal-1.jsonl.unreadable"]
 
 
 async def test_a_commands_directory_is_removed_when_it_ends_with_everything_stored(

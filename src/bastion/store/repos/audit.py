@@ -115,6 +115,7 @@ class AuditLog:
         checkpoints: CheckpointPolicy | None = None,
         clock: Callable[[], int] = now_us,
         journal_file: Callable[[Path], JournalFile] = JournalFile,
+        adopt_seconds: float = _ADOPT_SECONDS,
     ) -> None:
         """`signer`: the live key ring, whose active key signs checkpoints (None: none are made).
 
@@ -149,6 +150,7 @@ class AuditLog:
         self._recovered = False  # a previous process's journal files are in the store
         self._quiet_check_at: int | None = None  # when to look for chains left unsigned (see `_pin_quiet_chains`)
         self._held: int | None = None  # the journal directory's lock (see `hold_directory`)
+        self._adopt_seconds = adopt_seconds
         self._adopt_at = 0.0  # when to look again for CLI commands' directories left behind (see `recover`)
 
     def record(self, tenant_id: str, record: AuditRecord) -> Durable:
@@ -310,13 +312,13 @@ class AuditLog:
 
     # --- stage 2: the store, in larger batches ----------------------------------------------------
     async def _try_recovery(self) -> None:
+        self._adopt_at = time.monotonic() + self._adopt_seconds
         try:
             await self.recover()
         except (SQLAlchemyError, OSError) as exc:  # the files stay: each store round tries again
             log.warning("audit_journal_recovery_failed", error=type(exc).__name__)
         else:
             self._recovered = True
-            self._adopt_at = time.monotonic() + _ADOPT_SECONDS
 
     async def _store_loop(self) -> None:
         while True:
@@ -397,7 +399,7 @@ class AuditLog:
                 for path in sorted(self._dir.glob("audit-journal-*.jsonl")):
                     if path not in own:
                         await self._recover_file(path)
-                for directory, fd in journal_directory.orphans(self._dir):
+                for directory, fd in journal_directory.orphans(journal_directory.commands_of(self._dir)):
                     try:
                         for path in sorted(directory.glob("audit-journal-*.jsonl")):
                             await self._recover_file(path)
@@ -412,8 +414,15 @@ class AuditLog:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue  # a line cut short by the crash: its call was never acknowledged
-            tenant_id = data.pop("tenant_id")
-            records.append((tenant_id, AuditRecord(**data)))
+            try:
+                tenant_id = data.pop("tenant_id")
+                records.append((tenant_id, AuditRecord(**data)))
+            except (AttributeError, KeyError, TypeError):
+                # Whole, but not a record this version reads (another version's, or altered): kept
+                # aside for a person to look at, never half-stored and never stopping the log.
+                path.rename(path.with_name(path.name + ".unreadable"))  # noqa: ASYNC240
+                log.error("audit_journal_file_unreadable", file=path.name)
+                return
         async with self._db.session(SYSTEM) as session:
             stored: set[str] = set()
             ids = [record.id for _, record in records]

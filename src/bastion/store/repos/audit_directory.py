@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bastion.errors import AuditUnavailable
 
-__all__ = ["COMMANDS", "command_directory", "hold", "is_command_directory", "orphans", "release"]
+__all__ = ["COMMANDS", "command_directory", "commands_of", "hold", "is_command_directory", "orphans", "release"]
 
 COMMANDS = "commands"
 _LOCK = ".lock"
@@ -74,14 +74,22 @@ def is_command_directory(directory: Path) -> bool:
     return directory.parent.name == COMMANDS
 
 
-def orphans(journal_dir: Path) -> Iterator[tuple[Path, int]]:
-    """Command directories under `journal_dir` whose command has ended without removing them, each
-    locked for the caller (who recovers its files, then `release(..., remove=True)`s it)."""
-    parent = journal_dir / COMMANDS
-    if not parent.is_dir():
+def commands_of(journal_dir: Path) -> Path:
+    """Where the command directories that `journal_dir`'s process adopts are: under a server's
+    directory; beside a command's own (a command adopts a killed one's too, wherever it runs)."""
+    return journal_dir.parent if is_command_directory(journal_dir) else journal_dir / COMMANDS
+
+
+def orphans(parent: Path) -> Iterator[tuple[Path, int]]:
+    """Command directories in `parent` whose command has ended without removing them, each locked
+    for the caller (who recovers its files, then `release(..., remove=True)`s it). One this process
+    holds itself is not among them (its lock is taken), nor one it may not read."""
+    try:
+        found = sorted(parent.iterdir()) if parent.is_dir() else []
+    except OSError:  # another user's, say: looked at again next time
         return
     settled = time.time() - _GRACE_SECONDS
-    for directory in sorted(parent.iterdir()):
+    for directory in found:
         try:
             if not directory.is_dir() or directory.is_symlink() or directory.stat().st_mtime > settled:
                 continue
