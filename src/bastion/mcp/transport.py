@@ -19,19 +19,12 @@ import anyio
 import mcp_types as mt
 import orjson
 import structlog
-from mcp.shared.inbound import (
-    ERROR_CODE_HTTP_STATUS,
-    InboundLadderRejection,
-    classify_inbound_request,
-    find_duplicated_routing_header,
-    unsupported_protocol_version_rejection,
-)
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, unsupported_protocol_version_rejection
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from pydantic import ValidationError
 
 from bastion.audit.chain import AuditRecord
 from bastion.audit.sink import AuditSink
-from bastion.catalog import param_headers
 from bastion.catalog.holder import SnapshotHolder
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.catalog.views import view_for
@@ -39,7 +32,6 @@ from bastion.errors import (
     BadRequest,
     BastionError,
     Forbidden,
-    HeaderMismatch,
     InsufficientScope,
     InvalidParams,
     MethodNotAllowed,
@@ -69,6 +61,7 @@ from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import SCOPE_MCP, Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
 from bastion.mcp.auditing import FORWARDED, exchange_record, refusal_record
+from bastion.mcp.envelope import is_modern, modern_rejection, param_headers_of, parse_request
 from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
@@ -153,7 +146,7 @@ class McpEndpoint:
                 await gate.count(principal, recorder)  # the quota, once the use is otherwise allowed
             self._metrics.stage("authorize", time.perf_counter() - authenticated)
             method = scope["method"]
-            if method != "POST" and _is_modern(header(scope, b"mcp-protocol-version")):
+            if method != "POST" and is_modern(header(scope, b"mcp-protocol-version")):
                 # 2026-07-28 has no session stream and nothing to delete: POST only.
                 raise MethodNotAllowed("the 2026-07-28 revision takes POST only", allow="POST")
             if method == "POST":
@@ -192,7 +185,7 @@ class McpEndpoint:
             raise BadRequest("the body must be one JSON-RPC 2.0 message")
         check_scope(principal, server, message)
         version = header(scope, b"mcp-protocol-version")
-        if _is_modern(version):
+        if is_modern(version):
             meta = (message.get("params") or {}).get("_meta") if isinstance(message.get("params"), dict) else None
             capabilities = meta.get(mt.CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
             call = Call(
@@ -201,7 +194,7 @@ class McpEndpoint:
                 principal,
                 modern=True,
                 client_capabilities=capabilities if isinstance(capabilities, dict) else None,
-                param_headers=_param_headers(scope),
+                param_headers=param_headers_of(scope),
             )
             await self._post_modern(scope, receive, send, message, call, started)
             return
@@ -224,7 +217,7 @@ class McpEndpoint:
             self._exchanged(server, principal, str(message["method"]), started)
             await send_bytes(send, 202, b"")
             return
-        request = _request(message)
+        request = parse_request(message)
         call = Call(server, snapshot, principal, modern=False, session_id=session.id)
         tracked = TrackedSend(send)
         with anyio.CancelScope() as cancel:
@@ -254,8 +247,8 @@ class McpEndpoint:
             self._exchanged(call.server, call.principal, str(message["method"]), started)
             await send_bytes(send, 202, b"")
             return
-        request = _request(message)
-        rejection = _modern_rejection(scope, message)
+        request = parse_request(message)
+        rejection = modern_rejection(scope, message)
         if rejection is not None:
             self._metrics.refused("mcp", BadRequest(rejection.message))
             refusal = refusal_record(
@@ -331,7 +324,7 @@ class McpEndpoint:
         await send_bytes(send, 200, result_message(request.id, result), headers=_session_headers(session))
 
     async def _initialize(self, send: Send, message: dict[str, Any], server: ServerView, principal: Principal) -> None:
-        request = _request(message)
+        request = parse_request(message)
         try:
             params = mt.InitializeRequestParams.model_validate(request.params or {})
         except ValidationError as exc:
@@ -461,49 +454,6 @@ class McpEndpoint:
             # Unknown, expired, or opened by another token: the same answer for all three.
             raise UnknownSession("unknown or expired MCP session: initialize a new one")
         return session
-
-
-def _is_modern(version: str | None) -> bool:
-    """The SDK's era rule: any version header that is not a handshake revision is the 2026 wire."""
-    return version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
-
-
-def _request(message: dict[str, Any]) -> mt.JSONRPCRequest:
-    try:
-        request = mt.JSONRPCRequest.model_validate(message)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(f"invalid JSON-RPC request: {where}: {first['msg']}") from None
-    # The envelope model takes any params object; every method's `_meta` is an object (MCP's `RequestParams`).
-    meta = request.params.get("_meta") if request.params is not None else None
-    if meta is not None and not isinstance(meta, dict):
-        raise InvalidParams(f"invalid {request.method} params: _meta: must be an object")
-    return request
-
-
-def _modern_rejection(scope: Scope, message: dict[str, Any]) -> InboundLadderRejection | None:
-    """The SDK's 2026-07-28 envelope ladder: `_meta` keys, routing headers vs body, version."""
-    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-    duplicated = find_duplicated_routing_header(raw)
-    if duplicated is not None:
-        return InboundLadderRejection(code=mt.HEADER_MISMATCH, message=f"{duplicated} header appears more than once")
-    verdict = classify_inbound_request(message, headers=dict(raw))
-    return verdict if isinstance(verdict, InboundLadderRejection) else None
-
-
-def _param_headers(scope: Scope) -> dict[str, str] | None:
-    """The request's `Mcp-Param-*` headers (2026-07-28), checked against its arguments by
-    `tools/call`; None without any. One sent twice is refused here: readers would disagree."""
-    found: dict[str, str] | None = None
-    for name, value in scope["headers"]:
-        if name.startswith(param_headers.PREFIX):
-            found = {} if found is None else found
-            key = name.decode("latin-1")
-            if key in found:
-                raise HeaderMismatch(f"{key} header appears more than once")
-            found[key] = value.decode("latin-1")
-    return found
 
 
 def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:
