@@ -15,7 +15,7 @@ from bastion.store.models import AuditEntry
 from bastion.store.repos.audit_verify import entry_record
 from bastion.store.tenancy import Tenancy
 
-__all__ = ["AuditQuery", "export", "export_lines", "record_out", "search"]
+__all__ = ["AuditQuery", "entries_where", "export", "export_lines", "record_out", "search"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +31,23 @@ class AuditQuery:
     until_us: int | None = None
 
 
-def _filtered(query: AuditQuery) -> Select[AuditEntry]:
+def entries_where(*equal: tuple[Any, str | None]) -> Select[AuditEntry]:
+    """Audit entries whose columns equal the values given; a None value does not filter."""
     statement = select(AuditEntry)
-    for column, value in (
+    for column, value in equal:
+        if value is not None:
+            statement = statement.where(column == value)
+    return statement
+
+
+def _filtered(query: AuditQuery) -> Select[AuditEntry]:
+    statement = entries_where(
         (AuditEntry.correlation_id, query.correlation_id),
         (AuditEntry.principal, query.principal),
         (AuditEntry.target, query.target),
         (AuditEntry.decision, query.decision),
         (AuditEntry.kind, query.kind),
-    ):
-        if value is not None:
-            statement = statement.where(column == value)
+    )
     if query.since_us is not None:
         statement = statement.where(AuditEntry.at_us >= query.since_us)
     if query.until_us is not None:

@@ -16,6 +16,7 @@ from sqlalchemy import Select, select
 
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, AuditHead
+from bastion.store.repos.audit_search import entries_where
 from bastion.store.tenancy import SYSTEM
 
 __all__ = ["TailQuery", "follow"]
@@ -67,15 +68,11 @@ async def follow(
 
 
 def _matching(query: TailQuery) -> Select[AuditEntry]:
-    statement = select(AuditEntry)
-    for column, value in (
+    return entries_where(
         (AuditEntry.tenant_id, query.tenant_id),
         (AuditEntry.kind, query.kind),
         (AuditEntry.correlation_id, query.correlation_id),
-    ):
-        if value is not None:
-            statement = statement.where(column == value)
-    return statement
+    )
 
 
 async def _heads(db: Database, query: TailQuery) -> dict[str, int]:
