@@ -145,6 +145,18 @@ async def test_a_revoked_or_unknown_subject_token_is_invalid_request(
     assert_error(as_refresh, "invalid_request", "not a live Bastion access token")
 
 
+async def test_the_new_token_is_revoked_with_its_subject_token_or_the_grant_it_came_from(
+    gw: Bastion, flow: Flow, agent: dict[str, Any]
+) -> None:
+    for revoked in ("access_token", "refresh_token"):  # one token (RFC 7009), or the whole grant
+        user = await user_tokens(flow)
+        body = (await exchange(flow.http, agent, user.access_token, resource=gw.mcp_url("other"))).json()
+        assert (await mcp_request(flow.http, gw.mcp_url("other"), body["access_token"])).status_code == 200
+        await flow.http.post("/oauth/revoke", data={"token": getattr(user, revoked), "client_id": user.client_id})
+        assert (await mcp_request(flow.http, gw.mcp_url("other"), body["access_token"])).status_code == 401, revoked
+        assert (await introspect(flow.http, agent, body["access_token"])) == {"active": False}
+
+
 async def test_only_access_tokens_are_exchanged_and_issued(gw: Bastion, flow: Flow, agent: dict[str, Any]) -> None:
     user = await user_tokens(flow)
     id_token_type = "urn:ietf:params:oauth:token-type:id_token"

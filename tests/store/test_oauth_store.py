@@ -3,6 +3,7 @@ family revocation that reaches the data plane, consents."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 
@@ -196,6 +197,72 @@ async def test_concurrent_presentations_of_one_refresh_token_leave_no_token_of_t
             for n in range(4):
                 tasks.start_soon(present, n)
         assert await _live_tokens(store, [hash_token(f"rt-{family}"), *saved]) == []
+
+
+def _exchanged(grant: Grant, family: str, source: str) -> Grant:
+    return dataclasses.replace(grant, family_id=family, client_id="agent", source=hash_token(source))
+
+
+async def test_tokens_exchanged_for_a_token_die_with_it_its_family_and_each_other(db: Database) -> None:
+    """RFC 8693: a delegated token (and one delegated from it) never outlives its source."""
+    store = SqlOAuthStore(db, MemoryBus())
+    user = await _grant(db, "family-11")
+    now = time.time()
+    await store.save_tokens(user, [(hash_token("at-11"), "access", now + 600)], now)
+    await store.save_tokens(user, [(hash_token("rt-11"), "refresh", now + 3600)], now)
+    for family, source in (("x-11", "at-11"), ("y-11", "x-token-11"), ("z-11", "at-11")):
+        token = {"x-11": "x-token-11", "y-11": "y-token-11", "z-11": "z-token-11"}[family]
+        await store.save_tokens(_exchanged(user, family, source), [(hash_token(token), "access", now + 60)], now)
+    chain = [hash_token(t) for t in ("x-token-11", "y-token-11", "z-token-11")]
+    assert await _live_tokens(store, chain) == chain
+
+    await store.revoke_token(hash_token("at-11"))  # RFC 7009, the user's access token alone
+    assert await _live_tokens(store, [hash_token("rt-11"), *chain]) == [hash_token("rt-11")]
+    with pytest.raises(InvalidGrant, match="subject token was revoked"):
+        await store.save_tokens(_exchanged(user, "w-11", "at-11"), [(hash_token("w-11"), "access", now + 60)], now)
+    assert await store.find_token(hash_token("w-11")) is None
+
+    # The grant withdrawn (its refresh token revoked: the whole family): what was exchanged goes too.
+    await store.save_tokens(user, [(hash_token("at-11b"), "access", now + 600)], now)
+    await store.save_tokens(_exchanged(user, "v-11", "at-11b"), [(hash_token("v-11"), "access", now + 60)], now)
+    await store.revoke_token(hash_token("rt-11"))
+    assert await _live_tokens(store, [hash_token("at-11b"), hash_token("v-11")]) == []
+
+
+async def test_a_revocation_that_starts_while_an_exchange_saves_revokes_what_it_saved(db: Database) -> None:
+    store = SqlOAuthStore(db, MemoryBus())
+    user = await _grant(db, "family-12")
+    now = time.time()
+    await store.save_tokens(user, [(hash_token("at-12"), "access", now + 600)], now)
+    exchanged = _exchanged(user, "x-12", "at-12")
+    revoked = anyio.Event()
+
+    async def revoke() -> None:
+        await store.revoke_token(hash_token("at-12"))
+        revoked.set()
+
+    async with anyio.create_task_group() as tasks:
+        async with db.session(SYSTEM) as session:  # the exchange's save, held open
+            await hold_live_family(session, "x-12", source=exchanged.source)
+            tasks.start_soon(revoke)
+            await anyio.sleep(0.3)
+            assert not revoked.is_set()  # waits for the save to commit
+            session.add(
+                OAuthToken(
+                    token_hash=hash_token("x-token-12"),
+                    kind="access",
+                    family_id="x-12",
+                    client_id=exchanged.client_id,
+                    user_id=exchanged.user_id,
+                    server_id=exchanged.server_id,
+                    scopes=list(exchanged.scopes),
+                    expires_at=datetime.fromtimestamp(now + 60, UTC),
+                )
+            )
+        with anyio.fail_after(10):
+            await revoked.wait()
+    assert await _live_tokens(store, [hash_token("at-12"), hash_token("x-token-12")]) == []
+    assert await store.find_token(hash_token("x-token-12")) is not None  # saved, then revoked
 
 
 async def test_upgrading_gives_every_grant_issued_before_a_live_family(db: Database) -> None:

@@ -13,7 +13,9 @@ the servers an administrator allowed the client to reach.
 
 The new token starts a family of its own (an MCP session bound to the user's
 grant is not opened to the client), carries no refresh token, and never
-outlives its subject token.
+outlives its subject token: it expires with it at the latest, and is revoked
+with it (the token revoked, its grant withdrawn or revoked: the family names
+its source).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class TokenExchangeGrant:
             raise UnauthorizedClient("token exchange is only for service clients with a client secret")
         if form.get("subject_token_type") == JWT_TOKEN_TYPE:
             return await self._from_jwt(form, client, now)
-        subject = await self._subject(form, now)
+        subject, subject_hash = await self._subject(form, now)
         server_id = self._target(form, client, subject)
         # RFC 8693 §2.1 scope: what the new token is for, never more than the subject token holds,
         # nor than the client was given (the other grants cap by it too).
@@ -77,6 +79,7 @@ class TokenExchangeGrant:
             user_id=subject.grant.user_id,
             server_id=server_id,
             scopes=scopes,
+            source=subject_hash,
         )
         return await self._issue(grant, min(now + self._access_ttl, subject.expires_at), now)
 
@@ -121,7 +124,7 @@ class TokenExchangeGrant:
             issued_token_type=ACCESS_TOKEN_TYPE,  # RFC 8693 §2.2.1: REQUIRED in the response
         )
 
-    async def _subject(self, form: Mapping[str, str], now: float) -> TokenRecord:
+    async def _subject(self, form: Mapping[str, str], now: float) -> tuple[TokenRecord, str]:
         # RFC 8693 §2.2.2: a missing, invalid or unacceptable subject or actor token is invalid_request.
         token = form.get("subject_token")
         if not token:
@@ -129,10 +132,11 @@ class TokenExchangeGrant:
         if form.get("subject_token_type") != ACCESS_TOKEN_TYPE:
             raise BadRequest(f"subject_token_type must be {ACCESS_TOKEN_TYPE}: Bastion exchanges its access tokens")
         _check_types(form)
-        record = await self._store.find_token(hash_token(token))
+        digest = hash_token(token)
+        record = await self._store.find_token(digest)
         if record is None or record.kind != "access" or record.revoked or record.expires_at <= now:
             raise BadRequest("the subject_token is not a live Bastion access token: it is unknown, expired or revoked")
-        return record
+        return record, digest
 
     def _target(self, form: Mapping[str, str], client: Client, subject: TokenRecord) -> str:
         # RFC 8693 §2.1: `resource` (an absolute URI, RFC 8707) and `audience` both name the target;

@@ -39,6 +39,8 @@ class Grant:
     user_id: str
     server_id: str
     scopes: tuple[str, ...]
+    # Token exchange: the hash of the subject token it was issued for (its tokens die with it).
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,9 @@ class OAuthStore(Protocol):
         """Store (token_hash, kind, expires_at) rows of one grant, issued at `issued_at` (the clock
         reading their expiries were computed from, so `exp - iat` is exactly the lifetime).
 
-        `InvalidGrant`, and nothing stored, when the grant's family was revoked: ordered against
-        `revoke_family`, so tokens saved while it runs are revoked with the rest."""
+        `InvalidGrant`, and nothing stored, when the grant's family was revoked, or its `source`
+        token (or that token's family) was: ordered against `revoke_family` and `revoke_token`, so
+        tokens saved while either runs are revoked with the rest."""
         ...
 
     async def take_refresh(self, token_hash: str, now: float) -> TokenRecord | None:
@@ -102,7 +105,8 @@ class OAuthStore(Protocol):
         ...
 
     async def revoke_token(self, token_hash: str) -> TokenRecord | None:
-        """Revoke one token as RFC 7009 asks: a refresh token takes its whole family with it.
+        """Revoke one token as RFC 7009 asks: a refresh token takes its whole family with it, and
+        every token exchanged for the revoked ones goes too.
 
         Returns the token as it was before, or None when there is no such token.
         """

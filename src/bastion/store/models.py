@@ -363,6 +363,9 @@ class OAuthFamily(Base):
     __tablename__ = "oauth_families"
     family_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Token exchange (RFC 8693): the hash of the subject token this family was issued for. Revoking
+    # that token, or its family, revokes this one too: a delegated token never outlives its source.
+    source_token: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
 
 class OAuthConsent(Base):

@@ -51,27 +51,43 @@ def stored_client(row: OAuthClient) -> Client:
 
 
 async def revoke_families(session: AsyncSession, families: Select[str] | list[str]) -> None:
-    """Revoke the families named (ids, or a query of ids) and every token of theirs, in `session`.
+    """Revoke the families named (ids, or a query of ids) and every token of theirs, in `session`,
+    then the families exchanged for those tokens (RFC 8693), and theirs in turn.
 
     The family rows first (see `OAuthFamily`): a rotation of one of them that is saving tokens
     holds its row until it commits, so the tokens' statement, which starts after, sees what it
-    saved; a rotation that comes later finds its family revoked. The caller bumps the epoch."""
+    saved; a rotation that comes later finds its family revoked. An exchange holds its source's
+    family row the same way, so the query for exchanged families, which starts after, sees the
+    family it saved. The caller bumps the epoch."""
     now = datetime.now(UTC)
-    await session.execute(
-        update(OAuthFamily)
-        .where(OAuthFamily.family_id.in_(families), OAuthFamily.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    await session.execute(
-        update(OAuthToken)
-        .where(OAuthToken.family_id.in_(families), OAuthToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    named: Select[str] | list[str] = families
+    while True:
+        await session.execute(
+            update(OAuthFamily)
+            .where(OAuthFamily.family_id.in_(named), OAuthFamily.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        await session.execute(
+            update(OAuthToken)
+            .where(OAuthToken.family_id.in_(named), OAuthToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        named = list(
+            await session.scalars(_exchanged_from(select(OAuthToken.token_hash).where(OAuthToken.family_id.in_(named))))
+        )
+        if not named:
+            return
 
 
-async def hold_live_family(session: AsyncSession, family_id: str) -> None:
+def _exchanged_from(tokens: Select[str] | list[str]) -> Select[str]:
+    """The live families issued by token exchange for any of `tokens` (hashes, or a query of them)."""
+    return select(OAuthFamily.family_id).where(OAuthFamily.source_token.in_(tokens), OAuthFamily.revoked_at.is_(None))
+
+
+async def hold_live_family(session: AsyncSession, family_id: str, *, source: str | None = None) -> None:
     """Lock the family's row for the rest of `session`'s transaction if it is live (a new family
-    gets its row); InvalidGrant if it was revoked, which rolls back what the transaction saved."""
+    gets its row, naming the `source` token it is exchanged for); InvalidGrant if it was revoked,
+    or its source token was, which rolls back what the transaction saved."""
     held = await session.execute(
         update(OAuthFamily)
         .where(OAuthFamily.family_id == family_id, OAuthFamily.revoked_at.is_(None))
@@ -81,7 +97,27 @@ async def hold_live_family(session: AsyncSession, family_id: str) -> None:
         return
     if await session.get(OAuthFamily, family_id) is not None:
         raise InvalidGrant("this grant was revoked (a code or refresh token of it was used twice, or revoked)")
-    session.add(OAuthFamily(family_id=family_id))
+    if source is not None:
+        await _hold_live_source(session, source)
+    session.add(OAuthFamily(family_id=family_id, source_token=source))
+
+
+async def _hold_live_source(session: AsyncSession, token_hash: str) -> None:
+    # The source's family row first (what its revocation locks too), then the token itself: a
+    # revocation that came first is seen here, one that comes later sees the new family.
+    token = await session.scalar(select(OAuthToken).where(OAuthToken.token_hash == token_hash))
+    if token is not None:
+        await hold_live_family(session, token.family_id)
+        await session.refresh(token)
+    if token is None or token.revoked_at is not None:
+        raise InvalidGrant("the subject token was revoked meanwhile")
+
+
+async def _touch_family(session: AsyncSession, family_id: str) -> None:
+    """Take the family's row for the transaction, changing nothing, whether it is live or not."""
+    await session.execute(
+        update(OAuthFamily).where(OAuthFamily.family_id == family_id).values(revoked_at=OAuthFamily.revoked_at)
+    )
 
 
 def _user(user: User) -> UserRecord:
@@ -200,7 +236,7 @@ class SqlOAuthStore:
 
     async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]], issued_at: float) -> None:
         async with self._db.session(SYSTEM) as session:
-            await hold_live_family(session, grant.family_id)
+            await hold_live_family(session, grant.family_id, source=grant.source)
             for token_hash, kind, expires_at in tokens:
                 session.add(
                     OAuthToken(
@@ -255,9 +291,12 @@ class SqlOAuthStore:
             await self.revoke_family(record.grant.family_id)
         else:
             async with self._db.session(SYSTEM) as session:
+                await _touch_family(session, record.grant.family_id)  # ordered against an exchange of it
                 await session.execute(
                     update(OAuthToken).where(OAuthToken.token_hash == token_hash).values(revoked_at=datetime.now(UTC))
                 )
+                # Materialized: the query names live families only, and the first update revokes them.
+                await revoke_families(session, list(await session.scalars(_exchanged_from([token_hash]))))
                 await bump_epoch(session)
             await self._bus.publish(ChangeEvent("tokens", record.grant.family_id))
         return record
