@@ -269,7 +269,7 @@ class Services:
             self.pool.attach(tasks)
             self.bus.subscribe(self.holder.handle_event)
             self.holder.on_change(self.pool.sync)
-            self.holder.on_change(ChangeNotifier(self.sessions).on_snapshot)
+            self.holder.on_change(ChangeNotifier(self.sessions, self.auth.store.live_access_tokens).on_snapshot)
             self.holder.on_change(self._reload_signing_keys)
             self.pool.on_notification(self._on_origin_notification)
             await self.holder.refresh()

@@ -1,19 +1,28 @@
 """Tells connected clients what changed when a new snapshot replaces the old one.
 
 Lists that differ produce `notifications/*/list_changed` on the sessions' GET
-streams; sessions whose server went away (or was unpublished) or whose token
-was revoked are closed, so nothing keeps running on withdrawn access.
+streams; sessions whose server went away (or was unpublished) or whose API
+token was revoked are closed, and so are the streams opened with an OAuth access
+token that is no longer live (revoked: every revocation is a new snapshot), so
+nothing keeps running on withdrawn access.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
+
+import structlog
 
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.mcp.sessions import SessionStore
 
-__all__ = ["ChangeNotifier"]
+__all__ = ["ChangeNotifier", "LiveTokens"]
+
+log = structlog.get_logger(__name__)
+
+# The store's answer: which of these OAuth access tokens (by id) are still live.
+LiveTokens = Callable[[Collection[str]], Awaitable[set[str]]]
 
 
 def _tools(view: ServerView) -> list[dict[str, Any]]:
@@ -36,13 +45,15 @@ _LISTS: tuple[tuple[str, Callable[[ServerView], list[dict[str, Any]]]], ...] = (
 
 
 class ChangeNotifier:
-    def __init__(self, sessions: SessionStore) -> None:
+    def __init__(self, sessions: SessionStore, live_tokens: LiveTokens | None = None) -> None:
         self._sessions = sessions
+        self._live_tokens = live_tokens
 
     async def on_snapshot(self, old: Snapshot, new: Snapshot) -> None:
         revoked = {p.token_id for p in old.tokens.values()} - {p.token_id for p in new.tokens.values()}
         if revoked:
             self._sessions.drop_token(revoked)
+        await self._end_withdrawn_streams()
         new_by_id = {view.id: view for view in new.servers.values()}
         for view in old.servers.values():
             current = new_by_id.get(view.id)
@@ -59,3 +70,17 @@ class ChangeNotifier:
         for session in self._sessions.of_server(new.id):
             for method in changed:
                 session.notify(method)
+
+    async def _end_withdrawn_streams(self) -> None:
+        held = self._sessions.oauth_streams()
+        if not held or self._live_tokens is None:
+            return
+        try:
+            live = await self._live_tokens(held.keys())
+        except Exception as exc:  # any store failure: liveness unconfirmed, so the streams end
+            log.warning("stream_credentials_unchecked", error=type(exc).__name__, streams=len(held))
+            live = set()
+        for token_id, sessions in held.items():
+            if token_id not in live:
+                for session in sessions:
+                    session.close_stream()

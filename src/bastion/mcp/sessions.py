@@ -85,6 +85,9 @@ class Session:
     # The GET (or listen) stream: server-to-client notifications.
     outbox: MemoryObjectSendStream[bytes] | None = None
     inbox: MemoryObjectReceiveStream[bytes] | None = None
+    # The OAuth access token (its id) that opened the stream: revoking it ends the stream (see
+    # `ChangeNotifier`). None for an API token, whose revocation ends the whole session.
+    stream_credential: str | None = None
     # Server-to-client requests awaiting the client's reply, by the id Bastion gave them.
     asks: dict[str, _Ask] = field(default_factory=dict)
     asked: int = 0
@@ -129,11 +132,16 @@ class Session:
         """Freeing the local state loses nothing: the seal reopens the rest on the next request."""
         return not self.streaming and not self.in_flight and not self.asks
 
-    def open_stream(self) -> MemoryObjectReceiveStream[bytes]:
-        if self.outbox is not None:
-            self.outbox.close()  # the spec allows one stream; a new GET replaces the old one
+    def open_stream(self, credential: str | None = None) -> MemoryObjectReceiveStream[bytes]:
+        self.close_stream()  # the spec allows one stream; a new GET replaces the old one
         self.outbox, self.inbox = anyio.create_memory_object_stream[bytes](_STREAM_BUFFER)
+        self.stream_credential = credential
         return self.inbox
+
+    def close_stream(self) -> None:
+        """End the open stream, if any: its response ends once what is queued is sent."""
+        if self.outbox is not None:
+            self.outbox.close()
 
     def notify(self, method: str) -> None:
         """Queue a parameterless notification, in this session's era's shape and filter."""
@@ -271,11 +279,18 @@ class SessionStore:
             return
         for scope in session.in_flight.values():
             scope.cancel()
-        if session.outbox is not None:
-            session.outbox.close()
+        session.close_stream()
 
     def of_server(self, server_id: str) -> list[Session]:
         return [s for s in self._sessions.values() if s.server_id == server_id]
+
+    def oauth_streams(self) -> dict[str, list[Session]]:
+        """The open streams opened with an OAuth access token, by that token's id."""
+        held: dict[str, list[Session]] = {}
+        for session in self._sessions.values():
+            if session.stream_credential is not None and session.streaming:
+                held.setdefault(session.stream_credential, []).append(session)
+        return held
 
     def drop_token(self, token_ids: set[str]) -> None:
         """Close every session opened by a token that is no longer valid."""

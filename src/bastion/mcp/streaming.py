@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import anyio
@@ -11,6 +12,7 @@ import orjson
 
 from bastion.errors import BastionError
 from bastion.http.asgi import Receive, Send
+from bastion.identity.principal import Principal
 from bastion.mcp.jsonrpc import error_message, result_message
 from bastion.mcp.methods import Call, Methods
 from bastion.mcp.sessions import Session
@@ -70,10 +72,20 @@ async def serve_streaming(
 
 
 async def serve_event_stream(
-    session: Session, receive: Receive, send: Send, *, first: bytes | None = None, announce_session: bool = True
+    session: Session,
+    receive: Receive,
+    send: Send,
+    principal: Principal,
+    *,
+    first: bytes | None = None,
+    announce_session: bool = True,
 ) -> None:
-    """A notification stream (GET, or 2026-07-28 listen) until the session ends or the client leaves."""
-    inbox = session.open_stream()
+    """A notification stream (GET, or 2026-07-28 listen) until the session ends, the client leaves,
+    or the credential that opened it runs out: its token or the session expires, or an OAuth token
+    is revoked (`ChangeNotifier`; an API token's revocation ends the session). A client that still
+    may reads on by opening a new stream."""
+    inbox = session.open_stream(principal.token_id if principal.client_id is not None else None)
+    until = min(principal.expires_at, session.expires_at)
     headers = [*_SSE_HEADERS, (b"mcp-session-id", session.id.encode())] if announce_session else _SSE_HEADERS
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     if first is not None:
@@ -81,15 +93,16 @@ async def serve_event_stream(
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
         with inbox:
-            while True:
-                with anyio.move_on_after(_KEEPALIVE_SECONDS):
+            while (left := until - time.time()) > 0:
+                with anyio.move_on_after(min(_KEEPALIVE_SECONDS, left)):
                     try:
                         message = await inbox.receive()
                     except anyio.EndOfStream:
                         break
                     await send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
                     continue
-                await send({"type": "http.response.body", "body": b": keepalive\r\n\r\n", "more_body": True})
+                if until > time.time():
+                    await send({"type": "http.response.body", "body": b": keepalive\r\n\r\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         tasks.cancel_scope.cancel()
 

@@ -379,7 +379,9 @@ class McpEndpoint:
             "params": {"notifications": honoured, "_meta": {SUBSCRIPTION_ID_META_KEY: request.id}},
         }
         try:
-            await serve_event_stream(session, receive, send, first=orjson.dumps(ack), announce_session=False)
+            await serve_event_stream(
+                session, receive, send, call.principal, first=orjson.dumps(ack), announce_session=False
+            )
         finally:
             self._sessions.close(session.id)
 
@@ -392,7 +394,7 @@ class McpEndpoint:
             return
         session = self._session(scope, server, principal)
         self._exchanged(server, principal, "event stream (HTTP GET)", started)
-        await serve_event_stream(session, receive, send)
+        await serve_event_stream(session, receive, send, principal)
 
     def _exchanged(self, server: ServerView, principal: Principal, method: str, started: float) -> None:
         """The record of a request the endpoint answered itself (see `exchange_record`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -337,6 +338,16 @@ class SqlOAuthStore:
                 )
             else:
                 row.scopes = sorted(scopes | frozenset(row.scopes))
+
+    async def live_access_tokens(self, token_ids: Collection[str]) -> set[str]:
+        """Which of these access tokens (by id) are not revoked: what an open stream re-checks."""
+        async with self._db.session(SYSTEM) as session:
+            found = await session.scalars(
+                select(OAuthToken.id).where(
+                    OAuthToken.id.in_(list(token_ids)), OAuthToken.kind == "access", OAuthToken.revoked_at.is_(None)
+                )
+            )
+            return set(found)
 
     async def access_principal(self, token_hash: str) -> Principal | None:
         """The data plane's `TokenLookup`: a live access token's principal, or None."""

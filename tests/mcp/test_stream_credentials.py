@@ -1,0 +1,86 @@
+"""Streams opened with an OAuth access token are re-checked on every snapshot change; when the store
+cannot say the token is still live, the stream ends (deny when undecided)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from bastion.catalog.snapshot import Snapshot
+from bastion.mcp.notify import ChangeNotifier
+from bastion.mcp.sessions import SessionStore
+
+pytestmark = pytest.mark.anyio
+
+Inbox = MemoryObjectReceiveStream[bytes]
+
+
+class _NoEnds:
+    async def record(self, nonce: str, expires_at: float) -> None:
+        raise AssertionError("nothing is deleted here")
+
+    async def since(self, mark: float | None) -> tuple[dict[str, float], float | None]:
+        return {}, time.time()
+
+
+@asynccontextmanager
+async def _streams(*credentials: str | None) -> AsyncIterator[tuple[SessionStore, list[Inbox]]]:
+    store = SessionStore(idle_seconds=60, lifetime_seconds=3600, ends=_NoEnds())
+    await store.start([os.urandom(32)])
+    opened = [
+        store.create(server_id="s", token_id=f"owner-{n}", protocol_version="2025-11-25", capabilities={})
+        for n in range(len(credentials))
+    ]
+    inboxes = [session.open_stream(credential) for session, credential in zip(opened, credentials, strict=True)]
+    try:
+        yield store, inboxes
+    finally:
+        for session, inbox in zip(opened, inboxes, strict=True):
+            store.close(session.id)
+            inbox.close()
+
+
+def _ended(inbox: Inbox) -> bool:
+    try:
+        inbox.receive_nowait()
+    except anyio.EndOfStream:
+        return True
+    except anyio.WouldBlock:
+        return False
+    raise AssertionError("nothing was queued")
+
+
+async def test_only_the_streams_of_tokens_no_longer_live_end() -> None:
+    asked: list[set[str]] = []
+
+    async def live_tokens(ids: Collection[str]) -> set[str]:
+        asked.append(set(ids))
+        return {"at-live"}
+
+    async with _streams("at-live", "at-revoked", None) as (store, (live, revoked, api_token)):
+        await ChangeNotifier(store, live_tokens).on_snapshot(Snapshot.empty(), Snapshot.empty())
+        assert asked == [{"at-live", "at-revoked"}]  # one question for all; an API token's is not asked about
+        assert not _ended(live) and _ended(revoked) and not _ended(api_token)
+
+
+async def test_a_store_that_cannot_answer_ends_every_oauth_stream() -> None:
+    async def unreachable(ids: Collection[str]) -> set[str]:
+        raise OSError("connection refused")
+
+    async with _streams("at-1", "at-2", None) as (store, (first, second, api_token)):
+        await ChangeNotifier(store, unreachable).on_snapshot(Snapshot.empty(), Snapshot.empty())
+        assert _ended(first) and _ended(second) and not _ended(api_token)
+
+
+async def test_no_question_is_asked_while_no_oauth_stream_is_open() -> None:
+    async def never(ids: Collection[str]) -> set[str]:
+        raise AssertionError("asked with nothing to check")
+
+    async with _streams(None) as (store, _inboxes):
+        await ChangeNotifier(store, never).on_snapshot(Snapshot.empty(), Snapshot.empty())
