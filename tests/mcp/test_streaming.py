@@ -206,9 +206,12 @@ async def test_list_changed_reaches_a_2026_client_on_its_listen_stream(bastion: 
             await anyio.to_thread.run_sync(
                 lambda: bastion.ok("PATCH", f"/api/servers/{server['id']}/items/{item['id']}", json={"enabled": False})
             )
+            received = []
             with anyio.fail_after(10):
-                async for _event in subscription:
+                async for event in subscription:
+                    received.append(event)
                     break
+            assert [type(e).__name__ for e in received] == ["ToolsListChanged"]
         assert [t.name for t in (await client.list_tools()).tools] == ["list_stock"]
 
 
