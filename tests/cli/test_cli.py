@@ -284,6 +284,31 @@ def test_tokens_create_shows_the_secret_once_list_never_shows_it_and_revoke_stam
     assert secret not in repr(stored)
 
 
+def test_each_command_leaves_a_record_in_the_audit_trail_naming_what_it_did_and_who_ran_it(
+    workspace: Workspace,
+) -> None:
+    name = unique("audited")
+    created = cli(workspace, "tokens", "create", "--name", name, "--server", "draft", "--json").json()
+    revoked = cli(workspace, "tokens", "revoke", created["id"])
+    unknown = cli(workspace, "tokens", "revoke", "no-such-token")
+    assert revoked.returncode == 0 and unknown.returncode == 1
+
+    with sqlite3.connect(workspace.database) as conn:
+        rows = conn.execute(
+            "SELECT method, target, decision, reason, status, client FROM audit_records "
+            "WHERE kind = 'cli.command' AND target IN (?, ?, 'no-such-token') ORDER BY seq",
+            (name, created["id"]),
+        ).fetchall()
+    assert [r[:3] for r in rows] == [
+        ("tokens create", name, "allow"),
+        ("tokens revoke", created["id"], "allow"),
+        ("tokens revoke", "no-such-token", "error"),
+    ]
+    assert rows[2][3] == "no API token 'no-such-token'" and rows[2][4] == "NotFound"
+    assert all(r[5].startswith("cli:") and len(r[5]) > 4 for r in rows)  # the account that ran it
+    assert not any(created["token"] in repr(r) for r in rows)
+
+
 # --- beside a running server ------------------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ class AuditRecord:
     id: str
     at_us: int  # POSIX microseconds
     correlation_id: str
-    kind: str  # mcp.request | upstream.call | api.request | oauth.request | decision
+    kind: str  # mcp.request | upstream.call | api.request | oauth.request | cli.command | audit.prune | ...
     principal: str = ""  # the user (id) the request was made for, or "" before authentication
     client: str = ""  # the OAuth client, or api-token:<id>
     server: str = ""  # virtual server slug

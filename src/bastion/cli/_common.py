@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import typer
 from pydantic import BaseModel, ValidationError
 
 from bastion.admin.actor import Actor
+from bastion.audit.chain import AuditRecord
+from bastion.audit.sink import now_us
 from bastion.config import Settings
+from bastion.ids import unique_id
 from bastion.observability.logging import configure_logging
+from bastion.store.models import DEFAULT_TENANT
 from bastion.support.process import hide_process
 
 if TYPE_CHECKING:
     from bastion.services import Services
 
-__all__ = ["OPERATOR", "JsonOption", "emit", "run_with_services"]
+__all__ = ["CLI_KIND", "OPERATOR", "JsonOption", "command_record", "emit", "run_with_services"]
+
+CLI_KIND = "cli.command"  # the audit record of a CLI command
 
 # The CLI acts as the operator, who holds the database itself, in the default tenant.
 OPERATOR = Actor.operator()
@@ -28,8 +37,12 @@ T = TypeVar("T")
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
-def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
-    """Migrate if needed, run one control-plane operation, exit 1 with the message on a Bastion error."""
+def run_with_services(operation: Callable[[Services], Awaitable[T]], action: str, target: str = "") -> T:
+    """Migrate if needed, run one control-plane operation, exit 1 with the message on a Bastion error.
+
+    Every run leaves a `cli.command` record in the audit trail (`action` is the command, `target`
+    what it names), as the admin API's requests do: what it did, or why it failed, and which
+    account on this machine ran it. The command reports success only once its record is durable."""
 
     # The gateway's modules load here, not at import: `bastion --help` stays quick.
     from bastion.errors import BastionError
@@ -49,11 +62,17 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
         await services.db.migrate()
         failure: Exception | None = None
         async with services.running(poll_epoch=False):
+            started = time.perf_counter()
             try:
-                return await operation(services)
+                result = await operation(services)
             except (BastionError, ValidationError) as error:
                 failure = error  # raised outside the task group, which would wrap it in an ExceptionGroup
-        assert failure is not None
+            try:
+                await services.audit.record(DEFAULT_TENANT, command_record(action, target, started, failure)).wait()
+            except BastionError as error:
+                failure = failure or error
+            if failure is None:
+                return result
         raise failure
 
     try:
@@ -67,6 +86,39 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]]) -> T:
     except ValidationError as error:
         _report(error)
         raise typer.Exit(2) from None
+
+
+def command_record(action: str, target: str, started: float, failure: Exception | None) -> AuditRecord:
+    """The audit record of one CLI command: by whom on this machine, what, and how it ended."""
+    from bastion.errors import BastionError
+
+    if failure is None:
+        decision, reason, status = "allow", "", "ok"
+    elif isinstance(failure, BastionError):
+        decision, reason, status = "error", failure.message, type(failure).__name__
+    else:  # invalid input: the fields at fault, never the values given
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in cast(ValidationError, failure).errors()})
+        decision, reason, status = "error", f"invalid input: {', '.join(fields)}", "ValidationError"
+    return AuditRecord(
+        id=unique_id(),
+        at_us=now_us(),
+        correlation_id=unique_id(),
+        kind=CLI_KIND,
+        client=f"cli:{_account()}",
+        method=action[:128],
+        target=target[:512],
+        decision=decision,
+        reason=reason[:500],
+        status=status,
+        latency_us=int((time.perf_counter() - started) * 1_000_000),
+    )
+
+
+def _account() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container without a passwd entry)
+        return f"uid {os.getuid()}"
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -48,7 +48,7 @@ def verify(
         reports = [(t, await verify_report(services.db, t)) for t in await _tenants(services, tenant)]
         return reports, services.settings.audit_checkpoint_every
 
-    reports, every = run_with_services(run)
+    reports, every = run_with_services(run, "audit verify", tenant or "")
     failed = False
     for tenant_id, report in reports:
         broken = report.broken
@@ -133,7 +133,7 @@ def prune(
         tenants = await _tenants(services, tenant)
         return await prune_chains(services.db, services.audit.checkpointer, tenants, before_us=before_us, export=export)
 
-    results, digest = run_with_services(run)
+    results, digest = run_with_services(run, "audit prune", tenant or "")
     for result in results:
         if result.through_seq:
             typer.echo(

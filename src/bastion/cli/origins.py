@@ -32,19 +32,19 @@ def add(
         command=command or None,
         timeout_seconds=timeout,
     )
-    emit(run_with_services(lambda s: s.control.create_origin(OPERATOR, data)), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.create_origin(OPERATOR, data), "origins add", name), as_json, _COLUMNS)
 
 
 @app.command("list")
 def list_(as_json: bool = JsonOption) -> None:
     """List origins."""
-    emit(run_with_services(lambda s: s.control.list_origins(OPERATOR)), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.list_origins(OPERATOR), "origins list"), as_json, _COLUMNS)
 
 
 @app.command("show")
 def show(origin: str = typer.Argument(..., help="Origin id or name."), as_json: bool = JsonOption) -> None:
     """Show an origin and the items it offers."""
-    result = run_with_services(lambda s: s.control.get_origin(OPERATOR, origin))
+    result = run_with_services(lambda s: s.control.get_origin(OPERATOR, origin), "origins show", origin)
     if as_json:
         emit(result, True, _COLUMNS)
         return
@@ -62,17 +62,25 @@ def review(
 ) -> None:
     """Approve or reject a connector request (a rejected origin's items leave every server)."""
     data = validated(ReviewIn, decision="approve" if approve else "reject", note=note)
-    emit(run_with_services(lambda s: s.control.review_origin(OPERATOR, origin, data)), as_json, _COLUMNS)
+    emit(
+        run_with_services(lambda s: s.control.review_origin(OPERATOR, origin, data), "origins review", origin),
+        as_json,
+        _COLUMNS,
+    )
 
 
 @app.command("refresh")
 def refresh(origin: str = typer.Argument(..., help="Origin id or name."), as_json: bool = JsonOption) -> None:
     """Discover the origin's items again."""
-    emit(run_with_services(lambda s: s.control.refresh_origin(OPERATOR, origin)), as_json, _COLUMNS)
+    emit(
+        run_with_services(lambda s: s.control.refresh_origin(OPERATOR, origin), "origins refresh", origin),
+        as_json,
+        _COLUMNS,
+    )
 
 
 @app.command("delete")
 def delete(origin: str = typer.Argument(..., help="Origin id or name.")) -> None:
     """Delete an origin (its items leave every virtual server)."""
-    run_with_services(lambda s: s.control.delete_origin(OPERATOR, origin))
+    run_with_services(lambda s: s.control.delete_origin(OPERATOR, origin), "origins delete", origin)
     typer.echo(f"deleted origin {origin}")

@@ -28,19 +28,19 @@ def create(
 ) -> None:
     """Create a virtual server (a draft until published)."""
     data = validated(ServerIn, slug=slug, title=title, description=description)
-    _show(run_with_services(lambda s: s.control.create_server(OPERATOR, data)), as_json)
+    _show(run_with_services(lambda s: s.control.create_server(OPERATOR, data), "servers create", slug), as_json)
 
 
 @app.command("list")
 def list_(as_json: bool = JsonOption) -> None:
     """List virtual servers."""
-    emit(run_with_services(lambda s: s.control.list_servers(OPERATOR)), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.list_servers(OPERATOR), "servers list"), as_json, _COLUMNS)
 
 
 @app.command("show")
 def show(server: str = typer.Argument(..., help="Slug or id."), as_json: bool = JsonOption) -> None:
     """Show a virtual server and its items."""
-    _show(run_with_services(lambda s: s.control.get_server(OPERATOR, server)), as_json)
+    _show(run_with_services(lambda s: s.control.get_server(OPERATOR, server), "servers show", server), as_json)
 
 
 @app.command("compose")
@@ -59,7 +59,7 @@ def compose(
         raise typer.Exit(2)
     aliases = dict(a.split("=", 1) for a in alias or [])
     data = validated(ComposeIn, origin=origin, prefix=prefix, items=item or None, aliases=aliases)
-    _show(run_with_services(lambda s: s.control.compose(OPERATOR, server, data)), as_json)
+    _show(run_with_services(lambda s: s.control.compose(OPERATOR, server, data), "servers compose", server), as_json)
 
 
 @app.command("item")
@@ -72,23 +72,33 @@ def item(
 ) -> None:
     """Enable, disable or rename one item."""
     data = validated(ItemPatch, enabled=enable, alias=alias)
-    _show(run_with_services(lambda s: s.control.patch_item(OPERATOR, server, item_id, data)), as_json)
+    _show(
+        run_with_services(
+            lambda s: s.control.patch_item(OPERATOR, server, item_id, data), "servers item", f"{server} {item_id}"
+        ),
+        as_json,
+    )
 
 
 @app.command("publish")
 def publish(server: str = typer.Argument(..., help="Slug or id."), as_json: bool = JsonOption) -> None:
     """Publish: clients may connect."""
-    _show(run_with_services(lambda s: s.control.set_published(OPERATOR, server, True)), as_json)
+    _show(
+        run_with_services(lambda s: s.control.set_published(OPERATOR, server, True), "servers publish", server), as_json
+    )
 
 
 @app.command("unpublish")
 def unpublish(server: str = typer.Argument(..., help="Slug or id."), as_json: bool = JsonOption) -> None:
     """Unpublish: the endpoint answers 404 and open sessions end."""
-    _show(run_with_services(lambda s: s.control.set_published(OPERATOR, server, False)), as_json)
+    _show(
+        run_with_services(lambda s: s.control.set_published(OPERATOR, server, False), "servers unpublish", server),
+        as_json,
+    )
 
 
 @app.command("delete")
 def delete(server: str = typer.Argument(..., help="Slug or id.")) -> None:
     """Delete a virtual server."""
-    run_with_services(lambda s: s.control.delete_server(OPERATOR, server))
+    run_with_services(lambda s: s.control.delete_server(OPERATOR, server), "servers delete", server)
     typer.echo(f"deleted virtual server {server}")

@@ -35,7 +35,7 @@ def list_(as_json: bool = JsonOption) -> None:
             SigningKeyOut(kid=k.kid, algorithm=k.algorithm, status=k.status, created_at=k.created_at) for k in ring.keys
         ]
 
-    emit(run_with_services(keys), as_json, _COLUMNS)
+    emit(run_with_services(keys, "signing-keys list"), as_json, _COLUMNS)
 
 
 @app.command("rotate")
@@ -49,4 +49,4 @@ def rotate(
         ring = await rotate_keyring(services.db, now=time.time(), keep_retired_seconds=keep_hours * 3600)
         return ring.active.kid
 
-    typer.echo(f"new active signing key {run_with_services(run)}")
+    typer.echo(f"new active signing key {run_with_services(run, 'signing-keys rotate')}")

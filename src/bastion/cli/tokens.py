@@ -25,7 +25,7 @@ def create(
     scopes = ["admin"] if admin else ["mcp"]
     owner = user or Settings().admin_user
     data = validated(TokenIn, name=name, servers=server or [], scopes=scopes, expires_in_days=days, user=owner)
-    created = run_with_services(lambda s: s.control.create_token(OPERATOR, data))
+    created = run_with_services(lambda s: s.control.create_token(OPERATOR, data), "tokens create", name)
     if as_json:
         emit(created, True, _COLUMNS)
     else:
@@ -36,11 +36,11 @@ def create(
 @app.command("list")
 def list_(as_json: bool = JsonOption) -> None:
     """List tokens (never their secrets)."""
-    emit(run_with_services(lambda s: s.control.list_tokens(OPERATOR)), as_json, _COLUMNS)
+    emit(run_with_services(lambda s: s.control.list_tokens(OPERATOR), "tokens list"), as_json, _COLUMNS)
 
 
 @app.command("revoke")
 def revoke(token_id: str = typer.Argument(..., help="Token id.")) -> None:
     """Revoke a token: refused on its next request."""
-    run_with_services(lambda s: s.control.revoke_token(OPERATOR, token_id))
+    run_with_services(lambda s: s.control.revoke_token(OPERATOR, token_id), "tokens revoke", token_id)
     typer.echo(f"revoked token {token_id}")

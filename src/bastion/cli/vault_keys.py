@@ -44,5 +44,5 @@ def rewrap() -> None:
             raise VaultError("no master key configured (BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE)")
         return await rewrap_all(services.db, services.db.vault), services.db.vault.current.kid
 
-    changed, kid = run_with_services(run)
+    changed, kid = run_with_services(run, "keys rewrap")
     typer.echo(f"{changed} secrets re-wrapped; every sealed secret now uses master key {kid}")
