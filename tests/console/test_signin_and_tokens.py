@@ -230,20 +230,30 @@ async def test_console_requests_are_in_the_audit_trail_with_who_and_why(console:
     assert record["method"] == "GET /admin/audit" and record["principal"] == admin["id"]
 
 
-def test_under_tls_the_console_cookies_are_secure(tmp_path: Path) -> None:
+def test_under_tls_the_console_cookies_are_secure_and_host_only(tmp_path: Path) -> None:
+    """`__Host-` (RFC 6265bis): Secure, Path=/, no Domain, so no sibling subdomain can plant one."""
     cert, key = self_signed(tmp_path)
     with run_bastion(tmp_path, admin_ui=True, ssl_certfile=cert, ssl_keyfile=key) as gateway:
         assert gateway.base_url.startswith("https://")
         with httpx.Client(base_url=gateway.base_url, verify=False) as browser:  # the throwaway certificate
             form = browser.get("/admin/login")
-            assert "secure" in form.headers["set-cookie"].lower()
+            assert form.headers["set-cookie"].startswith("__Host-bastion_console_login=")
             signed_in = browser.post(
                 "/admin/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf": csrf_of(form.text)}
             )
-            session = next(h for h in signed_in.headers.get_list("set-cookie") if h.startswith("bastion_session="))
-            flags = {part.strip().lower() for part in session.split(";")}
-            assert {"secure", "httponly", "samesite=strict"} <= flags
-            assert browser.get("/admin").headers["strict-transport-security"].startswith("max-age=")
+            assert signed_in.status_code == 303, signed_in.text  # the form's cookie was read back
+            cookies = signed_in.headers.get_list("set-cookie")
+            session = next(h for h in cookies if h.startswith("__Host-bastion_session="))
+            for cookie in (form.headers["set-cookie"], session):
+                flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+                assert {"secure", "httponly", "path=/", "samesite=strict"} <= flags, cookie
+                assert not any(flag.startswith("domain=") for flag in flags), cookie
+            assert any(h.startswith('__Host-bastion_console_login=""') for h in cookies)  # the form's, dropped
+            page = browser.get("/admin")
+            assert page.status_code == 200, page.text  # signed in: the session cookie is read back
+            assert page.headers["strict-transport-security"].startswith("max-age=")
+            out = browser.post("/admin/logout", data={"csrf": csrf_of(page.text)})
+            assert out.headers["set-cookie"].startswith('__Host-bastion_session=""')
 
 
 def test_a_member_who_cannot_list_servers_types_their_slugs(gateway: Bastion) -> None:

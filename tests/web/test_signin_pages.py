@@ -85,7 +85,8 @@ async def test_a_native_apps_private_use_scheme_is_a_form_action_source(flow: Fl
     assert "<dt>Returns to</dt><dd><code>com.example.app:</code></dd>" in consent.text  # not an empty host
 
 
-async def test_the_login_cookie_is_httponly_samesite_lax_and_scoped_to_oauth(flow: Flow) -> None:
+async def test_the_login_cookie_is_httponly_samesite_lax_and_host_wide(flow: Flow) -> None:
+    # Path=/ (not /oauth): under TLS it is a `__Host-` cookie, which must be (see bastion.web.cookies).
     _, login = await _login_page(flow)
     response = await flow.sign_in(login)
     cookies = response.headers.get_list("set-cookie")
@@ -95,7 +96,7 @@ async def test_the_login_cookie_is_httponly_samesite_lax_and_scoped_to_oauth(flo
     lowered = {attribute.lower() for attribute in attributes}
     assert "httponly" in lowered
     assert "samesite=lax" in lowered
-    assert "path=/oauth" in lowered
+    assert "path=/" in lowered
     assert "max-age=900" in lowered
     assert "secure" not in lowered  # plain-HTTP loopback issuer; an https issuer sets it
 

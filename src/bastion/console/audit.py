@@ -30,7 +30,15 @@ __all__ = ["router", "to_us", "user_names"]
 
 router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
 
-KINDS = ("mcp.request", "upstream.call", "api.request", "oauth.request", "console.request", "cli.command", "audit.prune")
+KINDS = (
+    "mcp.request",
+    "upstream.call",
+    "api.request",
+    "oauth.request",
+    "console.request",
+    "cli.command",
+    "audit.prune",
+)
 LIMITS = (50, 100, 250, 500, 1000)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TONES = {"allow": "ok", "deny": "bad", "error": "warn"}

@@ -21,6 +21,7 @@ from bastion.audit.sink import note
 from bastion.console.render import page
 from bastion.console.viewer import SignInNeeded
 from bastion.errors import BastionError
+from bastion.web.cookies import cookie_name
 from bastion.web.session_api import SESSION_COOKIE, set_session_cookie
 
 __all__ = ["ConsoleRoute"]
@@ -31,8 +32,9 @@ def _error_page(request: Request, status: int, message: str) -> Response:
     return page(request, "error.html", viewer=viewer, status=status, message=message)
 
 
-def _sets_session(response: Response) -> bool:
-    return any(value.startswith(f"{SESSION_COOKIE}=") for value in response.headers.getlist("set-cookie"))
+def _sets_session(response: Response, issuer: str) -> bool:
+    name = cookie_name(SESSION_COOKIE, issuer)
+    return any(value.startswith(f"{name}=") for value in response.headers.getlist("set-cookie"))
 
 
 class ConsoleRoute(APIRoute):
@@ -43,8 +45,9 @@ class ConsoleRoute(APIRoute):
             response = await answer(request)
             renewed = getattr(request.state, "renewed_session", None)  # set by the viewer dependency
             # Not over a session cookie the page set or ended itself: a sign-out's deletion must stand.
-            if renewed is not None and not _sets_session(response):
-                set_session_cookie(response, request.app.state.auth, renewed)
+            auth = request.app.state.auth
+            if renewed is not None and not _sets_session(response, auth.issuer):
+                set_session_cookie(response, auth, renewed)
             return response
 
         async def answer(request: Request) -> Response:

@@ -14,7 +14,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
-from starlette.datastructures import URL
 
 from bastion.audit.sink import note
 from bastion.console.render import page
@@ -23,11 +22,12 @@ from bastion.console.viewer import CurrentViewer, check_csrf
 from bastion.errors import BastionError, Forbidden
 from bastion.identity.tokens import same_secret
 from bastion.web.authserver import AuthServer
+from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit
 from bastion.web.federation import console_sign_in
 from bastion.web.pages import console_path
 from bastion.web.providers import sign_in_targets
-from bastion.web.session_api import SESSION_COOKIE, new_session, set_session_cookie
+from bastion.web.session_api import end_session, new_session, set_session_cookie
 
 __all__ = ["router"]
 
@@ -41,8 +41,8 @@ def _form_token(cookie: str) -> str:
 
 
 async def _form(request: Request, *, next_path: str, error: str | None = None, status: int = 200) -> Response:
-    cookie = request.cookies.get(_FORM_COOKIE) or secrets.token_urlsafe(32)
     auth: AuthServer = request.app.state.auth
+    cookie = read_cookie(request, _FORM_COOKIE, auth.issuer) or secrets.token_urlsafe(32)
     providers = auth.settings.oidc_providers
     response = page(
         request,
@@ -55,20 +55,12 @@ async def _form(request: Request, *, next_path: str, error: str | None = None, s
         providers=[provider.name for provider in providers],
         redirect_to=await sign_in_targets(request, auth),  # "Sign in with …" redirects there
     )
-    response.set_cookie(
-        _FORM_COOKIE,
-        cookie,
-        max_age=3600,
-        path="/admin/login",
-        httponly=True,
-        secure=URL(auth.issuer).scheme == "https",
-        samesite="strict",
-    )
+    set_cookie(response, _FORM_COOKIE, cookie, auth.issuer, max_age=3600, samesite="strict")
     return response
 
 
 def _check_form(request: Request, csrf: str) -> None:
-    cookie = request.cookies.get(_FORM_COOKIE, "")
+    cookie = read_cookie(request, _FORM_COOKIE, request.app.state.auth.issuer)
     if not cookie or not same_secret(csrf, _form_token(cookie)):
         raise Forbidden("the sign-in form expired or came from elsewhere: reload the page and sign in again")
 
@@ -96,7 +88,7 @@ async def login(
     note(request.scope, principal=user.id, tenant=user.tenant_id)
     response = RedirectResponse(console_path(next), status_code=303)
     set_session_cookie(response, auth, new_session(auth, user.id, user.username))
-    response.delete_cookie(_FORM_COOKIE, path="/admin/login")
+    delete_cookie(response, _FORM_COOKIE, auth.issuer, samesite="strict")
     return response
 
 
@@ -117,8 +109,8 @@ async def login_elsewhere(
 
 
 @router.post("/logout")
-async def logout(viewer: CurrentViewer, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+async def logout(viewer: CurrentViewer, auth: Auth, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     check_csrf(viewer, csrf)
     response = RedirectResponse("/admin/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    end_session(response, auth)
     return response

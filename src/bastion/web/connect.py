@@ -47,6 +47,7 @@ from bastion.store.repos.downstream import (
 from bastion.vault.downstream_oauth import OAuthOrigin, connect_owner, open_tokens, seal_tokens
 from bastion.vault.envelope import VaultError
 from bastion.web.authserver import AuthServer
+from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit, same_site
 from bastion.web.pages import render
 from bastion.web.session_api import (
@@ -76,11 +77,9 @@ def connect_url(auth: AuthServer, key: GrantKey, client: str) -> str:
     return str(URL(f"{auth.issuer}/connect/{key.origin_id}").include_query_params(ticket=ticket))
 
 
-def _browser_cookie(auth: AuthServer, state_hash: str) -> str:
-    # RFC 6265bis `__Host-`: Secure, Path=/, no Domain; browsers accept it only under TLS. One cookie
-    # per attempt, so two connections started at once (two origins, two tabs) do not collide.
-    name = f"bastion_connect_{state_hash[:16]}"
-    return "__Host-" + name if URL(auth.issuer).scheme == "https" else name
+def _browser_cookie(state_hash: str) -> str:
+    # One cookie per attempt, so two connections started at once (two origins, two tabs) do not collide.
+    return f"bastion_connect_{state_hash[:16]}"
 
 
 def _hash(value: str) -> str:
@@ -234,15 +233,8 @@ async def decide(
         scope=config.scope,
     )
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        _browser_cookie(auth, _hash(state)),
-        browser,
-        max_age=_ATTEMPT_SECONDS,
-        path="/",
-        httponly=True,
-        secure=URL(auth.issuer).scheme == "https",
-        samesite="lax",  # the authorization server's redirect back is a cross-site top-level GET
-    )
+    # Lax: the authorization server's redirect back is a cross-site top-level GET.
+    set_cookie(response, _browser_cookie(_hash(state)), browser, auth.issuer, max_age=_ATTEMPT_SECONDS, samesite="lax")
     return response
 
 
@@ -250,12 +242,12 @@ async def decide(
 async def callback(origin_id: str, request: Request, auth: Auth) -> Response:
     params = dict(request.query_params)
     state = params.get("state") or ""
-    cookie_name = _browser_cookie(auth, _hash(state))
+    cookie_name = _browser_cookie(_hash(state))
     try:
         found = await take_connect(auth.db, _hash(state)) if state else None
         if found is None or found.origin_id != origin_id:
             raise BadRequest("this connection attempt is unknown, already used or expired: start again")
-        browser = request.cookies.get(cookie_name, "")
+        browser = read_cookie(request, cookie_name, auth.issuer)
         if not browser or not secrets.compare_digest(_hash(browser), found.browser_hash):
             raise Forbidden("this answer belongs to a connection started in another browser: start again")
         name, config = _oauth_origin(auth, origin_id)
@@ -299,7 +291,7 @@ async def callback(origin_id: str, request: Request, auth: Auth) -> Response:
         await auth.bus.publish(ChangeEvent("users", found.user_id))  # other replicas drop their copies
         log.info("downstream_connected", origin_id=origin_id, user_id=found.user_id)
         response = render("connected.html", connected=True, origin_name=name)
-    response.delete_cookie(cookie_name, path="/", httponly=True, secure=URL(auth.issuer).scheme == "https")
+    delete_cookie(response, cookie_name, auth.issuer, samesite="lax")
     return response
 
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from starlette.datastructures import URL, QueryParams
+from starlette.datastructures import QueryParams
 
 from bastion.bus import ChangeEvent
 from bastion.errors import AccessDenied, BadRequest, BastionError, Forbidden
@@ -31,9 +31,10 @@ from bastion.oauth.federation import BrowserBinding, FederatedIdentity, RelyingP
 from bastion.store.repos.users import FederatedLogin, record_login, save_federated
 from bastion.store.tenancy import SYSTEM
 from bastion.web.authserver import AuthServer
+from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, client_address, limit, same_site
 from bastion.web.pages import console_path, render
-from bastion.web.providers import callback_path, party, sign_in_targets
+from bastion.web.providers import party, sign_in_targets
 from bastion.web.session_api import new_session, set_session_cookie
 from bastion.web.signin import error_page, login_page, read_request, sign_in
 
@@ -50,16 +51,10 @@ _MAX_COOKIE = 128  # the secret is 43 characters; anything much longer is not ou
 
 def _set_flow_cookie(response: Response, auth: AuthServer, provider: str, secret: str | None) -> None:
     """Set the flow's secret, or (None) delete it. Lax: the provider's redirect back is a top-level GET."""
-    response.set_cookie(
-        _COOKIE,
-        secret or "",
-        max_age=auth.settings.login_session_seconds if secret else 0,
-        expires=None if secret else 0,
-        path=callback_path(provider),
-        httponly=True,
-        secure=URL(auth.issuer).scheme == "https",
-        samesite="lax",
-    )
+    if secret is None:
+        delete_cookie(response, _COOKIE, auth.issuer, samesite="lax")
+    else:
+        set_cookie(response, _COOKIE, secret, auth.issuer, max_age=auth.settings.login_session_seconds, samesite="lax")
 
 
 @router.post("/oauth/federate/{provider}")
@@ -156,7 +151,9 @@ def _console_session(auth: AuthServer, user_id: str, username: str, next_path: s
 async def callback(request: Request, auth: Auth, provider: str) -> Response:
     try:
         relying = party(request, auth, provider)
-        destination, binding = _resume(auth, provider, request.query_params.get("state"), request.cookies.get(_COOKIE))
+        destination, binding = _resume(
+            auth, provider, request.query_params.get("state"), read_cookie(request, _COOKIE, auth.issuer)
+        )
     except BastionError as error:
         return error_page(error)
     authz = destination if isinstance(destination, AuthorizationRequest) else None

@@ -19,18 +19,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from starlette.datastructures import URL
 
 from bastion.audit.sink import note
 from bastion.errors import Forbidden, Unauthenticated
 from bastion.identity.tokens import same_secret
 from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.web.authserver import AuthServer
+from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit
 
 __all__ = [
     "SESSION_COOKIE",
     "cookie_claims",
+    "end_session",
     "new_session",
     "renewed_session",
     "router",
@@ -59,7 +60,7 @@ def session_csrf(claims: Mapping[str, Any]) -> str:
 
 
 def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = read_cookie(request, SESSION_COOKIE, auth.issuer)
     if not cookie:
         raise Unauthenticated("not signed in")
     return cookie_claims(auth, cookie)
@@ -96,15 +97,14 @@ def renewed_session(auth: AuthServer, claims: Mapping[str, Any]) -> str | None:
 
 
 def set_session_cookie(response: Response, auth: AuthServer, cookie: str) -> None:
-    response.set_cookie(
-        SESSION_COOKIE,
-        cookie,
-        max_age=auth.settings.login_session_seconds,
-        path="/",
-        httponly=True,
-        secure=URL(auth.issuer).scheme == "https",
-        samesite="strict",
+    set_cookie(
+        response, SESSION_COOKIE, cookie, auth.issuer, max_age=auth.settings.login_session_seconds, samesite="strict"
     )
+
+
+def end_session(response: Response, auth: AuthServer) -> None:
+    """Drop the browser's session cookie (the JWT itself lapses within BASTION_LOGIN_SESSION_SECONDS)."""
+    delete_cookie(response, SESSION_COOKIE, auth.issuer, samesite="strict")
 
 
 @router.get("/session")
@@ -133,8 +133,7 @@ async def withdraw(consent_id: str, request: Request, auth: Auth) -> Response:
 
 
 @router.delete("/session")
-async def sign_out() -> Response:
-    # The JWT itself lapses within BASTION_LOGIN_SESSION_SECONDS; dropping the cookie ends it here.
+async def sign_out(auth: Auth) -> Response:
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    end_session(response, auth)
     return response

@@ -15,7 +15,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from starlette.datastructures import URL
 
 from bastion.audit.sink import note
 from bastion.errors import AccessDenied, BastionError, Forbidden
@@ -23,6 +22,7 @@ from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRIT
 from bastion.identity.tokens import same_secret
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.web.authserver import AuthServer
+from bastion.web.cookies import read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit, same_site, single_values
 from bastion.web.pages import render
 from bastion.web.providers import sign_in_targets
@@ -46,7 +46,7 @@ def _csrf(cookie: str) -> str:
 
 def _signed_in(request: Request, auth: AuthServer) -> tuple[str, str] | None:
     """(user id, cookie) of the browser's login, or None."""
-    cookie = request.cookies.get(_COOKIE)
+    cookie = read_cookie(request, _COOKIE, auth.issuer)
     if not cookie:
         return None
     try:
@@ -173,15 +173,7 @@ async def sign_in(auth: AuthServer, authz: AuthorizationRequest, user_id: str) -
     """Start the browser's login for `user_id`, then consent (or the code): password and federated sign-in alike."""
     cookie = auth.sessions.issue(user_id, purpose="login")
     response = await _consent_or_code(auth, authz, user_id, cookie)
-    response.set_cookie(
-        _COOKIE,
-        cookie,
-        max_age=auth.settings.login_session_seconds,
-        path="/oauth",
-        httponly=True,
-        secure=URL(auth.issuer).scheme == "https",
-        samesite="lax",
-    )
+    set_cookie(response, _COOKIE, cookie, auth.issuer, max_age=auth.settings.login_session_seconds, samesite="lax")
     return response
 
 
