@@ -106,6 +106,9 @@ class BastionError(Exception):
     http_status: ClassVar[int] = 500
     jsonrpc_code: ClassVar[int] = mt.INTERNAL_ERROR
     oauth_error: ClassVar[str] = "server_error"
+    # The id of the JSON-RPC request this error answers, once the MCP endpoint has read one (else
+    # None, which the error body carries as JSON-RPC 2.0 §5 asks of an id that could not be read).
+    request_id: str | int | None = None
 
     def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
         super().__init__(message)

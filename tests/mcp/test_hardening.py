@@ -146,8 +146,13 @@ def test_session_ids_are_long_and_unpredictable(gw: Bastion, token: str) -> None
 
 def test_requests_need_a_session_after_initialize_and_unknown_sessions_are_404(gw: Bastion, token: str) -> None:
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
-    assert post(gw, ping, token).status_code == 400
-    assert post(gw, ping, token, **{"mcp-session-id": "made-up"}).status_code == 404
+    missing = post(gw, ping, token)
+    unknown = post(gw, ping, token, **{"mcp-session-id": "made-up"})
+    assert missing.status_code == 400 and unknown.status_code == 404
+    # JSON-RPC 2.0 §5: the refusal answers the request it read, by its id.
+    assert missing.json()["id"] == 2 and unknown.json()["id"] == 2
+    reply = post(gw, {"jsonrpc": "2.0", "id": "bastion-1", "result": {}}, token, **{"mcp-session-id": "made-up"})
+    assert reply.status_code == 404 and reply.json()["id"] is None  # a client's reply is not answered by id
 
 
 def test_deleted_session_is_gone(gw: Bastion, token: str) -> None:

@@ -183,6 +183,25 @@ class McpEndpoint:
             raise BadRequest("JSON-RPC batches are not accepted: send one message per request")
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             raise BadRequest("the body must be one JSON-RPC 2.0 message")
+        try:
+            await self._post_message(scope, receive, send, snapshot, server, principal, message, started)
+        except BastionError as error:
+            # A refusal of a request answers that request (a client's reply or a notification has no id to echo).
+            if "method" in message and is_request_id(message.get("id")):
+                error.request_id = message["id"]
+            raise
+
+    async def _post_message(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        snapshot: Snapshot,
+        server: ServerView,
+        principal: Principal,
+        message: dict[str, Any],
+        started: float,
+    ) -> None:
         check_scope(principal, server, message)
         version = header(scope, b"mcp-protocol-version")
         if is_modern(version):
@@ -469,4 +488,4 @@ async def _refuse(send: Send, error: BastionError, challenge: str | None) -> Non
         headers.append((b"retry-after", str(error.retry_after).encode()))
     if isinstance(error, MethodNotAllowed):
         headers.append((b"allow", error.allow.encode()))
-    await send_bytes(send, error.http_status, error_message(None, error), headers=headers)
+    await send_bytes(send, error.http_status, error_message(error.request_id, error), headers=headers)
