@@ -4,6 +4,7 @@ is the audit trail's correlation id."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -17,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.governance.people import mcp
-from tests.harness import inventory_gateway, run_bastion
+from tests.harness import inventory_gateway, origin_process, run_bastion
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -92,3 +93,37 @@ def test_a_call_is_one_trace_from_the_client_through_the_upstream_call(
 def test_tracing_is_off_by_default(tmp_path: Path) -> None:
     with run_bastion(tmp_path) as gw:
         assert not gw.services.tracing.enabled
+
+
+def _recorded(log: Path) -> list[dict[str, str | None]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.mark.parametrize("traced", [True, False], ids=["tracing on", "tracing off"])
+def test_an_http_origin_is_sent_bastions_upstream_span_as_its_parent_never_the_clients_header(
+    tmp_path: Path, collector: tuple[str, list[Span]], traced: bool
+) -> None:
+    endpoint, spans = collector
+    log = tmp_path / "headers.jsonl"
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    settings: dict[str, Any] = {"otel_exporter": "otlp", "otel_endpoint": endpoint} if traced else {}
+    with origin_process("tests.origins.recorder", "--log", str(log)) as url, run_bastion(tmp_path, **settings) as gw:
+        gw.add_origin("recorded", url=url)
+        gw.publish_server("demo", {"origin": "recorded"})
+        log.write_text("")  # discovery's requests were made outside any call
+        answer = mcp(
+            gw,
+            "demo",
+            gw.token("demo"),
+            "tools/call",
+            name="list_stock",
+            arguments={},
+            extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+        )
+        assert "result" in answer.json(), answer.text
+    sent = {entry["traceparent"] for entry in _recorded(log)}
+    if not traced:
+        assert sent == {None}  # off: nothing of the client's trace context passes through
+        return
+    (upstream,) = [s for s in spans if s.name == "upstream tools/call" and s.trace_id.hex() == trace_id]
+    assert sent == {f"00-{trace_id}-{upstream.span_id.hex()}-01"}

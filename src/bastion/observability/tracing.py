@@ -3,7 +3,9 @@
 `BASTION_OTEL_EXPORTER=otlp` sends spans over OTLP/HTTP (extra `otel`; endpoint from
 `BASTION_OTEL_ENDPOINT`, else the exporter's own `OTEL_EXPORTER_OTLP_*` variables), `console`
 prints them. A client's W3C `traceparent` makes Bastion's spans children of the client's, and the
-trace id is the request's correlation id, so a trace and its audit records share one id.
+trace id is the request's correlation id, so a trace and its audit records share one id. Requests
+to HTTP origins carry the `traceparent` of Bastion's upstream span (`outbound_headers`), so an
+origin that traces too continues the same trace; with tracing off, none is sent.
 
 Off, `span` is a `nullcontext`: the hot path pays one attribute check. The tracer provider is this
 process's own (not the global one), so two Bastions in one test process keep their spans apart.
@@ -16,10 +18,10 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["Exporter", "Tracing"]
+__all__ = ["Exporter", "Tracing", "outbound_headers"]
 
 Exporter = Literal["none", "otlp", "console"]
 
@@ -36,6 +38,19 @@ class _Headers(Getter[list[tuple[bytes, bytes]]]):
 
     def keys(self, carrier: list[tuple[bytes, bytes]]) -> list[str]:
         return [name.decode("latin-1") for name, _ in carrier]
+
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def outbound_headers() -> dict[str, str]:
+    """W3C trace context (`traceparent`, `tracestate`) for a request made inside the current span;
+    empty outside one (tracing off: a context variable read and a check)."""
+    if not get_current_span().get_span_context().is_valid:
+        return {}
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
 
 
 class Tracing:
@@ -63,7 +78,6 @@ class Tracing:
         # Exported from a background thread in batches: the request never waits on the collector.
         self._provider.add_span_processor(BatchSpanProcessor(span_exporter, schedule_delay_millis=1000))
         self._tracer = self._provider.get_tracer("bastion", version)
-        self._propagator = TraceContextTextMapPropagator()
         self._getter = _Headers()
 
     @property
@@ -74,7 +88,7 @@ class Tracing:
     def inbound(self, scope: Mapping[str, Any], name: str) -> Iterator[Span]:
         """The server span of one HTTP request, a child of the client's `traceparent` if it sent one."""
         assert self._tracer is not None
-        context = self._propagator.extract(scope.get("headers") or [], getter=self._getter)
+        context = _PROPAGATOR.extract(scope.get("headers") or [], getter=self._getter)
         with self._tracer.start_as_current_span(
             name, context=context, kind=SpanKind.SERVER, record_exception=False, set_status_on_exception=False
         ) as span:

@@ -46,6 +46,7 @@ from bastion.net.http1 import (
     Http1Unreachable,
 )
 from bastion.oauth.origin_tokens import SERVICE_SUBJECT
+from bastion.observability.tracing import outbound_headers
 
 __all__ = ["HttpOriginClient"]
 
@@ -201,6 +202,7 @@ class HttpOriginClient(RpcCore):
                 headers["authorization"] = "Bearer " + bearer
         if self._session_id is not None:
             headers["mcp-session-id"] = self._session_id
+        headers.update(outbound_headers())  # Bastion's own span (tracing on), never the client's header
         if self.protocol_version is not None:
             headers["mcp-protocol-version"] = self.protocol_version
         if self.modern and message is not None and "method" in message:
