@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -155,6 +156,17 @@ async def test_the_new_token_is_revoked_with_its_subject_token_or_the_grant_it_c
         await flow.http.post("/oauth/revoke", data={"token": getattr(user, revoked), "client_id": user.client_id})
         assert (await mcp_request(flow.http, gw.mcp_url("other"), body["access_token"])).status_code == 401, revoked
         assert (await introspect(flow.http, agent, body["access_token"])) == {"active": False}
+
+
+async def test_deleting_the_subject_tokens_server_revokes_what_was_exchanged_for_it(
+    gw: Bastion, flow: Flow, agent: dict[str, Any]
+) -> None:
+    gone = await anyio.to_thread.run_sync(lambda: gw.publish_server("gone", {"origin": "inventory"}))
+    user = await flow.tokens(slug="gone")
+    body = (await exchange(flow.http, agent, user.access_token, resource=gw.mcp_url("other"))).json()
+    assert (await mcp_request(flow.http, gw.mcp_url("other"), body["access_token"])).status_code == 200
+    await anyio.to_thread.run_sync(lambda: gw.ok("DELETE", f"/api/servers/{gone['id']}"))
+    assert (await mcp_request(flow.http, gw.mcp_url("other"), body["access_token"])).status_code == 401
 
 
 async def test_only_access_tokens_are_exchanged_and_issued(gw: Bastion, flow: Flow, agent: dict[str, Any]) -> None:

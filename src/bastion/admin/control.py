@@ -13,6 +13,7 @@ from ssl import SSLContext
 from urllib.parse import urlsplit
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.admin.actor import Actor
@@ -44,8 +45,9 @@ from bastion.net.egress import EgressPolicy
 from bastion.oauth import downstream
 from bastion.oauth.downstream import DownstreamClient
 from bastion.store.db import Database, bump_epoch
-from bastion.store.models import ApiToken, Origin, ServerItem, VirtualServer
+from bastion.store.models import ApiToken, OAuthToken, Origin, ServerItem, VirtualServer
 from bastion.store.repos import origins, servers, teams, tokens
+from bastion.store.repos.oauth import revoke_families
 from bastion.store.repos.snapshot import origin_spec, placement
 from bastion.store.tenancy import SYSTEM, Tenancy
 from bastion.vault.credentials import JWT_LIFETIME, jwt_config, seal_credential
@@ -333,7 +335,11 @@ class Control:
 
     async def delete_server(self, actor: Actor, server_id: str) -> None:
         async with self._db.session(actor.scope) as s:
-            await servers.remove(s, await servers.get(s, server_id))
+            server = await servers.get(s, server_id)
+            # Its OAuth tokens go with it (the rows cascade); revoked first, so that what was exchanged
+            # for them on other servers (RFC 8693) is revoked too, not left naming a deleted source.
+            await revoke_families(s, select(OAuthToken.family_id).where(OAuthToken.server_id == server.id))
+            await servers.remove(s, server)
             await bump_epoch(s)
         await self._changed("catalog", server_id)
 
