@@ -1,5 +1,6 @@
 """Streams opened with an OAuth access token are re-checked on every snapshot change; when the store
-cannot say the token is still live, the stream ends (deny when undecided)."""
+cannot say the token is still live, the stream ends (deny when undecided). A stream ends when the
+token that opened it expires."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bastion.catalog.snapshot import Snapshot
+from bastion.http.asgi import Message
+from bastion.identity.principal import Principal
 from bastion.mcp.notify import ChangeNotifier
 from bastion.mcp.sessions import SessionStore
+from bastion.mcp.streaming import serve_event_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -84,3 +88,37 @@ async def test_no_question_is_asked_while_no_oauth_stream_is_open() -> None:
 
     async with _streams(None) as (store, _inboxes):
         await ChangeNotifier(store, never).on_snapshot(Snapshot.empty(), Snapshot.empty())
+
+
+async def test_a_stream_ends_when_the_token_that_opened_it_expires() -> None:
+    lifetime = 0.3
+    principal = Principal(
+        token_id="t",
+        user_id="u",
+        username="u",
+        is_admin=False,
+        scopes=frozenset({"mcp"}),
+        server_ids=frozenset({"s"}),
+        expires_at=time.time() + lifetime,
+    )
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def confirm() -> None:
+        pass
+
+    async with _streams() as (store, _):
+        session = store.create(server_id="s", token_id="t", protocol_version="2025-11-25", capabilities={})
+        started = time.monotonic()
+        with anyio.fail_after(5):
+            await serve_event_stream(session, receive, send, principal, confirm)
+        assert time.monotonic() - started >= lifetime - 0.05
+        store.close(session.id)
+    assert sent[0]["status"] == 200
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}

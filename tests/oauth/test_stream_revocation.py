@@ -3,6 +3,7 @@ expired (the token or the session), it ends then. Other streams stay open."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -132,6 +133,36 @@ async def test_revoking_the_oauth_token_that_opened_a_stream_ends_it_and_no_othe
         await stream.wait_ended()
         assert await kept.still_open_after(0.5)  # a revocation elsewhere does not end it
         assert streams_open(gw) == 1
+
+
+async def test_a_token_revoked_while_its_listen_request_arrives_opens_no_stream(gw: Bastion, flow: Flow) -> None:
+    """The request is let in (its token checked), then its body takes its time; a revocation committed
+    meanwhile, before the stream is registered where revocations look, still refuses it."""
+    tokens = await flow.tokens()
+    body = json.dumps(_LISTEN).encode()
+    head = (
+        "POST /servers/demo/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {tokens.access_token}\r\nAccept: {_ACCEPT}\r\n"
+        f"Content-Type: application/json\r\nMcp-Protocol-Version: {MODERN}\r\n"
+        f"Mcp-Method: subscriptions/listen\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    url = httpx.URL(gw.base_url)
+    assert url.port is not None
+    async with await anyio.connect_tcp(url.host, url.port) as connection:
+        await connection.send(head)
+        await anyio.sleep(0.3)  # authenticated; the endpoint waits for the body
+        before = gw.services.holder.current.epoch
+        await revoke(flow, tokens)
+
+        async def seen() -> bool:
+            return gw.services.holder.current.epoch > before
+
+        await eventually(seen)
+        await connection.send(body)
+        with anyio.fail_after(10):
+            answer = await connection.receive()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert streams_open(gw) == 0
 
 
 async def test_withdrawing_the_grant_ends_the_stream_of_an_access_token_of_it(gw: Bastion, flow: Flow) -> None:

@@ -229,29 +229,36 @@ async def test_tokens_exchanged_for_a_token_die_with_it_its_family_and_each_othe
     assert await _live_tokens(store, [hash_token("at-11b"), hash_token("v-11")]) == []
 
 
-async def test_a_revocation_that_starts_while_an_exchange_saves_revokes_what_it_saved(db: Database) -> None:
+@pytest.mark.parametrize("revoked_is", ["the subject token", "its grant"])
+async def test_a_revocation_that_starts_while_an_exchange_saves_revokes_what_it_saved(
+    db: Database, revoked_is: str
+) -> None:
     store = SqlOAuthStore(db, MemoryBus())
-    user = await _grant(db, "family-12")
+    family = f"family-12-{revoked_is[-5:]}"
+    user = await _grant(db, family)
     now = time.time()
-    await store.save_tokens(user, [(hash_token("at-12"), "access", now + 600)], now)
-    exchanged = _exchanged(user, "x-12", "at-12")
+    await store.save_tokens(user, [(hash_token(f"at-{family}"), "access", now + 600)], now)
+    exchanged = _exchanged(user, f"x-{family}", f"at-{family}")
     revoked = anyio.Event()
 
     async def revoke() -> None:
-        await store.revoke_token(hash_token("at-12"))
+        if revoked_is == "its grant":
+            await store.revoke_family(family)
+        else:
+            await store.revoke_token(hash_token(f"at-{family}"))
         revoked.set()
 
     async with anyio.create_task_group() as tasks:
         async with db.session(SYSTEM) as session:  # the exchange's save, held open
-            await hold_live_family(session, "x-12", source=exchanged.source)
+            await hold_live_family(session, exchanged.family_id, source=exchanged.source)
             tasks.start_soon(revoke)
             await anyio.sleep(0.3)
             assert not revoked.is_set()  # waits for the save to commit
             session.add(
                 OAuthToken(
-                    token_hash=hash_token("x-token-12"),
+                    token_hash=hash_token(f"x-token-{family}"),
                     kind="access",
-                    family_id="x-12",
+                    family_id=exchanged.family_id,
                     client_id=exchanged.client_id,
                     user_id=exchanged.user_id,
                     server_id=exchanged.server_id,
@@ -261,8 +268,29 @@ async def test_a_revocation_that_starts_while_an_exchange_saves_revokes_what_it_
             )
         with anyio.fail_after(10):
             await revoked.wait()
-    assert await _live_tokens(store, [hash_token("at-12"), hash_token("x-token-12")]) == []
-    assert await store.find_token(hash_token("x-token-12")) is not None  # saved, then revoked
+    assert await _live_tokens(store, [hash_token(f"at-{family}"), hash_token(f"x-token-{family}")]) == []
+    assert await store.find_token(hash_token(f"x-token-{family}")) is not None  # saved, then revoked
+
+
+async def test_live_access_tokens_answers_for_more_ids_than_one_statement_takes(db: Database) -> None:
+    store = SqlOAuthStore(db, MemoryBus())
+    grant = await _grant(db, "family-13")
+    now = time.time()
+    names = ("at-13a", "at-13b", "at-13c")
+    await store.save_tokens(grant, [(hash_token(n), "access", now + 600) for n in names], now)
+    await store.save_tokens(grant, [(hash_token("rt-13"), "refresh", now + 3600)], now)
+    await store.revoke_token(hash_token("at-13b"))
+    async with db.session(SYSTEM) as session:
+        ids = {
+            row.token_hash: row.id
+            for row in await session.scalars(
+                select(OAuthToken).where(OAuthToken.token_hash.in_([hash_token(n) for n in (*names, "rt-13")]))
+            )
+        }
+    unknown = [f"no-such-{n}" for n in range(2500)]
+    asked = [*unknown[:1200], *ids.values(), *unknown[1200:]]
+    live = await store.live_access_tokens(asked)
+    assert live == {ids[hash_token("at-13a")], ids[hash_token("at-13c")]}  # not the revoked, not the refresh token
 
 
 async def test_upgrading_gives_every_grant_issued_before_a_live_family(db: Database) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -76,6 +77,7 @@ async def serve_event_stream(
     receive: Receive,
     send: Send,
     principal: Principal,
+    confirm: Callable[[], Awaitable[None]],
     *,
     first: bytes | None = None,
     announce_session: bool = True,
@@ -83,8 +85,17 @@ async def serve_event_stream(
     """A notification stream (GET, or 2026-07-28 listen) until the session ends, the client leaves,
     or the credential that opened it runs out: its token or the session expires, or an OAuth token
     is revoked (`ChangeNotifier`; an API token's revocation ends the session). A client that still
-    may reads on by opening a new stream."""
+    may reads on by opening a new stream.
+
+    `confirm` runs once the stream is registered (where a revocation from then on finds it) and
+    before it is answered; it raises to refuse the stream, for a change since the request's check."""
     inbox = session.open_stream(principal.token_id if principal.client_id is not None else None)
+    try:
+        await confirm()
+    except BaseException:
+        inbox.close()
+        session.close_stream()
+        raise
     until = min(principal.expires_at, session.expires_at)
     headers = [*_SSE_HEADERS, (b"mcp-session-id", session.id.encode())] if announce_session else _SSE_HEADERS
     await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -152,7 +152,7 @@ class McpEndpoint:
             if method == "POST":
                 await self._post(scope, receive, send, snapshot, server, principal)
             elif method == "GET":
-                await self._get(scope, receive, send, server, principal, started)
+                await self._get(scope, receive, send, snapshot, server, principal, started)
             elif method == "DELETE":
                 # 400/404 when it is not theirs; ended on every replica (see sessions.py).
                 await self._sessions.terminate(self._session(scope, server, principal))
@@ -278,8 +278,7 @@ class McpEndpoint:
             body = orjson.dumps({"jsonrpc": "2.0", "id": request.id, "error": error})
             await send_bytes(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), body)
         elif request.method == "subscriptions/listen":
-            self._exchanged(call.server, call.principal, request.method, started)
-            await self._listen(receive, send, request, call)
+            await self._listen(scope, receive, send, request, call, started)
         elif request.method in FORWARDED:
             await self._answer_while_connected(scope, receive, send, call, request)
         else:
@@ -377,7 +376,9 @@ class McpEndpoint:
             if scope is not None:  # a malformed notice names no request: nothing is cancelled
                 scope.cancel()
 
-    async def _listen(self, receive: Receive, send: Send, request: mt.JSONRPCRequest, call: Call) -> None:
+    async def _listen(
+        self, scope: Scope, receive: Receive, send: Send, request: mt.JSONRPCRequest, call: Call, started: float
+    ) -> None:
         """2026-07-28 `subscriptions/listen`: a notification stream for as long as the client keeps it."""
         try:
             params = mt.SubscriptionsListenRequestParams.model_validate(request.params or {})
@@ -397,23 +398,50 @@ class McpEndpoint:
             "method": "notifications/subscriptions/acknowledged",
             "params": {"notifications": honoured, "_meta": {SUBSCRIPTION_ID_META_KEY: request.id}},
         }
+
+        async def confirm() -> None:
+            await self._reconfirm(scope, call.snapshot, call.server)
+            self._exchanged(call.server, call.principal, request.method, started)
+
         try:
             await serve_event_stream(
-                session, receive, send, call.principal, first=orjson.dumps(ack), announce_session=False
+                session, receive, send, call.principal, confirm, first=orjson.dumps(ack), announce_session=False
             )
         finally:
             self._sessions.close(session.id)
 
     # --- GET: the server-to-client stream ---------------------------------------------------
     async def _get(
-        self, scope: Scope, receive: Receive, send: Send, server: ServerView, principal: Principal, started: float
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        snapshot: Snapshot,
+        server: ServerView,
+        principal: Principal,
+        started: float,
     ) -> None:
         if "text/event-stream" not in (header(scope, b"accept") or ""):
             await send_bytes(send, 406, b"", headers=[])
             return
         session = self._session(scope, server, principal)
-        self._exchanged(server, principal, "event stream (HTTP GET)", started)
-        await serve_event_stream(session, receive, send, principal)
+
+        async def confirm() -> None:
+            await self._reconfirm(scope, snapshot, server)
+            self._exchanged(server, principal, "event stream (HTTP GET)", started)
+
+        await serve_event_stream(session, receive, send, principal, confirm)
+
+    async def _reconfirm(self, scope: Scope, checked: Snapshot, server: ServerView) -> None:
+        """A stream outlives the check that let it in: a change committed since (a revocation or an
+        unpublish, announced before the stream was registered to hear of it) is checked again."""
+        current = self._holder.current
+        if current.epoch == checked.epoch:
+            return
+        await self._bearer.authenticate(current.tokens, current.epoch, header(scope, b"authorization"))
+        now = current.servers.get(server.slug)
+        if now is None or not now.published:
+            raise NotFound(f"no published virtual server {server.slug!r}")
 
     def _exchanged(self, server: ServerView, principal: Principal, method: str, started: float) -> None:
         """The record of a request the endpoint answered itself (see `exchange_record`)."""

@@ -21,6 +21,9 @@ from bastion.store.tenancy import SYSTEM
 __all__ = ["SqlOAuthStore", "hold_live_family", "revoke_families", "stored_client"]
 
 
+_BATCH = 1000  # ids per statement
+
+
 def _at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -340,14 +343,21 @@ class SqlOAuthStore:
                 row.scopes = sorted(scopes | frozenset(row.scopes))
 
     async def live_access_tokens(self, token_ids: Collection[str]) -> set[str]:
-        """Which of these access tokens (by id) are not revoked: what an open stream re-checks."""
+        """Which of these access tokens (by id) are not revoked: what an open stream re-checks.
+        Asked in batches: one statement's parameters are bounded (SQLite, asyncpg)."""
+        wanted, live = list(token_ids), set[str]()
         async with self._db.session(SYSTEM) as session:
-            found = await session.scalars(
-                select(OAuthToken.id).where(
-                    OAuthToken.id.in_(list(token_ids)), OAuthToken.kind == "access", OAuthToken.revoked_at.is_(None)
+            for start in range(0, len(wanted), _BATCH):
+                live.update(
+                    await session.scalars(
+                        select(OAuthToken.id).where(
+                            OAuthToken.id.in_(wanted[start : start + _BATCH]),
+                            OAuthToken.kind == "access",
+                            OAuthToken.revoked_at.is_(None),
+                        )
+                    )
                 )
-            )
-            return set(found)
+        return live
 
     async def access_principal(self, token_hash: str) -> Principal | None:
         """The data plane's `TokenLookup`: a live access token's principal, or None."""
