@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import pwd
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import typer
@@ -42,10 +42,11 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]], action: str
 
     Every run leaves a `cli.command` record in the audit trail (`action` is the command, `target`
     what it names), as the admin API's requests do: what it did, or why it failed, and which
-    account on this machine ran it. The command reports success only once its record is durable."""
+    account on this machine ran it. The command reports success only once its record is durable;
+    a change made whose record could not be written is reported as such (exit 1)."""
 
     # The gateway's modules load here, not at import: `bastion --help` stays quick.
-    from bastion.errors import BastionError
+    from bastion.errors import AuditUnavailable, BastionError
     from bastion.services import Services
     from bastion.store.repos.audit_directory import command_directory
     from bastion.vault.envelope import VaultError
@@ -65,12 +66,15 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]], action: str
             started = time.perf_counter()
             try:
                 result = await operation(services)
-            except (BastionError, ValidationError) as error:
+            except Exception as error:  # any failure is on the record, then raised as it was
                 failure = error  # raised outside the task group, which would wrap it in an ExceptionGroup
             try:
                 await services.audit.record(DEFAULT_TENANT, command_record(action, target, started, failure)).wait()
             except BastionError as error:
-                failure = failure or error
+                if failure is None:  # neither a success nor a failure: done, and not on the record
+                    failure = AuditUnavailable(
+                        f"{action} was done, but its audit record could not be written ({error.message})"
+                    )
             if failure is None:
                 return result
         raise failure
@@ -91,14 +95,19 @@ def run_with_services(operation: Callable[[Services], Awaitable[T]], action: str
 def command_record(action: str, target: str, started: float, failure: Exception | None) -> AuditRecord:
     """The audit record of one CLI command: by whom on this machine, what, and how it ended."""
     from bastion.errors import BastionError
+    from bastion.vault.envelope import VaultError
 
     if failure is None:
         decision, reason, status = "allow", "", "ok"
     elif isinstance(failure, BastionError):
         decision, reason, status = "error", failure.message, type(failure).__name__
-    else:  # invalid input: the fields at fault, never the values given
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in cast(ValidationError, failure).errors()})
+    elif isinstance(failure, ValidationError):  # invalid input: the fields at fault, never the values given
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in failure.errors()})
         decision, reason, status = "error", f"invalid input: {', '.join(fields)}", "ValidationError"
+    elif isinstance(failure, VaultError):  # Bastion's own words about its keys, never a key
+        decision, reason, status = "error", str(failure), "VaultError"
+    else:  # another library's failure: its class only (its message may quote a statement's values)
+        decision, reason, status = "error", "failed unexpectedly", type(failure).__name__
     return AuditRecord(
         id=unique_id(),
         at_us=now_us(),
@@ -115,10 +124,13 @@ def command_record(action: str, target: str, started: float, failure: Exception 
 
 
 def _account() -> str:
+    """Who ran the command: the process's effective user by the system's account database, not by
+    `USER`/`LOGNAME` (which whoever runs it sets as they like)."""
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a container without a passwd entry)
-        return f"uid {os.getuid()}"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no account for this uid (a container without a passwd entry)
+        return f"uid {uid}"
 
 
 M = TypeVar("M", bound=BaseModel)
