@@ -16,6 +16,7 @@ console session and continues there (`_console_session`).
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Annotated, Any
 
@@ -49,12 +50,19 @@ _PURPOSE = "federate"
 _MAX_COOKIE = 128  # the secret is 43 characters; anything much longer is not ours
 
 
+def _flow_cookie(provider: str) -> str:
+    # One per provider (all are Path=/, see bastion.web.cookies): sign-ins started at two providers
+    # at once, in two tabs, do not overwrite each other. Hashed: a provider's name is not a cookie token.
+    return f"{_COOKIE}_{hashlib.sha256(provider.encode()).hexdigest()[:12]}"
+
+
 def _set_flow_cookie(response: Response, auth: AuthServer, provider: str, secret: str | None) -> None:
     """Set the flow's secret, or (None) delete it. Lax: the provider's redirect back is a top-level GET."""
     if secret is None:
-        delete_cookie(response, _COOKIE, auth.issuer, samesite="lax")
+        delete_cookie(response, _flow_cookie(provider), auth.issuer, samesite="lax")
     else:
-        set_cookie(response, _COOKIE, secret, auth.issuer, max_age=auth.settings.login_session_seconds, samesite="lax")
+        lifetime = auth.settings.login_session_seconds
+        set_cookie(response, _flow_cookie(provider), secret, auth.issuer, max_age=lifetime, samesite="lax")
 
 
 @router.post("/oauth/federate/{provider}")
@@ -152,7 +160,7 @@ async def callback(request: Request, auth: Auth, provider: str) -> Response:
     try:
         relying = party(request, auth, provider)
         destination, binding = _resume(
-            auth, provider, request.query_params.get("state"), read_cookie(request, _COOKIE, auth.issuer)
+            auth, provider, request.query_params.get("state"), read_cookie(request, _flow_cookie(provider), auth.issuer)
         )
     except BastionError as error:
         return error_page(error)
