@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from bastion.audit.exported import verify_export
 from bastion.errors import BastionError
@@ -137,8 +137,9 @@ async def test_a_cutoff_before_the_first_checkpoint_prunes_nothing_and_says_so(t
     assert f"{export} not written" in result.stdout and not export.exists()
     db = Database(url)
     async with db.session(SYSTEM) as session:
-        assert await session.scalar(select(func.count()).select_from(AuditEntry)) == 12
+        kinds = list(await session.scalars(select(AuditEntry.kind).order_by(AuditEntry.seq)))
     await db.close()
+    assert len(kinds) == 13 and kinds[-1] == "cli.command"  # nothing removed; the command's own record added
 
 
 async def test_bastion_audit_prune_exports_a_file_that_verifies_offline_until_a_byte_changes(
@@ -168,9 +169,10 @@ async def test_bastion_audit_prune_exports_a_file_that_verifies_offline_until_a_
     assert "default: BROKEN at record 3: line 3: its content does not match its hash" in tampered.stdout
     db = Database(url)
     db.vault = keys_from_env(master_key)
-    report = await verify_report(db, "default")  # records 11, 12 and the prune's own, from the anchor at 10
+    # Records 11 and 12, the prune's own and the command's, from the anchor at 10.
+    report = await verify_report(db, "default")
     await db.close()
-    assert (report.broken, report.start_seq, report.checked) == (None, 11, 3)
+    assert (report.broken, report.start_seq, report.checked) == (None, 11, 4)
 
 
 async def _seeded_sqlite(tmp_path: Path, master_key: str) -> str:
