@@ -22,7 +22,7 @@ from bastion.errors import AuditUnavailable
 from bastion.store.db import Database
 from bastion.store.models import AuditEntry, Tenant
 from bastion.store.repos.audit import AuditLog, verify_chain
-from bastion.store.repos.audit_directory import COMMANDS, command_directory
+from bastion.store.repos.audit_directory import COMMANDS, command_directory, hold, release
 from bastion.store.repos.audit_journal import JournalFile, journal_lines
 from bastion.store.tenancy import SYSTEM
 from tests.harness import eventually, postgres_url
@@ -372,6 +372,31 @@ async def test_a_second_process_on_the_same_journal_directory_is_refused(db: Dat
     async with anyio.create_task_group() as tasks:  # released with the first: a restart takes it
         tasks.start_soon(second.run)
         await anyio.sleep(0.1)
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_directory_the_process_holds_itself_stays_held_after_a_log_that_adopted_it_ends(
+    db: Database, tmp_path: Path
+) -> None:
+    """`bastion serve` holds its directory once, for its preparation and its server both: between the
+    two logs (the first ended, the next not yet started) no other process can take it."""
+    journal = tmp_path / "journal"
+    held = hold(journal)
+    try:
+        for _ in range(2):  # the preparation's log, then the server's
+            adopted = AuditLog(db, journal)
+            adopted.adopt_directory(held)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(adopted.run)
+                await anyio.sleep(0.05)
+                tasks.cancel_scope.cancel()
+            with pytest.raises(AuditUnavailable, match="in use by another Bastion process"):
+                await AuditLog(db, journal).run()  # another process, in between
+    finally:
+        release(journal, held, remove=False)
+    async with anyio.create_task_group() as tasks:  # released at the end: a restart takes it
+        tasks.start_soon(AuditLog(db, journal).run)
+        await anyio.sleep(0.05)
         tasks.cancel_scope.cancel()
 
 

@@ -70,14 +70,6 @@ def _settings(host: str | None, port: int | None, certfile: Path | None, keyfile
 
 
 def _serve(settings: Settings, *, demo_mode: bool) -> None:
-    # The gateway's modules load here, not at import: `bastion --help` stays quick.
-    import uvicorn
-
-    from bastion.app import create_app
-    from bastion.bootstrap import demo_banner, ensure_admin, ensure_demo
-    from bastion.http.server import CoalescingHttpToolsProtocol, GatewayServer
-    from bastion.services import Services
-
     configure_logging(settings.log_level, settings.log_file)
     if not hide_process():  # before any stdio origin starts (see bastion.support.process)
         typer.secho(
@@ -91,11 +83,36 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
     if findings and settings.require_strong_secrets:
         typer.secho("refusing to start: BASTION_REQUIRE_STRONG_SECRETS=true", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+    # The gateway's modules load here, not at import: `bastion --help` stays quick.
     from bastion.errors import AuditUnavailable
+    from bastion.store.repos import audit_directory
+
+    # The journal directory is this process's from here to the end, held once for the preparation
+    # and the server both: no other process can take it in the moment between the two.
+    journal = settings.audit_journal_path()
+    try:
+        held = audit_directory.hold(journal)
+    except AuditUnavailable as error:  # another server's: nothing was started
+        typer.secho(f"refusing to start: {error.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    try:
+        _prepare_and_serve(settings, held, demo_mode=demo_mode)
+    finally:
+        audit_directory.release(journal, held, remove=False)
+
+
+def _prepare_and_serve(settings: Settings, held: int, *, demo_mode: bool) -> None:
+    import uvicorn
+
+    from bastion.app import create_app
+    from bastion.bootstrap import demo_banner, ensure_admin, ensure_demo
+    from bastion.http.server import CoalescingHttpToolsProtocol, GatewayServer
+    from bastion.services import Services
     from bastion.vault.envelope import VaultError
 
     async def prepare() -> None:
         services = Services(settings)
+        services.audit.adopt_directory(held)
         await services.db.migrate()
         async with services.running(poll_epoch=False):
             if demo_mode:
@@ -109,10 +126,8 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
     except VaultError as error:  # a missing, wrong or malformed master key: nothing was read or written
         typer.secho(f"refusing to start: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
-    except AuditUnavailable as error:  # the journal directory is another server's: nothing was started
-        typer.secho(f"refusing to start: {error.message}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
     services = Services(settings)  # fresh objects for the server's own event loop
+    services.audit.adopt_directory(held)
     config = uvicorn.Config(
         create_app(settings, services),
         host=settings.host,

@@ -150,6 +150,7 @@ class AuditLog:
         self._recovered = False  # a previous process's journal files are in the store
         self._quiet_check_at: int | None = None  # when to look for chains left unsigned (see `_pin_quiet_chains`)
         self._held: int | None = None  # the journal directory's lock (see `hold_directory`)
+        self._adopted = False  # the lock is the process's, not this log's (see `adopt_directory`)
         self._adopt_seconds = adopt_seconds
         self._adopt_at = 0.0  # when to look again for CLI commands' directories left behind (see `recover`)
 
@@ -173,11 +174,18 @@ class AuditLog:
         if self._held is None:
             self._held = journal_directory.hold(self._dir)
 
+    def adopt_directory(self, fd: int) -> None:
+        """Write under a hold of the directory this process took itself (`bastion serve` holds it from
+        before its preparation to after its server, so no other process takes it between the two):
+        `release_directory` then leaves it held."""
+        self._held, self._adopted = fd, True
+
     def release_directory(self) -> None:
         """Let the directory go; a CLI command's own directory is removed once nothing is left in it."""
         if self._held is not None:
             fd, self._held = self._held, None
-            journal_directory.release(self._dir, fd, remove=journal_directory.is_command_directory(self._dir))
+            if not self._adopted:
+                journal_directory.release(self._dir, fd, remove=journal_directory.is_command_directory(self._dir))
 
     async def run(self) -> None:
         held_here = self._held is None
