@@ -292,3 +292,27 @@ def test_stdio_origins_get_a_minimal_environment(tmp_path: Path, monkeypatch: py
         names = response.json()["result"]["content"][0]["text"].split(",")
         assert "BASTION_TEST_SECRET_IN_PARENT_ENV" not in names
         assert "PATH" in names
+
+
+def _event_data(response: httpx.Response) -> Any:
+    assert response.headers["content-type"] == "text/event-stream", response.headers
+    [data] = [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
+    return json.loads(data)
+
+
+def test_a_client_that_takes_only_an_event_stream_gets_its_replies_as_events(gw: Bastion, token: str) -> None:
+    """Some clients and proxies send `Accept: text/event-stream` alone: they are not sent JSON."""
+    only_sse = {"accept": "text/event-stream"}
+    initialized = post(gw, INIT, token, **only_sse)
+    assert initialized.status_code == 200
+    assert _event_data(initialized)["result"]["protocolVersion"] == "2025-11-25"
+    session = {"mcp-session-id": initialized.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    listed = post(gw, listing, token, **session, **only_sse)
+    assert listed.status_code == 200 and _event_data(listed)["id"] == 2
+    assert "list_stock" in {tool["name"] for tool in _event_data(listed)["result"]["tools"]}
+    refused = {"accept": "text/event-stream, application/json;q=0"}  # JSON marked unacceptable
+    assert _event_data(post(gw, listing, token, **session, **refused))["id"] == 2
+    for takes_json in ("application/json, text/event-stream", "*/*", "application/json"):
+        answer = post(gw, listing, token, **session, accept=takes_json)
+        assert answer.headers["content-type"] == "application/json" and answer.json()["id"] == 2, takes_json

@@ -18,7 +18,7 @@ from bastion.mcp.jsonrpc import error_message, result_message
 from bastion.mcp.methods import Call, Methods
 from bastion.mcp.sessions import Session
 
-__all__ = ["serve_event_stream", "serve_streaming", "sse_event"]
+__all__ = ["event_stream_only", "send_event", "serve_event_stream", "serve_streaming", "sse_event"]
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
 _KEEPALIVE_SECONDS = 15.0
@@ -26,6 +26,27 @@ _KEEPALIVE_SECONDS = 15.0
 
 def sse_event(data: bytes) -> bytes:
     return b"event: message\r\ndata: " + data + b"\r\n\r\n"
+
+
+def event_stream_only(accept: str | None) -> bool:
+    """The client takes an event stream and no JSON (`Accept: text/event-stream` alone, as some
+    clients and proxies send): its replies go as one event each, not as JSON it said it cannot read.
+    Media types with `q=0` are refused ones (RFC 9110 §12.5.1); no header takes anything."""
+    if not accept:
+        return False
+    taken = set()
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        refused = any(p.replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params)
+        if not refused:
+            taken.add(media.lower())
+    return "text/event-stream" in taken and not taken & {"application/json", "application/*", "*/*"}
+
+
+async def send_event(send: Send, message: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """A reply as an event stream of one event (see `event_stream_only`)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
+    await send({"type": "http.response.body", "body": sse_event(message), "more_body": False})
 
 
 async def serve_streaming(

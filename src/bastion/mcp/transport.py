@@ -67,7 +67,7 @@ from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
 from bastion.mcp.scopes import check_scope
 from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, Session, SessionStore
-from bastion.mcp.streaming import serve_event_stream, serve_streaming
+from bastion.mcp.streaming import event_stream_only, send_event, serve_event_stream, serve_streaming
 from bastion.observability.metrics import Metrics
 
 __all__ = ["McpEndpoint"]
@@ -218,7 +218,7 @@ class McpEndpoint:
             await self._post_modern(scope, receive, send, message, call, started)
             return
         if message.get("method") == "initialize":
-            await self._initialize(send, message, server, principal)
+            await self._initialize(scope, send, message, server, principal)
             self._exchanged(server, principal, "initialize", started)
             return
         session = self._session(scope, server, principal)
@@ -316,7 +316,8 @@ class McpEndpoint:
         params = request.params or {}
         token = (params.get("_meta") or {}).get("progressToken")
         can_ask = session is not None and session.can_elicit
-        if (token is not None or can_ask) and "text/event-stream" in (header(scope, b"accept") or ""):
+        accept = header(scope, b"accept") or ""
+        if (token is not None or can_ask or event_stream_only(accept)) and "text/event-stream" in accept:
             await serve_streaming(
                 self._methods,
                 call,
@@ -341,7 +342,9 @@ class McpEndpoint:
             return
         await send_bytes(send, 200, result_message(request.id, result), headers=_session_headers(session))
 
-    async def _initialize(self, send: Send, message: dict[str, Any], server: ServerView, principal: Principal) -> None:
+    async def _initialize(
+        self, scope: Scope, send: Send, message: dict[str, Any], server: ServerView, principal: Principal
+    ) -> None:
         request = parse_request(message)
         try:
             params = mt.InitializeRequestParams.model_validate(request.params or {})
@@ -366,7 +369,11 @@ class McpEndpoint:
         }
         if server.description:
             result["instructions"] = server.description
-        await send_bytes(send, 200, result_message(request.id, result), headers=_session_headers(session))
+        reply, headers = result_message(request.id, result), _session_headers(session)
+        if event_stream_only(header(scope, b"accept")):
+            await send_event(send, reply, headers)
+        else:
+            await send_bytes(send, 200, reply, headers=headers)
 
     def _notification(self, session: Session, message: dict[str, Any]) -> None:
         if message["method"] == "notifications/cancelled":
