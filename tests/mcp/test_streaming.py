@@ -139,6 +139,41 @@ async def test_a_2026_client_that_closes_its_connection_cancels_a_plain_json_cal
         assert await _probe_status(client) == {"started": 1, "cancelled": 1, "finished": 0}
 
 
+async def test_a_2026_call_with_a_request_pipelined_behind_it_is_cancelled_too_when_the_client_leaves(
+    bastion: Bastion,
+) -> None:
+    """HTTP/1.1 pipelining: a second request sent on the connection before the first was answered waits
+    behind it. Closing the connection cancels the one being answered all the same."""
+    bastion.add_origin("probe", command=PROBE)
+    bastion.publish_server("piped", {"origin": "probe", "items": ["wait", "status"]})
+    token = bastion.token("piped")
+    meta = {mt.PROTOCOL_VERSION_META_KEY: "2026-07-28", mt.CLIENT_CAPABILITIES_META_KEY: {}}
+
+    def request(request_id: int, seconds: int) -> bytes:
+        params = {"name": "wait", "arguments": {"seconds": seconds}, "_meta": meta}
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}).encode()
+        head = (
+            "POST /servers/piped/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {token}\r\nAccept: application/json, text/event-stream\r\n"
+            "Content-Type: application/json\r\nMcp-Protocol-Version: 2026-07-28\r\n"
+            f"Mcp-Method: tools/call\r\nMcp-Name: wait\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    url = httpx.URL(bastion.base_url)
+    assert url.port is not None
+    async with await anyio.connect_tcp(url.host, url.port) as connection:
+        await connection.send(request(1, 20) + request(2, 20))  # both at once: the second waits its turn
+        await anyio.sleep(0.5)
+    async with bastion.client("piped", token, mode="2026-07-28") as client:
+
+        async def origin_saw_the_cancel() -> bool:
+            return (await _probe_status(client))["cancelled"] >= 1
+
+        await eventually(origin_saw_the_cancel)
+        assert await _probe_status(client) == {"started": 1, "cancelled": 1, "finished": 0}
+
+
 async def test_a_call_cancelled_after_its_event_stream_began_ends_that_stream_cleanly(bastion: Bastion) -> None:
     """The stream's response had started: the cancellation ends its body, and sends no second response
     (which the HTTP server refused, cutting the connection mid-stream)."""

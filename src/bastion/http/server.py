@@ -9,7 +9,7 @@ import socket
 from typing import Any, cast
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from bastion.http.asgi import ON_DISCONNECT
 
@@ -65,12 +65,25 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         # uvloop's transports are not `asyncio.Transport` subclasses; both have what is used here.
         super().connection_made(_Coalesced(cast(asyncio.Transport, transport), self.loop))  # type: ignore[arg-type]
 
+    _running: RequestResponseCycle | None = None  # the request being answered (see `connection_lost`)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
     def connection_lost(self, exc: Exception | None) -> None:
         """Also tell a request still being answered that its client has gone, if it asked to know
-        (`ON_DISCONNECT`): a 2026-07-28 call is cancelled by its client closing the connection."""
-        cycle = self.cycle
+        (`ON_DISCONNECT`): a 2026-07-28 call is cancelled by its client closing the connection.
+
+        uvicorn tells only its newest request (`self.cycle`). With HTTP/1.1 pipelining that is one
+        queued behind the one being answered, which would run on unaware: both are told here."""
+        cycles = [c for c in dict.fromkeys((self._running, self.cycle)) if c is not None]
         super().connection_lost(exc)
-        if cycle is not None and not cycle.response_complete:
+        for cycle in cycles:
+            if cycle.response_complete:
+                continue
+            cycle.disconnected = True  # its `receive` says so (uvicorn marked only the newest)
+            cycle.message_event.set()
             state = cycle.scope.get("state")
             on_disconnect = state.get(ON_DISCONNECT) if isinstance(state, dict) else None
             if on_disconnect is not None:
