@@ -34,6 +34,7 @@ from bastion.admin.schemas import (
     TokenOut,
 )
 from bastion.admin.token_bounds import bounded, within_servers
+from bastion.admin.users import check_may_act_for
 from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
@@ -45,7 +46,7 @@ from bastion.net.egress import EgressPolicy
 from bastion.oauth import downstream
 from bastion.oauth.downstream import DownstreamClient
 from bastion.store.db import Database, bump_epoch
-from bastion.store.models import ApiToken, OAuthToken, Origin, ServerItem, VirtualServer
+from bastion.store.models import ApiToken, OAuthToken, Origin, ServerItem, User, VirtualServer
 from bastion.store.repos import origins, servers, teams, tokens
 from bastion.store.repos.oauth import revoke_families
 from bastion.store.repos.snapshot import origin_spec, placement
@@ -377,6 +378,8 @@ class Control:
             user = await tokens.user_by_name(s, username)
             if user is None:
                 raise NotFound(f"no user {username!r}")
+            if actor is not None:
+                await check_may_act_for(s, actor, user)  # a token acts as its user: no one above the actor
             server_ids = [(await visible_server(s, actor, ref)).id for ref in data.servers]
             within_servers(actor.token if actor is not None else None, server_ids)
             token, secret = await tokens.create_token(
@@ -406,6 +409,9 @@ class Control:
             token = await tokens.get(s, token_id)
             if token.user_id != actor.user_id and not actor.may("tokens:manage"):
                 raise NotFound(f"no API token {token_id!r}")  # another user's token is not theirs to see
+            owner = await s.get(User, token.user_id)
+            if owner is not None:
+                await check_may_act_for(s, actor, owner)  # as for minting one: no one above the actor
             await tokens.revoke(s, token.id)
             await bump_epoch(s)
         await self._changed("tokens", token_id)

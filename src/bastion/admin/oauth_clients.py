@@ -21,6 +21,7 @@ from sqlalchemy import select
 from bastion.admin.actor import Actor
 from bastion.admin.control import visible_server
 from bastion.admin.token_bounds import unbounded_only
+from bastion.admin.users import check_may_act_for
 from bastion.errors import NotFound
 from bastion.identity.tokens import TOKEN_PREFIX, hash_token
 from bastion.oauth.provider import Client
@@ -90,6 +91,7 @@ class OAuthClients:
             owner = await tokens.user_by_name(session, owner_name)
             if owner is None:
                 raise NotFound(f"no user {owner_name!r} to own the client")
+            await check_may_act_for(session, actor, owner)  # its tokens act as the owner
             server_ids = tuple(dict.fromkeys([(await visible_server(session, actor, ref)).id for ref in data.servers]))
         secret = TOKEN_PREFIX + "cs_" + secrets.token_urlsafe(32)  # the prefix lets secret scanners find leaks
         client = Client(

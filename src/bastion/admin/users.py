@@ -19,7 +19,7 @@ from bastion.store.models import User
 from bastion.store.repos import teams, tokens
 from bastion.store.repos.snapshot import effective_roles
 
-__all__ = ["Users", "beyond", "check_roles"]
+__all__ = ["Users", "beyond", "check_may_act_for", "check_roles"]
 
 
 def beyond(actor: Actor, pairs: frozenset[tuple[str, str]]) -> list[str]:
@@ -52,6 +52,22 @@ async def check_roles(
         if missing:
             raise Forbidden(f"role {role!r} grants what you do not hold ({', '.join(missing)}): you cannot {verb} it")
     return list(dict.fromkeys(roles))
+
+
+async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> None:
+    """Forbidden unless the actor may hold a credential that acts as `user` (an API token or a
+    service client of theirs), or revoke one: everything the user's roles grant, the actor holds.
+    `tokens:manage` alone does not let a tenant administrator mint a token as a platform
+    administrator, nor a custom role's holder one as someone above them."""
+    if user.id == actor.user_id or actor.member is None:  # oneself; the operator (CLI) holds everything
+        return
+    roles = effective_roles(user)
+    if PLATFORM_ADMIN in roles and not actor.may("tenants:manage"):
+        raise Forbidden(f"{user.username!r} is a platform administrator: only another may act as them")
+    custom = {role.name: parse_permissions(role.permissions) for role in await teams.custom_roles(session)}
+    missing = beyond(actor, Grants.of_roles(roles, custom).pairs)
+    if missing:
+        raise Forbidden(f"{user.username!r} holds what you do not ({', '.join(missing)}): you cannot act as them")
 
 
 class Users:

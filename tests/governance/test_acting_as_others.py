@@ -1,0 +1,69 @@
+"""`tokens:manage` lets one act as another user of the tenant (mint their API token, own a service
+client for them, revoke their tokens), but never as someone who holds more than oneself: a tenant
+administrator cannot become a platform administrator that way, nor a token desk a tenant admin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.governance.people import Person, add_person, as_person
+from tests.harness import STDIO_INVENTORY, Bastion, run_bastion
+
+
+@pytest.fixture(scope="module")
+def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
+    with run_bastion(tmp_path_factory.mktemp("acting-as")) as gateway:
+        gateway.add_origin("inventory", command=STDIO_INVENTORY)
+        gateway.publish_server("demo", {"origin": "inventory"})
+        gateway.ok("POST", "/api/roles", json={"name": "token-desk", "permissions": ["tokens:create", "tokens:manage"]})
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def tia(bastion: Bastion) -> Person:
+    return add_person(bastion, "tia", ["tenant-admin"])
+
+
+@pytest.fixture(scope="module")
+def tess(bastion: Bastion) -> Person:
+    return add_person(bastion, "tess", ["token-desk"])
+
+
+@pytest.fixture(scope="module")
+def mo(bastion: Bastion) -> Person:
+    return add_person(bastion, "mo", ["member"])
+
+
+def _token_for(bastion: Bastion, actor: Person, user: str, scopes: list[str]) -> tuple[int, str]:
+    body = {"name": "as-" + user, "servers": ["demo"], "user": user, "scopes": scopes}
+    response = as_person(bastion, actor, "POST", "/api/tokens", json=body)
+    return response.status_code, response.text
+
+
+def test_a_tenant_admin_acts_for_a_member_but_not_as_the_platform_administrator(
+    bastion: Bastion, tia: Person, mo: Person
+) -> None:
+    assert _token_for(bastion, tia, mo.name, ["mcp"])[0] == 201
+    status, text = _token_for(bastion, tia, "admin", ["admin"])
+    assert status == 403 and "platform administrator" in text
+    client = {"name": "as admin", "servers": ["demo"], "owner": "admin"}
+    refused = as_person(bastion, tia, "POST", "/api/oauth/clients", json=client)
+    assert refused.status_code == 403 and "platform administrator" in refused.text
+    theirs = bastion.ok("POST", "/api/tokens", json={"name": "admin's own", "servers": ["demo"]})
+    revoked = as_person(bastion, tia, "POST", f"/api/tokens/{theirs['id']}/revoke")
+    assert revoked.status_code == 403
+    assert [t["revoked_at"] for t in bastion.ok("GET", "/api/tokens") if t["id"] == theirs["id"]] == [None]
+
+
+def test_a_token_desk_acts_only_for_users_who_hold_nothing_more_than_it(
+    bastion: Bastion, tess: Person, tia: Person, mo: Person
+) -> None:
+    add_person(bastion, "newbie", [])
+    assert _token_for(bastion, tess, "newbie", ["mcp"])[0] == 201
+    for above in ("tia", "mo"):  # a tenant admin, and a member (who may call tools: the desk may not)
+        status, text = _token_for(bastion, tess, above, ["admin"])
+        assert status == 403 and "holds what you do not" in text, (above, text)
+    # The platform administrator acts for anyone.
+    assert bastion.ok("POST", "/api/tokens", json={"name": "x", "servers": ["demo"], "user": "tia"})["token"]
