@@ -275,7 +275,10 @@ def test_a_minted_jwt_for_another_audience_than_the_origin_is_a_connector_decisi
     refused = as_person(bastion, reg, "POST", "/api/origins", json={**body, "auth": elsewhere})
     assert refused.status_code == 403 and "connectors:approve" in refused.json()["error"]["message"]
     assert bastion.api("GET", "/api/origins/weather").status_code == 404  # nothing stored
-    own = {"mode": "jwt", "audience": "http://127.0.0.1:9/"}  # the origin's own address, another path
+    # Another path on the origin's own host: what another origin there could be (and accept).
+    beside = {"mode": "jwt", "audience": "http://127.0.0.1:9/hr/mcp"}
+    assert as_person(bastion, reg, "POST", "/api/origins", json={**body, "auth": beside}).status_code == 403
+    own = {"mode": "jwt", "audience": "HTTP://127.0.0.1:9/mcp"}  # the origin's own URL, however spelled
     created = as_person(bastion, reg, "POST", "/api/origins", json={**body, "auth": own})
     assert created.status_code == 201, created.text
     origin_id = created.json()["id"]

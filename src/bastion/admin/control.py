@@ -428,19 +428,23 @@ class Control:
 
 
 def _check_audience(actor: Actor, origin: Origin, auth: OriginAuthIn) -> None:
-    """A minted JWT's audience other than the origin's own address (scheme, host, port) names a
-    service the token would be valid at: another origin, say, which would then take tokens that
-    Bastion signed for this one. Choosing whom an origin's tokens are for is a connector decision."""
+    """A minted JWT's audience other than the origin's own URL names a service the token would be
+    valid at: another origin, say (one on the same host under another path included), which would
+    then take tokens that Bastion signed for this one, as any user. Choosing whom an origin's tokens
+    are for is a connector decision."""
     if auth.mode != "jwt" or auth.audience is None or origin.url is None:
         return
-    if _site(auth.audience) == _site(origin.url) or actor.may("connectors:approve"):
+    own = _resource(origin.url)
+    if (own is not None and _resource(auth.audience) == own) or actor.may("connectors:approve"):
         return
     raise Forbidden(
-        f"audience {auth.audience!r} is not this origin's own address: another audience needs connectors:approve"
+        f"audience {auth.audience!r} is not this origin's own URL: another audience needs connectors:approve"
     )
 
 
-def _site(url: str) -> tuple[str, str, int | None] | None:
+def _resource(url: str) -> tuple[str, str, int | None, str, str] | None:
+    """A URL as a resource: scheme and host without case, the default port spelled out, an empty
+    path as `/`, no fragment."""
     try:
         parts = urlsplit(url)
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
@@ -448,7 +452,7 @@ def _site(url: str) -> tuple[str, str, int | None] | None:
         return None
     if not parts.hostname:
         return None
-    return parts.scheme.lower(), parts.hostname.lower(), port
+    return parts.scheme.lower(), parts.hostname.lower(), port, parts.path or "/", parts.query
 
 
 async def visible_server(session: AsyncSession, actor: Actor | None, ref: str) -> VirtualServer:
