@@ -285,3 +285,19 @@ def test_a_minted_jwt_for_another_audience_than_the_origin_is_a_connector_decisi
     later = as_person(bastion, reg, "PUT", f"/api/origins/{origin_id}/auth", json=elsewhere)
     assert later.status_code == 403
     assert bastion.api("PUT", f"/api/origins/{origin_id}/auth", json=elsewhere).status_code == 200  # an approver may
+
+
+def test_the_credential_of_an_approved_origin_is_changed_only_by_an_approver(bastion: Bastion) -> None:
+    """Whose account upstream every user's calls act in is what the approval was about."""
+    bastion.ok("POST", "/api/roles", json={"name": "keeper", "permissions": ["origins:manage", "origins:read"]})
+    keeper = add_person(bastion, "kip", ["keeper"])
+    body = {"name": "ledger", "transport": "http", "url": "http://127.0.0.1:9/mcp"}
+    created = as_person(bastion, keeper, "POST", "/api/origins", json=body)
+    assert created.status_code == 201 and created.json()["status"] == "pending", created.text
+    origin_id = created.json()["id"]
+    theirs = {"mode": "jwt", "lifetime_seconds": 300}
+    assert as_person(bastion, keeper, "PUT", f"/api/origins/{origin_id}/auth", json=theirs).status_code == 200
+    bastion.ok("POST", f"/api/origins/{origin_id}/review", json={"decision": "approve"})
+    swapped = as_person(bastion, keeper, "PUT", f"/api/origins/{origin_id}/auth", json=theirs)
+    assert swapped.status_code == 403 and "connectors:approve" in swapped.json()["error"]["message"]
+    assert bastion.api("PUT", f"/api/origins/{origin_id}/auth", json={"mode": "none"}).status_code == 200

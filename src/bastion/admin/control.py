@@ -165,7 +165,12 @@ class Control:
 
     async def set_origin_auth(self, actor: Actor, origin_id: str, auth: OriginAuthIn) -> OriginOut:
         """Set, replace or (mode none) remove how Bastion authenticates to an origin. The old secret is
-        overwritten in the same transaction; the origin's connection restarts with the new one."""
+        overwritten in the same transaction; the origin's connection restarts with the new one.
+
+        On an approved origin that is a connector decision (`connectors:approve`): whose account
+        upstream every user's calls act in is what the approval was about."""
+        async with self._db.session(actor.scope) as s:
+            _check_credential_change(actor, await origins.get(s, origin_id))
         oauth = None
         if auth.mode in ("oauth", "exchange"):  # the origin's authorization server is found before any write
             self._need_vault()  # before registering there: a registration nothing could keep is not made
@@ -177,6 +182,7 @@ class Control:
             oauth = await self._join_authorization_server(found_id, url, auth)
         async with self._db.session(actor.scope) as s:
             origin = await origins.get(s, origin_id)
+            _check_credential_change(actor, origin)  # again: approved meanwhile
             _check_audience(actor, origin, auth)
             self._seal_auth(origin, auth, oauth)
             await bump_epoch(s)
@@ -424,6 +430,13 @@ class Control:
         expires_at = datetime.now(UTC) + _LOGIN_TOKEN_LIFETIME
         return await self._mint(
             Tenancy.of(user.tenant_id), user.username, TokenIn(name="login", scopes=[SCOPE_ADMIN]), expires_at
+        )
+
+
+def _check_credential_change(actor: Actor, origin: Origin) -> None:
+    if origin.status == "approved" and not actor.may("connectors:approve"):
+        raise Forbidden(
+            f"origin {origin.name!r} is approved: changing how Bastion authenticates to it needs connectors:approve"
         )
 
 
