@@ -118,10 +118,11 @@ def test_an_http_origin_is_sent_bastions_upstream_span_as_its_parent_never_the_c
             "tools/call",
             name="list_stock",
             arguments={},
-            extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+            extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01", "tracestate": "vendor=client-text"},
         )
         assert "result" in answer.json(), answer.text
     sent = {entry["traceparent"] for entry in _recorded(log)}
+    assert {entry["tracestate"] for entry in _recorded(log)} == {None}  # the client's own text stays here
     if not traced:
         assert sent == {None}  # off: nothing of the client's trace context passes through
         return

@@ -1,8 +1,8 @@
 """The demo inventory origin over Streamable HTTP, recording every Authorization-like header it receives
-(and the W3C `traceparent`).
+(and the W3C trace context).
 
 Run: python -m tests.origins.recorder --port N --log FILE. Each request appends one JSON line:
-{"authorization": ..., "x-api-key": ..., "traceparent": ...} (null when absent), so a test can prove what reached it.
+{"authorization": ..., "x-api-key": ..., "traceparent": ..., "tracestate": ...} (null when absent), so a test can prove what reached it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uvicorn
 
 from bastion.demo.inventory import build_server
 
-_RECORDED = (b"authorization", b"x-api-key", b"traceparent")
+_RECORDED = (b"authorization", b"x-api-key", b"traceparent", b"tracestate")
 
 
 def recording(app: Any, log: Path) -> Any:

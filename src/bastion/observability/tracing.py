@@ -44,13 +44,14 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def outbound_headers() -> dict[str, str]:
-    """W3C trace context (`traceparent`, `tracestate`) for a request made inside the current span;
-    empty outside one (tracing off: a context variable read and a check)."""
+    """The W3C `traceparent` for a request made inside the current span; empty outside one (tracing
+    off: a context variable read and a check). Never `tracestate`: spans inherit the client's, and
+    it would carry the client's own text to the origin, past every check of the request."""
     if not get_current_span().get_span_context().is_valid:
         return {}
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
-    return carrier
+    return {"traceparent": carrier["traceparent"]} if "traceparent" in carrier else {}
 
 
 class Tracing:
