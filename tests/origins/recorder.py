@@ -1,8 +1,9 @@
 """The demo inventory origin over Streamable HTTP, recording every Authorization-like header it receives
 (and the W3C trace context).
 
-Run: python -m tests.origins.recorder --port N --log FILE. Each request appends one JSON line:
-{"authorization": ..., "x-api-key": ..., "traceparent": ..., "tracestate": ...} (null when absent), so a test can prove what reached it.
+Run: python -m tests.origins.recorder --port N --log FILE. Each request appends one JSON line,
+{"authorization": ..., "x-api-key": ..., "traceparent": ..., "tracestate": ...} (null when absent),
+so a test can prove what reached it.
 """
 
 from __future__ import annotations
