@@ -26,6 +26,9 @@ from bastion.vault.downstream_oauth import OAuthOrigin
 
 __all__ = ["JWT_TOKEN_TYPE", "TokenExchanger"]
 
+# (origin, its server, Bastion's client there, user id, user name, scopes)
+_Key = tuple[str, str, str, str, str, tuple[str, ...]]
+
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 — RFC 8693 §3 type name
 _SUBJECT_LIFETIME = 120  # seconds: the subject JWT only has to reach the token endpoint
 _MAX_CACHED = 50_000
@@ -44,8 +47,8 @@ class TokenExchanger:
         self._egress = egress
         self._ssl = ssl
         self._now = now
-        self._cache: dict[tuple[str, str, tuple[str, ...]], DownstreamTokens] = {}
-        self._locks: dict[tuple[str, str, tuple[str, ...]], anyio.Lock] = {}
+        self._cache: dict[_Key, DownstreamTokens] = {}
+        self._locks: dict[_Key, anyio.Lock] = {}
 
     async def bearer(
         self,
@@ -58,7 +61,9 @@ class TokenExchanger:
         scopes: tuple[str, ...],
     ) -> str:
         """An access token of the origin's server for `user_id`, from a token exchange."""
-        key = (origin_id, user_id, scopes)
+        # Everything the token depends on: an origin pointed at another server or client, or a user
+        # renamed (the server maps accounts by name), gets a new exchange, not the old token.
+        key = (origin_id, config.server.issuer, config.client.client_id, user_id, username, scopes)
         tokens = self._cache.get(key)
         if tokens is not None and not due(tokens, self._now()):
             return tokens.access_token
