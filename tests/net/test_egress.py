@@ -13,6 +13,7 @@ from yarl import URL
 
 from bastion.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
 from bastion.net import EgressPolicy, EgressRefused, fetch_limited
+from bastion.net.egress import egress_session
 from tests.tls import serve
 
 LOOPBACK = EgressPolicy(allow_cidrs=("127.0.0.0/8",))
@@ -207,3 +208,23 @@ async def test_a_server_that_never_answers_times_out() -> None:
         with anyio.fail_after(5), pytest.raises(UpstreamTimeout, match=r"did not answer within 0\.2 seconds"):
             await fetch_limited(LOOPBACK, f"http://127.0.0.1:{port}/", max_bytes=100, timeout_seconds=0.2)
     assert connected.is_set()
+
+
+@pytest.mark.anyio
+async def test_a_cookie_a_server_sets_is_not_sent_back_on_the_next_request() -> None:
+    """One egress session serves many people: what a server set for one request stays out of the next."""
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "for-whoever-asked-first")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/doc", handler)
+    async with serve(app) as port, egress_session(LOOPBACK) as session:
+        for _ in range(2):
+            async with session.get(f"http://localhost:{port}/doc") as response:  # a name: IPs keep no cookie
+                assert response.status == 200
+    assert seen == [None, None]

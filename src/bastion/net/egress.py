@@ -212,7 +212,9 @@ def egress_session(
 
     trust_env stays off: a proxy from the environment would connect on our behalf,
     past the resolver. `keepalive_timeout` (aiohttp's default: 15 s) is how long an
-    idle pooled connection is kept; long-lived origin pools keep theirs longer.
+    idle pooled connection is kept; long-lived origin pools keep theirs longer. No
+    cookie is kept: one session serves many people, and what a server set for one
+    request must not go back with another's.
     """
 
     async def check_each_request(
@@ -224,9 +226,12 @@ def egress_session(
     connector = aiohttp.TCPConnector(
         resolver=EgressResolver(policy), use_dns_cache=False, keepalive_timeout=keepalive_timeout
     )
+    jar = aiohttp.DummyCookieJar()
     if timeout is None:  # aiohttp's own default (total 300 s), not an unbounded ClientTimeout()
-        return aiohttp.ClientSession(connector=connector, middlewares=(check_each_request,))
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, middlewares=(check_each_request,))
+        return aiohttp.ClientSession(connector=connector, cookie_jar=jar, middlewares=(check_each_request,))
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, cookie_jar=jar, middlewares=(check_each_request,)
+    )
 
 
 @dataclass(frozen=True)
