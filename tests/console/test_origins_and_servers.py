@@ -65,9 +65,17 @@ def test_an_origin_registered_in_the_console_is_reviewed_and_shows_its_tools(
         assert "is registered" in pending and '<span class="badge warn">pending</span>' in pending
         assert "list_stock" in pending and "awaiting review" in pending
         assert {"Approve", "Reject", "Refresh discovery", "Delete origin"} <= _buttons(pending)
+        # The form names the catalog it shows: an approval of another one is refused, and says why.
+        assert f'name="catalog_digest" value="{origin["catalog_digest"]}"' in pending
+        other = console.post(
+            f"/admin/origins/{origin['id']}/review", {"decision": "approve", "catalog_digest": "0" * 64}
+        )
+        assert other.status_code == 409 and "other items than the ones you reviewed" in other.text
+        assert _origin(gateway, "inventory")["status"] == "pending"
 
         approved = console.post(
-            f"/admin/origins/{origin['id']}/review", {"decision": "approve", "note": "inventory team asked"}
+            f"/admin/origins/{origin['id']}/review",
+            {"decision": "approve", "note": "inventory team asked", "catalog_digest": origin["catalog_digest"]},
         )
         assert _location(approved) == f"/admin/origins/{origin['id']}?notice=approved"
         stored = _origin(gateway, "inventory")

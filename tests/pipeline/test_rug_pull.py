@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import MCPError
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.harness import Bastion, origin_process
 
@@ -105,3 +106,24 @@ async def test_a_member_cannot_approve_an_item(bastion: Bastion) -> None:
     body = {"kind": "tool", "name": "x", "digest": "0" * 64}
     refused = as_person(bastion, member, "POST", "/api/origins/none/items/approve", json=body)
     assert refused.status_code == 403
+
+
+async def test_an_approval_names_the_catalog_it_reviewed_and_a_change_since_is_not_pinned(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    """The origin changes a tool between the reviewer's look and the approval (a rug pull timed for the
+    review): the approval naming what was seen is refused, and nothing is pinned."""
+    with origin_process("tests.origins.payments", "--log", str(tmp_path / "log.jsonl")) as url:
+        pending = bastion.ok("POST", "/api/origins", json={"name": "payments3", "transport": "http", "url": url})
+        seen = pending["catalog_digest"]
+        assert pending["status"] == "pending" and len(seen) == 64
+        async with Client(streamable_http_client(url), cache=None) as origin:
+            await origin.call_tool("rug_pull", {})  # straight at the origin: nothing of Bastion's involved
+        changed = bastion.ok("POST", f"/api/origins/{pending['id']}/refresh")
+        assert changed["catalog_digest"] != seen
+        review = f"/api/origins/{pending['id']}/review"
+        stale = bastion.api("POST", review, json={"decision": "approve", "catalog_digest": seen})
+        assert stale.status_code == 409 and "other items than the ones you reviewed" in stale.text
+        assert bastion.ok("GET", f"/api/origins/{pending['id']}")["status"] == "pending"  # nothing pinned
+        fresh = bastion.ok("POST", review, json={"decision": "approve", "catalog_digest": changed["catalog_digest"]})
+        assert fresh["status"] == "approved"

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.admin.actor import Actor
-from bastion.admin.item_review import origin_out, scan_flags
+from bastion.admin.item_review import catalog_digest, origin_out, scan_flags
 from bastion.admin.schemas import (
     ComposeIn,
     ItemApprovalIn,
@@ -241,6 +241,13 @@ class Control:
         of it from every virtual server on the next request, on every replica."""
         async with self._db.session(actor.scope) as s:
             origin = await origins.get(s, origin_id)
+            if review.decision == "approve" and review.catalog_digest is not None:
+                now = catalog_digest(await origins.items_of(s, origin.id))
+                if now != review.catalog_digest:
+                    raise Conflict(
+                        f"origin {origin.name!r} offers other items than the ones you reviewed (its catalog is now "
+                        f"{now[:12]}…): look at them again before approving"
+                    )
             origin.status = "approved" if review.decision == "approve" else "rejected"
             origin.reviewed_by, origin.reviewed_at, origin.review_note = actor.username, datetime.now(UTC), review.note
             if origin.status == "approved":  # what the reviewer saw is what is pinned

@@ -4,6 +4,7 @@ the change since it was approved, as a unified diff of the two definitions."""
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,7 +13,7 @@ from bastion.admin.schemas import ItemOut, OriginOut
 from bastion.pipeline.poisoning import scan_definition
 from bastion.store.models import Origin, OriginItem
 
-__all__ = ["origin_out", "scan_flags"]
+__all__ = ["catalog_digest", "origin_out", "scan_flags"]
 
 _MAX_DIFF = 20_000  # characters of diff shown; a longer change is cut with a note
 
@@ -30,9 +31,18 @@ def scan_flags(items: Sequence[tuple[str, str, dict[str, Any]]]) -> dict[tuple[s
     return flags
 
 
+def catalog_digest(items: Sequence[OriginItem]) -> str:
+    """One digest of everything an origin offers now (each item's kind, name and definition digest):
+    what a reviewer names when approving, so that an origin changing its items between the look and
+    the approval (a rug pull timed for the review) is caught, not pinned."""
+    lines = sorted(f"{item.kind}\0{item.name}\0{item.digest}" for item in items)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def origin_out(origin: Origin, items: Sequence[OriginItem] = ()) -> OriginOut:
     out = OriginOut.model_validate(origin, from_attributes=True)
     out.items = [_item_out(origin, item) for item in items]
+    out.catalog_digest = catalog_digest(items)
     return out
 
 

@@ -219,6 +219,12 @@ class OriginIn(_Placed):
 class ReviewIn(StrictIn):
     decision: Literal["approve", "reject"]
     note: str = Field("", max_length=500)
+    catalog_digest: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the origin's catalog_digest as you reviewed it: an approval is refused (409) when the "
+        "origin's items changed since, instead of pinning what you did not see",
+    )
 
 
 class ItemOut(BaseModel):
@@ -257,6 +263,7 @@ class OriginOut(BaseModel):
     owner_user_id: str | None
     auth_mode: str = Field(description="how Bastion authenticates to it; the secret is never shown")
     items: list[ItemOut] = []
+    catalog_digest: str = Field("", description="one digest of the items offered now: name it when approving")
 
 
 class ServerIn(_Placed):

@@ -15,7 +15,7 @@ from bastion.console.forms import VISIBILITIES, FormData, field_errors, lines, p
 from bastion.console.render import page
 from bastion.console.route import ConsoleRoute
 from bastion.console.viewer import CurrentViewer, Viewer
-from bastion.errors import BastionError, Forbidden
+from bastion.errors import BastionError, Conflict, Forbidden
 
 __all__ = ["diff_lines", "router"]
 
@@ -151,10 +151,16 @@ async def review(origin_id: str, request: Request, control: ControlDep, viewer: 
     actor = viewer.actor("connectors:approve")
     form = await read_form(request, viewer)
     try:
-        data = ReviewIn.model_validate({"decision": form.get("decision", ""), "note": form.get("note", "")})
+        fields = {"decision": form.get("decision", ""), "note": form.get("note", "")}
+        data = ReviewIn.model_validate({**fields, "catalog_digest": form.get("catalog_digest") or None})
     except ValidationError as error:
         return await _origin_page(request, control, viewer, origin_id, errors=field_errors(error), status=422)
-    await control.review_origin(actor, origin_id, data)
+    try:
+        await control.review_origin(actor, origin_id, data)
+    except Conflict as error:  # the items changed since this page was shown: show them again
+        return await _origin_page(
+            request, control, viewer, origin_id, errors={"decision": error.message}, status=error.http_status
+        )
     notice = "approved" if data.decision == "approve" else "rejected"
     return RedirectResponse(f"/admin/origins/{origin_id}?notice={notice}", status_code=303)
 
