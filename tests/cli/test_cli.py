@@ -363,3 +363,13 @@ def test_bad_input_gives_a_clear_error_and_a_non_zero_exit(background: Backgroun
     assert "error" in result.stderr.lower(), result.stderr
     assert mentions in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) <= 5, result.stderr
+
+
+def test_origins_review_approves_the_catalog_shown_and_refuses_another(workspace: Workspace) -> None:
+    shown = cli(workspace, "origins", "show", "fixed")
+    assert shown.returncode == 0, shown
+    [digest] = [line.split()[1] for line in shown.stdout.splitlines() if line.startswith("catalog ")]
+    other = cli(workspace, "origins", "review", "fixed", "--approve", "--catalog", "0" * 64)
+    assert other.returncode == 1 and "other items than the ones you reviewed" in other.stderr, other
+    approved = cli(workspace, "origins", "review", "fixed", "--approve", "--catalog", digest, "--json")
+    assert approved.json()["status"] == "approved"

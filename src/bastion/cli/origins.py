@@ -51,6 +51,7 @@ def show(origin: str = typer.Argument(..., help="Origin id or name."), as_json: 
     emit(result, False, _COLUMNS)
     for item in result.items:
         typer.echo(f"  {item.kind:<18} {item.name}")
+    typer.echo(f"catalog {result.catalog_digest}   (approve what you saw: origins review --approve --catalog ...)")
 
 
 @app.command("review")
@@ -58,10 +59,13 @@ def review(
     origin: str = typer.Argument(..., help="Origin id or name."),
     approve: bool = typer.Option(..., "--approve/--reject", help="Approve or reject the connector request."),
     note: str = typer.Option("", help="Why (kept with the decision)."),
+    catalog: str | None = typer.Option(
+        None, help="The catalog digest `origins show` printed: refused if the origin's items changed since."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Approve or reject a connector request (a rejected origin's items leave every server)."""
-    data = validated(ReviewIn, decision="approve" if approve else "reject", note=note)
+    data = validated(ReviewIn, decision="approve" if approve else "reject", note=note, catalog_digest=catalog)
     emit(
         run_with_services(lambda s: s.control.review_origin(OPERATOR, origin, data), "origins review", origin),
         as_json,
