@@ -39,10 +39,13 @@ def catalog_digest(items: Sequence[OriginItem]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def origin_out(origin: Origin, items: Sequence[OriginItem] = ()) -> OriginOut:
+def origin_out(origin: Origin, items: Sequence[OriginItem] | None = None) -> OriginOut:
+    """The origin as the API shows it; with its items (one origin), their catalog digest too (a list
+    of origins shows neither: a digest of no items would name a catalog nobody saw)."""
     out = OriginOut.model_validate(origin, from_attributes=True)
-    out.items = [_item_out(origin, item) for item in items]
-    out.catalog_digest = catalog_digest(items)
+    if items is not None:
+        out.items = [_item_out(origin, item) for item in items]
+        out.catalog_digest = catalog_digest(items)
     return out
 
 

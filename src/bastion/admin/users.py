@@ -56,7 +56,7 @@ async def check_roles(
 
 async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> None:
     """Forbidden unless the actor may hold a credential that acts as `user` (an API token or a
-    service client of theirs), or revoke one: everything the user's roles grant, the actor holds.
+    service client of theirs): everything the user's roles grant, the actor holds.
     `tokens:manage` alone does not let a tenant administrator mint a token as a platform
     administrator, nor a custom role's holder one as someone above them."""
     if user.id == actor.user_id or actor.member is None:  # oneself; the operator (CLI) holds everything

@@ -447,7 +447,7 @@ class McpEndpoint:
             return
         await self._bearer.authenticate(current.tokens, current.epoch, header(scope, b"authorization"))
         now = current.servers.get(server.slug)
-        if now is None or not now.published:
+        if now is None or now.id != server.id or not now.published:  # not another server under its slug
             raise NotFound(f"no published virtual server {server.slug!r}")
 
     def _exchanged(self, server: ServerView, principal: Principal, method: str, started: float) -> None:

@@ -96,5 +96,5 @@ class TokenExchanger:
 
     def forget(self, origin_id: str, user_id: str) -> None:
         """Drop a token the origin refused: the next call exchanges afresh."""
-        for key in [k for k in self._cache if k[0] == origin_id and k[1] == user_id]:
+        for key in [k for k in self._cache if k[0] == origin_id and k[3] == user_id]:  # see `_Key`
             del self._cache[key]
