@@ -12,6 +12,7 @@ import pytest
 from mcp import MCPError
 
 from tests.harness import Bastion, eventually, free_port, origin_process, run_bastion
+from tests.origins.faulty import LEAKED_KEY
 
 pytestmark = pytest.mark.anyio
 
@@ -51,6 +52,19 @@ async def test_each_misbehaving_reply_is_a_precise_error_and_the_origin_stays_us
             assert leaky.value.error.message == "backend refused key [REDACTED:aws_access_key]"
             assert leaky.value.error.data == {"key": "[REDACTED:aws_access_key]"}
             assert (await client.call_tool("ok", {})).content[0].text == "fine"  # type: ignore[union-attr]
+
+    async def recorded() -> list[dict[str, object]]:
+        records: list[dict[str, object]] = gw.ok("GET", "/api/audit/records", params={"target": "leaky_error"})
+        return records
+
+    async def both_stored() -> bool:
+        return {r["kind"] for r in await recorded()} >= {"mcp.request", "upstream.call"}
+
+    await eventually(both_stored)
+    # The origin's own words are its content: the trail keeps its code, never its text (a key here).
+    assert LEAKED_KEY not in json.dumps(await recorded())
+    outcomes = {r["kind"]: r["reason"] for r in await recorded() if r["kind"] != "upstream.intent"}
+    assert outcomes == {k: "the origin answered with error -32051" for k in ("mcp.request", "upstream.call")}
 
 
 async def test_messages_no_origin_should_send_are_dropped_and_the_gateway_keeps_working(gw: Bastion) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from bastion.audit.chain import AuditRecord, digest_arguments
 from bastion.audit.sink import correlation_id, now_us
-from bastion.errors import BastionError, Forbidden, TooManyRequests, Unauthenticated
+from bastion.errors import BastionError, Forbidden, TooManyRequests, Unauthenticated, UpstreamRejected
 from bastion.identity.principal import Principal
 from bastion.ids import unique_id
 from bastion.oauth.downstream_grants import client_key
@@ -41,6 +41,10 @@ def call_record(
     arguments = params.get("arguments")
     if failure is None:
         decision, status, reason = "allow", "ok", ""
+    elif isinstance(failure, UpstreamRejected):
+        # The origin's own words are its content, like its results: they may echo an argument or a
+        # secret, and the trail keeps neither (the client gets them after DLP). Its code says enough.
+        decision, status, reason = "error", str(failure.code), f"the origin answered with error {failure.code}"
     elif isinstance(failure, BastionError):
         denied = isinstance(failure, Forbidden | Unauthenticated | TooManyRequests)  # a rule said no
         decision, status, reason = ("deny" if denied else "error"), str(failure.jsonrpc_code), failure.message
