@@ -182,6 +182,7 @@ class Control:
             oauth = await self._join_authorization_server(found_id, url, auth)
         async with self._db.session(actor.scope) as s:
             origin = await origins.get(s, origin_id)
+            await origins.lock(s, origin)  # an approval waits for this change, or this one sees it
             _check_credential_change(actor, origin)  # again: approved meanwhile
             _check_audience(actor, origin, auth)
             self._seal_auth(origin, auth, oauth)
@@ -241,8 +242,10 @@ class Control:
         of it from every virtual server on the next request, on every replica."""
         async with self._db.session(actor.scope) as s:
             origin = await origins.get(s, origin_id)
+            await origins.lock(s, origin)  # no rediscovery between the items read here and their pins
+            items = await origins.items_of(s, origin.id)
             if review.decision == "approve" and review.catalog_digest is not None:
-                now = catalog_digest(await origins.items_of(s, origin.id))
+                now = catalog_digest(items)
                 if now != review.catalog_digest:
                     raise Conflict(
                         f"origin {origin.name!r} offers other items than the ones you reviewed (its catalog is now "
@@ -251,7 +254,7 @@ class Control:
             origin.status = "approved" if review.decision == "approve" else "rejected"
             origin.reviewed_by, origin.reviewed_at, origin.review_note = actor.username, datetime.now(UTC), review.note
             if origin.status == "approved":  # what the reviewer saw is what is pinned
-                await origins.pin_all(s, origin, hold_flagged=self._hold_flagged)
+                await origins.pin_all(s, items, hold_flagged=self._hold_flagged)
             await bump_epoch(s)
         await self._changed("catalog", origin_id)
         log.info("connector_reviewed", origin_id=origin_id, decision=review.decision, reviewer=actor.username)

@@ -14,7 +14,7 @@ from bastion.errors import Conflict, NotFound
 from bastion.store.models import Origin, OriginItem
 from bastion.store.repos._common import add_unique, by_id_or_name
 
-__all__ = ["create", "get", "items_of", "list_all", "pin_all", "pin_one", "remove", "save_discovery"]
+__all__ = ["create", "get", "items_of", "list_all", "lock", "pin_all", "pin_one", "remove", "save_discovery"]
 
 
 async def create(
@@ -32,6 +32,14 @@ async def create(
 
 async def get(session: AsyncSession, origin_id_or_name: str) -> Origin:
     return await by_id_or_name(session, Origin, Origin.name, origin_id_or_name, "origin")
+
+
+async def lock(session: AsyncSession, origin: Origin) -> None:
+    """Take the origin's row until the transaction ends, and read it again: its review, its
+    rediscovery and a change of its credential are serialized on it, so none decides on what another
+    is changing (PostgreSQL's row lock; SQLite has a single writer)."""
+    await session.execute(select(Origin.id).where(Origin.id == origin.id).with_for_update())
+    await session.refresh(origin)
 
 
 async def list_all(session: AsyncSession) -> Sequence[Origin]:
@@ -66,6 +74,7 @@ async def save_discovery(
     when `hold_flagged`. Any later new item waits for an administrator: otherwise an origin could
     withdraw an approved item (or all of them) and offer it again, changed, as "new".
     """
+    await lock(session, origin)
     origin.discovered_at = datetime.now(UTC)
     origin.last_error = error
     if items is None:  # failed discovery keeps the last known items
@@ -98,9 +107,10 @@ async def save_discovery(
         )
 
 
-async def pin_all(session: AsyncSession, origin: Origin, *, hold_flagged: bool) -> None:
-    """An approval: every item's current definition is what was approved (flagged ones excepted)."""
-    for item in await items_of(session, origin.id):
+async def pin_all(session: AsyncSession, items: Sequence[OriginItem], *, hold_flagged: bool) -> None:
+    """An approval: every item's definition, as the reviewer's approval read them (under the origin's
+    `lock`), is what was approved (flagged ones excepted)."""
+    for item in items:
         if not (hold_flagged and _high(item.flags)):
             item.pinned_digest, item.pinned_definition = item.digest, item.definition
 
