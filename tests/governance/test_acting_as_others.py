@@ -69,3 +69,21 @@ def test_a_token_desk_acts_only_for_users_who_hold_nothing_more_than_it(
         assert status == 403 and "holds what you do not" in text, (above, text)
     # The platform administrator acts for anyone.
     assert bastion.ok("POST", "/api/tokens", json={"name": "x", "servers": ["demo"], "user": "tia"})["token"]
+
+
+def test_a_token_minted_for_someone_does_not_grow_with_their_next_promotion(bastion: Bastion, tess: Person) -> None:
+    """A token acts with its user's current roles: one minted by someone else is limited to what the
+    minter held, or it would hand them whatever the user is given next."""
+    grower = add_person(bastion, "grower", [])
+    body = {"name": "desk-made", "servers": ["demo"], "user": grower.name, "scopes": ["admin"]}
+    created = as_person(bastion, tess, "POST", "/api/tokens", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["permissions"] == ["tokens:create", "tokens:manage"]  # the desk's own
+    bastion.ok("PATCH", f"/api/users/{grower.id}", json={"roles": ["tenant-admin"]})
+    desk_made = {"authorization": f"Bearer {created.json()['token']}"}
+    assert bastion.http.get("/api/users", headers=desk_made).status_code == 403  # not the tenant admin's power
+    assert as_person(bastion, grower, "GET", "/api/users").status_code == 200  # the user's own login has it
+    plain = add_person(bastion, "plain", [])
+    wider = {**body, "name": "wider", "user": plain.name, "permissions": ["users:read"]}
+    refused = as_person(bastion, tess, "POST", "/api/tokens", json=wider)
+    assert refused.status_code == 403 and "cannot carry what you do not hold" in refused.text

@@ -34,7 +34,7 @@ from bastion.admin.schemas import (
     TokenOut,
 )
 from bastion.admin.token_bounds import bounded, within_servers
-from bastion.admin.users import check_may_act_for
+from bastion.admin.users import check_may_act_for, within_minter
 from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
@@ -396,6 +396,7 @@ class Control:
                 raise NotFound(f"no user {username!r}")
             if actor is not None:
                 await check_may_act_for(s, actor, user)  # a token acts as its user: no one above the actor
+                data = data.model_copy(update={"permissions": within_minter(actor, user, data.permissions)})
             server_ids = [(await visible_server(s, actor, ref)).id for ref in data.servers]
             within_servers(actor.token if actor is not None else None, server_ids)
             token, secret = await tokens.create_token(

@@ -12,14 +12,21 @@ from bastion.admin.actor import Actor
 from bastion.admin.schemas import UserIn, UserOut, UserPatch
 from bastion.bus import Bus, ChangeEvent
 from bastion.errors import BadRequest, Forbidden, NotFound
-from bastion.governance.permissions import BUILTIN_ROLES, PLATFORM_ADMIN, Grants, parse_permissions, permission_text
+from bastion.governance.permissions import (
+    BUILTIN_ROLES,
+    PLATFORM_ADMIN,
+    Grants,
+    parse_permission,
+    parse_permissions,
+    permission_text,
+)
 from bastion.identity.passwords import PasswordPolicy, hash_password
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import User
 from bastion.store.repos import teams, tokens
 from bastion.store.repos.snapshot import effective_roles
 
-__all__ = ["Users", "beyond", "check_may_act_for", "check_roles"]
+__all__ = ["Users", "beyond", "check_may_act_for", "check_roles", "within_minter"]
 
 
 def beyond(actor: Actor, pairs: frozenset[tuple[str, str]]) -> list[str]:
@@ -68,6 +75,23 @@ async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> 
     missing = beyond(actor, Grants.of_roles(roles, custom).pairs)
     if missing:
         raise Forbidden(f"{user.username!r} holds what you do not ({', '.join(missing)}): you cannot act as them")
+
+
+def within_minter(actor: Actor, user: User, permissions: list[str] | None) -> list[str] | None:
+    """The permission limit of an API token minted for `user` by `actor`: for oneself, as asked; for
+    someone else, never beyond what the minter holds now. A token acts with its user's current
+    roles: one minted for a user the minter may act for would otherwise grow with their next
+    promotion, in the hands of whoever minted it."""
+    member = actor.member
+    if user.id == actor.user_id or member is None:  # oneself; the operator (CLI) holds everything
+        return permissions
+    if permissions is None:
+        held = member.grants.pairs if actor.limit is None else member.grants.pairs & actor.limit.pairs
+        return sorted(permission_text(pair) for pair in held)
+    wider = beyond(actor, frozenset(parse_permission(text) for text in permissions))
+    if wider:
+        raise Forbidden(f"a token you mint for someone else cannot carry what you do not hold ({', '.join(wider)})")
+    return permissions
 
 
 class Users:
