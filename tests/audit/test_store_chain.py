@@ -136,6 +136,34 @@ async def test_a_batch_that_failed_after_others_were_stored_retries_only_what_wa
     assert await verify_chain(db, "default") == (4, None)
 
 
+async def test_a_batch_committed_whose_reply_was_lost_is_not_chained_twice_and_the_log_goes_on(
+    db: Database, tmp_path: Path
+) -> None:
+    """The connection drops during COMMIT after the store committed: the batch is put back as failed.
+    Tried again, its ids are refused: what the store holds is left out, not retried for ever."""
+    log = AuditLog(db, tmp_path / "journal")
+    real_append = log._append
+    lost = True
+
+    async def commits_then_loses_the_reply(batch: list[tuple[str, AuditRecord]]) -> None:
+        nonlocal lost
+        await real_append(batch)
+        if lost:
+            lost = False
+            raise SQLAlchemyError("connection lost during COMMIT")
+
+    log._append = commits_then_loses_the_reply  # type: ignore[method-assign]
+    first = [log.record("default", _record(n)) for n in range(1, 3)]
+    with pytest.raises(SQLAlchemyError):
+        await log.flush()
+    later = log.record("default", _record(3))
+    await log.flush()  # the two again (refused, then left out) and the new one
+    for durable in (*first, later):
+        await durable.wait()
+    assert await verify_chain(db, "default") == (3, None)
+    assert log.backlog() == (0, 0)
+
+
 async def test_a_detail_json_cannot_hold_is_kept_as_text_and_the_journal_goes_on(db: Database, tmp_path: Path) -> None:
     """A plugin stage's decision may carry a set or an object: kept as its repr, not a journal that
     fails every sync (and with it every forwarded call) from then on."""

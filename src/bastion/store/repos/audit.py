@@ -431,12 +431,7 @@ class AuditLog:
                 path.rename(path.with_name(path.name + ".unreadable"))  # noqa: ASYNC240
                 log.error("audit_journal_file_unreadable", file=path.name)
                 return
-        async with self._db.session(SYSTEM) as session:
-            stored: set[str] = set()
-            ids = [record.id for _, record in records]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                stored.update(await session.scalars(select(AuditEntry.id).where(AuditEntry.id.in_(chunk))))
+        stored = await self._stored_ids([record.id for _, record in records])
         missing = []
         for tenant, record in records:  # a batch written again after a failed sync appears twice
             if record.id not in stored:
@@ -448,11 +443,20 @@ class AuditLog:
         log.info("audit_journal_recovered", file=path.name, records=len(records), written=len(missing))
 
     # --- the store ----------------------------------------------------------------------------
+    async def _stored_ids(self, ids: list[str]) -> set[str]:
+        """Which of these record ids the store holds already."""
+        stored: set[str] = set()
+        async with self._db.session(SYSTEM) as session:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                stored.update(await session.scalars(select(AuditEntry.id).where(AuditEntry.id.in_(chunk))))
+        return stored
+
     async def _append(self, batch: list[tuple[str, AuditRecord]]) -> None:
-        by_tenant: dict[str, list[AuditRecord]] = {}
-        for tenant_id, record in batch:
-            by_tenant.setdefault(tenant_id, []).append(record)
         for attempt in range(2):
+            by_tenant: dict[str, list[AuditRecord]] = {}
+            for tenant_id, record in batch:
+                by_tenant.setdefault(tenant_id, []).append(record)
             try:
                 async with self._db.session(SYSTEM) as session:
                     for tenant_id, records in by_tenant.items():
@@ -464,6 +468,12 @@ class AuditLog:
             except IntegrityError:
                 if attempt:  # a second replica created the same head at once: once more, then give up
                     raise
+                # Or this batch was committed once already, its reply lost (the connection dropped
+                # during COMMIT, so it was put back): what the store holds is not chained twice.
+                stored = await self._stored_ids([record.id for _, record in batch])
+                batch = [(tenant_id, record) for tenant_id, record in batch if record.id not in stored]
+                if not batch:
+                    return
 
 
 async def lock_head(session: AsyncSession, tenant_id: str, *, now_us: int) -> AuditHead:
