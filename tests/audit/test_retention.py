@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 
 from bastion.audit.exported import verify_export
 from bastion.errors import BastionError
+from bastion.oauth.keys import KeyRing
 from bastion.store.db import Database
 from bastion.store.models import AuditCheckpoint, AuditEntry
 from bastion.store.repos.audit import extend_chain, lock_head, verify_chain, verify_report
@@ -87,6 +88,26 @@ async def test_prune_exports_the_records_up_to_the_anchor_checkpoint_and_the_res
     [chain] = verify_export(second.read_bytes().splitlines())
     assert (chain.first_seq, chain.start_hash, chain.last_seq, chain.broken) == (6, before[4].hash, 13, None)
     assert await verify_chain(store, tenant) == (1, None)
+
+
+async def test_a_prune_whose_new_start_cannot_be_signed_removes_nothing(
+    store: Database, tmp_path: Path, keys: Keys, tenant: str
+) -> None:
+    """The prune's own record must be signed at once (the kept chain starts from it): without a key
+    to sign with, the whole prune rolls back, not records removed and the chain left to fail verify."""
+    await _twelve_records(store, tmp_path, keys, tenant)
+    checkpointer = audit_log(store, tmp_path, keys).checkpointer
+    assert checkpointer is not None
+
+    def no_key() -> KeyRing:
+        raise BastionError("the key ring is not loaded")
+
+    unsigned = dataclasses.replace(checkpointer, signer=no_key)
+    before = [r.id for r in await _records(store, tenant)]
+    with pytest.raises(BastionError, match="key ring"):
+        await prune(store, unsigned, [tenant], before_us=BASE_US + 11_000_000, export=tmp_path / "never.jsonl")
+    assert [r.id for r in await _records(store, tenant)] == before
+    assert (await verify_report(store, tenant)).broken is None
 
 
 async def test_records_removed_back_to_a_checkpoint_without_a_prune_fail_verify(

@@ -47,7 +47,10 @@ class Checkpointer:
     async def pin(
         self, session: AsyncSession, head: AuditHead, hashes: Mapping[int, str], *, force: bool = False
     ) -> None:
-        """After `hashes` (seq -> hash of the batch just appended) moved `head`: the checkpoints due."""
+        """After `hashes` (seq -> hash of the batch just appended) moved `head`: the checkpoints due.
+        A checkpoint that cannot be signed waits for the next batch, unless it was `force`d (a prune's
+        record, which the chain's new start must be signed at): then the error stands, and the
+        transaction (the prune) rolls back."""
         now = self.clock()
         seqs = self.policy.pins(
             last_seq=head.checkpoint_seq,
@@ -65,6 +68,8 @@ class Checkpointer:
             await self._keep_public_keys(session, ring, now)
         except (BastionError, VaultError) as exc:  # no key yet, or the key service is down: next batch
             log.warning("audit_checkpoint_unsigned", tenant_id=head.tenant_id, seq=head.seq, error=str(exc))
+            if force:
+                raise
             return
         for seq in seqs:
             checkpoint = Checkpoint(head.tenant_id, seq, hashes[seq], now)
