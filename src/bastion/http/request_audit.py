@@ -6,8 +6,9 @@ this layer covers the rest of the routes that act or decide: `/api/...`, `/oauth
 metrics are not recorded. What a route learned (who the caller is, which client, why it refused)
 reaches the record through `bastion.audit.sink.note`; the query string never does (codes, state).
 
-A request that may change something (any method but GET/HEAD/OPTIONS) is answered only once its
-record is durable, as a forwarded tool call is.
+A request that may change something is answered only once its record is durable, as a forwarded
+tool call is: any method but GET/HEAD/OPTIONS, and the GETs of OAuth's redirects, which do change
+things (`_changes`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ _KINDS = {"api": "api.request", "oauth": "oauth.request", "console": "console.re
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _PUBLIC = ("/.well-known/", "/oauth/jwks.json", "/admin/static/", "/admin/login")
 ASGIApp = Any
+
+
+def _changes(scope: Scope) -> bool:
+    """The request may change something: any method but the safe ones, and the GETs that OAuth's
+    redirects make change things (a callback stores a person's grant or signs them in; an
+    authorization request issues a code)."""
+    if scope["method"] not in _SAFE:
+        return True
+    path: str = scope["path"]
+    return path.endswith("/callback") or path == "/oauth/authorize"
 
 
 def _decision(status: int) -> str:
@@ -54,7 +65,7 @@ class RequestTrail:
             if message["type"] == "http.response.start" and not answered:
                 answered = True
                 durable = self._record(scope, kind, started, message["status"])
-                if scope["method"] not in _SAFE:
+                if _changes(scope):
                     await durable.wait()  # a change is acknowledged only once its record is on disk
             await send(message)
 
