@@ -32,6 +32,20 @@ async def _grant(db: Database, family: str = "family-1") -> Grant:
         return Grant(family_id=family, client_id="client-1", user_id=user.id, server_id=server.id, scopes=("mcp",))
 
 
+def _access_row(grant: Grant, token: str, expires_at: float) -> OAuthToken:
+    """An access token's row as a save in progress adds it (the tests hold that save open)."""
+    return OAuthToken(
+        token_hash=hash_token(token),
+        kind="access",
+        family_id=grant.family_id,
+        client_id=grant.client_id,
+        user_id=grant.user_id,
+        server_id=grant.server_id,
+        scopes=list(grant.scopes),
+        expires_at=datetime.fromtimestamp(expires_at, UTC),
+    )
+
+
 def _code(grant: Grant, code: str) -> CodeRecord:
     return CodeRecord(hash_token(code), grant, "http://127.0.0.1/cb", "c" * 43, expires_at=time.time() + 60)
 
@@ -148,18 +162,7 @@ async def test_a_revocation_that_starts_while_a_rotation_saves_revokes_what_it_s
             tasks.start_soon(revoke)
             await anyio.sleep(0.3)
             assert not revoked.is_set()  # waits for the save to commit
-            session.add(
-                OAuthToken(
-                    token_hash=hash_token("access-6"),
-                    kind="access",
-                    family_id="family-6",
-                    client_id=grant.client_id,
-                    user_id=grant.user_id,
-                    server_id=grant.server_id,
-                    scopes=list(grant.scopes),
-                    expires_at=datetime.fromtimestamp(now + 600, UTC),
-                )
-            )
+            session.add(_access_row(grant, "access-6", now + 600))
         with anyio.fail_after(10):
             await revoked.wait()
     assert await _live_tokens(store, [hash_token("refresh-6"), hash_token("access-6")]) == []
@@ -254,18 +257,7 @@ async def test_a_revocation_that_starts_while_an_exchange_saves_revokes_what_it_
             tasks.start_soon(revoke)
             await anyio.sleep(0.3)
             assert not revoked.is_set()  # waits for the save to commit
-            session.add(
-                OAuthToken(
-                    token_hash=hash_token(f"x-token-{family}"),
-                    kind="access",
-                    family_id=exchanged.family_id,
-                    client_id=exchanged.client_id,
-                    user_id=exchanged.user_id,
-                    server_id=exchanged.server_id,
-                    scopes=list(exchanged.scopes),
-                    expires_at=datetime.fromtimestamp(now + 60, UTC),
-                )
-            )
+            session.add(_access_row(exchanged, f"x-token-{family}", now + 60))
         with anyio.fail_after(10):
             await revoked.wait()
     assert await _live_tokens(store, [hash_token(f"at-{family}"), hash_token(f"x-token-{family}")]) == []
