@@ -86,7 +86,12 @@ def within_minter(actor: Actor, user: User, permissions: list[str] | None) -> li
     if user.id == actor.user_id or member is None:  # oneself; the operator (CLI) holds everything
         return permissions
     if permissions is None:
-        held = member.grants.pairs if actor.limit is None else member.grants.pairs & actor.limit.pairs
+        grants, limit = member.grants, actor.limit
+        held = grants.pairs
+        if limit is not None:  # what both allow: each one's pairs the other covers (wildcards both ways)
+            held = frozenset(
+                {p for p in grants.pairs if limit.covers(p)} | {p for p in limit.pairs if grants.covers(p)}
+            )
         return sorted(permission_text(pair) for pair in held)
     wider = beyond(actor, frozenset(parse_permission(text) for text in permissions))
     if wider:
