@@ -370,7 +370,10 @@ class UpstreamRejected(UpstreamError):
 
     http_status = 200
 
-    def __init__(self, code: int, message: str, *, data: Any = None) -> None:
+    def __init__(self, code: int, message: str, *, data: Any = None, from_origin: bool = True) -> None:
         super().__init__(message, data=data if isinstance(data, dict) else None)
         self.code = code
         self.raw_data = data
+        # The words are the origin's (its content: the audit trail keeps its code only), not
+        # Bastion's about the exchange (a client that cannot be asked, or declined).
+        self.from_origin = from_origin

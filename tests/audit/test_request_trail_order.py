@@ -18,10 +18,12 @@ class _HeldSink:
 
     def __init__(self) -> None:
         self.durable = anyio.Event()
+        self.seen = anyio.Event()  # the response began: its record was made
         self.recorded: list[AuditRecord] = []
 
     def record(self, tenant_id: str, record: AuditRecord) -> _HeldSink:
         self.recorded.append(record)
+        self.seen.set()
         return self
 
     async def wait(self) -> None:
@@ -50,8 +52,9 @@ async def _answered_before_durable(method: str, path: str) -> bool:
     scope: Scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(trail, scope, receive, send)
-        await anyio.sleep(0.05)
-        answered = bool(sent)
+        with anyio.fail_after(5):
+            await sink.seen.wait()
+        answered = bool(sent)  # what follows the record with no wait in between has happened by now
         sink.durable.set()
     assert len(sink.recorded) == 1 and sent  # recorded once, answered in the end
     return answered

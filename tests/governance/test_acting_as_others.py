@@ -87,3 +87,18 @@ def test_a_token_minted_for_someone_does_not_grow_with_their_next_promotion(bast
     wider = {**body, "name": "wider", "user": plain.name, "permissions": ["users:read"]}
     refused = as_person(bastion, tess, "POST", "/api/tokens", json=wider)
     assert refused.status_code == 403 and "cannot carry what you do not hold" in refused.text
+
+
+def test_a_limited_token_mints_for_someone_else_within_both_its_limit_and_its_holders_roles(
+    bastion: Bastion, tess: Person
+) -> None:
+    own = {"name": "desk's own", "servers": ["demo"], "scopes": ["admin"]}
+    own["permissions"] = ["tokens:create", "tokens:manage", "users:read"]  # wider than the desk's roles
+    limited = as_person(bastion, tess, "POST", "/api/tokens", json=own)
+    assert limited.status_code == 201, limited.text
+    other = add_person(bastion, "other-newbie", [])
+    body = {"name": "through a limited token", "servers": ["demo"], "user": other.name, "scopes": ["admin"]}
+    headers = {"authorization": f"Bearer {limited.json()['token']}"}
+    minted = bastion.http.post("/api/tokens", json=body, headers=headers)
+    assert minted.status_code == 201, minted.text
+    assert minted.json()["permissions"] == ["tokens:create", "tokens:manage"]  # what both the limit and the roles allow

@@ -117,6 +117,8 @@ async def test_an_approval_names_the_catalog_it_reviewed_and_a_change_since_is_n
         pending = bastion.ok("POST", "/api/origins", json={"name": "payments3", "transport": "http", "url": url})
         seen = pending["catalog_digest"]
         assert pending["status"] == "pending" and len(seen) == 64
+        # A list shows no digest: one of no items would name a catalog nobody saw.
+        assert {o["catalog_digest"] for o in bastion.ok("GET", "/api/origins")} == {""}
         async with Client(streamable_http_client(url), cache=None) as origin:
             await origin.call_tool("rug_pull", {})  # straight at the origin: nothing of Bastion's involved
         changed = bastion.ok("POST", f"/api/origins/{pending['id']}/refresh")

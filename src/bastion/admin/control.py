@@ -264,6 +264,7 @@ class Control:
         """Approve one item's current definition (a quarantined change, or a flagged item): pinned as it is."""
         async with self._db.session(actor.scope) as s:
             origin = await origins.get(s, origin_id)
+            await origins.lock(s, origin)  # no rediscovery between the item read and its pin
             if origin.status != "approved":
                 raise Conflict(f"origin {origin.name!r} is {origin.status}: review the connector itself first")
             await origins.pin_one(s, origin, item.kind, item.name, item.digest)
@@ -383,6 +384,8 @@ class Control:
         username = data.user or actor.username
         if username != actor.username:
             actor.require("tokens:manage")
+            # Before `bounded`, which fills in the creating token's own limit when none is asked.
+            data = data.model_copy(update={"permissions": within_minter(actor, data.permissions)})
         expires_at = datetime.now(UTC) + timedelta(days=data.expires_in_days)
         data, expires_at = bounded(actor.token, data, expires_at)
         return await self._mint(actor.scope, username, data, expires_at, actor=actor)
@@ -396,7 +399,6 @@ class Control:
                 raise NotFound(f"no user {username!r}")
             if actor is not None:
                 await check_may_act_for(s, actor, user)  # a token acts as its user: no one above the actor
-                data = data.model_copy(update={"permissions": within_minter(actor, user, data.permissions)})
             server_ids = [(await visible_server(s, actor, ref)).id for ref in data.servers]
             within_servers(actor.token if actor is not None else None, server_ids)
             token, secret = await tokens.create_token(

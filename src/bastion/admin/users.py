@@ -77,13 +77,12 @@ async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> 
         raise Forbidden(f"{user.username!r} holds what you do not ({', '.join(missing)}): you cannot act as them")
 
 
-def within_minter(actor: Actor, user: User, permissions: list[str] | None) -> list[str] | None:
-    """The permission limit of an API token minted for `user` by `actor`: for oneself, as asked; for
-    someone else, never beyond what the minter holds now. A token acts with its user's current
-    roles: one minted for a user the minter may act for would otherwise grow with their next
-    promotion, in the hands of whoever minted it."""
+def within_minter(actor: Actor, permissions: list[str] | None) -> list[str] | None:
+    """The permission limit of an API token `actor` mints for someone else: never beyond what the
+    minter holds now. A token acts with its user's current roles: one minted for a user the minter
+    may act for would otherwise grow with their next promotion, in the hands of whoever minted it."""
     member = actor.member
-    if user.id == actor.user_id or member is None:  # oneself; the operator (CLI) holds everything
+    if member is None:  # the operator (CLI) holds everything
         return permissions
     if permissions is None:
         grants, limit = member.grants, actor.limit

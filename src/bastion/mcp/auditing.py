@@ -41,7 +41,7 @@ def call_record(
     arguments = params.get("arguments")
     if failure is None:
         decision, status, reason = "allow", "ok", ""
-    elif isinstance(failure, UpstreamRejected):
+    elif isinstance(failure, UpstreamRejected) and failure.from_origin:
         # The origin's own words are its content, like its results: they may echo an argument or a
         # secret, and the trail keeps neither (the client gets them after DLP). Its code says enough.
         decision, status, reason = "error", str(failure.code), f"the origin answered with error {failure.code}"

@@ -192,6 +192,7 @@ class Forwarder:
                     mt.MISSING_REQUIRED_CLIENT_CAPABILITY,
                     f"the origin behind {route.exposed_name!r} asks for user input; this client did not declare "
                     "elicitation (or does not read event streams), so Bastion cannot ask it",
+                    from_origin=False,
                 )
             # Handshake-era client: ask it each question as a request, then retry at the origin.
             given = await _ask_all(call.ask, result.get("inputRequests") or {})
@@ -249,7 +250,8 @@ async def _ask_all(ask: Asker, requests: dict[str, Any]) -> dict[str, Any]:
         reply = await ask(request["method"], request.get("params") or {})
         if "result" not in reply:
             error = reply.get("error") or {}
-            raise UpstreamRejected(int(error.get("code", mt.INTERNAL_ERROR)), str(error.get("message", "declined")))
+            code, said = int(error.get("code", mt.INTERNAL_ERROR)), str(error.get("message", "declined"))
+            raise UpstreamRejected(code, said, from_origin=False)  # the client's answer, not the origin's
         answers[key] = reply["result"]
     return answers
 

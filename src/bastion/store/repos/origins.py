@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.catalog.snapshot import definition_digest
@@ -37,8 +37,15 @@ async def get(session: AsyncSession, origin_id_or_name: str) -> Origin:
 async def lock(session: AsyncSession, origin: Origin) -> None:
     """Take the origin's row until the transaction ends, and read it again: its review, its
     rediscovery and a change of its credential are serialized on it, so none decides on what another
-    is changing (PostgreSQL's row lock; SQLite has a single writer)."""
-    await session.execute(select(Origin.id).where(Origin.id == origin.id).with_for_update())
+    is changing. A write that changes nothing: PostgreSQL locks the row, and SQLite (which ignores
+    FOR UPDATE and starts a transaction only at the first write) takes its one writer's lock here,
+    before the reads that follow."""
+    await session.execute(
+        update(Origin)
+        .where(Origin.id == origin.id)
+        .values(name=Origin.name)
+        .execution_options(synchronize_session=False)
+    )
     await session.refresh(origin)
 
 
