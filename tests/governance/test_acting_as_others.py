@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.governance.people import Person, add_person, as_person
+from tests.governance.people import Person, add_person, as_person, mcp
 from tests.harness import STDIO_INVENTORY, Bastion, run_bastion
 
 
@@ -102,3 +102,23 @@ def test_a_limited_token_mints_for_someone_else_within_both_its_limit_and_its_ho
     minted = bastion.http.post("/api/tokens", json=body, headers=headers)
     assert minted.status_code == 201, minted.text
     assert minted.json()["permissions"] == ["tokens:create", "tokens:manage"]  # what both the limit and the roles allow
+
+
+def test_a_service_client_set_up_for_someone_does_not_grow_with_their_next_promotion(bastion: Bastion) -> None:
+    bastion.ok("POST", "/api/roles", json={"name": "client-desk", "permissions": ["clients:manage", "tokens:manage"]})
+    desk = add_person(bastion, "cleo", ["client-desk"])
+    bot = add_person(bastion, "bot-owner", [])
+    body = {"name": "desk-made bot", "servers": ["demo"], "owner": bot.name}
+    created = as_person(bastion, desk, "POST", "/api/oauth/clients", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["permissions"] == ["clients:manage", "tokens:manage"]  # the desk's own
+    bastion.ok("PATCH", f"/api/users/{bot.id}", json={"roles": ["member"]})  # may call tools from now on
+    form = {"grant_type": "client_credentials", "resource": bastion.mcp_url("demo")}
+    issued = bastion.http.post(
+        "/oauth/token", data=form, auth=(created.json()["client_id"], created.json()["client_secret"])
+    )
+    assert issued.status_code == 200, issued.text
+    token = issued.json()["access_token"]
+    refused = mcp(bastion, "demo", token, "tools/call", name="list_stock", arguments={})
+    assert "your roles do not allow this tool" in refused.json()["error"]["message"], refused.text
+    assert mcp(bastion, "demo", bastion.token("demo"), "tools/call", name="list_stock", arguments={}).json()["result"]

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from bastion.admin.actor import Actor
 from bastion.admin.control import visible_server
 from bastion.admin.token_bounds import unbounded_only
-from bastion.admin.users import check_may_act_for
+from bastion.admin.users import check_may_act_for, within_minter
 from bastion.errors import NotFound
 from bastion.identity.tokens import TOKEN_PREFIX, hash_token
 from bastion.oauth.provider import Client
@@ -68,6 +68,9 @@ class ClientOut(BaseModel):
     owner_user_id: str | None
     server_ids: list[str]
     redirect_uris: list[str]
+    permissions: list[str] | None = Field(
+        None, description="what it may do as its owner at most (set up by someone else: what they held)"
+    )
     created_at: datetime
 
 
@@ -92,6 +95,8 @@ class OAuthClients:
             if owner is None:
                 raise NotFound(f"no user {owner_name!r} to own the client")
             await check_may_act_for(session, actor, owner)  # its tokens act as the owner
+            # Set up for someone else: never beyond its creator, whatever the owner is given later.
+            limit = within_minter(actor, None) if owner.id != actor.user_id else None
             server_ids = tuple(dict.fromkeys([(await visible_server(session, actor, ref)).id for ref in data.servers]))
         secret = TOKEN_PREFIX + "cs_" + secrets.token_urlsafe(32)  # the prefix lets secret scanners find leaks
         client = Client(
@@ -105,6 +110,7 @@ class OAuthClients:
             secret_hash=hash_token(secret),  # 256 random bits: SHA-256 is enough (nothing to brute-force)
             owner_user_id=owner.id,
             server_ids=server_ids,
+            permissions=None if limit is None else tuple(limit),
         )
         # The registration record, as RFC 7591 §3.2.1 would echo it (never the secret).
         registration = {
@@ -157,5 +163,6 @@ def _out(client: Client, created_at: datetime) -> ClientOut:
         owner_user_id=client.owner_user_id,
         server_ids=list(client.server_ids),
         redirect_uris=list(client.redirect_uris),
+        permissions=None if client.permissions is None else list(client.permissions),
         created_at=created_at,
     )

@@ -28,6 +28,9 @@ class Client:
     secret_hash: str | None = field(default=None, repr=False)
     owner_user_id: str | None = None  # service clients act as their owner
     server_ids: tuple[str, ...] = ()  # service clients: the virtual servers they may reach
+    # A service client set up by someone else for its owner: what it may do as the owner, at most
+    # (what its creator held then). None: the owner's roles decide alone.
+    permissions: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

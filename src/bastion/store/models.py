@@ -309,6 +309,8 @@ class OAuthClient(TenantOwned, Base):
     metadata_json: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the full registration response
     owner_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
     server_ids: Mapped[list[Any]] = mapped_column(default=list)  # service clients: servers they may reach
+    # Its permission limit acting as its owner, when someone else set it up (see `within_minter`).
+    permissions: Mapped[list[Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

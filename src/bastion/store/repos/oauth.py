@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.bus import Bus, ChangeEvent
 from bastion.errors import InvalidGrant
+from bastion.governance.permissions import Grants, parse_permissions
 from bastion.identity.principal import Principal
 from bastion.oauth.provider import Client, CodeRecord, Grant, TokenRecord, UserRecord
 from bastion.store.db import Database, bump_epoch
@@ -51,6 +52,7 @@ def stored_client(row: OAuthClient) -> Client:
         secret_hash=row.secret_hash,
         owner_user_id=row.owner_user_id,
         server_ids=tuple(row.server_ids),
+        permissions=None if row.permissions is None else tuple(row.permissions),
     )
 
 
@@ -195,6 +197,7 @@ class SqlOAuthStore:
                     metadata_json=registration,
                     owner_user_id=client.owner_user_id,
                     server_ids=list(client.server_ids),
+                    permissions=None if client.permissions is None else list(client.permissions),
                 )
             )
 
@@ -364,8 +367,9 @@ class SqlOAuthStore:
         async with self._db.session(SYSTEM) as session:
             row = (
                 await session.execute(
-                    select(OAuthToken, User)
+                    select(OAuthToken, User, OAuthClient.owner_user_id, OAuthClient.permissions)
                     .join(User, User.id == OAuthToken.user_id)
+                    .outerjoin(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
                     .where(
                         OAuthToken.token_hash == token_hash,
                         OAuthToken.kind == "access",
@@ -375,7 +379,9 @@ class SqlOAuthStore:
             ).first()
         if row is None:
             return None
-        token, user = row
+        token, user, owner_id, permissions = row
+        # A service client someone else set up for its owner acts as the owner within that limit.
+        limited = permissions is not None and owner_id == user.id
         return Principal(
             token_id=token.id,
             user_id=user.id,
@@ -387,4 +393,5 @@ class SqlOAuthStore:
             client_id=token.client_id,
             grant_id=token.family_id,
             roles=frozenset(user.roles),
+            limit=Grants(parse_permissions(permissions)) if limited else None,
         )
