@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = ["event_stream_only", "send_event", "serve_event_stream", "serve_strea
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
 _KEEPALIVE_SECONDS = 15.0
+_ZERO_WEIGHT = re.compile(r"q\s*=\s*0(\.0{0,3})?", re.IGNORECASE)  # RFC 9110 §12.4.2: a weight of zero
 
 
 def sse_event(data: bytes) -> bytes:
@@ -32,13 +34,13 @@ def event_stream_only(accept: str | None) -> bool:
     """The client takes an event stream and no JSON (`Accept: text/event-stream` alone, as some
     clients and proxies send): its replies go as one event each, not as JSON it said it cannot read.
     Media types with `q=0` are refused ones (RFC 9110 §12.5.1); no header takes anything."""
+    # Hand-written: no dependency here reads Accept's weights (the SDK's own check ignores them).
     if not accept:
         return False
     taken = set()
     for part in accept.split(","):
         media, *params = (piece.strip() for piece in part.split(";"))
-        refused = any(p.replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params)
-        if not refused:
+        if not any(_ZERO_WEIGHT.fullmatch(param) for param in params):
             taken.add(media.lower())
     return "text/event-stream" in taken and not taken & {"application/json", "application/*", "*/*"}
 
