@@ -538,11 +538,12 @@ def test_an_invalid_token_request_is_refused_with_422(bastion: Bastion, body: di
     assert bastion.api("POST", "/api/tokens", json=body).status_code == 422
 
 
-@pytest.mark.parametrize("bound", ["since_us", "until_us"])
-def test_an_audit_time_bound_past_what_the_store_holds_is_refused_with_422(bastion: Bastion, bound: str) -> None:
+@pytest.mark.parametrize("bound", ["since_us", "until_us", "after_seq"])
+def test_an_audit_bound_below_zero_or_past_the_store_is_refused_with_422(bastion: Bastion, bound: str) -> None:
     for path in ("/api/audit/records", "/api/audit/export"):
-        response = bastion.api("GET", path, params={bound: str(10**20)})
-        assert response.status_code == 422, (path, response.status_code)
+        for value in (str(10**20), "-1"):
+            response = bastion.api("GET", path, params={bound: value})
+            assert response.status_code == 422, (path, value, response.status_code)
 
 
 def test_a_policy_scope_with_a_trailing_newline_is_refused(bastion: Bastion) -> None:

@@ -101,6 +101,32 @@ async def test_one_correlation_id_runs_from_the_request_through_the_upstream_cal
     assert broken is None and checked >= 3
 
 
+async def test_the_export_cursor_returns_what_reached_the_chain_after_it(gw: Bastion) -> None:
+    token = gw.token("demo")
+    first, second = secrets.token_hex(16), secrets.token_hex(16)
+    assert _call(gw, token, "get_order", {"order_id": "ORD-1001"}, first).status_code == 200
+
+    def export(**params: Any) -> list[dict[str, Any]]:
+        answer = gw.api("GET", "/api/audit/export", params=params)
+        assert answer.status_code == 200, answer.text
+        return [orjson.loads(line) for line in answer.text.splitlines()]
+
+    async def stored(trace_id: str) -> bool:
+        return len(export(correlation_id=trace_id)) == 2
+
+    await eventually(lambda: stored(first))
+    cursor = max(line["seq"] for line in export())
+    assert _call(gw, token, "get_order", {"order_id": "ORD-1002"}, second).status_code == 200
+    await eventually(lambda: stored(second))
+
+    since = export(after_seq=cursor)
+    assert second in {line["correlation_id"] for line in since}
+    assert first not in {line["correlation_id"] for line in since}
+    assert [line["seq"] for line in since] == list(range(cursor + 1, cursor + 1 + len(since)))
+    newest = gw.ok("GET", "/api/audit/records", params={"after_seq": cursor})
+    assert {r["seq"] for r in newest} == {line["seq"] for line in since}
+
+
 async def test_requests_the_endpoint_answers_itself_are_in_the_trail_too(gw: Bastion) -> None:
     """A session's handshake, its notifications, its event stream and its end, and a refused HTTP
     method: each an inbound request, each with its record under its own correlation id."""

@@ -29,8 +29,11 @@ def _query(
     kind: Annotated[str | None, Query(max_length=32)] = None,
     since_us: Annotated[int | None, Query(ge=0, le=MAX_US, description="from (POSIX microseconds)")] = None,
     until_us: Annotated[int | None, Query(ge=0, le=MAX_US, description="before (POSIX microseconds)")] = None,
+    after_seq: Annotated[
+        int | None, Query(ge=0, le=MAX_US, description="after this record of the chain (the last `seq` read)")
+    ] = None,
 ) -> AuditQuery:
-    return AuditQuery(correlation_id, principal, target, decision, kind, since_us, until_us)
+    return AuditQuery(correlation_id, principal, target, decision, kind, since_us, until_us, after_seq)
 
 
 Filters = Annotated[AuditQuery, Depends(_query)]
@@ -47,6 +50,8 @@ async def records(
 
 @router.get("/export")
 async def export_jsonl(request: Request, actor: AuditRead, filters: Filters) -> StreamingResponse:
-    """Every matching record, oldest first, one JSON object per line (for a SIEM)."""
+    """Every matching record in chain order (the order they were stored), one JSON object per line
+    (for a SIEM). `?after_seq=` with the last `seq` read pulls what came since, records stored late
+    with older times included; an unfiltered export verifies with `bastion audit verify --file`."""
     db = request.app.state.services.db
     return StreamingResponse(export_lines(db, actor.scope, filters), media_type="application/x-ndjson")

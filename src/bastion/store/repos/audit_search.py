@@ -1,5 +1,12 @@
-"""Reading the audit trail: search (newest first) and export (oldest first, in chunks, as JSON
-Lines for a SIEM), each within the tenancy scope it is given."""
+"""Reading the audit trail: search (newest first) and export (in chain order, in chunks, as JSON
+Lines for a SIEM), each within the tenancy scope it is given.
+
+Export goes by (tenant, seq), not by time: a record's time is when its request happened, its seq
+when it reached its tenant's chain, and records stored late (after a store outage, or from another
+replica's queue) carry older times than records stored before them. In chain order an unfiltered
+export verifies offline (`bastion audit verify --file`), and `after_seq` is a cursor that misses
+nothing: a chain's records are committed with its head, under the head's lock, so once seq N is
+read no record at or below N can appear later."""
 
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ __all__ = ["AuditQuery", "entries_where", "export", "export_lines", "record_out"
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
-    """Search filters; every one given must match. Times are POSIX microseconds."""
+    """Search filters; every one given must match. Times are POSIX microseconds; `after_seq`: only
+    records after that position in their tenant's chain (the `seq` of the last record read)."""
 
     correlation_id: str | None = None
     principal: str | None = None
@@ -29,6 +37,7 @@ class AuditQuery:
     kind: str | None = None
     since_us: int | None = None
     until_us: int | None = None
+    after_seq: int | None = None
 
 
 def entries_where(*equal: tuple[Any, str | None]) -> Select[AuditEntry]:
@@ -52,6 +61,8 @@ def _filtered(query: AuditQuery) -> Select[AuditEntry]:
         statement = statement.where(AuditEntry.at_us >= query.since_us)
     if query.until_us is not None:
         statement = statement.where(AuditEntry.at_us < query.until_us)
+    if query.after_seq is not None:
+        statement = statement.where(AuditEntry.seq > query.after_seq)
     return statement
 
 
@@ -63,14 +74,18 @@ async def search(db: Database, scope: Tenancy, query: AuditQuery, *, limit: int)
 
 
 async def export(db: Database, scope: Tenancy, query: AuditQuery, *, chunk: int = 1000) -> AsyncIterator[AuditEntry]:
-    """Every matching record, oldest first, read in chunks (for JSON Lines export to a SIEM)."""
-    after: tuple[int, str] = (-1, "")
+    """Every matching record in chain order (by tenant, then seq), read in chunks (for JSON Lines
+    export to a SIEM); paged by the (tenant, seq) index."""
+    after: tuple[str, int] = ("", 0)
     while True:
         async with db.session(scope) as session:
             statement = (
                 _filtered(query)
-                .where((AuditEntry.at_us > after[0]) | ((AuditEntry.at_us == after[0]) & (AuditEntry.id > after[1])))
-                .order_by(AuditEntry.at_us, AuditEntry.id)
+                .where(
+                    (AuditEntry.tenant_id > after[0])
+                    | ((AuditEntry.tenant_id == after[0]) & (AuditEntry.seq > after[1]))
+                )
+                .order_by(AuditEntry.tenant_id, AuditEntry.seq)
                 .limit(chunk)
             )
             rows = list((await session.scalars(statement)).all())
@@ -78,7 +93,7 @@ async def export(db: Database, scope: Tenancy, query: AuditQuery, *, chunk: int 
             yield row
         if len(rows) < chunk:
             return
-        after = (rows[-1].at_us, rows[-1].id)
+        after = (rows[-1].tenant_id, rows[-1].seq)
 
 
 def record_out(entry: AuditEntry) -> dict[str, Any]:
@@ -89,6 +104,6 @@ def record_out(entry: AuditEntry) -> dict[str, Any]:
 
 
 async def export_lines(db: Database, scope: Tenancy, query: AuditQuery) -> AsyncIterator[bytes]:
-    """`export` as JSON Lines (for a SIEM): one `record_out` object per line, oldest first."""
+    """`export` as JSON Lines (for a SIEM): one `record_out` object per line, in chain order."""
     async for entry in export(db, scope, query):
         yield orjson.dumps(record_out(entry)) + b"\n"
