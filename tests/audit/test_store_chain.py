@@ -205,6 +205,38 @@ async def test_journals_left_while_the_store_was_down_at_start_are_recovered_onc
     await db.close()
 
 
+async def test_a_long_store_outage_keeps_memory_bounded_and_every_record_reaches_the_chain_in_order(
+    tmp_path: Path,
+) -> None:
+    """Past `max_unstored`, the log lets go of its copies: the journal files hold them, and once the
+    store is back they are stored first, then what was journaled since, in the order of the calls."""
+    journal = tmp_path / "journal"
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")  # no schema yet: the store refuses
+    log = AuditLog(db, journal, store_interval=0.02, max_unstored=4)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(log.run)
+        for n in range(1, 31):  # calls answered all through the outage: each record durable
+            await log.record("default", _record(n)).wait()
+            assert len(log._journaled) <= 4 + 3  # at most one round's worth above the bound
+            assert log.backlog() == (0, n)  # what waits for the store is still counted
+            if n % 3 == 0:
+                await anyio.sleep(0.1)  # a few store rounds fail meanwhile
+        assert len(list(journal.glob("audit-journal-*.jsonl"))) > 1
+        await db.migrate()
+        await eventually(lambda: _stored_all(log))
+        tasks.cancel_scope.cancel()
+    async with db.session(SYSTEM) as session:
+        ids = (await session.scalars(text("SELECT id FROM audit_records ORDER BY seq"))).all()
+    assert ids == [f"r{n:04d}" for n in range(1, 31)]
+    assert await verify_chain(db, "default") == (30, None)
+    assert list(journal.glob("audit-journal-*")) == []
+    await db.close()
+
+
+async def _stored_all(log: AuditLog) -> bool:
+    return log.backlog() == (0, 0)
+
+
 async def test_one_changed_byte_in_the_database_is_found_at_its_record(db: Database, tmp_path: Path) -> None:
     log = AuditLog(db, tmp_path / "journal")
     await _write(log, "default", range(1, 11))

@@ -10,7 +10,9 @@
 2. The store: every `store_interval` seconds, what was journaled is appended to the tenants'
    chains in large batches, and its journal files are deleted. With the store unreachable, records
    stay journaled and are tried again; a process killed meanwhile leaves its journal files,
-   which the next start writes to the store first, in order, skipping what had arrived.
+   which the next start writes to the store first, in order, skipping what had arrived. A long
+   outage does not grow memory without end: past `max_unstored` records, the log lets go of its
+   copies and its files are read back as a crashed process's would be (see `_spill`).
 
 So a call costs a share of one small fdatasync, not a database transaction.
 
@@ -109,6 +111,7 @@ class AuditLog:
         *,
         batch_size: int = 2000,
         max_queue: int = 100_000,
+        max_unstored: int = 20_000,
         interval: float = 0.25,
         store_interval: float = _STORE_SECONDS,
         signer: Callable[[], KeyRing] | None = None,
@@ -135,6 +138,8 @@ class AuditLog:
         self._store_interval = store_interval
         self._batch_size = batch_size
         self._max_queue = max_queue
+        self._max_unstored = max_unstored
+        self._spilled = 0  # records let go of by `_spill`, in journal files until a recovery stores them
         self._queue: deque[_Queued] = deque()  # not yet durable
         self._journaled: list[tuple[str, AuditRecord]] = []  # durable on disk, not yet in the store
         self._files: list[Path] = []  # journal files holding `_journaled`, oldest first
@@ -166,7 +171,7 @@ class AuditLog:
 
     def backlog(self) -> tuple[int, int]:
         """(records waiting for the journal, records journaled but not yet in the store)."""
-        return len(self._queue), len(self._journaled)
+        return len(self._queue), len(self._journaled) + self._spilled
 
     def hold_directory(self) -> None:
         """Hold the journal directory for this process (see `audit_directory`); AuditUnavailable if
@@ -321,12 +326,14 @@ class AuditLog:
     # --- stage 2: the store, in larger batches ----------------------------------------------------
     async def _try_recovery(self) -> None:
         self._adopt_at = time.monotonic() + self._adopt_seconds
+        spilled = self._spilled
         try:
             await self.recover()
         except (SQLAlchemyError, OSError) as exc:  # the files stay: each store round tries again
             log.warning("audit_journal_recovery_failed", error=type(exc).__name__)
         else:
             self._recovered = True
+            self._spilled -= spilled  # stored with the rest (a spill since then is counted anew)
 
     async def _store_loop(self) -> None:
         while True:
@@ -335,10 +342,33 @@ class AuditLog:
             # been killed since with records in its own directory: looked for once a minute.
             if not self._recovered or time.monotonic() >= self._adopt_at:
                 await self._try_recovery()
+            if self._spilled and not self._recovered:  # what was let go of reaches the chain first
+                await self._spill()
+                continue
             try:
                 await self._store()
             except (SQLAlchemyError, OSError) as exc:  # kept in the journal; tried again next round
                 log.warning("audit_store_unavailable", records=len(self._journaled), error=type(exc).__name__)
+                await self._spill()
+
+    async def _spill(self) -> None:
+        """During a store outage, past `max_unstored` records: let go of the copies in memory. Their
+        journal files stay on disk, now no longer this log's own, so the next recovery (each store
+        round tries one while one is due) reads them back and stores them in order, before any
+        record journaled since (newer files, stored by the rounds after it), skipping what a
+        half-done round had stored: what a restart would do, without one. Memory stays bounded
+        however long the store is down; the disk holds the backlog, as it would anyway."""
+        async with self._journal_lock:  # `_files` and the current file change only between syncs
+            count = len(self._journaled)
+            if count <= self._max_unstored:
+                return
+            self._journaled, self._files = [], []
+            if self._current is not None:  # new records start a file of their own
+                self._current.close()
+                self._current = None
+            self._spilled += count
+            self._recovered = False
+        log.warning("audit_store_backlog_spilled", records=count, spilled=self._spilled)
 
     async def _store(self) -> None:
         # One writer at a time (the loop, a flush, the shutdown): two would read the same chain
