@@ -17,7 +17,7 @@ from bastion.errors import InvalidGrant
 from bastion.identity.tokens import hash_token
 from bastion.oauth.provider import CodeRecord, Grant
 from bastion.store.db import Database, _alembic_config
-from bastion.store.models import OAuthFamily, OAuthToken
+from bastion.store.models import OAuthFamily, OAuthToken, UsedAssertion
 from bastion.store.repos import servers, tokens
 from bastion.store.repos.oauth import SqlOAuthStore, hold_live_family
 from bastion.store.tenancy import SYSTEM
@@ -320,3 +320,32 @@ async def test_consent_is_remembered_and_widened_not_narrowed(db: Database) -> N
     assert await store.consented_scopes(grant.user_id, "client-1", grant.server_id) == frozenset(
         {"mcp:read", "mcp:write"}
     )
+
+
+async def test_an_assertion_is_used_once_across_replicas_and_its_mark_goes_once_it_expires(
+    db: Database, migrated_url: str
+) -> None:
+    """Two stores on one database, as two replicas have: of concurrent first uses exactly one wins,
+    and a replay to the other replica is refused as well."""
+    other = Database(migrated_url)
+    try:
+        stores = [SqlOAuthStore(db, MemoryBus()), SqlOAuthStore(other, MemoryBus())]
+        now = time.time()
+        won: list[bool] = []
+
+        async def use(store: SqlOAuthStore) -> None:
+            won.append(await store.use_once("k" * 64, now + 300, now))
+
+        async with anyio.create_task_group() as tasks:
+            for store in stores * 3:
+                tasks.start_soon(use, store)
+        assert sorted(won) == [False] * 5 + [True]
+        assert not await stores[1].use_once("k" * 64, now + 300, now + 1)
+        # Another assertion goes through; once the first has expired, its mark is cleared.
+        assert await stores[1].use_once("e" * 64, now + 10, now)
+        assert await stores[0].use_once("n" * 64, now + 600, now + 400)
+        async with db.session(SYSTEM) as session:
+            kept = set((await session.scalars(select(UsedAssertion.key))).all())
+        assert kept == {"n" * 64}
+    finally:
+        await other.close()

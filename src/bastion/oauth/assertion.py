@@ -14,6 +14,7 @@ from the unverified token only picks which configured key set to verify with;
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from ssl import SSLContext
@@ -90,7 +91,6 @@ class IdentityAssertionGrant:
         self._jwks = jwks
         self._algorithms = tuple(algorithms)
         self._trusted: dict[str, str] = dict(trusted)  # issuer → jwks_uri; issuers compared exactly
-        self._seen: dict[tuple[str, str], float] = {}  # (iss, jti) → exp, for replay refusal
 
     @property
     def trusted_issuers(self) -> tuple[str, ...]:
@@ -109,7 +109,7 @@ class IdentityAssertionGrant:
         if claims["client_id"] != client.client_id:
             # ID-JAG §4.4.1: the client_id claim must name the client that authenticated here.
             raise InvalidGrant("the assertion was issued to another client: its client_id claim is not this client")
-        self.refuse_replay(claims, now)
+        await self.refuse_replay(claims, now)
         server = self._server(claims, form, client)
         user = await self.user_for(claims)
         grant = Grant(
@@ -148,14 +148,12 @@ class IdentityAssertionGrant:
             # RFC 7523 §3.1: every way an assertion can be invalid is invalid_grant.
             raise InvalidGrant(f"the {what} was refused: {error.message}") from None
 
-    def refuse_replay(self, claims: Mapping[str, Any], now: float) -> None:
-        # RFC 7523 §3 item 7: an assertion's jti may be used once. Remembered per process until the
-        # assertion expires; ID-JAGs live minutes, so replicas each hold a short list.
-        self._seen = {key: exp for key, exp in self._seen.items() if exp > now}
-        key = (str(claims["iss"]), str(claims["jti"]))
-        if key in self._seen:
+    async def refuse_replay(self, claims: Mapping[str, Any], now: float) -> None:
+        # RFC 7523 §3 item 7: an assertion's jti may be used once. Remembered in the store until the
+        # assertion expires, so another replica, or this one after a restart, refuses it too.
+        key = hashlib.sha256(orjson.dumps([str(claims["iss"]), str(claims["jti"])])).hexdigest()
+        if not await self._store.use_once(key, float(claims["exp"]), now):
             raise InvalidGrant("the assertion was already used (its jti was seen before); ask the IdP for a new one")
-        self._seen[key] = float(claims["exp"])
 
     def _server(self, claims: Mapping[str, Any], form: Mapping[str, str], client: Client) -> ServerView:
         claimed = claims.get("resource")

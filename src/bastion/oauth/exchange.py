@@ -96,7 +96,7 @@ class TokenExchangeGrant:
         claims = await self._jwt_subjects.verified(
             token, now, typ=SUBJECT_JWT_TYPE, required=_SUBJECT_CLAIMS, what="subject_token"
         )
-        self._jwt_subjects.refuse_replay(claims, now)
+        await self._jwt_subjects.refuse_replay(claims, now)
         # The issuer names the person by email or preferred_username (its own user name: for
         # another Bastion, unique there); its `sub` is its own id, which means nothing here.
         user = await self._jwt_subjects.user_for(claims, ("email", "preferred_username"))

@@ -115,6 +115,11 @@ class OAuthStore(Protocol):
         """
         ...
 
+    async def use_once(self, key: str, expires_at: float, now: float) -> bool:
+        """Mark a single-use assertion (RFC 7523 §3 item 7) used until `expires_at`; False when it
+        was already, by any replica."""
+        ...
+
     async def get_user(self, user_id: str) -> UserRecord | None: ...
 
     async def find_user_by_name(self, username: str) -> UserRecord | None:

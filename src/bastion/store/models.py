@@ -370,6 +370,16 @@ class OAuthFamily(Base):
     source_token: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
 
+class UsedAssertion(Base):
+    """A JWT that may be presented once (RFC 7523 §3 item 7: an ID-JAG, a token exchange's JWT
+    subject token), by its issuer and `jti`, kept until it expires. In the store, not in a process:
+    a replay to another replica, or after a restart, is refused too."""
+
+    __tablename__ = "oauth_used_assertions"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the issuer and jti
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class OAuthConsent(Base):
     """A user's approval of a client for a virtual server and scopes; withdrawable."""
 

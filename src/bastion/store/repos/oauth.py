@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.bus import Bus, ChangeEvent
@@ -16,7 +17,15 @@ from bastion.governance.permissions import Grants, parse_permissions
 from bastion.identity.principal import Principal
 from bastion.oauth.provider import Client, CodeRecord, Grant, TokenRecord, UserRecord
 from bastion.store.db import Database, bump_epoch
-from bastion.store.models import OAuthClient, OAuthCode, OAuthConsent, OAuthFamily, OAuthToken, User
+from bastion.store.models import (
+    OAuthClient,
+    OAuthCode,
+    OAuthConsent,
+    OAuthFamily,
+    OAuthToken,
+    UsedAssertion,
+    User,
+)
 from bastion.store.tenancy import SYSTEM
 
 __all__ = ["SqlOAuthStore", "hold_live_family", "revoke_families", "stored_client"]
@@ -344,6 +353,20 @@ class SqlOAuthStore:
                 )
             else:
                 row.scopes = sorted(scopes | frozenset(row.scopes))
+
+    async def use_once(self, key: str, expires_at: float, now: float) -> bool:
+        """Mark a single-use assertion used (by the key its verifier derives); False when it was
+        already, here or on another replica. One INSERT on the key: of two at once, one fails. Marks
+        past their expiry are cleared afterwards, in a transaction of their own (an expired
+        assertion is refused by its own check before it is marked)."""
+        try:
+            async with self._db.session(SYSTEM) as session:
+                session.add(UsedAssertion(key=key, expires_at=_at(expires_at)))
+        except IntegrityError:
+            return False
+        async with self._db.session(SYSTEM) as session:
+            await session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at <= _at(now)))
+        return True
 
     async def live_access_tokens(self, token_ids: Collection[str]) -> set[str]:
         """Which of these access tokens (by id) are not revoked: what an open stream re-checks.
