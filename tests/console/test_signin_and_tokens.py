@@ -252,8 +252,12 @@ def test_under_tls_the_console_cookies_are_secure_and_host_only(tmp_path: Path) 
             page = browser.get("/admin")
             assert page.status_code == 200, page.text  # signed in: the session cookie is read back
             assert page.headers["strict-transport-security"].startswith("max-age=")
+            kept = browser.cookies["__Host-bastion_session"]  # a copy, as someone who took it would keep
             out = browser.post("/admin/logout", data={"csrf": csrf_of(page.text)})
             assert out.headers["set-cookie"].startswith('__Host-bastion_session=""')
+        with httpx.Client(base_url=gateway.base_url, verify=False) as thief:
+            thief.cookies.set("__Host-bastion_session", kept)
+            assert thief.get("/admin").headers.get("location", "").startswith("/admin/login")
 
 
 def test_a_member_who_cannot_list_servers_types_their_slugs(gateway: Bastion) -> None:

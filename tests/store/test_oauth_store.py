@@ -17,7 +17,7 @@ from bastion.errors import InvalidGrant
 from bastion.identity.tokens import hash_token
 from bastion.oauth.provider import CodeRecord, Grant
 from bastion.store.db import Database, _alembic_config
-from bastion.store.models import OAuthFamily, OAuthToken, UsedAssertion
+from bastion.store.models import OAuthFamily, OAuthToken, SpentId
 from bastion.store.repos import servers, tokens
 from bastion.store.repos.oauth import SqlOAuthStore, hold_live_family
 from bastion.store.tenancy import SYSTEM
@@ -345,7 +345,7 @@ async def test_an_assertion_is_used_once_across_replicas_and_its_mark_goes_once_
         assert await stores[1].use_once("e" * 64, now + 10, now)
         assert await stores[0].use_once("n" * 64, now + 600, now + 400)
         async with db.session(SYSTEM) as session:
-            kept = set((await session.scalars(select(UsedAssertion.key))).all())
+            kept = set((await session.scalars(select(SpentId.key))).all())
         assert kept == {"n" * 64}
     finally:
         await other.close()

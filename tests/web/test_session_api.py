@@ -38,6 +38,32 @@ def test_signing_in_sets_a_strict_httponly_cookie_that_says_who_is_signed_in_unt
         assert http.get("/auth/session").status_code == 401
 
 
+def test_a_copy_of_the_cookie_is_refused_once_its_session_signed_out_renewals_included(bastion: Bastion) -> None:
+    """Signing out ends the session itself, not only the browser's cookie: a copy kept elsewhere (a
+    stolen one, say) is refused from then on, and so is a renewal of it made before."""
+    with httpx.Client(base_url=bastion.base_url) as http:
+        signed_in = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+        copy = signed_in.cookies["bastion_session"]
+        claims = bastion.services.auth.sessions.verify(copy, purpose="session")
+        renewal = bastion.services.auth.sessions.issue(
+            claims["sub"], purpose="session", extra={"name": "admin", "sid": claims["sid"], "auth_time": claims["iat"]}
+        )
+        other = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD}).cookies
+        for cookie in (copy, renewal, other["bastion_session"]):
+            assert _whoami(bastion, cookie).status_code == 200
+        http.cookies.set("bastion_session", copy)
+        assert http.delete("/auth/session").status_code == 204
+    for cookie in (copy, renewal):
+        refused = _whoami(bastion, cookie)
+        assert refused.status_code == 401 and "signed out" in refused.json()["error"]["message"]
+    assert _whoami(bastion, other["bastion_session"]).status_code == 200  # another session of the same person
+    # Signing out again, or without a session, changes nothing and says so the same way.
+    with httpx.Client(base_url=bastion.base_url, cookies={"bastion_session": copy}) as again:
+        assert again.delete("/auth/session").status_code == 204
+    with httpx.Client(base_url=bastion.base_url) as nobody:
+        assert nobody.delete("/auth/session").status_code == 204
+
+
 def test_a_wrong_password_is_refused_without_a_cookie(bastion: Bastion) -> None:
     with httpx.Client(base_url=bastion.base_url) as http:
         refused = http.post("/auth/session", json={"username": "admin", "password": "not it at all"})

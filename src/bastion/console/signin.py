@@ -27,7 +27,7 @@ from bastion.web.deps import Auth, attempt, limit
 from bastion.web.federation import console_sign_in
 from bastion.web.pages import console_path
 from bastion.web.providers import sign_in_targets
-from bastion.web.session_api import end_session, new_session, set_session_cookie
+from bastion.web.session_api import end_session, new_session, session_claims, set_session_cookie
 
 __all__ = ["router"]
 
@@ -109,8 +109,11 @@ async def login_elsewhere(
 
 
 @router.post("/logout")
-async def logout(viewer: CurrentViewer, auth: Auth, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+async def logout(
+    request: Request, viewer: CurrentViewer, auth: Auth, csrf: Annotated[str, Form(max_length=128)] = ""
+) -> Response:
+    """Sign out: the session ends on every replica, not only in this browser (`end_session`)."""
     check_csrf(viewer, csrf)
     response = RedirectResponse("/admin/login", status_code=303)
-    end_session(response, auth)
+    await end_session(response, auth, await session_claims(request, auth))
     return response

@@ -52,7 +52,7 @@ class Viewer:
 async def current_viewer(request: Request) -> Viewer:
     auth: AuthServer = request.app.state.auth
     try:
-        claims = session_claims(request, auth)
+        claims = await session_claims(request, auth)
     except BastionError:
         raise SignInNeeded("sign in to use the console") from None
     holder: SnapshotHolder = request.app.state.holder

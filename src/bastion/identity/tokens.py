@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-__all__ = ["ACCESS_TOKEN_PREFIX", "TOKEN_PREFIX", "hash_token", "new_token", "same_secret"]
+import orjson
+
+__all__ = ["ACCESS_TOKEN_PREFIX", "TOKEN_PREFIX", "hash_token", "new_token", "same_secret", "spent_key"]
 
 TOKEN_PREFIX = "bst_"  # noqa: S105 — a public marker, not a secret
 ACCESS_TOKEN_PREFIX = TOKEN_PREFIX + "at_"  # every OAuth access token Bastion issues starts so
@@ -26,3 +28,10 @@ def same_secret(given: str, expected: str) -> bool:
     """Constant-time comparison of a presented secret (a CSRF token, say) with the expected one.
     As bytes: `secrets.compare_digest` raises TypeError (a 500) for text with non-ASCII characters."""
     return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def spent_key(kind: str, *parts: str) -> str:
+    """The store's key for an id used up until it expires (`bastion.store.repos.spent`): a
+    single-use assertion's issuer and `jti`, a signed-out session's id. A SHA-256 of the JSON of
+    both, so no two different lists share a key and nothing stored is a usable id."""
+    return hashlib.sha256(orjson.dumps([kind, *parts])).hexdigest()

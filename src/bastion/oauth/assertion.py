@@ -14,7 +14,6 @@ from the unverified token only picks which configured key set to verify with;
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from ssl import SSLContext
@@ -26,6 +25,7 @@ from joserfc.errors import JoseError
 
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.errors import BadRequest, InvalidGrant, UnauthorizedClient, UpstreamProtocolError
+from bastion.identity.tokens import spent_key
 from bastion.net import EgressPolicy, fetch_limited
 from bastion.oauth.client_credentials import held_scopes, scopes_within
 from bastion.oauth.jwt import Fetch, InvalidToken, JwksCache, peek_kid, verify_jwt
@@ -151,7 +151,7 @@ class IdentityAssertionGrant:
     async def refuse_replay(self, claims: Mapping[str, Any], now: float) -> None:
         # RFC 7523 §3 item 7: an assertion's jti may be used once. Remembered in the store until the
         # assertion expires, so another replica, or this one after a restart, refuses it too.
-        key = hashlib.sha256(orjson.dumps([str(claims["iss"]), str(claims["jti"])])).hexdigest()
+        key = spent_key("assertion", str(claims["iss"]), str(claims["jti"]))
         if not await self._store.use_once(key, float(claims["exp"]), now):
             raise InvalidGrant("the assertion was already used (its jti was seen before); ask the IdP for a new one")
 

@@ -370,13 +370,14 @@ class OAuthFamily(Base):
     source_token: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
 
-class UsedAssertion(Base):
-    """A JWT that may be presented once (RFC 7523 §3 item 7: an ID-JAG, a token exchange's JWT
-    subject token), by its issuer and `jti`, kept until it expires. In the store, not in a process:
-    a replay to another replica, or after a restart, is refused too."""
+class SpentId(Base):
+    """An id that may not be used again until `expires_at`: a single-use assertion's issuer and
+    `jti` (RFC 7523 §3 item 7: an ID-JAG, a token exchange's JWT subject token), a signed-out
+    session's id. In the store, not in a process: another replica, or this one after a restart,
+    refuses it too (`bastion.store.repos.spent`)."""
 
-    __tablename__ = "oauth_used_assertions"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the issuer and jti
+    __tablename__ = "spent_ids"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the id and its kind
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 

@@ -141,7 +141,7 @@ async def start(origin_id: str, ticket: str, request: Request, auth: Auth) -> Re
         claims = _ticket(auth, ticket, origin_id)
         _oauth_origin(auth, origin_id)
         try:
-            session = session_claims(request, auth)
+            session = await session_claims(request, auth)
         except BastionError:  # not signed in here (or the cookie did not travel): sign in first
             return render("connect_signin.html", origin_id=origin_id, ticket=ticket, error=None)
         if session["sub"] != claims["sub"]:
@@ -172,7 +172,7 @@ async def sign_in(
         return error_page(Forbidden("this link was made for another account: nothing was connected"))
     cookie = new_session(auth, user.id, user.username)
     try:
-        session = cookie_claims(auth, cookie)
+        session = await cookie_claims(auth, cookie)
         response = await _consent_page(auth, origin_id, ticket, session, user.username)
     except BastionError as error:
         return error_page(error)
@@ -191,7 +191,7 @@ async def decide(
 ) -> Response:
     try:
         same_site(request, auth)
-        session = session_claims(request, auth)
+        session = await session_claims(request, auth)
         if not same_secret(csrf, session_csrf(session)):
             raise Forbidden("the consent form's CSRF token is missing or wrong; nothing was connected")
         claims = _ticket(auth, ticket, origin_id)
@@ -308,7 +308,7 @@ def _member_tenant(auth: AuthServer, user_id: str) -> str:
 @router.get("/auth/connections")
 async def connections(request: Request, auth: Auth) -> JSONResponse:
     """The signed-in person's connected origins: status, scopes, expiry, approved clients (never a token)."""
-    views = await connections_of(auth, session_claims(request, auth)["sub"])
+    views = await connections_of(auth, (await session_claims(request, auth))["sub"])
     return JSONResponse(
         [{**asdict(view), "updated_at": view.updated_at.isoformat()} for view in views],
         headers={"cache-control": "no-store"},
@@ -319,7 +319,7 @@ async def connections(request: Request, auth: Auth) -> JSONResponse:
 async def disconnect(origin_id: str, request: Request, auth: Auth) -> Response:
     """Withdraw the connection: the tokens are deleted here (and revoked at the origin's server where
     it offers RFC 7009), and no call uses them again, on any replica."""
-    session = session_claims(request, auth)
+    session = await session_claims(request, auth)
     user_id = session["sub"]
     if not same_secret(request.headers.get("x-csrf-token", ""), session_csrf(session)):
         raise Forbidden("the X-CSRF-Token header is missing or wrong")

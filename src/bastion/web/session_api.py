@@ -3,8 +3,10 @@
 POST /auth/session signs a person in (password, with lockout) and sets an
 HttpOnly, SameSite=Strict cookie holding a session JWT signed by Bastion's key
 (verifiable against /oauth/jwks.json); GET tells who is signed in; DELETE
-signs out. The answer to POST carries a CSRF token derived from the cookie,
-for forms and state-changing calls of the UI. /auth/consents lists the
+signs out: the session's id is marked spent in the store, so its token (a copy
+of the cookie, a renewal of it) is refused from then on, on every replica. The
+answer to POST carries a CSRF token derived from the cookie, for forms and
+state-changing calls of the UI. /auth/consents lists the
 signed-in user's consents, and withdrawing one revokes what it allowed.
 """
 
@@ -21,9 +23,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from bastion.audit.sink import note
-from bastion.errors import Forbidden, Unauthenticated
-from bastion.identity.tokens import same_secret
+from bastion.errors import BastionError, Forbidden, Unauthenticated
+from bastion.identity.tokens import same_secret, spent_key
 from bastion.store.repos.consents import list_consents, withdraw_consent
+from bastion.store.repos.spent import is_spent, spend
 from bastion.web.authserver import AuthServer
 from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit
@@ -44,6 +47,7 @@ router = APIRouter(prefix="/auth", include_in_schema=False)
 
 SESSION_COOKIE = "bastion_session"
 _PURPOSE = "session"
+_ENDED_LEEWAY_SECONDS = 60  # kept past the last moment a token of the session could be accepted
 
 
 class SessionIn(BaseModel):
@@ -51,24 +55,33 @@ class SessionIn(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
+def _session_id(claims: Mapping[str, Any]) -> str:
+    """The session's id: kept by renewals (`renewed_session`); a token from before session ids
+    had its own."""
+    return str(claims.get("sid") or claims["jti"])
+
+
 def session_csrf(claims: Mapping[str, Any]) -> str:
     """The CSRF token of a session: a hash of its id, a claim of the HttpOnly cookie's signed token
-    that another site can neither read nor forge. The id outlives renewals (`renewed_session`), so
-    a form rendered before one still posts after it; a token from before session ids had its own."""
-    session_id = str(claims.get("sid") or claims["jti"])
-    return hashlib.sha256(b"bastion-session-csrf:" + session_id.encode()).hexdigest()
+    that another site can neither read nor forge. The id outlives renewals, so a form rendered
+    before one still posts after it."""
+    return hashlib.sha256(b"bastion-session-csrf:" + _session_id(claims).encode()).hexdigest()
 
 
-def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
+async def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
     cookie = read_cookie(request, SESSION_COOKIE, auth.issuer)
     if not cookie:
         raise Unauthenticated("not signed in")
-    return cookie_claims(auth, cookie)
+    return await cookie_claims(auth, cookie)
 
 
-def cookie_claims(auth: AuthServer, cookie: str) -> dict[str, Any]:
-    """The claims of a session cookie's token (InvalidToken when it is not a live session)."""
-    return auth.sessions.verify(cookie, purpose=_PURPOSE)
+async def cookie_claims(auth: AuthServer, cookie: str) -> dict[str, Any]:
+    """The claims of a session cookie's token: InvalidToken when it is not a live session token,
+    Unauthenticated when its session was signed out (one read of the store: every replica agrees)."""
+    claims = auth.sessions.verify(cookie, purpose=_PURPOSE)
+    if await is_spent(auth.db, spent_key("session", _session_id(claims))):
+        raise Unauthenticated("this session was signed out; sign in again")
+    return claims
 
 
 @router.post("/session")
@@ -77,7 +90,7 @@ async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse
     user = await auth.logins.verify(attempt(request, data.username, data.password))
     note(request.scope, principal=user.id, tenant=user.tenant_id)
     cookie = new_session(auth, user.id, user.username)
-    claims = cookie_claims(auth, cookie)
+    claims = auth.sessions.verify(cookie, purpose=_PURPOSE)  # just issued: no store read
     body = {"user_id": user.id, "username": user.username, "expires_at": claims["exp"], "csrf": session_csrf(claims)}
     response = JSONResponse(body, headers={"cache-control": "no-store"})
     set_session_cookie(response, auth, cookie)
@@ -102,21 +115,28 @@ def set_session_cookie(response: Response, auth: AuthServer, cookie: str) -> Non
     )
 
 
-def end_session(response: Response, auth: AuthServer) -> None:
-    """Drop the browser's session cookie (the JWT itself lapses within BASTION_LOGIN_SESSION_SECONDS)."""
+async def end_session(response: Response, auth: AuthServer, claims: Mapping[str, Any] | None) -> None:
+    """Sign out: drop the browser's cookie and, given the session's claims, end the session itself.
+    Its id is spent until the last moment any token of it could be accepted (this one's expiry, or
+    a renewal's, which comes at most `BASTION_CONSOLE_SESSION_MAX_SECONDS` after signing in), so a
+    copy of the cookie is refused from now on, on every replica."""
+    if claims is not None:
+        began = int(claims.get("auth_time", claims["iat"]))
+        last = max(float(claims["exp"]), float(began + auth.settings.console_session_max_seconds))
+        await spend(auth.db, spent_key("session", _session_id(claims)), last + _ENDED_LEEWAY_SECONDS, auth.now())
     delete_cookie(response, SESSION_COOKIE, auth.issuer, samesite="strict")
 
 
 @router.get("/session")
 async def whoami(request: Request, auth: Auth) -> JSONResponse:
-    claims = session_claims(request, auth)
+    claims = await session_claims(request, auth)
     return JSONResponse({"user_id": claims["sub"], "username": claims.get("name"), "expires_at": claims["exp"]})
 
 
 @router.get("/consents")
 async def consents(request: Request, auth: Auth) -> JSONResponse:
     """The signed-in user's consents: which application may use which virtual server, with what scopes."""
-    claims = session_claims(request, auth)
+    claims = await session_claims(request, auth)
     views = await list_consents(auth.db, claims["sub"])
     return JSONResponse([{**asdict(view), "created_at": view.created_at.isoformat()} for view in views])
 
@@ -124,7 +144,7 @@ async def consents(request: Request, auth: Auth) -> JSONResponse:
 @router.delete("/consents/{consent_id}")
 async def withdraw(consent_id: str, request: Request, auth: Auth) -> Response:
     """Withdraw a consent: the application's tokens for that server stop working at once."""
-    claims = session_claims(request, auth)
+    claims = await session_claims(request, auth)
     # A state-changing call from the UI carries the CSRF token it was given at sign-in.
     if not same_secret(request.headers.get("x-csrf-token", ""), session_csrf(claims)):
         raise Forbidden("the X-CSRF-Token header is missing or wrong")
@@ -133,7 +153,11 @@ async def withdraw(consent_id: str, request: Request, auth: Auth) -> Response:
 
 
 @router.delete("/session")
-async def sign_out(auth: Auth) -> Response:
+async def sign_out(request: Request, auth: Auth) -> Response:
+    try:
+        claims: dict[str, Any] | None = await session_claims(request, auth)
+    except BastionError:  # no live session: there is only the cookie to drop
+        claims = None
     response = Response(status_code=204)
-    end_session(response, auth)
+    await end_session(response, auth, claims)
     return response

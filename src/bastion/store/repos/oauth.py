@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, delete, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.bus import Bus, ChangeEvent
@@ -23,9 +22,9 @@ from bastion.store.models import (
     OAuthConsent,
     OAuthFamily,
     OAuthToken,
-    UsedAssertion,
     User,
 )
+from bastion.store.repos.spent import spend
 from bastion.store.tenancy import SYSTEM
 
 __all__ = ["SqlOAuthStore", "hold_live_family", "revoke_families", "stored_client"]
@@ -355,18 +354,7 @@ class SqlOAuthStore:
                 row.scopes = sorted(scopes | frozenset(row.scopes))
 
     async def use_once(self, key: str, expires_at: float, now: float) -> bool:
-        """Mark a single-use assertion used (by the key its verifier derives); False when it was
-        already, here or on another replica. One INSERT on the key: of two at once, one fails. Marks
-        past their expiry are cleared afterwards, in a transaction of their own (an expired
-        assertion is refused by its own check before it is marked)."""
-        try:
-            async with self._db.session(SYSTEM) as session:
-                session.add(UsedAssertion(key=key, expires_at=_at(expires_at)))
-        except IntegrityError:
-            return False
-        async with self._db.session(SYSTEM) as session:
-            await session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at <= _at(now)))
-        return True
+        return await spend(self._db, key, expires_at, now)
 
     async def live_access_tokens(self, token_ids: Collection[str]) -> set[str]:
         """Which of these access tokens (by id) are not revoked: what an open stream re-checks.

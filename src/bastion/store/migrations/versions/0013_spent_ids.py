@@ -1,4 +1,4 @@
-"""assertions presented once (ID-JAGs, JWT subject tokens): remembered in the store, not per process
+"""ids used up until they expire (single-use assertions, signed-out sessions): in the store, not per process
 
 Revision ID: 0013
 Revises: 0012
@@ -15,14 +15,14 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "oauth_used_assertions",
+        "spent_ids",
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("key"),
     )
-    op.create_index("ix_oauth_used_assertions_expires_at", "oauth_used_assertions", ["expires_at"], unique=False)
+    op.create_index("ix_spent_ids_expires_at", "spent_ids", ["expires_at"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_oauth_used_assertions_expires_at", table_name="oauth_used_assertions")
-    op.drop_table("oauth_used_assertions")
+    op.drop_index("ix_spent_ids_expires_at", table_name="spent_ids")
+    op.drop_table("spent_ids")
