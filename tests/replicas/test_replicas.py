@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -18,10 +18,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.bus.redis import RedisBus
 from bastion.store.db import Database, bump_epoch
-from bastion.store.repos import tokens
+from bastion.store.repos import servers, tokens
 from bastion.store.tenancy import SYSTEM
 from tests.conftest import require_service
 from tests.harness import ADMIN_PASSWORD, postgres_url
@@ -100,6 +101,30 @@ CHANGES = [
     # Last: the module's replicas share this one origin, and a rejected origin stays rejected.
     ("reject the connector", 400),
 ]
+
+
+async def test_the_token_endpoint_on_replica_b_follows_a_change_announced_without_an_event(cluster: Cluster) -> None:
+    """The token endpoint decides from a snapshot no older than the shared epoch, as the MCP endpoint
+    does: a server unpublished in the store, its epoch announced but no event sent (the store poll
+    is hourly), is refused by B's very next token request. First in the module: the parametrized
+    cases end by rejecting the origin every server here is composed from."""
+    slug = f"t-{uuid.uuid4().hex[:8]}"
+    server_id = await cluster.publish(slug)  # on A: B's first token request below must see it too
+    client = await cluster.a.ok("POST", "/api/oauth/clients", json={"name": "replicas", "servers": [slug]})
+
+    async def token_on_b() -> httpx.Response:
+        form = {"grant_type": "client_credentials", "resource": cluster.b.mcp_url(slug)}
+        return await cluster.b.http.post("/oauth/token", data=form, auth=(client["client_id"], client["client_secret"]))
+
+    issued = await token_on_b()
+    assert issued.status_code == 200, issued.text
+
+    async def unpublish(session: AsyncSession) -> None:
+        (await servers.get(session, server_id)).published = False
+
+    await _announce_only(cluster, unpublish)
+    refused = await token_on_b()
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_target", refused.text
 
 
 @pytest.mark.parametrize(("change", "refused_with"), CHANGES)
@@ -235,11 +260,17 @@ async def _prepare(
 
 
 async def _revoke_and_announce_only(cluster: Cluster, token_id: str) -> None:
-    """Commit a revocation, then raise the shared epoch the way a writer does, minus the event."""
-    await _revoke_in_store(cluster.database_url, token_id)
+    await _announce_only(cluster, lambda session: tokens.revoke(session, token_id))
+
+
+async def _announce_only(cluster: Cluster, change: Callable[[AsyncSession], Awaitable[object]]) -> None:
+    """Commit a change with its epoch, then raise the shared epoch the way a writer does, minus the event."""
     database = Database(cluster.database_url)
     bus = RedisBus(cluster.redis_url, read_epoch=database.read_epoch, namespace=cluster.namespace, timeout=1.0)
     try:
+        async with database.session(SYSTEM) as session:
+            await change(session)
+            await bump_epoch(session)
         await bus.announce(await database.read_epoch())
     finally:
         await bus.aclose()

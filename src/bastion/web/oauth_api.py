@@ -43,9 +43,15 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 async def _guarded(work: Callable[[], Awaitable[Response]], request: Request, route: str) -> Response:
-    """Rate-limit per client address, then run `work`, rendering any refusal as RFC 6749 §5.2."""
+    """Rate-limit per client address, then run `work`, rendering any refusal as RFC 6749 §5.2.
+
+    `work` decides from a snapshot no older than the shared epoch (which servers exist and are
+    published, who may reach them): a change committed on another replica binds the next request
+    here, as on the MCP endpoint, not only once its event arrives (Unavailable, 503, when the epoch
+    cannot be read)."""
     try:
         await limit(request, route)
+        await request.app.state.auth.holder.checked()
         return await work()
     except BastionError as error:
         note(request.scope, reason=error.message)

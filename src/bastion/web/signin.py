@@ -80,6 +80,7 @@ async def authorize(request: Request, auth: Auth) -> Response:
     except BastionError as error:  # too many requests, or the limiter unreachable
         return error_page(error)
     try:
+        await auth.holder.checked()  # the servers as the shared epoch has them (see `oauth_api._guarded`)
         params = single_values(request.query_params.multi_items())
         authz = await auth.authorizer.validate(params)
     except RedirectableError as redirect:
