@@ -47,7 +47,6 @@ router = APIRouter(prefix="/auth", include_in_schema=False)
 
 SESSION_COOKIE = "bastion_session"
 _PURPOSE = "session"
-_ENDED_LEEWAY_SECONDS = 60  # kept past the last moment a token of the session could be accepted
 
 
 class SessionIn(BaseModel):
@@ -123,7 +122,7 @@ async def end_session(response: Response, auth: AuthServer, claims: Mapping[str,
     if claims is not None:
         began = int(claims.get("auth_time", claims["iat"]))
         last = max(float(claims["exp"]), float(began + auth.settings.console_session_max_seconds))
-        await spend(auth.db, spent_key("session", _session_id(claims)), last + _ENDED_LEEWAY_SECONDS, auth.now())
+        await spend(auth.db, spent_key("session", _session_id(claims)), last, auth.now())
     delete_cookie(response, SESSION_COOKIE, auth.issuer, samesite="strict")
 
 
