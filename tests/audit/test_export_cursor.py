@@ -12,7 +12,7 @@ import pytest
 from bastion.audit.exported import verify_export
 from bastion.store.db import Database
 from bastion.store.repos.audit_search import AuditQuery, export, export_lines
-from bastion.store.tenancy import Tenancy
+from bastion.store.tenancy import SYSTEM, Tenancy
 from tests.audit.chains import BASE_US, Keys, audit_log, record, write
 
 pytestmark = pytest.mark.anyio
@@ -47,6 +47,10 @@ async def test_records_stored_late_keep_the_export_in_chain_order_and_the_cursor
     older = AuditQuery(after_seq=2, until_us=BASE_US + 11 * 1_000_000)
     assert [orjson.loads(line)["seq"] for line in await _exported(store, tenant, older)] == [5, 6, 7]
     assert await _exported(store, tenant, AuditQuery(after_seq=7)) == []
-    # Paged in small chunks, the order and the count are the same.
+    # Paged in small chunks, the order and the count are the same; across every tenant (the system
+    # scope) each chain comes whole and in order, tenants one after another.
     paged = [entry.seq async for entry in export(store, Tenancy.of(tenant), AuditQuery(), chunk=2)]
     assert paged == [1, 2, 3, 4, 5, 6, 7]
+    everyone = [(entry.tenant_id, entry.seq) async for entry in export(store, SYSTEM, AuditQuery(), chunk=2)]
+    assert [seq for owner, seq in everyone if owner == tenant] == [1, 2, 3, 4, 5, 6, 7]
+    assert everyone == sorted(everyone)

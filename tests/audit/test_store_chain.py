@@ -233,6 +233,31 @@ async def test_a_long_store_outage_keeps_memory_bounded_and_every_record_reaches
     await db.close()
 
 
+async def test_records_let_go_of_in_an_outage_reach_the_chain_before_newer_ones_at_shutdown(tmp_path: Path) -> None:
+    """The store comes back and the process stops before its next round: the shutdown stores what
+    the outage spilled first, then what came after, in the order of the calls."""
+    journal = tmp_path / "journal"
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/audit.db")  # no schema yet: the store refuses
+    log = AuditLog(db, journal, store_interval=0.02, max_unstored=2)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(log.run)
+        for n in range(1, 7):
+            await log.record("default", _record(n)).wait()
+            if n % 3 == 0:
+                await anyio.sleep(0.1)  # failed rounds: past the bound, the log lets go of them
+        tasks.cancel_scope.cancel()
+    assert log.backlog() == (0, 6) and len(log._journaled) < 6
+    await db.migrate()
+    for n in (7, 8):
+        await log.record("default", _record(n)).wait()
+    await log.aclose()
+    async with db.session(SYSTEM) as session:
+        ids = (await session.scalars(text("SELECT id FROM audit_records ORDER BY seq"))).all()
+    assert ids == [f"r{n:04d}" for n in range(1, 9)]
+    assert log.backlog() == (0, 0) and list(journal.glob("audit-journal-*")) == []
+    await db.close()
+
+
 async def _stored_all(log: AuditLog) -> bool:
     return log.backlog() == (0, 0)
 

@@ -197,7 +197,7 @@ async def audit(
 
 @router.get("/audit/export")
 async def export(request: Request, viewer: CurrentViewer, asked: Asked) -> Response:
-    """Every matching record, oldest first, as JSON Lines: the same lines as GET /api/audit/export."""
+    """Every matching record in chain order, as JSON Lines: the same lines as GET /api/audit/export."""
     actor = viewer.actor("audit:read")
     found = _search(await user_names(request, viewer), asked)
     if found.errors:

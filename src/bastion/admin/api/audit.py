@@ -43,7 +43,8 @@ Filters = Annotated[AuditQuery, Depends(_query)]
 async def records(
     request: Request, actor: AuditRead, filters: Filters, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
-    """The newest matching records, newest first. `?correlation_id=` follows one request end to end."""
+    """The newest matching records, newest first. `?correlation_id=` follows one request end to end.
+    With `?after_seq=` (the last `seq` read), a cursor's page: the first records after it, in chain order."""
     db = request.app.state.services.db
     return [record_out(entry) for entry in await search(db, actor.scope, filters, limit=limit)]
 

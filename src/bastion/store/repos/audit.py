@@ -12,7 +12,7 @@
    stay journaled and are tried again; a process killed meanwhile leaves its journal files,
    which the next start writes to the store first, in order, skipping what had arrived. A long
    outage does not grow memory without end: past `max_unstored` records, the log lets go of its
-   copies and its files are read back as a crashed process's would be (see `_spill`).
+   copies, and stores them from its files once the store is back, before anything newer (`_spill`).
 
 So a call costs a share of one small fdatasync, not a database transaction.
 
@@ -139,7 +139,10 @@ class AuditLog:
         self._batch_size = batch_size
         self._max_queue = max_queue
         self._max_unstored = max_unstored
-        self._spilled = 0  # records let go of by `_spill`, in journal files until a recovery stores them
+        # Journal files let go of by `_spill`, oldest first, and about how many records they hold
+        # that the store lacks (a file's records are taken off as it is stored).
+        self._spilled: list[Path] = []
+        self._spilled_records = 0
         self._queue: deque[_Queued] = deque()  # not yet durable
         self._journaled: list[tuple[str, AuditRecord]] = []  # durable on disk, not yet in the store
         self._files: list[Path] = []  # journal files holding `_journaled`, oldest first
@@ -171,7 +174,7 @@ class AuditLog:
 
     def backlog(self) -> tuple[int, int]:
         """(records waiting for the journal, records journaled but not yet in the store)."""
-        return len(self._queue), len(self._journaled) + self._spilled
+        return len(self._queue), len(self._journaled) + self._spilled_records
 
     def hold_directory(self) -> None:
         """Hold the journal directory for this process (see `audit_directory`); AuditUnavailable if
@@ -226,17 +229,20 @@ class AuditLog:
     async def flush(self) -> None:
         """Journal what is queued and write everything journaled to the store (tests, shutdown)."""
         await self._journal()
+        await self._recover_spilled()
         await self._store()
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
             await self._journal()
             try:
+                # What `_spill` let go of first: stored after newer records, the chain's order would
+                # not be the calls'. If that fails, nothing newer is stored either: the next start
+                # recovers every file, in order.
+                await self._recover_spilled()
                 await self._store()
             except (SQLAlchemyError, OSError) as exc:  # the journal keeps them for the next start
-                log.warning(
-                    "audit_store_unavailable_at_shutdown", records=len(self._journaled), error=type(exc).__name__
-                )
+                log.warning("audit_store_unavailable_at_shutdown", records=self.backlog()[1], error=type(exc).__name__)
             if self._current is not None:
                 self._current.close()
 
@@ -326,14 +332,12 @@ class AuditLog:
     # --- stage 2: the store, in larger batches ----------------------------------------------------
     async def _try_recovery(self) -> None:
         self._adopt_at = time.monotonic() + self._adopt_seconds
-        spilled = self._spilled
         try:
             await self.recover()
         except (SQLAlchemyError, OSError) as exc:  # the files stay: each store round tries again
             log.warning("audit_journal_recovery_failed", error=type(exc).__name__)
         else:
             self._recovered = True
-            self._spilled -= spilled  # stored with the rest (a spill since then is counted anew)
 
     async def _store_loop(self) -> None:
         while True:
@@ -342,10 +346,8 @@ class AuditLog:
             # been killed since with records in its own directory: looked for once a minute.
             if not self._recovered or time.monotonic() >= self._adopt_at:
                 await self._try_recovery()
-            if self._spilled and not self._recovered:  # what was let go of reaches the chain first
-                await self._spill()
-                continue
             try:
+                await self._recover_spilled()  # what was let go of reaches the chain first
                 await self._store()
             except (SQLAlchemyError, OSError) as exc:  # kept in the journal; tried again next round
                 log.warning("audit_store_unavailable", records=len(self._journaled), error=type(exc).__name__)
@@ -353,22 +355,37 @@ class AuditLog:
 
     async def _spill(self) -> None:
         """During a store outage, past `max_unstored` records: let go of the copies in memory. Their
-        journal files stay on disk, now no longer this log's own, so the next recovery (each store
-        round tries one while one is due) reads them back and stores them in order, before any
-        record journaled since (newer files, stored by the rounds after it), skipping what a
-        half-done round had stored: what a restart would do, without one. Memory stays bounded
-        however long the store is down; the disk holds the backlog, as it would anyway."""
+        journal files stay on disk and join `_spilled`, which `_recover_spilled` stores, file by
+        file in the order they were written, before any record journaled since; what a half-done
+        round had stored is skipped. Memory stays bounded however long the store is down (and while
+        it catches up: see `_recover_spilled`); the disk holds the backlog, as it would anyway."""
         async with self._journal_lock:  # `_files` and the current file change only between syncs
             count = len(self._journaled)
             if count <= self._max_unstored:
                 return
-            self._journaled, self._files = [], []
             if self._current is not None:  # new records start a file of their own
                 self._current.close()
                 self._current = None
-            self._spilled += count
-            self._recovered = False
-        log.warning("audit_store_backlog_spilled", records=count, spilled=self._spilled)
+            self._spilled.extend(self._files)
+            self._spilled_records += count
+            self._journaled, self._files = [], []
+        log.warning("audit_store_backlog_spilled", records=count, files=len(self._spilled))
+
+    async def _recover_spilled(self) -> None:
+        """Store what `_spill` let go of, file by file, oldest first (SQLAlchemyError or OSError, with
+        the rest kept, when the store fails). Between files, what arrived meanwhile is spilled in
+        turn if it is past the bound, and stored in this same pass: catching up on a long outage
+        does not hold the new records in memory."""
+        if not self._spilled:
+            return
+        async with self._store_lock:
+            while self._spilled:
+                path = self._spilled[0]
+                with anyio.CancelScope(shield=True):
+                    stored = await self._recover_file(path)
+                self._spilled.pop(0)
+                self._spilled_records = max(0, self._spilled_records - stored) if self._spilled else 0
+                await self._spill()
 
     async def _store(self) -> None:
         # One writer at a time (the loop, a flush, the shutdown): two would read the same chain
@@ -432,7 +449,8 @@ class AuditLog:
         async with self._store_lock:
             # Serving has begun by now: this process's own files (written, not yet stored) are
             # its store rounds' to write; recovered too, their records would be chained twice.
-            own = {*self._files, *([self._current.path] if self._current is not None else [])}
+            # So are the files `_spill` let go of (`_recover_spilled` stores them, in order).
+            own = {*self._files, *self._spilled, *([self._current.path] if self._current is not None else [])}
             with anyio.CancelScope(shield=True):
                 for path in sorted(self._dir.glob("audit-journal-*.jsonl")):
                     if path not in own:
@@ -444,10 +462,15 @@ class AuditLog:
                     finally:
                         journal_directory.release(directory, fd, remove=True)
 
-    async def _recover_file(self, path: Path) -> None:
+    async def _recover_file(self, path: Path) -> int:
+        """Store the records of one journal file the store lacks, then delete it; how many it stored."""
         # Plain file reads: recovery reads a few files once, at start (or until the store is back).
         records: list[tuple[str, AuditRecord]] = []
-        for line in journal_lines(path.read_bytes()):  # noqa: ASYNC240
+        try:
+            content = path.read_bytes()  # noqa: ASYNC240
+        except FileNotFoundError:  # taken by another recovery already
+            return 0
+        for line in journal_lines(content):
             try:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -460,7 +483,7 @@ class AuditLog:
                 # aside for a person to look at, never half-stored and never stopping the log.
                 path.rename(path.with_name(path.name + ".unreadable"))  # noqa: ASYNC240
                 log.error("audit_journal_file_unreadable", file=path.name)
-                return
+                return 0
         stored = await self._stored_ids([record.id for _, record in records])
         missing = []
         for tenant, record in records:  # a batch written again after a failed sync appears twice
@@ -471,6 +494,7 @@ class AuditLog:
             await self._append(missing[start : start + self._batch_size])
         path.unlink()  # noqa: ASYNC240
         log.info("audit_journal_recovered", file=path.name, records=len(records), written=len(missing))
+        return len(missing)
 
     # --- the store ----------------------------------------------------------------------------
     async def _stored_ids(self, ids: list[str]) -> set[str]:

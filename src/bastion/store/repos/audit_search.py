@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Select, select
 
 from bastion.store.db import Database
-from bastion.store.models import AuditEntry
+from bastion.store.models import AuditEntry, AuditHead
 from bastion.store.repos.audit_verify import entry_record
 from bastion.store.tenancy import Tenancy
 
@@ -67,33 +67,42 @@ def _filtered(query: AuditQuery) -> Select[AuditEntry]:
 
 
 async def search(db: Database, scope: Tenancy, query: AuditQuery, *, limit: int) -> list[AuditEntry]:
-    """The newest `limit` records that match, newest first (the scope keeps each tenant to its own)."""
+    """The newest `limit` records that match, newest first (the scope keeps each tenant to its own);
+    with `after_seq`, a cursor's page instead: the first `limit` after it, in chain order."""
     async with db.session(scope) as session:
-        statement = _filtered(query).order_by(AuditEntry.at_us.desc(), AuditEntry.seq.desc()).limit(limit)
-        return list((await session.scalars(statement)).all())
+        statement = _filtered(query)
+        if query.after_seq is None:
+            statement = statement.order_by(AuditEntry.at_us.desc(), AuditEntry.seq.desc())
+        else:
+            statement = statement.order_by(AuditEntry.tenant_id, AuditEntry.seq)
+        return list((await session.scalars(statement.limit(limit))).all())
 
 
 async def export(db: Database, scope: Tenancy, query: AuditQuery, *, chunk: int = 1000) -> AsyncIterator[AuditEntry]:
-    """Every matching record in chain order (by tenant, then seq), read in chunks (for JSON Lines
-    export to a SIEM); paged by the (tenant, seq) index."""
-    after: tuple[str, int] = ("", 0)
-    while True:
+    """Every matching record in chain order (each tenant's by seq, tenants by id), read in chunks
+    (for JSON Lines export to a SIEM). Each chunk is one range of one tenant's chain, read through
+    the (tenant, seq) index: a page deep in a long chain costs what the first one does."""
+    if scope.tenant_id is not None:
+        tenants = [scope.tenant_id]
+    else:
         async with db.session(scope) as session:
-            statement = (
-                _filtered(query)
-                .where(
-                    (AuditEntry.tenant_id > after[0])
-                    | ((AuditEntry.tenant_id == after[0]) & (AuditEntry.seq > after[1]))
+            tenants = list((await session.scalars(select(AuditHead.tenant_id).order_by(AuditHead.tenant_id))).all())
+    for tenant_id in tenants:
+        after = query.after_seq or 0
+        while True:
+            async with db.session(scope) as session:
+                statement = (
+                    _filtered(query)
+                    .where(AuditEntry.tenant_id == tenant_id, AuditEntry.seq > after)
+                    .order_by(AuditEntry.seq)
+                    .limit(chunk)
                 )
-                .order_by(AuditEntry.tenant_id, AuditEntry.seq)
-                .limit(chunk)
-            )
-            rows = list((await session.scalars(statement)).all())
-        for row in rows:
-            yield row
-        if len(rows) < chunk:
-            return
-        after = (rows[-1].tenant_id, rows[-1].seq)
+                rows = list((await session.scalars(statement)).all())
+            for row in rows:
+                yield row
+            if len(rows) < chunk:
+                break
+            after = rows[-1].seq
 
 
 def record_out(entry: AuditEntry) -> dict[str, Any]:
