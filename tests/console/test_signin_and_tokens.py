@@ -279,3 +279,29 @@ def test_a_member_who_cannot_list_servers_types_their_slugs(gateway: Bastion) ->
     (token,) = [t for t in gateway.ok("GET", "/api/tokens") if t["name"] == "both"]
     assert sorted(token["server_ids"]) == sorted([ids["north"], ids["south"]])
     assert not [t for t in gateway.ok("GET", "/api/tokens") if t["name"] == "nowhere"]
+
+
+def test_a_session_that_began_under_a_name_now_someone_elses_still_acts_as_its_own_person(gateway: Bastion) -> None:
+    """A session keeps the name it began with (an identity provider renames people at sign-in, so a
+    name can change hands meanwhile): "myself" is the session's person, found by id, never by name,
+    and what they do is recorded under the name they have now."""
+    gateway.ok("POST", "/api/servers", json={"slug": "renamed", "title": "renamed"})
+    password = "a long enough member password 9"
+    users = {
+        name: gateway.ok("POST", "/api/users", json={"username": name, "password": password, "roles": ["member"]})
+        for name in ("ana", "ben")
+    }
+    ana = Console(gateway, "ana", password)
+    try:
+        sessions = gateway.services.auth.sessions
+        claims = sessions.verify(ana.http.cookies["bastion_session"], purpose="session")
+        stale = sessions.issue(claims["sub"], purpose="session", extra={"name": "ben", "sid": claims["sid"]})
+        ana.http.cookies.clear()
+        ana.http.cookies.set("bastion_session", stale)
+        assert ana.get("/admin/tokens").status_code == 200  # signed in with it
+        created = ana.post("/admin/tokens", {"name": "whose", "servers": "renamed", "scopes": ["mcp"]})
+        assert created.status_code == 201, created.text
+    finally:
+        ana.close()
+    (token,) = [t for t in gateway.ok("GET", "/api/tokens") if t["name"] == "whose"]
+    assert token["user_id"] == users["ana"]["id"], "the token acts as the session's person"

@@ -122,3 +122,23 @@ def test_a_service_client_set_up_for_someone_does_not_grow_with_their_next_promo
     refused = mcp(bastion, "demo", token, "tools/call", name="list_stock", arguments={})
     assert "your roles do not allow this tool" in refused.json()["error"]["message"], refused.text
     assert mcp(bastion, "demo", bastion.token("demo"), "tools/call", name="list_stock", arguments={}).json()["result"]
+
+
+def test_without_users_manage_one_acts_only_for_people_who_see_nothing_one_cannot(
+    bastion: Bastion, tess: Person, tia: Person
+) -> None:
+    """Roles are not all a person sees: their teams' servers and origins, and the ones they own. A token
+    desk (no users:manage) is not in the finance team and owns nothing: it may not act for someone
+    who is, or does. A tenant administrator, who could join any team, may."""
+    bastion.ok("POST", "/api/teams", json={"name": "finance"})
+    add_person(bastion, "fin", [], teams=["finance"])
+    status, text = _token_for(bastion, tess, "fin", ["mcp"])
+    assert status == 403 and "in a team you are not in" in text, text
+    owner = add_person(bastion, "owen", ["publisher"])
+    private = {"slug": "owens", "visibility": "private"}
+    assert as_person(bastion, owner, "POST", "/api/servers", json=private).status_code == 201
+    bastion.ok("PATCH", f"/api/users/{owner.id}", json={"roles": []})  # holds nothing now, owns still
+    status, text = _token_for(bastion, tess, "owen", ["mcp"])
+    assert status == 403 and "owns servers or origins of their own" in text, text
+    for person in ("fin", "owen"):
+        assert _token_for(bastion, tia, person, ["mcp"])[0] == 201

@@ -34,7 +34,7 @@ from bastion.admin.schemas import (
     TokenOut,
 )
 from bastion.admin.token_bounds import bounded, within_servers
-from bastion.admin.users import check_may_act_for, within_minter
+from bastion.admin.users import acting_as, check_may_act_for, within_minter
 from bastion.bus.base import Bus, ChangeEvent, Topic
 from bastion.catalog.discovery import DiscoveredItem, discover
 from bastion.catalog.snapshot import OriginSpec
@@ -46,7 +46,7 @@ from bastion.net.egress import EgressPolicy
 from bastion.oauth import downstream
 from bastion.oauth.downstream import DownstreamClient
 from bastion.store.db import Database, bump_epoch
-from bastion.store.models import ApiToken, OAuthToken, Origin, ServerItem, VirtualServer
+from bastion.store.models import ApiToken, OAuthToken, Origin, ServerItem, User, VirtualServer
 from bastion.store.repos import origins, servers, teams, tokens
 from bastion.store.repos.oauth import revoke_families
 from bastion.store.repos.snapshot import origin_spec, placement
@@ -381,22 +381,23 @@ class Control:
     # --- tokens -------------------------------------------------------------------------------
     async def create_token(self, actor: Actor, data: TokenIn) -> TokenCreated:
         """An API token for the caller, or (with tokens:manage) for another user of the tenant."""
-        username = data.user or actor.username
-        if username != actor.username:
+        async with self._db.session(actor.scope) as s:
+            user_id = (await acting_as(s, actor, data.user)).id
+        if user_id != actor.user_id:
             actor.require("tokens:manage")
             # Before `bounded`, which fills in the creating token's own limit when none is asked.
             data = data.model_copy(update={"permissions": within_minter(actor, data.permissions)})
         expires_at = datetime.now(UTC) + timedelta(days=data.expires_in_days)
         data, expires_at = bounded(actor.token, data, expires_at)
-        return await self._mint(actor.scope, username, data, expires_at, actor=actor)
+        return await self._mint(actor.scope, user_id, data, expires_at, actor=actor)
 
     async def _mint(
-        self, scope: Tenancy, username: str, data: TokenIn, expires_at: datetime, actor: Actor | None = None
+        self, scope: Tenancy, user_id: str, data: TokenIn, expires_at: datetime, actor: Actor | None = None
     ) -> TokenCreated:
         async with self._db.session(scope) as s:
-            user = await tokens.user_by_name(s, username)
+            user = await s.get(User, user_id)
             if user is None:
-                raise NotFound(f"no user {username!r}")
+                raise NotFound("the user is gone")
             if actor is not None:
                 await check_may_act_for(s, actor, user)  # a token acts as its user: no one above the actor
             server_ids = [(await visible_server(s, actor, ref)).id for ref in data.servers]
@@ -441,7 +442,7 @@ class Control:
         user = await self._logins.verify(attempt)
         expires_at = datetime.now(UTC) + _LOGIN_TOKEN_LIFETIME
         return await self._mint(
-            Tenancy.of(user.tenant_id), user.username, TokenIn(name="login", scopes=[SCOPE_ADMIN]), expires_at
+            Tenancy.of(user.tenant_id), user.id, TokenIn(name="login", scopes=[SCOPE_ADMIN]), expires_at
         )
 
 

@@ -21,13 +21,12 @@ from sqlalchemy import select
 from bastion.admin.actor import Actor
 from bastion.admin.control import visible_server
 from bastion.admin.token_bounds import unbounded_only
-from bastion.admin.users import check_may_act_for, within_minter
+from bastion.admin.users import acting_as, check_may_act_for, within_minter
 from bastion.errors import NotFound
 from bastion.identity.tokens import TOKEN_PREFIX, hash_token
 from bastion.oauth.provider import Client
 from bastion.store.db import Database
 from bastion.store.models import OAuthClient
-from bastion.store.repos import tokens
 from bastion.store.repos.oauth import SqlOAuthStore, stored_client
 from bastion.store.tenancy import SYSTEM
 
@@ -86,14 +85,11 @@ class OAuthClients:
     async def create_service(self, actor: Actor, data: ServiceClientIn) -> ServiceClientCreated:
         """A service client acting as its owner: the caller, or (with tokens:manage, as for an API
         token) another user of the tenant; its client_credentials tokens act as that person."""
-        owner_name = data.owner or actor.username
-        if owner_name != actor.username:
-            actor.require("tokens:manage")
         unbounded_only(actor.token, "service clients")
         async with self._db.session(actor.scope) as session:
-            owner = await tokens.user_by_name(session, owner_name)
-            if owner is None:
-                raise NotFound(f"no user {owner_name!r} to own the client")
+            owner = await acting_as(session, actor, data.owner)
+            if owner.id != actor.user_id:
+                actor.require("tokens:manage")
             await check_may_act_for(session, actor, owner)  # its tokens act as the owner
             # Set up for someone else: never beyond its creator, whatever the owner is given later.
             limit = within_minter(actor, None) if owner.id != actor.user_id else None

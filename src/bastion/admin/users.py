@@ -22,11 +22,11 @@ from bastion.governance.permissions import (
 )
 from bastion.identity.passwords import PasswordPolicy, hash_password
 from bastion.store.db import Database, bump_epoch
-from bastion.store.models import User
+from bastion.store.models import Origin, User, VirtualServer
 from bastion.store.repos import teams, tokens
 from bastion.store.repos.snapshot import effective_roles
 
-__all__ = ["Users", "beyond", "check_may_act_for", "check_roles", "within_minter"]
+__all__ = ["Users", "acting_as", "beyond", "check_may_act_for", "check_roles", "within_minter"]
 
 
 def beyond(actor: Actor, pairs: frozenset[tuple[str, str]]) -> list[str]:
@@ -61,11 +61,30 @@ async def check_roles(
     return list(dict.fromkeys(roles))
 
 
+async def acting_as(session: AsyncSession, actor: Actor, name: str | None) -> User:
+    """Whom an API token or a service client acts as: the user named, else the caller, found by id.
+    Never the caller's name: a session's name is the one it began with, and a name can change hands
+    (an identity provider renames its users at sign-in), so "myself" by name could be someone else."""
+    if name is None and actor.user_id is not None:
+        user = await session.get(User, actor.user_id)
+    else:
+        user = await tokens.user_by_name(session, name or actor.username)
+    if user is None:
+        raise NotFound(f"no user {name or actor.username!r}")
+    return user
+
+
 async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> None:
     """Forbidden unless the actor may hold a credential that acts as `user` (an API token or a
     service client of theirs): everything the user's roles grant, the actor holds.
     `tokens:manage` alone does not let a tenant administrator mint a token as a platform
-    administrator, nor a custom role's holder one as someone above them."""
+    administrator, nor a custom role's holder one as someone above them.
+
+    What the user sees beyond their roles counts too: their teams' servers and origins, and the
+    ones they own. Without `users:manage` (whose holders could put themselves in any team), the
+    actor must be in each of the user's teams, and the user must own no server or origin: a
+    credential acting as them would reach what the actor cannot, an origin carrying the user's
+    own upstream credential for one."""
     if user.id == actor.user_id or actor.member is None:  # oneself; the operator (CLI) holds everything
         return
     roles = effective_roles(user)
@@ -75,6 +94,13 @@ async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> 
     missing = beyond(actor, Grants.of_roles(roles, custom).pairs)
     if missing:
         raise Forbidden(f"{user.username!r} holds what you do not ({', '.join(missing)}): you cannot act as them")
+    if actor.may("users:manage"):
+        return
+    if not set(await teams.teams_of(session, user.id)) <= actor.member.team_ids:
+        raise Forbidden(f"{user.username!r} is in a team you are not in: you cannot act as them")
+    for model in (VirtualServer, Origin):
+        if await session.scalar(select(model.id).where(model.owner_user_id == user.id).limit(1)) is not None:
+            raise Forbidden(f"{user.username!r} owns servers or origins of their own: you cannot act as them")
 
 
 def within_minter(actor: Actor, permissions: list[str] | None) -> list[str] | None:

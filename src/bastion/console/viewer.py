@@ -61,7 +61,9 @@ async def current_viewer(request: Request) -> Viewer:
     if member is None:  # removed, disabled or moved since signing in
         raise SignInNeeded("your account is no longer active here; sign in again")
     note(request.scope, principal=member.user_id, tenant=member.tenant_id)
-    viewer = Viewer(claims["sub"], str(claims.get("name") or ""), member, session_csrf(claims))
+    # The name as it is now, not the session's claim (the name it began with, which a rename can
+    # have given to someone else since): what the console records as who did what.
+    viewer = Viewer(claims["sub"], member.username, member, session_csrf(claims))
     request.state.console_viewer = viewer  # for the error page's navigation
     # A session in use is renewed (ConsoleRoute sets the cookie on whatever the page answers).
     request.state.renewed_session = renewed_session(auth, claims)

@@ -33,6 +33,7 @@ class Member:
     tenant_id: str
     grants: Grants
     team_ids: frozenset[str] = frozenset()
+    username: str = ""  # as the store has it now (a session's own claim is the name it began with)
 
     def sees(self, placement: Placement) -> bool:
         """Same tenant, and: the owner, or a member of one of its teams, or tenant-wide."""

@@ -109,6 +109,7 @@ async def _members(session: AsyncSession) -> dict[str, Member]:
             tenant_id=user.tenant_id,
             grants=Grants.of_roles(effective_roles(user), custom[user.tenant_id]),
             team_ids=frozenset(teams[user.id]),
+            username=user.username,
         )
         for user in await session.scalars(select(User))
     }
