@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from typing import Annotated
 
 import anyio
@@ -95,6 +97,31 @@ async def chatty(ctx: Context) -> str:
 def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], note: str = "") -> str:
     """A tool whose `region` argument is mirrored into an `Mcp-Param-Region` header (2026-07-28)."""
     return f"region={region} note={note}"
+
+
+@server.tool()
+def shout(kib: int) -> str:
+    """Log one line of `kib` KiB, then eight times as much in short lines, to stderr: more than the
+    pipe and the reader's buffers hold, so the writes block unless Bastion goes on reading."""
+    sys.stderr.write("x" * (kib * 1024) + "\n")
+    for _ in range(kib * 16 * 8):
+        sys.stderr.write("y" * 63 + "\n")
+    sys.stderr.flush()
+    return "said"
+
+
+@server.tool()
+def pid() -> int:
+    """This process's id."""
+    return os.getpid()
+
+
+@server.tool()
+def spawn_sleeper() -> int:
+    """Start a process that sleeps a minute, away from the pipes (as a launcher starts its runtime)."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    io = subprocess.DEVNULL
+    return subprocess.Popen(sleeper, stdin=io, stdout=io, stderr=io).pid
 
 
 @server.tool()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import structlog
 from anyio.abc import TaskGroup
 
@@ -31,6 +32,7 @@ class OriginPool:
         self._guard = guard
         self._tasks: TaskGroup | None = None
         self._clients: dict[str, OriginClient] = {}
+        self._retiring: set[OriginClient] = set()  # replaced, closed once their calls had their time
         self._listeners: list[NotificationSink] = []
         # origin id → tool name → the `Mcp-Param-*` headers its schema declares (from the snapshot)
         self._param_headers: dict[str, dict[str, ParamHeaders]] = {}
@@ -47,9 +49,9 @@ class OriginPool:
         self._listeners.append(sink)
 
     def client(self, spec: OriginSpec) -> OriginClient:
-        client = self._clients.get(spec.id)
-        if client is not None and client.spec == spec:
-            return client
+        current = self._clients.get(spec.id)
+        if current is not None and current.spec == spec:
+            return current
         if self._tasks is None:
             raise UpstreamUnavailable("the origin pool is not running")
         if spec.transport not in _IMPLEMENTATIONS:
@@ -64,7 +66,29 @@ class OriginPool:
         )
         client.param_headers = self._param_headers.get(spec.id, {})
         self._clients[spec.id] = client
+        if current is not None:
+            # A request with a changed origin got here before `sync` did (the snapshot is
+            # published before its listeners run), or one with the previous snapshot after it.
+            # Unclosed, the replaced client's process or streams outlived it for good.
+            self._retire(current)
         return client
+
+    def _retire(self, client: OriginClient) -> None:
+        """Close a replaced client once the calls it carries have had their time (the origin
+        timeout), not at once: a call still under way on it ends as it would have."""
+        assert self._tasks is not None
+        self._retiring.add(client)
+
+        async def close_later() -> None:
+            try:
+                await anyio.sleep(self._timeout)
+            finally:
+                if client in self._retiring:  # not closed by the pool's own `aclose` meanwhile
+                    self._retiring.discard(client)
+                    with anyio.CancelScope(shield=True):
+                        await client.aclose()
+
+        self._tasks.start_soon(close_later)
 
     async def sync(self, _old: Snapshot, new: Snapshot) -> None:
         """Close clients whose origin was removed or reconfigured; give the rest their tools' headers."""
@@ -82,8 +106,9 @@ class OriginPool:
                 client.param_headers = declared.get(origin_id, {})
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
+        clients, self._clients = [*self._clients.values(), *self._retiring], {}
+        self._retiring.clear()
+        for client in clients:
             await client.aclose()
 
     async def _fan_out(self, origin_id: str, method: str, params: dict[str, Any]) -> None:

@@ -112,6 +112,10 @@ class RpcCore:
     async def _disconnect(self) -> None:
         raise NotImplementedError
 
+    async def _abandon(self) -> None:
+        """A connection whose handshake failed: disconnect (a subclass may count it as a failure)."""
+        await self._disconnect()
+
     async def _send_request(self, message: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -136,7 +140,7 @@ class RpcCore:
                 # A half-open connection (a started process, an open pool) must not linger:
                 # the next call starts from scratch.
                 with anyio.CancelScope(shield=True):
-                    await self._disconnect()
+                    await self._abandon()
                 raise
             self._ready = True
 

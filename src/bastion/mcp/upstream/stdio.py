@@ -2,14 +2,17 @@
 
 The process starts on first use, only if its command is on the stdio allowlist
 (checked at every start, see `commands.py`), with a minimal environment and under
-resource limits. It is read by one task, and when it dies every waiting call fails
-at once with a clear error; the next call restarts it after an exponential backoff
-(so a crash loop cannot spin the CPU).
+resource limits, in a session (and process group) of its own. It is read by one task,
+and when it dies every waiting call fails at once with a clear error, and whatever it
+started goes with it (the whole group is killed); the next call restarts it after an
+exponential backoff (so a crash loop, or a process that fails its handshake every
+time, cannot spin the CPU).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from typing import Any
@@ -32,6 +35,7 @@ log = structlog.get_logger(__name__)
 _ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 _STABLE_AFTER_SECONDS = 30.0
 _MAX_BACKOFF_SECONDS = 10.0
+_STDERR_LINE = 65536  # a longer line of the origin's log is cut there, and reading goes on
 
 
 class StdioOriginClient(RpcCore):
@@ -65,8 +69,15 @@ class StdioOriginClient(RpcCore):
             raise
         env = {key: os.environ[key] for key in _ENV_KEEP if key in os.environ}
         try:
+            # A session of its own: its process group holds whatever it starts (`npx` starts `node`),
+            # so stopping it stops them too (`_signal`).
             process = await anyio.open_process(
-                argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                argv,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError as exc:
             self._failures += 1
@@ -83,12 +94,16 @@ class StdioOriginClient(RpcCore):
             return
         with anyio.CancelScope(shield=True):
             if process.returncode is None:
-                process.terminate()
+                _signal(process, signal.SIGTERM)
                 with anyio.move_on_after(2):
                     await process.wait()
-                if process.returncode is None:
-                    process.kill()
+            _signal(process, signal.SIGKILL)  # what it started, and it if it did not stop
             await process.aclose()  # reaps it and closes its pipes
+
+    async def _abandon(self) -> None:
+        if self._process is not None:  # still running: it failed the handshake, which counts as a crash
+            self._failures += 1
+        await self._disconnect()
 
     async def _send_request(self, message: dict[str, Any]) -> None:
         await self._send_message(message)
@@ -133,25 +148,34 @@ class StdioOriginClient(RpcCore):
         lived = time.monotonic() - self._started_at
         self._failures = 0 if lived > _STABLE_AFTER_SECONDS else self._failures + 1
         with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
+            _signal(process, signal.SIGKILL)  # it, if it still runs, and whatever it started
+            await process.aclose()  # reaps it and closes its pipes: a survivor reading stdin sees the end
         log.warning("origin_process_died", origin=self.spec.name, returncode=process.returncode, reason=reason)
         self._fail_all(f"{reason} (exit code {process.returncode})")
 
     async def _drain_stderr(self, process: Process) -> None:
-        # The origin's own log lines: kept short so a chatty origin cannot flood ours.
+        """The origin's own log lines, logged cut short so a chatty origin cannot flood ours. Read
+        as long as the process lives, whatever it writes: an origin whose stderr is not read blocks
+        on its next write once the pipe is full, and its calls with it (a line with no end is cut at
+        `_STDERR_LINE`; stopping there wedged the origin for good)."""
         assert process.stderr is not None
-        reader = BufferedByteReceiveStream(process.stderr)
+        pending = b""
         try:
-            while True:
-                line = await reader.receive_until(b"\n", 65536)
-                log.debug("origin_stderr", origin=self.spec.name, line=line[:500].decode("utf-8", "replace"))
-        except (
-            anyio.EndOfStream,
-            anyio.IncompleteRead,
-            anyio.DelimiterNotFound,
-            anyio.BrokenResourceError,
-            anyio.ClosedResourceError,
-        ):
+            async for chunk in process.stderr:
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                if len(pending) > _STDERR_LINE:
+                    lines.append(pending)
+                    pending = b""
+                for line in lines:
+                    log.debug("origin_stderr", origin=self.spec.name, line=line[:500].decode("utf-8", "replace"))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return
+
+
+def _signal(process: Process, number: int) -> None:
+    """Signal the process's group (it leads one: see `_connect`); nothing if it is gone."""
+    try:
+        os.killpg(process.pid, number)
+    except (ProcessLookupError, PermissionError):
+        pass
