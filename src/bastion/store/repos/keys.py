@@ -2,6 +2,9 @@
 
 With a vault master key configured (`db.vault`), private keys are stored sealed, bound
 to their key id; keys stored before the vault existed are sealed by `bastion keys rewrap`.
+Once any key is sealed, a key in the clear is not trusted (`trusted_signing_keys`): only someone
+writing to the database past Bastion can have put it there, and with it they could sign
+tokens, sessions and audit checkpoints that Bastion would take for its own.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.oauth.keys import KeyRing
 from bastion.store.db import Database, bump_epoch
 from bastion.store.models import SigningKey
-from bastion.store.repos.vault import signing_key_owner
+from bastion.store.repos.vault import signing_key_owner, trusted_signing_keys
 from bastion.store.tenancy import SYSTEM
 from bastion.vault.envelope import VaultError, is_sealed
 
@@ -23,7 +26,7 @@ __all__ = ["load_keyring", "rotate_keyring", "save_keyring"]
 
 async def load_keyring(db: Database) -> KeyRing:
     async with db.session(SYSTEM) as session:
-        rows = (await session.scalars(select(SigningKey))).all()
+        rows = trusted_signing_keys((await session.scalars(select(SigningKey))).all(), sealing=db.vault is not None)
         if rows:
             return KeyRing.from_records(
                 {

@@ -9,6 +9,9 @@ canaries of keys nothing uses any more.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import structlog
 from sqlalchemy import delete, select
 
 from bastion.audit.checkpoints import key_owner
@@ -19,7 +22,9 @@ from bastion.vault.credentials import origin_owner
 from bastion.vault.downstream_oauth import grant_owner
 from bastion.vault.envelope import MasterKeys, VaultError, is_sealed, kid_of
 
-__all__ = ["check_vault", "rewrap_all", "signing_key_owner"]
+__all__ = ["check_vault", "rewrap_all", "signing_key_owner", "trusted_signing_keys"]
+
+log = structlog.get_logger(__name__)
 
 _CANARY_PREFIX = "vault_canary:"
 _CANARY_OWNER = "purpose=canary"
@@ -28,6 +33,21 @@ _CANARY_VALUE = b"bastion vault canary"
 
 def signing_key_owner(kid: str) -> str:
     return f"purpose=signing-key;kid={kid}"
+
+
+def trusted_signing_keys(rows: Sequence[SigningKey], *, sealing: bool) -> list[SigningKey]:
+    """The stored signing keys Bastion may sign and verify with. Without a master key (`sealing`
+    false), all: nothing is sealed. With one, the sealed keys, and keys in the clear only while none
+    is sealed yet (the store as it was before the vault, until `bastion keys rewrap` seals them).
+    A key in the clear beside sealed ones can only have been written past Bastion (by someone who
+    could then sign tokens, sessions and audit checkpoints Bastion takes for its own): left out,
+    and said so."""
+    if not sealing or not any(is_sealed(row.private_jwk) for row in rows):
+        return list(rows)
+    for row in rows:
+        if not is_sealed(row.private_jwk):
+            log.error("signing_key_in_clear_not_trusted", kid=row.kid)
+    return [row for row in rows if is_sealed(row.private_jwk)]
 
 
 async def check_vault(db: Database, keys: MasterKeys | None) -> None:
@@ -76,7 +96,9 @@ async def rewrap_all(db: Database, keys: MasterKeys) -> int:
             rewrapped = keys.rewrap(origin.credential, owner)
             changed += rewrapped != origin.credential
             origin.credential = rewrapped
-        for key in await session.scalars(select(SigningKey)):
+        # Keys in the clear are sealed only while none is sealed (see `trusted_signing_keys`): one planted
+        # beside sealed keys stays out of the ring, never laundered into it.
+        for key in trusted_signing_keys((await session.scalars(select(SigningKey))).all(), sealing=True):
             owner = signing_key_owner(key.kid)
             if is_sealed(key.private_jwk):
                 rewrapped = keys.rewrap(key.private_jwk, owner)
