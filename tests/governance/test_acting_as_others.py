@@ -6,6 +6,7 @@ it allows (that only takes power away)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,33 @@ def test_without_users_manage_one_acts_only_for_people_who_see_nothing_one_canno
     assert status == 403 and "owns servers or origins of their own" in text, text
     for person in ("fin", "owen"):
         assert _token_for(bastion, tia, person, ["mcp"])[0] == 201
+
+
+def test_a_helpdesk_unlocks_and_regroups_only_people_at_its_level(bastion: Bastion, tia: Person) -> None:
+    """users:manage alone does not reach above its holder: lifting a platform administrator's lockout
+    (while someone guesses their password) or taking a tenant administrator out of a team is refused."""
+    bastion.ok("POST", "/api/roles", json={"name": "helpdesk", "permissions": ["users:manage", "users:read"]})
+    desk = add_person(bastion, "hana", ["helpdesk"])
+    plain = add_person(bastion, "pat", [])
+    bastion.ok("POST", "/api/teams", json={"name": "support"})
+    admin_id = next(u["id"] for u in bastion.ok("GET", "/api/users") if u["username"] == "admin")
+    refused = as_person(bastion, desk, "POST", f"/api/users/{admin_id}/unlock")
+    assert refused.status_code == 403 and "only another may unlock them" in refused.text, refused.text
+    for change in ({"teams": ["support"]},):
+        above = as_person(bastion, desk, "PATCH", f"/api/users/{tia.id}", json=change)
+        assert above.status_code == 403 and "cannot change their teams" in above.text, above.text
+        assert as_person(bastion, desk, "PATCH", f"/api/users/{plain.id}", json=change).status_code == 200
+    members = as_person(bastion, desk, "PUT", "/api/teams/support/members", json={"members": [tia.id]})
+    assert members.status_code == 403 and "cannot change their teams" in members.text, members.text
+    assert as_person(bastion, desk, "POST", f"/api/users/{plain.id}/unlock").status_code == 200
+
+
+def test_the_first_administrators_role_is_taken_like_anyones_but_never_the_last_one(tmp_path: Path) -> None:
+    with run_bastion(tmp_path) as gateway:
+        admin_id = next(u["id"] for u in gateway.ok("GET", "/api/users") if u["username"] == "admin")
+        last = gateway.api("PATCH", f"/api/users/{admin_id}", json={"roles": []})
+        assert last.status_code == 409 and "last platform administrator" in last.text
+        other = add_person(gateway, "second", ["platform-admin"])
+        taken = as_person(gateway, other, "PATCH", f"/api/users/{admin_id}", json={"roles": ["member"]})
+        assert taken.status_code == 200 and taken.json()["roles"] == ["member"], taken.text
+        assert gateway.api("GET", "/api/users").status_code == 403  # the role is gone, not only from the answer

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.admin.actor import Actor
 from bastion.admin.schemas import Slug, StrictIn
-from bastion.admin.users import beyond
+from bastion.admin.users import beyond, check_not_above
 from bastion.bus import Bus, ChangeEvent
 from bastion.errors import BadRequest, Conflict, Forbidden
 from bastion.governance.permissions import (
@@ -129,6 +129,7 @@ class Governance:
         async with self._db.session(actor.scope) as session:
             team = await teams.create(session, data.name)
             user_ids = [await _user_id(session, ref) for ref in data.members]
+            await _check_members_change(session, actor, set(), set(user_ids))
             await teams.set_members(session, team.id, user_ids)
             await bump_epoch(session)
         await self._changed(team.id)
@@ -145,6 +146,7 @@ class Governance:
         async with self._db.session(actor.scope) as session:
             team = await teams.get(session, team_ref)
             user_ids = [await _user_id(session, ref) for ref in data.members]
+            await _check_members_change(session, actor, set(await teams.members_of(session, team.id)), set(user_ids))
             await teams.set_members(session, team.id, user_ids)
             await bump_epoch(session)
         await self._changed(team.id)
@@ -228,3 +230,12 @@ class Governance:
 
 async def _user_id(session: AsyncSession, ref: str) -> str:
     return (await by_id_or_name(session, User, User.username, ref, "user")).id
+
+
+async def _check_members_change(session: AsyncSession, actor: Actor, before: set[str], after: set[str]) -> None:
+    """Whoever joins or leaves a team through this change must be at the actor's level or below:
+    taking someone above oneself out of a team cuts what they reach."""
+    for user_id in sorted(before ^ after):
+        user = await session.get(User, user_id)
+        if user is not None:
+            await check_not_above(session, actor, user, "change their teams")

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.admin.actor import Actor
 from bastion.admin.schemas import UserIn, UserOut, UserPatch
 from bastion.bus import Bus, ChangeEvent
-from bastion.errors import BadRequest, Forbidden, NotFound
+from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
 from bastion.governance.permissions import (
     BUILTIN_ROLES,
     PLATFORM_ADMIN,
@@ -25,8 +25,9 @@ from bastion.store.db import Database, bump_epoch
 from bastion.store.models import Origin, User, VirtualServer
 from bastion.store.repos import teams, tokens
 from bastion.store.repos.snapshot import effective_roles
+from bastion.store.tenancy import SYSTEM
 
-__all__ = ["Users", "acting_as", "beyond", "check_may_act_for", "check_roles", "within_minter"]
+__all__ = ["Users", "acting_as", "beyond", "check_may_act_for", "check_not_above", "check_roles", "within_minter"]
 
 
 def beyond(actor: Actor, pairs: frozenset[tuple[str, str]]) -> list[str]:
@@ -87,13 +88,7 @@ async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> 
     own upstream credential for one."""
     if user.id == actor.user_id or actor.member is None:  # oneself; the operator (CLI) holds everything
         return
-    roles = effective_roles(user)
-    if PLATFORM_ADMIN in roles and not actor.may("tenants:manage"):
-        raise Forbidden(f"{user.username!r} is a platform administrator: only another may act as them")
-    custom = {role.name: parse_permissions(role.permissions) for role in await teams.custom_roles(session)}
-    missing = beyond(actor, Grants.of_roles(roles, custom).pairs)
-    if missing:
-        raise Forbidden(f"{user.username!r} holds what you do not ({', '.join(missing)}): you cannot act as them")
+    await check_not_above(session, actor, user, "act as them")
     if actor.may("users:manage"):
         return
     if not set(await teams.teams_of(session, user.id)) <= actor.member.team_ids:
@@ -101,6 +96,21 @@ async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> 
     for model in (VirtualServer, Origin):
         if await session.scalar(select(model.id).where(model.owner_user_id == user.id).limit(1)) is not None:
             raise Forbidden(f"{user.username!r} owns servers or origins of their own: you cannot act as them")
+
+
+async def check_not_above(session: AsyncSession, actor: Actor, user: User, verb: str) -> None:
+    """Forbidden when `user` holds what the actor does not: their roles grant a permission the actor
+    lacks, or they are a platform administrator and the actor is not. For what a manager may do to
+    someone (act as them, unlock them, change their teams) only up to their own level."""
+    if user.id == actor.user_id or actor.member is None:  # oneself; the operator (CLI) holds everything
+        return
+    roles = effective_roles(user)
+    if PLATFORM_ADMIN in roles and not actor.may("tenants:manage"):
+        raise Forbidden(f"{user.username!r} is a platform administrator: only another may {verb}")
+    custom = {role.name: parse_permissions(role.permissions) for role in await teams.custom_roles(session)}
+    missing = beyond(actor, Grants.of_roles(roles, custom).pairs)
+    if missing:
+        raise Forbidden(f"{user.username!r} holds what you do not ({', '.join(missing)}): you cannot {verb}")
 
 
 def within_minter(actor: Actor, permissions: list[str] | None) -> list[str] | None:
@@ -159,16 +169,32 @@ class Users:
             if data.roles is not None:
                 held = effective_roles(user)  # the first administrator's flag counts as platform-admin
                 user.roles = await check_roles(session, actor, data.roles, replacing=held)
+                if PLATFORM_ADMIN in held and PLATFORM_ADMIN not in user.roles:
+                    await self._check_another_platform_admin(user.id)
+                    user.is_admin = False  # the flag is the role: taking one takes the other (it stayed)
             if data.teams is not None:
-                await teams.set_teams(session, user.id, await teams.resolve(session, data.teams))
+                team_ids = await teams.resolve(session, data.teams)
+                if set(team_ids) != set(await teams.teams_of(session, user.id)):
+                    await check_not_above(session, actor, user, "change their teams")
+                await teams.set_teams(session, user.id, team_ids)
             team_ids = await teams.teams_of(session, user.id)
             await bump_epoch(session)
         await self._bus.publish(ChangeEvent("users", user_id))
         return _out(user, team_ids)
 
+    async def _check_another_platform_admin(self, user_id: str) -> None:
+        """Conflict unless someone else is a platform administrator: taking the last one's role
+        would leave nobody to manage tenants (short of the database itself)."""
+        async with self._db.session(SYSTEM) as session:
+            others = (await session.scalars(select(User).where(User.id != user_id))).all()
+        if not any(PLATFORM_ADMIN in effective_roles(other) for other in others):
+            raise Conflict("this is the last platform administrator: make someone else one first")
+
     async def unlock(self, actor: Actor, user_id: str) -> UserOut:
         async with self._db.session(actor.scope) as session:
             user = await _get(session, user_id)
+            # A lockout stops someone guessing a password: lifting it is for those at the user's level.
+            await check_not_above(session, actor, user, "unlock them")
             user.failed_logins, user.locked_until = 0, None
             return _out(user, await teams.teams_of(session, user.id))
 
