@@ -173,3 +173,16 @@ def test_the_first_administrators_role_is_taken_like_anyones_but_never_the_last_
         taken = as_person(gateway, other, "PATCH", f"/api/users/{admin_id}", json={"roles": ["member"]})
         assert taken.status_code == 200 and taken.json()["roles"] == ["member"], taken.text
         assert gateway.api("GET", "/api/users").status_code == 403  # the role is gone, not only from the answer
+
+
+def test_a_client_that_acts_for_other_people_needs_tokens_manage(bastion: Bastion) -> None:
+    """A token-exchange or ID-JAG client gets tokens as whoever's token it holds or the identity
+    provider names, not as its owner: clients:manage alone sets up only client_credentials."""
+    bastion.ok("POST", "/api/roles", json={"name": "client-only", "permissions": ["clients:manage"]})
+    carl = add_person(bastion, "carl", ["client-only"])
+    for grant in ("urn:ietf:params:oauth:grant-type:token-exchange", "urn:ietf:params:oauth:grant-type:jwt-bearer"):
+        body = {"name": "delegating", "servers": ["demo"], "grant_types": [grant]}
+        refused = as_person(bastion, carl, "POST", "/api/oauth/clients", json=body)
+        assert refused.status_code == 403 and "tokens:manage" in refused.text, refused.text
+    plain = {"name": "own bot", "servers": ["demo"]}
+    assert as_person(bastion, carl, "POST", "/api/oauth/clients", json=plain).status_code == 201

@@ -86,6 +86,11 @@ class OAuthClients:
         """A service client acting as its owner: the caller, or (with tokens:manage, as for an API
         token) another user of the tenant; its client_credentials tokens act as that person."""
         unbounded_only(actor.token, "service clients")
+        if any(grant != "client_credentials" for grant in data.grant_types):
+            # Token exchange and ID-JAGs give tokens acting as other people (whoever's token it
+            # holds, whomever the identity provider names), not as its owner: what minting a token
+            # for someone else takes.
+            actor.require("tokens:manage")
         async with self._db.session(actor.scope) as session:
             owner = await acting_as(session, actor, data.owner)
             if owner.id != actor.user_id:
