@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,22 @@ def test_an_opened_credential_never_shows_its_secret_in_a_repr() -> None:
     # Opened for another origin, it does not open, and the error says so without the value.
     failed = open_credential(keys, "default", "o2", "bearer", sealed)
     assert failed is not None and failed.headers == () and failed.error is not None and "s3cr3t" not in failed.error
+
+
+def test_processes_creating_the_key_file_at_once_all_end_up_with_the_same_key(tmp_path: Path) -> None:
+    """A server and a CLI command (or replicas on one volume) starting together: one creates the file,
+    every other reads that one; none overwrites a key another may already have sealed with."""
+    path = tmp_path / "keys" / "master.json"
+    script = (
+        "import sys, time; from pathlib import Path; from bastion.vault.keys import KeyFile; "
+        "start = float(sys.argv[2]); time.sleep(max(0.0, start - time.time())); "
+        "print(KeyFile(Path(sys.argv[1])).load(create=True).current.kid)"
+    )
+    start = time.time() + 1.0
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), str(start)], stdout=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    kids = {run.communicate(timeout=60)[0].strip() for run in runs}
+    assert len(kids) == 1 and kids == {KeyFile(path).load().current.kid}
+    assert [p.name for p in path.parent.iterdir()] == ["master.json"]  # no temporary file left

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 
 from bastion.vault.envelope import MasterKey, MasterKeys, VaultError
@@ -59,7 +60,7 @@ class KeyFile:
             if not create:
                 raise VaultError(f"master key file {self.path} does not exist")
             first = MasterKey.generate()
-            self._write(first.kid, [first])
+            self._write(first.kid, [first], exclusive=True)
         try:
             document = json.loads(self.path.read_text(encoding="utf-8"))
             entries = [MasterKey(str(e["kid"]), _decode(str(e["key"]), str(self.path))) for e in document["keys"]]
@@ -76,15 +77,26 @@ class KeyFile:
         self._write(fresh.kid, [*local, fresh])
         return fresh
 
-    def _write(self, current: str, keys: list[MasterKey]) -> None:
+    def _write(self, current: str, keys: list[MasterKey], *, exclusive: bool = False) -> None:
+        """Write the key file whole, atomically. `exclusive` (its creation): only if there is none
+        yet. Two processes starting at once (a server and a CLI command, replicas on one volume)
+        would otherwise each make a key and the last write win, leaving what the other sealed
+        (its canary, its signing keys) unreadable; the second one reads the first one's file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         document = {"current": current, "keys": [{"kid": k.kid, "key": encode_key(k.key)} for k in keys]}
-        temporary = self.path.with_name(self.path.name + ".new")
-        # A leftover file there keeps its mode through O_CREAT (and would become the key file): set it.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)  # atomic: a crash leaves the old file or the new, never half
+        temporary = self.path.with_name(f"{self.path.name}.new-{secrets.token_hex(8)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if exclusive:
+                try:
+                    os.link(temporary, self.path)  # atomic, and refused when the file exists
+                except FileExistsError:
+                    pass  # made by another process meanwhile: `load` reads that one
+            else:
+                os.replace(temporary, self.path)  # atomic: a crash leaves the old file or the new, never half
+        finally:
+            temporary.unlink(missing_ok=True)
