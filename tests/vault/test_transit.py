@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hvac
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.config import Settings
 from bastion.vault.credentials import open_credential, seal_credential
@@ -47,6 +48,12 @@ def test_a_vault_key_rotation_then_rewrap_keeps_every_secret_open(transit: Trans
     old = MasterKeys(local).seal(b"before vault", OWNER)
     moved = migrated.rewrap(old, OWNER)  # a secret sealed locally moves under Vault's key
     assert kid_of(moved) == "vault:bastion" and migrated.open(moved, OWNER) == b"before vault"
+    # One sealed under Vault's first version moves to its newest, so the first can be retired there.
+    fresh = keys.rewrap(sealed, OWNER)
+    transit.versions[0] = AESGCM.generate_key(bit_length=256)  # version 1 trimmed at Vault
+    assert keys.open(fresh, OWNER) == b"s"
+    with pytest.raises(VaultError):
+        keys.open(sealed, OWNER)
 
 
 def test_a_wrong_token_or_an_unreachable_vault_is_a_clear_refusal(transit: Transit) -> None:

@@ -134,7 +134,10 @@ class MasterKeys:
     def rewrap(self, sealed: str, owner: str) -> str:
         """The same secret with its data key wrapped by the current master key."""
         kid = kid_of(sealed)
-        if kid == self.current.kid:
+        # A key service that rotates versions under one key id (Vault's transit) is asked every
+        # time: a data key wrapped by an older version must move to the newest, or trimming the
+        # old versions at Vault would leave it unreadable.
+        if kid == self.current.kid and not getattr(self.current, "rotates_underneath", False):
             return sealed
         _, _, wrapped, ciphertext = sealed.split(".")
         data_key = self._unwrap(kid, wrapped, owner)

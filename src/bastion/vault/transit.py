@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from bastion.vault.envelope import VaultError, VaultUnavailable
 
@@ -27,6 +27,9 @@ _TIMEOUT_SECONDS = 10
 
 @dataclass(frozen=True)
 class TransitKey:
+    # Vault's key versions change under one `kid`: `MasterKeys.rewrap` re-wraps through Vault always.
+    rotates_underneath: ClassVar[bool] = True
+
     kid: str
     _client: Any = field(repr=False)  # hvac.Client
     _name: str = ""
