@@ -116,6 +116,18 @@ def test_a_users_roles_and_teams_are_edited_and_an_unknown_role_refused(console:
     assert console.get("/admin/users/no-such-user/edit").status_code == 404
 
 
+def test_saving_the_first_administrators_form_keeps_their_platform_admin(console: Console, gateway: Bastion) -> None:
+    """Their platform-admin is a flag the roles form does not show: saving the form (a team added)
+    neither takes it nor is refused as taking it."""
+    gateway.ok("POST", "/api/teams", json={"name": "admins-team"})
+    admin = api_user(gateway, gateway.settings.admin_user)
+    saved = console.post(f"/admin/users/{admin['id']}/edit", {"roles": admin["roles"], "teams": "admins-team"})
+    assert saved.status_code == 303, saved.text
+    after = api_user(gateway, gateway.settings.admin_user)
+    assert after["is_admin"] is True and len(after["teams"]) == 1
+    assert gateway.api("GET", "/api/tenants").status_code == 200  # still a platform administrator
+
+
 def test_a_locked_account_is_shown_and_unlocked(console: Console, gateway: Bastion) -> None:
     user = add_user(gateway, "lou")
     for _ in range(gateway.settings.lockout_threshold):

@@ -162,17 +162,31 @@ def test_a_helpdesk_unlocks_and_regroups_only_people_at_its_level(bastion: Basti
     members = as_person(bastion, desk, "PUT", "/api/teams/support/members", json={"members": [tia.id]})
     assert members.status_code == 403 and "cannot change their teams" in members.text, members.text
     assert as_person(bastion, desk, "POST", f"/api/users/{plain.id}/unlock").status_code == 200
+    bastion.ok("POST", "/api/teams", json={"name": "leads", "members": [tia.id]})
+    deleted = as_person(bastion, desk, "DELETE", "/api/teams/leads")
+    assert deleted.status_code == 403 and "cannot change their teams" in deleted.text, deleted.text
 
 
-def test_the_first_administrators_role_is_taken_like_anyones_but_never_the_last_one(tmp_path: Path) -> None:
+def test_the_first_administrators_flag_is_taken_explicitly_and_never_from_the_last_one(tmp_path: Path) -> None:
+    """The first administrator's platform-admin is a flag that holds whatever roles are set (a form
+    that shows roles only must not take it): `is_admin: false` takes it, never from the last one."""
     with run_bastion(tmp_path) as gateway:
         admin_id = next(u["id"] for u in gateway.ok("GET", "/api/users") if u["username"] == "admin")
-        last = gateway.api("PATCH", f"/api/users/{admin_id}", json={"roles": []})
+        kept = gateway.api("PATCH", f"/api/users/{admin_id}", json={"roles": ["member"], "teams": []})
+        assert kept.status_code == 200 and kept.json()["is_admin"] is True, kept.text
+        assert gateway.api("GET", "/api/users").status_code == 200  # still a platform administrator
+        last = gateway.api("PATCH", f"/api/users/{admin_id}", json={"is_admin": False})
         assert last.status_code == 409 and "last platform administrator" in last.text
         other = add_person(gateway, "second", ["platform-admin"])
-        taken = as_person(gateway, other, "PATCH", f"/api/users/{admin_id}", json={"roles": ["member"]})
-        assert taken.status_code == 200 and taken.json()["roles"] == ["member"], taken.text
-        assert gateway.api("GET", "/api/users").status_code == 403  # the role is gone, not only from the answer
+        tenant_admin = add_person(gateway, "third", ["tenant-admin"])
+        refused = as_person(gateway, tenant_admin, "PATCH", f"/api/users/{admin_id}", json={"is_admin": False})
+        assert refused.status_code == 403, refused.text
+        taken = as_person(gateway, other, "PATCH", f"/api/users/{admin_id}", json={"is_admin": False})
+        assert taken.status_code == 200 and taken.json()["is_admin"] is False, taken.text
+        assert gateway.api("GET", "/api/users").status_code == 403  # a member now: the role is gone
+        # The last holder of the role cannot have it taken either.
+        alone = as_person(gateway, other, "PATCH", f"/api/users/{other.id}", json={"roles": []})
+        assert alone.status_code == 409 and "last platform administrator" in alone.text
 
 
 def test_a_client_that_acts_for_other_people_needs_tokens_manage(bastion: Bastion) -> None:

@@ -83,6 +83,9 @@ async def test_what_the_origin_started_goes_with_it(tasks: Any, ending: str) -> 
                 await _call(client, "crash")
         else:
             await client.aclose()
+            # Closed for good: a holder calling again gets an error, not a process nobody would stop.
+            with pytest.raises(UpstreamError, match="its connection was closed"):
+                await _call(client, "status")
 
         async def reaped() -> bool:
             return _gone(sleeper)

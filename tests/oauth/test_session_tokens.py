@@ -196,3 +196,15 @@ def test_renewal_comes_past_half_the_lifetime_keeps_the_session_and_stops_at_the
     holder.time = NOW + 3600 + 10  # past the last token's expiry and the verifier's leeway
     with pytest.raises(InvalidToken):
         tokens.verify(last, purpose="session")
+
+
+def test_a_session_from_before_session_ids_is_named_by_its_first_token_from_its_first_renewal_on() -> None:
+    """Its renewals share one id (the first token's jti), so a sign-out and the CSRF token cover them."""
+    tokens, holder = _tokens()
+    first = tokens.verify(tokens.issue("alice", purpose="session"), purpose="session")
+    assert "sid" not in first
+    holder.time = NOW + 300
+    second = tokens.verify(tokens.renew(first, max_age=3600) or "", purpose="session")
+    holder.time = NOW + 600
+    third = tokens.verify(tokens.renew(second, max_age=3600) or "", purpose="session")
+    assert second["sid"] == third["sid"] == first["jti"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import pytest
@@ -13,13 +14,14 @@ from alembic import command
 from sqlalchemy import select
 
 from bastion.bus import ChangeEvent, MemoryBus
-from bastion.errors import InvalidGrant
+from bastion.errors import InvalidGrant, Unavailable
 from bastion.identity.tokens import hash_token
 from bastion.oauth.provider import CodeRecord, Grant
 from bastion.store.db import Database, _alembic_config
 from bastion.store.models import OAuthFamily, OAuthToken, SpentId
 from bastion.store.repos import servers, tokens
 from bastion.store.repos.oauth import SqlOAuthStore, hold_live_family
+from bastion.store.repos.spent import is_spent, spend
 from bastion.store.tenancy import SYSTEM
 
 pytestmark = pytest.mark.anyio
@@ -353,3 +355,15 @@ async def test_an_assertion_is_used_once_across_replicas_even_in_its_leeway_and_
         assert kept == {"n" * 64, "x" * 64}
     finally:
         await other.close()
+
+
+async def test_a_store_that_does_not_answer_is_unavailable_with_nothing_marked(tmp_path: Path) -> None:
+    """Not a 500, and not a guess: whether a session was signed out, or an assertion used, is 503."""
+    down = Database(f"sqlite+aiosqlite:///{tmp_path}/missing-dir/nope.db")  # cannot be opened
+    try:
+        with pytest.raises(Unavailable):
+            await is_spent(down, "k" * 64)
+        with pytest.raises(Unavailable):
+            await spend(down, "k" * 64, time.time() + 60, time.time())
+    finally:
+        await down.close()

@@ -128,3 +128,19 @@ def test_processes_creating_the_key_file_at_once_all_end_up_with_the_same_key(tm
     kids = {run.communicate(timeout=60)[0].strip() for run in runs}
     assert len(kids) == 1 and kids == {KeyFile(path).load().current.kid}
     assert [p.name for p in path.parent.iterdir()] == ["master.json"]  # no temporary file left
+
+
+def test_on_a_filesystem_without_hard_links_the_key_file_is_still_created_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SMB shares and some FUSE mounts refuse `link`: the file is then created in place, only if absent."""
+
+    def no_links(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "master.json"
+    created = KeyFile(path).load(create=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert KeyFile(path).load(create=True).current.kid == created.current.kid  # not made twice
+    assert [p.name for p in tmp_path.iterdir()] == ["master.json"]

@@ -155,6 +155,7 @@ class Governance:
     async def delete_team(self, actor: Actor, team_ref: str) -> None:
         async with self._db.session(actor.scope) as session:
             team = await teams.get(session, team_ref)
+            await _check_members_change(session, actor, set(await teams.members_of(session, team.id)), set())
             await session.delete(team)
             await bump_epoch(session)
         await self._changed(team_ref)

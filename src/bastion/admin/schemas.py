@@ -388,6 +388,11 @@ class UserIn(StrictIn):
 class UserPatch(StrictIn):
     roles: list[Name] | None = Field(None, max_length=50)
     teams: list[Name] | None = Field(None, max_length=100)
+    is_admin: Literal[False] | None = Field(
+        None,
+        description="false: take the first administrator's platform-admin flag, which holds whatever roles "
+        "are set (only a platform administrator may, and never from the last one)",
+    )
 
 
 class UserOut(BaseModel):

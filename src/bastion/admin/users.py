@@ -166,12 +166,21 @@ class Users:
         """Replace a user's roles and/or teams: in force on the next request, on every replica."""
         async with self._db.session(actor.scope) as session:
             user = await _get(session, user_id)
+            held = effective_roles(user)  # the first administrator's flag counts as platform-admin
             if data.roles is not None:
-                held = effective_roles(user)  # the first administrator's flag counts as platform-admin
-                user.roles = await check_roles(session, actor, data.roles, replacing=held)
-                if PLATFORM_ADMIN in held and PLATFORM_ADMIN not in user.roles:
-                    await self._check_another_platform_admin(user.id)
-                    user.is_admin = False  # the flag is the role: taking one takes the other (it stayed)
+                # The flag holds whatever roles are set (the console's form shows roles only), so
+                # leaving platform-admin out takes it only from someone who holds it as a role.
+                user.roles = await check_roles(session, actor, data.roles, replacing=user.roles)
+            if data.is_admin is False and user.is_admin:
+                if not actor.may("tenants:manage"):
+                    raise Forbidden("only a platform administrator may take platform-admin")
+                user.is_admin = False
+            if PLATFORM_ADMIN in held and PLATFORM_ADMIN not in effective_roles(user):
+                # Writers of this check wait for each other here (the epoch's row lock; SQLite's
+                # single writer): two administrators taking each other's role at once cannot
+                # both find the other still one.
+                await bump_epoch(session)
+                await self._check_another_platform_admin(user.id)
             if data.teams is not None:
                 team_ids = await teams.resolve(session, data.teams)
                 if set(team_ids) != set(await teams.teams_of(session, user.id)):

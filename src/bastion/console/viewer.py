@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from bastion.admin.actor import Actor
 from bastion.audit.sink import note
 from bastion.catalog.holder import SnapshotHolder
-from bastion.errors import BastionError, Forbidden, Unauthenticated
+from bastion.errors import BastionError, Forbidden, Unauthenticated, Unavailable
 from bastion.governance.access import Member
 from bastion.identity.tokens import same_secret
 from bastion.web.authserver import AuthServer
@@ -53,6 +53,8 @@ async def current_viewer(request: Request) -> Viewer:
     auth: AuthServer = request.app.state.auth
     try:
         claims = await session_claims(request, auth)
+    except Unavailable:
+        raise  # the store cannot say whether the session was signed out: 503, not a sign-in page
     except BastionError:
         raise SignInNeeded("sign in to use the console") from None
     holder: SnapshotHolder = request.app.state.holder

@@ -76,6 +76,9 @@ class SessionTokens:
         if now - claims["iat"] < self._ttl / 2 or now + self._ttl > began + max_age:
             return None
         extra = {name: value for name, value in claims.items() if name not in _REGISTERED}
+        # A session from before session ids: its first token's jti names it from here on, so a
+        # sign-out (and its CSRF token) covers every renewal of it.
+        extra.setdefault("sid", claims["jti"])
         return self.issue(claims["sub"], purpose=claims["purpose"], extra={**extra, "auth_time": began})
 
     def verify(self, token: str, *, purpose: str) -> dict[str, Any]:

@@ -18,7 +18,10 @@ import hashlib
 import json
 import os
 import secrets
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from bastion.vault.envelope import MasterKey, MasterKeys, VaultError
 
@@ -62,12 +65,23 @@ class KeyFile:
             first = MasterKey.generate()
             self._write(first.kid, [first], exclusive=True)
         try:
-            document = json.loads(self.path.read_text(encoding="utf-8"))
+            document = self._read()
             entries = [MasterKey(str(e["kid"]), _decode(str(e["key"]), str(self.path))) for e in document["keys"]]
             current = next(k for k in entries if k.kid == document["current"])
         except (OSError, ValueError, KeyError, TypeError, StopIteration):
             raise VaultError(f"master key file {self.path} is unreadable or malformed") from None
         return MasterKeys(current, entries)
+
+    def _read(self) -> Any:
+        # A file another process is creating in place (`_create_in_place`) may be read short once.
+        for attempt in range(20):
+            try:
+                return json.loads(self.path.read_text(encoding="utf-8"))
+            except ValueError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
+        return None
 
     def rotate(self) -> MasterKey:
         """Add a fresh key and make it current; every older key stays (old secrets still open)."""
@@ -76,6 +90,18 @@ class KeyFile:
         local = [k for k in keys.kids.values() if isinstance(k, MasterKey)]  # a key file holds only these
         self._write(fresh.kid, [*local, fresh])
         return fresh
+
+    def _create_in_place(self, document: Mapping[str, object]) -> None:
+        """Create the file only if absent, written in place (a reader meanwhile may find it short:
+        `load` reads again then)."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def _write(self, current: str, keys: list[MasterKey], *, exclusive: bool = False) -> None:
         """Write the key file whole, atomically. `exclusive` (its creation): only if there is none
@@ -96,6 +122,8 @@ class KeyFile:
                     os.link(temporary, self.path)  # atomic, and refused when the file exists
                 except FileExistsError:
                     pass  # made by another process meanwhile: `load` reads that one
+                except OSError:  # a filesystem without hard links (SMB, some FUSE mounts)
+                    self._create_in_place(document)
             else:
                 os.replace(temporary, self.path)  # atomic: a crash leaves the old file or the new, never half
         finally:

@@ -142,6 +142,8 @@ async def start(origin_id: str, ticket: str, request: Request, auth: Auth) -> Re
         _oauth_origin(auth, origin_id)
         try:
             session = await session_claims(request, auth)
+        except Unavailable:
+            raise  # the store cannot say whether the session was signed out: the error page's 503
         except BastionError:  # not signed in here (or the cookie did not travel): sign in first
             return render("connect_signin.html", origin_id=origin_id, ticket=ticket, error=None)
         if session["sub"] != claims["sub"]:

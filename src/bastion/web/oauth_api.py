@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from bastion.audit.sink import note
-from bastion.errors import AccountLocked, BadRequest, BastionError, InvalidClient, TooManyRequests
+from bastion.errors import AccountLocked, BadRequest, BastionError, InvalidClient, TooManyRequests, Unavailable
 from bastion.oauth.assertion import ID_JAG_PROFILE
 from bastion.oauth.metadata import authorization_server_metadata, protected_resource_metadata
 from bastion.web.deps import Auth, limit, single_values
@@ -30,7 +30,7 @@ def oauth_error(error: BastionError) -> JSONResponse:
     headers = dict(_NO_STORE)
     if isinstance(error, InvalidClient):
         headers["www-authenticate"] = 'Basic realm="bastion"'  # RFC 6749 §5.2 (401 invalid_client)
-    if isinstance(error, TooManyRequests | AccountLocked):
+    if isinstance(error, TooManyRequests | AccountLocked | Unavailable):
         headers["retry-after"] = str(error.retry_after)
     body = {"error": error.oauth_error, "error_description": error.message}
     return JSONResponse(body, status_code=error.http_status, headers=headers)
@@ -42,16 +42,20 @@ async def _form(request: Request) -> dict[str, str]:
     return single_values((await request.form()).multi_items())
 
 
-async def _guarded(work: Callable[[], Awaitable[Response]], request: Request, route: str) -> Response:
+async def _guarded(
+    work: Callable[[], Awaitable[Response]], request: Request, route: str, *, current: bool = True
+) -> Response:
     """Rate-limit per client address, then run `work`, rendering any refusal as RFC 6749 §5.2.
 
     `work` decides from a snapshot no older than the shared epoch (which servers exist and are
     published, who may reach them): a change committed on another replica binds the next request
     here, as on the MCP endpoint, not only once its event arrives (Unavailable, 503, when the epoch
-    cannot be read)."""
+    cannot be read). `current=False` for revocation, which reads no snapshot and only takes power
+    away: an outage of the shared epoch must not keep a token alive."""
     try:
         await limit(request, route)
-        await request.app.state.auth.holder.checked()
+        if current:
+            await request.app.state.auth.holder.checked()
         return await work()
     except BastionError as error:
         note(request.scope, reason=error.message)
@@ -102,7 +106,7 @@ async def revoke(request: Request, auth: Auth) -> Response:
         await auth.revoker.revoke(await _form(request), request.headers.get("authorization"))
         return Response(status_code=200)  # RFC 7009 §2.2: the content is ignored by the client
 
-    return await _guarded(work, request, "token")
+    return await _guarded(work, request, "token", current=False)
 
 
 @router.post("/oauth/introspect")

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from bastion.audit.sink import note
-from bastion.errors import BastionError, Forbidden, Unauthenticated
+from bastion.errors import BastionError, Forbidden, Unauthenticated, Unavailable
 from bastion.identity.tokens import same_secret, spent_key
 from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.store.repos.spent import is_spent, spend
@@ -129,7 +129,11 @@ async def end_session(response: Response, auth: AuthServer, claims: Mapping[str,
 @router.get("/session")
 async def whoami(request: Request, auth: Auth) -> JSONResponse:
     claims = await session_claims(request, auth)
-    return JSONResponse({"user_id": claims["sub"], "username": claims.get("name"), "expires_at": claims["exp"]})
+    member = auth.holder.current.members.get(claims["sub"])
+    if member is None:  # removed, disabled or moved since signing in
+        raise Unauthenticated("this account is no longer active here; sign in again")
+    # The name as it is now: the session's claim is the one it began with.
+    return JSONResponse({"user_id": claims["sub"], "username": member.username, "expires_at": claims["exp"]})
 
 
 @router.get("/consents")
@@ -155,6 +159,8 @@ async def withdraw(consent_id: str, request: Request, auth: Auth) -> Response:
 async def sign_out(request: Request, auth: Auth) -> Response:
     try:
         claims: dict[str, Any] | None = await session_claims(request, auth)
+    except Unavailable:
+        raise  # the session could not be ended: 503, so the browser does not take it for done
     except BastionError:  # no live session: there is only the cookie to drop
         claims = None
     response = Response(status_code=204)

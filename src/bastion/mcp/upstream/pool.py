@@ -81,7 +81,7 @@ class OriginPool:
 
         async def close_later() -> None:
             try:
-                await anyio.sleep(self._timeout)
+                await anyio.sleep(getattr(client, "timeout", self._timeout))  # the origin's own, if set
             finally:
                 if client in self._retiring:  # not closed by the pool's own `aclose` meanwhile
                     self._retiring.discard(client)

@@ -73,6 +73,7 @@ class RpcCore:
         self.param_headers: Mapping[str, ParamHeaders] = {}
         self.capabilities: dict[str, Any] = {}
         self._notify = notify
+        self._closed = False  # `aclose` was called: never connects again
         self._next_id = 0
         self._pending: dict[int, _Pending] = {}
         self._sinks: dict[int, ProgressSink] = {}
@@ -101,7 +102,9 @@ class RpcCore:
         return await self._call(method, params, progress, capabilities, on_behalf, repeatable)
 
     async def aclose(self) -> None:
-        self._ready = False
+        """Close for good: a caller still holding this client (the pool replaced or dropped it) gets
+        a clear error on its next call instead of a new connection nobody would ever close."""
+        self._ready, self._closed = False, True
         self._fail_all("was closed by Bastion")
         await self._disconnect()
 
@@ -112,8 +115,9 @@ class RpcCore:
     async def _disconnect(self) -> None:
         raise NotImplementedError
 
-    async def _abandon(self) -> None:
-        """A connection whose handshake failed: disconnect (a subclass may count it as a failure)."""
+    async def _abandon(self, *, failed: bool) -> None:
+        """A connection whose handshake did not complete: disconnect. `failed`: the origin failed it
+        (not a caller that gave up), which a subclass may count against the origin."""
         await self._disconnect()
 
     async def _send_request(self, message: dict[str, Any]) -> None:
@@ -133,14 +137,16 @@ class RpcCore:
         async with self._connect_lock:
             if self._ready:
                 return
+            if self._closed:
+                raise UpstreamUnavailable(f"origin {self.spec.name!r}: its connection was closed; retry the call")
             await self._connect()
             try:
                 await self._handshake()
-            except BaseException:
+            except BaseException as exc:
                 # A half-open connection (a started process, an open pool) must not linger:
                 # the next call starts from scratch.
                 with anyio.CancelScope(shield=True):
-                    await self._abandon()
+                    await self._abandon(failed=not isinstance(exc, anyio.get_cancelled_exc_class()))
                 raise
             self._ready = True
 

@@ -36,6 +36,8 @@ _ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 _STABLE_AFTER_SECONDS = 30.0
 _MAX_BACKOFF_SECONDS = 10.0
 _STDERR_LINE = 65536  # a longer line of the origin's log is cut there, and reading goes on
+_TERM = int(signal.SIGTERM)
+_KILL = int(getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows has no SIGKILL
 
 
 class StdioOriginClient(RpcCore):
@@ -94,14 +96,16 @@ class StdioOriginClient(RpcCore):
             return
         with anyio.CancelScope(shield=True):
             if process.returncode is None:
-                _signal(process, signal.SIGTERM)
+                _signal(process, _TERM)
                 with anyio.move_on_after(2):
                     await process.wait()
-            _signal(process, signal.SIGKILL)  # what it started, and it if it did not stop
+            _signal(process, _KILL)  # what it started, and it if it did not stop
             await process.aclose()  # reaps it and closes its pipes
 
-    async def _abandon(self) -> None:
-        if self._process is not None:  # still running: it failed the handshake, which counts as a crash
+    async def _abandon(self, *, failed: bool) -> None:
+        # Still running and it failed the handshake: that counts as a crash (a caller giving up
+        # during a slow start does not).
+        if failed and self._process is not None:
             self._failures += 1
         await self._disconnect()
 
@@ -148,7 +152,7 @@ class StdioOriginClient(RpcCore):
         lived = time.monotonic() - self._started_at
         self._failures = 0 if lived > _STABLE_AFTER_SECONDS else self._failures + 1
         with anyio.CancelScope(shield=True):
-            _signal(process, signal.SIGKILL)  # it, if it still runs, and whatever it started
+            _signal(process, _KILL)  # it, if it still runs, and whatever it started
             await process.aclose()  # reaps it and closes its pipes: a survivor reading stdin sees the end
         log.warning("origin_process_died", origin=self.spec.name, returncode=process.returncode, reason=reason)
         self._fail_all(f"{reason} (exit code {process.returncode})")
@@ -174,8 +178,12 @@ class StdioOriginClient(RpcCore):
 
 
 def _signal(process: Process, number: int) -> None:
-    """Signal the process's group (it leads one: see `_connect`); nothing if it is gone."""
+    """Signal the process's group (it leads one: see `_connect`); nothing if it is gone. Where
+    there are no process groups (Windows), the process alone."""
     try:
-        os.killpg(process.pid, number)
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, number)
+        elif process.returncode is None:
+            process.kill() if number == _KILL else process.terminate()
     except (ProcessLookupError, PermissionError):
         pass

@@ -58,5 +58,9 @@ async def spend(db: Database, key: str, expires_at: float, now: float) -> bool:
 
 
 async def is_spent(db: Database, key: str) -> bool:
-    async with db.session(SYSTEM) as session:
-        return await session.scalar(select(SpentId.key).where(SpentId.key == key)) is not None
+    """Whether `key` is spent; Unavailable (503) when the store does not answer: never a guess."""
+    try:
+        async with db.session(SYSTEM) as session:
+            return await session.scalar(select(SpentId.key).where(SpentId.key == key)) is not None
+    except SQLAlchemyError as exc:
+        raise Unavailable("the store did not answer whether this session was signed out; retry shortly") from exc
