@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +318,19 @@ def test_a_client_that_takes_only_an_event_stream_gets_its_replies_as_events(gw:
     for takes_json in ("application/json, text/event-stream", "*/*", "application/json"):
         answer = post(gw, listing, token, **session, accept=takes_json)
         assert answer.headers["content-type"] == "application/json" and answer.json()["id"] == 2, takes_json
+
+
+def test_a_request_id_still_in_use_in_the_session_is_refused(gw: Bastion, token: str) -> None:
+    """A second request under the id of one still running would take its place (its cancellation, its
+    end): refused with -32600, and the first still answers."""
+    session = open_session(gw, token)
+    headers = {"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+    slow = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "slow_count", "arguments": {"n": 20}}}
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(post, gw, slow, token, **headers)
+        time.sleep(0.3)  # the first call is under way (a second of counting)
+        again = post(gw, {**slow, "params": {"name": "list_stock", "arguments": {}}}, token, **headers)
+        assert again.status_code == 400, again.text
+        assert again.json()["error"]["code"] == -32600 and "already in use" in again.json()["error"]["message"]
+        answered = first.result(timeout=30)
+    assert answered.status_code == 200 and '"result"' in answered.text

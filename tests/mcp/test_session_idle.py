@@ -98,3 +98,27 @@ async def test_a_new_session_is_kept_even_when_every_older_one_holds_a_stream() 
     for session, stream in [*listening, (newest, inbox)]:
         stream.close()
         store.close(session.id)
+
+
+async def test_a_session_with_a_call_under_way_outlives_the_idle_timeout() -> None:
+    """A call running (or a question waiting for its person) past the idle limit is not idleness:
+    freeing the session then cancelled it."""
+    store = SessionStore(idle_seconds=IDLE, lifetime_seconds=3600, ends=_NoEnds())
+    await store.start([os.urandom(32)])
+
+    def opened() -> str:
+        return store.create(server_id="s", token_id="t", protocol_version="2025-11-25", capabilities={}).id
+
+    busy = opened()
+    session = store.get(busy, server_id="s", token_id="t")
+    assert session is not None
+    with anyio.CancelScope() as call:
+        session.in_flight[1] = call  # what the transport does while it answers request 1
+        await anyio.sleep(IDLE * 2)
+        opened()  # each new session sweeps the idle ones
+        assert store.get(busy, server_id="s", token_id="t") is session
+        assert not call.cancel_called
+        del session.in_flight[1]
+    await anyio.sleep(IDLE * 2)
+    opened()
+    assert store.count() == 1  # idle once the call ended: freed like any other

@@ -111,6 +111,15 @@ def shout(kib: int) -> str:
 
 
 @server.tool()
+async def flood(count: int, ctx: Context) -> str:
+    """Report `count` progress messages of 4 KiB each, as fast as it can."""
+    text = "p" * 4096
+    for step in range(count):
+        await ctx.report_progress(step + 1, count, text)
+    return "flooded"
+
+
+@server.tool()
 def pid() -> int:
     """This process's id."""
     return os.getpid()

@@ -125,7 +125,10 @@ class Session:
         return self.outbox is not None and self.outbox.statistics().open_receive_streams > 0
 
     def idle(self, now: float, limit: float) -> bool:
-        return not self.streaming and now - self.last_seen > limit
+        """Nothing under way (no stream, no call, no question waiting for the client) for `limit`
+        seconds. A call running longer than the limit (or a person taking that long to answer)
+        is not idleness: closing the session then cancelled it."""
+        return self.holds_nothing and now - self.last_seen > limit
 
     @property
     def holds_nothing(self) -> bool:

@@ -237,6 +237,10 @@ class McpEndpoint:
             await send_bytes(send, 202, b"")
             return
         request = parse_request(message)
+        if request.id in session.in_flight:
+            # JSON-RPC ids are unique per session while in use: a second one took the first's place
+            # (its cancellation, its end) and left the first unreachable.
+            raise BadRequest(f"request id {request.id!r} is already in use in this session: give each request its own")
         call = Call(server, snapshot, principal, modern=False, session_id=session.id)
         tracked = TrackedSend(send)
         with anyio.CancelScope() as cancel:
@@ -245,6 +249,7 @@ class McpEndpoint:
                 await self._answer(scope, receive, tracked, call, request, session)
             finally:
                 session.in_flight.pop(request.id, None)
+                session.last_seen = time.monotonic()  # idle from the end of its last call
         if cancel.cancelled_caught:
             # The client cancelled (or the session ended): it reads no answer, but the HTTP exchange
             # must end, whether or not its event stream had begun.

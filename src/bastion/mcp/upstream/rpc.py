@@ -43,6 +43,7 @@ log = structlog.get_logger(__name__)
 CLIENT_INFO = {"name": "bastion", "version": __version__}
 _CANCEL_NOTICE_SECONDS = 2.0
 _DISCOVER_SECONDS = 10.0
+_DELIVER_SECONDS = 1.0  # how long one caller's stream may hold the shared reader (see `_deliver`)
 LIST_CHANGED_FILTER = {"toolsListChanged": True, "promptsListChanged": True, "resourcesListChanged": True}
 
 
@@ -77,6 +78,7 @@ class RpcCore:
         self._next_id = 0
         self._pending: dict[int, _Pending] = {}
         self._sinks: dict[int, ProgressSink] = {}
+        self._stalled: set[ProgressSink] = set()  # callers whose stream stopped taking messages
         self._on_behalf: dict[int, OnBehalf] = {}  # request id → the user a call is made for
         self._once: set[int] = set()  # request ids that may change something: never sent twice
         self._ready = False
@@ -234,7 +236,9 @@ class RpcCore:
             raise
         finally:
             self._pending.pop(request_id, None)
-            self._sinks.pop(request_id, None)
+            sink = self._sinks.pop(request_id, None)
+            if sink is not None:
+                self._stalled.discard(sink)
             self._on_behalf.pop(request_id, None)
             self._once.discard(request_id)
         return self._outcome(method, pending.message)
@@ -305,6 +309,10 @@ class RpcCore:
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         if method == "notifications/progress":
             token = params.get("progressToken")
+            # On a call's own reply stream, progress is for that call only: an origin (or text it
+            # echoes) must not aim it at another caller's request by its token.
+            if reply_to is not None and token != reply_to:
+                token = None
             sink = self._sinks.get(token) if isinstance(token, int) else None
             if sink is not None:
                 await self._deliver(sink, method, params)
@@ -318,12 +326,21 @@ class RpcCore:
             log.debug("origin_notification_dropped", origin=self.spec.name, method=method)
 
     async def _deliver(self, sink: ProgressSink, method: str, params: dict[str, Any]) -> None:
-        # A sink writes to one caller's stream; that caller going away must not stop the
-        # reader that serves every other caller of this origin.
+        # A sink writes to one caller's stream; that caller going away, or not reading, must not
+        # stop the reader that serves every other caller of this origin (a client that stops
+        # reading fills its socket, and the write waits for it): a delivery gets a moment, and a
+        # caller that took longer gets no more of them.
+        if sink in self._stalled:
+            return
         try:
-            await sink(method, params)
+            with anyio.move_on_after(_DELIVER_SECONDS) as waited:
+                await sink(method, params)
         except Exception as exc:  # isolates one caller's failure from the shared connection
             log.info("notification_not_delivered", origin=self.spec.name, method=method, error=type(exc).__name__)
+            return
+        if waited.cancelled_caught:
+            self._stalled.add(sink)
+            log.info("notification_not_delivered", origin=self.spec.name, method=method, error="not reading")
 
     async def _answer_server_request(self, message: dict[str, Any]) -> None:
         if message["method"] == "ping":
