@@ -142,6 +142,20 @@ async def test_values_are_replaced_by_per_call_stand_ins_and_restored_in_the_res
     assert again.params is not None and again.params["arguments"]["note"] != stand_in  # not linkable across calls
 
 
+async def test_thousands_of_values_in_one_text_are_each_replaced_and_each_restored() -> None:
+    """Every finding of a long text, in place and in order (the text is rebuilt once, not per finding),
+    and stand-ins that share prefixes ("…1", "…11", "…111") each restored to its own original."""
+    stage = Anonymize()
+    people = [f"person{n}@example.com" for n in range(3000)]
+    ctx = context({"order_id": "A-1", "note": " ".join(people)}, policies={"anonymize": {"enabled": True}})
+    decision = await stage.on_request(ctx)
+    assert decision.params is not None
+    stand_ins = decision.params["arguments"]["note"].split(" ")
+    assert len(set(stand_ins)) == 3000 and not set(stand_ins) & set(people)
+    restored = await stage.on_response(ctx, _text(" ".join(reversed(stand_ins))))
+    assert restored.result is not None and restored.result["content"][0]["text"] == " ".join(reversed(people))
+
+
 async def test_stand_ins_are_not_dlp_findings() -> None:
     ctx = context({"order_id": "A-1", "note": "ann@example.com"}, policies={"anonymize": {"enabled": True}})
     decision = await Anonymize().on_request(ctx)

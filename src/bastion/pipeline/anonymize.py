@@ -9,13 +9,14 @@ gets a different stand-in in the next call, so an origin cannot link calls throu
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import AnonymizeSettings
 from bastion.pipeline.dlp_detectors import BASELINE, Detector, find_all
-from bastion.pipeline.texts import map_strings
+from bastion.pipeline.texts import map_strings, splice
 
 __all__ = ["Anonymize"]
 
@@ -53,15 +54,14 @@ class Anonymize(StageBase):
         if not table:
             return ALLOW
 
-        # Longest first: "anon_phone_x1" is a prefix of "anon_phone_x11".
-        ordered = sorted(table.items(), key=lambda pair: len(pair[0]), reverse=True)
+        # One pass over each text for every stand-in at once (one `replace` per stand-in took time
+        # quadratic in their number); longest first: "anon_phone_x1" is a prefix of "anon_phone_x11".
+        stand_ins = re.compile("|".join(re.escape(s) for s in sorted(table, key=len, reverse=True)))
 
         def restore(text: str) -> str:
             if "anon_" not in text:
                 return text
-            restored = text
-            for stand_in, original in ordered:
-                restored = restored.replace(stand_in, original)
+            restored = stand_ins.sub(lambda match: table[match.group(0)], text)
             return restored if restored != text else text
 
         changed = map_strings(result, restore)
@@ -76,15 +76,15 @@ def _replace(
     findings = find_all(text, detectors)
     if not findings:
         return text
-    out = text
-    for finding in reversed(findings):
+    changes = []
+    for finding in findings:  # sorted, disjoint (`find_all`)
         stand_in = given.get(finding.value)
         if stand_in is None:
             stand_in = _stand_in(finding.detector, len(given) + 1, salt)
             given[finding.value] = stand_in
             table[stand_in] = finding.value
-        out = out[: finding.start] + stand_in + out[finding.end :]
-    return out
+        changes.append((finding.start, finding.end, stand_in))
+    return splice(text, changes)
 
 
 def _stand_in(detector: str, number: int, salt: str) -> str:

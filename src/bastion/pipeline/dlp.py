@@ -16,7 +16,7 @@ from bastion.errors import PolicyDenied, UpstreamRejected
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import DlpAction, DlpSettings
 from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all
-from bastion.pipeline.texts import KEY_SUFFIX, map_strings, strings
+from bastion.pipeline.texts import KEY_SUFFIX, map_strings, splice, strings
 
 __all__ = ["Dlp", "apply"]
 
@@ -132,12 +132,12 @@ def apply(
     if acted & {"redact", "mask"}:
 
         def change(text: str) -> str:
-            spans = _findings(text, detectors, actions, known)
-            rewritten = text
-            for finding in reversed(spans):  # right to left: earlier offsets stay valid
+            changes = []
+            for finding in _findings(text, detectors, actions, known):  # sorted, disjoint (`find_all`)
                 replacement = _replacement(_action(actions, finding.detector), finding)
                 if replacement is not None:
-                    rewritten = rewritten[: finding.start] + replacement + rewritten[finding.end :]
+                    changes.append((finding.start, finding.end, replacement))
+            rewritten = splice(text, changes)
             return rewritten if rewritten != text else text
 
         summary = ", ".join(f"{n} {d}" for d, n in sorted(found.items()))

@@ -11,12 +11,12 @@ nested deeper than the walk goes is refused, never passed on unread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from bastion.errors import PolicyDenied
 
-__all__ = ["KEY_SUFFIX", "map_strings", "strings"]
+__all__ = ["KEY_SUFFIX", "map_strings", "splice", "strings"]
 
 _STRUCTURAL = frozenset({"type", "resultType", "role"})
 KEY_SUFFIX = " (a key)"  # ends the path `strings` gives a key read as text: the dict's, not the key's
@@ -72,3 +72,19 @@ def map_strings(value: Any, change: Callable[[str], str], depth: int = 0, *, arg
         items = [map_strings(inner, change, depth + 1, arguments=arguments) for inner in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
     return value
+
+
+def splice(text: str, changes: Iterable[tuple[int, int, str]]) -> str:
+    """`text` with each (start, end, replacement) span replaced; spans sorted by start and disjoint.
+    In one pass: rebuilding the whole string per span cost time quadratic in the number of findings
+    (800 kB of keys in a result: 4.8 s on the event loop)."""
+    pieces: list[str] = []
+    at = 0
+    for start, end, replacement in changes:
+        pieces.append(text[at:start])
+        pieces.append(replacement)
+        at = end
+    if not pieces:
+        return text
+    pieces.append(text[at:])
+    return "".join(pieces)
