@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -123,6 +124,17 @@ async def test_mask_keeps_the_last_four_characters_and_a_custom_detector_applies
     assert decision.result is not None
     text = decision.result["content"][0]["text"]
     assert text.endswith("1111 by [REDACTED:badge]") and "4111 1111" not in text
+
+
+async def test_a_custom_detector_runs_in_linear_time_whatever_its_pattern() -> None:
+    """A tenant's pattern that makes a backtracking engine take minutes over thirty characters (it
+    runs on the event loop every tenant shares) is matched by RE2 at once, with the same findings."""
+    policies = {"dlp": {"custom": [{"name": "exes", "pattern": r"(x+x+)+y"}], "request": {"exes": "block"}}}
+    hostile = context({"note": "x" * 30}, policies=policies)
+    plain = context({"note": "xxy"}, policies=policies)
+    with ThreadPoolExecutor(1) as pool:  # a backtracking engine would still be at it when this gives up
+        assert pool.submit(anyio.run, Dlp().on_request, hostile).result(timeout=10).action == "allow"
+    assert (await Dlp().on_request(plain)).action == "deny"  # the same pattern, matching where it should
 
 
 # --- anonymization -------------------------------------------------------------------------------

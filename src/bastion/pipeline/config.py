@@ -25,7 +25,7 @@ from limits import parse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bastion.errors import BadRequest
-from bastion.pipeline.dlp_detectors import BASELINE
+from bastion.pipeline.dlp_detectors import BASELINE, linear_pattern
 
 BASELINE_NAMES = frozenset(detector.name for detector in BASELINE)
 
@@ -90,15 +90,12 @@ class SchemaGuardSettings(_Settings):
 
 class CustomDetector(_Settings):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
-    pattern: str = Field(max_length=1000, description="A regular expression (Python syntax).")
+    pattern: str = Field(max_length=1000, description="A regular expression (RE2 syntax: matched in linear time).")
 
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"the pattern does not compile: {exc}") from None
+        linear_pattern(pattern)  # ValueError (a 422) for what RE2 does not take
         return pattern
 
 

@@ -7,7 +7,6 @@ written anywhere. Values the anonymizer put in place of the originals are not fi
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from bastion.errors import PolicyDenied, UpstreamRejected
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import DlpAction, DlpSettings
-from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all
+from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all, linear_pattern
 from bastion.pipeline.texts import KEY_SUFFIX, map_strings, splice, strings
 
 __all__ = ["Dlp", "apply"]
@@ -35,7 +34,7 @@ class Dlp(StageBase):
         cached = self._detectors.get(id(settings))
         if cached is not None and cached[0] is settings:
             return cached[1]
-        custom = tuple(RegexDetector(c.name, re.compile(c.pattern)) for c in settings.custom)
+        custom = tuple(RegexDetector(c.name, linear_pattern(c.pattern)) for c in settings.custom)
         plugged = tuple(self._plugins[name] for name in settings.plugins if name in self._plugins)
         built = (*BASELINE, *custom, *plugged)
         if len(self._detectors) > 1024:
