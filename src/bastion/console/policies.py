@@ -50,7 +50,7 @@ STAGES: dict[str, str] = {
     "dlp": "Data-loss prevention: per detector and direction (request: arguments, response: results) one of "
     "block, redact, mask, alert, off; '*' covers every detector not named. Extra regex detectors go in custom.",
     "inspect": "Checks results: over max_result_bytes withheld, prompt-injection markers recorded or blocked, "
-    "spotlight wraps text in untrusted-data delimiters.",
+    "spotlight wraps text in untrusted-data delimiters (a nonce per call).",
 }
 
 # What an operator types for each stage (each one valid: tests/console/test_policies_and_audit.py).
