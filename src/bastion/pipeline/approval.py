@@ -43,7 +43,10 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INPUT_KEY = "bastion.approval"  # Bastion's key among a 2026-07-28 call's inputRequests
 _STATE_PREFIX = "bastion1."
 _STATE_TTL_SECONDS = 600
-_ONCE = RateLimitItemPerMinute(1, _STATE_TTL_SECONDS // 60)  # a nonce's single use, remembered as long as it lives
+# A nonce's single use, remembered twice as long as a state lives: the state's expiry is the issuing
+# replica's clock, the memory's the checking one's (or Redis's); remembered only as long, a replica
+# whose clock runs behind the issuer's would take the same approval once more after it was forgotten.
+_ONCE = RateLimitItemPerMinute(1, 2 * _STATE_TTL_SECONDS // 60)
 _REMEMBERED_SESSIONS = 10_000  # once-per-session approvals kept (oldest forgotten first)
 _SCHEMA = {
     "type": "object",
