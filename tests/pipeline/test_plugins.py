@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bastion.errors import PolicyDenied
 from bastion.pipeline.chain import BUILTIN, Pipeline
 from bastion.pipeline.plugins import PluginError, load_detectors, load_stages
 from bastion.pipeline.rate_limit import RateLimit
@@ -51,6 +52,16 @@ async def test_an_installed_detector_is_used_where_a_policy_names_it(installed: 
     policies = {"dlp": {"plugins": ["employee_id"], "request": {"employee_id": "block", "*": "alert"}}}
     ctx = context({"order_id": "A-1", "note": "for E-123456"}, policies=policies)
     with pytest.raises(Exception, match="employee id"):
+        await pipeline.request(ctx)
+
+
+async def test_a_policy_naming_a_detector_this_replica_lacks_refuses_the_call() -> None:
+    """A typo, or a replica without the package: deciding without the detector would let through what
+    it is there to stop, so the call is refused, saying which detector is missing."""
+    pipeline = Pipeline(RateLimit(limiter_storage(None, "t", 1.0)), detectors={})
+    policies = {"dlp": {"plugins": ["employe_id"], "request": {"employe_id": "block"}}}
+    ctx = context({"order_id": "A-1", "note": "for E-123456"}, policies=policies)
+    with pytest.raises(PolicyDenied, match="employe_id are not installed here"):
         await pipeline.request(ctx)
 
 

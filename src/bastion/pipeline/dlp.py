@@ -34,8 +34,16 @@ class Dlp(StageBase):
         cached = self._detectors.get(id(settings))
         if cached is not None and cached[0] is settings:
             return cached[1]
+        missing = [name for name in settings.plugins if name not in self._plugins]
+        if missing:
+            # A policy relies on a detector this replica does not have (a typo, a replica without the
+            # package): deciding without it would let through what it exists to stop.
+            raise PolicyDenied(
+                f"data loss prevention: detector plugin(s) {', '.join(missing)} are not installed here; "
+                "nothing is decided without them"
+            )
         custom = tuple(RegexDetector(c.name, linear_pattern(c.pattern)) for c in settings.custom)
-        plugged = tuple(self._plugins[name] for name in settings.plugins if name in self._plugins)
+        plugged = tuple(self._plugins[name] for name in settings.plugins)
         built = (*BASELINE, *custom, *plugged)
         if len(self._detectors) > 1024:
             self._detectors.clear()
