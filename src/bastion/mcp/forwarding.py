@@ -249,9 +249,13 @@ async def _ask_all(ask: Asker, requests: dict[str, Any]) -> dict[str, Any]:
     for key, request in requests.items():
         reply = await ask(request["method"], request.get("params") or {})
         if "result" not in reply:
-            error = reply.get("error") or {}
-            code, said = int(error.get("code", mt.INTERNAL_ERROR)), str(error.get("message", "declined"))
-            raise UpstreamRejected(code, said, from_origin=False)  # the client's answer, not the origin's
+            # The client's answer, not the origin's, and in whatever shape it chose: an error that is
+            # no object, a code that is no integer, are a refusal all the same (not a broken stream).
+            error = reply.get("error")
+            error = error if isinstance(error, dict) else {}
+            code, said = error.get("code"), error.get("message")
+            code = code if isinstance(code, int) and not isinstance(code, bool) else mt.INTERNAL_ERROR
+            raise UpstreamRejected(code, said[:500] if isinstance(said, str) else "declined", from_origin=False)
         answers[key] = reply["result"]
     return answers
 

@@ -45,10 +45,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import mcp_types as mt
 import orjson
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from bastion.errors import UpstreamRejected
 from bastion.mcp.session_seal import Opened, SessionSeal
 
 __all__ = ["LISTEN_FILTER_KEYS", "SUBSCRIPTION_ID_META_KEY", "Session", "SessionEnds", "SessionStore"]
@@ -105,10 +107,14 @@ class Session:
         pending = self.asks[request_id] = _Ask()
         try:
             await emit(orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
-            with anyio.fail_after(ASK_TIMEOUT_SECONDS):
+            with anyio.move_on_after(ASK_TIMEOUT_SECONDS):
                 await pending.done.wait()
         finally:
             self.asks.pop(request_id, None)
+        if not pending.done.is_set():  # the call's answer says so (a TimeoutError broke its stream)
+            raise UpstreamRejected(
+                mt.REQUEST_TIMEOUT, f"no answer to {method} within {ASK_TIMEOUT_SECONDS:g} s", from_origin=False
+            )
         return pending.reply
 
     def answer(self, message: dict[str, Any]) -> None:

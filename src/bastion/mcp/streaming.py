@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import mcp_types as mt
 import orjson
+import structlog
 
 from bastion.errors import BastionError
 from bastion.http.asgi import Receive, Send
@@ -20,6 +21,8 @@ from bastion.mcp.methods import Call, Methods
 from bastion.mcp.sessions import Session
 
 __all__ = ["event_stream_only", "send_event", "serve_event_stream", "serve_streaming", "sse_event"]
+
+log = structlog.get_logger(__name__)
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
 _KEEPALIVE_SECONDS = 15.0
@@ -91,6 +94,9 @@ async def serve_streaming(
             final = result_message(request.id, await methods.dispatch(streaming, request.method, request.params or {}))
         except BastionError as error:
             final = error_message(request.id, error)
+        except Exception:  # the stream has begun: it still ends with an answer, not a cut connection
+            log.exception("mcp_stream_call_failed", method=request.method)
+            final = error_message(request.id, BastionError("Bastion failed to answer this request"))
         await send({"type": "http.response.body", "body": sse_event(final), "more_body": False})
         tasks.cancel_scope.cancel()
 
