@@ -34,3 +34,28 @@ async def test_epoch_poll_survives_a_store_outage_and_refreshes_once_the_store_i
         tasks.cancel_scope.cancel()
     assert reads >= 3
     assert holder.current.epoch == 7
+
+
+async def test_a_listener_that_fails_keeps_neither_the_next_from_the_change_nor_the_reload_from_ending() -> None:
+    """The listener that ends a revoked token's streams runs even when one before it fails (a store
+    read that timed out, say), and the request that caused the reload does not fail with it."""
+
+    async def read_epoch() -> int:
+        return 1
+
+    async def load() -> Snapshot:
+        return Snapshot(epoch=1, servers={}, origins={}, tokens={})
+
+    seen: list[int] = []
+
+    async def failing(_old: Snapshot, _new: Snapshot) -> None:
+        raise ConnectionResetError("the store went away mid-read")
+
+    async def notifier(_old: Snapshot, new: Snapshot) -> None:
+        seen.append(new.epoch)
+
+    holder = SnapshotHolder(load, read_epoch)
+    holder.on_change(failing)
+    holder.on_change(notifier)
+    await holder.refresh()
+    assert seen == [1] and holder.current.epoch == 1

@@ -95,8 +95,18 @@ class SnapshotHolder:
                 await self._shared.announce(new.epoch)
             except Unavailable:
                 pass  # the bus logged it; the next request's read refuses or reloads
+        # Each listener on its own: one that fails (a store read that timed out, an origin slow to
+        # close) must not keep the next from acting on the change (the one that ends a revoked
+        # token's streams among them), nor fail the request that happened to load it.
         for listener in self._listeners:
-            await listener(old, new)
+            try:
+                await listener(old, new)
+            except Exception as exc:
+                log.error(
+                    "snapshot_listener_failed",
+                    listener=getattr(listener, "__qualname__", "?"),
+                    error=type(exc).__name__,
+                )
 
     def _warn_ahead(self, shared: int, loaded: int) -> None:
         # Still correct (each request reloads from the store), only slow: say so once.
