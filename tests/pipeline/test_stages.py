@@ -388,6 +388,11 @@ async def test_a_secret_used_as_a_key_is_found_and_origin_text_outside_text_bloc
     result = {"content": [], "_meta": {"trace": AWS_KEY}, "isError": False}
     redacted = await Dlp().on_response(context(), result)
     assert redacted.result is not None and redacted.result["_meta"]["trace"] == "[REDACTED:aws_access_key]"
+    # Under a name MCP gives a fixed word ("type", "role"), what is no such word is read all the same.
+    disguised = {"content": [{"type": "text", "text": "ok"}], "_meta": {"type": AWS_KEY}}
+    found = await Dlp().on_response(context(), disguised)
+    assert found.result is not None and found.result["_meta"]["type"] == "[REDACTED:aws_access_key]", found
+    assert found.result["content"] == [{"type": "text", "text": "ok"}]
 
 
 async def test_an_origin_error_is_redacted_by_a_detector_left_on_under_a_wildcard_off() -> None:
