@@ -165,10 +165,22 @@ class Pipeline:
         return dict(checked["inputResponses"])
 
     def rejected(self, ctx: CallContext, error: UpstreamRejected) -> UpstreamRejected:
-        """The origin's own JSON-RPC error, screened by DLP before the client reads it."""
+        """The origin's own JSON-RPC error, screened by DLP before the client reads it, and by the
+        injection check as its notifications are (clients show tool errors to the model too): with
+        `injection: block`, one carrying instructions aimed at the model keeps its code only."""
         decision, screened = self._dlp.screen_error(ctx, error)
         if decision.action != "allow":
             _keep(ctx, "dlp", "response", decision)
+        verdict = instructions_in(ctx, {"message": screened.message, "data": screened.raw_data})
+        if verdict == "block":
+            _keep(ctx, "inspect", "response", Decision.alert("origin error withheld: instructions aimed at the model"))
+            return UpstreamRejected(
+                screened.code, "the origin's error was withheld: it held instructions aimed at the model"
+            )
+        if verdict == "alert":
+            _keep(
+                ctx, "inspect", "response", Decision.alert("origin error relayed with instructions aimed at the model")
+            )
         return screened
 
     async def response(self, ctx: CallContext, result: dict[str, Any]) -> dict[str, Any]:
