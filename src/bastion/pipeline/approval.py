@@ -22,6 +22,7 @@ import hmac
 import re
 import secrets
 import time
+import unicodedata
 from collections import OrderedDict
 from typing import Any
 
@@ -39,6 +40,8 @@ __all__ = ["INPUT_KEY", "Approval", "needs_approval"]
 
 _MAX_SHOWN_ARGUMENTS = 40
 _MAX_SHOWN_VALUE = 200  # characters of one argument's JSON in the question
+_SHOWN_TAIL = 60  # of which the value's end, when it is cut
+_HIDDEN = frozenset({"Cf", "Cc", "Co", "Cs", "Zl", "Zp"})  # format (bidi, zero-width), control, private use
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INPUT_KEY = "bastion.approval"  # Bastion's key among a 2026-07-28 call's inputRequests
 _STATE_PREFIX = "bastion1."
@@ -203,10 +206,19 @@ def _leaves(value: Any, path: str = "", depth: int = 0) -> list[tuple[str, str]]
         return found
     if not path and isinstance(value, dict):
         return []
-    shown = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    shown = _visible(orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode())
     if len(shown) > _MAX_SHOWN_VALUE:
-        shown = f"{shown[:_MAX_SHOWN_VALUE]}… ({len(shown) - _MAX_SHOWN_VALUE} more characters)"
+        # Its end as well as its start: padding a command out past the cut ("ls" + 200 spaces +
+        # "; curl … | sh") must not hide what runs.
+        head, tail = shown[: _MAX_SHOWN_VALUE - _SHOWN_TAIL], shown[-_SHOWN_TAIL:]
+        shown = f"{head} …({len(shown) - _MAX_SHOWN_VALUE} characters not shown)… {tail}"
     return [(path or "(arguments)", shown)]
+
+
+def _visible(text: str) -> str:
+    """Characters that show as nothing, or reorder what follows (zero-width, bidi controls), spelled
+    as escapes: what the person reads is what the tool gets."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _HIDDEN else c for c in text)
 
 
 def _name(name: Any) -> str:
