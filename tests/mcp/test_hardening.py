@@ -197,6 +197,19 @@ def test_protocol_version_header_must_match_the_session(gw: Bastion, token: str)
     assert wrong.status_code == 400
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_protocol_version_spoken_nowhere_is_400_on_any_method_and_2026_on_get_or_delete_is_405(
+    gw: Bastion, token: str, method: str
+) -> None:
+    session = open_session(gw, token)
+    base = {**ACCEPT, "authorization": f"Bearer {token}", "mcp-session-id": session}
+    for unknown in ("foo", "1900-01-01"):
+        answer = gw.http.request(method, "/servers/hard/mcp", headers={**base, "mcp-protocol-version": unknown})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == -32022, (unknown, answer.text)
+    modern = gw.http.request(method, "/servers/hard/mcp", headers={**base, "mcp-protocol-version": "2026-07-28"})
+    assert modern.status_code == 405 and modern.headers["allow"] == "POST"
+
+
 def _modern(method: str, params: dict[str, Any], version: str = "2026-07-28") -> dict[str, Any]:
     meta = {"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}}
     return {"jsonrpc": "2.0", "id": 9, "method": method, "params": {**params, "_meta": meta}}

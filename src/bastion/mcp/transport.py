@@ -20,7 +20,12 @@ import mcp_types as mt
 import orjson
 import structlog
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, unsupported_protocol_version_rejection
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
+from mcp_types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    LATEST_MODERN_VERSION,
+    MODERN_PROTOCOL_VERSIONS,
+)
 from pydantic import ValidationError
 
 from bastion.audit.chain import AuditRecord
@@ -146,7 +151,11 @@ class McpEndpoint:
                 await gate.count(principal, recorder)  # the quota, once the use is otherwise allowed
             self._metrics.stage("authorize", time.perf_counter() - authenticated)
             method = scope["method"]
-            if method != "POST" and is_modern(header(scope, b"mcp-protocol-version")):
+            version = header(scope, b"mcp-protocol-version") if method != "POST" else None
+            if version is not None and is_modern(version):
+                if version not in MODERN_PROTOCOL_VERSIONS:  # not one spoken here at all: 400, not 405
+                    supported = ", ".join((*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS))
+                    raise UnsupportedProtocolVersion(f"MCP-Protocol-Version {version} is not supported ({supported})")
                 # 2026-07-28 has no session stream and nothing to delete: POST only.
                 raise MethodNotAllowed("the 2026-07-28 revision takes POST only", allow="POST")
             if method == "POST":
