@@ -122,3 +122,48 @@ async def test_a_stream_ends_when_the_token_that_opened_it_expires() -> None:
         store.close(session.id)
     assert sent[0]["status"] == 200
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def _team_server(published: bool = True) -> Snapshot:
+    from bastion.catalog.snapshot import ServerView
+    from bastion.governance.access import Placement
+
+    placement = Placement("default", visibility="team", team_ids=frozenset({"finance"}))
+    return Snapshot(
+        epoch=1,
+        servers={"books": ServerView("s", "books", "Books", "", published, placement=placement)},
+        origins={},
+        tokens={},
+    )
+
+
+async def test_the_sessions_of_people_who_no_longer_see_their_server_end() -> None:
+    """A team server's members keep their streams; one who left the team (or was removed) does not,
+    as for an unpublished server. An API token's session also ends when its token no longer reaches it."""
+    from bastion.governance.access import Member
+    from bastion.governance.permissions import Grants
+
+    def member(user_id: str, *teams: str) -> Member:
+        return Member(user_id, "default", Grants.of_roles(["member"], {}), team_ids=frozenset(teams))
+
+    def api_token(token_id: str, user_id: str, reaches: str) -> Principal:
+        return Principal(
+            token_id=token_id, user_id=user_id, username=user_id, is_admin=False,
+            scopes=frozenset({"mcp"}), server_ids=frozenset({reaches}), expires_at=time.time() + 60,
+        )  # fmt: skip
+
+    store = SessionStore(idle_seconds=60, lifetime_seconds=3600, ends=_NoEnds())
+    await store.start([os.urandom(32)])
+    owners = ["user:ann:client:c1", "user:bob:client:c1", "user:gone:client:c1", "tok-cy", "tok-dee"]
+    sessions = [store.create(server_id="s", token_id=o, protocol_version="2025-11-25", capabilities={}) for o in owners]
+    inboxes = [session.open_stream() for session in sessions]
+    old = _team_server()
+    new = _team_server()
+    new.members.update({"ann": member("ann", "finance"), "bob": member("bob"), "cy": member("cy", "finance")})
+    new.members["dee"] = member("dee", "finance")
+    new.tokens.update({"h1": api_token("tok-cy", "cy", "s"), "h2": api_token("tok-dee", "dee", "elsewhere")})
+    await ChangeNotifier(store).on_snapshot(old, new)
+    assert [_ended(inbox) for inbox in inboxes] == [False, True, True, False, True]
+    for session, inbox in zip(sessions, inboxes, strict=True):
+        store.close(session.id)
+        inbox.close()

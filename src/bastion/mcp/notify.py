@@ -3,8 +3,10 @@
 Lists that differ produce `notifications/*/list_changed` on the sessions' GET
 streams; sessions whose server went away (or was unpublished) or whose API
 token was revoked are closed, and so are the streams opened with an OAuth access
-token that is no longer live (revoked: every revocation is a new snapshot), so
-nothing keeps running on withdrawn access.
+token that is no longer live (revoked: every revocation is a new snapshot), and
+the sessions of people who no longer see their server (made private, a team
+left, removed) or whose API token no longer reaches it, so nothing keeps running
+on withdrawn access.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import structlog
 
 from bastion.catalog.snapshot import ServerView, Snapshot
+from bastion.identity.principal import Principal
 from bastion.mcp.sessions import SessionStore
 
 __all__ = ["ChangeNotifier", "LiveTokens"]
@@ -44,6 +47,20 @@ _LISTS: tuple[tuple[str, Callable[[ServerView], list[dict[str, Any]]]], ...] = (
 )
 
 
+def _still_sees(snapshot: Snapshot, view: ServerView, owner: str, by_token: dict[str, Principal]) -> bool:
+    """Whether the session's owner (`Principal.session_owner`) may still use `view`: an OAuth
+    session's person sees it; an API token's person sees it and the token still reaches it. A token
+    gone from the snapshot is revocation's to end (`drop_token`)."""
+    if owner.startswith("user:"):
+        member = snapshot.members.get(owner.removeprefix("user:").split(":client:", 1)[0])
+        return member is not None and member.sees(view.placement)
+    principal = by_token.get(owner)
+    if principal is None:
+        return True
+    member = snapshot.members.get(principal.user_id)
+    return member is not None and member.sees(view.placement) and principal.may_reach(view.id)
+
+
 class ChangeNotifier:
     def __init__(self, sessions: SessionStore, live_tokens: LiveTokens | None = None) -> None:
         self._sessions = sessions
@@ -62,6 +79,15 @@ class ChangeNotifier:
                     self._sessions.close(session.id)
             else:
                 self._announce(view, current)
+        self._end_unseen(new)
+
+    def _end_unseen(self, new: Snapshot) -> None:
+        servers = {view.id: view for view in new.servers.values() if view.published}
+        by_token = {principal.token_id: principal for principal in new.tokens.values()}
+        for session in self._sessions.all():
+            view = servers.get(session.server_id)
+            if view is not None and not _still_sees(new, view, session.token_id, by_token):
+                self._sessions.close(session.id)
 
     def _announce(self, old: ServerView, new: ServerView) -> None:
         changed = [method for method, items in _LISTS if items(old) != items(new)]

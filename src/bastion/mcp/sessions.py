@@ -293,6 +293,10 @@ class SessionStore:
     def of_server(self, server_id: str) -> list[Session]:
         return [s for s in self._sessions.values() if s.server_id == server_id]
 
+    def all(self) -> list[Session]:
+        """This replica's sessions (a copy: closing one while going through them is safe)."""
+        return list(self._sessions.values())
+
     def oauth_streams(self) -> dict[str, list[Session]]:
         """The open streams opened with an OAuth access token, by that token's id."""
         held: dict[str, list[Session]] = {}
