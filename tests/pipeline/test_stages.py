@@ -453,6 +453,23 @@ async def test_a_card_number_sent_as_a_json_number_is_found_like_its_text() -> N
     assert shown.result["structuredContent"] == {"card": "[REDACTED:payment_card]", "qty": 3}
 
 
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        AWS_KEY[:8] + "\u200b" + AWS_KEY[8:],  # a zero-width space inside the key
+        "".join(chr(ord(c) + 0xFEE0) for c in AWS_KEY),  # fullwidth letters and digits
+        f"{AWS_KEY} and {AWS_KEY[:4]}\u2060{AWS_KEY[4:]}",  # a visible key beside a hidden one
+    ],
+)
+async def test_a_value_hidden_by_unicode_is_found_and_refused_where_it_cannot_be_cut_out(disguised: str) -> None:
+    """Read as a person (or a model) reads it: hidden characters out, lookalikes folded. No span of the
+    text as sent is the value, so where the rule would redact it the result is withheld instead."""
+    sent = await Dlp().on_request(context({"order_id": "A-1", "note": disguised}))
+    assert sent.action == "deny" and "aws access key" in sent.reason
+    shown = await Dlp().on_response(context(), _text(disguised))
+    assert shown.action == "deny", shown  # cloud keys are redacted in results: here, withheld
+
+
 async def test_a_key_is_never_rewritten_what_would_redact_it_refuses_the_call() -> None:
     policies = {"dlp": {"request": {"email": "redact"}}}
     arguments = {"to": {"ann@example.com": 1, "bob@example.com": 2}, "note": "mail ann@example.com"}

@@ -7,6 +7,7 @@ written anywhere. Values the anonymizer put in place of the originals are not fi
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from bastion.errors import PolicyDenied, UpstreamRejected
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import DlpAction, DlpSettings
 from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all, linear_pattern
+from bastion.pipeline.injection import strip_hidden
 from bastion.pipeline.texts import KEY_SUFFIX, map_strings, splice, strings
 
 __all__ = ["Dlp", "apply"]
@@ -117,7 +119,8 @@ def apply(
     acted: set[str] = set()
     for where, text in strings(value, arguments=arguments):
         key = where.endswith(KEY_SUFFIX)
-        for finding in _findings(text, detectors, actions, known, cached=key):
+        findings = _findings(text, detectors, actions, known, cached=key)
+        for finding in findings:
             action = _action(actions, finding.detector)
             if action in ("redact", "mask") and key:
                 action = "block"  # a key is never rewritten (two could become one): what needs it is refused
@@ -125,6 +128,17 @@ def apply(
             acted.add(action)
             if action == "block":
                 blocked.append((finding.detector, where))
+        if not text.isascii():
+            for detector in _hidden_findings(text, findings, detectors, actions, known):
+                action = _action(actions, detector)
+                # Found only once hidden characters are taken out and lookalikes folded (a zero-width
+                # space inside a key, fullwidth digits): no span of the text as sent is the value, so
+                # what would cut it out refuses it instead.
+                action = "block" if action in ("redact", "mask") else action
+                found[detector] += 1
+                acted.add(action)
+                if action == "block":
+                    blocked.append((detector, where))
     if not found:
         return ALLOW, value
     detail = {"findings": dict(found)}
@@ -152,6 +166,30 @@ def apply(
             value, change, arguments=arguments
         )
     return Decision.alert(f"{label}: " + ", ".join(f"{n} {d}" for d, n in sorted(found.items())), detail), value
+
+
+def _hidden_findings(
+    text: str,
+    seen: Sequence[Finding],
+    detectors: Sequence[Detector],
+    actions: Mapping[str, DlpAction],
+    known: frozenset[str],
+) -> list[str]:
+    """The detectors that find something in `text` only once it is folded as a reader sees it:
+    format characters (zero-width, bidi) removed, then NFKC (fullwidth letters and digits become
+    ASCII ones), once per value more than `text` itself shows: a visible key beside a hidden one
+    leaves the hidden one found. Non-ASCII text only."""
+    folded = unicodedata.normalize("NFKC", strip_hidden(text))
+    if folded == text:
+        return []
+    visible = Counter(finding.detector for finding in seen)
+    hidden: list[str] = []
+    for finding in _findings(folded, detectors, actions, known):
+        if visible[finding.detector]:
+            visible[finding.detector] -= 1
+        else:
+            hidden.append(finding.detector)
+    return hidden
 
 
 def _findings(
