@@ -31,7 +31,16 @@ __all__ = ["MAX_INPUT_ROUNDS", "Forwarder", "Screen"]
 
 MAX_INPUT_ROUNDS = 10  # an origin that never stops asking must not hold a call forever
 
-Screen = Callable[[dict[str, Any]], dict[str, Any]]  # the pipeline's check of what goes to the origin
+Screen = Callable[[dict[str, Any]], dict[str, Any]]  # the pipeline's check of one leg of an extra round
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Screens:
+    """The pipeline's checks of a handshake-era call's extra rounds: the origin's questions before
+    the client reads them, the client's answers before the origin does."""
+
+    questions: Screen
+    answers: Screen
 
 
 class Forwarder:
@@ -75,7 +84,13 @@ class Forwarder:
         pipeline = self._pipeline
         try:
             result = await self._upstream(
-                call, route, spec, method, ctx.params, model, answers=lambda given: pipeline.answers(ctx, given)
+                call,
+                route,
+                spec,
+                method,
+                ctx.params,
+                model,
+                Screens(lambda asked: pipeline.questions(ctx, asked), lambda given: pipeline.answers(ctx, given)),
             )
         except UpstreamRejected as rejected:  # the origin's own error: screened like its results
             raise self._pipeline.rejected(ctx, rejected) from None
@@ -116,7 +131,7 @@ class Forwarder:
         method: str,
         params: dict[str, Any],
         model: type[BaseModel],
-        answers: Screen | None = None,
+        screens: Screens | None = None,
     ) -> dict[str, Any]:
         client = self._pool.client(spec)
         on_behalf = await self._on_behalf(call, spec)
@@ -133,7 +148,7 @@ class Forwarder:
             f"upstream {method}", {"mcp.method.name": method, "bastion.origin": spec.name}, kind="client"
         ) as span:
             try:
-                result = await self._rounds(call, route, client, method, params, model, on_behalf, spec, answers)
+                result = await self._rounds(call, route, client, method, params, model, on_behalf, spec, screens)
             except BaseException as exc:
                 record_call(self._audit_sink, call, "upstream.call", method, params, started, exc, origin=spec.name)
                 elapsed = time.perf_counter() - started
@@ -157,7 +172,7 @@ class Forwarder:
         model: type[BaseModel],
         on_behalf: OnBehalf | None,
         spec: OriginSpec,
-        answers: Screen | None = None,
+        screens: Screens | None = None,
     ) -> dict[str, Any]:
         repeatable = _repeatable(method, route.definition)
         for _ in range(MAX_INPUT_ROUNDS):
@@ -195,8 +210,9 @@ class Forwarder:
                     from_origin=False,
                 )
             # Handshake-era client: ask it each question as a request, then retry at the origin.
-            given = await _ask_all(call.ask, result.get("inputRequests") or {})
-            params = {**params, "inputResponses": answers(given) if answers is not None else given}
+            asked = result.get("inputRequests") or {}
+            given = await _ask_all(call.ask, screens.questions(asked) if screens is not None else asked)
+            params = {**params, "inputResponses": screens.answers(given) if screens is not None else given}
             if "requestState" in result:
                 params["requestState"] = result["requestState"]
         raise UpstreamProtocolError(

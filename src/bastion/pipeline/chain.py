@@ -153,6 +153,28 @@ class Pipeline:
 
         return screened
 
+    def questions(self, ctx: CallContext, requests: dict[str, Any]) -> dict[str, Any]:
+        """An origin's questions to a handshake-era client (each relayed as a request on the call's
+        stream), screened as its notifications are: DLP redacts what it finds, and with
+        `injection: block` a question carrying instructions aimed at the model is not asked (the
+        call is refused). A 2026-07-28 client gets them in the result, which the response stages read."""
+        decision, screened = self._dlp.redacted(ctx, requests, "questions")
+        if decision.action != "allow":
+            _keep(ctx, "dlp", "response", decision)
+        if decision.action == "deny":
+            raise decision.error or PolicyDenied(f"dlp: {decision.reason}")
+        verdict = instructions_in(ctx, screened)
+        if verdict == "block":
+            _keep(
+                ctx, "inspect", "response", Decision.alert("origin question not asked: instructions aimed at the model")
+            )
+            raise PolicyDenied("the origin's question was not asked: it held instructions aimed at the model")
+        if verdict == "alert":
+            _keep(
+                ctx, "inspect", "response", Decision.alert("origin question asked with instructions aimed at the model")
+            )
+        return dict(screened)
+
     def answers(self, ctx: CallContext, responses: dict[str, Any]) -> dict[str, Any]:
         """A handshake-era client's answers to the origin's questions, checked by DLP's request
         rules as arguments are before they reach the origin (a 2026-07-28 client sends its answers
