@@ -67,3 +67,16 @@ def test_a_withheld_resource_spelled_another_way_is_still_withheld() -> None:
         assert view.template_for(spelling) is None, spelling
     assert not view.withholds("file:///payroll.csv.bak")
     assert view.template_for("file:///notes/./today.txt") is not None
+
+
+def test_a_concrete_resource_spelled_another_way_is_still_itself_not_a_templates() -> None:
+    """Its own route (and so its own policies: DLP, limits, Cedar's resource id), not the broad
+    template's that the other spelling also matches."""
+    concrete = Route("o1", "resource", "file:///etc/secret", "file:///etc/secret", {"uri": "file:///etc/secret"})
+    view = ServerView(
+        "s1", "docs", "Docs", "", True,
+        resources={"file:///etc/secret": concrete}, templates=(_template("file:///{+path}"),),
+    )  # fmt: skip
+    for spelling in ("file:///etc/secret", "file:///etc/./secret", "file:///etc/%73ecret", "FILE:///etc/x/../secret"):
+        assert view.resource_for(spelling) is concrete, spelling
+    assert view.resource_for("file:///etc/other") is None

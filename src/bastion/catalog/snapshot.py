@@ -110,6 +110,16 @@ class ServerView:
     # (changed since it was pinned, or new): hidden and uncallable until approved.
     quarantined: frozenset[tuple[str, str]] = frozenset()
 
+    def resource_for(self, uri: str) -> Route | None:
+        """The concrete resource `uri` names, as listed or spelled any other way that reaches it
+        (percent-encoded, dot segments, another case of scheme or host): its own policies apply, not
+        those of a template that matches the other spelling too."""
+        route = self.resources.get(uri)
+        if route is not None:
+            return route
+        key = _canonical_uri(uri)
+        return next((route for name, route in self.resources.items() if _canonical_uri(name) == key), None)
+
     def template_for(self, uri: str) -> Route | None:
         """The resource template `uri` matches as a whole (RFC 6570, the SDK's matcher); of several,
         the one with the longest literal prefix. A URI of a resource this view withholds

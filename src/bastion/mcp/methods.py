@@ -181,7 +181,7 @@ class Methods:
     async def _resources_read(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         request = _validate(mt.ReadResourceRequestParams, params, "resources/read")
         uri = str(request.uri)
-        route = call.server.resources.get(uri) or call.server.template_for(uri)
+        route = call.server.resource_for(uri) or call.server.template_for(uri)
         if route is None:
             _unknown(call.server, "resource", uri)
         forwarded = {"uri": uri, **_round_trip(params)}
