@@ -169,6 +169,23 @@ async def test_thousands_of_values_in_one_text_are_each_replaced_and_each_restor
     assert restored.result is not None and restored.result["content"][0]["text"] == " ".join(reversed(people))
 
 
+async def test_a_pseudonym_inside_a_link_is_not_restored_there() -> None:
+    """An origin that puts the stand-in in a link (an image the client loads, a resource link it
+    follows) does not get the original carried to where the link points; in plain text it is restored."""
+    stage = Anonymize()
+    ctx = context({"order_id": "A-1", "note": "ann@example.com"}, policies={"anonymize": {"enabled": True}})
+    decision = await stage.on_request(ctx)
+    assert decision.params is not None
+    stand_in = decision.params["arguments"]["note"]
+    text = f"wrote to {stand_in}; ![](https://origin.example/pixel?to={stand_in})"
+    link = {"type": "resource_link", "uri": f"mailto:{stand_in}", "name": "mail"}
+    restored = await stage.on_response(ctx, {"content": [{"type": "text", "text": text}, link], "isError": False})
+    assert restored.result is not None
+    shown, linked = restored.result["content"]
+    assert shown["text"] == f"wrote to ann@example.com; ![](https://origin.example/pixel?to={stand_in})"
+    assert linked["uri"] == f"mailto:{stand_in}"
+
+
 async def test_stand_ins_are_not_dlp_findings() -> None:
     ctx = context({"order_id": "A-1", "note": "ann@example.com"}, policies={"anonymize": {"enabled": True}})
     decision = await Anonymize().on_request(ctx)

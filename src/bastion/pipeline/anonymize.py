@@ -58,16 +58,32 @@ class Anonymize(StageBase):
         # quadratic in their number); longest first: "anon_phone_x1" is a prefix of "anon_phone_x11".
         stand_ins = re.compile("|".join(re.escape(s) for s in sorted(table, key=len, reverse=True)))
 
+        def original(match: re.Match[str]) -> str:
+            # Not inside a URL: an origin could put the stand-in in a link (an image, a resource
+            # link) that the client then fetches, carrying the original to wherever it points.
+            return match.group(0) if _in_url(match.string, match.start()) else table[match.group(0)]
+
         def restore(text: str) -> str:
             if "anon_" not in text:
                 return text
-            restored = stand_ins.sub(lambda match: table[match.group(0)], text)
+            restored = stand_ins.sub(original, text)
             return restored if restored != text else text
 
         changed = map_strings(result, restore)
         if changed is result:
             return ALLOW
         return Decision.modify("pseudonyms restored in the result", result=changed)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?://)?[^\s\"'<>()\[\]]*")
+
+
+def _in_url(text: str, at: int) -> bool:
+    """Whether position `at` of `text` lies in a URL (a scheme, then no whitespace, quotes or
+    brackets up to it: `https://x/?q=…`, `mailto:…`, a `resource_link`'s `uri`)."""
+    start = max(text.rfind(" ", 0, at), text.rfind("\n", 0, at), text.rfind("(", 0, at), text.rfind('"', 0, at)) + 1
+    match = _URL.match(text, start)
+    return match is not None and match.end() >= at and ":" in text[start:at]
 
 
 def _replace(
