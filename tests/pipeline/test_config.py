@@ -43,6 +43,8 @@ def test_settings_are_checked_by_the_stages_model_before_they_are_stored() -> No
         validate_settings("dlp", {"custom": [{"name": "badge", "pattern": "(unclosed"}]}, {})
     with pytest.raises(ValidationError, match="no backreferences or lookaround"):  # RE2 runs in linear time
         validate_settings("dlp", {"custom": [{"name": "twice", "pattern": r"(a)\1"}]}, {})
+    with pytest.raises(ValidationError, match="matches empty text"):  # it would match at every position
+        validate_settings("dlp", {"custom": [{"name": "maybe", "pattern": r"\d*"}]}, {})
     with pytest.raises(ValidationError, match="Extra inputs"):
         validate_settings("approval", {"mode": "always", "colour": "red"}, {})
     with pytest.raises(BadRequest, match="unknown stage 'nonesuch'"):

@@ -136,6 +136,13 @@ async def test_a_custom_detector_runs_in_linear_time_whatever_its_pattern() -> N
     with ThreadPoolExecutor(1) as pool:  # a backtracking engine would still be at it when this gives up
         assert pool.submit(anyio.run, Dlp().on_request, hostile).result(timeout=10).action == "allow"
     assert (await Dlp().on_request(plain)).action == "deny"  # the same pattern, matching where it should
+    # Many matches in a long text: one scan (RE2 searched again from each match re-read the text up to it).
+    badges = {"dlp": {"custom": [{"name": "badge", "pattern": r"B-\d{4}"}], "response": {"badge": "redact"}}}
+    many = _text(" ".join(f"B-{n % 10000:04d}" for n in range(40_000)))
+    with ThreadPoolExecutor(1) as pool:
+        redacted = pool.submit(anyio.run, Dlp().on_response, context(policies=badges), many).result(timeout=10)
+    assert redacted.result is not None
+    assert redacted.result["content"][0]["text"].count("[REDACTED:badge]") == 40_000
 
 
 # --- anonymization -------------------------------------------------------------------------------

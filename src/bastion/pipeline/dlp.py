@@ -15,7 +15,7 @@ from typing import Any
 from bastion.errors import PolicyDenied, UpstreamRejected
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import DlpAction, DlpSettings
-from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, RegexDetector, find_all, linear_pattern
+from bastion.pipeline.dlp_detectors import BASELINE, Detector, Finding, LinearDetector, find_all, linear_pattern
 from bastion.pipeline.injection import strip_hidden
 from bastion.pipeline.texts import KEY_SUFFIX, map_strings, splice, strings
 
@@ -44,7 +44,7 @@ class Dlp(StageBase):
                 f"data loss prevention: detector plugin(s) {', '.join(missing)} are not installed here; "
                 "nothing is decided without them"
             )
-        custom = tuple(RegexDetector(c.name, linear_pattern(c.pattern)) for c in settings.custom)
+        custom = tuple(LinearDetector(c.name, linear_pattern(c.pattern)) for c in settings.custom)
         plugged = tuple(self._plugins[name] for name in settings.plugins)
         built = (*BASELINE, *custom, *plugged)
         if len(self._detectors) > 1024:

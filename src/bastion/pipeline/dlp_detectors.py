@@ -39,7 +39,8 @@ from bastion.pipeline.dlp_validators import (
 )
 
 __all__ = [
-    "BASELINE", "MARK", "AnyOf", "Detector", "Finding", "RegexDetector", "find_all", "iban_valid", "linear_pattern",
+    "BASELINE", "MARK", "AnyOf", "Detector", "Finding", "LinearDetector", "RegexDetector", "find_all", "iban_valid",
+    "linear_pattern",
     "luhn_valid",
 ]  # fmt: skip
 
@@ -68,6 +69,8 @@ class Pattern(Protocol):
 
     def search(self, string: str, pos: int = ..., /) -> Any: ...
 
+    def finditer(self, string: str, /) -> Iterator[Any]: ...
+
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a refused pattern is the caller's error, not a line in Bastion's log
@@ -85,7 +88,25 @@ def linear_pattern(pattern: str) -> Pattern:
         raise ValueError(
             f"the pattern does not compile as RE2 (linear-time: no backreferences or lookaround): {reason}"
         ) from None
+    if compiled.search("") is not None:
+        raise ValueError("the pattern matches empty text: give it at least one character it must find")
     return compiled
+
+
+@dataclass(frozen=True, slots=True)
+class LinearDetector:
+    """A tenant's custom detector (`linear_pattern`): every match, in one scan of the text. One
+    `finditer`, not `RegexDetector`'s search from each position: RE2 re-reads a `str` up to the
+    position it is given on every search, which made that loop quadratic (8.6 s over 140 kB)."""
+
+    name: str
+    pattern: Pattern
+
+    def find(self, text: str) -> Iterator[Finding]:
+        for match in self.pattern.finditer(text):
+            start, end = match.span()
+            if start < end:
+                yield Finding(self.name, start, end, text[start:end])
 
 
 @dataclass(frozen=True, slots=True)
