@@ -184,12 +184,18 @@ async def test_a_pseudonym_inside_a_link_is_not_restored_there() -> None:
     decision = await stage.on_request(ctx)
     assert decision.params is not None
     stand_in = decision.params["arguments"]["note"]
-    text = f"wrote to {stand_in}; ![](https://origin.example/pixel?to={stand_in})"
+    links = [
+        f"![](https://origin.example/pixel?to={stand_in})",
+        f"<https://origin.example/?to={stand_in}>",
+        f"<img src='https://origin.example/a(b)?x=[1]&to={stand_in}'>",
+        f"\thttps://origin.example/?to={stand_in}",
+    ]
+    text = f"wrote to {stand_in}; Email:{stand_in} " + " ".join(links)
     link = {"type": "resource_link", "uri": f"mailto:{stand_in}", "name": "mail"}
     restored = await stage.on_response(ctx, {"content": [{"type": "text", "text": text}, link], "isError": False})
     assert restored.result is not None
     shown, linked = restored.result["content"]
-    assert shown["text"] == f"wrote to ann@example.com; ![](https://origin.example/pixel?to={stand_in})"
+    assert shown["text"] == "wrote to ann@example.com; Email:ann@example.com " + " ".join(links)
     assert linked["uri"] == f"mailto:{stand_in}"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from bisect import bisect_right
 from typing import Any
 
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
@@ -54,19 +55,23 @@ class Anonymize(StageBase):
         if not table:
             return ALLOW
 
-        # One pass over each text for every stand-in at once (one `replace` per stand-in took time
-        # quadratic in their number); longest first: "anon_phone_x1" is a prefix of "anon_phone_x11".
-        stand_ins = re.compile("|".join(re.escape(s) for s in sorted(table, key=len, reverse=True)))
-
-        def original(match: re.Match[str]) -> str:
-            # Not inside a URL: an origin could put the stand-in in a link (an image, a resource
-            # link) that the client then fetches, carrying the original to wherever it points.
-            return match.group(0) if _in_url(match.string, match.start()) else table[match.group(0)]
-
         def restore(text: str) -> str:
             if "anon_" not in text:
                 return text
-            restored = stand_ins.sub(original, text)
+            # Links first, once per text: a stand-in inside one stays (an origin could put it in an
+            # image or a resource link the client fetches, carrying the original wherever it points).
+            links = [m.span() for m in _LINK.finditer(text)] if ":" in text else []
+
+            def original(match: re.Match[str]) -> str:
+                at = match.start()
+                i = bisect_right(links, (at, len(text))) - 1
+                if i >= 0 and links[i][0] <= at < links[i][1]:
+                    return match.group(0)
+                return table.get(match.group(0), match.group(0))
+
+            # One scan for every stand-in: their shape, then the table (an alternation of them all was
+            # tried one by one wherever "anon_" appeared: 20,000 stand-ins took 5 s).
+            restored = _STAND_IN.sub(original, text)
             return restored if restored != text else text
 
         changed = map_strings(result, restore)
@@ -75,15 +80,9 @@ class Anonymize(StageBase):
         return Decision.modify("pseudonyms restored in the result", result=changed)
 
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?://)?[^\s\"'<>()\[\]]*")
-
-
-def _in_url(text: str, at: int) -> bool:
-    """Whether position `at` of `text` lies in a URL (a scheme, then no whitespace, quotes or
-    brackets up to it: `https://x/?q=…`, `mailto:…`, a `resource_link`'s `uri`)."""
-    start = max(text.rfind(" ", 0, at), text.rfind("\n", 0, at), text.rfind("(", 0, at), text.rfind('"', 0, at)) + 1
-    match = _URL.match(text, start)
-    return match is not None and match.end() >= at and ":" in text[start:at]
+# A link: a scheme and "://", or a scheme that needs none (mailto:, tel:, sms:, data:), up to whitespace.
+_LINK = re.compile(r"(?:\b[A-Za-z][A-Za-z0-9+.-]*://|\b(?:mailto|tel|sms|data):)\S+")
+_STAND_IN = re.compile(r"anon_[a-z]+_[0-9a-f]{6}[0-9]+(?:@anonymized\.invalid)?")
 
 
 def _replace(
