@@ -7,7 +7,6 @@ written anywhere. Values the anonymizer put in place of the originals are not fi
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -168,6 +167,13 @@ def apply(
     return Decision.alert(f"{label}: " + ", ".join(f"{n} {d}" for d, n in sorted(found.items())), detail), value
 
 
+# Characters read as their plain look-alike, one for one: no-break spaces, fullwidth ASCII.
+_SAME_LENGTH = {
+    0x00A0: 0x20, 0x2007: 0x20, 0x202F: 0x20,
+    **{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)},  # U+FF01..U+FF5E -> "!".."~"
+}  # fmt: skip
+
+
 def _hidden_findings(
     text: str,
     seen: Sequence[Finding],
@@ -175,11 +181,11 @@ def _hidden_findings(
     actions: Mapping[str, DlpAction],
     known: frozenset[str],
 ) -> list[str]:
-    """The detectors that find something in `text` only once it is folded as a reader sees it:
-    format characters (zero-width, bidi) removed, then NFKC (fullwidth letters and digits become
-    ASCII ones), once per value more than `text` itself shows: a visible key beside a hidden one
-    leaves the hidden one found. Non-ASCII text only."""
-    folded = unicodedata.normalize("NFKC", strip_hidden(text))
+    """The detectors that find something in `text` only once the characters that show as nothing
+    (zero-width, bidi controls) are taken out: no span of `text` is then the value, so what would
+    cut it out refuses it instead (`apply`). Counted once per value more than `text` itself shows: a
+    visible key beside a hidden one leaves the hidden one found. Non-ASCII text only."""
+    folded = strip_hidden(text)
     if folded == text:
         return []
     visible = Counter(finding.detector for finding in seen)
@@ -200,7 +206,11 @@ def _findings(
     *,
     cached: bool = False,
 ) -> list[Finding]:
-    found = _found_in_key(text, detectors) if cached else find_all(text, detectors)
+    # Non-ASCII text is read with lookalikes made plain, one character for one (no-break spaces as
+    # spaces, fullwidth letters and digits as ASCII): the offsets stay those of `text`, so what is
+    # found there is redacted there.
+    scan = text if text.isascii() else text.translate(_SAME_LENGTH)
+    found = _found_in_key(scan, detectors) if cached else find_all(scan, detectors)
     return [f for f in found if _action(actions, f.detector) != "off" and f.value not in known]
 
 
