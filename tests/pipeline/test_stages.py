@@ -471,18 +471,6 @@ def test_an_origin_error_aimed_at_the_model_is_checked_like_its_notifications() 
     assert pipeline.rejected(context(policies={"inspect": {"injection": "block"}}), plain).message == "order not found"
 
 
-async def test_a_card_number_sent_as_a_json_number_is_found_like_its_text() -> None:
-    """Long integers are read as their digits (short ones, amounts and counts, are not)."""
-    policies = {"dlp": {"request": {"payment_card": "block"}, "response": {"payment_card": "redact"}}}
-    sent = await Dlp().on_request(context({"order_id": "A-1", "card": 4111111111111111}, policies=policies))
-    assert sent.action == "deny" and "payment card" in sent.reason
-    assert (await Dlp().on_request(context({"order_id": "A-1", "amount": 4111}, policies=policies))).action == "allow"
-    result = {"content": [], "structuredContent": {"card": 4111111111111111, "qty": 3}, "isError": False}
-    shown = await Dlp().on_response(context(policies=policies), result)
-    assert shown.result is not None
-    assert shown.result["structuredContent"] == {"card": "[REDACTED:payment_card]", "qty": 3}
-
-
 @pytest.mark.parametrize(
     ("disguised", "in_result"),
     [

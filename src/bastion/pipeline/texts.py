@@ -22,7 +22,6 @@ _STRUCTURAL = frozenset({"type", "resultType", "role"})
 KEY_SUFFIX = " (a key)"  # ends the path `strings` gives a key read as text: the dict's, not the key's
 _MAX_DEPTH = 64  # bodies are depth-limited at the edge; this bounds the walk on its own
 _FREE_FORM = "structuredContent"
-_LONG_NUMBER = 100_000_000  # nine digits
 
 
 def _structural(key: Any, value: Any) -> bool:
@@ -32,12 +31,6 @@ def _structural(key: Any, value: Any) -> bool:
     return (
         key in _STRUCTURAL and isinstance(value, str) and len(value) <= 32 and value.isidentifier() and value.islower()
     )
-
-
-def _long_number(value: Any) -> bool:
-    """An integer long enough to be an identifier (nine digits and more: card, account and social
-    security numbers), read as its digits. Shorter ones (amounts, counts, ids) are left alone."""
-    return type(value) is int and (value >= _LONG_NUMBER or value <= -_LONG_NUMBER)
 
 
 def _too_deep() -> PolicyDenied:
@@ -51,8 +44,6 @@ def strings(value: Any, where: str = "", depth: int = 0, *, arguments: bool = Fa
         raise _too_deep()
     if isinstance(value, str):
         yield where, value
-    elif _long_number(value):
-        yield where, str(value)  # a card or account number sent as a JSON number is still one
     elif isinstance(value, dict):
         for key, inner in value.items():
             if not arguments and _structural(key, inner):
@@ -75,10 +66,6 @@ def map_strings(value: Any, change: Callable[[str], str], depth: int = 0, *, arg
         raise _too_deep()
     if isinstance(value, str):
         return change(value)
-    if _long_number(value):
-        text = str(value)
-        changed_text = change(text)
-        return value if changed_text == text else changed_text  # redacted: the number becomes its mark
     if isinstance(value, dict):
         changed = False
         out: dict[str, Any] = {}
