@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
+import mcp_types as mt
 import pytest
 
-from bastion.errors import ApprovalRequired, InvalidParams, PolicyDenied, UpstreamTooLarge
+from bastion.errors import ApprovalRequired, InvalidParams, PolicyDenied, UpstreamRejected, UpstreamTooLarge
 from bastion.pipeline.anonymize import Anonymize
 from bastion.pipeline.approval import Approval
 from bastion.pipeline.cedar import Cedar
@@ -301,6 +302,15 @@ async def test_no_answer_in_time_denies() -> None:
     ctx = context(annotations=DESTRUCTIVE, ask=silent, policies={"approval": {"timeout_seconds": 0.05}})
     decision = await Approval().on_request(ctx)
     assert decision.detail == {"outcome": "timeout"}
+
+    async def session_gives_up(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        # The session's own limit on any question, shorter than the stage's: the same denial.
+        raise UpstreamRejected(mt.REQUEST_TIMEOUT, "no answer to elicitation/create within 300 s", from_origin=False)
+
+    later = context(annotations=DESTRUCTIVE, ask=session_gives_up, policies={"approval": {"timeout_seconds": 3600}})
+    denied = await Approval().on_request(later)
+    assert denied.action == "deny" and denied.detail == {"outcome": "timeout"}
+    assert isinstance(denied.error, ApprovalRequired)
 
 
 async def test_once_per_session_asks_on_the_first_call_of_a_session_only() -> None:

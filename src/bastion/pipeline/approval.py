@@ -27,11 +27,12 @@ from collections import OrderedDict
 from typing import Any
 
 import anyio
+import mcp_types as mt
 import orjson
 from limits import RateLimitItemPerMinute
 
 from bastion.audit.chain import digest_arguments
-from bastion.errors import ApprovalRequired
+from bastion.errors import ApprovalRequired, UpstreamRejected
 from bastion.pipeline.base import ALLOW, CallContext, Decision, StageBase
 from bastion.pipeline.config import ApprovalSettings
 from bastion.pipeline.windows import LimiterStorage, limiter_storage, spend
@@ -101,6 +102,11 @@ class Approval(StageBase):
                 reply = await ctx.ask("elicitation/create", self._question(ctx))
         except TimeoutError:
             return _denied(ctx, f"no answer within {settings.timeout_seconds:g} s", "timeout")
+        except UpstreamRejected as unanswered:
+            if unanswered.code != mt.REQUEST_TIMEOUT:
+                raise
+            # The session's own limit on any question (`sessions.ASK_TIMEOUT_SECONDS`) came first.
+            return _denied(ctx, unanswered.message, "timeout")
         outcome = _outcome(reply.get("result"))
         if outcome != "approved":
             return _denied(ctx, f"the person did not approve it ({outcome})", outcome)
