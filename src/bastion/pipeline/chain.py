@@ -155,10 +155,11 @@ class Pipeline:
 
     def questions(self, ctx: CallContext, requests: dict[str, Any]) -> dict[str, Any]:
         """An origin's questions to a handshake-era client (each relayed as a request on the call's
-        stream), screened as its notifications are: DLP redacts what it finds, and with
-        `injection: block` a question carrying instructions aimed at the model is not asked (the
-        call is refused). A 2026-07-28 client gets them in the result, which the response stages read."""
-        decision, screened = self._dlp.redacted(ctx, requests, "questions")
+        stream), under DLP's response rules (what they block is not asked, what they redact is
+        redacted), and with `injection: block` a question carrying instructions aimed at the model
+        is not asked (the call is refused). A 2026-07-28 client gets them in the result, which DLP's
+        response rules read too."""
+        decision, screened = self._dlp.check_incoming(ctx, requests, "questions")
         if decision.action != "allow":
             _keep(ctx, "dlp", "response", decision)
         if decision.action == "deny":

@@ -58,6 +58,15 @@ class Dlp(StageBase):
             return ALLOW, value
         return apply(value, self.detectors(settings), settings.request, _known(ctx), label, arguments=True)
 
+    def check_incoming(self, ctx: CallContext, value: dict[str, Any], label: str) -> tuple[Decision, Any]:
+        """`value`, the origin's words about to reach the client outside a result (its questions to
+        a person), under the response rules: a person asked to approve a refund to an address sees
+        the address unless the rules redact it."""
+        settings: DlpSettings = ctx.settings["dlp"]
+        if not settings.enabled or not value:
+            return ALLOW, value
+        return apply(value, self.detectors(settings), settings.response, _known(ctx), label, arguments=True)
+
     async def on_request(self, ctx: CallContext) -> Decision:
         # Everything the origin will read from the client: arguments, a resource's URI, answers to
         # an origin's questions. Not the item's name (the catalog's) nor an opaque request state.
