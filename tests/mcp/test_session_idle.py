@@ -112,12 +112,14 @@ async def test_a_session_with_a_call_under_way_outlives_the_idle_timeout() -> No
     busy = opened()
     session = store.get(busy, server_id="s", token_id="t")
     assert session is not None
+    opened()  # used after the busy one, then left: idle
     with anyio.CancelScope() as call:
         session.in_flight[1] = call  # what the transport does while it answers request 1
         await anyio.sleep(IDLE * 2)
         opened()  # each new session sweeps the idle ones
         assert store.get(busy, server_id="s", token_id="t") is session
         assert not call.cancel_called
+        assert store.count() == 2  # the busy one was stepped over, and the idle one after it freed
         del session.in_flight[1]
     await anyio.sleep(IDLE * 2)
     opened()

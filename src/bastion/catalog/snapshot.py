@@ -71,6 +71,7 @@ class Route:
     param_headers: Mapping[tuple[str, ...], str] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical_uri(uri: str) -> str:
     """A URI as two spellings of one resource compare equal: percent-decoded, dot segments
     removed (RFC 3986 §5.2.4, as POSIX paths resolve them), scheme and host in lower case."""

@@ -350,14 +350,15 @@ class SessionStore:
         return self._seal
 
     def _expire(self) -> None:
-        """Free idle sessions, oldest first: the first one found in use ends the sweep (every later one
-        was used more recently). One with an open stream is never idle, and is stepped over."""
+        """Free idle sessions, oldest first: the first one found used lately ends the sweep (every later
+        one was used more recently). One with an open stream, a call or a question under way is never
+        idle, and is stepped over."""
         now, wall = time.monotonic(), time.time()
         done: list[str] = []
         for session in self._sessions.values():
             if session.idle(now, self._idle) or session.expires_at <= wall:
                 done.append(session.id)
-            elif not session.streaming:
-                break
+            elif session.holds_nothing:
+                break  # used lately: so was every later one (one with a stream or a call is stepped over)
         for session_id in done:
             self.close(session_id)

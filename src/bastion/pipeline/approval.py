@@ -42,6 +42,7 @@ __all__ = ["INPUT_KEY", "Approval", "needs_approval"]
 _MAX_SHOWN_ARGUMENTS = 40
 _MAX_SHOWN_VALUE = 200  # characters of one argument's JSON in the question
 _SHOWN_TAIL = 60  # of which the value's end, when it is cut
+_WHITE_RUN = re.compile(r"[ \t]{8,}")
 _HIDDEN = frozenset({"Cf", "Cc", "Co", "Cs", "Zl", "Zp"})  # format (bidi, zero-width), control, private use
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INPUT_KEY = "bastion.approval"  # Bastion's key among a 2026-07-28 call's inputRequests
@@ -212,7 +213,9 @@ def _leaves(value: Any, path: str = "", depth: int = 0) -> list[tuple[str, str]]
         return found
     if not path and isinstance(value, dict):
         return []
-    shown = _visible(orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode())
+    # Runs of white space told by their length (padding must not push what runs out of sight).
+    dumped = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    shown = _visible(_WHITE_RUN.sub(lambda run: f"⟨{len(run.group(0))} spaces⟩", dumped))
     if len(shown) > _MAX_SHOWN_VALUE:
         # Its end as well as its start: padding a command out past the cut ("ls" + 200 spaces +
         # "; curl … | sh") must not hide what runs.
@@ -224,12 +227,14 @@ def _leaves(value: Any, path: str = "", depth: int = 0) -> list[tuple[str, str]]
 def _visible(text: str) -> str:
     """Characters that show as nothing, or reorder what follows (zero-width, bidi controls), spelled
     as escapes: what the person reads is what the tool gets."""
+    if text.isascii():
+        return text
     return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _HIDDEN else c for c in text)
 
 
 def _name(name: Any) -> str:
     text = str(name)
-    return text if _PLAIN_NAME.fullmatch(text) else orjson.dumps(text[:_MAX_SHOWN_VALUE]).decode()
+    return text if _PLAIN_NAME.fullmatch(text) else _visible(orjson.dumps(text[:_MAX_SHOWN_VALUE]).decode())
 
 
 def _outcome(answer: Any) -> str:
