@@ -3,8 +3,6 @@ shape it comes, or not at all, is a refusal the call reports: never an exception
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any
 
 import anyio
@@ -14,7 +12,7 @@ import pytest
 from bastion.errors import UpstreamRejected
 from bastion.mcp import sessions
 from bastion.mcp.forwarding import _ask_all
-from bastion.mcp.sessions import SessionStore
+from tests.mcp.session_kit import new_session, started_store
 
 pytestmark = pytest.mark.anyio
 
@@ -49,19 +47,10 @@ async def test_a_well_formed_refusal_keeps_its_code_and_words() -> None:
     assert (refused.value.code, refused.value.message) == (-1, "the user said no")
 
 
-class _NoEnds:
-    async def record(self, nonce: str, expires_at: float) -> None:
-        raise AssertionError("nothing is deleted here")
-
-    async def since(self, mark: float | None) -> tuple[dict[str, float], float | None]:
-        return {}, time.time()
-
-
 async def test_no_answer_in_time_is_a_timeout_the_call_reports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sessions, "ASK_TIMEOUT_SECONDS", 0.05)
-    store = SessionStore(idle_seconds=3600, lifetime_seconds=3600, ends=_NoEnds())
-    await store.start([os.urandom(32)])
-    session_id = store.create(server_id="s", token_id="t", protocol_version="2025-11-25", capabilities={}).id
+    store = await started_store()
+    session_id = new_session(store)
     session = store.get(session_id, server_id="s", token_id="t")
     assert session is not None
     sent: list[bytes] = []

@@ -4,7 +4,6 @@ token that opened it expires."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -19,24 +18,16 @@ from bastion.identity.principal import Principal
 from bastion.mcp.notify import ChangeNotifier
 from bastion.mcp.sessions import SessionStore
 from bastion.mcp.streaming import serve_event_stream
+from tests.mcp.session_kit import started_store
 
 pytestmark = pytest.mark.anyio
 
 Inbox = MemoryObjectReceiveStream[bytes]
 
 
-class _NoEnds:
-    async def record(self, nonce: str, expires_at: float) -> None:
-        raise AssertionError("nothing is deleted here")
-
-    async def since(self, mark: float | None) -> tuple[dict[str, float], float | None]:
-        return {}, time.time()
-
-
 @asynccontextmanager
 async def _streams(*credentials: str | None) -> AsyncIterator[tuple[SessionStore, list[Inbox]]]:
-    store = SessionStore(idle_seconds=60, lifetime_seconds=3600, ends=_NoEnds())
-    await store.start([os.urandom(32)])
+    store = await started_store(60)
     opened = [
         store.create(server_id="s", token_id=f"owner-{n}", protocol_version="2025-11-25", capabilities={})
         for n in range(len(credentials))
@@ -152,8 +143,7 @@ async def test_the_sessions_of_people_who_no_longer_see_their_server_end() -> No
             scopes=frozenset({"mcp"}), server_ids=frozenset({reaches}), expires_at=time.time() + 60,
         )  # fmt: skip
 
-    store = SessionStore(idle_seconds=60, lifetime_seconds=3600, ends=_NoEnds())
-    await store.start([os.urandom(32)])
+    store = await started_store(60)
     owners = ["user:ann:client:c1", "user:bob:client:c1", "user:gone:client:c1", "tok-cy", "tok-dee"]
     sessions = [store.create(server_id="s", token_id=o, protocol_version="2025-11-25", capabilities={}) for o in owners]
     inboxes = [session.open_stream() for session in sessions]
