@@ -24,13 +24,12 @@ _MAX_DEPTH = 64  # bodies are depth-limited at the edge; this bounds the walk on
 _FREE_FORM = "structuredContent"
 
 
-def _structural(key: Any, value: Any) -> bool:
-    """A field MCP's schema gives a fixed word (`"type": "text"`, `"role": "user"`): skipped, as
-    nothing to find there. Only while it holds such a word: any other text under those names (an
-    origin's `"type": "AKIA..."` anywhere in its result) is read like the rest."""
-    return (
-        key in _STRUCTURAL and isinstance(value, str) and len(value) <= 32 and value.isidentifier() and value.islower()
-    )
+def _fixed_word(value: Any) -> bool:
+    """What MCP's schema puts under a structural name (`"type": "text"`, `"role": "user"`): skipped,
+    as nothing to find there. Any other text under those names (an origin's `"type": "AKIA..."`
+    anywhere in its result) is read like the rest. Asked only for those names (the hot path tests
+    the name first)."""
+    return isinstance(value, str) and len(value) <= 32 and value.isidentifier() and value.islower()
 
 
 def _too_deep() -> PolicyDenied:
@@ -46,7 +45,7 @@ def strings(value: Any, where: str = "", depth: int = 0, *, arguments: bool = Fa
         yield where, value
     elif isinstance(value, dict):
         for key, inner in value.items():
-            if not arguments and _structural(key, inner):
+            if not arguments and key in _STRUCTURAL and _fixed_word(inner):
                 continue
             path = f"{where}.{key}" if where else str(key)
             if arguments and isinstance(key, str):
@@ -70,7 +69,7 @@ def map_strings(value: Any, change: Callable[[str], str], depth: int = 0, *, arg
         changed = False
         out: dict[str, Any] = {}
         for key, inner in value.items():
-            if not arguments and _structural(key, inner):
+            if not arguments and key in _STRUCTURAL and _fixed_word(inner):
                 out[key] = inner
                 continue
             new = map_strings(inner, change, depth + 1, arguments=arguments or key == _FREE_FORM)
