@@ -53,19 +53,20 @@ class Dlp(StageBase):
 
     def check_outgoing(self, ctx: CallContext, value: dict[str, Any], label: str) -> tuple[Decision, Any]:
         """`value`, client data about to reach the origin, under the request rules."""
-        settings: DlpSettings = ctx.settings["dlp"]
-        if not settings.enabled or not value:
-            return ALLOW, value
-        return apply(value, self.detectors(settings), settings.request, _known(ctx), label, arguments=True)
+        return self._check(ctx, value, label, outgoing=True)
 
     def check_incoming(self, ctx: CallContext, value: dict[str, Any], label: str) -> tuple[Decision, Any]:
         """`value`, the origin's words about to reach the client outside a result (its questions to
         a person), under the response rules: a person asked to approve a refund to an address sees
         the address unless the rules redact it."""
+        return self._check(ctx, value, label, outgoing=False)
+
+    def _check(self, ctx: CallContext, value: dict[str, Any], label: str, *, outgoing: bool) -> tuple[Decision, Any]:
         settings: DlpSettings = ctx.settings["dlp"]
         if not settings.enabled or not value:
             return ALLOW, value
-        return apply(value, self.detectors(settings), settings.response, _known(ctx), label, arguments=True)
+        rules = settings.request if outgoing else settings.response
+        return apply(value, self.detectors(settings), rules, _known(ctx), label, arguments=True)
 
     async def on_request(self, ctx: CallContext) -> Decision:
         # Everything the origin will read from the client: arguments, a resource's URI, answers to
@@ -139,9 +140,9 @@ def apply(
         if not text.isascii():
             for detector in _hidden_findings(text, findings, detectors, actions, known):
                 action = _action(actions, detector)
-                # Found only once hidden characters are taken out and lookalikes folded (a zero-width
-                # space inside a key, fullwidth digits): no span of the text as sent is the value, so
-                # what would cut it out refuses it instead.
+                # Found only once characters that show as nothing are taken out (a zero-width space
+                # inside a key): no span of the text as sent is the value, so what would cut it out
+                # refuses it instead.
                 action = "block" if action in ("redact", "mask") else action
                 found[detector] += 1
                 acted.add(action)
