@@ -73,15 +73,14 @@ class KeyFile:
         return MasterKeys(current, entries)
 
     def _read(self) -> Any:
-        # A file another process is creating in place (`_create_in_place`) may be read short once.
-        for attempt in range(20):
+        # A file another process is creating in place (`_create_in_place`) may be read short: read
+        # again for up to a second, then take what the file says (a malformed file is malformed).
+        for _ in range(19):
             try:
                 return json.loads(self.path.read_text(encoding="utf-8"))
             except ValueError:
-                if attempt == 19:
-                    raise
                 time.sleep(0.05)
-        return None
+        return json.loads(self.path.read_text(encoding="utf-8"))
 
     def rotate(self) -> MasterKey:
         """Add a fresh key and make it current; every older key stays (old secrets still open)."""
