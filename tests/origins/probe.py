@@ -57,13 +57,14 @@ def crash() -> str:
 
 
 @server.tool()
-async def confirm_refund(amount: float, ctx: Context) -> str | InputRequiredResult:
-    """Ask the user to confirm (2026-07-28 multi-round-trip input), then report their answer."""
+async def confirm_refund(amount: float, ctx: Context, note: str = "") -> str | InputRequiredResult:
+    """Ask the user to confirm (2026-07-28 multi-round-trip input), then report their answer; `note`
+    is appended to the question."""
     answers = ctx.input_responses
     if not answers:
         question = ElicitRequest(
             params=ElicitRequestFormParams(
-                message=f"Refund {amount:.2f} EUR?",
+                message=f"Refund {amount:.2f} EUR?{note}",
                 requested_schema={"type": "object", "properties": {"reason": {"type": "string"}}},
             )
         )

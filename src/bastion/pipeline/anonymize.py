@@ -51,9 +51,25 @@ class Anonymize(StageBase):
         )
 
     async def on_response(self, ctx: CallContext, result: dict[str, Any]) -> Decision:
+        # A 2026-07-28 origin's `requestState` comes back to it in the client's retry: restored there,
+        # a pseudonym the origin kept in it would hand the origin the original. It stays as written.
+        if not ctx.state.get(self.name):
+            return ALLOW
+        read = {key: value for key, value in result.items() if key != "requestState"}
+        changed = self.restored(ctx, read)
+        if changed is read:
+            return ALLOW
+        if "requestState" in result:
+            changed["requestState"] = result["requestState"]
+        return Decision.modify("pseudonyms restored in the result", result=changed)
+
+    def restored(self, ctx: CallContext, value: Any) -> Any:
+        """`value`, words of the origin's for the client (its result, its questions), with this
+        call's pseudonyms back to the values they stand for, except inside links; the same object
+        when there is none."""
         table: dict[str, str] | None = ctx.state.get(self.name)
         if not table:
-            return ALLOW
+            return value
 
         def restore(text: str) -> str:
             if "anon_" not in text:
@@ -74,10 +90,7 @@ class Anonymize(StageBase):
             restored = _STAND_IN.sub(original, text)
             return restored if restored != text else text
 
-        changed = map_strings(result, restore)
-        if changed is result:
-            return ALLOW
-        return Decision.modify("pseudonyms restored in the result", result=changed)
+        return map_strings(value, restore)
 
 
 # A link: a scheme and "://", or a scheme that needs none (mailto:, tel:, sms:, data:), up to whitespace.

@@ -73,12 +73,13 @@ class Pipeline:
     ) -> None:
         self.approval = approval or Approval()
         self._dlp = Dlp(detectors)
+        self._anonymize = Anonymize()
         builtin: dict[str, Stage] = {
             "cedar": Cedar(),
             "rate_limit": rate_limit,
             "schema_guard": SchemaGuard(),
             "approval": self.approval,
-            "anonymize": Anonymize(),
+            "anonymize": self._anonymize,
             "dlp": self._dlp,
             "inspect": Inspect(),
         }
@@ -174,7 +175,7 @@ class Pipeline:
             _keep(
                 ctx, "inspect", "response", Decision.alert("origin question asked with instructions aimed at the model")
             )
-        return dict(screened)
+        return dict(self._anonymize.restored(ctx, screened))  # the person reads their own values, as in results
 
     def answers(self, ctx: CallContext, responses: dict[str, Any]) -> dict[str, Any]:
         """A handshake-era client's answers to the origin's questions, checked by DLP's request

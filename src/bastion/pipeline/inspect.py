@@ -26,15 +26,14 @@ class Inspect(StageBase):
 
     async def on_response(self, ctx: CallContext, result: dict[str, Any]) -> Decision:
         settings: InspectSettings = ctx.settings["inspect"]
-        if result.get("resultType") == "input_required":
-            return ALLOW  # a question for the client, checked when the real result comes
+        # A 2026-07-28 origin's questions (`input_required`) reach the client's user, and through
+        # it often the model, as its results do: checked alike, but never wrapped (not content).
+        asking = result.get("resultType") == "input_required"
+        what = f"the question of {ctx.item.exposed_name!r}" if asking else f"the result of {ctx.item.exposed_name!r}"
         size = len(orjson.dumps(result))
         if size > settings.max_result_bytes:
             return Decision.deny(
-                UpstreamTooLarge(
-                    f"the result of {ctx.item.exposed_name!r} is {size} bytes, over the {settings.max_result_bytes} "
-                    "this server passes on"
-                ),
+                UpstreamTooLarge(f"{what} is {size} bytes, over the {settings.max_result_bytes} this server passes on"),
                 detail={"bytes": size},
             )
         flags: list[dict[str, str]] = []  # what the trail keeps: the high ones first, at most _MAX_FLAGS
@@ -49,12 +48,12 @@ class Inspect(StageBase):
         if high and settings.injection == "block":
             return Decision.deny(
                 PolicyDenied(
-                    f"the result of {ctx.item.exposed_name!r} carries instructions aimed at the model "
+                    f"{what} carries instructions aimed at the model "
                     f"({high[0]['rule']} at {high[0]['where']}); it was withheld"
                 ),
                 detail={"flags": flags},
             )
-        if settings.spotlight:
+        if settings.spotlight and not asking:
             reason = "result wrapped as untrusted content" + (f"; {len(flags)} injection marker(s)" if flags else "")
             return Decision.modify(
                 reason,
@@ -62,7 +61,8 @@ class Inspect(StageBase):
                 detail={"flags": flags} if flags else None,
             )
         if flags:
-            return Decision.alert(f"{len(flags)} injection marker(s) in the result", {"flags": flags})
+            where = "the question" if asking else "the result"
+            return Decision.alert(f"{len(flags)} injection marker(s) in {where}", {"flags": flags})
         return ALLOW
 
 
