@@ -36,6 +36,9 @@ __all__ = ["create_app"]
 _MCP_PREFIX, _MCP_SUFFIX = "/servers/", "/mcp"
 _SLUG = re.compile(SLUG_PATTERN)
 _API_PREFIX = "/api/"
+# What a browser client must read of a response: the session it opened, the revision, where to get
+# a token (RFC 9728's challenge), when to retry, and the correlation id.
+CORS_EXPOSED = ("mcp-session-id", "mcp-protocol-version", "www-authenticate", "retry-after", "x-request-id")
 
 
 class _Planes:
@@ -101,13 +104,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     api.include_router(identity_router)
     if settings.admin_ui:
         api.include_router(console_router)
-    if settings.cors_origins:
-        api.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["authorization", "content-type"],
-        )
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -139,8 +135,22 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
     control = control_plane(
         api, body_limit=settings.max_body_bytes, audit=services.audit, fallback_tenant=DEFAULT_TENANT
     )
+    planes: Any = _Planes(services.endpoint, control, services.token_gate)
+    if settings.cors_origins:
+        # Both planes: a browser client on a listed origin speaks MCP (its preflight names the
+        # `Mcp-*` headers, `Mcp-Param-*` among them, so any header a listed page asks for is
+        # allowed), runs OAuth's discovery and token requests, and may use the admin API. Bearer
+        # tokens, never cookies: no credentials mode. Inside the security headers' layer.
+        planes = CORSMiddleware(
+            planes,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=list(CORS_EXPOSED),
+            max_age=600,
+        )
     app = build_stack(
-        _Planes(services.endpoint, control, services.token_gate),
+        planes,
         tls=settings.tls,
         metrics=services.metrics,
         tracing=services.tracing,

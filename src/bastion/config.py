@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -169,7 +170,11 @@ class Settings(BaseSettings):
         "none. The rest are answered once their record is in the local journal, and reach the store on "
         "recovery.",
     )
-    cors_origins: CsvList = Field(default_factory=list, description="CORS allowed origins; empty = CORS off.")
+    cors_origins: CsvList = Field(
+        default_factory=list,
+        description="Browser origins (scheme://host[:port], exactly as the browser sends them) answered with CORS on "
+        "every route, MCP endpoints included (and accepted by their Origin check); empty = CORS off.",
+    )
     admin_ui: bool = Field(
         False,
         description="Serve the admin console at /admin (server-rendered pages; the same permissions as /api).",
@@ -323,6 +328,18 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)  # the JSON form is accepted too
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # A browser's Origin is scheme://host[:port], compared as a string: "https://app.example/"
+        # would never match, so a path (or anything else) is a mistake to stop on, not to ignore.
+        for entry in value:
+            parts = urlsplit(entry)
+            exact = entry == f"{parts.scheme}://{parts.netloc}" and parts.hostname and not parts.username
+            if entry != "*" and not (parts.scheme in ("http", "https") and exact):
+                raise ValueError(f"{entry!r} is not an origin (scheme://host[:port], such as https://app.example)")
         return value
 
     @field_validator("trusted_proxies")
