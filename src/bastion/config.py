@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         description="MCP sessions whose local state one replica keeps; past it, the least recently used that "
         "hold nothing (no stream, no request in flight) are freed and reopen from their sealed id when used.",
     )
+    rate_limit_mcp_sessions: str = Field(
+        "120/minute",
+        description="MCP sessions one person may open (initialize, 2026-07-28 subscriptions/listen), across "
+        "replicas (limits notation): what bounds the record of ended sessions every replica keeps.",
+    )
+    mcp_streams_per_token: int = Field(
+        32, gt=0, description="MCP notification streams (GET, listen) one token may hold open on one replica."
+    )
     session_key: SecretStr | None = Field(
         None,
         description="Keys sealing MCP session ids so that any replica opens any session: comma-separated "
@@ -351,7 +359,13 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"not an IP network: {exc}") from None
 
-    @field_validator("rate_limit_registration", "rate_limit_sign_in", "rate_limit_token", "rate_limit_authorize")
+    @field_validator(
+        "rate_limit_registration",
+        "rate_limit_sign_in",
+        "rate_limit_token",
+        "rate_limit_authorize",
+        "rate_limit_mcp_sessions",
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse  # validated at start-up, not at the first refused request

@@ -71,6 +71,7 @@ from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, resul
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
 from bastion.mcp.scopes import check_scope
+from bastion.mcp.session_limits import SessionLimits
 from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, Session, SessionStore
 from bastion.mcp.streaming import event_stream_only, send_event, serve_event_stream, serve_streaming
 from bastion.observability.metrics import Metrics
@@ -95,12 +96,14 @@ class McpEndpoint:
         max_body_bytes: int,
         max_json_depth: int,
         gate: TokenGate | None = None,
+        limits: SessionLimits | None = None,
         audit: AuditSink | None = None,
         fallback_tenant: str = "",
         metrics: Metrics | None = None,
     ) -> None:
         self._bearer = bearer
         self._gate = gate  # API tokens' own rules and their use log (None: neither)
+        self._limits = limits  # sessions a person opens, streams a token holds (None: unbounded)
         self._base_url = base_url
         self._holder = holder
         self._sessions = sessions
@@ -370,6 +373,8 @@ class McpEndpoint:
             if params.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
             else LATEST_HANDSHAKE_VERSION
         )
+        if self._limits is not None:
+            await self._limits.opening(principal)
         session = self._sessions.create(
             server_id=server.id,
             token_id=principal.session_owner,
@@ -407,6 +412,8 @@ class McpEndpoint:
             raise InvalidParams(f"invalid subscriptions/listen params: {exc.errors()[0]['msg']}") from None
         requested = params.notifications.model_dump(by_alias=True, exclude_none=True)
         honoured = {key: True for key in LISTEN_FILTER_KEYS if requested.get(key) is True}
+        if self._limits is not None:
+            await self._limits.opening(call.principal)
         session = self._sessions.create(
             server_id=call.server.id,
             token_id=call.principal.session_owner,
@@ -425,6 +432,8 @@ class McpEndpoint:
             self._exchanged(call.server, call.principal, request.method, started)
 
         try:
+            if self._limits is not None:
+                self._limits.streaming(self._sessions, session)
             await serve_event_stream(
                 session, receive, send, call.principal, confirm, first=orjson.dumps(ack), announce_session=False
             )
@@ -446,6 +455,8 @@ class McpEndpoint:
             await send_bytes(send, 406, b"", headers=[])
             return
         session = self._session(scope, server, principal)
+        if self._limits is not None:
+            self._limits.streaming(self._sessions, session)
 
         async def confirm() -> None:
             await self._reconfirm(scope, snapshot, server)
@@ -533,7 +544,7 @@ def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:
 async def _refuse(send: Send, error: BastionError, challenge: str | None) -> None:
     """A transport-level refusal: HTTP status from the error, JSON-RPC error body."""
     headers = [] if challenge is None else [(b"www-authenticate", challenge.encode())]
-    if isinstance(error, Unavailable):
+    if isinstance(error, (Unavailable, TooManyRequests)):
         headers.append((b"retry-after", str(error.retry_after).encode()))
     if isinstance(error, MethodNotAllowed):
         headers.append((b"allow", error.allow.encode()))
