@@ -49,7 +49,7 @@ from bastion.store.models import DEFAULT_TENANT
 from bastion.store.repos.audit import AuditLog
 from bastion.store.repos.downstream import SqlGrantStore
 from bastion.store.repos.mcp_sessions import SqlSessionEnds, session_sealing_key
-from bastion.store.repos.snapshot import load_snapshot
+from bastion.store.repos.snapshot import OpenedCredentials, load_snapshot
 from bastion.store.repos.token_uses import TokenUseWriter
 from bastion.store.repos.vault import check_vault
 from bastion.store.tenancy import SYSTEM
@@ -102,6 +102,7 @@ class Services:
             namespace=settings.redis_namespace,
             timeout=settings.redis_timeout_seconds,
         )
+        self._opened = OpenedCredentials()  # origin credentials from one snapshot load to the next
         self.holder = SnapshotHolder(self._load_snapshot, self.db.read_epoch, shared=self.bus.shared_epoch)
         self._session_keys = settings.session_keys()  # a malformed BASTION_SESSION_KEY stops start-up here
         self.sessions = SessionStore(
@@ -240,7 +241,7 @@ class Services:
     async def _load_snapshot(self) -> Snapshot:
         try:
             async with self.db.session(SYSTEM) as session:
-                return await load_snapshot(session, self.db.vault)
+                return await load_snapshot(session, self.db.vault, self._opened)
         except (SQLAlchemyError, OSError) as exc:
             # A request waiting on this reload is refused (503), never decided on the old snapshot.
             raise Unavailable(

@@ -3,14 +3,19 @@ against a stand-in of Vault's transit API (`tests.vault.transit_standin`; Vault 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
+import anyio
 import hvac
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.config import Settings
+from bastion.store.models import Origin
+from bastion.store.repos.snapshot import OpenedCredentials
 from bastion.vault.credentials import open_credential, seal_credential
 from bastion.vault.envelope import MasterKey, MasterKeys, VaultError, VaultUnavailable, kid_of
 from bastion.vault.keys import encode_key
@@ -80,3 +85,45 @@ def test_bastion_starts_on_vault_and_seals_its_signing_keys_there(tmp_path: Path
     decrypts = [r for r in transit.requests if "/decrypt/" in r["path"]]
     encrypts = [r for r in transit.requests if "/encrypt/" in r["path"]]
     assert encrypts and decrypts  # the canary and the signing keys went through Vault
+
+
+class _ThreadNoting(TransitKey):
+    """The real transit key, noting which thread each unwrap runs on."""
+
+    threads: ClassVar[list[str]] = []
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        self.threads.append(threading.current_thread().name)
+        return super().unwrap(wrapped, aad)
+
+
+def test_a_snapshot_reload_opens_only_changed_credentials_and_off_the_event_loop(transit: Transit) -> None:
+    """Every change reloads the snapshot: with Vault as the master key each open is a round trip, and
+    hvac blocks. Unchanged credentials are not opened again, and opens run in a worker thread."""
+    keys = MasterKeys(_ThreadNoting.connect(transit.url, transit.token, "bastion"))
+    rows = [
+        Origin(id=f"o{n}", tenant_id="default", auth_mode="bearer", credential=seal(keys, f"o{n}", f"t{n}"))
+        for n in range(3)
+    ]
+    opened = OpenedCredentials()
+
+    async def load() -> dict[str, Any]:
+        return await opened.of(rows, keys)
+
+    first = anyio.run(load)
+    assert [dict(first[f"o{n}"].headers)["authorization"] for n in range(3)] == [f"Bearer t{n}" for n in range(3)]
+    assert len(_ThreadNoting.threads) == 3 and threading.main_thread().name not in _ThreadNoting.threads
+    anyio.run(load)
+    assert len(_ThreadNoting.threads) == 3  # nothing changed: nothing opened
+    rows[1].credential = seal(keys, "o1", "t7")
+    assert dict(anyio.run(load)["o1"].headers)["authorization"] == "Bearer t7" and len(_ThreadNoting.threads) == 4
+    # One that does not open (Vault refusing) is tried again at the next load, not kept.
+    rows[2].credential = seal(keys, "o2", "t8")
+    transit.token = "s.revoked"
+    assert "cannot be opened" in str(anyio.run(load)["o2"].error)
+    transit.token = "s.test-token"
+    assert dict(anyio.run(load)["o2"].headers)["authorization"] == "Bearer t8"
+
+
+def seal(keys: MasterKeys, origin_id: str, token: str) -> str:
+    return seal_credential(keys, "default", origin_id, {"mode": "bearer", "token": token})

@@ -115,6 +115,11 @@ class MasterKeys:
     def kids(self) -> Mapping[str, KeyWrapper]:
         return self._keys
 
+    @property
+    def remote(self) -> bool:
+        """Some key is held by a key service: opening a secret may wait on the network."""
+        return any(getattr(key, "remote", False) for key in self._keys.values())
+
     def seal(self, plaintext: bytes, owner: str) -> str:
         data_key = AESGCM.generate_key(bit_length=256)
         nonce = os.urandom(_NONCE)

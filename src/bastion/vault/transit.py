@@ -9,7 +9,8 @@ ciphertext) rotate underneath with `vault write -f transit/keys/<key>/rotate`, a
 
 Calls are synchronous (hvac uses `requests`); they happen when a secret is sealed or first
 opened (a credential set, the snapshot loaded, a person's grant read into the cache), never
-per forwarded request.
+per forwarded request. The snapshot's loader opens origin credentials in a worker thread when a
+key is remote (`remote`), and only those whose sealed value changed since its last load.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _TIMEOUT_SECONDS = 10
 class TransitKey:
     # Vault's key versions change under one `kid`: `MasterKeys.rewrap` re-wraps through Vault always.
     rotates_underneath: ClassVar[bool] = True
+    remote: ClassVar[bool] = True  # each unwrap is a network round trip
 
     kid: str
     _client: Any = field(repr=False)  # hvac.Client

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import anyio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,17 +31,23 @@ from bastion.store.models import (
     User,
     VirtualServer,
 )
-from bastion.vault.credentials import open_credential
+from bastion.vault.credentials import OriginCredential, open_credential
 from bastion.vault.envelope import MasterKeys
 
-__all__ = ["effective_roles", "load_snapshot", "origin_spec", "placement"]
+__all__ = ["OpenedCredentials", "effective_roles", "load_snapshot", "origin_spec", "placement"]
 
 
-async def load_snapshot(session: AsyncSession, vault: MasterKeys | None = None) -> Snapshot:
+async def load_snapshot(
+    session: AsyncSession, vault: MasterKeys | None = None, opened: OpenedCredentials | None = None
+) -> Snapshot:
+    """The snapshot as the store holds it now; `opened` keeps origin credentials from one load to
+    the next (a new one each time without it)."""
     epoch = int(await session.scalar(select(StateEpoch.value).where(StateEpoch.id == 1)) or 0)
     origin_rows = (await session.scalars(select(Origin))).all()
+    kept = [o for o in origin_rows if o.status != "rejected"]
+    credentials = await (opened or OpenedCredentials()).of(kept, vault)
     # A rejected origin leaves the snapshot, so the origin pool closes its connection or process.
-    origins = {o.id: origin_spec(o, vault) for o in origin_rows if o.status != "rejected"}
+    origins = {o.id: _spec(o, credentials[o.id]) for o in kept}
     access = {
         o.id: OriginAccess(name=o.name, placement=placement(o), approved=o.status == "approved") for o in origin_rows
     }
@@ -115,7 +123,43 @@ async def _members(session: AsyncSession) -> dict[str, Member]:
     }
 
 
+_Sealed = tuple[str, str, str, str | None]  # tenant, origin id, credential mode, the stored value
+
+
+class OpenedCredentials:
+    """Origin credentials as the last snapshot load opened them, by what was stored. Every change
+    reloads the snapshot, which needs every origin's credential: only those whose stored value
+    changed are opened again (with Vault's transit as the master key, each open is a round trip),
+    and with a key service they are opened in a worker thread (its client blocks: a slow Vault
+    must not stall every request on the event loop). One that did not open (Vault unreachable,
+    say) is tried again at the next load."""
+
+    def __init__(self) -> None:
+        self._kept: dict[_Sealed, OriginCredential | None] = {}
+
+    async def of(self, rows: Sequence[Origin], vault: MasterKeys | None) -> dict[str, OriginCredential | None]:
+        wanted: dict[str, _Sealed] = {o.id: (o.tenant_id, o.id, o.auth_mode, o.credential) for o in rows}
+        missing = [sealed for sealed in wanted.values() if sealed not in self._kept]
+
+        def open_missing() -> dict[_Sealed, OriginCredential | None]:
+            return {sealed: open_credential(vault, *sealed) for sealed in missing}
+
+        remote = vault is not None and vault.remote and bool(missing)
+        opened = {**self._kept, **(await anyio.to_thread.run_sync(open_missing) if remote else open_missing())}
+        self._kept = {
+            sealed: credential
+            for sealed in wanted.values()
+            if (credential := opened[sealed]) is None or credential.error is None
+        }
+        return {origin_id: opened[sealed] for origin_id, sealed in wanted.items()}
+
+
 def origin_spec(origin: Origin, vault: MasterKeys | None = None) -> OriginSpec:
+    """The data plane's view of `origin`, its credential opened with `vault`."""
+    return _spec(origin, open_credential(vault, origin.tenant_id, origin.id, origin.auth_mode, origin.credential))
+
+
+def _spec(origin: Origin, credential: OriginCredential | None) -> OriginSpec:
     return OriginSpec(
         id=origin.id,
         name=origin.name,
@@ -123,7 +167,7 @@ def origin_spec(origin: Origin, vault: MasterKeys | None = None) -> OriginSpec:
         url=origin.url,
         command=tuple(origin.command) if origin.command else None,
         timeout_seconds=origin.timeout_seconds,
-        credential=open_credential(vault, origin.tenant_id, origin.id, origin.auth_mode, origin.credential),
+        credential=credential,
         tenant_id=origin.tenant_id,
     )
 
