@@ -228,6 +228,12 @@ async def test_an_origins_question_is_read_for_injection_markers_and_never_wrapp
     assert isinstance(blocked.error, PolicyDenied) and "the question of 'refund'" in blocked.reason
     plain = {"resultType": "input_required", "inputRequests": {"confirm": {**question, "params": {"message": "Ok?"}}}}
     assert (await Inspect().on_response(context(policies={"inspect": {"spotlight": True}}), plain)).action == "allow"
+    long = {
+        "resultType": "input_required",
+        "inputRequests": {"confirm": {**question, "params": {"message": "x" * 200}}},
+    }
+    oversized = await Inspect().on_response(context(policies={"inspect": {"max_result_bytes": 100}}), long)
+    assert isinstance(oversized.error, UpstreamTooLarge) and "the question of 'refund'" in oversized.reason
 
 
 async def test_spotlighting_wraps_text_results_as_untrusted_data_the_text_cannot_close() -> None:
@@ -555,10 +561,10 @@ def test_an_origins_question_to_a_handshake_era_client_is_screened_before_it_is_
     assert pipeline.questions(context(), to_ann) == to_ann
 
 
-async def test_pseudonyms_are_restored_in_an_origins_question_but_never_in_its_request_state() -> None:
+async def test_pseudonyms_are_restored_in_an_origins_question_text_but_never_where_it_goes_back() -> None:
     """The person reads their own values in what the origin asks (handshake era: a relayed request;
-    2026-07-28: the result). The `requestState` returns to the origin in the retry: a pseudonym the
-    origin kept there stays one, or the retry would hand the origin the original."""
+    2026-07-28: the result). A schema's `enum` or `default` becomes the answer and a `requestState`
+    returns in the retry: a pseudonym there stays one, or the origin would get the original."""
     from bastion.pipeline.chain import Pipeline
     from bastion.pipeline.rate_limit import RateLimit
     from bastion.pipeline.windows import limiter_storage
@@ -569,13 +575,17 @@ async def test_pseudonyms_are_restored_in_an_origins_question_but_never_in_its_r
     decision = await anonymize.on_request(ctx)
     assert decision.params is not None
     stand_in = decision.params["arguments"]["note"]
-    question = {"method": "elicitation/create", "params": {"message": f"Refund {stand_in}?", "requestedSchema": {}}}
+    schema = {"type": "object", "properties": {"to": {"type": "string", "enum": [stand_in], "default": stand_in}}}
+    question = {"method": "elicitation/create", "params": {"message": f"Refund {stand_in}?", "requestedSchema": schema}}
     asked = pipeline.questions(ctx, {"q": question})
-    assert asked["q"]["params"]["message"] == "Refund ann@example.com?"
+    assert asked["q"]["params"] == {"message": "Refund ann@example.com?", "requestedSchema": schema}
     asking = {"resultType": "input_required", "inputRequests": {"q": question}, "requestState": f"to={stand_in}"}
     shown = await anonymize.on_response(ctx, asking)
     assert shown.result is not None
-    assert shown.result["inputRequests"]["q"]["params"]["message"] == "Refund ann@example.com?"
+    assert shown.result["inputRequests"]["q"]["params"] == {
+        "message": "Refund ann@example.com?",
+        "requestedSchema": schema,
+    }
     assert shown.result["requestState"] == f"to={stand_in}"
     only_state = await anonymize.on_response(ctx, {"resultType": "input_required", "requestState": f"to={stand_in}"})
     assert only_state.action == "allow" and only_state.result is None

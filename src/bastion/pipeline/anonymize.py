@@ -51,22 +51,41 @@ class Anonymize(StageBase):
         )
 
     async def on_response(self, ctx: CallContext, result: dict[str, Any]) -> Decision:
-        # A 2026-07-28 origin's `requestState` comes back to it in the client's retry: restored there,
-        # a pseudonym the origin kept in it would hand the origin the original. It stays as written.
         if not ctx.state.get(self.name):
             return ALLOW
-        read = {key: value for key, value in result.items() if key != "requestState"}
-        changed = self.restored(ctx, read)
-        if changed is read:
+        if result.get("resultType") == "input_required":  # a 2026-07-28 origin's questions
+            asked = result.get("inputRequests")
+            questions = self.questions(ctx, asked) if isinstance(asked, dict) else asked
+            if questions is asked:
+                return ALLOW
+            return Decision.modify(
+                "pseudonyms restored in the questions", result={**result, "inputRequests": questions}
+            )
+        changed = self.restored(ctx, result)
+        if changed is result:
             return ALLOW
-        if "requestState" in result:
-            changed["requestState"] = result["requestState"]
         return Decision.modify("pseudonyms restored in the result", result=changed)
 
+    def questions(self, ctx: CallContext, requests: dict[str, Any]) -> dict[str, Any]:
+        """An origin's questions with pseudonyms restored in what the person reads (each `message`)
+        only: what they answer goes to the origin, so an original restored in a schema's `enum` or
+        `default` would reach it; and a `requestState` returns to it as is in the client's retry."""
+        changed = False
+        out: dict[str, Any] = {}
+        for key, request in requests.items():
+            params = request.get("params") if isinstance(request, dict) else None
+            message = params.get("message") if isinstance(params, dict) else None
+            shown = self.restored(ctx, message) if isinstance(message, str) else message
+            if shown is not message:
+                assert isinstance(request, dict) and isinstance(params, dict)
+                request = {**request, "params": {**params, "message": shown}}
+                changed = True
+            out[key] = request
+        return out if changed else requests
+
     def restored(self, ctx: CallContext, value: Any) -> Any:
-        """`value`, words of the origin's for the client (its result, its questions), with this
-        call's pseudonyms back to the values they stand for, except inside links; the same object
-        when there is none."""
+        """`value`, words of the origin's for the client, with this call's pseudonyms back to the
+        values they stand for, except inside links; the same object when there is none."""
         table: dict[str, str] | None = ctx.state.get(self.name)
         if not table:
             return value

@@ -175,7 +175,7 @@ class Pipeline:
             _keep(
                 ctx, "inspect", "response", Decision.alert("origin question asked with instructions aimed at the model")
             )
-        return dict(self._anonymize.restored(ctx, screened))  # the person reads their own values, as in results
+        return self._anonymize.questions(ctx, dict(screened))  # the person reads their own values, as in results
 
     def answers(self, ctx: CallContext, responses: dict[str, Any]) -> dict[str, Any]:
         """A handshake-era client's answers to the origin's questions, checked by DLP's request
