@@ -1,6 +1,8 @@
-"""What one caller may hold of the MCP endpoint's session machinery, so that no token can grow it
-without bound: sessions opened per window (each `initialize`, each 2026-07-28 `subscriptions/
-listen`) per person, and notification streams held open per token on one replica.
+"""What one caller may hold of the MCP endpoint's session machinery: sessions opened per window
+(each `initialize`, each 2026-07-28 `subscriptions/listen`) per person, and notification streams
+(GET, listen) held open per token on one replica. A call answered as an event stream (progress,
+a question for the person) holds its connection too, for as long as the call runs; those are
+bounded by the calls' own limits (rate limits, timeouts), not here.
 
 Why both: a session costs its replica a bounded cache entry (`SessionStore`), but its DELETE is
 remembered on every replica for the session's lifetime, so the number a person may open is what
@@ -43,10 +45,11 @@ class SessionLimits:
                 retry_after=retry_after,
             )
 
-    def streaming(self, sessions: SessionStore, session: Session) -> None:
-        """Before `session` opens a stream: TooManyRequests when its token already holds the most
-        it may here (the stream `session` holds itself is replaced, so it does not count)."""
-        held = sum(1 for s in sessions.all() if s.token_id == session.token_id and s.streaming and s is not session)
+    def streaming(self, sessions: SessionStore, owner: str, replacing: Session | None = None) -> None:
+        """Before a stream opens for `owner` (a session's token): TooManyRequests when it already
+        holds the most it may here. A session's new GET replaces its own stream (`replacing`),
+        which does not count."""
+        held = sum(1 for s in sessions.all() if s.token_id == owner and s.streaming and s is not replacing)
         if held >= self._streams:
             raise TooManyRequests(
                 f"this token holds {held} open MCP notification streams here, the most it may: "

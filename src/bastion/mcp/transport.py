@@ -412,7 +412,8 @@ class McpEndpoint:
             raise InvalidParams(f"invalid subscriptions/listen params: {exc.errors()[0]['msg']}") from None
         requested = params.notifications.model_dump(by_alias=True, exclude_none=True)
         honoured = {key: True for key in LISTEN_FILTER_KEYS if requested.get(key) is True}
-        if self._limits is not None:
+        if self._limits is not None:  # the streams first: a refused stream spends no opening
+            self._limits.streaming(self._sessions, call.principal.session_owner)
             await self._limits.opening(call.principal)
         session = self._sessions.create(
             server_id=call.server.id,
@@ -432,8 +433,6 @@ class McpEndpoint:
             self._exchanged(call.server, call.principal, request.method, started)
 
         try:
-            if self._limits is not None:
-                self._limits.streaming(self._sessions, session)
             await serve_event_stream(
                 session, receive, send, call.principal, confirm, first=orjson.dumps(ack), announce_session=False
             )
@@ -456,7 +455,7 @@ class McpEndpoint:
             return
         session = self._session(scope, server, principal)
         if self._limits is not None:
-            self._limits.streaming(self._sessions, session)
+            self._limits.streaming(self._sessions, session.token_id, replacing=session)
 
         async def confirm() -> None:
             await self._reconfirm(scope, snapshot, server)
