@@ -344,10 +344,11 @@ class Settings(BaseSettings):
         # A browser's Origin is scheme://host[:port], compared as a string: "https://app.example/"
         # would never match, so a path (or anything else) is a mistake to stop on, not to ignore.
         for entry in value:
-            parts = urlsplit(entry)
-            exact = entry == f"{parts.scheme}://{parts.netloc}" and parts.hostname and not parts.username
-            if entry != "*" and not (parts.scheme in ("http", "https") and exact):
-                raise ValueError(f"{entry!r} is not an origin (scheme://host[:port], such as https://app.example)")
+            if entry != _browser_origin(entry):
+                raise ValueError(
+                    f"{entry!r} is not an origin as a browser sends it (scheme://host[:port], lower case, no "
+                    "default port, such as https://app.example); a wildcard would let every site read responses"
+                )
         return value
 
     @field_validator("trusted_proxies")
@@ -433,6 +434,22 @@ class Settings(BaseSettings):
         return f"{scheme}://{host}:{self.port}"
 
 
+def _browser_origin(entry: str) -> str | None:
+    """`entry` as a browser serializes an origin (RFC 6454 §6.2), or None when it is not one."""
+    try:
+        parts = urlsplit(entry)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None:
+        return None
+    if parts.path or parts.query or parts.fragment:
+        return None
+    default = 80 if parts.scheme == "http" else 443
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
 def _session_keys(text: str) -> list[bytes]:
     keys = []
     for item in (part.strip() for part in text.split(",")):
@@ -483,6 +500,6 @@ def posture_findings(settings: Settings) -> list[str]:
             "the policy pipeline is off (BASTION_PIPELINE=false): no rate limits, approvals, DLP "
             "or response checks; turn it back on outside benchmarks"
         )
-    if "*" in settings.allowed_origins or "*" in settings.cors_origins:
-        findings.append("a wildcard Origin/CORS allowlist disables DNS-rebinding protection: list origins")
+    if "*" in settings.allowed_origins:  # (a wildcard CORS entry stops the start)
+        findings.append("a wildcard Origin allowlist disables DNS-rebinding protection: list origins")
     return findings

@@ -208,7 +208,7 @@ class Services:
                 store_first=settings.audit_store_first,
                 pipeline=self.pipeline if settings.pipeline else None,
             ),
-            origins=OriginPolicy([*settings.allowed_origins, *settings.cors_origins]),  # listed for CORS: allowed
+            origins=OriginPolicy(settings.allowed_origins, exact=settings.cors_origins),  # listed for CORS: allowed
             bearer=BearerResolver(self.auth.store.access_principal),
             base_url=settings.base_url(),
             max_body_bytes=settings.max_body_bytes,

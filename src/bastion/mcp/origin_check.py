@@ -27,12 +27,14 @@ def _scheme_host(origin: str) -> tuple[str, str] | None:
 
 
 class OriginPolicy:
-    def __init__(self, allowed: list[str]) -> None:
-        # Entries are scheme://host; any port of an allowed host is accepted.
+    def __init__(self, allowed: list[str], exact: list[str] | None = None) -> None:
+        # `allowed` entries are scheme://host, any port of an allowed host accepted; `exact` ones
+        # (the CORS origins) are whole origins, compared as the browser sends them.
         self._allowed = {pair for entry in allowed if (pair := _scheme_host(entry)) is not None}
+        self._exact = frozenset(exact or ())
 
     def check(self, origin: str | None) -> None:
-        if origin is None:
+        if origin is None or origin in self._exact:
             return
         pair = _scheme_host(origin)
         if pair is None or pair not in self._allowed:
