@@ -60,7 +60,7 @@ async def test_a_code_is_taken_once_even_by_concurrent_redemptions(db: Database)
     taken: list[bool] = []
 
     async def redeem() -> None:
-        record = await store.take_code(code.code_hash, time.time())
+        record = await store.take_code(code.code_hash, time.time(), code.grant.client_id)
         assert record is not None and record.grant == grant
         taken.append(record.used)
 
@@ -68,7 +68,18 @@ async def test_a_code_is_taken_once_even_by_concurrent_redemptions(db: Database)
         for _ in range(4):
             tasks.start_soon(redeem)
     assert sorted(taken) == [False, True, True, True]  # exactly one first use
-    assert await store.take_code(hash_token("no such code"), time.time()) is None
+    assert await store.take_code(hash_token("no such code"), time.time(), "c") is None
+
+
+async def test_another_client_cannot_spend_a_code(db: Database) -> None:
+    """RFC 9700 §4.14.2: a client that presents another's code (without its credentials) is told
+    nothing and spends nothing, so it cannot make the owner's redemption look like a replay."""
+    store = SqlOAuthStore(db, MemoryBus())
+    code = _code(await _grant(db, "family-6"), "code-6")
+    await store.save_code(code)
+    assert await store.take_code(code.code_hash, time.time(), "client-2") is None
+    first = await store.take_code(code.code_hash, time.time(), "client-1")
+    assert first is not None and not first.used
 
 
 async def test_a_refresh_token_rotates_once_and_its_family_revocation_reaches_the_data_plane(db: Database) -> None:
@@ -90,8 +101,9 @@ async def test_a_refresh_token_rotates_once_and_its_family_revocation_reaches_th
     assert principal.server_ids == frozenset({grant.server_id}) and principal.scopes == frozenset({"mcp"})
     assert await store.access_principal(hash_token("refresh")) is None  # a refresh token is no access token
 
-    first = await store.take_refresh(hash_token("refresh"), now)
-    again = await store.take_refresh(hash_token("refresh"), now)
+    assert await store.take_refresh(hash_token("refresh"), now, "client-2") is None  # another client: untouched
+    first = await store.take_refresh(hash_token("refresh"), now, "client-1")
+    again = await store.take_refresh(hash_token("refresh"), now, "client-1")
     assert first is not None and not first.used and again is not None and again.used
     # Issued and expiring on one clock reading: the lifetime is exact whatever the fraction of a second.
     assert abs(first.issued_at - now) < 1e-3 and round(first.expires_at - first.issued_at, 3) == 3600
@@ -119,8 +131,8 @@ async def test_a_rotation_saved_after_a_replay_revoked_its_family_is_refused_and
     grant = await _grant(db, "family-4")
     now = time.time()
     await store.save_tokens(grant, [(hash_token("refresh-4"), "refresh", now + 3600)], now)
-    winner = await store.take_refresh(hash_token("refresh-4"), now)
-    loser = await store.take_refresh(hash_token("refresh-4"), now)
+    winner = await store.take_refresh(hash_token("refresh-4"), now, "client-1")
+    loser = await store.take_refresh(hash_token("refresh-4"), now, "client-1")
     assert winner is not None and not winner.used and loser is not None and loser.used
     await store.revoke_family(loser.grant.family_id)  # what the refresh grant does on a replay
     with pytest.raises(InvalidGrant, match="grant was revoked"):
@@ -134,8 +146,8 @@ async def test_a_code_replayed_before_the_first_redemption_saved_anything_leaves
     grant = await _grant(db, "family-5")
     code = _code(grant, "code-5")
     await store.save_code(code)
-    first = await store.take_code(code.code_hash, time.time())
-    replay = await store.take_code(code.code_hash, time.time())
+    first = await store.take_code(code.code_hash, time.time(), code.grant.client_id)
+    replay = await store.take_code(code.code_hash, time.time(), code.grant.client_id)
     assert first is not None and not first.used and replay is not None and replay.used
     await store.revoke_family(replay.grant.family_id)  # no token of the family exists yet
     with pytest.raises(InvalidGrant):
@@ -185,7 +197,7 @@ async def test_concurrent_presentations_of_one_refresh_token_leave_no_token_of_t
         async def present(
             n: int, grant: Grant = grant, family: str = family, now: float = now, saved: list[str] = saved
         ) -> None:
-            record = await store.take_refresh(hash_token(f"rt-{family}"), now)
+            record = await store.take_refresh(hash_token(f"rt-{family}"), now, "client-1")
             assert record is not None
             if record.used:
                 await store.revoke_family(family)

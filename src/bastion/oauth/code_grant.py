@@ -26,8 +26,8 @@ class AuthorizationCodeGrant:
         code = form.get("code")
         if not code:
             raise InvalidGrant("code is required")
-        record = await self._store.take_code(hash_token(code), now)
-        if record is None or record.grant.client_id != client.client_id:
+        record = await self._store.take_code(hash_token(code), now, client.client_id)
+        if record is None:
             # §4.1.3: a code issued to another client is as unknown as a made-up one.
             raise InvalidGrant("the authorization code is invalid")
         if record.used:

@@ -84,8 +84,10 @@ class OAuthStore(Protocol):
 
     async def save_code(self, code: CodeRecord) -> None: ...
 
-    async def take_code(self, code_hash: str, now: float) -> CodeRecord | None:
-        """The code as it was, marking it used in the same transaction (`used` tells a replay)."""
+    async def take_code(self, code_hash: str, now: float, client_id: str) -> CodeRecord | None:
+        """The code as it was, marking it used in the same transaction (`used` tells a replay); None
+        when it was not issued to `client_id`, which then leaves it as it was (RFC 9700 §4.14.2:
+        another client, without this one's credentials, cannot spend it and so revoke its grant)."""
         ...
 
     async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]], issued_at: float) -> None:
@@ -97,8 +99,9 @@ class OAuthStore(Protocol):
         tokens saved while either runs are revoked with the rest."""
         ...
 
-    async def take_refresh(self, token_hash: str, now: float) -> TokenRecord | None:
-        """The refresh token as it was, marking it used in the same transaction."""
+    async def take_refresh(self, token_hash: str, now: float, client_id: str) -> TokenRecord | None:
+        """The refresh token as it was, marking it used in the same transaction; None, leaving it
+        as it was, when it was not issued to `client_id` (as for `take_code`)."""
         ...
 
     async def find_token(self, token_hash: str) -> TokenRecord | None: ...

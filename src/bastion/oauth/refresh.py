@@ -26,8 +26,8 @@ class RefreshTokenGrant:
         token = form.get("refresh_token")
         if not token:
             raise InvalidGrant("refresh_token is required")
-        record = await self._store.take_refresh(hash_token(token), now)
-        if record is None or record.grant.client_id != client.client_id:
+        record = await self._store.take_refresh(hash_token(token), now, client.client_id)
+        if record is None:  # unknown, or another client's (left as it was)
             raise InvalidGrant("the refresh token is invalid")
         if record.revoked:
             raise InvalidGrant("the refresh token was revoked")

@@ -227,17 +227,18 @@ class SqlOAuthStore:
                 )
             )
 
-    async def take_code(self, code_hash: str, now: float) -> CodeRecord | None:
+    async def take_code(self, code_hash: str, now: float, client_id: str) -> CodeRecord | None:
         async with self._db.session(SYSTEM) as session:
             # One conditional UPDATE: of two concurrent redemptions exactly one sees rowcount 1.
+            # Only by the client it was issued to: another one's attempt changes nothing.
             result = await session.execute(
                 update(OAuthCode)
-                .where(OAuthCode.code_hash == code_hash, OAuthCode.used_at.is_(None))
+                .where(OAuthCode.code_hash == code_hash, OAuthCode.client_id == client_id, OAuthCode.used_at.is_(None))
                 .values(used_at=_at(now))
             )
             first = cast(Any, result).rowcount == 1
             row = await session.get(OAuthCode, code_hash)
-            if row is None:
+            if row is None or row.client_id != client_id:
                 return None
             return CodeRecord(
                 code_hash=row.code_hash,
@@ -267,17 +268,18 @@ class SqlOAuthStore:
                     )
                 )
 
-    async def take_refresh(self, token_hash: str, now: float) -> TokenRecord | None:
+    async def take_refresh(self, token_hash: str, now: float, client_id: str) -> TokenRecord | None:
         async with self._db.session(SYSTEM) as session:
+            mine = (
+                OAuthToken.token_hash == token_hash,
+                OAuthToken.kind == "refresh",
+                OAuthToken.client_id == client_id,
+            )
             result = await session.execute(
-                update(OAuthToken)
-                .where(OAuthToken.token_hash == token_hash, OAuthToken.kind == "refresh", OAuthToken.used_at.is_(None))
-                .values(used_at=_at(now))
+                update(OAuthToken).where(*mine, OAuthToken.used_at.is_(None)).values(used_at=_at(now))
             )
             first = cast(Any, result).rowcount == 1
-            row = await session.scalar(
-                select(OAuthToken).where(OAuthToken.token_hash == token_hash, OAuthToken.kind == "refresh")
-            )
+            row = await session.scalar(select(OAuthToken).where(*mine))
             if row is None:
                 return None
             return dataclasses.replace(_token(row), used=not first)
