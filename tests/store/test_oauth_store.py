@@ -20,6 +20,7 @@ from bastion.oauth.provider import CodeRecord, Grant
 from bastion.store.db import Database, _alembic_config
 from bastion.store.models import OAuthFamily, OAuthToken, SpentId
 from bastion.store.repos import servers, tokens
+from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.store.repos.oauth import SqlOAuthStore, hold_live_family
 from bastion.store.repos.spent import is_spent, spend
 from bastion.store.tenancy import SYSTEM
@@ -80,6 +81,23 @@ async def test_another_client_cannot_spend_a_code(db: Database) -> None:
     assert await store.take_code(code.code_hash, time.time(), "client-2") is None
     first = await store.take_code(code.code_hash, time.time(), "client-1")
     assert first is not None and not first.used
+
+
+async def test_a_consent_withdrawn_while_its_code_is_being_redeemed_leaves_no_live_token(db: Database) -> None:
+    """The redemption took the code before the withdrawal and saves its tokens after: the family
+    the withdrawal revoked ahead of them refuses the save."""
+    store = SqlOAuthStore(db, MemoryBus())
+    grant = await _grant(db, "family-7")
+    code = _code(grant, "code-7")
+    await store.save_code(code)
+    taken = await store.take_code(code.code_hash, time.time(), "client-1")
+    assert taken is not None and not taken.used
+    await store.save_consent(grant.user_id, "client-1", grant.server_id, frozenset({"mcp"}))
+    [consent] = await list_consents(db, grant.user_id)
+    await withdraw_consent(db, MemoryBus(), grant.user_id, consent.id)
+    with pytest.raises(InvalidGrant, match="grant was revoked"):
+        await store.save_tokens(grant, [(hash_token("access-7"), "access", time.time() + 600)], time.time())
+    assert await store.access_principal(hash_token("access-7")) is None
 
 
 async def test_a_refresh_token_rotates_once_and_its_family_revocation_reaches_the_data_plane(db: Database) -> None:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.harness import ADMIN_PASSWORD, Bastion, run_bastion
-from tests.oauth.flows import Flow, mcp_request, publish_demo
+from tests.oauth.flows import Flow, Pkce, mcp_request, publish_demo
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +49,21 @@ async def test_withdrawing_a_consent_revokes_the_clients_tokens_and_asks_again_n
     assert all(c["id"] != mine[0]["id"] for c in (await flow.http.get("/auth/consents")).json())
     refresh = await flow.refresh(tokens.client_id, str(tokens.refresh_token))
     assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant"
+
+
+async def test_withdrawing_a_consent_spends_a_code_not_yet_redeemed(gw: Bastion, flow: Flow) -> None:
+    """The code was issued under the consent: redeemed after it is withdrawn, it must not give tokens."""
+    client_id = str((await flow.register())["client_id"])
+    pkce = Pkce.new()
+    code = await flow.code_for(client_id, pkce)
+    signed_in = await flow.http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+    consent = next(c for c in (await flow.http.get("/auth/consents")).json() if c["client_id"] == client_id)
+    withdrawn = await flow.http.delete(
+        f"/auth/consents/{consent['id']}", headers={"x-csrf-token": signed_in.json()["csrf"]}
+    )
+    assert withdrawn.status_code == 204
+    redeemed = await flow.exchange(client_id, code, pkce)
+    assert redeemed.status_code == 400 and redeemed.json()["error"] == "invalid_grant", redeemed.text
 
 
 async def test_a_csrf_header_with_non_ascii_characters_is_refused_not_a_500(gw: Bastion, flow: Flow) -> None:
