@@ -245,6 +245,8 @@ class Flow:
         page = await self.consent_page(path)
         if page.status_code == 302:
             return Redirect(page.headers["location"])
+        if page.status_code >= 400:  # an error the client learns of through the page's link
+            return client_link(page)
         assert page.status_code == 200 and "Allow access?" in page.text, (page.status_code, page.text)
         return await self.decide(page, decision)
 
@@ -264,6 +266,15 @@ class Flow:
         assert response.status_code == 200, response.text
         body = response.json()
         return Tokens(client_id, body["access_token"], body.get("refresh_token"), body["scope"])
+
+
+def client_link(page: httpx.Response) -> Redirect:
+    """Where an error page's "Return to ..." link leads: the client's redirect URI with the error
+    (Bastion does not send the browser there by itself; see `bastion.oauth.authorize`)."""
+    assert page.status_code >= 400 and "location" not in page.headers, (page.status_code, page.headers)
+    match = re.search(r'<a href="([^"]+)" rel="noreferrer">Return to ', page.text)
+    assert match, page.text[:2000]
+    return Redirect(html.unescape(match.group(1)))
 
 
 def page_message(page: httpx.Response) -> str:

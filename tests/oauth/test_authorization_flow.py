@@ -20,6 +20,7 @@ from tests.oauth.flows import (
     REDIRECT_URI,
     Flow,
     Pkce,
+    client_link,
     error_of,
     mcp_request,
     own_database,
@@ -50,10 +51,10 @@ async def _client(flow: Flow) -> str:
 
 
 async def _redirect(flow: Flow, path: str) -> Redirect:
-    """The answer to an authorization request that fails before anyone signs in: a redirect."""
-    response = await flow.http.get(path)
-    assert response.status_code == 302, (response.status_code, response.text[:500])
-    redirect = Redirect(response.headers["location"])
+    """The answer to an authorization request that fails before anyone signs in: an error page
+    whose link takes the person back to the client with the error (never an automatic redirect:
+    RFC 9700 §4.11.2, the URI is whatever the client's registrant chose)."""
+    redirect = client_link(await flow.http.get(path))
     assert redirect.location.startswith(REDIRECT_URI + "?"), redirect.location
     return redirect
 

@@ -3,7 +3,12 @@
 Errors about the client or its redirect URI are shown to the user and never
 redirected (RFC 6749 §4.1.2.1: an unchecked redirect URI would make Bastion an
 open redirector); every later error goes back to the client's redirect URI
-with `state` and `iss` (RFC 9207 §2).
+with `state` and `iss` (RFC 9207 §2), through a link on the error page rather
+than at once: the clients that reach this endpoint are ones anyone could
+register (dynamic registration, a metadata document; service clients have no
+redirect URI), so the URI is the registrant's choice, and an automatic
+redirect would make any link to this endpoint forward its visitor wherever a
+registrant likes (RFC 9700 §4.11.2).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -55,9 +56,25 @@ def _signed_in(request: Request, auth: AuthServer) -> tuple[str, str] | None:
         return None
 
 
-def error_page(error: BastionError, *, back_to: str | None = None) -> Response:
-    """`back_to`: a page of Bastion's where the person can start again (else: the application)."""
-    page = render("error.html", status=error.http_status, message=error.message, back_to=back_to)
+def back_to_client(error: BastionError, redirect: str) -> Response:
+    """The client learns of `error` at its redirect URI (`redirect`, the error in its query) through
+    a link the person follows, not at once: a URI its registrant chose (RFC 9700 §4.11.2; see
+    `bastion.oauth.authorize`)."""
+    return error_page(error, leave_to=redirect)
+
+
+def error_page(error: BastionError, *, back_to: str | None = None, leave_to: str | None = None) -> Response:
+    """`back_to`: a page of Bastion's where the person can start again (else: the application);
+    `leave_to`: the application's own address for this error, shown as a link with its host."""
+    leave_host = None if leave_to is None else (urlsplit(leave_to).netloc or f"{urlsplit(leave_to).scheme}:")
+    page = render(
+        "error.html",
+        status=error.http_status,
+        message=error.message,
+        back_to=back_to,
+        leave_to=leave_to,
+        leave_host=leave_host,
+    )
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:  # a limit or an outage: browsers and clients back off
         page.headers["retry-after"] = str(retry_after)
@@ -84,7 +101,7 @@ async def authorize(request: Request, auth: Auth) -> Response:
         params = single_values(request.query_params.multi_items())
         authz = await auth.authorizer.validate(params)
     except RedirectableError as redirect:
-        return RedirectResponse(redirect.redirect_uri, status_code=302)
+        return back_to_client(redirect.error, redirect.redirect_uri)
     except BastionError as error:
         return error_page(error)
     signed_in = _signed_in(request, auth)
@@ -124,7 +141,8 @@ async def _refusal(auth: AuthServer, authz: AuthorizationRequest, user_id: str) 
     if member is not None and server is not None and member.sees(server.placement):
         return None
     error = AccessDenied(f"this account has no access to {authz.server_slug!r}")
-    return RedirectResponse(auth.authorizer.error_redirect(authz.redirect_uri, error, authz.state), status_code=302)
+    redirect = auth.authorizer.error_redirect(authz.redirect_uri, error, authz.state)
+    return back_to_client(error, redirect)
 
 
 async def _consent_or_code(auth: AuthServer, authz: AuthorizationRequest, user_id: str, cookie: str) -> Response:
