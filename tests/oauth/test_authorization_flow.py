@@ -220,6 +220,16 @@ async def test_an_unknown_scope_is_invalid_scope(flow: Flow) -> None:
     assert error == "invalid_scope" and "unknown scope 'admin'" in description
 
 
+async def test_a_client_asks_for_no_more_than_the_scope_it_registered(flow: Flow) -> None:
+    """RFC 7591 §2: the registered `scope` bounds the client's requests; omitted, it is asked for."""
+    client_id = str((await flow.register(scope="mcp:read"))["client_id"])
+    redirect = await _redirect(flow, flow.authorize_path(client_id, Pkce.new(), scope="mcp"))
+    error, description = error_of(redirect)
+    assert error == "invalid_scope" and "more than this client registered (mcp:read)" in description
+    page = await flow.consent_page(flow.authorize_path(client_id, Pkce.new()))
+    assert page.status_code == 200 and "mcp:read" in page.text and "mcp:write" not in page.text
+
+
 async def test_a_wrong_response_type_is_unsupported_response_type(flow: Flow) -> None:
     client_id = await _client(flow)
     redirect = await _redirect(flow, flow.authorize_path(client_id, Pkce.new(), response_type="token"))

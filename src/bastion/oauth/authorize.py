@@ -27,7 +27,7 @@ from bastion.oauth.clients import ClientDirectory
 from bastion.oauth.provider import CodeRecord, Grant, OAuthStore
 from bastion.oauth.redirects import redirect_uri_matches, with_params
 from bastion.oauth.resources import server_for_resource
-from bastion.oauth.scopes import grantable_scopes
+from bastion.oauth.scopes import for_client
 
 __all__ = ["MAX_NONCE", "AuthorizationRequest", "Authorizer", "RedirectableError"]
 
@@ -108,7 +108,7 @@ class Authorizer:
             if nonce is not None and not 0 < len(nonce) <= MAX_NONCE:  # it is stored with the code
                 raise BadRequest(f"nonce must be 1 to {MAX_NONCE} characters")
             server = server_for_resource(self._snapshot(), self.issuer, params.get("resource"))
-            scopes = grantable_scopes(params.get("scope"))
+            scopes = for_client(params.get("scope"), client.scope)
         except BastionError as error:
             raise RedirectableError(error, self.error_redirect(redirect_uri, error, state)) from None
         return AuthorizationRequest(
