@@ -268,22 +268,36 @@ async def test_a_person_with_no_access_to_the_server_is_sent_back_with_access_de
 
 
 async def test_consent_is_remembered_for_the_same_client_server_and_scopes(gw: Bastion, flow: Flow) -> None:
-    client_id = await _client(flow)
-    first = await flow.consent_page(flow.authorize_path(client_id, Pkce.new(), scope="mcp:read"))
+    web = "https://app.example/callback"  # TLS proves where the code goes: only this client gets it
+    client_id = str((await flow.register(redirect_uris=[web]))["client_id"])
+
+    def path(**extra: str) -> str:
+        return flow.authorize_path(client_id, Pkce.new(), redirect_uri=web, **{"scope": "mcp:read", **extra})
+
+    first = await flow.consent_page(path())
     assert first.status_code == 200 and "Allow access?" in first.text
     await flow.decide(first)
-    again = await flow.http.get(flow.authorize_path(client_id, Pkce.new(), scope="mcp:read", state="2nd"))
+    again = await flow.http.get(path(state="2nd"))
     assert again.status_code == 302, again.text  # straight back to the client: no consent page
     assert Redirect(again.headers["location"]).params.keys() >= {"code", "state", "iss"}
     # A new browser signs in and goes straight back too: consent belongs to the user, not the cookie.
     async with Flow(gw) as fresh:
-        after_login = await fresh.consent_page(fresh.authorize_path(client_id, Pkce.new(), scope="mcp:read"))
+        after_login = await fresh.consent_page(path())
         assert after_login.status_code == 302 and "code=" in after_login.headers["location"]
     # More than was consented to asks again; so does another virtual server.
-    wider = await flow.http.get(flow.authorize_path(client_id, Pkce.new(), scope="mcp:read mcp:write"))
+    wider = await flow.http.get(path(scope="mcp:read mcp:write"))
     assert wider.status_code == 200 and "Allow access?" in wider.text
-    other = await flow.http.get(flow.authorize_path(client_id, Pkce.new(), slug="other", scope="mcp:read"))
+    other = await flow.http.get(path(slug="other"))
     assert other.status_code == 200 and "Allow access?" in other.text
+
+
+async def test_a_remembered_consent_asks_again_where_any_local_app_could_take_the_code(flow: Flow) -> None:
+    """RFC 8252 §8.6: a loopback redirect (or a private-use scheme) is any local app's to listen on,
+    and a public client's id proves nothing: another app asking with it is asked about again."""
+    client_id = await _client(flow)
+    await flow.decide(await flow.consent_page(flow.authorize_path(client_id, Pkce.new())))
+    again = await flow.http.get(flow.authorize_path(client_id, Pkce.new()))
+    assert again.status_code == 200 and "Allow access?" in again.text
 
 
 async def test_the_consent_form_without_its_csrf_token_or_login_cookie_grants_nothing(gw: Bastion, flow: Flow) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["has_userinfo", "is_loopback_redirect", "redirect_uri_matches", "with_params"]
+__all__ = ["client_proven_by", "has_userinfo", "is_loopback_redirect", "redirect_uri_matches", "with_params"]
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
 
@@ -19,6 +19,14 @@ def is_loopback_redirect(uri: str) -> bool:
         parts.netloc if parts.netloc.startswith("[") and parts.netloc.endswith("]") else parts.netloc.rsplit(":", 1)[0]
     )
     return parts.scheme == "http" and host.lower() in _LOOPBACK_HOSTS
+
+
+def client_proven_by(uri: str) -> bool:
+    """Whether only the client can receive what is sent to redirect URI `uri`: https to a host
+    that is not this machine (TLS proves the host). Any local app can listen on a loopback port
+    or claim a private-use scheme (RFC 8252 §8.6: "the identity of the client" is then not assured)."""
+    parts = urlsplit(uri)
+    return parts.scheme == "https" and (parts.hostname or "localhost") not in {"localhost", "127.0.0.1", "::1"}
 
 
 def has_userinfo(uri: str) -> bool:

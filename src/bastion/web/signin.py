@@ -22,6 +22,7 @@ from bastion.errors import AccessDenied, BastionError, Forbidden
 from bastion.identity.principal import SCOPE_MCP, SCOPE_MCP_READ, SCOPE_MCP_WRITE, scope_satisfied
 from bastion.identity.tokens import same_secret
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
+from bastion.oauth.redirects import client_proven_by
 from bastion.web.authserver import AuthServer
 from bastion.web.cookies import read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit, same_site, single_values
@@ -150,7 +151,11 @@ async def _consent_or_code(auth: AuthServer, authz: AuthorizationRequest, user_i
     if refused is not None:
         return refused
     granted = await auth.store.consented_scopes(user_id, authz.client_id, authz.server_id)
-    if granted is not None and all(scope_satisfied(s, granted) for s in authz.scopes):
+    remembered = granted is not None and all(scope_satisfied(s, granted) for s in authz.scopes)
+    # RFC 8252 §8.6: a remembered consent answers at once only where the code can reach no one but
+    # the client; a loopback or private-use-scheme redirect could be any local app's, which asks
+    # with the client's id (public clients prove nothing more): the person is asked again.
+    if remembered and client_proven_by(authz.redirect_uri):
         return RedirectResponse(await auth.authorizer.approve(authz, user_id, auth.now()), status_code=302)
     user = await auth.store.get_user(user_id)
     return render(
