@@ -291,6 +291,16 @@ async def test_consent_is_remembered_for_the_same_client_server_and_scopes(gw: B
     assert other.status_code == 200 and "Allow access?" in other.text
 
 
+async def test_a_redirect_uri_matches_as_the_client_registered_it(flow: Flow) -> None:
+    """Registration keeps the URI as sent (a URL type would lower-case the host, resolve dot
+    segments, add a slash), so the client's own URI matches exactly at the authorization endpoint."""
+    sent = "https://App.Example.com/oauth/../callback"
+    registered = await flow.register(redirect_uris=[sent])
+    assert registered["redirect_uris"] == [sent]
+    page = await flow.consent_page(flow.authorize_path(str(registered["client_id"]), Pkce.new(), redirect_uri=sent))
+    assert page.status_code == 200 and "Allow access?" in page.text, page.text[:500]
+
+
 async def test_a_remembered_consent_asks_again_where_any_local_app_could_take_the_code(flow: Flow) -> None:
     """RFC 8252 §8.6: a loopback redirect (or a private-use scheme) is any local app's to listen on,
     and a public client's id proves nothing: another app asking with it is asked about again."""

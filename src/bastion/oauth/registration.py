@@ -106,7 +106,11 @@ class Registrar:
             scope = " ".join(grantable_scopes(metadata.scope)) if metadata.scope else ""
         except InvalidScope as exc:  # RFC 7591 §3.2.2 has no invalid_scope: the metadata is what is wrong
             raise InvalidClientMetadata(f"scope: {exc.message}") from None
-        uris = [str(uri) for uri in metadata.redirect_uris or ()]
+        # The URIs as the client sent them: the model's URL type rewrites them (a host's case, dot
+        # segments, a trailing slash), and the authorization request's is compared exactly
+        # (OAuth 2.1 §4.1.1): the client's own URI would not match what the model made of it.
+        sent = body.get("redirect_uris") if isinstance(body, dict) else None
+        uris = [uri for uri in sent if isinstance(uri, str)] if isinstance(sent, list) else []
         if not uris:  # RFC 7591 §2: redirect-based grants need them; the model lets an explicit null through
             raise InvalidRedirectUri("redirect_uris is required for the authorization_code grant (RFC 7591 §2)")
         hosts = self._allowed_hosts if self._policy == "allowlist" else None
