@@ -13,6 +13,9 @@ import pytest
 from tests.governance.people import Person, add_person, as_person, mcp
 from tests.harness import STDIO_INVENTORY, Bastion, run_bastion
 
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
+
 
 @pytest.fixture(scope="module")
 def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
@@ -123,6 +126,15 @@ def test_a_service_client_set_up_for_someone_does_not_grow_with_their_next_promo
     refused = mcp(bastion, "demo", token, "tools/call", name="list_stock", arguments={})
     assert "your roles do not allow this tool" in refused.json()["error"]["message"], refused.text
     assert mcp(bastion, "demo", bastion.token("demo"), "tools/call", name="list_stock", arguments={}).json()["result"]
+    # Nor through a token exchange by a client of the desk's own: the new token would carry the
+    # exchanging client's (no) limit, so a limited token is not exchanged.
+    exchanging = {"name": "desk's exchanger", "servers": ["demo"], "grant_types": [EXCHANGE]}
+    own = as_person(bastion, desk, "POST", "/api/oauth/clients", json=exchanging)
+    assert own.status_code == 201, own.text
+    form = {"grant_type": EXCHANGE, "subject_token": token, "subject_token_type": ACCESS_TOKEN}
+    traded = bastion.http.post("/oauth/token", data=form, auth=(own.json()["client_id"], own.json()["client_secret"]))
+    assert traded.status_code == 400 and traded.json()["error"] == "invalid_request", traded.text
+    assert "limited to what its client's creator may do" in traded.json()["error_description"]
 
 
 def test_without_users_manage_one_acts_only_for_people_who_see_nothing_one_cannot(

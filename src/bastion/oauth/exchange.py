@@ -66,6 +66,15 @@ class TokenExchangeGrant:
         if form.get("subject_token_type") == JWT_TOKEN_TYPE:
             return await self._from_jwt(form, client, now)
         subject, subject_hash = await self._subject(form, now)
+        source = await self._store.get_client(subject.grant.client_id)
+        if source is not None and source.permissions is not None and source.owner_user_id == subject.grant.user_id:
+            # A service client set up by someone else acts as its owner within its creator's
+            # permissions, a limit read from that client's row. The new token is this client's:
+            # it would act as the owner without the limit.
+            raise BadRequest(
+                "the subject_token is limited to what its client's creator may do, a limit an exchanged "
+                "token would not carry: it cannot be exchanged"
+            )
         server_id = self._target(form, client, subject)
         # RFC 8693 §2.1 scope: what the new token is for, never more than the subject token holds,
         # nor than the client was given (the other grants cap by it too).
