@@ -13,8 +13,8 @@ import anyio
 import psutil
 import pytest
 
-from bastion.catalog.snapshot import OriginSpec
-from bastion.errors import UpstreamError
+from bastion.catalog.snapshot import OriginSpec, Snapshot
+from bastion.errors import UpstreamError, UpstreamUnavailable
 from bastion.mcp.upstream.base import OriginGuard
 from bastion.mcp.upstream.commands import StdioPolicy
 from bastion.mcp.upstream.pool import OriginPool
@@ -127,5 +127,27 @@ async def test_a_client_replaced_in_the_pool_by_a_changed_origin_is_closed_after
 
         await eventually(closed, deadline=10)
         assert not _gone(second)
+    finally:
+        await pool.aclose()
+
+
+async def test_a_request_on_an_older_snapshot_gets_the_origin_as_configured_since(tasks: Any) -> None:
+    """A request decided on a snapshot older than one the pool has seen, or than the client in it,
+    uses the newer client: it never replaces it (the stdio process restarted, the old settings back)."""
+    pool = OriginPool(timeout=2.0, max_bytes=1_000_000, guard=_guard(PROBE))
+    pool.attach(tasks)
+    old, new = (
+        OriginSpec("o1", "probe", "stdio", None, PROBE, None),
+        OriginSpec("o1", "probe", "stdio", None, PROBE, 5.0),
+    )
+    try:
+        newer = pool.client(new, 8)  # a request on snapshot 8 got here before the pool's sync
+        assert pool.client(old, 7) is newer
+        await pool.sync(Snapshot.empty(), Snapshot(epoch=8, servers={}, origins={"o1": new}, tokens={}))
+        assert pool.client(old, 7) is newer and pool.count() == 1  # gone from the pool: the one of snapshot 8
+        await pool.sync(Snapshot.empty(), Snapshot(epoch=9, servers={}, origins={}, tokens={}))
+        with pytest.raises(UpstreamUnavailable, match="removed meanwhile"):
+            pool.client(new, 8)
+        assert pool.count() == 0
     finally:
         await pool.aclose()

@@ -133,7 +133,7 @@ class Forwarder:
         model: type[BaseModel],
         screens: Screens | None = None,
     ) -> dict[str, Any]:
-        client = self._pool.client(spec)
+        client = self._pool.client(spec, call.snapshot.epoch)
         on_behalf = await self._on_behalf(call, spec)
         started = time.perf_counter()
         sink = self._audit_sink

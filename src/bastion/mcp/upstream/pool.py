@@ -32,6 +32,9 @@ class OriginPool:
         self._guard = guard
         self._tasks: TaskGroup | None = None
         self._clients: dict[str, OriginClient] = {}
+        self._made_at: dict[str, int] = {}  # origin id → the snapshot epoch its client was made for
+        self._synced = -1  # the epoch of the newest snapshot `sync` saw, and its origins
+        self._origins: dict[str, OriginSpec] = {}
         self._retiring: set[OriginClient] = set()  # replaced, closed once their calls had their time
         self._listeners: list[NotificationSink] = []
         # origin id → tool name → the `Mcp-Param-*` headers its schema declares (from the snapshot)
@@ -48,10 +51,21 @@ class OriginPool:
     def on_notification(self, sink: NotificationSink) -> None:
         self._listeners.append(sink)
 
-    def client(self, spec: OriginSpec) -> OriginClient:
+    def client(self, spec: OriginSpec, epoch: int | None = None) -> OriginClient:
+        """The client for `spec`, as the snapshot of `epoch` has it (None: as stored now, for
+        discovery). A request decided on an older snapshot than one the pool has seen gets the
+        origin as configured since: never a client that replaces a newer one (a stdio process
+        restarted, an old URL or credential brought back until the next request)."""
+        if epoch is not None and epoch < self._synced:
+            newer = self._origins.get(spec.id)
+            if newer is None:
+                raise UpstreamUnavailable(f"origin {spec.name!r} was removed meanwhile")
+            spec, epoch = newer, self._synced
         current = self._clients.get(spec.id)
         if current is not None and current.spec == spec:
             return current
+        if current is not None and epoch is not None and self._made_at.get(spec.id, -1) > epoch:
+            return current  # made for a newer snapshot than this request's
         if self._tasks is None:
             raise UpstreamUnavailable("the origin pool is not running")
         if spec.transport not in _IMPLEMENTATIONS:
@@ -66,6 +80,7 @@ class OriginPool:
         )
         client.param_headers = self._param_headers.get(spec.id, {})
         self._clients[spec.id] = client
+        self._made_at[spec.id] = -1 if epoch is None else epoch
         if current is not None:
             # A request with a changed origin got here before `sync` did (the snapshot is
             # published before its listeners run), or one with the previous snapshot after it.
@@ -98,9 +113,12 @@ class OriginPool:
                 if route.param_headers:
                     declared.setdefault(route.origin_id, {})[route.upstream_name] = route.param_headers
         self._param_headers = declared
+        if new.epoch >= self._synced:
+            self._synced, self._origins = new.epoch, dict(new.origins)
         for origin_id, client in list(self._clients.items()):
             if new.origins.get(origin_id) != client.spec:
                 del self._clients[origin_id]
+                self._made_at.pop(origin_id, None)
                 await client.aclose()
             else:
                 client.param_headers = declared.get(origin_id, {})
