@@ -6,6 +6,8 @@ Run: python -m tests.origins.probe [--http --port N]
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +50,14 @@ async def wait(seconds: float, ctx: Context) -> str:
 def status() -> dict[str, int]:
     """What happened so far."""
     return dict(_state)
+
+
+@server.tool()
+def env_digest(name: str) -> str:
+    """The SHA-256 of environment variable `name` ("unset" without it) and this process's command line."""
+    value = os.environ.get(name)
+    digest = "unset" if value is None else hashlib.sha256(value.encode()).hexdigest()
+    return json.dumps({"digest": digest, "argv": sys.argv})
 
 
 @server.tool()

@@ -153,7 +153,7 @@ async def test_malformed_credentials_are_refused_without_echoing_the_secret(
     assert "Injected" not in response.text
 
 
-async def test_a_stdio_origin_takes_no_credential(gw: Bastion) -> None:
+async def test_a_stdio_origin_takes_no_header_credential(gw: Bastion) -> None:
     body = {
         "name": "local",
         "transport": "stdio",
@@ -161,7 +161,7 @@ async def test_a_stdio_origin_takes_no_credential(gw: Bastion) -> None:
         "auth": {"mode": "bearer", "token": "x"},
     }
     response = gw.api("POST", "/api/origins", json=body)
-    assert response.status_code == 400 and "only HTTP origins" in response.text
+    assert response.status_code == 400 and "a stdio origin takes its credential as mode env" in response.text
 
 
 def test_without_a_master_key_no_credential_can_be_stored(tmp_path: Path, recorder: Recorder) -> None:

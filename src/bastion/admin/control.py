@@ -60,7 +60,8 @@ __all__ = ["Control"]
 log = structlog.get_logger(__name__)
 
 _LOGIN_TOKEN_LIFETIME = timedelta(hours=1)
-_HTTP_ONLY = "only HTTP origins take a credential (a stdio origin is started by Bastion itself)"
+_HTTP_ONLY = "a stdio origin takes its credential as mode env (variables set in its process's environment)"
+_STDIO_ONLY = "mode env sets a stdio origin's environment: an HTTP origin takes a header credential"
 
 
 class Control:
@@ -225,8 +226,8 @@ class Control:
         if auth.mode == "none":
             origin.auth_mode, origin.credential = "none", None
             return
-        if origin.transport != "http":
-            raise BadRequest(_HTTP_ONLY)
+        if (origin.transport == "stdio") != (auth.mode == "env"):
+            raise BadRequest(_HTTP_ONLY if origin.transport == "stdio" else _STDIO_ONLY)
         if auth.mode == "jwt":  # nothing secret to seal: minted per user from Bastion's signing key
             assert origin.url is not None
             origin.auth_mode = "jwt"

@@ -21,6 +21,7 @@ from pydantic import (
 from bastion.catalog.snapshot import SLUG_PATTERN
 from bastion.errors import BadRequest
 from bastion.governance.permissions import parse_permission
+from bastion.vault.credentials import ENV_NAME_RULE, check_env
 
 __all__ = [
     "ComposeIn",
@@ -84,9 +85,10 @@ class OriginAuthIn(StrictIn):
     own account at the origin's authorization server (discovered from the origin's RFC 9728
     metadata; Bastion registers itself there unless a client_id is given). Mode `exchange` trades,
     per person, a JWT Bastion signs for a token of the origin's server (RFC 8693), as the
-    confidential client `client_id` / `client_secret` there."""
+    confidential client `client_id` / `client_secret` there. Mode `env` is for stdio origins: the
+    variables are set in the process's environment at each start, never on its command line."""
 
-    mode: Literal["none", "bearer", "header", "basic", "jwt", "oauth", "exchange"]
+    mode: Literal["none", "bearer", "header", "basic", "jwt", "oauth", "exchange", "env"]
     token: SecretStr | None = Field(None, description="bearer: the token Bastion sends")
     name: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="header: its name")
     value: SecretStr | None = Field(None, description="header: its value")
@@ -108,6 +110,9 @@ class OriginAuthIn(StrictIn):
         None, max_length=2048, description="oauth: a client_credentials client for Bastion's own requests"
     )
     service_client_secret: SecretStr | None = Field(None, description="oauth: that service client's secret")
+    env: dict[str, SecretStr] | None = Field(
+        None, description=f"env (stdio origins): variables to set, by name ({ENV_NAME_RULE}); values are secrets"
+    )
 
     @model_validator(mode="after")
     def _fields_for_mode(self) -> OriginAuthIn:
@@ -117,6 +122,7 @@ class OriginAuthIn(StrictIn):
             "header": ("name", "value"),
             "basic": ("username", "password"),
             "exchange": ("client_id", "client_secret"),
+            "env": ("env",),
         }
         allowed = {
             "jwt": ("audience", "lifetime_seconds"),
@@ -132,6 +138,7 @@ class OriginAuthIn(StrictIn):
             "audience",
             "lifetime_seconds",
             *allowed["oauth"],
+            "env",
         )
         given = {f for f in fields if getattr(self, f) is not None}
         if missing := [f for f in needed.get(self.mode, ()) if f not in given]:
@@ -149,12 +156,14 @@ class OriginAuthIn(StrictIn):
                 raise ValueError("a secret is 1 to 8192 characters")
             if secret is not None and any(c in secret.get_secret_value() for c in "\r\n\0"):
                 raise ValueError("a secret may not contain line breaks or NUL")
+        if self.env is not None:
+            check_env({name: value.get_secret_value() for name, value in self.env.items()})
         for sent_as_is in (self.token, self.value):  # header values on the wire: HTTP/1.1 carries Latin-1 only
             if sent_as_is is not None and not all(ord(c) < 256 for c in sent_as_is.get_secret_value()):
                 raise ValueError("a token or header value may hold only Latin-1 characters (all HTTP headers carry)")
         return self
 
-    def secret(self) -> dict[str, str]:
+    def secret(self) -> dict[str, Any]:
         """What the vault seals (mode included); empty for mode none."""
         if self.mode == "bearer" and self.token is not None:
             return {"mode": "bearer", "token": self.token.get_secret_value()}
@@ -162,6 +171,8 @@ class OriginAuthIn(StrictIn):
             return {"mode": "header", "name": self.name, "value": self.value.get_secret_value()}
         if self.mode == "basic" and self.username is not None and self.password is not None:
             return {"mode": "basic", "username": self.username, "password": self.password.get_secret_value()}
+        if self.mode == "env" and self.env is not None:
+            return {"mode": "env", "env": {name: value.get_secret_value() for name, value in self.env.items()}}
         return {}
 
 
@@ -175,7 +186,9 @@ class OriginIn(_Placed):
     team_ids: list[Name] = Field(
         default_factory=list, max_length=100, description="selected spaces: teams (names or ids) that may use it"
     )
-    auth: OriginAuthIn | None = Field(None, description="how Bastion authenticates to it (HTTP origins)")
+    auth: OriginAuthIn | None = Field(
+        None, description="how Bastion authenticates to it (HTTP origins; mode env for stdio origins)"
+    )
 
     @field_validator("url")
     @classmethod

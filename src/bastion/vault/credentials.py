@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +18,12 @@ from bastion.vault.downstream_oauth import OAuthOrigin, parse_oauth_origin
 from bastion.vault.envelope import MasterKeys, VaultError
 
 __all__ = [
+    "ENV_NAME",
+    "ENV_NAME_RULE",
     "JWT_LIFETIME",
     "MODES",
     "OriginCredential",
+    "check_env",
     "credential_headers",
     "jwt_config",
     "open_credential",
@@ -27,7 +31,7 @@ __all__ = [
     "seal_credential",
 ]
 
-MODES = ("none", "bearer", "header", "basic", "jwt", "oauth", "exchange")
+MODES = ("none", "bearer", "header", "basic", "jwt", "oauth", "exchange", "env")
 JWT_LIFETIME = 300  # seconds: the default life of a JWT Bastion mints for an origin
 
 
@@ -48,6 +52,27 @@ class OriginCredential:
     # Mode `oauth` (scenario B): each person's own token, from their grant at the origin's server;
     # mode `exchange`: each person's token from an RFC 8693 exchange there (no grant stored).
     oauth: OAuthOrigin | None = field(default=None, repr=False)
+    # Mode `env`: variables set in a stdio origin's process environment (never its command line).
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+# What a stdio origin's sealed environment may name: variables that carry a secret, by their usual
+# suffix. Not a denylist of the names that load code into the process (LD_PRELOAD, PYTHONPATH,
+# NODE_OPTIONS, BASH_ENV, ... every runtime has its own): those would run code the stdio allowlist
+# never admitted, and no list of them is complete.
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,62}_(?:KEY|TOKEN|SECRET|PASSWORD|PAT|URL|USER|USERNAME)")
+ENV_NAME_RULE = "upper case, ending _KEY, _TOKEN, _SECRET, _PASSWORD, _PAT, _URL, _USER or _USERNAME"
+
+
+def check_env(env: dict[str, str]) -> None:
+    """ValueError unless `env` is a stdio origin's sealed environment this version accepts."""
+    if not 0 < len(env) <= 32:
+        raise ValueError("env holds 1 to 32 variables")
+    for name, value in env.items():
+        if not ENV_NAME.fullmatch(name):
+            raise ValueError(f"env variable {name[:70]!r}: {ENV_NAME_RULE}")
+        if not 0 < len(value) <= 8192 or "\0" in value:
+            raise ValueError(f"env variable {name}: a value is 1 to 8192 characters, without NUL")
 
 
 def credential_headers(secret: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -61,6 +86,9 @@ def credential_headers(secret: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         return (("authorization", "Basic " + base64.b64encode(pair).decode("ascii")),)
     if mode in ("oauth", "exchange"):  # no fixed header: each request carries its person's token
         parse_oauth_origin(secret)
+        return ()
+    if mode == "env":  # a stdio origin's: no header at all
+        check_env(secret["env"])
         return ()
     raise VaultError(f"unknown credential mode {mode!r}")
 
@@ -92,6 +120,9 @@ def open_credential(
         secret = json.loads(keys.open(sealed, origin_owner(tenant_id, origin_id)))
         if mode in ("oauth", "exchange"):
             return OriginCredential(mode, oauth=parse_oauth_origin(secret))
+        if mode == "env":
+            check_env(secret["env"])  # checked again: a row written past the API is not trusted
+            return OriginCredential(mode, env=tuple(sorted(secret["env"].items())))
         return OriginCredential(mode, headers=credential_headers(secret))
     except (VaultError, ValueError, KeyError, TypeError) as exc:
         return OriginCredential(mode, error=f"its credential cannot be opened ({exc})")

@@ -69,7 +69,13 @@ class StdioOriginClient(RpcCore):
         except UpstreamUnavailable:
             self._failures += 1
             raise
+        credential = self.spec.credential
+        if credential is not None and credential.error is not None:
+            self._failures += 1
+            raise UpstreamUnavailable(f"origin {self.spec.name!r}: {credential.error}")
         env = {key: os.environ[key] for key in _ENV_KEEP if key in os.environ}
+        if credential is not None:
+            env.update(credential.env)  # its sealed variables: never on the command line, where `ps` shows them
         try:
             # A session of its own: its process group holds whatever it starts (`npx` starts `node`),
             # so stopping it stops them too (`_signal`).
