@@ -29,6 +29,14 @@ async def _error_of(client: object, tool: str) -> str:
     return caught.value.error.message
 
 
+async def test_an_origin_that_never_takes_the_handshakes_last_message_is_a_timeout_not_a_hang(gw: Bastion) -> None:
+    """`notifications/initialized` is sent holding the lock every caller of the origin waits on:
+    discovery (and every call) ends at the origin's timeout with its error."""
+    with origin_process("tests.origins.faulty", "--hang-on-initialized") as url, anyio.fail_after(15):
+        origin = await anyio.to_thread.run_sync(lambda: gw.add_origin("stalls", url=url, timeout_seconds=1.0))
+    assert "did not take a notifications/initialized within 1 s" in str(origin["last_error"]), origin
+
+
 async def test_each_misbehaving_reply_is_a_precise_error_and_the_origin_stays_usable(gw: Bastion) -> None:
     with origin_process("tests.origins.faulty") as url:
         gw.add_origin("faulty", url=url, timeout_seconds=1.0)

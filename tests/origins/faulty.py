@@ -21,6 +21,7 @@ TOOLS = [
     "ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "leaky_error", "http_500", "odd_messages",
     "chatty", "lost_session",
 ]  # fmt: skip
+HANG_ON_INITIALIZED = False  # --hang-on-initialized
 LEAKED_KEY = "AKIAIOSFODNN7EXAMPLE"  # an AWS access key id, in an error message and its data
 # Messages no well-behaved origin sends: a request whose id is an object, one whose method is a number.
 ODD: list[dict[str, object]] = [
@@ -51,6 +52,8 @@ async def mcp(request: Request) -> Response:
         return Response(status_code=405)
     message = json.loads(await request.body())
     method, request_id = message.get("method"), message.get("id")
+    if method == "notifications/initialized" and HANG_ON_INITIALIZED:
+        await anyio.sleep(3600)  # takes the handshake's last message and never answers
     if request_id is None:
         return Response(status_code=202)
     if method == "initialize":
@@ -115,7 +118,10 @@ app = Starlette(routes=[Route("/mcp", mcp, methods=["GET", "POST", "DELETE"])])
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--hang-on-initialized", action="store_true")
     args = parser.parse_args()
+    global HANG_ON_INITIALIZED
+    HANG_ON_INITIALIZED = args.hang_on_initialized
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

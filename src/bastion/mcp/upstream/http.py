@@ -29,6 +29,7 @@ from bastion.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRefused,
+    UpstreamTimeout,
     UpstreamTooLarge,
     UpstreamUnauthorized,
     UpstreamUnavailable,
@@ -246,10 +247,17 @@ class HttpOriginClient(RpcCore):
 
     async def _send_message(self, message: dict[str, Any]) -> None:
         try:
-            async with self._client().post(
-                self._url, data=orjson.dumps(message), headers=self._headers(message), allow_redirects=False
-            ):
-                pass
+            # Bounded like a call: the session has no total timeout (its streams live long), and the
+            # handshake's `notifications/initialized` is sent holding the lock every caller waits on.
+            with anyio.fail_after(self.timeout):
+                async with self._client().post(
+                    self._url, data=orjson.dumps(message), headers=self._headers(message), allow_redirects=False
+                ):
+                    pass
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"origin {self.spec.name!r} did not take a {message.get('method', 'reply')} within {self.timeout:g} s"
+            ) from None
         except EgressRefused as exc:
             raise self._refused(exc) from exc
         except aiohttp.ClientError as exc:
