@@ -203,6 +203,27 @@ async def test_a_malformed_reply_and_a_reply_cut_short_are_errors_not_hangs() ->
         await pool.aclose()
 
 
+async def test_a_header_line_that_never_ends_is_refused_at_the_head_bound_not_read_on() -> None:
+    """httptools holds an unfinished header line whole: without a count of its own, an origin could
+    make Bastion hold what it sends for as long as the call's timeout lets it send."""
+    sent: list[int] = []
+
+    async def endless_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-long: ")
+        for _ in range(1024):  # up to 16 MiB, never a line end
+            writer.write(b"a" * 16384)
+            sent.append(1)
+            await writer.drain()
+
+    async with _server(endless_header) as (url, _):
+        pool = Http1Pool(url, LOOPBACK)
+        with pytest.raises(Http1Error, match="head is too large"):
+            await asyncio.wait_for(pool.request("POST", {}, b"{}"), 10)
+        await pool.aclose()
+    assert len(sent) < 1024  # the connection was dropped: the origin could not send it all
+
+
 async def test_a_kept_connection_the_origin_closed_is_replaced_without_failing_the_request() -> None:
     async def one_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _, body = await _read_request(reader)

@@ -100,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: dict[str, str] = {}
         self._head_bytes = 0
+        self._unfinished_head = 0  # bytes received while the head is not yet complete
         self.keep_alive = False
         self.complete = False
         self.received_any = False
@@ -123,6 +124,14 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(Http1Error(f"malformed HTTP reply: {exc}"))
+            return
+        if not self.status:
+            # The head is not complete yet. httptools holds a header line until it ends, and
+            # `on_header` sees only whole ones: an origin that never ends one would be read into
+            # memory for as long as the call's timeout lets it send.
+            self._unfinished_head += len(data)
+            if self._unfinished_head > _MAX_HEAD_BYTES:
+                self._fail(Http1Error("the reply's head is too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
