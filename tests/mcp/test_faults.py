@@ -50,6 +50,9 @@ async def test_each_misbehaving_reply_is_a_precise_error_and_the_origin_stays_us
             assert "malformed result" in await _error_of(client, "bad_result")
             assert "HTTP 500" in await _error_of(client, "http_500")
             assert "did not know the MCP session it had just opened" in await _error_of(client, "lost_session")
+            with anyio.fail_after(5):  # the result is the answer, whatever the stream does after it
+                lingered = await client.call_tool("lingers", {})
+            assert lingered.content[0].text == "done"  # type: ignore[union-attr]
             with pytest.raises(MCPError) as relayed:
                 await client.call_tool("rpc_error", {})
             assert relayed.value.error.code == -32050

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 TOOLS = [
     "ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "leaky_error", "http_500", "odd_messages",
-    "chatty", "lost_session",
+    "chatty", "lost_session", "lingers",
 ]  # fmt: skip
 HANG_ON_INITIALIZED = False  # --hang-on-initialized
 LEAKED_KEY = "AKIAIOSFODNN7EXAMPLE"  # an AWS access key id, in an error message and its data
@@ -104,6 +104,14 @@ async def mcp(request: Request) -> Response:
         notes.append({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "file:///x"}})
         done = {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": "chatted"}]}}
         return Response(_events([*notes, done]), media_type="text/event-stream")
+    if name == "lingers":  # the result on the reply stream, which then stays open
+
+        async def result_then_nothing() -> AsyncIterator[bytes]:
+            done = {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": "done"}]}}
+            yield _events([done])
+            await anyio.sleep(3600)
+
+        return StreamingResponse(result_then_nothing(), media_type="text/event-stream")
     if name == "lost_session":  # as a replica that never saw this session would answer
         return Response(b"unknown session", status_code=404, media_type="text/plain")
     if name == "http_500":

@@ -309,7 +309,16 @@ class HttpOriginClient(RpcCore):
         content_type = response.content_type
         if content_type == "text/event-stream" and response.status == 200:
             async for data in iter_sse_data(response.chunks(), max_bytes=self.max_bytes, origin=self.spec.name):
-                await self._route(decode_message(data, self.spec.name), reply_to=message["id"])
+                routed = decode_message(data, self.spec.name)
+                await self._route(routed, reply_to=message["id"])
+                if (
+                    isinstance(routed, dict)
+                    and routed.get("id") == message["id"]
+                    and routed.keys() & {"result", "error"}
+                ):
+                    # The reply is in: a stream the origin keeps open after it must not turn a call
+                    # that finished into a timeout (its connection is closed, not reused).
+                    return
             return
         body = await self._read_bounded(response)
         if content_type == "application/json" and body:
