@@ -37,6 +37,13 @@ async def test_an_origin_that_never_takes_the_handshakes_last_message_is_a_timeo
     assert "did not take a notifications/initialized within 1 s" in str(origin["last_error"]), origin
 
 
+def test_an_origins_session_id_that_is_not_visible_ascii_is_a_protocol_error(gw: Bastion) -> None:
+    """It would go back in a header on every request: spec, visible ASCII (0x21-0x7E) only."""
+    with origin_process("tests.origins.faulty", "--session-id", "has space") as url:
+        origin = gw.add_origin("odd-session", url=url, timeout_seconds=2.0)
+    assert "not 1 to 256 visible ASCII characters" in str(origin["last_error"]), origin
+
+
 async def test_each_misbehaving_reply_is_a_precise_error_and_the_origin_stays_usable(gw: Bastion) -> None:
     with origin_process("tests.origins.faulty") as url:
         gw.add_origin("faulty", url=url, timeout_seconds=1.0)

@@ -22,6 +22,7 @@ TOOLS = [
     "chatty", "lost_session", "lingers",
 ]  # fmt: skip
 HANG_ON_INITIALIZED = False  # --hang-on-initialized
+SESSION_ID = "s1"  # --session-id
 LEAKED_KEY = "AKIAIOSFODNN7EXAMPLE"  # an AWS access key id, in an error message and its data
 # Messages no well-behaved origin sends: a request whose id is an object, one whose method is a number.
 ODD: list[dict[str, object]] = [
@@ -62,7 +63,9 @@ async def mcp(request: Request) -> Response:
             "capabilities": {"tools": {}},
             "serverInfo": {"name": "faulty", "version": "0"},
         }
-        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": result}, headers={"mcp-session-id": "s1"})
+        return JSONResponse(
+            {"jsonrpc": "2.0", "id": request_id, "result": result}, headers={"mcp-session-id": SESSION_ID}
+        )
     if method == "tools/list":
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"tools": [_tool(t) for t in TOOLS]}})
     if method != "tools/call":  # a handshake-era origin: no server/discover
@@ -127,9 +130,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--hang-on-initialized", action="store_true")
+    parser.add_argument("--session-id", default="s1")
     args = parser.parse_args()
-    global HANG_ON_INITIALIZED
-    HANG_ON_INITIALIZED = args.hang_on_initialized
+    global HANG_ON_INITIALIZED, SESSION_ID
+    HANG_ON_INITIALIZED, SESSION_ID = args.hang_on_initialized, args.session_id
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

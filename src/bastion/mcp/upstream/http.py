@@ -14,6 +14,7 @@ never followed: an origin that answers with one is refused, wherever it points.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import aiohttp
@@ -55,6 +56,7 @@ log = structlog.get_logger(__name__)
 
 _ACCEPT = "application/json, text/event-stream"
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None)
+_SESSION_ID = re.compile(r"[\x21-\x7e]{1,256}")  # what an origin's Mcp-Session-Id may be
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -294,7 +296,13 @@ class HttpOriginClient(RpcCore):
                 "which Bastion does not follow: register the final URL instead",
             )
         if message["method"] == "initialize" and "mcp-session-id" in response.headers:
-            self._session_id = response.headers["mcp-session-id"]
+            session_id = response.headers["mcp-session-id"]
+            if not _SESSION_ID.fullmatch(session_id):
+                # Spec: visible ASCII only. Sent back on every request: nothing else goes in a header.
+                raise UpstreamProtocolError(
+                    f"origin {self.spec.name!r} sent an MCP session id that is not 1 to 256 visible ASCII characters"
+                )
+            self._session_id = session_id
         if response.status == 404 and self._session_id is not None and message["method"] != "initialize":
             raise _SessionLost
         if response.status == 401:
