@@ -205,11 +205,17 @@ class OriginIn(_Placed):
             # Origin URLs are shown in API responses; credentials belong in the vault, never here.
             raise ValueError("the url must not carry credentials (user:password@)")
         try:
-            parts.port  # noqa: B018 - urllib checks the port only when it is read
+            port = parts.port
         except ValueError:
-            raise ValueError("the url's port must be a number from 0 to 65535") from None
+            raise ValueError("the url's port must be a number from 1 to 65535") from None
+        if port == 0:  # read as 80 by one HTTP client and as 0 by another: no single place
+            raise ValueError("the url's port must be a number from 1 to 65535")
         if not parts.hostname:
             raise ValueError("the url needs a host")
+        if any(segment in (".", "..") for segment in parts.path.split("/")):
+            # Sent as written by one HTTP client and resolved by another: requests carrying the
+            # credential would reach two different paths. Register the path it resolves to.
+            raise ValueError("the url's path must not hold '.' or '..' segments: give the path they lead to")
         try:
             parts.hostname.encode("idna")
         except UnicodeError:
