@@ -100,6 +100,17 @@ def test_host_patterns_match_exact_names_and_subdomains_but_not_the_bare_suffix(
             policy.check_address(host, "10.0.0.1")
 
 
+def test_an_allowed_name_never_admits_a_cloud_metadata_address_a_range_naming_it_does() -> None:
+    """A name under an allowed pattern that resolves (or rebinds) to the metadata service would hand
+    out the cloud's credentials: the name vouches for private networks only."""
+    policy = EgressPolicy(allow_hosts=("*.corp.example",))
+    policy.check_address("db.corp.example", "10.0.0.1")
+    for ip in ("169.254.169.254", "::ffff:169.254.169.254", "fd00:ec2::254"):
+        with pytest.raises(EgressRefused, match="cloud metadata"):
+            policy.check_address("rebound.corp.example", ip)
+    EgressPolicy(allow_cidrs=("169.254.169.254/32",)).check_address("metadata", "169.254.169.254")
+
+
 def test_a_malformed_network_fails_when_the_policy_is_built() -> None:
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
         EgressPolicy(allow_cidrs=("10.0.0.0/33",))

@@ -131,7 +131,12 @@ class EgressPolicy:
         """Raise EgressRefused unless connecting to `ip` on behalf of `host` is allowed."""
         address = ipaddress.ip_address(ip)
         reason = _refusal_reason(address)
-        if reason is None or self.host_allowed(host):
+        if reason is None:
+            return
+        # An allowed name vouches for the private network it lives on, never for a cloud metadata
+        # service: a name under an allowed "*.corp.example" that resolves (or rebinds) there would
+        # hand out the cloud's credentials. Only a range naming it (allow_cidrs) admits one.
+        if self.host_allowed(host) and not reason.startswith("cloud metadata"):
             return
         if any(address.version == net.version and address in net for net in self._networks):
             return
