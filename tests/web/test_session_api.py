@@ -48,7 +48,8 @@ def test_a_copy_of_the_cookie_is_refused_once_its_session_signed_out_renewals_in
         renewal = bastion.services.auth.sessions.issue(
             claims["sub"], purpose="session", extra={"name": "admin", "sid": claims["sid"], "auth_time": claims["iat"]}
         )
-        other = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD}).cookies
+        with httpx.Client(base_url=bastion.base_url) as elsewhere:  # another browser: another session
+            other = elsewhere.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD}).cookies
         for cookie in (copy, renewal, other["bastion_session"]):
             assert _whoami(bastion, cookie).status_code == 200
         http.cookies.set("bastion_session", copy)
@@ -62,6 +63,19 @@ def test_a_copy_of_the_cookie_is_refused_once_its_session_signed_out_renewals_in
         assert again.delete("/auth/session").status_code == 204
     with httpx.Client(base_url=bastion.base_url) as nobody:
         assert nobody.delete("/auth/session").status_code == 204
+
+
+def test_signing_in_on_a_browser_ends_the_session_it_held(bastion: Bastion) -> None:
+    """Someone signing in on a browser another person used: a copy of that person's cookie (taken
+    earlier) must not outlive the sign-in that replaced it."""
+    bastion.ok("POST", "/api/users", json={"username": "second-person", "password": ADMIN_PASSWORD})
+    with httpx.Client(base_url=bastion.base_url) as http:
+        first = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+        copy = first.cookies["bastion_session"]
+        second = http.post("/auth/session", json={"username": "second-person", "password": ADMIN_PASSWORD})
+        assert second.status_code == 200 and http.get("/auth/session").json()["username"] == "second-person"
+    refused = _whoami(bastion, copy)
+    assert refused.status_code == 401 and "signed out" in refused.json()["error"]["message"]
 
 
 def test_a_wrong_password_is_refused_without_a_cookie(bastion: Bastion) -> None:

@@ -27,7 +27,7 @@ from bastion.web.deps import Auth, attempt, limit
 from bastion.web.federation import console_sign_in
 from bastion.web.pages import console_path
 from bastion.web.providers import sign_in_targets
-from bastion.web.session_api import end_session, new_session, session_claims, set_session_cookie
+from bastion.web.session_api import end_session, new_session, session_claims, start_session
 
 __all__ = ["router"]
 
@@ -87,7 +87,7 @@ async def login(
         return await _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
     note(request.scope, principal=user.id, tenant=user.tenant_id)
     response = RedirectResponse(console_path(next), status_code=303)
-    set_session_cookie(response, auth, new_session(auth, user.id, user.username))
+    await start_session(request, response, auth, new_session(auth, user.id, user.username))
     delete_cookie(response, _FORM_COOKIE, auth.issuer, samesite="strict")
     return response
 

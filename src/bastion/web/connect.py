@@ -55,7 +55,7 @@ from bastion.web.session_api import (
     new_session,
     session_claims,
     session_csrf,
-    set_session_cookie,
+    start_session,
 )
 from bastion.web.signin import error_page
 
@@ -178,7 +178,7 @@ async def sign_in(
         response = await _consent_page(auth, origin_id, ticket, session, user.username)
     except BastionError as error:
         return error_page(error)
-    set_session_cookie(response, auth, cookie)
+    await start_session(request, response, auth, cookie)
     return response
 
 

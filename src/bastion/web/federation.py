@@ -36,7 +36,7 @@ from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, client_address, limit, same_site
 from bastion.web.pages import console_path, render
 from bastion.web.providers import party, sign_in_targets
-from bastion.web.session_api import new_session, set_session_cookie
+from bastion.web.session_api import new_session, start_session
 from bastion.web.signin import error_page, login_page, read_request, sign_in
 
 __all__ = ["router"]
@@ -145,13 +145,13 @@ async def _record(auth: AuthServer, request: Request, username: str, user_id: st
     log.info("login", outcome=outcome, user=username[:64], ip=ip, method="federated")
 
 
-def _console_session(auth: AuthServer, user_id: str, username: str, next_path: str) -> Response:
+async def _console_session(request: Request, auth: AuthServer, user_id: str, username: str, next_path: str) -> Response:
     """Open the console session, then continue at `next_path` from a page of Bastion's own: the
     session cookie is SameSite=Strict, so a redirect chain that began at the provider's site would
     arrive without it; a navigation started by this page carries it."""
     response = render("signed_in.html", next_path=next_path, username=username)
     response.headers["cache-control"] = "no-store"
-    set_session_cookie(response, auth, new_session(auth, user_id, username))
+    await start_session(request, response, auth, new_session(auth, user_id, username))
     return response
 
 
@@ -185,7 +185,7 @@ async def callback(request: Request, auth: Auth, provider: str) -> Response:
     else:
         await _record(auth, request, user.username, user.id, "success")
         if authz is None:
-            response = _console_session(auth, user.id, user.username, str(destination))
+            response = await _console_session(request, auth, user.id, user.username, str(destination))
         else:
             response = await sign_in(auth, authz, user.id)
     _set_flow_cookie(response, auth, provider, None)  # one flow, one answer

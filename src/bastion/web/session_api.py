@@ -41,6 +41,7 @@ __all__ = [
     "session_claims",
     "session_csrf",
     "set_session_cookie",
+    "start_session",
 ]
 
 router = APIRouter(prefix="/auth", include_in_schema=False)
@@ -92,7 +93,7 @@ async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse
     claims = auth.sessions.verify(cookie, purpose=_PURPOSE)  # just issued: no store read
     body = {"user_id": user.id, "username": user.username, "expires_at": claims["exp"], "csrf": session_csrf(claims)}
     response = JSONResponse(body, headers={"cache-control": "no-store"})
-    set_session_cookie(response, auth, cookie)
+    await start_session(request, response, auth, cookie)
     return response
 
 
@@ -114,16 +115,33 @@ def set_session_cookie(response: Response, auth: AuthServer, cookie: str) -> Non
     )
 
 
+async def start_session(request: Request, response: Response, auth: AuthServer, cookie: str) -> None:
+    """A sign-in's new session cookie on `response`, ending the session the browser held before:
+    someone signing in on a browser another person used leaves no copy of that person's cookie
+    alive (it would otherwise last until it expired, renewals included)."""
+    previous = read_cookie(request, SESSION_COOKIE, auth.issuer)
+    if previous:
+        try:
+            await _spend_session(auth, await cookie_claims(auth, previous))
+        except BastionError:
+            pass  # not a live session (expired, signed out, another key): nothing to end
+    set_session_cookie(response, auth, cookie)
+
+
 async def end_session(response: Response, auth: AuthServer, claims: Mapping[str, Any] | None) -> None:
-    """Sign out: drop the browser's cookie and, given the session's claims, end the session itself.
-    Its id is spent until the last moment any token of it could be accepted (this one's expiry, or
-    a renewal's, which comes at most `BASTION_CONSOLE_SESSION_MAX_SECONDS` after signing in), so a
-    copy of the cookie is refused from now on, on every replica."""
+    """Sign out: drop the browser's cookie and, given the session's claims, end the session itself."""
     if claims is not None:
-        began = int(claims.get("auth_time", claims["iat"]))
-        last = max(float(claims["exp"]), float(began + auth.settings.console_session_max_seconds))
-        await spend(auth.db, spent_key("session", _session_id(claims)), last, auth.now())
+        await _spend_session(auth, claims)
     delete_cookie(response, SESSION_COOKIE, auth.issuer, samesite="strict")
+
+
+async def _spend_session(auth: AuthServer, claims: Mapping[str, Any]) -> None:
+    """The session's id is spent until the last moment any token of it could be accepted (this
+    one's expiry, or a renewal's, which comes at most `BASTION_CONSOLE_SESSION_MAX_SECONDS` after
+    signing in), so a copy of its cookie is refused from now on, on every replica."""
+    began = int(claims.get("auth_time", claims["iat"]))
+    last = max(float(claims["exp"]), float(began + auth.settings.console_session_max_seconds))
+    await spend(auth.db, spent_key("session", _session_id(claims)), last, auth.now())
 
 
 @router.get("/session")
