@@ -19,6 +19,7 @@ _NOT_SECRET = {
     "master_key_file": "the path of the key file, not the keys",
     "vault_transit_key": "the transit key's name in Vault",
     "rate_limit_token": "a rate limit",
+    "mcp_streams_per_token": "a count of streams",
     "require_strong_secrets": "a switch",
 }
 _URL_LIKE = re.compile(r"url|uri|addr|endpoint|dsn|idp|header")  # headers: OTLP keys ride in them
