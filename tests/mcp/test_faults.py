@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -35,6 +36,27 @@ async def test_an_origin_that_never_takes_the_handshakes_last_message_is_a_timeo
     with origin_process("tests.origins.faulty", "--hang-on-initialized") as url, anyio.fail_after(15):
         origin = await anyio.to_thread.run_sync(lambda: gw.add_origin("stalls", url=url, timeout_seconds=1.0))
     assert "did not take a notifications/initialized within 1 s" in str(origin["last_error"]), origin
+
+
+async def test_a_session_the_origin_lost_for_one_call_leaves_the_others_calls_running(gw: Bastion) -> None:
+    """A 404 for one call makes a new handshake, on the connections in use: a call another caller
+    has under way on another connection ends as it would have (a full reconnect closed them all)."""
+    with origin_process("tests.origins.faulty") as url:
+        gw.add_origin("forgetful", url=url, timeout_seconds=5.0)
+        gw.publish_server("forgetful", {"origin": "forgetful"})
+        token = gw.token("forgetful")
+        results: dict[str, Any] = {}
+        async with gw.client("forgetful", token) as first, gw.client("forgetful", token) as second:
+            await first.list_tools()
+
+            async def slow_call() -> None:
+                results["slow"] = await first.call_tool("takes_a_second", {})
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(slow_call)
+                await anyio.sleep(0.3)
+                assert "did not know the MCP session" in await _error_of(second, "lost_session")
+        assert not results["slow"].is_error and results["slow"].content[0].text == "fine"
 
 
 def test_an_origins_session_id_that_is_not_visible_ascii_is_a_protocol_error(gw: Bastion) -> None:

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 TOOLS = [
     "ok", "malformed", "huge", "slow", "bad_result", "rpc_error", "leaky_error", "http_500", "odd_messages",
-    "chatty", "lost_session", "lingers",
+    "chatty", "lost_session", "lingers", "takes_a_second",
 ]  # fmt: skip
 HANG_ON_INITIALIZED = False  # --hang-on-initialized
 SESSION_ID = "s1"  # --session-id
@@ -81,6 +81,8 @@ async def mcp(request: Request) -> Response:
         )
     if name == "slow":
         await anyio.sleep(30)
+    if name == "takes_a_second":
+        await anyio.sleep(1)
     if name == "bad_result":
         return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"content": "not a list"}})
     if name == "leaky_error":

@@ -63,6 +63,10 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 class _SessionLost(Exception):
     """The origin forgot our MCP session (HTTP 404): handshake again and retry once."""
 
+    def __init__(self, session_id: str | None) -> None:
+        super().__init__("session lost")
+        self.session_id = session_id  # the one the refused request carried
+
 
 class HttpOriginClient(RpcCore):
     def __init__(
@@ -81,6 +85,9 @@ class HttpOriginClient(RpcCore):
         self._egress = guard.egress
         self._tasks = task_group
         self._session_id: str | None = None
+        # The origin lost our session: handshake again in the era it speaks, on the connections in
+        # use (a full reconnect closed them, and every other caller's call with them).
+        self._relogin = False
         self._stream: anyio.CancelScope | None = None
         self._http: aiohttp.ClientSession | None = None
         self._wire: Http1Pool | None = None  # requests; `_http` carries streams and the rest
@@ -121,9 +128,10 @@ class HttpOriginClient(RpcCore):
                     on_behalf=on_behalf,
                     repeatable=repeatable,
                 )
-            except _SessionLost:  # 404: the origin did not take the request; a new handshake, then once more
+            except _SessionLost as lost:  # 404: the origin did not take the request; a new handshake, then once more
                 log.info("origin_session_lost", origin=self.spec.name, attempt=attempt + 1)
-                self._ready, self._session_id = False, None
+                if lost.session_id == self._session_id:  # not renewed by another caller meanwhile
+                    self._ready, self._session_id, self._relogin = False, None, True
         raise UpstreamUnavailable(
             f"origin {self.spec.name!r} did not know the MCP session it had just opened (HTTP 404, twice): "
             "its replicas may not share sessions"
@@ -178,6 +186,17 @@ class HttpOriginClient(RpcCore):
         # An origin that choked on the probe may have dropped its connections: start clean.
         await self._disconnect()
         await self._connect()
+
+    async def _handshake(self) -> None:
+        if self._relogin and not self.modern:
+            self._relogin = False
+            if self._stream is not None:
+                self._stream.cancel()  # the old session's stream: the new one opens its own
+                self._stream = None
+            await self._initialize()
+            return
+        self._relogin = False
+        await super()._handshake()
 
     async def _initialize(self) -> None:
         await super()._initialize()
@@ -272,8 +291,9 @@ class HttpOriginClient(RpcCore):
         try:
             once = message.get("id") in self._once
             body = orjson.dumps(message)
+            sent_with = self._session_id
             async with await wire.request("POST", self._headers(message), body, replay_stale=not once) as response:
-                await self._read_reply(message, response)
+                await self._read_reply(message, response, sent_with)
         except EgressRefused as exc:
             raise self._refused(exc) from exc
         except Http1Unreachable as exc:
@@ -286,7 +306,7 @@ class HttpOriginClient(RpcCore):
                 detail=f"origin {self.spec.name!r}: {exc}",
             ) from exc
 
-    async def _read_reply(self, message: dict[str, Any], response: Http1Response) -> None:
+    async def _read_reply(self, message: dict[str, Any], response: Http1Response, sent_with: str | None) -> None:
         if response.status in _REDIRECTS:
             # Following it would reach a destination nobody approved (and maybe a refused one).
             raise UpstreamRefused(
@@ -304,7 +324,7 @@ class HttpOriginClient(RpcCore):
                 )
             self._session_id = session_id
         if response.status == 404 and self._session_id is not None and message["method"] != "initialize":
-            raise _SessionLost
+            raise _SessionLost(sent_with)
         if response.status == 401:
             who = self._on_behalf.get(message["id"])
             if who is not None and who.bearer is not None:  # a person's own token: refreshable
@@ -364,4 +384,5 @@ class HttpOriginClient(RpcCore):
                 # whatever an origin sends, it ends this stream, never the group (and the gateway's writers).
                 log.warning("origin_stream_failed", origin=self.spec.name, error=type(exc).__name__)
             finally:
-                self._stream = None
+                if self._stream is scope:  # not a newer stream's, started once this one was cancelled
+                    self._stream = None
