@@ -57,3 +57,10 @@ def test_tls_serves_https_with_hsts(tmp_path: Path) -> None:
         response = bastion.http.get("/healthz")
         assert response.status_code == 200
         assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_a_proxy_without_an_https_public_url_is_reported() -> None:
+    behind = Settings(trusted_proxies=["10.0.0.0/8"])
+    assert any("BASTION_PUBLIC_URL=https://" in f for f in posture_findings(behind))
+    named = Settings(trusted_proxies=["10.0.0.0/8"], public_url="https://gw.example")
+    assert not any("BASTION_PUBLIC_URL" in f for f in posture_findings(named))

@@ -500,6 +500,11 @@ def posture_findings(settings: Settings) -> list[str]:
             "the policy pipeline is off (BASTION_PIPELINE=false): no rate limits, approvals, DLP "
             "or response checks; turn it back on outside benchmarks"
         )
+    if settings.trusted_proxies and not settings.base_url().startswith("https://"):
+        findings.append(
+            "behind a proxy (BASTION_TRUSTED_PROXIES) with a public URL that is not https: browser cookies go "
+            "without Secure and the OAuth metadata names http endpoints; set BASTION_PUBLIC_URL=https://..."
+        )
     if "*" in settings.allowed_origins:  # (a wildcard CORS entry stops the start)
         findings.append("a wildcard Origin allowlist disables DNS-rebinding protection: list origins")
     return findings
