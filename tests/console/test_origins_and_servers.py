@@ -64,6 +64,11 @@ def test_an_origin_registered_in_the_console_is_reviewed_and_shows_its_tools(
         pending = console.get(target).text
         assert "is registered" in pending and '<span class="badge warn">pending</span>' in pending
         assert "list_stock" in pending and "awaiting review" in pending
+        # The reviewer sees what approving pins: each definition whole (its parameters' descriptions
+        # too, where words aimed at a model hide) and what each tool says it does.
+        assert pending.count("Full definition (what approving pins)") == len(origin["items"])
+        assert "&#34;inputSchema&#34;" in pending or '"inputSchema"' in pending
+        assert "says: read-only" in pending and "may destroy" in pending
         assert {"Approve", "Reject", "Refresh discovery", "Delete origin"} <= _buttons(pending)
         # The form names the catalog it shows: an approval of another one is refused, and says why.
         assert f'name="catalog_digest" value="{origin["catalog_digest"]}"' in pending
