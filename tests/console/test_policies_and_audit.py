@@ -268,6 +268,14 @@ def test_the_chain_is_verified_when_asked(admin: Console, gw: Bastion) -> None:
     after = len(gw.api("GET", "/api/audit/export").text.splitlines())
     assert count and before <= int(count.group(1)) <= after  # every record in the store when it walked
     assert {r["kind"] for r in _records(checked.text)} == {"mcp.request"}  # the search still applies
+    # Asked again at once (a reload), the walk is not run again: the trail is read at most every 10 s.
+    deadline = time.monotonic() + 10
+    while len(gw.api("GET", "/api/audit/export").text.splitlines()) <= int(count.group(1)):
+        assert time.monotonic() < deadline, "no new record reached the store"
+        time.sleep(0.1)
+    again = admin.get("/admin/audit", params={"verify": "1"}).text
+    assert f"<strong>{count.group(1)}</strong> records checked" in again
+    assert "walked at most once every 10 seconds" in again
 
 
 # --- policies ----------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ chain is verified only when asked (`?verify=1`): the walk reads the whole chain.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -155,6 +157,32 @@ async def user_names(request: Request, viewer: Viewer) -> dict[str, str]:
     return {user.id: user.username for user in await users_of(request).list(viewer.actor("users:read"))}
 
 
+_VERIFY_EVERY_SECONDS = 10.0
+
+
+@dataclass
+class _Verification:
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    at: float = float("-inf")  # monotonic
+    wall: datetime | None = None
+    report: Any = None
+
+
+async def _verified(request: Request, db: Database, tenant_id: str) -> tuple[Any, datetime | None]:
+    """The tenant's chain verified, at most once every `_VERIFY_EVERY_SECONDS` and one walk at a
+    time: a walk reads the whole trail, and a GET (a reloading tab, a link) must not make the store
+    read it over and over. A request within that time gets the last walk's report and its time."""
+    state = request.app.state
+    if not hasattr(state, "audit_verifications"):
+        state.audit_verifications = {}
+    memo: _Verification = state.audit_verifications.setdefault(tenant_id, _Verification())
+    async with memo.lock:
+        if time.monotonic() - memo.at >= _VERIFY_EVERY_SECONDS:
+            memo.report = await verify_report(db, tenant_id)
+            memo.at, memo.wall = time.monotonic(), datetime.now(UTC)
+    return memo.report, memo.wall
+
+
 def _db(request: Request) -> Database:
     db: Database = request.app.state.services.db
     return db
@@ -174,7 +202,7 @@ async def audit(
     found = _search(names, asked)
     db = _db(request)
     entries = [] if found.errors else await search(db, actor.scope, found.query, limit=limit)
-    report = await verify_report(db, actor.tenant_id) if verify else None
+    report, verified_at = await _verified(request, db, actor.tenant_id) if verify else (None, None)
     every = request.app.state.services.settings.audit_checkpoint_every
     return page(
         request,
@@ -190,6 +218,7 @@ async def audit(
         kinds=KINDS,
         export_link=found.link("/admin/audit/export"),
         report=report,
+        verified_at=verified_at,
         unsigned=report.head_seq - report.last_checkpoint if report is not None else 0,
         checkpoint_every=every,
     )
