@@ -167,6 +167,7 @@ def run_bastion(tmp_path: Path, **overrides: Any) -> Iterator[Bastion]:
         "rate_limit_registration": "10000/minute",
         "rate_limit_authorize": "10000/minute",
         "rate_limit_mcp_sessions": "10000/minute",  # one admin opens the suite's sessions
+        "rate_limit_mcp_refusals": "10000/minute",
         # Test origins listen on 127.0.0.1; the SSRF tests set their own egress allowlist.
         "egress_allow_cidrs": ["127.0.0.0/8"],
         "stdio_commands": STDIO_COMMANDS,

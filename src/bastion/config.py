@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         description="MCP sessions one person may open (initialize, 2026-07-28 subscriptions/listen), across "
         "replicas (limits notation): what bounds the record of ended sessions every replica keeps.",
     )
+    rate_limit_mcp_refusals: str = Field(
+        "120/minute",
+        description="Refusals of MCP requests nobody could be identified for (no or a bad token, an Origin not "
+        "allowed) recorded per client address (limits notation); past it 429, counted but not recorded.",
+    )
     mcp_streams_per_token: int = Field(
         32, gt=0, description="MCP notification streams (GET, listen) one token may hold open on one replica."
     )
@@ -366,6 +371,7 @@ class Settings(BaseSettings):
         "rate_limit_token",
         "rate_limit_authorize",
         "rate_limit_mcp_sessions",
+        "rate_limit_mcp_refusals",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:

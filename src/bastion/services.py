@@ -29,6 +29,7 @@ from bastion.identity.token_rules import LocalQuota, TokenGate, UseQuota
 from bastion.mcp.methods import Methods
 from bastion.mcp.notify import ChangeNotifier
 from bastion.mcp.origin_check import OriginPolicy
+from bastion.mcp.refusal_budget import RefusalBudget
 from bastion.mcp.session_limits import SessionLimits
 from bastion.mcp.sessions import SessionStore
 from bastion.mcp.transport import McpEndpoint
@@ -215,6 +216,7 @@ class Services:
             max_json_depth=settings.max_json_depth,
             gate=self.token_gate,
             limits=SessionLimits(settings.rate_limit_mcp_sessions, settings.mcp_streams_per_token, self.limiter),
+            refusals=RefusalBudget(settings.rate_limit_mcp_refusals, self.limiter, self.client_ip),
             audit=self.audit,
             fallback_tenant=DEFAULT_TENANT,
             metrics=self.metrics,

@@ -70,6 +70,7 @@ from bastion.mcp.envelope import is_modern, modern_rejection, param_headers_of, 
 from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
+from bastion.mcp.refusal_budget import RefusalBudget
 from bastion.mcp.scopes import check_scope
 from bastion.mcp.session_limits import SessionLimits
 from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, Session, SessionStore
@@ -97,6 +98,7 @@ class McpEndpoint:
         max_json_depth: int,
         gate: TokenGate | None = None,
         limits: SessionLimits | None = None,
+        refusals: RefusalBudget | None = None,
         audit: AuditSink | None = None,
         fallback_tenant: str = "",
         metrics: Metrics | None = None,
@@ -104,6 +106,7 @@ class McpEndpoint:
         self._bearer = bearer
         self._gate = gate  # API tokens' own rules and their use log (None: neither)
         self._limits = limits  # sessions a person opens, streams a token holds (None: unbounded)
+        self._refusals = refusals  # refusals of unidentified requests recorded per address (None: all)
         self._base_url = base_url
         self._holder = holder
         self._sessions = sessions
@@ -173,6 +176,12 @@ class McpEndpoint:
             else:
                 raise MethodNotAllowed(f"HTTP {method} is not served here", allow="GET, POST, DELETE")
         except BastionError as error:
+            if principal is None and self._refusals is not None and isinstance(error, (Unauthenticated, Forbidden)):
+                exhausted = await self._refusals.exhausted(scope)  # nobody identified: a bounded trail
+                if exhausted is not None:
+                    self._metrics.refused("mcp", exhausted)
+                    await _refuse(send, exhausted, None)
+                    return
             self._refused(slug, scope, snapshot, principal, error, started)
             # A token's own rule is no matter of scope: no OAuth challenge that would start a step-up.
             challenge = None if isinstance(error, TokenRefused) else self._challenge(slug, scope, error)
