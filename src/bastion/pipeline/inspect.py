@@ -29,11 +29,12 @@ class Inspect(StageBase):
         # A 2026-07-28 origin's questions (`input_required`) reach the client's user, and through
         # it often the model, as its results do: checked alike, but never wrapped (not content).
         asking = result.get("resultType") == "input_required"
-        what = f"the question of {ctx.item.exposed_name!r}" if asking else f"the result of {ctx.item.exposed_name!r}"
         size = len(orjson.dumps(result))
         if size > settings.max_result_bytes:
             return Decision.deny(
-                UpstreamTooLarge(f"{what} is {size} bytes, over the {settings.max_result_bytes} this server passes on"),
+                UpstreamTooLarge(
+                    f"{_what(ctx, asking)} is {size} bytes, over the {settings.max_result_bytes} this server passes on"
+                ),
                 detail={"bytes": size},
             )
         flags: list[dict[str, str]] = []  # what the trail keeps: the high ones first, at most _MAX_FLAGS
@@ -48,7 +49,7 @@ class Inspect(StageBase):
         if high and settings.injection == "block":
             return Decision.deny(
                 PolicyDenied(
-                    f"{what} carries instructions aimed at the model "
+                    f"{_what(ctx, asking)} carries instructions aimed at the model "
                     f"({high[0]['rule']} at {high[0]['where']}); it was withheld"
                 ),
                 detail={"flags": flags},
@@ -64,6 +65,10 @@ class Inspect(StageBase):
             where = "the question" if asking else "the result"
             return Decision.alert(f"{len(flags)} injection marker(s) in {where}", {"flags": flags})
         return ALLOW
+
+
+def _what(ctx: CallContext, asking: bool) -> str:
+    return f"the {'question' if asking else 'result'} of {ctx.item.exposed_name!r}"
 
 
 def instructions_in(ctx: CallContext, value: Any) -> str | None:
