@@ -145,6 +145,9 @@ async def test_a_request_on_an_older_snapshot_gets_the_origin_as_configured_sinc
         assert pool.client(old, 7) is newer
         await pool.sync(Snapshot.empty(), Snapshot(epoch=8, servers={}, origins={"o1": new}, tokens={}))
         assert pool.client(old, 7) is newer and pool.count() == 1  # gone from the pool: the one of snapshot 8
+        # A sync for an older snapshot that runs late (listeners run outside the holder's lock) changes nothing.
+        await pool.sync(Snapshot.empty(), Snapshot(epoch=7, servers={}, origins={"o1": old}, tokens={}))
+        assert pool.client(new, 8) is newer and pool.count() == 1
         await pool.sync(Snapshot.empty(), Snapshot(epoch=9, servers={}, origins={}, tokens={}))
         with pytest.raises(UpstreamUnavailable, match="removed meanwhile"):
             pool.client(new, 8)

@@ -106,16 +106,21 @@ class OriginPool:
         self._tasks.start_soon(close_later)
 
     async def sync(self, _old: Snapshot, new: Snapshot) -> None:
-        """Close clients whose origin was removed or reconfigured; give the rest their tools' headers."""
+        """Close clients whose origin was removed or reconfigured; give the rest their tools' headers.
+        Listeners run outside the snapshot holder's lock: a sync for an older snapshot than one seen
+        already changes nothing (it would close the newer clients and bring back old headers)."""
+        if new.epoch < self._synced:
+            return
         declared: dict[str, dict[str, ParamHeaders]] = {}
         for server in new.servers.values():
             for route in server.tools.values():
                 if route.param_headers:
                     declared.setdefault(route.origin_id, {})[route.upstream_name] = route.param_headers
         self._param_headers = declared
-        if new.epoch >= self._synced:
-            self._synced, self._origins = new.epoch, dict(new.origins)
+        self._synced, self._origins = new.epoch, dict(new.origins)
         for origin_id, client in list(self._clients.items()):
+            if self._made_at.get(origin_id, -1) > new.epoch:
+                continue  # made for a snapshot newer than this one, whose own sync is still to come
             if new.origins.get(origin_id) != client.spec:
                 del self._clients[origin_id]
                 self._made_at.pop(origin_id, None)
