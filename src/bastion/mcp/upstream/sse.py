@@ -17,7 +17,7 @@ __all__ = ["iter_sse_data"]
 
 async def iter_sse_data(chunks: AsyncIterator[bytes], *, max_bytes: int, origin: str) -> AsyncIterator[str]:
     """Yield the data of each `message` event; raise UpstreamTooLarge if one event exceeds `max_bytes`
-    (checked before a chunk is kept, so no more than that is ever held).
+    (its data lines, or a line not ended yet: at most that and one chunk is ever held).
 
     A line's bytes are split once, when it ends: a chunk without a line end is appended and nothing
     else (reparsing the held line at every chunk made one long event cost time quadratic in its
@@ -27,10 +27,10 @@ async def iter_sse_data(chunks: AsyncIterator[bytes], *, max_bytes: int, origin:
     held = 0  # bytes in `data`
     event = "message"
     async for chunk in chunks:
-        if len(pending) + len(chunk) + held > max_bytes:
-            raise UpstreamTooLarge(f"origin {origin!r} sent more than {max_bytes} bytes in one message")
         pending += chunk
         if b"\n" not in chunk and b"\r" not in chunk and not pending.startswith(b"\r"):
+            if len(pending) + held > max_bytes:
+                raise UpstreamTooLarge(f"origin {origin!r} sent more than {max_bytes} bytes in one message")
             continue
         cut = len(pending) - 1 if pending.endswith(b"\r") else len(pending)
         ready = bytes(pending[:cut])
@@ -53,5 +53,9 @@ async def iter_sse_data(chunks: AsyncIterator[bytes], *, max_bytes: int, origin:
                     held += len(value)
                 elif name == "event":
                     event = value or "message"
+            if held > max_bytes:
+                raise UpstreamTooLarge(f"origin {origin!r} sent more than {max_bytes} bytes in one message")
+        if len(pending) + held > max_bytes:
+            raise UpstreamTooLarge(f"origin {origin!r} sent more than {max_bytes} bytes in one message")
     if data and event == "message":
         yield "\n".join(data)
