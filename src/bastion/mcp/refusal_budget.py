@@ -3,9 +3,10 @@
 
 Why: each such refusal is a record in the trail of the server's tenant, written by whoever can
 reach the endpoint. Without a bound, anyone could grow a tenant's trail (and its journal on disk)
-at the rate they can send requests. Past the budget the request is answered 429 with
-`Retry-After` and counted in the metrics, not recorded. Counted in the limiter's storage (Redis
-across replicas); when that cannot be reached, refusals are recorded as before.
+at the rate they can send requests. Past the budget the request is answered as before (401 with
+its challenge: a client behind the same address still learns how to get a token) and counted in
+the metrics, not recorded. Counted in the limiter's storage (Redis across replicas); when that
+cannot be reached, refusals are recorded as before.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 from limits import RateLimitItem, parse
 
-from bastion.errors import TooManyRequests, Unavailable
+from bastion.errors import Unavailable
 from bastion.http.asgi import Scope
 from bastion.pipeline.windows import LimiterStorage, Windows, spend
 
@@ -27,16 +28,9 @@ class RefusalBudget:
         self._windows: Windows = storage.moving()
         self._address = client_address
 
-    async def exhausted(self, scope: Scope) -> TooManyRequests | None:
-        """None while this address's refusals are still recorded; else the 429 to answer instead."""
+    async def recorded(self, scope: Scope) -> bool:
+        """Whether this refusal goes in the trail: within the address's budget."""
         try:
-            retry_after = await spend(self._windows, self._item, "mcp-refusals", self._address(scope))
+            return await spend(self._windows, self._item, "mcp-refusals", self._address(scope)) is None
         except Unavailable:
-            return None  # the limiter is out of reach: record, as before there was a budget
-        if retry_after is None:
-            return None
-        return TooManyRequests(
-            f"too many refused requests from this address: at most {self._item}; retry in {retry_after} s "
-            "with a valid token",
-            retry_after=retry_after,
-        )
+            return True  # the limiter is out of reach: record, as before there was a budget

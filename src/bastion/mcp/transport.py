@@ -176,13 +176,11 @@ class McpEndpoint:
             else:
                 raise MethodNotAllowed(f"HTTP {method} is not served here", allow="GET, POST, DELETE")
         except BastionError as error:
-            if principal is None and self._refusals is not None and isinstance(error, (Unauthenticated, Forbidden)):
-                exhausted = await self._refusals.exhausted(scope)  # nobody identified: a bounded trail
-                if exhausted is not None:
-                    self._metrics.refused("mcp", exhausted)
-                    await _refuse(send, exhausted, None)
-                    return
-            self._refused(slug, scope, snapshot, principal, error, started)
+            unidentified = principal is None and isinstance(error, (Unauthenticated, Forbidden))
+            if unidentified and self._refusals is not None and not await self._refusals.recorded(scope):
+                self._metrics.refused("mcp", error)  # nobody identified, past the budget: counted only
+            else:
+                self._refused(slug, scope, snapshot, principal, error, started)
             # A token's own rule is no matter of scope: no OAuth challenge that would start a step-up.
             challenge = None if isinstance(error, TokenRefused) else self._challenge(slug, scope, error)
             await _refuse(send, error, challenge)
