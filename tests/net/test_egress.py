@@ -105,7 +105,7 @@ def test_an_allowed_name_never_admits_a_cloud_metadata_address_a_range_naming_it
     out the cloud's credentials: the name vouches for private networks only."""
     policy = EgressPolicy(allow_hosts=("*.corp.example",))
     policy.check_address("db.corp.example", "10.0.0.1")
-    for ip in ("169.254.169.254", "::ffff:169.254.169.254", "fd00:ec2::254"):
+    for ip in ("169.254.169.254", "::ffff:169.254.169.254", "fd00:ec2::254", "169.254.170.23", "fd20:ce::254"):
         with pytest.raises(EgressRefused, match="cloud metadata"):
             policy.check_address("rebound.corp.example", ip)
     EgressPolicy(allow_cidrs=("169.254.169.254/32",)).check_address("metadata", "169.254.169.254")

@@ -228,6 +228,9 @@ async def test_a_client_asks_for_no_more_than_the_scope_it_registered(flow: Flow
     assert error == "invalid_scope" and "more than this client registered (mcp:read)" in description
     page = await flow.consent_page(flow.authorize_path(client_id, Pkce.new()))
     assert page.status_code == 200 and "mcp:read" in page.text and "mcp:write" not in page.text
+    # `offline_access` (SEP-2207) asks for a refresh token and grants nothing: never refused for it.
+    offline = await flow.consent_page(flow.authorize_path(client_id, Pkce.new(), scope="mcp:read offline_access"))
+    assert offline.status_code == 200 and "Allow access?" in offline.text
 
 
 async def test_a_wrong_response_type_is_unsupported_response_type(flow: Flow) -> None:

@@ -62,6 +62,7 @@ async def test_the_secret_is_sealed_and_never_shown(gw: Bastion) -> None:
     [
         ({"LD_PRELOAD": "/tmp/x.so"}, "ending _KEY, _TOKEN"),  # would run code the allowlist never admitted
         ({"NODE_OPTIONS": "--require /tmp/x.js"}, "ending _KEY, _TOKEN"),
+        ({"UV_INDEX_URL": "https://evil.example/simple"}, "ending _KEY, _TOKEN"),  # uvx would install from it
         ({"api_key": "x"}, "upper case"),
         ({"A_KEY": "with\u0000nul"}, "without NUL"),
         ({}, "1 to 32 variables"),

@@ -40,7 +40,16 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Instance metadata services hand out cloud credentials: named so the refusal says so.
 _METADATA = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, ...
+        "169.254.170.2",  # AWS ECS task credentials
+        "169.254.170.23",  # AWS EKS Pod Identity agent
+        "100.100.100.200",  # Alibaba Cloud
+        "fd00:ec2::254",  # AWS over IPv6
+        "fd00:ec2::23",  # EKS Pod Identity over IPv6
+        "fd20:ce::254",  # GCP over IPv6
+    )
 )
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT
 _PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))

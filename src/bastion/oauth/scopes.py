@@ -34,7 +34,8 @@ def for_client(requested: str | None, registered: str) -> tuple[str, ...]:
         raise InvalidScope(f"this client registered no scope this server grants ({' '.join(SUPPORTED_SCOPES)})")
     wanted = grantable_scopes(requested) if requested and requested.split() else allowed
     for scope in wanted:
-        if not scope_satisfied(scope, allowed):
+        # `offline_access` grants nothing (it asks for a refresh token, SEP-2207): not one to register.
+        if scope != "offline_access" and not scope_satisfied(scope, allowed):
             raise InvalidScope(f"scope {scope!r} is more than this client registered ({' '.join(allowed)})")
     return wanted
 

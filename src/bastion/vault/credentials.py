@@ -59,9 +59,10 @@ class OriginCredential:
 # What a stdio origin's sealed environment may name: variables that carry a secret, by their usual
 # suffix. Not a denylist of the names that load code into the process (LD_PRELOAD, PYTHONPATH,
 # NODE_OPTIONS, BASH_ENV, ... every runtime has its own): those would run code the stdio allowlist
-# never admitted, and no list of them is complete.
-ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,62}_(?:KEY|TOKEN|SECRET|PASSWORD|PAT|URL|USER|USERNAME)")
-ENV_NAME_RULE = "upper case, ending _KEY, _TOKEN, _SECRET, _PASSWORD, _PAT, _URL, _USER or _USERNAME"
+# never admitted, and no list of them is complete. No `_URL`: a package manager's index
+# (PIP_INDEX_URL, UV_INDEX_URL, ...) is one, and an allowlisted `uvx pkg` would install from it.
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,62}_(?:KEY|TOKEN|SECRET|PASSWORD|PAT|USER|USERNAME)")
+ENV_NAME_RULE = "upper case, ending _KEY, _TOKEN, _SECRET, _PASSWORD, _PAT, _USER or _USERNAME"
 
 
 def check_env(env: dict[str, str]) -> None:
