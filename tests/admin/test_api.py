@@ -190,6 +190,7 @@ def test_an_origin_url_with_credentials_is_refused_and_not_echoed(bastion: Basti
         ("http://127.0.0.1:0/mcp", "from 1 to 65535"),  # one client read it as 80, another as 0
         ("http://127.0.0.1:9/mcp/../admin", "'.' or '..' segments"),  # one sent it as is, another resolved it
         ("http://127.0.0.1:9/./mcp", "'.' or '..' segments"),
+        ("http://127.0.0.1:9/a/%2e%2E/mcp", "'.' or '..' segments"),  # one client decodes it, one does not
     ],
 )
 def test_an_origin_url_python_cannot_connect_to_is_refused_with_422_and_nothing_is_stored(

@@ -304,6 +304,15 @@ async def test_a_redirect_uri_matches_as_the_client_registered_it(flow: Flow) ->
     assert page.status_code == 200 and "Allow access?" in page.text, page.text[:500]
 
 
+def test_only_an_https_redirect_to_another_host_proves_the_client() -> None:
+    from bastion.oauth.redirects import client_proven_by
+
+    assert client_proven_by("https://app.example/cb") and client_proven_by("https://10.0.0.7/cb")
+    this_machine = ["localhost.", "app.localhost", "127.1", "127.0.0.2", "0.0.0.0", "[::1]", "[::ffff:127.0.0.1]"]
+    assert not any(client_proven_by(f"https://{host}/cb") for host in this_machine)
+    assert not client_proven_by("http://app.example/cb") and not client_proven_by("com.example.app:/cb")
+
+
 async def test_a_remembered_consent_asks_again_where_any_local_app_could_take_the_code(flow: Flow) -> None:
     """RFC 8252 §8.6: a loopback redirect (or a private-use scheme) is any local app's to listen on,
     and a public client's id proves nothing: another app asking with it is asked about again."""

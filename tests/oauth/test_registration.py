@@ -88,6 +88,9 @@ async def test_a_confidential_client_must_prove_its_secret_at_the_token_endpoint
         (["com.example.app:/callback"], "web", "reverse-DNS native scheme"),
         # reads as claude.ai on the consent page, goes to evil.example
         (["https://claude.ai@evil.example/cb"], "web", "has a user name before its host"),
+        # kept as sent: a browser goes to evil.example (a backslash is a slash to it), the page would name another
+        (["https://evil.example\\.claude.ai/cb"], "web", "holds a backslash, a space or a control character"),
+        (["https://app.example/c b"], "web", "holds a backslash, a space or a control character"),
     ],
 )
 def test_unsafe_redirect_uris_are_invalid_redirect_uri(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -212,7 +212,7 @@ class OriginIn(_Placed):
             raise ValueError("the url's port must be a number from 1 to 65535")
         if not parts.hostname:
             raise ValueError("the url needs a host")
-        if any(segment in (".", "..") for segment in parts.path.split("/")):
+        if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):  # %2e%2e too
             # Sent as written by one HTTP client and resolved by another: requests carrying the
             # credential would reach two different paths. Register the path it resolves to.
             raise ValueError("the url's path must not hold '.' or '..' segments: give the path they lead to")

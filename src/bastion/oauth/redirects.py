@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = ["client_proven_by", "has_userinfo", "is_loopback_redirect", "redirect_uri_matches", "with_params"]
@@ -26,7 +28,25 @@ def client_proven_by(uri: str) -> bool:
     that is not this machine (TLS proves the host). Any local app can listen on a loopback port
     or claim a private-use scheme (RFC 8252 §8.6: "the identity of the client" is then not assured)."""
     parts = urlsplit(uri)
-    return parts.scheme == "https" and (parts.hostname or "localhost") not in {"localhost", "127.0.0.1", "::1"}
+    return parts.scheme == "https" and not _this_machine(parts.hostname or "")
+
+
+def _this_machine(host: str) -> bool:
+    """`host` names this machine (or none): `localhost`, `x.localhost`, a loopback or unspecified
+    address in any spelling a browser accepts (`127.1`, `[::ffff:127.0.0.1]`, `localhost.`)."""
+    name = host.rstrip(".").lower()
+    if not name or name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(name))  # 127.1, 0x7f.1: browsers read these too
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
 
 
 def has_userinfo(uri: str) -> bool:

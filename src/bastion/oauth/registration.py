@@ -32,6 +32,10 @@ _AUTH_METHODS = {"none", "client_secret_basic", "client_secret_post"}
 
 
 def _check_redirect(uri: str, application_type: str, allowed_hosts: Sequence[str] | None) -> None:
+    if any(c == "\\" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
+        # Stored as sent and shown on the consent page: a browser reads `https://evil.example\.app.com/`
+        # as host evil.example (the backslash is a slash to it), the page would name another.
+        raise InvalidRedirectUri(f"redirect URI {uri[:200]!r} holds a backslash, a space or a control character")
     parts = urlsplit(uri)
     if parts.fragment:
         raise InvalidRedirectUri(f"redirect URI {uri} has a fragment (RFC 6749 §3.1.2)")
