@@ -37,17 +37,14 @@ from bastion.errors import (
     BadRequest,
     BastionError,
     Forbidden,
-    InsufficientScope,
     InvalidParams,
     MethodNotAllowed,
     NotFound,
-    OriginNotAllowed,
     PayloadTooLarge,
     RequestCancelled,
     SessionRequired,
     TooManyRequests,
     Unauthenticated,
-    Unavailable,
     UnknownSession,
     UnsupportedProtocolVersion,
 )
@@ -63,9 +60,10 @@ from bastion.http.asgi import (
     send_bytes,
 )
 from bastion.identity.bearer import BearerResolver
-from bastion.identity.principal import SCOPE_MCP, Principal
+from bastion.identity.principal import Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
 from bastion.mcp.auditing import FORWARDED, exchange_record, refusal_record
+from bastion.mcp.challenge import bearer_challenge, refuse
 from bastion.mcp.envelope import is_modern, modern_rejection, param_headers_of, parse_request
 from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
@@ -182,8 +180,10 @@ class McpEndpoint:
             else:
                 self._refused(slug, scope, snapshot, principal, error, started)
             # A token's own rule is no matter of scope: no OAuth challenge that would start a step-up.
-            challenge = None if isinstance(error, TokenRefused) else self._challenge(slug, scope, error)
-            await _refuse(send, error, challenge)
+            challenge = (
+                None if isinstance(error, TokenRefused) else bearer_challenge(self._base_url, slug, scope, error)
+            )
+            await refuse(send, error, challenge)
         finally:
             if recorder is not None:
                 recorder.close()  # records the use if no response started (500)
@@ -515,23 +515,6 @@ class McpEndpoint:
         if self._audit is not None:
             self._audit.record(tenant_id, record)  # nothing reached an origin: nobody waits for it
 
-    def _challenge(self, slug: str, scope: Scope, error: BastionError) -> str | None:
-        """RFC 6750 §3 / RFC 9728 §5.1: where the client learns how to get (more of) a token."""
-        metadata = f"{self._base_url}/.well-known/oauth-protected-resource/servers/{slug}/mcp"
-        if isinstance(error, Unauthenticated):
-            # §3.1: no error code when the request carried no credentials at all.
-            presented = header(scope, b"authorization") is not None
-            code = ', error="invalid_token"' if presented else ""
-            return f'Bearer resource_metadata="{metadata}", scope="{SCOPE_MCP}"{code}'
-        if isinstance(error, InsufficientScope):
-            return (
-                f'Bearer resource_metadata="{metadata}", error="insufficient_scope", '
-                f'scope="{error.required_scope}", error_description="{error.message}"'
-            )
-        if isinstance(error, Forbidden) and not isinstance(error, OriginNotAllowed):
-            return f'Bearer resource_metadata="{metadata}", error="insufficient_scope"'
-        return None
-
     def _session(self, scope: Scope, server: ServerView, principal: Principal) -> Session:
         session_id = header(scope, _SESSION_HEADER)
         if session_id is None:
@@ -545,13 +528,3 @@ class McpEndpoint:
 
 def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:
     return [] if session is None else [(_SESSION_HEADER, session.id.encode())]
-
-
-async def _refuse(send: Send, error: BastionError, challenge: str | None) -> None:
-    """A transport-level refusal: HTTP status from the error, JSON-RPC error body."""
-    headers = [] if challenge is None else [(b"www-authenticate", challenge.encode())]
-    if isinstance(error, (Unavailable, TooManyRequests)):
-        headers.append((b"retry-after", str(error.retry_after).encode()))
-    if isinstance(error, MethodNotAllowed):
-        headers.append((b"allow", error.allow.encode()))
-    await send_bytes(send, error.http_status, error_message(error.request_id, error), headers=headers)
