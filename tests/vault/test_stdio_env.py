@@ -83,3 +83,24 @@ def test_env_is_for_stdio_origins_and_headers_for_http_ones(gw: Bastion) -> None
     http = gw.ok("POST", "/api/origins", json={"name": "web", "transport": "http", "url": "http://127.0.0.1:9/mcp"})
     env = gw.api("PUT", f"/api/origins/{http['id']}/auth", json={"mode": "env", "env": {"A_KEY": "v"}})
     assert env.status_code == 400 and "header credential" in env.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [*PROBE, "--token=s3cret-value"],
+        [*PROBE, "--api-key", "s3cret-value"],
+        [*PROBE, "ghp_" + "a" * 36],  # a GitHub token's shape
+    ],
+)
+def test_a_command_that_carries_a_secret_is_refused_and_not_echoed(gw: Bastion, command: list[str]) -> None:
+    """A command is stored in the clear, shown to every reader of the origin, and visible in `ps`."""
+    refused = gw.api("POST", "/api/origins", json={"name": "leaky", "transport": "stdio", "command": command})
+    assert refused.status_code == 422 and "auth mode env" in refused.text, refused.text
+    assert "s3cret-value" not in refused.text and "a" * 36 not in refused.text
+
+
+def test_a_url_whose_query_carries_a_secret_is_refused(gw: Bastion) -> None:
+    body = {"name": "leaky-web", "transport": "http", "url": "https://mcp.example/mcp?api_key=s3cret-value"}
+    refused = gw.api("POST", "/api/origins", json=body)
+    assert refused.status_code == 422 and "origin's auth" in refused.text and "s3cret-value" not in refused.text

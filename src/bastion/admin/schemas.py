@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -21,6 +22,7 @@ from pydantic import (
 from bastion.catalog.snapshot import SLUG_PATTERN
 from bastion.errors import BadRequest
 from bastion.governance.permissions import parse_permission
+from bastion.pipeline.dlp_detectors import BASELINE, find_all
 from bastion.vault.credentials import ENV_NAME_RULE, check_env
 
 __all__ = [
@@ -76,6 +78,20 @@ _RESERVED_HEADERS = {
     "mcp-name",
     "last-event-id",
 }
+
+
+_SECRET_DETECTORS = tuple(d for d in BASELINE if d.name in {"private_key", "jwt", "api_token", "aws_access_key"})
+_SECRET_FLAG = re.compile(r"(?i)--?(?:token|secret|password|passwd|api[-_]?key|access[-_]?key)")
+# `--token=...`, `API_KEY=...`, `password=...`: a value given under a name that says it is a secret.
+_NAMED_SECRET = re.compile(r"(?i)(?:^|[-_.&?\s])(?:token|secret|password|passwd|api[-_]?key|access[-_]?key)=[^&\s]+")
+
+
+def secret_in(text: str) -> str | None:
+    """What kind of secret `text` holds (a known token's shape, or a value named as a secret), or None."""
+    if _NAMED_SECRET.search(text):
+        return "a value named as a secret"
+    findings = find_all(text, _SECRET_DETECTORS)
+    return findings[0].detector if findings else None
 
 
 class OriginAuthIn(StrictIn):
@@ -212,6 +228,8 @@ class OriginIn(_Placed):
             raise ValueError("the url's port must be a number from 1 to 65535")
         if not parts.hostname:
             raise ValueError("the url needs a host")
+        if (kind := secret_in(unquote(parts.query))) is not None:
+            raise ValueError(f"the url's query holds a secret ({kind}): give it as the origin's auth (header) instead")
         if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):  # %2e%2e too
             # Sent as written by one HTTP client and resolved by another: requests carrying the
             # credential would reach two different paths. Register the path it resolves to.
@@ -232,6 +250,14 @@ class OriginIn(_Placed):
             raise ValueError("an http origin takes url, not command")
         if command is not None and any(not part or len(part) > 4096 for part in command):
             raise ValueError("command parts must be non-empty strings of at most 4096 characters")
+        for flag, value in zip(command or (), (command or [])[1:], strict=False):
+            if _SECRET_FLAG.fullmatch(flag) and not value.startswith("-"):
+                raise ValueError(f"the command gives a secret after {flag}: give it as auth mode env instead")
+        for part in command or ():
+            if (kind := secret_in(part)) is not None:
+                # A command is stored in the clear and shown to every reader of the origin (and to
+                # anyone on the host, in `ps`): a secret goes in the sealed environment instead.
+                raise ValueError(f"a command part holds a secret ({kind}): give it as auth mode env instead")
         return command
 
 
