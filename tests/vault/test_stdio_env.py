@@ -104,3 +104,19 @@ def test_a_url_whose_query_carries_a_secret_is_refused(gw: Bastion) -> None:
     body = {"name": "leaky-web", "transport": "http", "url": "https://mcp.example/mcp?api_key=s3cret-value"}
     refused = gw.api("POST", "/api/origins", json=body)
     assert refused.status_code == 422 and "origin's auth" in refused.text and "s3cret-value" not in refused.text
+
+
+async def test_a_secret_an_older_registration_kept_is_hidden_in_responses(gw: Bastion) -> None:
+    """Origins registered before such commands were refused keep them as stored; responses (the API,
+    the console) show `[hidden]` in their place."""
+    command = [*PROBE, "--token=s3cret-value", "--api-key", "s3cret-value", "--port", "8080"]
+    async with own_database(gw) as db, db.session(SYSTEM) as session:
+        session.add(Origin(name="legacy", transport="stdio", command=command, status="pending"))
+        session.add(
+            Origin(name="legacy-web", transport="http", url="http://127.0.0.1:9/mcp?region=eu&api_key=s3cret-value")
+        )
+    listed = {o["name"]: o for o in gw.ok("GET", "/api/origins")}
+    assert listed["legacy"]["command"] == [*PROBE, "--token=[hidden]", "--api-key", "[hidden]", "--port", "8080"]
+    assert listed["legacy-web"]["url"] == "http://127.0.0.1:9/mcp?region=eu&api_key=[hidden]"
+    one = gw.ok("GET", f"/api/origins/{listed['legacy']['id']}")
+    assert "s3cret-value" not in json.dumps([listed, one])

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bastion.admin.schemas import ItemOut, OriginOut
+from bastion.admin.schemas import ItemOut, OriginOut, shown_command, shown_url
 from bastion.pipeline.poisoning import scan_definition
 from bastion.store.models import Origin, OriginItem
 
@@ -43,6 +43,7 @@ def origin_out(origin: Origin, items: Sequence[OriginItem] | None = None) -> Ori
     """The origin as the API shows it; with its items (one origin), their catalog digest too (a list
     of origins shows neither: a digest of no items would name a catalog nobody saw)."""
     out = OriginOut.model_validate(origin, from_attributes=True)
+    out.command, out.url = shown_command(out.command), shown_url(out.url)  # no secret an older registration kept
     if items is not None:
         out.items = [_item_out(origin, item) for item in items]
         out.catalog_digest = catalog_digest(items)

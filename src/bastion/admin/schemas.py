@@ -6,7 +6,7 @@ import ipaddress
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -84,6 +84,34 @@ _SECRET_DETECTORS = tuple(d for d in BASELINE if d.name in {"private_key", "jwt"
 _SECRET_FLAG = re.compile(r"(?i)--?(?:token|secret|password|passwd|api[-_]?key|access[-_]?key)")
 # `--token=...`, `API_KEY=...`, `password=...`: a value given under a name that says it is a secret.
 _NAMED_SECRET = re.compile(r"(?i)(?:^|[-_.&?\s])(?:token|secret|password|passwd|api[-_]?key|access[-_]?key)=[^&\s]+")
+
+
+HIDDEN = "[hidden]"
+
+
+def shown_command(command: list[str] | None) -> list[str] | None:
+    """A stdio command as responses show it: a secret an older registration put in it (refused
+    since, see `OriginIn`) is replaced by `[hidden]`, as the value after a secret-named flag."""
+    if command is None:
+        return None
+    shown: list[str] = []
+    for part in command:
+        if shown and _SECRET_FLAG.fullmatch(shown[-1]) and not part.startswith("-"):
+            shown.append(HIDDEN)
+        elif "=" in part and secret_in(part) is not None:
+            shown.append(part.split("=", 1)[0] + "=" + HIDDEN)
+        else:
+            shown.append(HIDDEN if secret_in(part) is not None else part)
+    return shown
+
+
+def shown_url(url: str | None) -> str | None:
+    """An origin URL as responses show it: each query value that is a secret is `[hidden]`."""
+    if url is None or "?" not in url:
+        return url
+    parts = urlsplit(url)
+    pairs = [(k, HIDDEN if secret_in(f"{k}={v}") is not None else v) for k, v in parse_qsl(parts.query, True)]
+    return urlunsplit(parts._replace(query=urlencode(pairs, safe="[]")))
 
 
 def secret_in(text: str) -> str | None:
