@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bastion.config import Settings, posture_findings
+from bastion.config import Settings
+from bastion.posture import posture_findings
 from tests.harness import run_bastion
 from tests.tls import self_signed
 

@@ -11,11 +11,8 @@ import base64
 import binascii
 import ipaddress
 import json
-import math
 import os
-import string
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -27,13 +24,11 @@ from bastion.oauth.oidc_discovery import OidcProviders
 from bastion.vault.envelope import MasterKeys, VaultError
 from bastion.vault.keys import KeyFile, keys_from_env
 
-__all__ = ["Settings", "posture_findings"]
+__all__ = ["Settings"]
 
 # Lists that operators write comma-separated ("a,b") or as JSON; NoDecode keeps
 # pydantic-settings from insisting on JSON before `_split_csv` sees the value.
 CsvList = Annotated[list[str], NoDecode]
-
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 class Settings(BaseSettings):
@@ -119,7 +114,7 @@ class Settings(BaseSettings):
     rate_limit_mcp_refusals: str = Field(
         "120/minute",
         description="Refusals of MCP requests nobody could be identified for (no or a bad token, an Origin not "
-        "allowed) recorded per client address (limits notation); past it 429, counted but not recorded.",
+        "allowed) recorded per client address (limits notation); past it answered as before, counted, not recorded.",
     )
     mcp_streams_per_token: int = Field(
         32, gt=0, description="MCP notification streams (GET, listen) one token may hold open on one replica."
@@ -467,50 +462,3 @@ def _session_keys(text: str) -> list[bytes]:
             raise ValueError("BASTION_SESSION_KEY: each key is 32 random bytes in base64url, keys separated by commas")
         keys.append(key)
     return keys
-
-
-def _entropy_bits(secret: str) -> float:
-    """Shannon entropy of the string times its length: a rough strength estimate."""
-    if not secret:
-        return 0.0
-    counts = Counter(secret)
-    per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts.values())
-    return per_char * len(secret)
-
-
-_WEAK_PASSWORDS = {"admin", "password", "changeme", "secret", "bastion", "123456", "letmein"}
-
-
-def posture_findings(settings: Settings) -> list[str]:
-    """Start-up security posture check: each finding is a sentence an operator can act on."""
-    findings: list[str] = []
-    if settings.host not in _LOOPBACK and not settings.tls:
-        findings.append(
-            f"binding {settings.host} (not loopback) without TLS: set BASTION_SSL_CERTFILE and "
-            "BASTION_SSL_KEYFILE, or bind 127.0.0.1 behind a TLS-terminating proxy"
-        )
-    password = settings.admin_password
-    if password is not None:
-        lowered = password.lower()
-        if lowered in _WEAK_PASSWORDS or lowered == settings.admin_user.lower():
-            findings.append("BASTION_ADMIN_PASSWORD is a default or guessable value: choose a random one")
-        elif len(password) < 12 or _entropy_bits(password) < 48:
-            findings.append(
-                "BASTION_ADMIN_PASSWORD is short or low-entropy (need >= 12 characters, ~48 bits): "
-                "use a generated password"
-            )
-        elif set(password) <= set(string.digits):
-            findings.append("BASTION_ADMIN_PASSWORD is digits only: use a generated password")
-    if not settings.pipeline:
-        findings.append(
-            "the policy pipeline is off (BASTION_PIPELINE=false): no rate limits, approvals, DLP "
-            "or response checks; turn it back on outside benchmarks"
-        )
-    if settings.trusted_proxies and not settings.base_url().startswith("https://"):
-        findings.append(
-            "behind a proxy (BASTION_TRUSTED_PROXIES) with a public URL that is not https: browser cookies go "
-            "without Secure and the OAuth metadata names http endpoints; set BASTION_PUBLIC_URL=https://..."
-        )
-    if "*" in settings.allowed_origins:  # (a wildcard CORS entry stops the start)
-        findings.append("a wildcard Origin allowlist disables DNS-rebinding protection: list origins")
-    return findings

@@ -8,8 +8,9 @@ from pathlib import Path
 import anyio
 import typer
 
-from bastion.config import Settings, posture_findings
+from bastion.config import Settings
 from bastion.observability.logging import configure_logging
+from bastion.posture import posture_findings
 from bastion.support.process import hide_process
 
 __all__ = ["register"]

@@ -21,8 +21,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 import bastion.store
-from bastion.config import Settings, posture_findings
+from bastion.config import Settings
 from bastion.observability.redact import redact_text
+from bastion.posture import posture_findings
 from bastion.store.db import Database
 from bastion.store.repos.vault import check_vault
 
