@@ -110,8 +110,15 @@ def shown_url(url: str | None) -> str | None:
     if url is None or "?" not in url:
         return url
     parts = urlsplit(url)
+    if _query_secret(parts.query) is None:
+        return url
     pairs = [(k, HIDDEN if secret_in(f"{k}={v}") is not None else v) for k, v in parse_qsl(parts.query, True)]
     return urlunsplit(parts._replace(query=urlencode(pairs, safe="[]")))
+
+
+def _query_secret(query: str) -> str | None:
+    """What kind of secret one of a URL query's parameters holds, or None."""
+    return next((kind for k, v in parse_qsl(query, True) if (kind := secret_in(f"{k}={v}")) is not None), None)
 
 
 def secret_in(text: str) -> str | None:
@@ -256,7 +263,7 @@ class OriginIn(_Placed):
             raise ValueError("the url's port must be a number from 1 to 65535")
         if not parts.hostname:
             raise ValueError("the url needs a host")
-        if (kind := secret_in(unquote(parts.query))) is not None:
+        if (kind := _query_secret(parts.query)) is not None:
             raise ValueError(f"the url's query holds a secret ({kind}): give it as the origin's auth (header) instead")
         if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):  # %2e%2e too
             # Sent as written by one HTTP client and resolved by another: requests carrying the
@@ -278,14 +285,13 @@ class OriginIn(_Placed):
             raise ValueError("an http origin takes url, not command")
         if command is not None and any(not part or len(part) > 4096 for part in command):
             raise ValueError("command parts must be non-empty strings of at most 4096 characters")
-        for flag, value in zip(command or (), (command or [])[1:], strict=False):
-            if _SECRET_FLAG.fullmatch(flag) and not value.startswith("-"):
-                raise ValueError(f"the command gives a secret after {flag}: give it as auth mode env instead")
-        for part in command or ():
-            if (kind := secret_in(part)) is not None:
-                # A command is stored in the clear and shown to every reader of the origin (and to
-                # anyone on the host, in `ps`): a secret goes in the sealed environment instead.
-                raise ValueError(f"a command part holds a secret ({kind}): give it as auth mode env instead")
+        if command is not None and shown_command(command) != command:
+            # A command is stored in the clear and shown to every reader of the origin (and to
+            # anyone on the host, in `ps`): a secret goes in the sealed environment instead.
+            raise ValueError(
+                "the command carries a secret (a named value, a flag's value or a token's shape): "
+                "give it as auth mode env instead"
+            )
         return command
 
 
