@@ -1,6 +1,7 @@
 """Whom each message Bastion sends an origin is made for: a forwarded request for its caller; a
 reply to the origin's own request (a ping), whose id is the origin's and may equal one of
-Bastion's, for no one (the gateway's own identity)."""
+Bastion's, is never looked up by that id: it goes as the gateway unless its sender names the person
+(a ping on their call's reply stream: tests/mcp/test_person_sessions.py)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from bastion.store.db import Database
 from bastion.store.models import LoginEvent, User
 from bastion.store.repos.oauth import SqlOAuthStore
 from bastion.store.tenancy import SYSTEM
-from tests.harness import STDIO_INVENTORY, Bastion, free_port, run_bastion, wait_for_port
+from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, Bastion, free_port, run_bastion, wait_for_port
 from tests.oauth_browser import Redirect, hidden_field
 
 pytestmark = pytest.mark.anyio
@@ -204,6 +204,29 @@ async def test_a_person_signs_in_to_the_admin_console_at_the_provider(world: Wor
     assert account.status_code == 200 and "idp:dana" in account.text, account.text[:2000]
     user, events = await _federated_user(world, "dana")
     assert user is not None and any(e.outcome == "success" and e.user_id == user.id for e in events)
+
+
+async def test_a_sign_in_at_the_provider_ends_the_console_session_the_browser_held(
+    world: World, browser: httpx.AsyncClient
+) -> None:
+    """Someone signing in at the provider on a browser another person used: a copy of that person's
+    cookie must not outlive the sign-in. It ends when the sign-in starts, the last request of the
+    flow that carries the SameSite=Strict cookie (the provider's answer arrives without it)."""
+    base = world.bastion.base_url
+    signed_in = await browser.post(f"{base}/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+    copy = signed_in.cookies["bastion_session"]
+    assert (await browser.get(f"{base}/auth/session")).status_code == 200
+    form = await browser.get(f"{base}/admin/login?next=%2Fadmin%2Faccount")
+    to_provider = await browser.post(
+        f"{base}/admin/login/idp", data={"csrf": hidden_field(form.text, "csrf"), "next": "/admin/account"}
+    )
+    assert to_provider.status_code == 303 and "bastion_session" not in browser.cookies
+    async with httpx.AsyncClient(cookies={"bastion_session": copy}) as other:
+        refused = await other.get(f"{base}/auth/session")
+    assert refused.status_code == 401 and "signed out" in refused.json()["error"]["message"]
+    landing = await browser.get(await _at_provider(browser, to_provider.headers["location"], "dana"))
+    assert landing.status_code == 200 and "idp:dana" in landing.text, landing.text[:2000]
+    assert (await browser.get(f"{base}/admin/account")).status_code == 200
 
 
 async def test_a_person_signs_in_at_the_provider_and_their_groups_become_bastion_roles(

@@ -3,7 +3,13 @@
 It trusts no shared secret: it fetches Bastion's JWKS, verifies each request's bearer
 JWT (signature, `iss`, `aud` = its own URL, expiry) with joserfc, answers 401 to anything
 else, and appends the verified claims (or the refusal) to a JSON-lines log.
-Run: python -m tests.origins.jwt_origin --port N --issuer URL --log FILE
+
+`--owned-sessions`: the verified token becomes the request's user as the SDK's own bearer
+middleware makes it, so the SDK's session manager binds each MCP session to the principal that
+opened it (a session used with another principal's token is "not found", 404), as the spec asks
+of servers. `--handshake-only`: `server/discover` is refused as an older server refuses a method
+it does not know, so Bastion speaks a handshake revision, with sessions.
+Run: python -m tests.origins.jwt_origin --port N --issuer URL --log FILE [--owned-sessions] [--handshake-only]
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ import uvicorn
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 
 from bastion.demo.inventory import build_server
 
 
-def protected(app: Any, *, issuer: str, audience: str, log: Path) -> Any:
+def protected(
+    app: Any, *, issuer: str, audience: str, log: Path, owned_sessions: bool = False, handshake_only: bool = False
+) -> Any:
     keys: dict[str, KeySet] = {}
 
     def key_set(refresh: bool = False) -> KeySet:
@@ -62,10 +72,52 @@ def protected(app: Any, *, issuer: str, audience: str, log: Path) -> Any:
             await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return
-        record({key: claims.get(key) for key in ("sub", "org_id", "scope", "aud", "exp", "iat")} | {"token": token})
+        headers = dict(scope["headers"])
+        body, receive = await _peeked(receive) if scope["method"] == "POST" else (b"", receive)
+        message = json.loads(body) if body else {}
+        entry = {key: claims.get(key) for key in ("sub", "org_id", "scope", "aud", "exp", "iat")} | {"token": token}
+        session = headers.get(b"mcp-session-id", b"").decode()
+        record(entry | {"method": message.get("method"), "session": session, "http": scope["method"]})
+        if handshake_only and message.get("method") == "server/discover":
+            error = {"code": -32601, "message": "Method not found"}
+            reply = json.dumps({"jsonrpc": "2.0", "id": message.get("id"), "error": error}).encode()
+            start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            await send(start)
+            await send({"type": "http.response.body", "body": reply})
+            return
+        if owned_sessions:  # what the SDK's BearerAuthBackend puts there
+            principal = AccessToken(
+                token=token,
+                client_id=str(claims.get("client_id") or "bastion"),
+                scopes=str(claims.get("scope") or "").split(),
+                expires_at=int(claims["exp"]),
+                subject=str(claims["sub"]),
+                claims={"iss": claims["iss"]},
+            )
+            scope = {**scope, "user": AuthenticatedUser(principal)}
         await app(scope, receive, send)
 
     return wrapped
+
+
+async def _peeked(receive: Any) -> tuple[bytes, Any]:
+    """The request's body, and a `receive` that gives it again to the app."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    given = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal given
+        if given:
+            return dict(await receive())
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return body, again
 
 
 def main() -> None:
@@ -73,11 +125,20 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--issuer", required=True)
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--owned-sessions", action="store_true")
+    parser.add_argument("--handshake-only", action="store_true")
     args = parser.parse_args()
     audience = f"http://127.0.0.1:{args.port}/mcp"
     app = build_server().streamable_http_app(streamable_http_path="/mcp")
     uvicorn.run(
-        protected(app, issuer=args.issuer, audience=audience, log=args.log),
+        protected(
+            app,
+            issuer=args.issuer,
+            audience=audience,
+            log=args.log,
+            owned_sessions=args.owned_sessions,
+            handshake_only=args.handshake_only,
+        ),
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

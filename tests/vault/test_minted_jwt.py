@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from tests.harness import Bastion, eventually, free_port, run_bastion, wait_for_
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Bastion, str, Path]]:
+@contextmanager
+def _world(tmp_path: Path, *flags: str) -> Iterator[tuple[Bastion, str, Path]]:
     with run_bastion(tmp_path, epoch_poll_seconds=0.1) as bastion:
         log = tmp_path / "origin.jsonl"
         port = free_port()
@@ -39,6 +40,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Bastion, str, Path]]:
                 bastion.base_url,
                 "--log",
                 str(log),
+                *flags,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -58,6 +60,12 @@ def world(tmp_path: Path) -> Iterator[tuple[Bastion, str, Path]]:
             except subprocess.TimeoutExpired:  # Bastion's open event stream holds graceful shutdown
                 origin.kill()
                 origin.wait(timeout=5)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[Bastion, str, Path]]:
+    with _world(tmp_path) as made:
+        yield made
 
 
 def _entries(log: Path) -> list[dict[str, Any]]:
@@ -117,3 +125,42 @@ async def test_after_a_key_rotation_old_and_new_tokens_verify(world: tuple[Basti
     entries = _entries(log)
     kids = {jws.extract_compact(e["token"].encode()).protected["kid"] for e in entries if "token" in e}
     assert len(kids) >= 2 and not [e for e in entries if "refused" in e], entries
+
+
+@pytest.fixture
+def owned_world(tmp_path: Path) -> Iterator[tuple[Bastion, str, Path]]:
+    with _world(tmp_path, "--owned-sessions", "--handshake-only") as made:
+        yield made
+
+
+async def test_an_origin_that_binds_its_sessions_to_people_gets_one_session_per_person(
+    owned_world: tuple[Bastion, str, Path],
+) -> None:
+    """A handshake-era origin on the SDK's own session manager, which refuses a session used with
+    another principal's token (the spec's "bind session IDs to user-specific information"): each
+    person's calls run in a session that person opened, Bastion's own requests in its own, and a
+    person's session is opened once, not again at every switch between people."""
+    bastion, _, log = owned_world
+    if True:
+        ann, bob = add_person(bastion, "ann", ["member"]), add_person(bastion, "bob", ["member"])
+        tokens = {}
+        for person in (ann, bob):
+            body = {"name": "t", "servers": ["internal"], "user": person.name}
+            tokens[person.id] = bastion.ok("POST", "/api/tokens", json=body)["token"]
+        for _ in range(3):
+            for person in (ann, bob, ann):
+                await _call(bastion, tokens[person.id])
+        entries = _entries(log)
+        assert not [e for e in entries if "refused" in e], entries
+        assert not [e for e in entries if e["method"] == "server/discover" and e["session"]], entries
+        owners: dict[str, set[str]] = {}
+        for entry in entries:
+            if entry["session"]:
+                owners.setdefault(entry["session"], set()).add(entry["sub"])
+        assert all(len(subjects) == 1 for subjects in owners.values()), owners
+        by_person = {sub: {s for s, subjects in owners.items() if sub in subjects} for sub in (ann.id, bob.id)}
+        assert all(len(sessions) == 1 for sessions in by_person.values()), by_person
+        opened = [e["sub"] for e in entries if e["method"] == "initialize"]
+        assert sorted(opened) == sorted(["bastion", ann.id, bob.id]), opened
+        calls = [e for e in entries if e["method"] == "tools/call"]
+        assert len(calls) == 9 and all(e["session"] in by_person[e["sub"]] for e in calls), calls

@@ -36,7 +36,7 @@ from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, client_address, limit, same_site
 from bastion.web.pages import console_path, render
 from bastion.web.providers import party, sign_in_targets
-from bastion.web.session_api import new_session, start_session
+from bastion.web.session_api import leave_session, new_session, start_session
 from bastion.web.signin import error_page, login_page, read_request, sign_in
 
 __all__ = ["router"]
@@ -86,8 +86,13 @@ async def start(
 
 async def console_sign_in(request: Request, auth: AuthServer, provider: str, next_path: str) -> Response:
     """Start a sign-in to the admin console at `provider`; the callback opens a console session and
-    continues at `next_path` (a console path the caller has checked). BastionError if it cannot start."""
-    return await _to_provider(request, auth, provider, {"console": next_path})
+    continues at `next_path` (a console path the caller has checked). BastionError if it cannot start.
+
+    The session this browser held ends here, not at the callback: the provider's answer arrives
+    without the session cookie (SameSite=Strict), so the callback cannot know it (`leave_session`)."""
+    response = await _to_provider(request, auth, provider, {"console": next_path})
+    await leave_session(request, response, auth)
+    return response
 
 
 async def _to_provider(request: Request, auth: AuthServer, provider: str, destination: dict[str, Any]) -> Response:

@@ -35,6 +35,7 @@ __all__ = [
     "SESSION_COOKIE",
     "cookie_claims",
     "end_session",
+    "leave_session",
     "new_session",
     "renewed_session",
     "router",
@@ -119,13 +120,25 @@ async def start_session(request: Request, response: Response, auth: AuthServer, 
     """A sign-in's new session cookie on `response`, ending the session the browser held before:
     someone signing in on a browser another person used leaves no copy of that person's cookie
     alive (it would otherwise last until it expired, renewals included)."""
+    await _end_held_session(request, auth)
+    set_session_cookie(response, auth, cookie)
+
+
+async def leave_session(request: Request, response: Response, auth: AuthServer) -> None:
+    """A sign-in whose answer will arrive without the session cookie (an identity provider's
+    redirect back: the cookie is SameSite=Strict) ends the browser's session as it starts, the last
+    request that carries the cookie, for the reason `start_session` does."""
+    await _end_held_session(request, auth)
+    delete_cookie(response, SESSION_COOKIE, auth.issuer, samesite="strict")
+
+
+async def _end_held_session(request: Request, auth: AuthServer) -> None:
     previous = read_cookie(request, SESSION_COOKIE, auth.issuer)
     if previous:
         try:
             await _spend_session(auth, await cookie_claims(auth, previous))
         except BastionError:
             pass  # not a live session (expired, signed out, another key): nothing to end
-    set_session_cookie(response, auth, cookie)
 
 
 async def end_session(response: Response, auth: AuthServer, claims: Mapping[str, Any] | None) -> None:

@@ -19,10 +19,12 @@ from typing import Any
 
 import aiohttp
 import anyio
+import mcp_types as mt
 import orjson
 import structlog
 from anyio.abc import TaskGroup
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
+from pydantic import ValidationError
 
 from bastion.catalog import param_headers
 from bastion.catalog.snapshot import OriginSpec
@@ -36,7 +38,8 @@ from bastion.errors import (
     UpstreamUnavailable,
 )
 from bastion.mcp.upstream.base import NotificationSink, OnBehalf, OriginGuard, ProgressSink
-from bastion.mcp.upstream.rpc import RpcCore, decode_message
+from bastion.mcp.upstream.person_sessions import Person, PersonSessions, person_of
+from bastion.mcp.upstream.rpc import CLIENT_INFO, RpcCore, decode_message
 from bastion.mcp.upstream.sse import iter_sse_data
 from bastion.net.egress import EgressRefused, egress_session
 from bastion.net.http1 import (
@@ -63,9 +66,10 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 class _SessionLost(Exception):
     """The origin forgot our MCP session (HTTP 404): handshake again and retry once."""
 
-    def __init__(self, session_id: str | None) -> None:
+    def __init__(self, session_id: str | None, person: Person | None) -> None:
         super().__init__("session lost")
         self.session_id = session_id  # the one the refused request carried
+        self.person = person  # whose session it was (None: the gateway's own)
 
 
 class HttpOriginClient(RpcCore):
@@ -105,6 +109,10 @@ class HttpOriginClient(RpcCore):
         self._service_bearer: str | None = None
         if self._oauth is not None and self._grants is None:
             self._credential_error = "no grant store is configured for per-user OAuth origins"
+        # A handshake-era origin that takes a per-person credential: each person's own session.
+        self._people: PersonSessions | None = (
+            PersonSessions() if self._jwt is not None or self._oauth is not None else None
+        )
 
     async def request(
         self,
@@ -120,6 +128,10 @@ class HttpOriginClient(RpcCore):
             await self._refresh_service_bearer()
         for attempt in range(2):
             try:  # after a 404 for a lost session, even an unrepeatable call goes again: it was not taken
+                if on_behalf is not None and self._people is not None:
+                    await self._ensure_ready()
+                    if not self.modern:
+                        await self._person_session(self._people, on_behalf)
                 return await super().request(
                     method,
                     params,
@@ -129,13 +141,39 @@ class HttpOriginClient(RpcCore):
                     repeatable=repeatable,
                 )
             except _SessionLost as lost:  # 404: the origin did not take the request; a new handshake, then once more
-                log.info("origin_session_lost", origin=self.spec.name, attempt=attempt + 1)
-                if lost.session_id == self._session_id:  # not renewed by another caller meanwhile
+                log.info("origin_session_lost", origin=self.spec.name, attempt=attempt + 1, own=lost.person is None)
+                if lost.person is not None and self._people is not None:
+                    self._people.lost(lost.person, lost.session_id)
+                elif lost.session_id == self._session_id:  # not renewed by another caller meanwhile
                     self._ready, self._session_id, self._relogin = False, None, True
         raise UpstreamUnavailable(
             f"origin {self.spec.name!r} did not know the MCP session it had just opened (HTTP 404, twice): "
             "its replicas may not share sessions"
         )
+
+    async def _person_session(self, people: PersonSessions, who: OnBehalf) -> None:
+        """Open `who`'s session at the origin, with their credential, unless it is open: the
+        handshake in the revision the gateway's own session agreed on."""
+        person = person_of(who)
+        if people.get(person) is not None:
+            return
+        async with people.lock(person):
+            if people.get(person) is not None:
+                return
+            people.begin(person)
+            offered = self.protocol_version
+            params = {"protocolVersion": offered, "capabilities": {}, "clientInfo": CLIENT_INFO}
+            result = await self._call("initialize", params, None, on_behalf=who)
+            try:
+                agreed = mt.InitializeResult.model_validate(result).protocol_version
+            except ValidationError as exc:
+                raise UpstreamProtocolError(f"origin {self.spec.name!r} sent a malformed initialize result") from exc
+            if agreed != offered:
+                raise UpstreamProtocolError(
+                    f"origin {self.spec.name!r} agreed on {agreed} for a person's session, {offered} for Bastion's own"
+                )
+            await self._send_message({"jsonrpc": "2.0", "method": "notifications/initialized"}, on_behalf=who)
+            people.opened(person)
 
     async def _refresh_service_bearer(self) -> None:
         if self._oauth is not None and self._grants is not None:
@@ -151,6 +189,8 @@ class HttpOriginClient(RpcCore):
             )
         await self._refresh_service_bearer()
         self._session_id = None
+        if self._people is not None:
+            self._people.clear()
         if self._http is None or self._http.closed:
             self._http = egress_session(
                 self._egress,
@@ -207,14 +247,15 @@ class HttpOriginClient(RpcCore):
         if self._stream is None:
             self._tasks.start_soon(self._listen, "POST", self.listen_request())
 
-    def _headers(self, message: dict[str, Any] | None = None) -> dict[str, str]:
+    def _headers(self, message: dict[str, Any] | None = None, on_behalf: OnBehalf | None = None) -> dict[str, str]:
         # Built from scratch for each request: nothing of the MCP client's request (its token least
         # of all) reaches the origin; the origin's own service credential, from the vault, does.
         headers = {"accept": _ACCEPT, "content-type": "application/json", **self._credential}
-        # Only Bastion's own requests are made for someone: a reply to the origin's request (its id is
-        # the origin's, which may equal one of ours) or a notification goes as the gateway itself.
+        # Bastion's own requests made for someone are looked up by id; a reply to the origin's
+        # request (its id is the origin's, which may equal one of ours) or a notification is made
+        # for the person its sender names (`on_behalf`: their call's cancellation), else as the gateway.
         request_id = message.get("id") if message is not None and "method" in message else None
-        who = self._on_behalf.get(request_id) if isinstance(request_id, int) else None
+        who = self._on_behalf.get(request_id) if isinstance(request_id, int) else on_behalf
         if self._jwt is not None:
             headers["authorization"] = "Bearer " + self._minted(who)
         elif self._oauth is not None:
@@ -222,8 +263,11 @@ class HttpOriginClient(RpcCore):
             bearer = self._service_bearer if who is None else who.bearer
             if bearer:
                 headers["authorization"] = "Bearer " + bearer
-        if self._session_id is not None:
-            headers["mcp-session-id"] = self._session_id
+        session = self._session_id
+        if who is not None and self._people is not None and not self.modern:
+            session = self._people.sent_with(person_of(who))
+        if session is not None:
+            headers["mcp-session-id"] = session
         headers.update(outbound_headers())  # Bastion's own span (tracing on), never the client's header
         if self.protocol_version is not None:
             headers["mcp-protocol-version"] = self.protocol_version
@@ -266,13 +310,14 @@ class HttpOriginClient(RpcCore):
             detail=f"origin {self.spec.name!r}: {exc.message}",
         )
 
-    async def _send_message(self, message: dict[str, Any]) -> None:
+    async def _send_message(self, message: dict[str, Any], *, on_behalf: OnBehalf | None = None) -> None:
         try:
             # Bounded like a call: the session has no total timeout (its streams live long), and the
             # handshake's `notifications/initialized` is sent holding the lock every caller waits on.
             with anyio.fail_after(self.timeout):
+                headers = self._headers(message, on_behalf)
                 async with self._client().post(
-                    self._url, data=orjson.dumps(message), headers=self._headers(message), allow_redirects=False
+                    self._url, data=orjson.dumps(message), headers=headers, allow_redirects=False
                 ):
                     pass
         except TimeoutError:
@@ -291,9 +336,9 @@ class HttpOriginClient(RpcCore):
         try:
             once = message.get("id") in self._once
             body = orjson.dumps(message)
-            sent_with = self._session_id
-            async with await wire.request("POST", self._headers(message), body, replay_stale=not once) as response:
-                await self._read_reply(message, response, sent_with)
+            headers = self._headers(message)
+            async with await wire.request("POST", headers, body, replay_stale=not once) as response:
+                await self._read_reply(message, response, headers.get("mcp-session-id"))
         except EgressRefused as exc:
             raise self._refused(exc) from exc
         except Http1Unreachable as exc:
@@ -315,6 +360,8 @@ class HttpOriginClient(RpcCore):
                 detail=f"origin {self.spec.name!r} redirected to {response.headers.get('location', '(nowhere)')!r}, "
                 "which Bastion does not follow: register the final URL instead",
             )
+        who = self._on_behalf.get(message["id"])
+        person = person_of(who) if who is not None and self._people is not None and not self.modern else None
         if message["method"] == "initialize" and "mcp-session-id" in response.headers:
             session_id = response.headers["mcp-session-id"]
             if not _SESSION_ID.fullmatch(session_id):
@@ -322,11 +369,13 @@ class HttpOriginClient(RpcCore):
                 raise UpstreamProtocolError(
                     f"origin {self.spec.name!r} sent an MCP session id that is not 1 to 256 visible ASCII characters"
                 )
-            self._session_id = session_id
-        if response.status == 404 and self._session_id is not None and message["method"] != "initialize":
-            raise _SessionLost(sent_with)
+            if person is not None and self._people is not None:
+                self._people.started(person, session_id)  # theirs once the handshake ends (`_person_session`)
+            else:
+                self._session_id = session_id
+        if response.status == 404 and sent_with is not None and message["method"] != "initialize":
+            raise _SessionLost(sent_with, person)
         if response.status == 401:
-            who = self._on_behalf.get(message["id"])
             if who is not None and who.bearer is not None:  # a person's own token: refreshable
                 raise UpstreamUnauthorized(f"origin {self.spec.name!r} did not accept the caller's token (HTTP 401)")
             raise UpstreamRefused(

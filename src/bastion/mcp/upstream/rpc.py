@@ -125,7 +125,9 @@ class RpcCore:
     async def _send_request(self, message: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    async def _send_message(self, message: dict[str, Any]) -> None:
+    async def _send_message(self, message: dict[str, Any], *, on_behalf: OnBehalf | None = None) -> None:
+        """`on_behalf`: the person a notification or reply concerns (their call's cancellation, an
+        answer on their call's reply stream); None for the gateway's own."""
         raise NotImplementedError
 
     async def _subscribe(self) -> None:
@@ -277,7 +279,8 @@ class RpcCore:
                         "jsonrpc": "2.0",
                         "method": "notifications/cancelled",
                         "params": {"requestId": request_id, "reason": reason},
-                    }
+                    },
+                    on_behalf=self._on_behalf.get(request_id),
                 )
             except (UpstreamUnavailable, UpstreamProtocolError, OSError) as exc:
                 log.info("cancel_notice_failed", origin=self.spec.name, error=str(exc))
@@ -303,7 +306,7 @@ class RpcCore:
             if not is_request_id(message["id"]):  # JSON-RPC: a string or a number; nothing to answer to
                 log.warning("origin_message_dropped", origin=self.spec.name, reason="its id is not a string or number")
                 return
-            await self._answer_server_request(message)
+            await self._answer_server_request(message, self._on_behalf.get(reply_to) if reply_to is not None else None)
             return
         raw_params = message.get("params")
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
@@ -342,7 +345,7 @@ class RpcCore:
             self._stalled.add(sink)
             log.info("notification_not_delivered", origin=self.spec.name, method=method, error="not reading")
 
-    async def _answer_server_request(self, message: dict[str, Any]) -> None:
+    async def _answer_server_request(self, message: dict[str, Any], on_behalf: OnBehalf | None = None) -> None:
         if message["method"] == "ping":
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"], "result": {}}
         else:
@@ -351,7 +354,7 @@ class RpcCore:
                 "id": message["id"],
                 "error": {"code": mt.METHOD_NOT_FOUND, "message": f"Bastion does not relay {message['method']}"},
             }
-        await self._send_message(reply)
+        await self._send_message(reply, on_behalf=on_behalf)
 
     def _fail_all(self, reason: str) -> None:
         """Wake every waiter with no reply: each raises UpstreamUnavailable naming `reason`."""

@@ -25,7 +25,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from bastion.catalog.snapshot import OriginSpec
 from bastion.errors import UpstreamError, UpstreamUnavailable
-from bastion.mcp.upstream.base import NotificationSink, OriginGuard
+from bastion.mcp.upstream.base import NotificationSink, OnBehalf, OriginGuard
 from bastion.mcp.upstream.rpc import RpcCore, decode_message
 
 __all__ = ["StdioOriginClient"]
@@ -122,7 +122,8 @@ class StdioOriginClient(RpcCore):
         # Its notifications arrive on stdout like everything else; no reply is awaited.
         await self._send_message(self.listen_request())
 
-    async def _send_message(self, message: dict[str, Any]) -> None:
+    async def _send_message(self, message: dict[str, Any], *, on_behalf: OnBehalf | None = None) -> None:
+        # One process, one credential (its sealed environment): whom a message concerns changes nothing.
         process = self._process
         if process is None or process.stdin is None:
             raise UpstreamUnavailable(f"origin {self.spec.name!r}: the process is not running")
