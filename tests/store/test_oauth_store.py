@@ -83,6 +83,30 @@ async def test_another_client_cannot_spend_a_code(db: Database) -> None:
     assert first is not None and not first.used
 
 
+async def test_a_take_given_back_is_the_one_made_then_and_no_other(db: Database) -> None:
+    """`give_back` undoes the take made at its moment (the store failed to save what it was for);
+    a later take, or another token, stays as it is."""
+    store = SqlOAuthStore(db, MemoryBus())
+    grant = await _grant(db, "family-8")
+    code = _code(grant, "code-8")
+    await store.save_code(code)
+    now = time.time()
+    await store.save_tokens(grant, [(hash_token("refresh-8"), "refresh", now + 3600)], now)
+    taken_at = now + 1.25
+    assert (await store.take_code(code.code_hash, taken_at, "client-1")) is not None
+    assert (await store.take_refresh(hash_token("refresh-8"), taken_at, "client-1")) is not None
+    await store.give_back("code", code.code_hash, taken_at + 0.5)  # another moment: not this take
+    await store.give_back("refresh", hash_token("refresh-8"), taken_at + 0.5)
+    code_again = await store.take_code(code.code_hash, now + 2, "client-1")
+    refresh_again = await store.take_refresh(hash_token("refresh-8"), now + 2, "client-1")
+    assert code_again is not None and code_again.used and refresh_again is not None and refresh_again.used
+    await store.give_back("code", code.code_hash, taken_at)
+    await store.give_back("refresh", hash_token("refresh-8"), taken_at)
+    code_back = await store.take_code(code.code_hash, now + 3, "client-1")
+    refresh_back = await store.take_refresh(hash_token("refresh-8"), now + 3, "client-1")
+    assert code_back is not None and not code_back.used and refresh_back is not None and not refresh_back.used
+
+
 async def test_a_consent_withdrawn_while_its_code_is_being_redeemed_leaves_no_live_token(db: Database) -> None:
     """The redemption took the code before the withdrawal and saves its tokens after: the family
     the withdrawal revoked ahead of them refuses the save."""

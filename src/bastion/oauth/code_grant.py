@@ -41,4 +41,5 @@ class AuthorizationCodeGrant:
             raise InvalidGrant("redirect_uri differs from the one in the authorization request")
         pkce.verify(form.get("code_verifier"), record.code_challenge)
         check_same_resource(self._snapshot(), self._url, form.get("resource"), record.grant.server_id)
-        return await self._issuer.issue(record.grant, refresh="refresh_token" in client.grant_types, now=now)
+        refresh = "refresh_token" in client.grant_types
+        return await self._issuer.issue(record.grant, refresh=refresh, now=now, taken=("code", record.code_hash))

@@ -90,9 +90,18 @@ class OAuthStore(Protocol):
         another client, without this one's credentials, cannot spend it and so revoke its grant)."""
         ...
 
-    async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]], issued_at: float) -> None:
+    async def save_tokens(
+        self,
+        grant: Grant,
+        tokens: list[tuple[str, str, float]],
+        issued_at: float,
+        *,
+        access_scopes: tuple[str, ...] | None = None,
+    ) -> None:
         """Store (token_hash, kind, expires_at) rows of one grant, issued at `issued_at` (the clock
-        reading their expiries were computed from, so `exp - iat` is exactly the lifetime).
+        reading their expiries were computed from, so `exp - iat` is exactly the lifetime), in one
+        transaction: all of them or none. `access_scopes`: the access rows' scopes, when narrower
+        than the grant's (RFC 6749 §6: a refresh token keeps the grant's).
 
         `InvalidGrant`, and nothing stored, when the grant's family was revoked, or its `source`
         token (or that token's family) was: ordered against `revoke_family` and `revoke_token`, so
@@ -102,6 +111,12 @@ class OAuthStore(Protocol):
     async def take_refresh(self, token_hash: str, now: float, client_id: str) -> TokenRecord | None:
         """The refresh token as it was, marking it used in the same transaction; None, leaving it
         as it was, when it was not issued to `client_id` (as for `take_code`)."""
+        ...
+
+    async def give_back(self, kind: str, token_hash: str, taken_at: float) -> None:
+        """Undo `take_code` (`kind` "code") or `take_refresh` ("refresh") made at `taken_at`, when
+        what it was taken for was not issued because the store failed: the client's retry must not
+        look like a replay, which revokes the grant. Only the take made then is undone."""
         ...
 
     async def find_token(self, token_hash: str) -> TokenRecord | None: ...

@@ -7,13 +7,13 @@ Security BCP, RFC 9700 §4.14.2). Both are stored as SHA-256 hashes only.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bastion.errors import UnauthorizedClient, UnsupportedGrantType
+from bastion.errors import BastionError, UnauthorizedClient, UnsupportedGrantType
 from bastion.identity.tokens import ACCESS_TOKEN_PREFIX, TOKEN_PREFIX, hash_token
 from bastion.oauth.client_auth import ClientAuthenticator
 from bastion.oauth.provider import Client, Grant, OAuthStore
@@ -52,24 +52,41 @@ class TokenIssuer:
         self.refresh_ttl = refresh_ttl
 
     async def issue(
-        self, grant: Grant, *, refresh: bool, now: float, access_scopes: tuple[str, ...] | None = None
+        self,
+        grant: Grant,
+        *,
+        refresh: bool,
+        now: float,
+        access_scopes: tuple[str, ...] | None = None,
+        taken: tuple[str, str] | None = None,
     ) -> TokenResponse:
-        """An access token (with `access_scopes`, at most the grant's) and, if asked, a refresh token.
+        """An access token (with `access_scopes`, at most the grant's) and, if asked, a refresh
+        token, stored together or not at all.
 
         RFC 6749 §6: a refresh token keeps the scope of the grant even when the
-        access token issued beside it was narrowed.
+        access token issued beside it was narrowed. `taken`: the (kind, hash) of the code or
+        refresh token spent at `now` for this, given back when the store fails to save these
+        (`OAuthStore.give_back`): a client retrying after that error is not a replay.
         """
         access = ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(32)
-        access_grant = grant if access_scopes is None else dataclasses.replace(grant, scopes=access_scopes)
-        await self._store.save_tokens(access_grant, [(hash_token(access), "access", now + self.access_ttl)], now)
+        rows = [(hash_token(access), "access", now + self.access_ttl)]
         refresh_token = None
         if refresh:
             refresh_token = TOKEN_PREFIX + "rt_" + secrets.token_urlsafe(32)
-            await self._store.save_tokens(grant, [(hash_token(refresh_token), "refresh", now + self.refresh_ttl)], now)
+            rows.append((hash_token(refresh_token), "refresh", now + self.refresh_ttl))
+        try:
+            await self._store.save_tokens(grant, rows, now, access_scopes=access_scopes)
+        except BastionError:
+            raise  # refused (the grant was revoked meanwhile): what was taken stays spent
+        except Exception:
+            if taken is not None:
+                with contextlib.suppress(Exception):  # the store may be gone altogether: the first error says so
+                    await self._store.give_back(*taken, now)
+            raise
         return TokenResponse(
             access_token=access,
             expires_in=self.access_ttl,
-            scope=" ".join(access_grant.scopes),
+            scope=" ".join(access_scopes if access_scopes is not None else grant.scopes),
             refresh_token=refresh_token,
         )
 

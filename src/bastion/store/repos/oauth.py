@@ -250,10 +250,18 @@ class SqlOAuthStore:
                 used=not first,
             )
 
-    async def save_tokens(self, grant: Grant, tokens: list[tuple[str, str, float]], issued_at: float) -> None:
+    async def save_tokens(
+        self,
+        grant: Grant,
+        tokens: list[tuple[str, str, float]],
+        issued_at: float,
+        *,
+        access_scopes: tuple[str, ...] | None = None,
+    ) -> None:
         async with self._db.session(SYSTEM) as session:
             await hold_live_family(session, grant.family_id, source=grant.source)
             for token_hash, kind, expires_at in tokens:
+                scopes = access_scopes if kind == "access" and access_scopes is not None else grant.scopes
                 session.add(
                     OAuthToken(
                         token_hash=token_hash,
@@ -262,7 +270,7 @@ class SqlOAuthStore:
                         client_id=grant.client_id,
                         user_id=grant.user_id,
                         server_id=grant.server_id,
-                        scopes=list(grant.scopes),
+                        scopes=list(scopes),
                         expires_at=_at(expires_at),
                         created_at=_at(issued_at),
                     )
@@ -283,6 +291,17 @@ class SqlOAuthStore:
             if row is None:
                 return None
             return dataclasses.replace(_token(row), used=not first)
+
+    async def give_back(self, kind: str, token_hash: str, taken_at: float) -> None:
+        async with self._db.session(SYSTEM) as session:
+            if kind == "code":
+                code = (OAuthCode.code_hash == token_hash, OAuthCode.used_at == _at(taken_at))
+                await session.execute(update(OAuthCode).where(*code).values(used_at=None))
+            else:
+                token = (OAuthToken.token_hash == token_hash, OAuthToken.kind == "refresh")
+                await session.execute(
+                    update(OAuthToken).where(*token, OAuthToken.used_at == _at(taken_at)).values(used_at=None)
+                )
 
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         async with self._db.session(SYSTEM) as session:
