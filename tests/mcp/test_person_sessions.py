@@ -178,3 +178,49 @@ async def test_a_person_whose_session_the_origin_lost_gets_a_new_one_and_no_one_
         assert await _call(client, BOB) == BOB.user_id
     opened = [e["by"] for e in origin.seen if e["method"] == "initialize"]
     assert opened == [SERVICE_SUBJECT, ANN.user_id, BOB.user_id, ANN.user_id]
+
+
+class _SlowToReopen(_Origin):
+    """Once `gate` is set: a call in a session it no longer knows is refused only after a person's
+    renewed handshake has reached `notifications/initialized`, which is held a moment, so the
+    second of two concurrent calls hears its 404 in the middle of the first one's re-handshake."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = False
+        self.refused = 0
+        self.reopening = anyio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "POST" and self.gate:
+            message: dict[str, Any] = await request.json()  # aiohttp keeps the body for the next read
+            session = request.headers.get("mcp-session-id")
+            if message.get("method") == _INITIALIZED and session is not None:
+                self.reopening.set()
+                await anyio.sleep(0.3)
+            elif message.get("method") == "tools/call" and session is not None and session not in self.owners:
+                self.refused += 1
+                if self.refused == 2:
+                    await self.reopening.wait()
+        return await super().handle(request)
+
+
+async def test_two_calls_that_find_their_persons_session_lost_leave_one_good_session(anyio_backend: str) -> None:
+    origin = _SlowToReopen()
+    async with _client(origin) as client:
+        await _call(client, ANN)
+        del origin.owners[next(s for s, owner in origin.owners.items() if owner == ANN.user_id)]
+        origin.gate = True
+        answers: list[str] = []
+
+        async def call() -> None:
+            answers.append(await _call(client, ANN))
+
+        async with anyio.create_task_group() as calls:
+            calls.start_soon(call)
+            calls.start_soon(call)
+        origin.gate = False
+        assert answers == [ANN.user_id, ANN.user_id]
+        assert await _call(client, ANN) == ANN.user_id  # and every later call
+    last = origin.seen[-1]
+    assert last["method"] == "tools/call" and origin.owners[last["session"]] == ANN.user_id

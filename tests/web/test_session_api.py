@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -76,6 +77,24 @@ def test_signing_in_on_a_browser_ends_the_session_it_held(bastion: Bastion) -> N
         assert second.status_code == 200 and http.get("/auth/session").json()["username"] == "second-person"
     refused = _whoami(bastion, copy)
     assert refused.status_code == 401 and "signed out" in refused.json()["error"]["message"]
+
+
+def test_a_sign_in_that_cannot_end_the_session_the_browser_held_is_refused(bastion: Bastion) -> None:
+    """The store does not answer when the session held before is to be ended: the sign-in is
+    refused (503) rather than leaving that session alive behind a new one."""
+    database = Path(bastion.settings.database_url.removeprefix("sqlite+aiosqlite:///"))
+    with httpx.Client(base_url=bastion.base_url) as http:
+        first = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+        held = first.cookies["bastion_session"]
+        with sqlite3.connect(database) as db:
+            db.execute("ALTER TABLE spent_ids RENAME TO spent_ids_away")
+        try:
+            refused = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+        finally:
+            with sqlite3.connect(database) as db:
+                db.execute("ALTER TABLE spent_ids_away RENAME TO spent_ids")
+    assert refused.status_code == 503 and "set-cookie" not in refused.headers, refused.text
+    assert _whoami(bastion, held).status_code == 200  # not ended, and the browser still holds it
 
 
 def test_a_wrong_password_is_refused_without_a_cookie(bastion: Bastion) -> None:

@@ -137,6 +137,8 @@ async def _end_held_session(request: Request, auth: AuthServer) -> None:
     if previous:
         try:
             await _spend_session(auth, await cookie_claims(auth, previous))
+        except Unavailable:
+            raise  # the session could not be ended: 503, and the sign-in does not go on as if it had
         except BastionError:
             pass  # not a live session (expired, signed out, another key): nothing to end
 

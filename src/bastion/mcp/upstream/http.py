@@ -373,7 +373,11 @@ class HttpOriginClient(RpcCore):
                 self._people.started(person, session_id)  # theirs once the handshake ends (`_person_session`)
             else:
                 self._session_id = session_id
-        if response.status == 404 and sent_with is not None and message["method"] != "initialize":
+        if (
+            response.status == 404
+            and (sent_with is not None or person is not None)
+            and message["method"] != "initialize"
+        ):
             raise _SessionLost(sent_with, person)
         if response.status == 401:
             if who is not None and who.bearer is not None:  # a person's own token: refreshable
@@ -400,6 +404,14 @@ class HttpOriginClient(RpcCore):
         body = await self._read_bounded(response)
         if content_type == "application/json" and body:
             await self._route(decode_message(body, self.spec.name))  # a JSON-RPC error rides on any status
+            pending = self._pending.get(message["id"])
+            if pending is not None and not pending.done.is_set():
+                # Not this request's reply (an error with a null id, say): waiting for it would turn
+                # the origin's answer into a timeout.
+                status, method = response.status, message["method"]
+                raise UpstreamUnavailable(
+                    f"origin {self.spec.name!r} answered HTTP {status} to {method} without its reply"
+                )
             return
         raise UpstreamUnavailable(f"origin {self.spec.name!r} answered HTTP {response.status} to {message['method']}")
 

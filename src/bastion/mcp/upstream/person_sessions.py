@@ -28,12 +28,17 @@ def person_of(who: OnBehalf) -> Person:
 class PersonSessions:
     """Session ids by person, the least recently used forgotten past `limit` (the origin ends idle
     sessions itself; a forgotten one is opened again when its person calls). "" stands for an
-    origin that answered a person's initialize without a session id: nothing to send back."""
+    origin that answered a person's initialize without a session id: nothing to send back.
+
+    A person's handshake runs under their lock (`lock`), which stays theirs while anyone may hold
+    or wait on it: two handshakes of one person never overlap, so what one was answered
+    (`started`) is read by that one alone (`opened`), whatever happens to the open sessions
+    meanwhile (`lost`, `clear`)."""
 
     def __init__(self, limit: int = 1024) -> None:
         self._limit = limit
         self._ids: OrderedDict[Person, str] = OrderedDict()
-        self._opening: dict[Person, anyio.Lock] = {}
+        self._locks: dict[Person, anyio.Lock] = {}
         self._started: dict[Person, str] = {}  # the origin named it; the handshake has not ended
 
     def get(self, person: Person) -> str | None:
@@ -48,33 +53,39 @@ class PersonSessions:
         (its `notifications/initialized`)."""
         return self._ids.get(person) or self._started.get(person) or None
 
+    def lock(self, person: Person) -> anyio.Lock:
+        """Held while `person`'s session is opened: their concurrent first calls open one."""
+        return self._locks.setdefault(person, anyio.Lock())
+
     def begin(self, person: Person) -> None:
-        """`person`'s handshake starts (again): a session named by one that did not end is gone."""
+        """`person`'s handshake starts (under their lock): one that did not end named nothing."""
         self._started.pop(person, None)
 
     def started(self, person: Person, session: str) -> None:
         """The origin answered `person`'s initialize with `session`."""
         self._started[person] = session
 
-    def lock(self, person: Person) -> anyio.Lock:
-        """Held while `person`'s session is opened: their concurrent first calls open one."""
-        return self._opening.setdefault(person, anyio.Lock())
-
     def opened(self, person: Person) -> None:
-        """`person`'s handshake ended: their calls go in the session the origin named."""
+        """`person`'s handshake ended (under their lock): their calls go in the session it named."""
         self._ids[person] = self._started.pop(person, "")
         self._ids.move_to_end(person)
-        self._opening.pop(person, None)
         while len(self._ids) > self._limit:
-            self._ids.popitem(last=False)
+            evicted, _ = self._ids.popitem(last=False)
+            self._drop_lock(evicted)
 
     def lost(self, person: Person, session: str | None) -> None:
-        """The origin no longer knows `session`: forget it, unless it was renewed meanwhile."""
-        if self._ids.get(person) == session:
+        """The origin no longer knows `session` (None: the person's calls carried none): forget it,
+        unless it was renewed meanwhile."""
+        if self._ids.get(person) == (session or ""):
             del self._ids[person]
-        self._started.pop(person, None)
 
     def clear(self) -> None:
+        """A new connection: every open session is opened again on its person's next call."""
         self._ids.clear()
-        self._opening.clear()
-        self._started.clear()
+        for person in list(self._locks):
+            self._drop_lock(person)
+
+    def _drop_lock(self, person: Person) -> None:
+        lock = self._locks.get(person)
+        if lock is not None and not lock.locked() and lock.statistics().tasks_waiting == 0:
+            del self._locks[person]
