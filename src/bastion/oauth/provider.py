@@ -113,7 +113,7 @@ class OAuthStore(Protocol):
         as it was, when it was not issued to `client_id` (as for `take_code`)."""
         ...
 
-    async def give_back(self, kind: str, token_hash: str, taken_at: float) -> None:
+    async def give_back(self, kind: Literal["code", "refresh"], token_hash: str, taken_at: float) -> None:
         """Undo `take_code` (`kind` "code") or `take_refresh` ("refresh") made at `taken_at`, when
         what it was taken for was not issued because the store failed: the client's retry must not
         look like a replay, which revokes the grant. Only the take made then is undone."""

@@ -40,5 +40,7 @@ class RefreshTokenGrant:
             raise InvalidGrant("the refresh token has expired")
         check_same_resource(self._snapshot(), self._url, form.get("resource"), record.grant.server_id)
         scopes = narrowed(form.get("scope"), record.grant.scopes)
-        taken = ("refresh", record.token_hash)
-        return await self._issuer.issue(record.grant, refresh=True, now=now, access_scopes=scopes, taken=taken)
+        spent = record.token_hash
+        return await self._issuer.issue(
+            record.grant, refresh=True, now=now, access_scopes=scopes, taken=("refresh", spent)
+        )

@@ -11,7 +11,7 @@ import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bastion.errors import BastionError, UnauthorizedClient, UnsupportedGrantType
 from bastion.identity.tokens import ACCESS_TOKEN_PREFIX, TOKEN_PREFIX, hash_token
@@ -58,7 +58,7 @@ class TokenIssuer:
         refresh: bool,
         now: float,
         access_scopes: tuple[str, ...] | None = None,
-        taken: tuple[str, str] | None = None,
+        taken: tuple[Literal["code", "refresh"], str] | None = None,
     ) -> TokenResponse:
         """An access token (with `access_scopes`, at most the grant's) and, if asked, a refresh
         token, stored together or not at all.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -292,7 +292,7 @@ class SqlOAuthStore:
                 return None
             return dataclasses.replace(_token(row), used=not first)
 
-    async def give_back(self, kind: str, token_hash: str, taken_at: float) -> None:
+    async def give_back(self, kind: Literal["code", "refresh"], token_hash: str, taken_at: float) -> None:
         async with self._db.session(SYSTEM) as session:
             if kind == "code":
                 code = (OAuthCode.code_hash == token_hash, OAuthCode.used_at == _at(taken_at))
