@@ -358,3 +358,80 @@ async def test_a_second_reply_to_one_request_is_not_taken_for_the_next_ones() ->
             assert await response.read(100) == b'{"got":2}'
         await pool.aclose()
     assert accepted == [1, 2]
+
+
+async def test_a_trailer_line_that_never_ends_is_refused_at_the_head_bound_not_read_on() -> None:
+    """After a chunked body, httptools holds an unfinished trailer line whole, as it does a header
+    line: the same bound applies there (reading on cost memory and CPU growing with its square)."""
+    sent: list[int] = []
+
+    async def endless_trailer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"2\r\n{}\r\n0\r\nx-trailer: ")
+        for _ in range(1024):  # up to 16 MiB, never a line end
+            writer.write(b"a" * 16384)
+            sent.append(1)
+            await writer.drain()
+
+    async with _server(endless_trailer) as (url, _):
+        pool = Http1Pool(url, LOOPBACK)
+        with pytest.raises(Http1Error, match="trailer is too large"):
+            async with await pool.request("POST", {}, b"{}") as response:
+                await asyncio.wait_for(response.read(100), 10)
+        await pool.aclose()
+    assert len(sent) < 1024  # the connection was dropped: the origin could not send it all
+
+
+async def test_interim_replies_are_passed_over_and_the_connection_stays_in_step() -> None:
+    """A 103 Early Hints (RFC 9110 §15.2: a client takes 1xx replies) before the reply: the caller
+    gets the reply, and the next request on the kept connection gets its own, not a late one."""
+
+    async def hinting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, body = await _read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the hint and the reply in separate reads
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + _reply(b'{"got":' + body + b"}"))
+            await writer.drain()
+
+    async with _server(hinting) as (url, accepted):
+        pool = Http1Pool(url, LOOPBACK)
+        for n in (b"1", b"2"):
+            async with await pool.request("POST", {}, n) as response:
+                assert response.status == 200
+                assert "link" not in response.headers  # the hint's headers are not the reply's
+                assert await response.read(100) == b'{"got":' + n + b"}"
+        await pool.aclose()
+    assert accepted == [1]
+
+    async def endless_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        for _ in range(100):
+            writer.write(b"HTTP/1.1 103 Early Hints\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with _server(endless_hints) as (url, _):
+        pool = Http1Pool(url, LOOPBACK)
+        with pytest.raises(Http1Error, match=r"more than 8 interim \(1xx\) replies"):
+            await asyncio.wait_for(pool.request("POST", {}, b"{}"), 5)
+        await pool.aclose()
+
+
+async def test_an_origin_path_with_characters_a_request_line_cannot_carry_goes_percent_encoded() -> None:
+    seen: list[bytes] = []
+
+    async def recording(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, body = await _read_request(reader)
+        seen.append(head.split(b"\r\n", 1)[0])
+        writer.write(_reply(b'{"got":' + body + b"}"))
+        await writer.drain()
+
+    async with _server(recording) as (url, _):
+        pool = Http1Pool(url.replace("/mcp", "/m\u20ac/a%2Fb?q=\u00fc&r=%2F"), LOOPBACK)
+        async with await pool.request("POST", {}, b"1") as response:
+            assert await response.read(100) == b'{"got":1}'
+        await pool.aclose()
+    assert seen == [b"POST /m%E2%82%AC/a%2Fb?q=%C3%BC&r=%2F HTTP/1.1"]

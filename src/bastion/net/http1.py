@@ -21,11 +21,12 @@ import functools
 import re
 import socket
 import ssl
+import string
 import time
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import cast
-from urllib.parse import urlsplit
+from typing import NoReturn, cast
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -36,6 +37,7 @@ __all__ = ["Http1Error", "Http1InvalidRequest", "Http1Pool", "Http1Response", "H
 _MAX_HEAD_BYTES = 64 * 1024  # a reply head larger than this is refused
 _MAX_BUFFERED = 1 << 20  # reading pauses while this much body waits for the caller
 _BAD_HEADER = re.compile(r"[\r\n\0]")
+_MAX_INTERIM = 8  # 1xx replies before the request's own
 
 
 def _latin1(text: str) -> bool:
@@ -100,7 +102,10 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: dict[str, str] = {}
         self._head_bytes = 0
-        self._unfinished_head = 0  # bytes received while the head is not yet complete
+        self._unread = 0  # bytes received since the parser last handed over a header or body
+        self._took = False  # the parser handed something over during this `feed_data`
+        self._interim = 0  # 1xx replies passed over before this request's reply
+        self._refused: Http1Error | None = None  # why a callback stopped the parser
         self.keep_alive = False
         self.complete = False
         self.received_any = False
@@ -120,18 +125,21 @@ class _Connection(asyncio.Protocol):
             self._fail(Http1Error("the origin sent data that answers no request"))
             return
         self.received_any = True
+        self._took = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(Http1Error(f"malformed HTTP reply: {exc}"))
+            # A callback's own refusal reaches here as "User callback error": its words are kept.
+            self._fail(self._refused or Http1Error(f"malformed HTTP reply: {exc}"))
             return
-        if not self.status:
-            # The head is not complete yet. httptools holds a header line until it ends, and
-            # `on_header` sees only whole ones: an origin that never ends one would be read into
-            # memory for as long as the call's timeout lets it send.
-            self._unfinished_head += len(data)
-            if self._unfinished_head > _MAX_HEAD_BYTES:
-                self._fail(Http1Error("the reply's head is too large"))
+        # httptools holds a header line until it ends (a trailer line after a chunked body too), and
+        # `on_header` sees only whole ones: an origin that never ends one would be read into memory,
+        # at a cost that grows with its square, for as long as the call's timeout lets it send.
+        # Bytes that hand over nothing are counted until something is handed over.
+        self._unread = 0 if self._took else self._unread + len(data)
+        if self._unread > _MAX_HEAD_BYTES:
+            where = "head" if not self.status else "trailer"
+            self._fail(Http1Error(f"the reply's {where} is too large: a line of over {_MAX_HEAD_BYTES} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -147,23 +155,41 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
         if self.complete:  # a second reply in the same read: it must not touch the first one's state
-            raise Http1Error("the origin sent more than one reply to a request")
+            self._refuse(Http1Error("the origin sent more than one reply to a request"))
+
+    def _refuse(self, error: Http1Error) -> NoReturn:
+        """Stop the parser (a callback's exception does) with `error` as the reason given."""
+        self._refused = error
+        raise error
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._took = True
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > _MAX_HEAD_BYTES:
-            raise Http1Error("the reply's head is too large")  # surfaces as HttpParserError
+            self._refuse(Http1Error("the reply's head is too large"))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        self._took = True
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # An interim reply (103 Early Hints, 100 Continue): the request's own follows it on the
+            # same connection (RFC 9110 §15.2). Taken for the reply, it failed the call; its empty
+            # body "complete", the late reply would have been read as the next request's.
+            self._interim += 1
+            if self._interim > _MAX_INTERIM:
+                self._refuse(Http1Error(f"the origin sent more than {_MAX_INTERIM} interim (1xx) replies"))
+            self.headers = {}
+            return
+        self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        self._took = True
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > _MAX_BUFFERED and self.transport is not None and not self._paused:
@@ -172,6 +198,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        self._took = True
+        if not self.status:  # an interim reply ended: the parser reads the next one
+            self._head_bytes = 0
+            return
         self.complete = True
         self._wake()
 
@@ -302,6 +332,9 @@ class Http1Pool:
         target = parts.path or "/"
         if parts.query:
             target = f"{target}?{parts.query}"
+        # Characters a request line cannot carry are sent percent-encoded (UTF-8), as aiohttp sends
+        # them on the origin's other requests; what is already encoded, or ASCII, is sent as written.
+        target = quote(target, safe=string.punctuation)
         default_port = parts.port is None or parts.port == (443 if self._tls else 80)
         authority = self._host if ":" not in self._host else f"[{self._host}]"
         host_header = authority if default_port else f"{authority}:{self._port}"
@@ -364,8 +397,9 @@ class Http1Pool:
         try:
             return "".join(lines).encode("latin-1")
         except UnicodeEncodeError:  # found again only now, off the hot path; named, its value never
-            name = next(n for n, v in headers.items() if not _latin1(n + v))
-            raise Http1InvalidRequest(f"header {name!r} holds characters HTTP/1.1 cannot carry") from None
+            bad = next((n for n, v in headers.items() if not _latin1(n + v)), None)
+            what = f"header {bad!r}" if bad is not None else "the request line"
+            raise Http1InvalidRequest(f"{what} holds characters HTTP/1.1 cannot carry") from None
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
