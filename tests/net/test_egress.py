@@ -54,6 +54,7 @@ async def fetch(policy: EgressPolicy, url: str, *, max_bytes: int = 1024, max_re
         ("fd12:3456::1", "private"),
         ("169.254.1.1", "link-local"),
         ("fe80::1", "link-local"),
+        ("fec0::1", "site-local"),
         ("169.254.169.254", "cloud metadata"),
         ("fd00:ec2::254", "cloud metadata"),
         ("100.64.0.1", "carrier-grade NAT"),

@@ -95,6 +95,8 @@ def _refusal_reason(ip: IPAddress) -> str | None:
     checks = (
         (ip.is_loopback, "loopback address"),
         (ip.is_link_local, "link-local address"),
+        # Deprecated (RFC 3879) but still routed inside some sites; Python counts it as global.
+        (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local, "site-local address"),
         (ip.is_unspecified, "unspecified address"),
         (ip.is_multicast, "multicast address"),
         (ip in _SHARED, "carrier-grade NAT address"),
