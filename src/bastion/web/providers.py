@@ -3,7 +3,6 @@ form's answer may send the browser (what the page's CSP `form-action` must allow
 
 from __future__ import annotations
 
-import ssl
 import time
 
 import anyio
@@ -28,13 +27,12 @@ def party(request: Request, auth: AuthServer, provider: str) -> RelyingParty:
     parties: dict[str, RelyingParty] | None = getattr(request.app.state, "oidc_parties", None)
     if parties is None:
         settings = auth.settings
-        context = ssl.create_default_context(cafile=settings.egress_ca_file) if settings.egress_ca_file else None
         parties = {
             config.name: RelyingParty(
                 config,
                 auth.egress,
                 redirect_uri=auth.issuer + callback_path(config.name),
-                ssl_context=context,
+                ssl_context=auth.ssl_context,  # the system's trust store and the extra CA
                 now=auth.now,
             )
             for config in settings.oidc_providers
