@@ -142,7 +142,9 @@ def test_without_users_manage_one_acts_only_for_people_who_see_nothing_one_canno
 ) -> None:
     """Roles are not all a person sees: their teams' servers and origins, and the ones they own. A token
     desk (no users:manage) is not in the finance team and owns nothing: it may not act for someone
-    who is, or does. A tenant administrator, who could join any team, may."""
+    who is, or does. A tenant administrator, who could join any team, may act for the one in a team
+    and for an owner of tenant-wide things, never for the owner of something private: only its
+    owner reaches that, and no role makes one its owner."""
     bastion.ok("POST", "/api/teams", json={"name": "finance"})
     add_person(bastion, "fin", [], teams=["finance"])
     status, text = _token_for(bastion, tess, "fin", ["mcp"])
@@ -153,7 +155,16 @@ def test_without_users_manage_one_acts_only_for_people_who_see_nothing_one_canno
     bastion.ok("PATCH", f"/api/users/{owner.id}", json={"roles": []})  # holds nothing now, owns still
     status, text = _token_for(bastion, tess, "owen", ["mcp"])
     assert status == 403 and "owns servers or origins of their own" in text, text
-    for person in ("fin", "owen"):
+    status, text = _token_for(bastion, tia, "owen", ["mcp"])
+    assert status == 403 and "owns private servers or origins of their own" in text, text
+    client = {"name": "as owen", "servers": ["demo"], "owner": "owen"}
+    refused = as_person(bastion, tia, "POST", "/api/oauth/clients", json=client)
+    assert refused.status_code == 403 and "owns private servers or origins" in refused.text, refused.text
+    sharer = add_person(bastion, "shay", ["publisher"])
+    assert as_person(bastion, sharer, "POST", "/api/servers", json={"slug": "shays"}).status_code == 201
+    bastion.ok("PATCH", f"/api/users/{sharer.id}", json={"roles": []})  # owns a tenant-wide server
+    assert _token_for(bastion, tess, "shay", ["mcp"])[0] == 403
+    for person in ("fin", "shay"):
         assert _token_for(bastion, tia, person, ["mcp"])[0] == 201
 
 

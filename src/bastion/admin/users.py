@@ -83,19 +83,22 @@ async def check_may_act_for(session: AsyncSession, actor: Actor, user: User) -> 
 
     What the user sees beyond their roles counts too: their teams' servers and origins, and the
     ones they own. Without `users:manage` (whose holders could put themselves in any team), the
-    actor must be in each of the user's teams, and the user must own no server or origin: a
-    credential acting as them would reach what the actor cannot, an origin carrying the user's
-    own upstream credential for one."""
+    actor must be in each of the user's teams, and the user must own no server or origin. Even
+    with it, the user must own nothing private: no one else reaches that (an origin carrying the
+    user's own upstream credential, for one), and no role makes its holder the owner."""
     if user.id == actor.user_id or actor.member is None:  # oneself; the operator (CLI) holds everything
         return
     await check_not_above(session, actor, user, "act as them")
-    if actor.may("users:manage"):
-        return
-    if not set(await teams.teams_of(session, user.id)) <= actor.member.team_ids:
+    manager = actor.may("users:manage")
+    if not manager and not set(await teams.teams_of(session, user.id)) <= actor.member.team_ids:
         raise Forbidden(f"{user.username!r} is in a team you are not in: you cannot act as them")
     for model in (VirtualServer, Origin):
-        if await session.scalar(select(model.id).where(model.owner_user_id == user.id).limit(1)) is not None:
-            raise Forbidden(f"{user.username!r} owns servers or origins of their own: you cannot act as them")
+        owned = select(model.id).where(model.owner_user_id == user.id)
+        if manager:
+            owned = owned.where(model.visibility == "private")
+        if await session.scalar(owned.limit(1)) is not None:
+            mine = "private servers or origins" if manager else "servers or origins"
+            raise Forbidden(f"{user.username!r} owns {mine} of their own: you cannot act as them")
 
 
 async def check_not_above(session: AsyncSession, actor: Actor, user: User, verb: str) -> None:
