@@ -510,6 +510,27 @@ async def test_snapshot_leaves_out_disabled_items_and_reflects_publishing(db: Da
     assert view.resources == {}
 
 
+async def test_a_resource_switched_off_is_reached_through_no_template(db: Database) -> None:
+    """An administrator switched one resource off; a template of the same server matches its URI:
+    reading it is refused as itself (the template reaches the rest)."""
+    archived = {"uri": "inventory://orders/archived", "name": "archived orders"}
+    items = [*ITEMS, ("resource", "inventory://orders/archived", archived)]
+    origin_id = await _origin(db, "inv", items)
+    server_id = await _server(db, "shop")
+    await _compose(db, server_id, origin_id)
+    async with db.session(SYSTEM) as s:
+        for item in await servers.items_of(s, server_id):
+            if item.name == "inventory://orders/archived":
+                item.enabled = False
+    async with db.session(SYSTEM) as s:
+        view = (await load_snapshot(s)).servers["shop"]
+
+    assert "inventory://orders/archived" not in view.resources
+    assert view.template_for("inventory://orders/archived") is None
+    assert view.template_for("inventory://orders/%61rchived") is None  # spelled another way, too
+    assert view.template_for("inventory://orders/7") is not None
+
+
 async def test_snapshot_leaves_out_items_the_origin_no_longer_offers(db: Database) -> None:
     origin_id = await _origin(db, "inv")
     server_id = await _server(db, "shop")

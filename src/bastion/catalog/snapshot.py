@@ -110,6 +110,8 @@ class ServerView:
     # (kind, exposed name) of items whose origin offers a definition no administrator approved
     # (changed since it was pinned, or new): hidden and uncallable until approved.
     quarantined: frozenset[tuple[str, str]] = frozenset()
+    # URIs of resources an administrator switched off on this server: no template reaches them.
+    disabled: frozenset[str] = frozenset()
 
     def resource_for(self, uri: str) -> Route | None:
         """The concrete resource `uri` names, as listed or spelled any other way that reaches it
@@ -124,7 +126,7 @@ class ServerView:
     def template_for(self, uri: str) -> Route | None:
         """The resource template `uri` matches as a whole (RFC 6570, the SDK's matcher); of several,
         the one with the longest literal prefix. A URI of a resource this view withholds
-        (quarantined, denied to this member) is no template's: it is refused as itself."""
+        (quarantined, denied to this member, switched off) is no template's: it is refused as itself."""
         if self.withholds(uri):
             return None
         best: Route | None = None
@@ -140,6 +142,7 @@ class ServerView:
         """Whether `uri` names a resource this view withholds, spelled any way that reaches it:
         percent-encoded, with dot segments, in another case of scheme or host."""
         withheld = [name for kind, name in (*self.quarantined, *self.denied) if kind == "resource"]
+        withheld += self.disabled
         if not withheld:
             return False
         key = _canonical_uri(uri)

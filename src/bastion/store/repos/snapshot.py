@@ -53,10 +53,14 @@ async def load_snapshot(
     }
     definitions = {(i.origin_id, i.kind, i.name): i for i in await session.scalars(select(OriginItem))}
     by_server: dict[str, list[ServerItem]] = defaultdict(list)
-    for item in await session.scalars(select(ServerItem).where(ServerItem.enabled.is_(True))):
-        by_server[item.server_id].append(item)
+    disabled: dict[str, set[str]] = defaultdict(set)  # resources switched off, per server
+    for item in await session.scalars(select(ServerItem)):
+        if item.enabled:
+            by_server[item.server_id].append(item)
+        elif item.kind == "resource":
+            disabled[item.server_id].add(item.exposed_name)
     servers = {
-        s.slug: _server_view(s, by_server[s.id], definitions, access)
+        s.slug: _server_view(s, by_server[s.id], definitions, access, frozenset(disabled[s.id]))
         for s in await session.scalars(select(VirtualServer))
     }
     return Snapshot(
@@ -177,6 +181,7 @@ def _server_view(
     items: list[ServerItem],
     definitions: dict[tuple[str, str, str], OriginItem],
     access: dict[str, OriginAccess],
+    disabled: frozenset[str] = frozenset(),
 ) -> ServerView:
     maps: dict[str, dict[str, Route]] = {"tool": {}, "prompt": {}, "resource": {}, "resource_template": {}}
     quarantined: set[tuple[str, str]] = set()
@@ -213,6 +218,7 @@ def _server_view(
         templates=tuple(maps["resource_template"].values()),
         placement=placement(server),
         quarantined=frozenset(quarantined),
+        disabled=disabled,
     )
 
 
