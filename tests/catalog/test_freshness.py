@@ -151,3 +151,46 @@ async def test_without_a_shared_epoch_the_current_snapshot_is_used_as_it_is() ->
 
     assert (await holder.checked()).epoch == 1  # one process: its own writes refresh it synchronously
     assert store.loads == 1
+
+
+async def test_a_failed_reload_refuses_every_request_that_waited_for_it_at_once() -> None:
+    """Requests queued behind one reload share its failure: each trying in turn would cost each the
+    store's timeout, one after another (10 waiters, 10 timeouts in a row)."""
+    store, shared = Store(epoch=2), MemoryEpoch(2)
+    holder = await _holder(store, shared)
+    store.epoch, shared.value, store.down = 3, 3, True
+    store.gate = anyio.Event()
+    refused: list[str] = []
+
+    async def request() -> None:
+        try:
+            await holder.checked()
+        except Unavailable as exc:
+            refused.append(exc.message)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            for _ in range(10):
+                tasks.start_soon(request)
+            await anyio.wait_all_tasks_blocked()
+            store.gate.set()
+    assert len(refused) == 10 and store.loads == 1
+    store.down, store.gate = False, None
+    assert (await holder.checked()).epoch == 3  # a request after the failure tries again
+
+
+async def test_one_process_whose_reload_failed_after_its_own_change_loads_again_or_refuses() -> None:
+    """A change committed here (a token revoked), its reload then failed (a store hiccup): the old
+    snapshot, which still honours the token, is not served as current."""
+    store = Store(epoch=1)
+    holder = SnapshotHolder(store.load, store.read_epoch)
+    await holder.refresh()
+    store.epoch, store.down = 2, True
+    with pytest.raises(Unavailable):
+        await holder.handle_event(ChangeEvent("tokens", "t", epoch=2))
+    with pytest.raises(Unavailable, match="store"):
+        await holder.checked()
+    store.down = False
+    assert (await holder.checked()).epoch == 2
+    store.epoch = 3
+    assert (await holder.checked()).epoch == 2  # caught up: its own snapshot again, no store read

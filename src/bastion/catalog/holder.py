@@ -38,6 +38,10 @@ class SnapshotHolder:
         self._listeners: list[Listener] = []
         self._loads = 0  # loads started, numbered under the lock
         self._fresh_from = 0  # the number of the newest load that succeeded
+        self._failed_from = 0  # the number of the newest load that failed
+        # A load failed after the last one that succeeded: a change may be missing from `current`
+        # (one this process committed itself, whose reload then failed, among them).
+        self._behind = False
         self._ahead_warned = False
         self.current: Snapshot = Snapshot.empty()
 
@@ -55,20 +59,29 @@ class SnapshotHolder:
         """The snapshot to decide a request with: no older than the shared epoch.
 
         Steady state: one read of the shared epoch and an integer comparison. Behind it: one
-        reload, shared by every request that waited for it. Raises `Unavailable` when the
-        shared epoch cannot be read or the store cannot be loaded: never a guess.
+        reload, shared by every request that waited for it, its failure too. Raises
+        `Unavailable` when the shared epoch cannot be read or the store cannot be loaded: never
+        a guess. Without a shared epoch (one process), the snapshot is current unless its last
+        load failed: then it is loaded again, or the request refused.
         """
+        shared: int | None = None
         if self._shared is None:
-            return self.current
-        shared = await self._shared.read()
-        if shared is not None and shared <= self.current.epoch:
-            return self.current
+            if not self._behind:
+                return self.current
+        else:
+            shared = await self._shared.read()
+            if shared is not None and shared <= self.current.epoch and not self._behind:
+                return self.current
         # Any load numbered above the ticket started after the read returned, so after every
         # change the read saw (or, for None, after the moment we stopped trusting the value).
         ticket = self._loads
         async with self._lock:
-            if self._fresh_from > ticket or (shared is not None and shared <= self.current.epoch):
+            if self._fresh_from > ticket or (shared is not None and shared <= self.current.epoch and not self._behind):
                 return self.current
+            if self._failed_from > ticket:
+                # That load was this request's as much as its own: waiting in turn to try again
+                # would cost each waiter the store's timeout, one after another.
+                raise Unavailable("cannot confirm that access rules are current: the store could not be loaded")
             old, new = self.current, await self._load_locked()
         if shared is not None and new.epoch < shared:
             self._warn_ahead(shared, new.epoch)
@@ -83,8 +96,12 @@ class SnapshotHolder:
     async def _load_locked(self) -> Snapshot:
         self._loads += 1
         number = self._loads
-        self.current = await self._load()
-        self._fresh_from = number
+        try:
+            self.current = await self._load()
+        except Exception:  # not a cancellation: the next waiter loads in its place
+            self._failed_from, self._behind = number, True
+            raise
+        self._fresh_from, self._behind = number, False
         return self.current
 
     async def _swapped(self, old: Snapshot, new: Snapshot) -> None:
