@@ -36,9 +36,11 @@ log = structlog.get_logger(__name__)
 
 _TOPICS = frozenset(get_args(Topic))
 _UNREACHABLE = "cannot confirm that access rules are current: Redis (the change bus) is unreachable; retry shortly"
+# Only this replica may have lost Redis: the others, still trusting the shared epoch, learn of the
+# change from the store's epoch poll, or from this replica's announcement once it reaches Redis.
 _NOT_TOLD = (
-    "the change is saved, but other replicas could not be told (Redis is unreachable); "
-    "they refuse requests until Redis is back, then catch up"
+    "the change is saved, but other replicas could not be told at once (Redis is unreachable from here); "
+    "they apply it at their next poll of the store (BASTION_EPOCH_POLL_SECONDS)"
 )
 
 # KEYS: epoch key, channel. ARGV: epoch, message ('' = announce only). Never lowers the key.
