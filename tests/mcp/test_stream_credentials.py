@@ -157,3 +157,121 @@ async def test_the_sessions_of_people_who_no_longer_see_their_server_end() -> No
     for session, inbox in zip(sessions, inboxes, strict=True):
         store.close(session.id)
         inbox.close()
+
+
+async def test_a_stream_whose_person_left_the_team_while_it_was_let_in_is_refused() -> None:
+    """The check that let a GET in was made on one snapshot; a newer one, swapped in before the
+    stream was registered to hear of changes, took the person out of the server's team (or the
+    server out of their token's reach): the stream is refused, not held open until some other change."""
+    from typing import cast
+
+    from bastion.catalog.holder import SnapshotHolder
+    from bastion.errors import Forbidden, NotFound
+    from bastion.governance.access import Member
+    from bastion.governance.permissions import Grants
+    from bastion.identity.bearer import BearerResolver
+    from bastion.identity.tokens import hash_token
+    from bastion.mcp.methods import Methods
+    from bastion.mcp.origin_check import OriginPolicy
+    from bastion.mcp.transport import McpEndpoint
+
+    def snapshot(epoch: int, teams: frozenset[str], reaches: str) -> Snapshot:
+        shot = _team_server()
+        shot = Snapshot(epoch=epoch, servers=shot.servers, origins={}, tokens={})
+        shot.members["ann"] = Member("ann", "default", Grants.of_roles(["member"], {}), team_ids=teams)
+        shot.tokens[hash_token("bst_ann")] = Principal(
+            token_id="tok-ann", user_id="ann", username="ann", is_admin=False,
+            scopes=frozenset({"mcp"}), server_ids=frozenset({reaches}), expires_at=time.time() + 60,
+        )  # fmt: skip
+        return shot
+
+    checked = snapshot(1, frozenset({"finance"}), "s")
+    scope = {"headers": [(b"authorization", b"Bearer bst_ann")]}
+    refusals: tuple[tuple[Snapshot, type[Exception] | None], ...] = (
+        (snapshot(2, frozenset(), "s"), NotFound),  # left the team
+        (snapshot(2, frozenset({"finance"}), "elsewhere"), Forbidden),  # the token no longer reaches it
+        (snapshot(2, frozenset({"finance"}), "s"), None),  # another change: still theirs, let in
+    )
+    for later, refused in refusals:
+
+        async def load(shot: Snapshot = later) -> Snapshot:
+            return shot
+
+        async def read_epoch() -> int:
+            return 2
+
+        holder = SnapshotHolder(load, read_epoch)
+        await holder.refresh()
+        endpoint = McpEndpoint(
+            holder=holder, sessions=await started_store(60), methods=cast(Methods, None), origins=OriginPolicy([]),
+            bearer=BearerResolver(None), base_url="http://127.0.0.1", max_body_bytes=1024, max_json_depth=8,
+        )  # fmt: skip
+        if refused is None:
+            await endpoint._reconfirm(scope, checked, checked.servers["books"])
+            continue
+        with pytest.raises(refused):
+            await endpoint._reconfirm(scope, checked, checked.servers["books"])
+
+
+def _told(inbox: Inbox) -> list[str]:
+    import orjson
+
+    methods: list[str] = []
+    while True:
+        try:
+            methods.append(orjson.loads(inbox.receive_nowait())["method"])
+        except anyio.WouldBlock:
+            return methods
+
+
+async def test_list_changed_tells_each_person_only_of_lists_they_see_change() -> None:
+    """A tool of an origin someone's roles (or token limit) leave out is added: they are not told
+    (not even that something exists there); someone who may use it is. A change of what a token may
+    use is a change of its lists too."""
+    from dataclasses import replace
+
+    from bastion.catalog.snapshot import OriginAccess, Route, ServerView
+    from bastion.governance.access import Member, Placement
+    from bastion.governance.permissions import Grants, parse_permissions
+
+    place = Placement("default")
+    payroll_only = Grants(parse_permissions(["tools:call@origin:payroll"]))
+    everything = Grants.of_roles(["member"], {})
+
+    def tool(origin: str, name: str) -> Route:
+        return Route(origin, "tool", name, name, {"name": name, "inputSchema": {"type": "object"}})
+
+    def snapshot(epoch: int, tools: list[Route], limit: Grants | None) -> Snapshot:
+        server = ServerView("s", "books", "Books", "", True, tools={t.exposed_name: t for t in tools}, placement=place)
+        shot = Snapshot(epoch=epoch, servers={"books": server}, origins={}, tokens={})
+        shot.origin_access.update({o: OriginAccess(o, place, True) for o in ("payroll", "crm")})
+        shot.members.update({"ann": Member("ann", "default", everything), "bob": Member("bob", "default", everything)})
+        shot.tokens["h-bob"] = replace(_principal("tok-bob", "bob"), limit=limit)
+        return shot
+
+    store = await started_store(60)
+    ann = store.create(server_id="s", token_id="user:ann:client:c1", protocol_version="2025-11-25", capabilities={})
+    ann.limit = payroll_only  # an OAuth service client limited to payroll's tools
+    bob = store.create(server_id="s", token_id="tok-bob", protocol_version="2025-11-25", capabilities={})
+    inboxes = [ann.open_stream(), bob.open_stream()]
+    first = snapshot(1, [tool("payroll", "pay")], None)
+    crm_added = snapshot(2, [tool("payroll", "pay"), tool("crm", "lookup")], None)
+    notifier = ChangeNotifier(store)
+    await notifier.on_snapshot(first, crm_added)
+    assert [_told(inbox) for inbox in inboxes] == [[], ["notifications/tools/list_changed"]]
+    bob_narrowed = snapshot(3, [tool("payroll", "pay"), tool("crm", "lookup")], payroll_only)
+    await notifier.on_snapshot(crm_added, bob_narrowed)
+    assert [_told(inbox) for inbox in inboxes] == [[], ["notifications/tools/list_changed"]]
+    payroll_changed = snapshot(4, [tool("payroll", "pay2"), tool("crm", "lookup")], payroll_only)
+    await notifier.on_snapshot(bob_narrowed, payroll_changed)
+    assert [_told(inbox) for inbox in inboxes] == [["notifications/tools/list_changed"]] * 2
+    for session, inbox in zip((ann, bob), inboxes, strict=True):
+        store.close(session.id)
+        inbox.close()
+
+
+def _principal(token_id: str, user_id: str) -> Principal:
+    return Principal(
+        token_id=token_id, user_id=user_id, username=user_id, is_admin=False,
+        scopes=frozenset({"mcp"}), server_ids=frozenset({"s"}), expires_at=time.time() + 60,
+    )  # fmt: skip

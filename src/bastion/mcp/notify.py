@@ -1,7 +1,9 @@
 """Tells connected clients what changed when a new snapshot replaces the old one.
 
-Lists that differ produce `notifications/*/list_changed` on the sessions' GET
-streams; sessions whose server went away (or was unpublished) or whose API
+Lists that differ, as each session's owner sees them through its token (roles,
+teams, the token's limit), produce `notifications/*/list_changed` on the
+sessions' GET streams: an item someone cannot use changes nothing they are told
+of, not even that it exists. Sessions whose server went away (or was unpublished) or whose API
 token was revoked are closed, and so are the streams opened with an OAuth access
 token that is no longer live (revoked: every revocation is a new snapshot), and
 the sessions of people who no longer see their server (made private, a team
@@ -17,8 +19,10 @@ from typing import Any
 import structlog
 
 from bastion.catalog.snapshot import ServerView, Snapshot
+from bastion.catalog.views import view_for
+from bastion.governance.permissions import Grants
 from bastion.identity.principal import Principal
-from bastion.mcp.sessions import SessionStore
+from bastion.mcp.sessions import Session, SessionStore
 
 __all__ = ["ChangeNotifier", "LiveTokens"]
 
@@ -72,13 +76,16 @@ class ChangeNotifier:
             self._sessions.drop_token(revoked)
         await self._end_withdrawn_streams()
         new_by_id = {view.id: view for view in new.servers.values()}
+        announce = _Announcer(old, new)
         for view in old.servers.values():
             current = new_by_id.get(view.id)
             if current is None or not current.published:
                 for session in self._sessions.of_server(view.id):
                     self._sessions.close(session.id)
             else:
-                self._announce(view, current)
+                for session in self._sessions.of_server(view.id):
+                    for method in announce.changed(session, view, current):
+                        session.notify(method)
         self._end_unseen(new)
 
     def _end_unseen(self, new: Snapshot) -> None:
@@ -88,14 +95,6 @@ class ChangeNotifier:
             view = servers.get(session.server_id)
             if view is not None and not _still_sees(new, view, session.token_id, by_token):
                 self._sessions.close(session.id)
-
-    def _announce(self, old: ServerView, new: ServerView) -> None:
-        changed = [method for method, items in _LISTS if items(old) != items(new)]
-        if not changed:
-            return
-        for session in self._sessions.of_server(new.id):
-            for method in changed:
-                session.notify(method)
 
     async def _end_withdrawn_streams(self) -> None:
         held = self._sessions.oauth_streams()
@@ -110,3 +109,47 @@ class ChangeNotifier:
             if token_id not in live:
                 for session in sessions:
                     session.close_stream()
+
+
+class _Announcer:
+    """Which lists changed for a session's owner between two snapshots, as they see them: the
+    server's lists filtered by their roles, teams and token limit, then and now (a change of
+    those alone changes their lists too). Worked out once per owner and limit."""
+
+    def __init__(self, old: Snapshot, new: Snapshot) -> None:
+        self._old, self._new = old, new
+        self._old_tokens = {p.token_id: p for p in old.tokens.values()}
+        self._new_tokens = {p.token_id: p for p in new.tokens.values()}
+        self._seen: dict[tuple[str, str, Grants | None, Grants | None], tuple[str, ...]] = {}
+
+    def changed(self, session: Session, old: ServerView, new: ServerView) -> tuple[str, ...]:
+        owner = session.token_id
+        if owner.startswith("user:"):  # OAuth: the person, through the client's limit, if any
+            user_id, before_limit, after_limit = (
+                owner.removeprefix("user:").split(":client:", 1)[0],
+                session.limit,
+                session.limit,
+            )
+        else:
+            now = self._new_tokens.get(owner)
+            if now is None:
+                return ()  # revoked: `drop_token` ends the session
+            then = self._old_tokens.get(owner, now)
+            user_id, before_limit, after_limit = now.user_id, then.limit, now.limit
+        key = (new.id, user_id, before_limit, after_limit)
+        found = self._seen.get(key)
+        if found is None:
+            found = self._seen[key] = self._compare(user_id, before_limit, after_limit, old, new)
+        return found
+
+    def _compare(
+        self, user_id: str, before_limit: Grants | None, after_limit: Grants | None, old: ServerView, new: ServerView
+    ) -> tuple[str, ...]:
+        member = self._new.members.get(user_id)
+        if member is None or not member.sees(new.placement):
+            return ()  # no longer theirs: `_end_unseen` ends the session
+        after = view_for(self._new, member, after_limit, new)
+        former = self._old.members.get(user_id)
+        before = view_for(self._old, former, before_limit, old) if former is not None else None
+        # Someone new to the tenant saw nothing before: every list they now see is news to them.
+        return tuple(method for method, items in _LISTS if (items(before) if before else []) != items(after))

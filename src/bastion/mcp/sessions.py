@@ -51,6 +51,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bastion.errors import UpstreamRejected
+from bastion.governance.permissions import Grants
 from bastion.mcp.session_seal import Opened, SessionSeal
 
 __all__ = ["LISTEN_FILTER_KEYS", "SUBSCRIPTION_ID_META_KEY", "Session", "SessionEnds", "SessionStore"]
@@ -93,6 +94,9 @@ class Session:
     # Server-to-client requests awaiting the client's reply, by the id Bastion gave them.
     asks: dict[str, _Ask] = field(default_factory=dict)
     asked: int = 0
+    # The limit of the token its last request came with (an OAuth service client's; an API
+    # token's is in the snapshot): what the lists it is told changed are filtered by.
+    limit: Grants | None = None
 
     @property
     def can_elicit(self) -> bool:
@@ -247,6 +251,7 @@ class SessionStore:
         protocol_version: str,
         capabilities: dict[str, Any],
         subscription: tuple[Any, dict[str, Any]] | None = None,
+        limit: Grants | None = None,
     ) -> Session:
         self._expire()
         session_id, opened = self._sealer().seal(
@@ -257,7 +262,7 @@ class SessionStore:
             issued_at=int(time.time()),
         )
         session = self._local(session_id, opened, server_id, token_id)
-        session.subscription = subscription
+        session.subscription, session.limit = subscription, limit
         return session
 
     def get(self, session_id: str, *, server_id: str, token_id: str) -> Session | None:

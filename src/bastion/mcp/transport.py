@@ -48,6 +48,7 @@ from bastion.errors import (
     UnknownSession,
     UnsupportedProtocolVersion,
 )
+from bastion.governance.access import Member
 from bastion.http.asgi import (
     ON_DISCONNECT,
     BodyTooLarge,
@@ -80,6 +81,22 @@ __all__ = ["McpEndpoint"]
 log = structlog.get_logger(__name__)
 
 _SESSION_HEADER = b"mcp-session-id"
+
+
+def _admitted(snapshot: Snapshot, slug: str, principal: Principal) -> tuple[ServerView, Member]:
+    """The server `slug` and the member `principal` acts as, if this token may reach it at all."""
+    server = snapshot.servers.get(slug)
+    member = snapshot.members.get(principal.user_id)
+    if server is None or not server.published or member is None or not member.sees(server.placement):
+        # Another tenant's server, or one not shared with this user, is answered like a missing one.
+        raise NotFound(f"no published virtual server {slug!r}")
+    if principal.client_id is not None and server.id not in principal.server_ids:
+        # RFC 8707 / MCP authorization: an OAuth token issued for another resource is
+        # not valid here at all (401 invalid_token), so the client re-authorizes for this one.
+        raise Unauthenticated("this token was issued for another resource: authorize for this server")
+    if not principal.may_reach(server.id):
+        raise Forbidden(f"this token may not reach virtual server {slug!r}")
+    return server, member
 
 
 class McpEndpoint:
@@ -138,17 +155,7 @@ class McpEndpoint:
                 recorder = gate.recorder(send, started)
                 send = recorder
                 gate.admit(principal, scope, recorder)
-            server = snapshot.servers.get(slug)
-            member = snapshot.members.get(principal.user_id)
-            if server is None or not server.published or member is None or not member.sees(server.placement):
-                # Another tenant's server, or one not shared with this user, is answered like a missing one.
-                raise NotFound(f"no published virtual server {slug!r}")
-            if principal.client_id is not None and server.id not in principal.server_ids:
-                # RFC 8707 / MCP authorization: an OAuth token issued for another resource is
-                # not valid here at all (401 invalid_token), so the client re-authorizes for this one.
-                raise Unauthenticated("this token was issued for another resource: authorize for this server")
-            if not principal.may_reach(server.id):
-                raise Forbidden(f"this token may not reach virtual server {slug!r}")
+            server, member = _admitted(snapshot, slug, principal)
             # From here on the server is what this member may use through this token (roles, teams).
             server = view_for(snapshot, member, principal.limit, server)
             if gate is not None and recorder is not None:
@@ -387,6 +394,7 @@ class McpEndpoint:
             token_id=principal.session_owner,
             protocol_version=version,
             capabilities=params.capabilities.model_dump(by_alias=True, exclude_none=True),
+            limit=principal.limit,
         )
         result: dict[str, Any] = {
             "protocolVersion": version,
@@ -428,6 +436,7 @@ class McpEndpoint:
             protocol_version=LATEST_MODERN_VERSION,
             capabilities={},
             subscription=(request.id, honoured),
+            limit=call.principal.limit,
         )
         ack = {
             "jsonrpc": "2.0",
@@ -471,14 +480,15 @@ class McpEndpoint:
         await serve_event_stream(session, receive, send, principal, confirm)
 
     async def _reconfirm(self, scope: Scope, checked: Snapshot, server: ServerView) -> None:
-        """A stream outlives the check that let it in: a change committed since (a revocation or an
-        unpublish, announced before the stream was registered to hear of it) is checked again."""
+        """A stream outlives the check that let it in: a change committed since (a revocation, an
+        unpublish, a team left, a token narrowed, announced before the stream was registered to
+        hear of it) is checked again, as the request was."""
         current = self._holder.current
         if current.epoch == checked.epoch:
             return
-        await self._bearer.authenticate(current.tokens, current.epoch, header(scope, b"authorization"))
-        now = current.servers.get(server.slug)
-        if now is None or now.id != server.id or not now.published:  # not another server under its slug
+        principal = await self._bearer.authenticate(current.tokens, current.epoch, header(scope, b"authorization"))
+        now, _ = _admitted(current, server.slug, principal)
+        if now.id != server.id:  # not another server under its slug
             raise NotFound(f"no published virtual server {server.slug!r}")
 
     def _exchanged(self, server: ServerView, principal: Principal, method: str, started: float) -> None:
@@ -523,6 +533,7 @@ class McpEndpoint:
         if session is None:
             # Unknown, expired, or opened by another token: the same answer for all three.
             raise UnknownSession("unknown or expired MCP session: initialize a new one")
+        session.limit = principal.limit  # as of this request (a session reopened here had none)
         return session
 
 
