@@ -73,6 +73,22 @@ async def test_in_memory_windows_start_no_thread_per_hit_and_still_forget_old_en
     await anyio.sleep(2.1)  # both windows have passed; the next hit sweeps what expired
     assert await windows.hit(item, "server", "bob") and await exact.hit(item, "sign-in", "bob")
     memory = storage.memory
-    assert not any(entries for key, entries in memory.events.items() if "/ann/" in key)  # trimmed
+    assert not any("/ann/" in key for key in memory.events)  # trimmed, and the key forgotten
     assert not any("/ann/" in key for key in memory.storage)  # expired counters dropped
     assert await windows.hit(item, "server", "ann") and await exact.hit(item, "sign-in", "ann")
+
+
+async def test_an_ipv6_client_is_counted_by_its_network_not_by_each_of_its_addresses() -> None:
+    """A client holds a whole /64: counted per address, each of its 2^64 addresses would bring a
+    fresh budget (and a key of its own in the limiter's storage)."""
+    limits = RouteLimits({"sign-in": "2/minute"})
+    await limits.hit("sign-in", "2001:db8:1:2::1")
+    await limits.hit("sign-in", "2001:db8:1:2:ffff::9")
+    with pytest.raises(TooManyRequests):
+        await limits.hit("sign-in", "2001:db8:1:2:abcd::77")  # the same /64
+    await limits.hit("sign-in", "2001:db8:1:3::1")  # the next /64: someone else
+    await limits.hit("sign-in", "192.0.2.1")
+    await limits.hit("sign-in", "192.0.2.2")  # IPv4: each address its own
+    await limits.hit("sign-in", "192.0.2.2")
+    with pytest.raises(TooManyRequests):
+        await limits.hit("sign-in", "192.0.2.2")

@@ -24,12 +24,25 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
-__all__ = ["ClientIp", "client_address", "parse_hop"]
+__all__ = ["ClientIp", "address_group", "client_address", "parse_hop"]
 
 _MAX_HOPS = 32  # more proxies than this in one chain: stop reading (bounded work per request)
 
 Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
+
+
+def address_group(client: str) -> str:
+    """What a per-address budget counts: an IPv4 address itself, an IPv6 address's /64 (one
+    client network is handed a /64 and may send from any of its 2^64 addresses, each a fresh
+    budget otherwise). Anything else (not an address) as it is."""
+    try:
+        address = ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is None:
+        return str(IPv6Network((int(address) >> 64 << 64, 64)))
+    return client
 
 
 def _canonical(address: Address) -> Address:

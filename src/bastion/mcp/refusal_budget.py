@@ -17,6 +17,7 @@ from limits import RateLimitItem, parse
 
 from bastion.errors import Unavailable
 from bastion.http.asgi import Scope
+from bastion.http.client_ip import address_group
 from bastion.pipeline.windows import LimiterStorage, Windows, spend
 
 __all__ = ["RefusalBudget"]
@@ -31,6 +32,7 @@ class RefusalBudget:
     async def recorded(self, scope: Scope) -> bool:
         """Whether this refusal goes in the trail: within the address's budget."""
         try:
-            return await spend(self._windows, self._item, "mcp-refusals", self._address(scope)) is None
+            group = address_group(self._address(scope))  # an IPv6 client by its /64
+            return await spend(self._windows, self._item, "mcp-refusals", group) is None
         except Unavailable:
             return True  # the limiter is out of reach: record, as before there was a budget

@@ -1,5 +1,5 @@
 """Per-client-address rate limits on the identity plane's public endpoints (authorize, sign-in,
-registration, token).
+registration, token); an IPv6 client is counted by its /64 (`address_group`).
 
 Moving windows from the `limits` library, in the same storage as the pipeline's limiter: in
 memory on one node, in Redis across replicas (so an attacker cannot multiply the budget by the
@@ -11,6 +11,7 @@ from __future__ import annotations
 from limits import RateLimitItem, parse
 
 from bastion.errors import TooManyRequests
+from bastion.http.client_ip import address_group
 from bastion.pipeline.windows import LimiterStorage, limiter_storage, spend
 
 __all__ = ["RouteLimits"]
@@ -25,7 +26,7 @@ class RouteLimits:
 
     async def hit(self, route: str, client: str) -> None:
         item = self._items.get(route)
-        retry_after = None if item is None else await spend(self._limiter, item, "route", route, client)
+        retry_after = None if item is None else await spend(self._limiter, item, "route", route, address_group(client))
         if retry_after is None:
             return
         raise TooManyRequests(
