@@ -272,8 +272,15 @@ class Settings(BaseSettings):
     password_min_length: int = Field(12, ge=8, le=128, description="Shortest password a new local user may have.")
     argon2_time_cost: int = Field(3, ge=1, le=20, description="Argon2id passes for new password hashes.")
     argon2_memory_kib: int = Field(65_536, ge=8_192, description="Argon2id memory (KiB) for new password hashes.")
-    lockout_threshold: int = Field(5, ge=1, description="Failed logins in a row that lock an account.")
-    lockout_seconds: float = Field(300, gt=0, description="First lockout duration; doubles per further failure.")
+    lockout_threshold: int = Field(
+        5, ge=1, description="Sign-in attempts per name and client network (IPv6: /64) within the lockout period."
+    )
+    lockout_seconds: float = Field(
+        300, gt=0, description="The lockout period; an account lock's first duration, doubling per further failure."
+    )
+    lockout_account_threshold: int = Field(
+        100, ge=1, description="Failed logins in a row, from anywhere, that lock the account itself."
+    )
 
     # --- policy pipeline ----------------------------------------------------------------
     pipeline: bool = Field(

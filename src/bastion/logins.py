@@ -1,20 +1,29 @@
 """Password logins for people: argon2id checks, lockout, and one event per attempt.
 
-Used by the identity plane's login page and the admin API's /api/login alike.
+Used by the identity plane's login page and the admin API's /api/login alike. The lockout's two
+bounds are `bastion.identity.lockout`'s: an attempt is counted against its name and network
+before its password is checked (so concurrent guesses cannot all slip in before the first
+failure is written), and that count is cleared when it succeeds.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import anyio
 import structlog
+from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
+from sqlalchemy import update
 
 from bastion.errors import AccountLocked, Unauthenticated
+from bastion.http.client_ip import address_group
 from bastion.identity.lockout import LockoutPolicy
 from bastion.identity.passwords import hash_password, verify_password
+from bastion.pipeline.windows import LimiterStorage, limiter_storage, spend
 from bastion.store.db import Database
 from bastion.store.models import User
 from bastion.store.repos.tokens import user_by_name
@@ -41,9 +50,12 @@ class Attempt:
 
 
 class Logins:
-    def __init__(self, db: Database, policy: LockoutPolicy) -> None:
+    def __init__(self, db: Database, policy: LockoutPolicy, storage: LimiterStorage | None = None) -> None:
         self._db = db
         self._policy = policy
+        # Attempts per name and network: in the limiter's storage (Redis across replicas).
+        self._attempts = (storage or limiter_storage(None, "", 1.0)).moving()
+        self._item = RateLimitItemPerSecond(policy.threshold, max(1, round(policy.base_seconds)))
 
     async def verify(self, attempt: Attempt) -> User:
         """The user whose password this is; AccountLocked or Unauthenticated otherwise."""
@@ -54,7 +66,16 @@ class Logins:
             await self._record(attempt, user, "locked")
             raise AccountLocked(
                 "this account is locked after repeated failed logins; try again later",
-                retry_after=max(1, int((user.locked_until - now).total_seconds())),
+                retry_after=max(1, math.ceil((user.locked_until - now).total_seconds())),
+            )
+        # Counted before the password is checked, for a name that exists or not alike.
+        key = ("sign-in-attempts", attempt.username.casefold(), address_group(attempt.ip))
+        wait = await spend(self._attempts, self._item, *key, counted="sign-in attempts")
+        if wait is not None:
+            await self._record(attempt, user, "throttled")
+            raise AccountLocked(
+                f"sign-in with this name is locked for your network after repeated failed logins; retry in {wait} s",
+                retry_after=wait,
             )
         stored = user.password_hash if user is not None and user.provider is None else _dummy_hash()
         # Argon2 costs ~100 ms of CPU by design: off the event loop.
@@ -62,6 +83,10 @@ class Logins:
         if user is None or user.provider is not None or not matches:
             await self._failed(attempt, user, now)
             raise Unauthenticated("unknown user or wrong password")
+        try:
+            await self._attempts.clear(self._item, *key)
+        except StorageError:  # the window lapses by itself; the person is signed in all the same
+            log.warning("sign_in_attempts_not_cleared")
         async with self._db.session(SYSTEM) as session:
             row = await session.get(User, user.id)
             if row is not None:
@@ -73,13 +98,19 @@ class Logins:
         outcome = "failure"
         if user is not None:
             async with self._db.session(SYSTEM) as session:
-                row = await session.get(User, user.id)
-                if row is not None:
-                    row.failed_logins += 1
-                    seconds = self._policy.lock_seconds(row.failed_logins)
-                    if seconds is not None:
-                        row.locked_until = now + timedelta(seconds=seconds)
-                        outcome = "lockout"
+                # Counted by the database (`failed_logins + 1`), not read then written: failures at
+                # once on two replicas are two.
+                failures = await session.scalar(
+                    update(User)
+                    .where(User.id == user.id)
+                    .values(failed_logins=User.failed_logins + 1)
+                    .returning(User.failed_logins)
+                )
+                seconds = None if failures is None else self._policy.lock_seconds(failures)
+                if seconds is not None:
+                    until = now + timedelta(seconds=seconds)
+                    await session.execute(update(User).where(User.id == user.id).values(locked_until=until))
+                    outcome = "lockout"
         await self._record(attempt, user, outcome)
 
     async def _record(self, attempt: Attempt, user: User | None, outcome: str) -> None:

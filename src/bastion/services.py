@@ -114,6 +114,8 @@ class Services:
         )
         # Signed with the authorization server's keys (published in its JWKS), read when minting:
         # a key rotation applies to the next token.
+        # Rate limits, sign-in attempts, approvals' nonces: in Redis across replicas when set.
+        self.limiter = limiter_storage(settings.redis_url, settings.redis_namespace, settings.redis_timeout_seconds)
         self.auth = AuthServer(
             settings=settings,
             db=self.db,
@@ -121,6 +123,7 @@ class Services:
             holder=self.holder,
             issuer=settings.base_url(),
             enterprise_issuers=tuple(settings.enterprise_idps.items()),
+            limiter=self.limiter,
         )
         # People's tokens at per-user OAuth origins: read through a cache, refreshed just in time.
         self.grants = DownstreamGrants(
@@ -148,7 +151,6 @@ class Services:
             ssl_context=self.auth.ssl_context,
             hold_flagged=settings.poisoning_scan == "block",
         )
-        self.limiter = limiter_storage(settings.redis_url, settings.redis_namespace, settings.redis_timeout_seconds)
         self.limits = RouteLimits(
             {
                 "authorize": settings.rate_limit_authorize,

@@ -72,7 +72,7 @@ def test_a_member_signs_in_to_the_api_but_cannot_manage_users(bastion: Bastion) 
 
 
 def test_repeated_failed_admin_logins_lock_the_account_until_an_admin_unlocks_it(tmp_path: Path) -> None:
-    with run_bastion(tmp_path, lockout_threshold=3) as bastion:
+    with run_bastion(tmp_path, lockout_account_threshold=3) as bastion:
         user = bastion.ok("POST", "/api/users", json={"username": "dave", "password": GOOD, "roles": ["tenant-admin"]})
         for _ in range(3):
             wrong = bastion.http.post("/api/login", json={"username": "dave", "password": "not-the-password"})

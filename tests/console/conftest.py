@@ -10,9 +10,11 @@ from tests.harness import Bastion, run_bastion
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Bastion]:
-    """A running Bastion with the console on."""
-    with run_bastion(tmp_path, admin_ui=True) as running:
+def gateway(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Bastion]:
+    """A running Bastion with the console on (and the settings a test passes with
+    `@pytest.mark.parametrize("gateway", [{...}], indirect=True)`)."""
+    settings = getattr(request, "param", {})
+    with run_bastion(tmp_path, admin_ui=True, **settings) as running:
         yield running
 
 

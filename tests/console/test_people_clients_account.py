@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 from sqlalchemy import select
 
 from bastion.store.models import DownstreamGrant, Origin
@@ -128,9 +129,10 @@ def test_saving_the_first_administrators_form_keeps_their_platform_admin(console
     assert gateway.api("GET", "/api/tenants").status_code == 200  # still a platform administrator
 
 
+@pytest.mark.parametrize("gateway", [{"lockout_account_threshold": 3}], indirect=True)
 def test_a_locked_account_is_shown_and_unlocked(console: Console, gateway: Bastion) -> None:
     user = add_user(gateway, "lou")
-    for _ in range(gateway.settings.lockout_threshold):
+    for _ in range(gateway.settings.lockout_account_threshold):
         gateway.http.post("/api/login", json={"username": "lou", "password": "wrong password, again"})
     assert api_user(gateway, "lou")["locked_until"] is not None
     assert gateway.http.post("/api/login", json={"username": "lou", "password": PASSWORD}).status_code == 401

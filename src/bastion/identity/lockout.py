@@ -1,7 +1,15 @@
-"""Account lockout: how many failed logins lock an account, and for how long (pure policy).
+"""Lockout: how many failed logins stop the guessing, and for how long (pure policy).
 
-Lockout bounds online guessing per account (NIST SP 800-63B §5.2.2); the
-duration doubles with each further failure while locked, up to a cap.
+Two bounds on online guessing (NIST SP 800-63B §5.2.2):
+
+- per name and client network (an IPv4 address, an IPv6 /64): `threshold` attempts that did
+  not succeed within `base_seconds` close that name to that network until the window frees up.
+  It holds for names that exist and names that do not alike (answering it reveals nothing), and
+  it is what someone guessing from one place meets. Someone else, elsewhere, is not locked out by
+  it: a person's own sign-in stays open while a stranger guesses at their name.
+- per account: `account_threshold` failures in a row (from anywhere) lock the account itself,
+  for `base_seconds`, doubling with each further failure up to `max_seconds`; an administrator
+  may unlock it. The bound on guessing spread over many networks.
 """
 
 from __future__ import annotations
@@ -13,12 +21,13 @@ __all__ = ["LockoutPolicy"]
 
 @dataclass(frozen=True, slots=True)
 class LockoutPolicy:
-    threshold: int = 5  # failed attempts before the account locks
+    threshold: int = 5  # attempts per name and network within `base_seconds`
     base_seconds: float = 300.0
     max_seconds: float = 3600.0
+    account_threshold: int = 100  # failures in a row, from anywhere, that lock the account
 
     def lock_seconds(self, failures: int) -> float | None:
-        """How long to lock after `failures` consecutive failures; None below the threshold."""
-        if failures < self.threshold:
+        """How long to lock the account after `failures` consecutive failures; None below its threshold."""
+        if failures < self.account_threshold:
             return None
-        return min(self.base_seconds * 2.0 ** (failures - self.threshold), self.max_seconds)
+        return min(self.base_seconds * 2.0 ** (failures - self.account_threshold), self.max_seconds)

@@ -30,6 +30,7 @@ from bastion.oauth.registration import Registrar
 from bastion.oauth.revocation import Revoker
 from bastion.oauth.session_tokens import SessionTokens
 from bastion.oauth.token import GrantHandler, TokenEndpoint, TokenIssuer
+from bastion.pipeline.windows import LimiterStorage
 from bastion.store.db import Database
 from bastion.store.repos.keys import load_keyring
 from bastion.store.repos.oauth import SqlOAuthStore
@@ -48,6 +49,8 @@ class AuthServer:
     enterprise_issuers: tuple[tuple[str, str], ...] = ()
     # The data plane's cache of people's downstream grants (per-user OAuth origins), when wired.
     downstream: DownstreamGrants | None = None
+    # The limiter's storage (sign-in attempts per name and network); one of its own without.
+    limiter: LimiterStorage | None = None
     store: SqlOAuthStore = field(init=False)
     keyring: KeyRing = field(init=False)
 
@@ -84,7 +87,13 @@ class AuthServer:
             self.store, access_ttl=settings.access_token_ttl_seconds, refresh_ttl=settings.refresh_token_ttl_seconds
         )
         self.sessions = SessionTokens(lambda: self.keyring, self.issuer, settings.login_session_seconds)
-        self.logins = Logins(self.db, LockoutPolicy(settings.lockout_threshold, settings.lockout_seconds))
+        lockout = LockoutPolicy(
+            threshold=settings.lockout_threshold,
+            base_seconds=settings.lockout_seconds,
+            max_seconds=max(3600.0, settings.lockout_seconds),
+            account_threshold=settings.lockout_account_threshold,
+        )
+        self.logins = Logins(self.db, lockout, self.limiter)
         self.revoker = Revoker(self.client_auth, self.store)
         self.introspector = Introspector(self.client_auth, self.store, self._snapshot, self.issuer)
         # Their JWK Sets are fetched through the egress policy, like client metadata documents.
