@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +30,18 @@ _CHARACTER_NOT_IN_REPERTOIRE = "22021"  # PostgreSQL's SQLSTATE for a NUL in tex
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _private_file(path: Path) -> None:
+    """The SQLite file, and a directory made for it, readable by Bastion's user alone, whatever the
+    umask: the database holds the MCP session key and, without a master key, the OAuth signing
+    keys in the clear (a 0644 file let any local account forge tokens). SQLite gives its journal
+    files the database file's permissions. A file found readable by others is made private."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False, read_only: bool = False) -> None:
         """`read_only`: every unit of work rolls back instead of committing (the support bundle's
@@ -37,7 +51,7 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(parsed.database))
         self.engine: AsyncEngine = create_async_engine(
             url,
             echo=echo,
