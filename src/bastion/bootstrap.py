@@ -9,16 +9,22 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+import structlog
+from sqlalchemy import select
+
 from bastion.admin.actor import Actor
 from bastion.admin.schemas import ComposeIn, OriginIn, ServerIn, TokenIn
 from bastion.errors import NotFound
 from bastion.identity.passwords import generate_password, hash_password
 from bastion.services import Services
 from bastion.store.db import bump_epoch
+from bastion.store.models import User
 from bastion.store.repos import tokens
 from bastion.store.tenancy import SYSTEM
 
 __all__ = ["DemoBootstrap", "ensure_admin", "ensure_demo"]
+
+log = structlog.get_logger(__name__)
 
 DEMO_SLUG = "demo"
 DEMO_ORIGIN = "inventory"
@@ -32,10 +38,16 @@ class DemoBootstrap:
 
 
 async def ensure_admin(services: Services) -> str | None:
-    """Create the first admin if there is none; return a generated password to print once."""
+    """Create the first admin if there is none; return a generated password to print once.
+
+    Only the first: once any platform administrator exists, a `BASTION_ADMIN_USER` naming someone
+    else (renamed, mistyped) creates nobody, and says so in the log."""
     settings = services.settings
     async with services.db.session(SYSTEM) as s:
         if await tokens.user_by_name(s, settings.admin_user) is not None:
+            return None
+        if await s.scalar(select(User.id).where(User.is_admin.is_(True)).limit(1)) is not None:
+            log.warning("admin_user_not_created", admin_user=settings.admin_user, reason="an administrator exists")
             return None
         generated = settings.admin_password is None
         password = settings.admin_password or generate_password()
@@ -44,8 +56,10 @@ async def ensure_admin(services: Services) -> str | None:
     return password if generated else None
 
 
-async def ensure_demo(services: Services) -> DemoBootstrap:
-    password = await ensure_admin(services)
+async def ensure_demo(services: Services, admin_password: str | None = None) -> DemoBootstrap:
+    """The demo origin, the published `demo` server and a token for it, each step done unless it
+    was: a start that failed halfway finishes the rest on the next. `admin_password`: one
+    `ensure_admin` generated, for the banner."""
     control = services.control
     operator = Actor.operator()  # bootstrap writes as the operator, in the default tenant
     try:
@@ -65,6 +79,7 @@ async def ensure_demo(services: Services) -> DemoBootstrap:
                 description="A small supply-chain system: stock, orders, reorders and refunds.",
             ),
         )
+    if not server.items:  # new, or a start stopped before composing it (one an admin unpublished stays so)
         await control.compose(operator, server.id, ComposeIn(origin=DEMO_ORIGIN))
         server = await control.set_published(operator, server.id, True)
         created = await control.create_token(
@@ -72,7 +87,7 @@ async def ensure_demo(services: Services) -> DemoBootstrap:
             TokenIn(name="demo client", servers=[DEMO_SLUG], expires_in_days=30, user=services.settings.admin_user),
         )
         token = created.token
-    return DemoBootstrap(admin_password=password, token=token, mcp_url=server.mcp_url)
+    return DemoBootstrap(admin_password=admin_password, token=token, mcp_url=server.mcp_url)
 
 
 def demo_banner(result: DemoBootstrap, admin_user: str, console_url: str | None = None) -> str:

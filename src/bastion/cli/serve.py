@@ -116,10 +116,18 @@ def _prepare_and_serve(settings: Settings, held: int, *, demo_mode: bool) -> Non
         services.audit.adopt_directory(held)
         await services.db.migrate()
         async with services.running(poll_epoch=False):
+            password = await ensure_admin(services)
             if demo_mode:
                 console = f"{settings.base_url()}/admin" if settings.admin_ui else None
-                typer.echo(demo_banner(await ensure_demo(services), settings.admin_user, console))
-            elif (password := await ensure_admin(services)) is not None:
+                try:
+                    result = await ensure_demo(services, password)
+                except BaseException:
+                    # The admin is stored already: the password would be lost with the banner.
+                    if password is not None:
+                        typer.echo(f"first start: admin login {settings.admin_user} / {password}   (shown once)")
+                    raise
+                typer.echo(demo_banner(result, settings.admin_user, console))
+            elif password is not None:
                 typer.echo(f"first start: admin login {settings.admin_user} / {password}   (shown once)")
 
     try:
