@@ -200,3 +200,7 @@ def test_providers_are_read_from_json_and_their_secrets_never_shown(monkeypatch:
         with pytest.raises(ValidationError, match=message) as refused:
             Settings()
         assert "s3cr3t!" not in str(refused.value)
+    monkeypatch.setenv("BASTION_OIDC_PROVIDERS", json.dumps(entry))  # one object where a list belongs
+    with pytest.raises(ValidationError, match="list") as refused:
+        Settings()
+    assert "s3cr3t!" not in str(refused.value)

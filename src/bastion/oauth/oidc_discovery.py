@@ -68,15 +68,14 @@ class OidcProviderConfig(BaseModel):
 
 
 def _mask_secrets(value: object) -> object:
-    # Wrapped before validation, so an error that quotes a refused entry prints '**********'.
-    if not isinstance(value, list):
-        return value
-    return [
-        {**item, "client_secret": SecretStr(item["client_secret"])}
-        if isinstance(item, dict) and isinstance(item.get("client_secret"), str)
-        else item
-        for item in value
-    ]
+    # Wrapped before validation, so an error that quotes a refused entry prints '**********': in a
+    # list, or a single object given where the list belongs (its error quotes the object whole).
+    def masked(item: object) -> object:
+        if isinstance(item, dict) and isinstance(item.get("client_secret"), str):
+            return {**item, "client_secret": SecretStr(item["client_secret"])}
+        return item
+
+    return [masked(item) for item in value] if isinstance(value, list) else masked(value)
 
 
 def _unique_names(value: object) -> object:
