@@ -29,6 +29,17 @@ def test_weak_admin_password_and_open_bind_without_tls_are_reported() -> None:
     assert any("without TLS" in f for f in findings)
     assert any("short or low-entropy" in f for f in posture_findings(Settings(admin_password="abc12")))
     assert posture_findings(Settings(admin_password="pX7-vQ2k_Lm9-Rt4zW8n")) == []
+    for guessable in ("admin1234567890", "Admin@1234567", "abcdefghijklm", "qwertyuiopasd", "x-Admin-Q7v!k"):
+        assert any("guessable" in f for f in posture_findings(Settings(admin_password=guessable))), guessable
+
+
+def test_address_lists_that_take_in_everything_are_reported() -> None:
+    https = {"public_url": "https://gateway.example"}
+    proxies = posture_findings(Settings(trusted_proxies=["10.0.0.0/8", "::/0"], **https))  # type: ignore[arg-type]
+    assert any("BASTION_TRUSTED_PROXIES trusts every address" in f for f in proxies)
+    egress = posture_findings(Settings(egress_allow_cidrs=["0.0.0.0/0"]))
+    assert any("BASTION_EGRESS_ALLOW_CIDRS allows every address" in f for f in egress)
+    assert posture_findings(Settings(trusted_proxies=["10.0.0.0/8"], egress_allow_cidrs=["127.0.0.0/8"], **https)) == []  # type: ignore[arg-type]
 
 
 def test_wildcard_origin_allowlist_is_reported() -> None:

@@ -51,7 +51,8 @@ async def ensure_admin(services: Services) -> str | None:
             return None
         generated = settings.admin_password is None
         password = settings.admin_password or generate_password()
-        await tokens.create_user(s, username=settings.admin_user, password_hash=hash_password(password), is_admin=True)
+        hashed = hash_password(password, time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib)
+        await tokens.create_user(s, username=settings.admin_user, password_hash=hashed, is_admin=True)
         await bump_epoch(s)
     return password if generated else None
 

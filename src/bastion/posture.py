@@ -4,9 +4,11 @@ BASTION_REQUIRE_STRONG_SECRETS; the support bundle lists them)."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import string
 from collections import Counter
+from itertools import pairwise
 
 from bastion.config import Settings
 
@@ -25,6 +27,26 @@ def _entropy_bits(secret: str) -> float:
 
 
 _WEAK_PASSWORDS = {"admin", "password", "changeme", "secret", "bastion", "123456", "letmein"}
+# Words and runs a guesser tries first, found anywhere in a password ("Admin@1234567").
+_GUESSED_PARTS = (*_WEAK_PASSWORDS, "qwerty", "asdf", "zxcv", "1234", "abcd", "pass", "welcome")
+_RUN = 5  # this many characters in a row, each the one after the last (abcde, 56789, 98765)
+
+
+def _guessable(password: str, username: str) -> bool:
+    lowered = password.lower()
+    if any(part in lowered for part in (*_GUESSED_PARTS, username.lower())):
+        return True
+    run, previous = 1, 0
+    for a, b in pairwise(lowered):
+        step = ord(b) - ord(a)
+        if step not in (1, -1):
+            run = 1
+        else:
+            run = run + 1 if step == previous else 2
+        previous = step
+        if run >= _RUN:
+            return True
+    return False
 
 
 def posture_findings(settings: Settings) -> list[str]:
@@ -38,8 +60,11 @@ def posture_findings(settings: Settings) -> list[str]:
     password = settings.admin_password
     if password is not None:
         lowered = password.lower()
-        if lowered in _WEAK_PASSWORDS or lowered == settings.admin_user.lower():
-            findings.append("BASTION_ADMIN_PASSWORD is a default or guessable value: choose a random one")
+        if lowered in _WEAK_PASSWORDS or _guessable(password, settings.admin_user):
+            findings.append(
+                "BASTION_ADMIN_PASSWORD is a default or guessable value (a common word, the user name or a "
+                "run such as 12345 or abcde in it): choose a random one"
+            )
         elif len(password) < 12 or _entropy_bits(password) < 48:
             findings.append(
                 "BASTION_ADMIN_PASSWORD is short or low-entropy (need >= 12 characters, ~48 bits): "
@@ -59,4 +84,18 @@ def posture_findings(settings: Settings) -> list[str]:
         )
     if "*" in settings.allowed_origins:  # (a wildcard CORS entry stops the start)
         findings.append("a wildcard Origin allowlist disables DNS-rebinding protection: list origins")
+    if _everything(settings.trusted_proxies):
+        findings.append(
+            "BASTION_TRUSTED_PROXIES trusts every address (a /0 network): any client writes its own "
+            "X-Forwarded-For and picks the address its rate limits and token networks see; list the proxies"
+        )
+    if _everything(settings.egress_allow_cidrs):
+        findings.append(
+            "BASTION_EGRESS_ALLOW_CIDRS allows every address (a /0 network): origin URLs and fetched documents "
+            "may reach loopback, private networks and cloud metadata services; list the ranges origins live in"
+        )
     return findings
+
+
+def _everything(cidrs: list[str]) -> bool:
+    return any(ipaddress.ip_network(cidr, strict=False).prefixlen == 0 for cidr in cidrs)
