@@ -36,3 +36,20 @@ def test_fewer_brackets_than_the_limit_need_no_walk_and_stay_within_it() -> None
     assert decode_body(body, max_depth=4) == orjson.loads(body)
     with pytest.raises(BadRequest):
         decode_body(body, max_depth=3)
+
+
+def test_a_limiter_or_journal_out_of_reach_during_a_call_is_a_503_with_retry_after_in_every_revision() -> None:
+    """Only a 429 had its HTTP status: a limiter that could not be reached inside the pipeline
+    answered 200 (handshake revisions) with no Retry-After, as if the call itself had failed."""
+    from bastion.errors import AuditUnavailable, InvalidParams, TooManyRequests, Unavailable
+    from bastion.mcp.transport import dispatch_status
+
+    for modern in (False, True):
+        unavailable = Unavailable("rate limits cannot be checked right now", retry_after=2)
+        assert dispatch_status(unavailable, modern=modern) == (503, [(b"retry-after", b"2")])
+        journal = AuditUnavailable("the audit journal cannot be written")
+        assert dispatch_status(journal, modern=modern) == (503, [(b"retry-after", b"1")])
+        limited = TooManyRequests("too many calls", retry_after=7)
+        assert dispatch_status(limited, modern=modern) == (429, [(b"retry-after", b"7")])
+    assert dispatch_status(InvalidParams("bad"), modern=False) == (200, [])
+    assert dispatch_status(InvalidParams("bad"), modern=True)[0] == 400

@@ -45,6 +45,7 @@ from bastion.errors import (
     SessionRequired,
     TooManyRequests,
     Unauthenticated,
+    Unavailable,
     UnknownSession,
     UnsupportedProtocolVersion,
 )
@@ -76,7 +77,7 @@ from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, S
 from bastion.mcp.streaming import event_stream_only, send_event, serve_event_stream, serve_streaming
 from bastion.observability.metrics import Metrics
 
-__all__ = ["McpEndpoint"]
+__all__ = ["McpEndpoint", "dispatch_status"]
 
 log = structlog.get_logger(__name__)
 
@@ -363,12 +364,8 @@ class McpEndpoint:
         try:
             result = await self._methods.dispatch(call, request.method, params)
         except BastionError as error:
-            status = ERROR_CODE_HTTP_STATUS.get(error.jsonrpc_code, 200) if call.modern else 200
-            headers = _session_headers(session)
-            if isinstance(error, TooManyRequests):
-                # A limit is HTTP's to say, in every revision: clients and proxies back off.
-                status = error.http_status
-                headers = [*headers, (b"retry-after", str(error.retry_after).encode())]
+            status, extra = dispatch_status(error, modern=call.modern)
+            headers = [*_session_headers(session), *extra]
             await send_bytes(send, status, error_message(request.id, error), headers=headers)
             return
         await send_bytes(send, 200, result_message(request.id, result), headers=_session_headers(session))
@@ -535,6 +532,16 @@ class McpEndpoint:
             raise UnknownSession("unknown or expired MCP session: initialize a new one")
         session.limit = principal.limit  # as of this request (a session reopened here had none)
         return session
+
+
+def dispatch_status(error: BastionError, *, modern: bool) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """The HTTP status (and headers) of a JSON-RPC error a method answered: 200 in the handshake
+    revisions, the error code's status in 2026-07-28. A limit reached, or a dependency every
+    decision needs out of reach (the limiter, the audit journal), is HTTP's to say in every
+    revision, with `Retry-After`: clients and proxies back off."""
+    if isinstance(error, (TooManyRequests, Unavailable)):
+        return error.http_status, [(b"retry-after", str(error.retry_after).encode())]
+    return (ERROR_CODE_HTTP_STATUS.get(error.jsonrpc_code, 200) if modern else 200), []
 
 
 def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:
