@@ -234,6 +234,18 @@ def test_migrate_creates_the_schema_in_a_fresh_database_file(tmp_path: Path) -> 
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"origins", "virtual_servers", "server_items", "api_tokens", "users", "state_epoch"} <= tables
     assert version == [(schema_head(),)]
+    with sqlite3.connect(space.database) as conn:  # on the trail like every command
+        commands = conn.execute("SELECT method, decision FROM audit_records WHERE kind = 'cli.command'").fetchall()
+    assert commands == [("migrate", "allow")]
+
+
+def test_migrate_with_strong_secrets_required_creates_no_admin_with_a_weak_password(tmp_path: Path) -> None:
+    space = _workspace(tmp_path)
+    weak = {"BASTION_REQUIRE_STRONG_SECRETS": "true", "BASTION_ADMIN_USER": "weak", "BASTION_ADMIN_PASSWORD": "admin"}
+    refused = _run(space, ("migrate",), weak)
+    assert refused.returncode == 1 and "refusing to migrate: BASTION_REQUIRE_STRONG_SECRETS" in refused.stderr
+    assert "BASTION_ADMIN_PASSWORD is a default or guessable value" in refused.stderr
+    assert not space.database.exists()  # nothing was written
 
 
 # --- virtual servers -------------------------------------------------------------------------------------------
@@ -373,3 +385,13 @@ def test_origins_review_approves_the_catalog_shown_and_refuses_another(workspace
     assert other.returncode == 1 and "other items than the ones you reviewed" in other.stderr, other
     approved = cli(workspace, "origins", "review", "fixed", "--approve", "--catalog", digest, "--json")
     assert approved.json()["status"] == "approved"
+
+
+def test_audit_verify_refuses_a_tenant_that_does_not_exist_instead_of_calling_its_chain_intact(
+    workspace: Workspace,
+) -> None:
+    unknown = cli(workspace, "audit", "verify", "--tenant", "no-such-tenant")
+    assert unknown.returncode == 1 and "no tenant 'no-such-tenant'" in unknown.stderr, unknown
+    assert "intact" not in unknown.stdout
+    known = cli(workspace, "audit", "verify", "--tenant", "default")
+    assert known.returncode == 0 and "default:" in known.stdout and "intact" in known.stdout, known

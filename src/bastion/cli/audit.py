@@ -19,15 +19,21 @@ app = typer.Typer(help="The audit trail: verify its hash chains, prune old recor
 
 
 async def _tenants(services: Services, tenant: str | None) -> list[str]:
-    from sqlalchemy import select
+    """Every tenant's id, or the one `tenant` names (its id or slug): a typo is an error, never
+    an empty chain reported intact."""
+    from sqlalchemy import or_, select
 
+    from bastion.errors import NotFound
     from bastion.store.models import Tenant
     from bastion.store.tenancy import SYSTEM
 
-    if tenant:
-        return [tenant]
     async with services.db.session(SYSTEM) as session:
-        return list(await session.scalars(select(Tenant.id).order_by(Tenant.id)))
+        if not tenant:
+            return list(await session.scalars(select(Tenant.id).order_by(Tenant.id)))
+        found = await session.scalar(select(Tenant.id).where(or_(Tenant.id == tenant, Tenant.slug == tenant)))
+    if found is None:
+        raise NotFound(f"no tenant {tenant!r} (give its id or its slug)")
+    return [found]
 
 
 @app.command("verify")

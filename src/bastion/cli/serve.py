@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import typer
 
+from bastion.cli._common import run_with_services
 from bastion.config import Settings
 from bastion.observability.logging import configure_logging
 from bastion.posture import posture_findings
@@ -43,19 +44,11 @@ def demo(
 def migrate() -> None:
     """Bring the database schema to the newest revision and create the first admin if there is none."""
     from bastion.bootstrap import ensure_admin
-    from bastion.services import Services
 
     settings = Settings()
-
-    async def main() -> str | None:
-        services = Services(settings)
-        try:
-            await services.db.migrate()
-            return await ensure_admin(services)
-        finally:
-            await services.db.close()
-
-    password = anyio.run(main)
+    # The same check as `serve`: the admin created here is the one a weak password would let in.
+    _check_posture(settings, "refusing to migrate")
+    password = run_with_services(ensure_admin, "migrate")  # on the audit trail, like every command
     typer.echo("database is at the newest schema revision")
     if password is not None:
         typer.echo(f"first admin created: {settings.admin_user} / {password}   (shown once)")
@@ -70,6 +63,16 @@ def _settings(host: str | None, port: int | None, certfile: Path | None, keyfile
     return Settings(**overrides)  # type: ignore[arg-type]  # validated by pydantic-settings
 
 
+def _check_posture(settings: Settings, refusal: str) -> None:
+    """Warn of each posture finding; with BASTION_REQUIRE_STRONG_SECRETS, stop (exit 1)."""
+    findings = posture_findings(settings)
+    for finding in findings:
+        typer.secho(f"security posture: {finding}", fg=typer.colors.YELLOW, err=True)
+    if findings and settings.require_strong_secrets:
+        typer.secho(f"{refusal}: BASTION_REQUIRE_STRONG_SECRETS=true", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
 def _serve(settings: Settings, *, demo_mode: bool) -> None:
     configure_logging(settings.log_level, settings.log_file)
     if not hide_process():  # before any stdio origin starts (see bastion.support.process)
@@ -78,12 +81,7 @@ def _serve(settings: Settings, *, demo_mode: bool) -> None:
             fg=typer.colors.YELLOW,
             err=True,
         )
-    findings = posture_findings(settings)
-    for finding in findings:
-        typer.secho(f"security posture: {finding}", fg=typer.colors.YELLOW, err=True)
-    if findings and settings.require_strong_secrets:
-        typer.secho("refusing to start: BASTION_REQUIRE_STRONG_SECRETS=true", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
+    _check_posture(settings, "refusing to start")
     # The gateway's modules load here, not at import: `bastion --help` stays quick.
     from bastion.errors import AuditUnavailable
     from bastion.store.repos import audit_directory
