@@ -515,6 +515,7 @@ async def test_after_the_threshold_of_failures_even_the_right_password_is_refuse
         assert locked.status_code == 401
         assert "locked after repeated failed logins" in page_message(locked)
         assert "Allow access?" not in locked.text and "set-cookie" not in locked.headers
+        assert 590 < int(locked.headers["retry-after"]) <= 600  # on the page as on the API
 
         async with own_database(strict) as db:
             async with db.session(SYSTEM) as session:

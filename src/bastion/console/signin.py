@@ -25,7 +25,7 @@ from bastion.web.authserver import AuthServer
 from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit
 from bastion.web.federation import console_sign_in
-from bastion.web.pages import console_path
+from bastion.web.pages import backing_off, console_path
 from bastion.web.providers import sign_in_targets
 from bastion.web.session_api import end_session, new_session, session_claims, start_session
 
@@ -84,7 +84,8 @@ async def login(
         await limit(request, "sign-in")
         user = await auth.logins.verify(attempt(request, username, password))
     except BastionError as error:
-        return await _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
+        page = await _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
+        return backing_off(page, error)
     note(request.scope, principal=user.id, tenant=user.tenant_id)
     response = RedirectResponse(console_path(next), status_code=303)
     await start_session(request, response, auth, new_session(auth, user.id, user.username))
@@ -105,7 +106,8 @@ async def login_elsewhere(
     try:
         return await console_sign_in(request, auth, provider, console_path(next))
     except BastionError as error:  # unknown or unreachable provider: the password form still works
-        return await _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
+        page = await _form(request, next_path=console_path(next), error=error.message, status=error.http_status)
+        return backing_off(page, error)
 
 
 @router.post("/logout")

@@ -49,7 +49,7 @@ from bastion.vault.envelope import VaultError
 from bastion.web.authserver import AuthServer
 from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit, same_site
-from bastion.web.pages import render
+from bastion.web.pages import backing_off, render
 from bastion.web.session_api import (
     cookie_claims,
     new_session,
@@ -169,7 +169,8 @@ async def sign_in(
         user = await auth.logins.verify(attempt(request, username, password))
     except BastionError as error:
         status = error.http_status
-        return render("connect_signin.html", status=status, origin_id=origin_id, ticket=ticket, error=error.message)
+        page = render("connect_signin.html", status=status, origin_id=origin_id, ticket=ticket, error=error.message)
+        return backing_off(page, error)
     if user.id != claims["sub"]:
         return error_page(Forbidden("this link was made for another account: nothing was connected"))
     cookie = new_session(auth, user.id, user.username)

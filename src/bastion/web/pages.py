@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import Response
 
-__all__ = ["console_path", "csp_source", "render"]
+from bastion.errors import BastionError
+
+__all__ = ["backing_off", "console_path", "csp_source", "render"]
+
+R = TypeVar("R", bound=Response)
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -19,6 +24,15 @@ _env = Environment(
     auto_reload=False,
 )
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")  # RFC 3986 §3.1, as urlsplit lowercases it
+
+
+def backing_off(response: R, error: BastionError) -> R:
+    """`response` with `Retry-After` when `error` carries one (a limit reached, an account locked,
+    an outage): browsers and clients back off, on a page as on the API."""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        response.headers["retry-after"] = str(retry_after)
+    return response
 
 
 def csp_source(target: str) -> str | None:

@@ -26,7 +26,7 @@ from bastion.oauth.redirects import client_proven_by
 from bastion.web.authserver import AuthServer
 from bastion.web.cookies import read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit, same_site, single_values
-from bastion.web.pages import render
+from bastion.web.pages import backing_off, render
 from bastion.web.providers import sign_in_targets
 
 __all__ = ["error_page", "login_page", "read_request", "router", "sign_in"]
@@ -76,10 +76,7 @@ def error_page(error: BastionError, *, back_to: str | None = None, leave_to: str
         leave_to=leave_to,
         leave_host=leave_host,
     )
-    retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:  # a limit or an outage: browsers and clients back off
-        page.headers["retry-after"] = str(retry_after)
-    return page
+    return backing_off(page, error)
 
 
 def _request_token(auth: AuthServer, request: AuthorizationRequest) -> str:
@@ -188,7 +185,8 @@ async def login(
     except BastionError as error:
         note(request.scope, reason=error.message)
         targets = await sign_in_targets(request, auth)
-        return login_page(auth, authz, targets=targets, error=error.message, status=error.http_status)
+        page = login_page(auth, authz, targets=targets, error=error.message, status=error.http_status)
+        return backing_off(page, error)
     note(request.scope, principal=user.id, tenant=user.tenant_id)
     return await sign_in(auth, authz, user.id)
 
