@@ -427,6 +427,9 @@ class McpEndpoint:
         if self._limits is not None:  # the streams first: a refused stream spends no opening
             self._limits.streaming(self._sessions, call.principal.session_owner)
             await self._limits.opening(call.principal)
+            # Again, with no wait from here to the stream's registration: other listens of this token
+            # may have opened theirs while the opening was counted (a round trip to Redis).
+            self._limits.streaming(self._sessions, call.principal.session_owner)
         session = self._sessions.create(
             server_id=call.server.id,
             token_id=call.principal.session_owner,
