@@ -275,3 +275,28 @@ def _principal(token_id: str, user_id: str) -> Principal:
         token_id=token_id, user_id=user_id, username=user_id, is_admin=False,
         scopes=frozenset({"mcp"}), server_ids=frozenset({"s"}), expires_at=time.time() + 60,
     )  # fmt: skip
+
+
+async def test_an_api_tokens_sessions_end_when_its_rules_change_not_when_its_uses_are_counted() -> None:
+    """Its networks narrowed: a stream opened from an address no longer allowed ends (the session
+    reopens only through the new rules' check). A reload that only counted uses ends nothing."""
+    from dataclasses import replace
+    from ipaddress import ip_network
+
+    from bastion.identity.token_rules import TokenRules
+
+    def shot(rules: TokenRules) -> Snapshot:
+        snapshot = Snapshot(epoch=1, servers={}, origins={}, tokens={})
+        snapshot.tokens["h"] = replace(_principal("tok-ann", "ann"), rules=rules)
+        return snapshot
+
+    store = await started_store(60)
+    session = store.create(server_id="s", token_id="tok-ann", protocol_version="2025-11-25", capabilities={})
+    inbox = session.open_stream()
+    anywhere = TokenRules(uses_at_load=3)
+    notifier = ChangeNotifier(store)
+    await notifier.on_snapshot(shot(anywhere), shot(replace(anywhere, uses_at_load=9)))
+    assert not _ended(inbox)
+    await notifier.on_snapshot(shot(anywhere), shot(replace(anywhere, networks=(ip_network("10.0.0.0/8"),))))
+    assert _ended(inbox)
+    inbox.close()

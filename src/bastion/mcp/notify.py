@@ -4,7 +4,7 @@ Lists that differ, as each session's owner sees them through its token (roles,
 teams, the token's limit), produce `notifications/*/list_changed` on the
 sessions' GET streams: an item someone cannot use changes nothing they are told
 of, not even that it exists. Sessions whose server went away (or was unpublished) or whose API
-token was revoked are closed, and so are the streams opened with an OAuth access
+token was revoked or had its rules changed are closed, and so are the streams opened with an OAuth access
 token that is no longer live (revoked: every revocation is a new snapshot), and
 the sessions of people who no longer see their server (made private, a team
 left, removed) or whose API token no longer reaches it, so nothing keeps running
@@ -65,6 +65,19 @@ def _still_sees(snapshot: Snapshot, view: ServerView, owner: str, by_token: dict
     return member is not None and member.sees(view.placement) and principal.may_reach(view.id)
 
 
+def _rules(principal: Principal) -> object:
+    """What an API token's rules let in (its uses so far left out: they change with every load)."""
+    rules = principal.rules
+    return None if rules is None else (rules.networks, rules.not_before, rules.max_uses)
+
+
+def _rules_changed(old: Snapshot, new: Snapshot) -> set[str]:
+    """API tokens whose rules changed (its networks narrowed, say): their sessions end, as for a
+    revocation, and reopen only through the new rules' check."""
+    before = {p.token_id: _rules(p) for p in old.tokens.values()}
+    return {p.token_id for p in new.tokens.values() if p.token_id in before and before[p.token_id] != _rules(p)}
+
+
 class ChangeNotifier:
     def __init__(self, sessions: SessionStore, live_tokens: LiveTokens | None = None) -> None:
         self._sessions = sessions
@@ -72,6 +85,7 @@ class ChangeNotifier:
 
     async def on_snapshot(self, old: Snapshot, new: Snapshot) -> None:
         revoked = {p.token_id for p in old.tokens.values()} - {p.token_id for p in new.tokens.values()}
+        revoked |= _rules_changed(old, new)
         if revoked:
             self._sessions.drop_token(revoked)
         await self._end_withdrawn_streams()
