@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
@@ -492,9 +493,11 @@ async def test_the_gate_records_one_use_with_status_latency_and_reason() -> None
 async def test_the_writer_truncates_and_drops_the_oldest_when_full() -> None:
     writer = TokenUseWriter(None, max_queue=3)  # type: ignore[arg-type]  # nothing is written here
     written: list[TokenUse] = []
+    counted: Counter[str] = Counter()
 
-    async def capture(batch: list[TokenUse]) -> None:
+    async def capture(batch: list[TokenUse], owed: Counter[str]) -> None:
         written.extend(batch)
+        counted.update(owed)
 
     writer._write = capture  # type: ignore[method-assign]
     for n in range(5):
@@ -503,6 +506,32 @@ async def test_the_writer_truncates_and_drops_the_oldest_when_full() -> None:
     await writer.flush()
     assert [u.token_id for u in written] == ["t2", "t3", "t4"]
     assert all(len(u.user_agent) == 512 for u in written)
+    assert counted == Counter({f"t{n}": 1 for n in range(5)})  # the dropped rows' uses still count
+
+
+@pytest.mark.anyio
+async def test_counted_uses_survive_a_failed_write_and_go_with_the_next() -> None:
+    """A token's `max_uses` is read back from its stored count after a restart: a write that failed
+    (the store was slow, or down) must not make the count fall behind."""
+    writer = TokenUseWriter(None)  # type: ignore[arg-type]  # nothing is written here
+    counted: Counter[str] = Counter()
+    down = True
+
+    async def write(batch: list[TokenUse], owed: Counter[str]) -> None:
+        if down:
+            raise ConnectionResetError("the store went away")
+        counted.update(owed)
+
+    writer._write = write  # type: ignore[method-assign]
+    for counts in (True, True, False):  # a refused use is logged, not counted
+        writer.record(TokenUse("t1", 0, "POST", "/", "1.2.3.4", "ua", 200, 1.0, None, counts))
+    await writer.flush()
+    assert writer.lost == 3 and counted == Counter()
+    down = False
+    await writer.flush()  # nothing queued now: the counts go alone
+    assert counted == Counter({"t1": 2})
+    await writer.flush()
+    assert counted == Counter({"t1": 2})  # once
 
 
 # --- the client address, pure -----------------------------------------------------------------

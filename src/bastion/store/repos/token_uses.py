@@ -9,6 +9,8 @@ transaction per batch: the `api_token_uses` rows, and each token's counted uses 
 A full queue (the store is slow or down) drops its *oldest* record for each new one, counts
 the drops and logs a warning with the count at the next write; a batch whose write fails is
 dropped with a warning as well. Availability of requests wins over completeness of the log.
+The counted uses are not the log's to lose: they are kept apart, per token, and a write that
+fails leaves them for the next (a token's `max_uses` is read back from them after a restart).
 Uses of a token deleted before its batch was written are dropped (its rows cascade anyway).
 """
 
@@ -66,6 +68,7 @@ class TokenUseWriter:
         self._batch_size = batch_size
         self._interval = interval
         self._full: anyio.Event | None = None  # made in `run`, inside the event loop
+        self._owed: Counter[str] = Counter()  # counted uses not yet added to `api_tokens.uses`
         self.dropped = 0  # records pushed out of a full queue since start
         self.lost = 0  # records in batches whose write failed
         self._dropped_reported = 0
@@ -78,6 +81,8 @@ class TokenUseWriter:
         use.user_agent = storable(use.user_agent[:_AGENT])
         if use.block_reason is not None:
             use.block_reason = storable(use.block_reason[:_REASON])
+        if use.counted:
+            self._owed[use.token_id] += 1
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1  # the deque drops the oldest record on this append
         self._queue.append(use)
@@ -105,12 +110,16 @@ class TokenUseWriter:
             )
             self._dropped_reported = self.dropped
         pending = len(self._queue)
-        while pending > 0 and self._queue:
+        while True:
             batch = [self._queue.popleft() for _ in range(min(self._batch_size, pending, len(self._queue)))]
             pending -= len(batch)
+            owed, self._owed = self._owed, Counter()  # with the first batch (or alone, its rows dropped)
+            if not batch and not owed:
+                return
             try:
-                await self._write(batch)
-            except Exception as exc:  # the top of a background task: the next batch may succeed
+                await self._write(batch, owed)
+            except Exception as exc:  # the top of a background task: the next round may succeed
+                self._owed.update(owed)  # counted uses wait for the next write; the log's rows go
                 self.lost += len(batch)
                 log.warning(
                     "token_use_write_failed",
@@ -119,17 +128,19 @@ class TokenUseWriter:
                     error=type(exc).__name__,
                     detail=str(exc)[:300],
                 )
+                return
+            if pending <= 0 or not self._queue:
+                return
 
     async def aclose(self) -> None:
         """At shutdown (no more requests): write everything still queued."""
         while self._queue:
             await self.flush()
 
-    async def _write(self, batch: list[TokenUse]) -> None:
+    async def _write(self, batch: list[TokenUse], owed: Counter[str]) -> None:
         async with self._db.session(SYSTEM) as session:
-            found = await session.execute(
-                select(ApiToken.id, ApiToken.tenant_id).where(ApiToken.id.in_({use.token_id for use in batch}))
-            )
+            named = {use.token_id for use in batch} | set(owed)
+            found = await session.execute(select(ApiToken.id, ApiToken.tenant_id).where(ApiToken.id.in_(named)))
             tenants: dict[str, str] = {token_id: tenant_id for token_id, tenant_id in found}
             rows: list[dict[str, Any]] = [
                 {
@@ -151,6 +162,8 @@ class TokenUseWriter:
             if rows:
                 # Core, not ORM, executemany: a third less CPU per row (no ORM bulk-insert bookkeeping).
                 await session.execute(insert(_USES_TABLE), rows)
-            counted = Counter(use.token_id for use in batch if use.counted and use.token_id in tenants)
-            for token_id, uses in counted.items():
-                await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(uses=ApiToken.uses + uses))
+            for token_id, uses in owed.items():
+                if token_id in tenants:
+                    await session.execute(
+                        update(ApiToken).where(ApiToken.id == token_id).values(uses=ApiToken.uses + uses)
+                    )
