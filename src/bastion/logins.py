@@ -8,7 +8,6 @@ failure is written), and that count is cleared when it succeeds.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -30,9 +29,13 @@ from bastion.store.repos.tokens import user_by_name
 from bastion.store.repos.users import record_login
 from bastion.store.tenancy import SYSTEM
 
-__all__ = ["Attempt", "Logins"]
+__all__ = ["REFUSED", "Attempt", "Logins"]
 
 log = structlog.get_logger(__name__)
+
+
+# One answer for a wrong password, an unknown name and a locked account alike.
+REFUSED = "unknown user or wrong password (or an account locked after repeated failed logins: retry later)"
 
 
 @cache
@@ -58,17 +61,13 @@ class Logins:
         self._item = RateLimitItemPerSecond(policy.threshold, max(1, round(policy.base_seconds)))
 
     async def verify(self, attempt: Attempt) -> User:
-        """The user whose password this is; AccountLocked or Unauthenticated otherwise."""
+        """The user whose password this is; AccountLocked (this network, this name: wait) or
+        Unauthenticated otherwise, the same for a wrong password, an unknown name and a locked
+        account (an answer of its own, or a faster one, would tell which names exist)."""
         now = datetime.now(UTC)
         async with self._db.session(SYSTEM) as session:
             user = await user_by_name(session, attempt.username)
-        if user is not None and user.locked_until is not None and user.locked_until > now:
-            await self._record(attempt, user, "locked")
-            raise AccountLocked(
-                "this account is locked after repeated failed logins; try again later",
-                retry_after=max(1, math.ceil((user.locked_until - now).total_seconds())),
-            )
-        # Counted before the password is checked, for a name that exists or not alike.
+        # Counted before anything is checked, for a name that exists or not alike.
         key = ("sign-in-attempts", attempt.username.casefold(), address_group(attempt.ip))
         wait = await spend(self._attempts, self._item, *key, counted="sign-in attempts")
         if wait is not None:
@@ -80,9 +79,12 @@ class Logins:
         stored = user.password_hash if user is not None and user.provider is None else _dummy_hash()
         # Argon2 costs ~100 ms of CPU by design: off the event loop.
         matches = await anyio.to_thread.run_sync(verify_password, stored, attempt.password)
+        if user is not None and user.locked_until is not None and user.locked_until > now:
+            await self._record(attempt, user, "locked")  # not a failure: the password was not asked
+            raise Unauthenticated(REFUSED)
         if user is None or user.provider is not None or not matches:
             await self._failed(attempt, user, now)
-            raise Unauthenticated("unknown user or wrong password")
+            raise Unauthenticated(REFUSED)
         try:
             await self._attempts.clear(self._item, *key)
         except StorageError:  # the window lapses by itself; the person is signed in all the same

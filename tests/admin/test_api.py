@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bastion.logins import REFUSED
 from tests.harness import ADMIN_PASSWORD, STDIO_INVENTORY, Bastion, free_port, origin_process, run_bastion
 
 SECURITY_HEADERS = {
@@ -124,7 +125,7 @@ def test_login_with_a_wrong_password_or_an_unknown_user_is_refused_with_401(
 
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="bastion"'
-    assert error_of(response) == {"code": "unauthenticated", "message": "unknown user or wrong password"}
+    assert error_of(response) == {"code": "unauthenticated", "message": REFUSED}
 
 
 def test_login_returns_a_one_hour_admin_token_that_works(bastion: Bastion) -> None:

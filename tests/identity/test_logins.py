@@ -13,7 +13,7 @@ from sqlalchemy import select
 from bastion.errors import AccountLocked, Unauthenticated
 from bastion.identity.lockout import LockoutPolicy
 from bastion.identity.passwords import hash_password
-from bastion.logins import Attempt, Logins
+from bastion.logins import REFUSED, Attempt, Logins
 from bastion.store.db import Database
 from bastion.store.models import LoginEvent, User
 from bastion.store.repos.tokens import create_user
@@ -57,7 +57,7 @@ async def _outcome(logins: Logins, name: str, password: str, ip: str) -> str:
 async def test_a_stranger_guessing_from_one_network_does_not_lock_the_owner_out_elsewhere(db: Database) -> None:
     logins = Logins(db, LockoutPolicy(threshold=3, base_seconds=600, account_threshold=100))
     guesses = [await _outcome(logins, "ann", f"guess {n}", STRANGER) for n in range(5)]
-    assert guesses[:3] == ["unknown user or wrong password"] * 3
+    assert guesses[:3] == [REFUSED] * 3
     assert all(g.startswith("locked: sign-in with this name is locked for your network") for g in guesses[3:])
     assert await _outcome(logins, "ann", PASSWORD, STRANGER) != "signed in"  # not from there
     assert await _outcome(logins, "ann", PASSWORD, OWNER) == "signed in"  # the owner, elsewhere
@@ -88,7 +88,7 @@ async def test_concurrent_guesses_are_counted_before_any_is_checked(db: Database
     async with anyio.create_task_group() as tasks:
         for n in range(20):
             tasks.start_soon(guess, n)
-    assert results.count("unknown user or wrong password") == 5
+    assert results.count(REFUSED) == 5
     assert sum(r.startswith("locked:") for r in results) == 15
     async with db.session(SYSTEM) as session:
         ann = await session.scalar(select(User).where(User.username == "ann"))
@@ -96,12 +96,26 @@ async def test_concurrent_guesses_are_counted_before_any_is_checked(db: Database
 
 
 async def test_many_failures_in_a_row_from_anywhere_lock_the_account_itself(db: Database) -> None:
+    """The lock is answered as a wrong password is, for the right one too (an answer of its own
+    would tell the name exists), and attempts while it holds are no failures: keeping the account
+    locked takes as many failures again after it ends, not one."""
     logins = Logins(db, LockoutPolicy(threshold=2, base_seconds=600, account_threshold=4))
     networks = ["198.51.100.1", "198.51.100.2", "2001:db8:7::1", "2001:db8:8::1"]
     for n, network in enumerate(networks):
-        assert await _outcome(logins, "ann", f"guess {n}", network) == "unknown user or wrong password"
-    locked = await _outcome(logins, "ann", PASSWORD, OWNER)
-    assert locked == "locked: this account is locked after repeated failed logins; try again later"
+        assert await _outcome(logins, "ann", f"guess {n}", network) == REFUSED
+    assert await _outcome(logins, "ann", PASSWORD, OWNER) == REFUSED
+    assert await _outcome(logins, "nobody", PASSWORD, OWNER) == REFUSED
     async with db.session(SYSTEM) as session:
         ann = await session.scalar(select(User).where(User.username == "ann"))
         assert ann is not None and ann.failed_logins == 4 and ann.locked_until is not None
+        ann.locked_until = None  # the lock ends
+    assert await _outcome(logins, "ann", "one more guess", "203.0.113.50") == REFUSED
+    async with db.session(SYSTEM) as session:
+        ann = await session.scalar(select(User).where(User.username == "ann"))
+        assert ann is not None and ann.failed_logins == 5 and ann.locked_until is None  # not locked again
+    assert await _outcome(logins, "ann", PASSWORD, OWNER) == "signed in"
+    outcomes = [await _outcome(logins, "ann", f"guess {n}", f"198.51.100.{10 + n}") for n in range(4)]
+    assert outcomes == [REFUSED] * 4
+    async with db.session(SYSTEM) as session:
+        ann = await session.scalar(select(User).where(User.username == "ann"))
+        assert ann is not None and ann.failed_logins == 4 and ann.locked_until is not None  # counted anew

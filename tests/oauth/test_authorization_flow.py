@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 
 from bastion.catalog.snapshot import ServerView, Snapshot
 from bastion.identity.tokens import hash_token
+from bastion.logins import REFUSED
 from bastion.oauth.redirects import redirect_uri_matches
 from bastion.oauth.resources import InvalidTarget, server_for_resource
 from bastion.store.models import LoginEvent, OAuthCode, User
@@ -513,9 +514,8 @@ async def test_after_the_threshold_of_failures_even_the_right_password_is_refuse
             assert "unknown user or wrong password" in page_message(failed)
         locked = await flow.sign_in(login, password=ADMIN_PASSWORD)
         assert locked.status_code == 401
-        assert "locked after repeated failed logins" in page_message(locked)
+        assert page_message(locked) == REFUSED  # as a wrong password: no name is told apart
         assert "Allow access?" not in locked.text and "set-cookie" not in locked.headers
-        assert 590 < int(locked.headers["retry-after"]) <= 600  # on the page as on the API
 
         async with own_database(strict) as db:
             async with db.session(SYSTEM) as session:
@@ -580,3 +580,24 @@ def test_a_resource_matches_whatever_the_case_of_its_scheme_and_host_and_of_the_
 def test_any_other_resource_is_invalid_target(resource: str) -> None:
     with pytest.raises(InvalidTarget, match="is not a published virtual server"):
         server_for_resource(_SNAPSHOT, "https://MCP.Example.com:8443", resource)
+
+
+@pytest.fixture
+def throttling(tmp_path: Path) -> Iterator[Bastion]:
+    with run_bastion(tmp_path, lockout_threshold=2, lockout_seconds=600) as bastion:
+        publish_demo(bastion, "demo")
+        yield bastion
+
+
+async def test_a_name_closed_to_this_network_is_answered_on_the_page_with_retry_after(throttling: Bastion) -> None:
+    """Past the attempts one network has at one name, the sign-in page says so and when to retry,
+    in Retry-After as the API does."""
+    async with Flow(throttling) as flow:
+        client_id = await _client(flow)
+        login = await flow.http.get(flow.authorize_path(client_id, Pkce.new()))
+        for _ in range(2):
+            assert (await flow.sign_in(login, password="not-the-password")).status_code == 401
+        closed = await flow.sign_in(login, password=ADMIN_PASSWORD)
+    assert closed.status_code == 401
+    assert "locked for your network after repeated failed logins" in page_message(closed)
+    assert 590 < int(closed.headers["retry-after"]) <= 600

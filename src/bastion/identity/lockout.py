@@ -7,9 +7,12 @@ Two bounds on online guessing (NIST SP 800-63B §5.2.2):
   It holds for names that exist and names that do not alike (answering it reveals nothing), and
   it is what someone guessing from one place meets. Someone else, elsewhere, is not locked out by
   it: a person's own sign-in stays open while a stranger guesses at their name.
-- per account: `account_threshold` failures in a row (from anywhere) lock the account itself,
-  for `base_seconds`, doubling with each further failure up to `max_seconds`; an administrator
-  may unlock it. The bound on guessing spread over many networks.
+- per account: every `account_threshold` failures in a row (from anywhere) lock the account
+  itself, for `base_seconds`, doubling with each such lock up to `max_seconds`; an administrator
+  may unlock it. The bound on guessing spread over many networks. Attempts while it is locked
+  are answered as a wrong password (a lock of its own would tell the name exists) and are not
+  failures: keeping someone locked out takes another `account_threshold` failures per lock,
+  from at least as many networks as the per-network bound asks, not one guess an hour.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ class LockoutPolicy:
     account_threshold: int = 100  # failures in a row, from anywhere, that lock the account
 
     def lock_seconds(self, failures: int) -> float | None:
-        """How long to lock the account after `failures` consecutive failures; None below its threshold."""
-        if failures < self.account_threshold:
+        """How long to lock the account after `failures` consecutive failures: at each multiple of
+        its threshold, longer each time; None otherwise."""
+        if failures < self.account_threshold or failures % self.account_threshold:
             return None
-        return min(self.base_seconds * 2.0 ** (failures - self.account_threshold), self.max_seconds)
+        locks = failures // self.account_threshold
+        return min(self.base_seconds * 2.0 ** (locks - 1), self.max_seconds)
