@@ -213,6 +213,54 @@ async def test_a_stream_whose_person_left_the_team_while_it_was_let_in_is_refuse
             await endpoint._reconfirm(scope, checked, checked.servers["books"])
 
 
+async def test_a_stream_whose_tokens_networks_narrowed_while_it_was_let_in_is_refused() -> None:
+    from dataclasses import replace
+    from ipaddress import ip_network
+    from typing import cast
+
+    from bastion.catalog.holder import SnapshotHolder
+    from bastion.governance.access import Member
+    from bastion.governance.permissions import Grants
+    from bastion.identity.bearer import BearerResolver
+    from bastion.identity.token_rules import LocalQuota, TokenGate, TokenRefused, TokenRules, TokenUse
+    from bastion.identity.tokens import hash_token
+    from bastion.mcp.methods import Methods
+    from bastion.mcp.origin_check import OriginPolicy
+    from bastion.mcp.transport import McpEndpoint
+
+    class NoLog:
+        def record(self, use: TokenUse) -> None:
+            raise AssertionError("nothing is logged here")
+
+    def snapshot(epoch: int, networks: tuple[str, ...]) -> Snapshot:
+        rules = TokenRules(networks=tuple(ip_network(n) for n in networks))
+        shot = Snapshot(epoch=epoch, servers=_team_server().servers, origins={}, tokens={})
+        shot.members["ann"] = Member("ann", "default", Grants.of_roles(["member"], {}), team_ids=frozenset({"finance"}))
+        shot.tokens[hash_token("bst_ann")] = replace(
+            _principal("tok-ann", "ann"), server_ids=frozenset({"s"}), rules=rules
+        )
+        return shot
+
+    checked, narrowed = snapshot(1, ("127.0.0.0/8",)), snapshot(2, ("10.0.0.0/8",))
+
+    async def load() -> Snapshot:
+        return narrowed
+
+    async def read_epoch() -> int:
+        return 2
+
+    holder = SnapshotHolder(load, read_epoch)
+    await holder.refresh()
+    gate = TokenGate(quota=LocalQuota(), log=NoLog(), client_address=lambda scope: "127.0.0.1")
+    endpoint = McpEndpoint(
+        holder=holder, sessions=await started_store(60), methods=cast(Methods, None), origins=OriginPolicy([]),
+        bearer=BearerResolver(None), base_url="http://127.0.0.1", max_body_bytes=1024, max_json_depth=8, gate=gate,
+    )  # fmt: skip
+    scope = {"headers": [(b"authorization", b"Bearer bst_ann")]}
+    with pytest.raises(TokenRefused):
+        await endpoint._reconfirm(scope, checked, checked.servers["books"])
+
+
 def _told(inbox: Inbox) -> list[str]:
     import orjson
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TYPE_CHECKING, Any, Protocol
@@ -307,6 +307,13 @@ class TokenGate:
             if recorder is not None:
                 recorder.block_reason = refused.reason
             raise
+
+    def still_admits(self, principal: Principal, scope: MutableMapping[str, Any]) -> None:
+        """A stream's admission checked again on a newer snapshot: the token's networks and start
+        (its quota was spent by the request that opened it); TokenRefused otherwise."""
+        rules = principal.rules
+        if rules is not None:
+            check_use(replace(rules, max_uses=None), self._client_address(scope), self._clock())
 
     async def count(self, principal: Principal, recorder: UseRecorder | None) -> None:
         """Count the use against the quota (after every other check passed)."""

@@ -487,6 +487,8 @@ class McpEndpoint:
         if current.epoch == checked.epoch:
             return
         principal = await self._bearer.authenticate(current.tokens, current.epoch, header(scope, b"authorization"))
+        if self._gate is not None:
+            self._gate.still_admits(principal, scope)  # its networks narrowed meanwhile, say
         now, _ = _admitted(current, server.slug, principal)
         if now.id != server.id:  # not another server under its slug
             raise NotFound(f"no published virtual server {server.slug!r}")
