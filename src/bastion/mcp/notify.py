@@ -90,17 +90,23 @@ class ChangeNotifier:
             self._sessions.drop_token(revoked)
         await self._end_withdrawn_streams()
         new_by_id = {view.id: view for view in new.servers.values()}
-        announce = _Announcer(old, new)
-        for view in old.servers.values():
+        for view in old.servers.values():  # first what ends: nothing below may keep it running
             current = new_by_id.get(view.id)
             if current is None or not current.published:
                 for session in self._sessions.of_server(view.id):
                     self._sessions.close(session.id)
-            else:
-                for session in self._sessions.of_server(view.id):
-                    for method in announce.changed(session, view, current):
-                        session.notify(method)
         self._end_unseen(new)
+        by_server: dict[str, list[Session]] = {}  # what is left, gone through once
+        for session in self._sessions.all():
+            by_server.setdefault(session.server_id, []).append(session)
+        announce = _Announcer(old, new)
+        for view in old.servers.values():
+            current = new_by_id.get(view.id)
+            if current is None:
+                continue
+            for session in by_server.get(view.id, []):
+                for method in announce.changed(session, view, current):
+                    session.notify(method)
 
     def _end_unseen(self, new: Snapshot) -> None:
         servers = {view.id: view for view in new.servers.values() if view.published}
@@ -135,6 +141,7 @@ class _Announcer:
         self._old_tokens = {p.token_id: p for p in old.tokens.values()}
         self._new_tokens = {p.token_id: p for p in new.tokens.values()}
         self._seen: dict[tuple[str, str, Grants | None, Grants | None], tuple[str, ...]] = {}
+        self._same: dict[str, bool] = {}  # per server: its lists as they were (nothing to filter)
 
     def changed(self, session: Session, old: ServerView, new: ServerView) -> tuple[str, ...]:
         owner = session.token_id
@@ -162,8 +169,16 @@ class _Announcer:
         member = self._new.members.get(user_id)
         if member is None or not member.sees(new.placement):
             return ()  # no longer theirs: `_end_unseen` ends the session
-        after = view_for(self._new, member, after_limit, new)
         former = self._old.members.get(user_id)
+        if former == member and before_limit == after_limit and self._unchanged(old, new):
+            return ()  # the usual case: most snapshots change neither the server nor this person
+        after = view_for(self._new, member, after_limit, new)
         before = view_for(self._old, former, before_limit, old) if former is not None else None
         # Someone new to the tenant saw nothing before: every list they now see is news to them.
         return tuple(method for method, items in _LISTS if (items(before) if before else []) != items(after))
+
+    def _unchanged(self, old: ServerView, new: ServerView) -> bool:
+        same = self._same.get(new.id)
+        if same is None:
+            same = self._same[new.id] = all(items(old) == items(new) for _, items in _LISTS)
+        return same
