@@ -528,7 +528,7 @@ async def test_counted_uses_survive_a_failed_write_and_go_with_the_next() -> Non
     await writer.flush()
     assert writer.lost == 3 and counted == Counter()
     down = False
-    await writer.flush()  # nothing queued now: the counts go alone
+    await writer.aclose()  # nothing queued now (a shutdown, say): the counts go alone
     assert counted == Counter({"t1": 2})
     await writer.flush()
     assert counted == Counter({"t1": 2})  # once

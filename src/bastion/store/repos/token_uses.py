@@ -133,8 +133,11 @@ class TokenUseWriter:
                 return
 
     async def aclose(self) -> None:
-        """At shutdown (no more requests): write everything still queued."""
+        """At shutdown (no more requests): write everything still queued, and the counted uses a
+        failed write left (one more try)."""
         while self._queue:
+            await self.flush()
+        if self._owed:
             await self.flush()
 
     async def _write(self, batch: list[TokenUse], owed: Counter[str]) -> None:
