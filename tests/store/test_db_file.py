@@ -42,10 +42,19 @@ async def test_a_new_database_and_its_directory_are_readable_by_bastions_user_al
     assert all(_mode(p) & 0o077 == 0 for p in path.parent.iterdir())  # journal files too
 
 
-async def test_a_database_file_others_could_read_is_made_private(tmp_path: Path, loose_umask: None) -> None:
+async def test_a_database_file_anyone_could_read_loses_those_bits_and_keeps_its_groups(
+    tmp_path: Path, loose_umask: None
+) -> None:
     path = tmp_path / "old.db"
     path.touch(mode=0o644)
     path.chmod(0o644)
     database = Database(f"sqlite+aiosqlite:///{path}")
     await database.close()
-    assert _mode(path) == 0o600
+    assert _mode(path) == 0o640  # the group's read stays: an operator's choice (backups)
+
+
+async def test_a_read_only_look_creates_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere" / "bastion.db"
+    database = Database(f"sqlite+aiosqlite:///{path}", read_only=True)
+    await database.close()
+    assert not path.parent.exists()

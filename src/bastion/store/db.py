@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -25,6 +26,8 @@ from bastion.vault.envelope import MasterKeys
 
 __all__ = ["Database"]
 
+log = structlog.get_logger(__name__)
+
 _CHARACTER_NOT_IN_REPERTOIRE = "22021"  # PostgreSQL's SQLSTATE for a NUL in text (or invalid UTF-8)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -34,12 +37,21 @@ def _private_file(path: Path) -> None:
     """The SQLite file, and a directory made for it, readable by Bastion's user alone, whatever the
     umask: the database holds the MCP session key and, without a master key, the OAuth signing
     keys in the clear (a 0644 file let any local account forge tokens). SQLite gives its journal
-    files the database file's permissions. A file found readable by others is made private."""
+    files the database file's permissions. An existing file of Bastion's user that anyone may read
+    loses those bits (its group's, an operator's choice for backups say, stay); one of another user
+    is only warned about."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        path.chmod(mode & 0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        found = path.stat()
+        mode = stat.S_IMODE(found.st_mode)
+        if not mode & 0o007:
+            return
+        if found.st_uid == os.geteuid():
+            path.chmod(mode & ~0o007)
+        else:
+            log.warning("database_file_readable_by_others", path=str(path), mode=oct(mode))
 
 
 class Database:
@@ -50,7 +62,7 @@ class Database:
         self.read_only = read_only
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:" and not read_only:
             _private_file(Path(parsed.database))
         self.engine: AsyncEngine = create_async_engine(
             url,
