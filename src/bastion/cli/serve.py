@@ -8,7 +8,6 @@ from pathlib import Path
 import anyio
 import typer
 
-from bastion.cli._common import run_with_services
 from bastion.config import Settings
 from bastion.observability.logging import configure_logging
 from bastion.posture import posture_findings
@@ -44,11 +43,22 @@ def demo(
 def migrate() -> None:
     """Bring the database schema to the newest revision and create the first admin if there is none."""
     from bastion.bootstrap import ensure_admin
+    from bastion.services import Services
 
     settings = Settings()
     # The same check as `serve`: the admin created here is the one a weak password would let in.
     _check_posture(settings, "refusing to migrate")
-    password = run_with_services(ensure_admin, "migrate")  # on the audit trail, like every command
+
+    # The database alone (no Redis, no audit journal, no origins): what a migration job can reach.
+    async def main() -> str | None:
+        services = Services(settings)
+        try:
+            await services.db.migrate()
+            return await ensure_admin(services)
+        finally:
+            await services.db.close()
+
+    password = anyio.run(main)
     typer.echo("database is at the newest schema revision")
     if password is not None:
         typer.echo(f"first admin created: {settings.admin_user} / {password}   (shown once)")
