@@ -31,6 +31,10 @@ def test_weak_admin_password_and_open_bind_without_tls_are_reported() -> None:
     assert posture_findings(Settings(admin_password="pX7-vQ2k_Lm9-Rt4zW8n")) == []
     for guessable in ("admin1234567890", "Admin@1234567", "abcdefghijklm", "qwertyuiopasd", "x-Admin-Q7v!k"):
         assert any("guessable" in f for f in posture_findings(Settings(admin_password=guessable))), guessable
+    ops = Settings(admin_user="ops", admin_password="pX7-vQ2k_Lm9-OPS-Rt4zW8n")  # the user's name in it
+    assert any("guessable" in f for f in posture_findings(ops))
+    # A one-letter name is no word: a random password holding that letter is not guessable for it.
+    assert posture_findings(Settings(admin_user="x", admin_password="pX7-vQ2k_Lm9-Rt4zW8n")) == []
 
 
 def test_address_lists_that_take_in_everything_are_reported() -> None:

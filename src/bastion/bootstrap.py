@@ -85,10 +85,20 @@ async def ensure_demo(services: Services, admin_password: str | None = None) -> 
         server = await control.set_published(operator, server.id, True)
         created = await control.create_token(
             operator,
-            TokenIn(name="demo client", servers=[DEMO_SLUG], expires_in_days=30, user=services.settings.admin_user),
+            TokenIn(name="demo client", servers=[DEMO_SLUG], expires_in_days=30, user=await _demo_user(services)),
         )
         token = created.token
     return DemoBootstrap(admin_password=admin_password, token=token, mcp_url=server.mcp_url)
+
+
+async def _demo_user(services: Services) -> str:
+    """Who the demo token acts as: the configured admin, or (that name renamed since) the first
+    platform administrator there is."""
+    async with services.db.session(SYSTEM) as s:
+        if await tokens.user_by_name(s, services.settings.admin_user) is not None:
+            return services.settings.admin_user
+        first = await s.scalar(select(User.username).where(User.is_admin.is_(True)).order_by(User.created_at).limit(1))
+    return first or services.settings.admin_user
 
 
 def demo_banner(result: DemoBootstrap, admin_user: str, console_url: str | None = None) -> str:

@@ -34,7 +34,9 @@ _RUN = 5  # this many characters in a row, each the one after the last (abcde, 5
 
 def _guessable(password: str, username: str) -> bool:
     lowered = password.lower()
-    if any(part in lowered for part in (*_GUESSED_PARTS, username.lower())):
+    # The user's name counts when it is a word (three or more), not a letter any password may hold.
+    named = (username.lower(),) if len(username) >= 3 else ()
+    if any(part in lowered for part in (*_GUESSED_PARTS, *named)):
         return True
     run, previous = 1, 0
     for a, b in pairwise(lowered):

@@ -37,9 +37,12 @@ async def test_a_renamed_admin_user_setting_creates_no_second_administrator(tmp_
         assert await ensure_admin(renamed) is None
         async with renamed.db.session(SYSTEM) as session:
             names = list(await session.scalars(select(User.username).where(User.is_admin.is_(True))))
+        async with renamed.running(poll_epoch=False):
+            demo = await ensure_demo(renamed)  # its token acts as the administrator there is
     finally:
         await renamed.db.close()
     assert names == ["admin"]
+    assert demo.token is not None
 
 
 async def test_a_demo_server_left_without_items_is_composed_published_and_given_a_token(tmp_path: Path) -> None:
