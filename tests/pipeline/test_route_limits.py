@@ -87,7 +87,11 @@ async def test_an_ipv6_client_is_counted_by_its_network_not_by_each_of_its_addre
     with pytest.raises(TooManyRequests):
         await limits.hit("sign-in", "2001:db8:1:2:abcd::77")  # the same /64
     await limits.hit("sign-in", "2001:db8:1:3::1")  # the next /64: someone else
+    await limits.hit("sign-in", "64:ff9b::c000:201")  # NAT64: the IPv4 client it carries (192.0.2.1)
+    await limits.hit("sign-in", "64:ff9b::c000:263")  # another IPv4 client behind the same translator
     await limits.hit("sign-in", "192.0.2.1")
+    with pytest.raises(TooManyRequests):
+        await limits.hit("sign-in", "::ffff:192.0.2.1")  # the same client, spelled as IPv6
     await limits.hit("sign-in", "192.0.2.2")  # IPv4: each address its own
     await limits.hit("sign-in", "192.0.2.2")
     with pytest.raises(TooManyRequests):

@@ -32,17 +32,26 @@ Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
 
 
+_NAT64 = IPv6Network("64:ff9b::/96")  # RFC 6052: a translator's IPv4 client, in the last 32 bits
+
+
 def address_group(client: str) -> str:
     """What a per-address budget counts: an IPv4 address itself, an IPv6 address's /64 (one
     client network is handed a /64 and may send from any of its 2^64 addresses, each a fresh
-    budget otherwise). Anything else (not an address) as it is."""
+    budget otherwise), and an IPv6 address that carries an IPv4 one (NAT64, 6to4, Teredo) that
+    IPv4 address: behind a translator, each IPv4 client its own. Anything else as it is."""
     try:
         address = ip_address(client)
     except ValueError:
         return client
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is None:
-        return str(IPv6Network((int(address) >> 64 << 64, 64)))
-    return client
+    if not isinstance(address, IPv6Address):
+        return client
+    if address in _NAT64:
+        return str(IPv4Address(int(address) & 0xFFFFFFFF))
+    carried = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+    if carried is not None:
+        return str(carried)
+    return str(IPv6Network((int(address) >> 64 << 64, 64)))
 
 
 def _canonical(address: Address) -> Address:
