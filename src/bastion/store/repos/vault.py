@@ -85,11 +85,16 @@ async def check_vault(db: Database, keys: MasterKeys | None) -> None:
 
 async def rewrap_all(db: Database, keys: MasterKeys) -> int:
     """Re-wrap every sealed secret under the current key (sealing plaintext signing keys too);
-    returns how many secrets were rewritten. One transaction: all or nothing."""
+    returns how many secrets were rewritten. One transaction: all or nothing.
+
+    Every row it rewrites is locked as it is read (PostgreSQL; SQLite serializes writers by
+    itself): it runs beside live servers, and a credential replaced, or a person's refresh token
+    rotated, meanwhile would otherwise be overwritten with the old one. Such a write waits for the
+    rewrap instead, and then writes over it."""
     await check_vault(db, keys)
     changed = 0
     async with db.session(SYSTEM) as session:
-        for origin in await session.scalars(select(Origin).where(Origin.credential.is_not(None))):
+        for origin in await session.scalars(select(Origin).where(Origin.credential.is_not(None)).with_for_update()):
             if origin.credential is None or not is_sealed(origin.credential):
                 continue  # nothing sealed (a `jwt` origin's minting configuration)
             owner = origin_owner(origin.tenant_id, origin.id)
@@ -98,7 +103,9 @@ async def rewrap_all(db: Database, keys: MasterKeys) -> int:
             origin.credential = rewrapped
         # Keys in the clear are sealed only while none is sealed (see `trusted_signing_keys`): one planted
         # beside sealed keys stays out of the ring, never laundered into it.
-        for key in trusted_signing_keys((await session.scalars(select(SigningKey))).all(), sealing=True):
+        for key in trusted_signing_keys(
+            (await session.scalars(select(SigningKey).with_for_update())).all(), sealing=True
+        ):
             owner = signing_key_owner(key.kid)
             if is_sealed(key.private_jwk):
                 rewrapped = keys.rewrap(key.private_jwk, owner)
@@ -106,12 +113,12 @@ async def rewrap_all(db: Database, keys: MasterKeys) -> int:
                 rewrapped = keys.seal(key.private_jwk.encode(), owner)
             changed += rewrapped != key.private_jwk
             key.private_jwk = rewrapped
-        for grant in await session.scalars(select(DownstreamGrant)):
+        for grant in await session.scalars(select(DownstreamGrant).with_for_update()):
             owner = grant_owner(grant.tenant_id, grant.user_id, grant.origin_id, grant.issuer, grant.resource)
             rewrapped = keys.rewrap(grant.sealed, owner)
             changed += rewrapped != grant.sealed
             grant.sealed = rewrapped
-        for checkpoint_key in await session.scalars(select(AuditCheckpointKey)):
+        for checkpoint_key in await session.scalars(select(AuditCheckpointKey).with_for_update()):
             if not is_sealed(checkpoint_key.public_jwk):
                 continue  # kept in the clear by a Bastion without master keys: sealing it now adds no trust
             rewrapped = keys.rewrap(checkpoint_key.public_jwk, key_owner(checkpoint_key.kid))
