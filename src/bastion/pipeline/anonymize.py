@@ -95,7 +95,7 @@ class Anonymize(StageBase):
                 return text
             # Links first, once per text: a stand-in inside one stays (an origin could put it in an
             # image or a resource link the client fetches, carrying the original wherever it points).
-            links = [m.span() for m in _LINK.finditer(text)] if ":" in text else []
+            links = [m.span() for m in _LINK.finditer(text)] if ("/" in text or ":" in text) else []
 
             def original(match: re.Match[str]) -> str:
                 at = match.start()
@@ -112,8 +112,17 @@ class Anonymize(StageBase):
         return map_strings(value, restore)
 
 
-# A link: a scheme and "://", or a scheme that needs none (mailto:, tel:, sms:, data:), up to whitespace.
-_LINK = re.compile(r"(?:\b[A-Za-z][A-Za-z0-9+.-]*://|\b(?:mailto|tel|sms|data):)\S+")
+# A link, up to whitespace: a scheme and "://", or a scheme that needs none (mailto:, tel:, sms:,
+# data:); one without a scheme too, which a client resolves all the same: protocol-relative
+# ("//host/..."), a host name and a path ("www.host.example/...", "host.example/?e=..."), or the
+# target of a markdown link or an HTML attribute that points somewhere ("](...)", src=, href=).
+_LINK = re.compile(
+    r"(?:\b[A-Za-z][A-Za-z0-9+.-]*://|\b(?:mailto|tel|sms|data):)\S+"
+    r"|(?<![\w:/])//\S+"
+    r"|\b(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}(?::\d{1,5})?/\S*"
+    r"|\]\([^)\s]*"
+    r"|\b(?:src|href|srcset|action|poster|data)\s*=\s*[\"']?[^\"'\s>]*"
+)
 _STAND_IN = re.compile(r"anon_[a-z]+_[0-9a-f]{6}[0-9]+(?:@anonymized\.invalid)?")
 
 
