@@ -53,3 +53,18 @@ def test_a_limiter_or_journal_out_of_reach_during_a_call_is_a_503_with_retry_aft
         assert dispatch_status(limited, modern=modern) == (429, [(b"retry-after", b"7")])
     assert dispatch_status(InvalidParams("bad"), modern=False) == (200, [])
     assert dispatch_status(InvalidParams("bad"), modern=True)[0] == 400
+
+
+def test_a_handshake_era_client_sends_no_multi_round_trip_fields_on() -> None:
+    """Bastion asks a handshake-era client's questions itself and retries for it: `inputResponses`
+    or a `requestState` such a client sends would reach the origin as answers to questions nobody
+    asked it (past the relay's screening) and as state no DLP rule reads."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from bastion.mcp.methods import Call, round_trip
+
+    params = {"name": "t", "arguments": {}, "inputResponses": {"q": {"action": "accept"}}, "requestState": "AKIA"}
+    assert round_trip(cast(Call, SimpleNamespace(modern=False)), params) == {}
+    modern = round_trip(cast(Call, SimpleNamespace(modern=True)), params)
+    assert modern == {"inputResponses": {"q": {"action": "accept"}}, "requestState": "AKIA"}

@@ -38,7 +38,7 @@ from bastion.observability.metrics import Metrics
 from bastion.observability.tracing import Tracing
 from bastion.pipeline.chain import Pipeline
 
-__all__ = ["SERVER_CAPABILITIES", "Call", "Methods"]
+__all__ = ["SERVER_CAPABILITIES", "Call", "Methods", "round_trip"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -175,7 +175,7 @@ class Methods:
             mismatch = param_headers.mismatch(route.definition, arguments, call.param_headers or {})
             if mismatch is not None:  # a proxy in front of Bastion may have routed on the header
                 raise HeaderMismatch(mismatch)
-        forwarded = {"name": route.upstream_name, "arguments": arguments, **_round_trip(params)}
+        forwarded = {"name": route.upstream_name, "arguments": arguments, **round_trip(call, params)}
         return await self._forwarder.forward(call, route, "tools/call", forwarded, mt.CallToolResult)
 
     async def _resources_read(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +184,7 @@ class Methods:
         route = call.server.resource_for(uri) or call.server.template_for(uri)
         if route is None:
             _unknown(call.server, "resource", uri)
-        forwarded = {"uri": uri, **_round_trip(params)}
+        forwarded = {"uri": uri, **round_trip(call, params)}
         return await self._forwarder.forward(call, route, "resources/read", forwarded, mt.ReadResourceResult)
 
     async def _prompts_get(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +192,7 @@ class Methods:
         route = call.server.prompts.get(request.name)
         if route is None:
             _unknown(call.server, "prompt", request.name)
-        forwarded: dict[str, Any] = {"name": route.upstream_name, **_round_trip(params)}
+        forwarded: dict[str, Any] = {"name": route.upstream_name, **round_trip(call, params)}
         if request.arguments is not None:
             forwarded["arguments"] = request.arguments
         return await self._forwarder.forward(call, route, "prompts/get", forwarded, mt.GetPromptResult)
@@ -234,8 +234,12 @@ def _validate(model: type[_M], params: dict[str, Any], method: str) -> _M:
         raise InvalidParams(f"invalid {method} params: {where}: {first['msg']}") from None
 
 
-def _round_trip(params: dict[str, Any]) -> dict[str, Any]:
-    """The 2026-07-28 multi-round-trip fields of a retried request, passed on unchanged."""
+def round_trip(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """The 2026-07-28 multi-round-trip fields of a retried request, passed on unchanged; none from
+    a handshake-era client, for which Bastion itself asks and retries (what such a client sent
+    there would reach the origin as answers and state no question of Bastion's produced)."""
+    if not call.modern:
+        return {}
     return {key: params[key] for key in ("inputResponses", "requestState") if key in params}
 
 
