@@ -17,7 +17,7 @@ from bastion.pipeline.approval import Approval
 from bastion.pipeline.cedar import Cedar
 from bastion.pipeline.dlp import Dlp
 from bastion.pipeline.inspect import Inspect
-from bastion.pipeline.schema_guard import SchemaGuard, _fast_valid
+from bastion.pipeline.schema_guard import SchemaGuard, _fast_verdict
 from tests.pipeline.stages import context
 
 pytestmark = pytest.mark.anyio
@@ -60,17 +60,21 @@ async def test_an_invalid_pinned_schema_denies_instead_of_guessing() -> None:
     assert decision.action == "deny" and "invalid input schema" in decision.reason
 
 
-async def test_where_the_fast_check_and_jsonschema_differ_jsonschema_decides() -> None:
-    # ECMA-262's \d (jsonschema_rs) is ASCII only, Python's (jsonschema) any decimal digit: the fast
-    # check refuses Arabic-Indic digits, jsonschema accepts them, and the call goes on as it did.
+async def test_where_the_fast_check_and_jsonschema_differ_json_schemas_own_regex_rules_decide() -> None:
+    """JSON Schema's patterns are ECMA-262's (jsonschema_rs): `\\d` is ASCII only and `$` ends the
+    text. Python's `re` (jsonschema) takes any decimal digit, and lets `$` match before a final
+    newline: a `host` of "abc\\n" passed, carrying a line break to the origin."""
     schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^\\d+$"}}}
     guard = SchemaGuard()
     arabic = {"code": "\u0661\u0662\u0663"}
     compiled = guard._compiled(schema)
-    assert compiled is not None and not _fast_valid(compiled[1], arabic)
-    assert (await guard.on_request(context(arabic, schema=schema))).action == "allow"
+    assert compiled is not None and _fast_verdict(compiled[1], arabic) is False
+    refused = await guard.on_request(context(arabic, schema=schema))
+    assert refused.action == "deny" and "code: does not match the schema" in refused.reason
+    assert "\u0661" not in refused.reason  # the path, never the value
     assert (await guard.on_request(context({"code": "123"}, schema=schema))).action == "allow"
     assert (await guard.on_request(context({"code": "12a"}, schema=schema))).action == "deny"
+    assert (await guard.on_request(context({"code": "123\n"}, schema=schema))).action == "deny"
 
 
 async def test_a_reference_inside_the_schema_still_resolves() -> None:

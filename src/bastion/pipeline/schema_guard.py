@@ -61,14 +61,24 @@ class SchemaGuard(StageBase):
                 )
             )
         validator, fast = compiled
+        verdict = _fast_verdict(fast, arguments)
         try:
-            error = None if _fast_valid(fast, arguments) else next(iter(validator.iter_errors(arguments)), None)
+            error = None if verdict else next(iter(validator.iter_errors(arguments)), None)
         except Unresolvable:  # a `$ref` to anything outside the schema itself: never fetched
             return Decision.deny(
                 UpstreamProtocolError(
                     f"tool {ctx.item.exposed_name!r} has an input schema that refers to a document outside it, "
                     "which Bastion does not fetch; an administrator must review it"
                 )
+            )
+        if error is None and verdict is False:
+            # jsonschema_rs refused what `jsonschema` lets through: its verdict stands. They differ on
+            # regular expressions: JSON Schema's are ECMA-262's, where `$` ends the text; Python's
+            # `re.search`, which `jsonschema` uses, also lets `$` match before a final newline.
+            path = _fast_path(fast, arguments)[:_SHOWN_PATH] or "arguments"
+            return Decision.deny(
+                InvalidParams(f"invalid arguments for {ctx.item.exposed_name!r}: {path}: does not match the schema"),
+                detail={"field": path},
             )
         if error is not None:
             path = _path(error.absolute_path)[:_SHOWN_PATH] or "arguments"
@@ -125,14 +135,21 @@ class SchemaGuard(StageBase):
         return validator, fast
 
 
-def _fast_valid(fast: Any, arguments: Any) -> bool:
-    """True when `jsonschema_rs` finds the arguments valid; False sends them to `jsonschema`."""
+def _fast_verdict(fast: Any, arguments: Any) -> bool | None:
+    """`jsonschema_rs`' verdict on the arguments: True valid, False not (then `jsonschema` says
+    where), None when it cannot tell (no compiled schema, a value it cannot represent)."""
     if fast is None:
-        return False
+        return None
     try:
         return bool(fast.is_valid(arguments))
     except (ValueError, TypeError, OverflowError):  # a value it cannot represent: jsonschema decides
-        return False
+        return None
+
+
+def _fast_path(fast: Any, arguments: Any) -> str:
+    """Where `jsonschema_rs` finds the first error (a path of names, never the value)."""
+    first = next(iter(fast.iter_errors(arguments)), None)
+    return _path(first.instance_path) if first is not None else ""
 
 
 def _path(parts: Any) -> str:
