@@ -84,6 +84,10 @@ def test_cedar_policies_of_every_scope_apply_together() -> None:
     }
     merged = merge(policies, scope_chain("srv", "shop", "refund"))["cedar"]
     assert "forbid" in merged.policies and "permit" in merged.policies
+    # A narrower scope cannot switch off what binds every tool.
+    policies["tool:shop/refund"]["cedar"]["enabled"] = False
+    merged = merge(policies, scope_chain("srv", "shop", "refund"))["cedar"]
+    assert merged.enabled and "forbid" in merged.policies
 
 
 def test_an_action_for_a_detector_nobody_runs_is_refused() -> None:

@@ -65,6 +65,16 @@ async def test_a_policy_naming_a_detector_this_replica_lacks_refuses_the_call() 
         await pipeline.request(ctx)
 
 
+def test_a_policy_for_a_stage_this_replica_has_not_installed_refuses_the_call() -> None:
+    """The stage's policy would otherwise be merged and then run by nobody: the call allowed on this
+    replica and refused on one that has the package."""
+    pipeline = Pipeline(RateLimit(limiter_storage(None, "t", 1.0)), detectors={})
+    policies = {"default": {"global": {"watermark": {"text": "-- via ACME"}}}}
+    with pytest.raises(PolicyDenied, match="name stage\\(s\\) watermark, not installed here"):
+        pipeline.settings(policies, "default", "srv", "shop", "refund")
+    assert pipeline.settings({"default": {}}, "default", "srv", "shop", "refund")["dlp"].enabled
+
+
 def test_a_plugin_that_takes_a_built_in_name_stops_the_start(installed: None) -> None:
     with pytest.raises(PluginError, match="built-in"):
         load_stages(frozenset({"watermark"}))

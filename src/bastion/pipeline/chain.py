@@ -38,7 +38,7 @@ from bastion.pipeline.anonymize import Anonymize
 from bastion.pipeline.approval import Approval
 from bastion.pipeline.base import CallContext, Decision, Phase, Stage
 from bastion.pipeline.cedar import Cedar
-from bastion.pipeline.config import merge, scope_chain
+from bastion.pipeline.config import STAGE_SETTINGS, merge, scope_chain
 from bastion.pipeline.dlp import Dlp
 from bastion.pipeline.dlp_detectors import Detector
 from bastion.pipeline.inspect import Inspect, instructions_in
@@ -110,6 +110,14 @@ class Pipeline:
                     f"the policies that apply to {origin}/{item} do not combine into valid settings; "
                     "an administrator must correct them"
                 ) from None
+            missing = sorted(found.keys() - STAGE_SETTINGS.keys() - self.plugin_names)
+            if missing:
+                # A policy for a plugin stage this replica has not installed (a typo, a replica
+                # without the package): deciding without it would let through what it exists to stop.
+                raise PolicyDenied(
+                    f"the policies that apply to {origin}/{item} name stage(s) {', '.join(missing)}, "
+                    "not installed here; nothing is decided without them"
+                )
             self._settings[key] = found
         return found
 

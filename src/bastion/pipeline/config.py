@@ -173,6 +173,9 @@ class CedarSettings(_Settings):
 _MAPS: Mapping[str, frozenset[str]] = {"dlp": frozenset({"request", "response"})}
 _LISTS: Mapping[str, frozenset[str]] = {"dlp": frozenset({"custom", "plugins"})}
 _TEXTS: Mapping[str, frozenset[str]] = {"cedar": frozenset({"policies"})}
+# Switches a narrower scope may turn on, never off: Cedar's policies add up across scopes, so a
+# `forbid` written at the global scope binds every tool (a tool's `enabled: false` undid it).
+_ONCE_ON: Mapping[str, frozenset[str]] = {"cedar": frozenset({"enabled"})}
 
 
 def _combine(stage: str, name: str, before: Any, value: Any) -> Any:
@@ -184,6 +187,8 @@ def _combine(stage: str, name: str, before: Any, value: Any) -> Any:
         return [*before, *(v for v in value if v not in before)]
     if name in _TEXTS.get(stage, frozenset()) and isinstance(before, str) and isinstance(value, str):
         return f"{before}\n{value}" if before and value else before or value
+    if name in _ONCE_ON.get(stage, frozenset()) and before is True:
+        return True
     return value
 
 
