@@ -256,7 +256,10 @@ class DownstreamGrants:
                 sealed=seal_tokens(keys, key.owner, fresh), expires_at=fresh.expires_at, scope=fresh.scope or ""
             )
 
-        stored = await self._store.update_locked(key, decide)
+        # Not cancelled halfway (a client that cancels its call, or goes): once the server rotated the
+        # refresh token, only the write keeps the new one; lost, the person would have to connect again.
+        with anyio.CancelScope(shield=True):
+            stored = await self._store.update_locked(key, decide)
         if stored is None or not outcome:
             self._cache.pop(key, None)
             raise self._required(key, client, f"connect your account at {name!r} first")
