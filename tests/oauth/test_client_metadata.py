@@ -342,6 +342,9 @@ async def test_a_server_whose_certificate_is_not_trusted_is_refused(tmp_path: Pa
         ({"redirect_uris": ["about:blank"]}, "reverse-DNS private-use scheme"),
         ({"redirect_uris": ["http://trusted.example@127.0.0.1:8080/cb"]}, "a user name before its host"),
         ({"redirect_uris": ["https://claude.ai@evil.example/cb"]}, "a user name before its host"),
+        # A host that would add directives to the pages' CSP, or read as another host on them.
+        ({"redirect_uris": ["https://a.example; frame-ancestors https://a.example ;/cb"]}, "a space or a control"),
+        ({"redirect_uris": ["https://evil.example\\.good.com/cb"]}, "a backslash"),
         ({"client_name": None}, "client_name must be a non-empty string"),
         ({"logo_uri": "http://app.example.com/logo.png"}, "logo_uri must be an absolute https URL"),
         ({"token_endpoint_auth_method": "private_key_jwt"}, "needs the client's public keys"),

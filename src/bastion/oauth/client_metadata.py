@@ -24,7 +24,7 @@ from yarl import URL
 
 from bastion.errors import InvalidClient, InvalidClientMetadata, UpstreamError, UpstreamTimeout, UpstreamTooLarge
 from bastion.net import EgressPolicy, EgressRefused, FetchedDocument, fetch_limited
-from bastion.oauth.redirects import has_userinfo, is_loopback_redirect
+from bastion.oauth.redirects import has_unsafe_characters, has_userinfo, is_loopback_redirect
 
 __all__ = [
     "ClientMetadataDocument",
@@ -119,6 +119,9 @@ def _redirect_uris(fields: _Fields) -> tuple[str, ...]:
     if not uris:
         raise fields.refuse("redirect_uris is required and must list at least one URI")
     for uri in uris:
+        if has_unsafe_characters(uri):
+            # As dynamic registration refuses them: shown on the consent page, put in its CSP.
+            raise fields.refuse(f"redirect URI {uri[:200]!r} holds a backslash, a space or a control character")
         scheme = _SCHEME.match(uri)
         if scheme is None or "#" in uri or scheme.group()[:-1].lower() in _UNSAFE_SCHEMES:
             # RFC 6749 §3.1.2: absolute, no fragment; CIMD §8.6: no script or data schemes.

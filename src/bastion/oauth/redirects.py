@@ -6,7 +6,10 @@ import ipaddress
 import socket
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["client_proven_by", "has_userinfo", "is_loopback_redirect", "redirect_uri_matches", "with_params"]
+__all__ = [
+    "client_proven_by", "has_unsafe_characters", "has_userinfo", "is_loopback_redirect", "redirect_uri_matches",
+    "with_params",
+]  # fmt: skip
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
 
@@ -47,6 +50,13 @@ def _this_machine(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback or address.is_unspecified
+
+
+def has_unsafe_characters(uri: str) -> bool:
+    """A backslash, a space or a control character: a browser reads `https://evil.example\\.app.com/`
+    as host evil.example (the backslash is a slash to it) while a page would name another, and a
+    space or a `;` in a host would end up in headers built from it (a CSP's form-action)."""
+    return any(c == "\\" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri)
 
 
 def has_userinfo(uri: str) -> bool:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from bastion.errors import AccessDenied, InvalidClient, InvalidClientMetadata, InvalidRedirectUri, InvalidScope
 from bastion.identity.tokens import hash_token
 from bastion.oauth.provider import Client, OAuthStore
-from bastion.oauth.redirects import has_userinfo, is_loopback_redirect
+from bastion.oauth.redirects import has_unsafe_characters, has_userinfo, is_loopback_redirect
 from bastion.oauth.scopes import grantable_scopes
 
 __all__ = ["Registrar", "RegistrationPolicy"]
@@ -32,9 +32,8 @@ _AUTH_METHODS = {"none", "client_secret_basic", "client_secret_post"}
 
 
 def _check_redirect(uri: str, application_type: str, allowed_hosts: Sequence[str] | None) -> None:
-    if any(c == "\\" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
-        # Stored as sent and shown on the consent page: a browser reads `https://evil.example\.app.com/`
-        # as host evil.example (the backslash is a slash to it), the page would name another.
+    if has_unsafe_characters(uri):
+        # Stored as sent and shown on the consent page (see `has_unsafe_characters`).
         raise InvalidRedirectUri(f"redirect URI {uri[:200]!r} holds a backslash, a space or a control character")
     parts = urlsplit(uri)
     if parts.fragment:

@@ -24,6 +24,8 @@ _env = Environment(
     auto_reload=False,
 )
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")  # RFC 3986 §3.1, as urlsplit lowercases it
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")  # a name or IPv4, as urlsplit lowercases it
+_IPV6 = re.compile(r"[0-9a-f:.]{2,45}")  # a bracketed address, its brackets taken off by urlsplit
 
 
 def backing_off(response: R, error: BastionError) -> R:
@@ -36,10 +38,23 @@ def backing_off(response: R, error: BastionError) -> R:
 
 
 def csp_source(target: str) -> str | None:
-    """The CSP source expression (scheme and host) of a URL, or None."""
+    """The CSP source expression (scheme, host and port) of a URL, or None. Rebuilt from the parts
+    it checked, never copied: a host with a space or a `;` (a client's redirect URI, as its
+    metadata document gave it) would add directives of its own to the header."""
     parts = urlsplit(target)
     if parts.scheme in ("http", "https") and parts.netloc:
-        return f"{parts.scheme}://{parts.netloc}"
+        try:
+            port = parts.port
+        except ValueError:
+            return None
+        host = parts.hostname or ""
+        if _HOST.fullmatch(host):
+            authority = host
+        elif _IPV6.fullmatch(host):
+            authority = f"[{host}]"
+        else:
+            return None
+        return f"{parts.scheme}://{authority}" + (f":{port}" if port is not None else "")
     if _SCHEME.fullmatch(parts.scheme):
         # A native app's private-use scheme (RFC 8252 §7.1) is allowed as a scheme-source.
         return f"{parts.scheme}:"
