@@ -143,3 +143,28 @@ def test_sign_in_attempts_from_one_address_are_rate_limited_with_retry_after(tmp
         assert limited.status_code == 429
         assert 0 < int(limited.headers["retry-after"]) <= 60
         assert "at most 3 per 1 minute" in limited.json()["error"]["message"]
+
+
+def test_signing_out_or_in_drops_the_authorization_flows_sign_in_cookie_too(bastion: Bastion) -> None:
+    """A person who approved an application at /oauth/login, then signed out: the next person to
+    authorize one on this browser must not do it as them (that cookie lives on its own otherwise)."""
+
+    def dropped(response: httpx.Response) -> bool:
+        return any(
+            c.startswith("bastion_login=") and "max-age=0" in c.lower() for c in response.headers.get_list("set-cookie")
+        )
+
+    with httpx.Client(base_url=bastion.base_url) as http:
+        signed_in = http.post("/auth/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+        assert signed_in.status_code == 200 and dropped(signed_in)  # someone signed in
+        signed_out = http.delete("/auth/session")
+        assert signed_out.status_code == 204 and dropped(signed_out)
+
+
+def test_a_sign_in_posted_from_another_site_is_refused(bastion: Bastion) -> None:
+    """Login CSRF: a cross-site fetch could otherwise sign the browser in as the attacker's user."""
+    with httpx.Client(base_url=bastion.base_url) as http:
+        body = {"username": "admin", "password": ADMIN_PASSWORD}
+        refused = http.post("/auth/session", json=body, headers={"sec-fetch-site": "cross-site"})
+        assert refused.status_code == 403 and "bastion_session" not in http.cookies
+        assert http.post("/auth/session", json=body, headers={"sec-fetch-site": "same-origin"}).status_code == 200

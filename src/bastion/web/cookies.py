@@ -11,7 +11,10 @@ from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["cookie_name", "delete_cookie", "read_cookie", "set_cookie"]
+__all__ = ["LOGIN_COOKIE", "cookie_name", "delete_cookie", "read_cookie", "set_cookie"]
+
+# The authorization flow's sign-in (`/oauth/login`): who the browser is signed in as there.
+LOGIN_COOKIE = "bastion_login"
 
 _HOST_PREFIX = "__Host-"
 

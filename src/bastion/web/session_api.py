@@ -28,8 +28,8 @@ from bastion.identity.tokens import same_secret, spent_key
 from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.store.repos.spent import is_spent, spend
 from bastion.web.authserver import AuthServer
-from bastion.web.cookies import delete_cookie, read_cookie, set_cookie
-from bastion.web.deps import Auth, attempt, limit
+from bastion.web.cookies import LOGIN_COOKIE, delete_cookie, read_cookie, set_cookie
+from bastion.web.deps import Auth, attempt, limit, same_site
 
 __all__ = [
     "SESSION_COOKIE",
@@ -87,6 +87,7 @@ async def cookie_claims(auth: AuthServer, cookie: str) -> dict[str, Any]:
 
 @router.post("/session")
 async def sign_in(data: SessionIn, request: Request, auth: Auth) -> JSONResponse:
+    same_site(request, auth)  # login CSRF: a cross-site fetch could sign the browser in as its own user
     await limit(request, "sign-in")
     user = await auth.logins.verify(attempt(request, data.username, data.password))
     note(request.scope, principal=user.id, tenant=user.tenant_id)
@@ -121,6 +122,7 @@ async def start_session(request: Request, response: Response, auth: AuthServer, 
     someone signing in on a browser another person used leaves no copy of that person's cookie
     alive (it would otherwise last until it expired, renewals included)."""
     await _end_held_session(request, auth)
+    _forget_login(response, auth)
     set_session_cookie(response, auth, cookie)
 
 
@@ -129,6 +131,7 @@ async def leave_session(request: Request, response: Response, auth: AuthServer) 
     redirect back: the cookie is SameSite=Strict) ends the browser's session as it starts, the last
     request that carries the cookie, for the reason `start_session` does."""
     await _end_held_session(request, auth)
+    _forget_login(response, auth)
     delete_cookie(response, SESSION_COOKIE, auth.issuer, samesite="strict")
 
 
@@ -147,7 +150,14 @@ async def end_session(response: Response, auth: AuthServer, claims: Mapping[str,
     """Sign out: drop the browser's cookie and, given the session's claims, end the session itself."""
     if claims is not None:
         await _spend_session(auth, claims)
+    _forget_login(response, auth)
     delete_cookie(response, SESSION_COOKIE, auth.issuer, samesite="strict")
+
+
+def _forget_login(response: Response, auth: AuthServer) -> None:
+    """Signing out, or someone signing in, also drops the authorization flow's sign-in cookie: left,
+    the next person to authorize an application on this browser did it as the one before."""
+    delete_cookie(response, LOGIN_COOKIE, auth.issuer, samesite="lax")
 
 
 async def _spend_session(auth: AuthServer, claims: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ from bastion.identity.tokens import same_secret
 from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.oauth.redirects import client_proven_by
 from bastion.web.authserver import AuthServer
-from bastion.web.cookies import read_cookie, set_cookie
+from bastion.web.cookies import LOGIN_COOKIE, read_cookie, set_cookie
 from bastion.web.deps import Auth, attempt, limit, same_site, single_values
 from bastion.web.pages import backing_off, render
 from bastion.web.providers import sign_in_targets
@@ -33,7 +33,7 @@ __all__ = ["error_page", "login_page", "read_request", "router", "sign_in"]
 
 router = APIRouter(include_in_schema=False)
 
-_COOKIE = "bastion_login"
+_COOKIE = LOGIN_COOKIE
 _SCOPE_TEXT = {
     SCOPE_MCP: "use every tool, resource and prompt of this server",
     SCOPE_MCP_READ: "list and read; call read-only tools",
