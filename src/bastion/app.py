@@ -133,7 +133,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Any:
         return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     control = control_plane(
-        api, body_limit=settings.max_body_bytes, audit=services.audit, fallback_tenant=DEFAULT_TENANT
+        api,
+        body_limit=settings.max_body_bytes,
+        audit=services.audit,
+        fallback_tenant=DEFAULT_TENANT,
+        refusals=services.request_refusals,
     )
     planes: Any = _Planes(services.endpoint, control, services.token_gate)
     if settings.cors_origins:

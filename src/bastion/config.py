@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         description="Refusals of MCP requests nobody could be identified for (no or a bad token, an Origin not "
         "allowed) recorded per client address (limits notation); past it answered as before, counted, not recorded.",
     )
+    rate_limit_request_refusals: str = Field(
+        "120/minute",
+        description="Refusals (4xx) of admin API, OAuth and console requests nobody could be identified for, "
+        "recorded per client address (limits notation); past it answered as before, not recorded.",
+    )
     mcp_streams_per_token: int = Field(
         32, gt=0, description="MCP notification streams (GET, listen) one token may hold open on one replica."
     )
@@ -374,6 +379,7 @@ class Settings(BaseSettings):
         "rate_limit_authorize",
         "rate_limit_mcp_sessions",
         "rate_limit_mcp_refusals",
+        "rate_limit_request_refusals",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:

@@ -170,6 +170,10 @@ class Services:
         )
         # API tokens' own limits and their use log (the batch writer is started in `running`).
         self.client_ip = ClientIp(settings.trusted_proxies)
+        # Refusals of control-plane requests nobody was identified for: recorded within a budget.
+        self.request_refusals = RefusalBudget(
+            settings.rate_limit_request_refusals, self.limiter, self.client_ip, label="request-refusals"
+        )
         self.token_uses = TokenUseWriter(self.db, interval=settings.token_use_flush_seconds)
         # The audit trail: hash-chained per tenant, written in batches; forwarded calls wait for theirs.
         # Checkpoints of the chains are signed with the live key ring's active key.

@@ -154,3 +154,26 @@ async def test_a_client_that_leaves_before_its_body_ends_is_recorded_not_a_serve
     assert record["decision"] == "error" and record["status"] == "-32600"
     assert "closed the connection after 10 bytes" in record["reason"]
     assert 'status="500"' not in gw.api("GET", "/metrics").text
+
+
+@pytest.fixture(scope="module")
+def budgeted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion]:
+    with inventory_gateway(tmp_path_factory.mktemp("budget"), rate_limit_request_refusals="3/minute") as bastion:
+        yield bastion
+
+
+async def test_refusals_of_unidentified_requests_are_recorded_within_a_budget_per_address(budgeted: Bastion) -> None:
+    """Anyone who reaches the API could otherwise grow the trail (and its journal on disk) at the rate
+    they send requests. Past the budget they are answered as before; a caller who was identified is
+    recorded whatever the budget, as is whatever changes something."""
+    ids = [_rid() for _ in range(5)]
+    for rid in ids:
+        assert budgeted.http.get("/api/origins", headers={"x-request-id": rid}).status_code == 401
+    rita = add_person(budgeted, "rita", roles=["member"])
+    identified = _rid()
+    refused = as_person(budgeted, rita, "GET", "/api/users", headers={"x-request-id": identified})
+    assert refused.status_code == 403
+    (record,) = await _records(budgeted, identified)
+    assert record["principal"] == rita.id
+    kept = [rid for rid in ids if budgeted.ok("GET", f"/api/audit/records?correlation_id={rid}")]
+    assert kept == ids[:3]

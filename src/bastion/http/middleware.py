@@ -29,6 +29,7 @@ from bastion.audit.sink import REQUEST_ID, AuditSink
 from bastion.http.asgi import Message, Receive, Scope, Send, header, route_template, send_bytes
 from bastion.http.request_audit import RequestTrail
 from bastion.ids import unique_id
+from bastion.mcp.refusal_budget import RefusalBudget
 from bastion.observability.metrics import Metrics, plane_of
 from bastion.observability.tracing import Tracing
 
@@ -194,10 +195,15 @@ def build_stack(app: ASGIApp, *, tls: bool, metrics: Metrics | None = None, trac
 
 
 def control_plane(
-    app: ASGIApp, *, body_limit: int, audit: AuditSink | None = None, fallback_tenant: str = ""
+    app: ASGIApp,
+    *,
+    body_limit: int,
+    audit: AuditSink | None = None,
+    fallback_tenant: str = "",
+    refusals: RefusalBudget | None = None,
 ) -> ASGIApp:
     """The layers around what is not the MCP endpoint: its audit record, then its body limit."""
     app = BodyLimit(app, limit=body_limit)
     if audit is not None:
-        app = RequestTrail(app, sink=audit, fallback_tenant=fallback_tenant)
+        app = RequestTrail(app, sink=audit, fallback_tenant=fallback_tenant, refusals=refusals)
     return app

@@ -9,6 +9,10 @@ reaches the record through `bastion.audit.sink.note`; the query string never doe
 A request that may change something is answered only once its record is durable, as a forwarded
 tool call is: any method but GET/HEAD/OPTIONS, and the GETs of OAuth's redirects, which do change
 things (`_changes`).
+
+A refusal (4xx) of a request nobody was identified for is recorded within a budget per client
+address (`RefusalBudget`, as the MCP endpoint's): past it, anyone who can reach the API could
+grow the tenant's trail, and its journal on disk, at the rate they can send requests.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from bastion.audit.chain import AuditRecord
 from bastion.audit.sink import AuditSink, noted, now_us
 from bastion.http.asgi import Message, Receive, Scope, Send, route_template
 from bastion.ids import unique_id
+from bastion.mcp.refusal_budget import RefusalBudget
 from bastion.observability.metrics import plane_of
 
 __all__ = ["RequestTrail"]
@@ -47,10 +52,13 @@ def _decision(status: int) -> str:
 
 
 class RequestTrail:
-    def __init__(self, app: ASGIApp, *, sink: AuditSink, fallback_tenant: str) -> None:
+    def __init__(
+        self, app: ASGIApp, *, sink: AuditSink, fallback_tenant: str, refusals: RefusalBudget | None = None
+    ) -> None:
         self.app = app
         self._sink = sink
         self._fallback_tenant = fallback_tenant  # a request nobody could be identified for
+        self._refusals = refusals  # None: every refusal is recorded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = _KINDS.get(plane_of(scope["path"])) if scope["type"] == "http" else None
@@ -64,9 +72,11 @@ class RequestTrail:
             nonlocal answered
             if message["type"] == "http.response.start" and not answered:
                 answered = True
-                durable = self._record(scope, kind, started, message["status"])
-                if _changes(scope):
-                    await durable.wait()  # a change is acknowledged only once its record is on disk
+                status = message["status"]
+                if await self._recorded(scope, status):
+                    durable = self._record(scope, kind, started, status)
+                    if _changes(scope):
+                        await durable.wait()  # a change is acknowledged only once its record is on disk
             await send(message)
 
         try:
@@ -74,6 +84,13 @@ class RequestTrail:
         finally:
             if not answered:  # the client went away, or a defect: recorded without a status
                 self._record(scope, kind, started, None)
+
+    async def _recorded(self, scope: Scope, status: int) -> bool:
+        """Whether this answer goes in the trail: always, but for refusals of requests nobody was
+        identified for past their budget (nothing was done for anyone)."""
+        if self._refusals is None or not 400 <= status < 500 or noted(scope).get("principal"):
+            return True
+        return await self._refusals.recorded(scope)
 
     def _record(self, scope: Scope, kind: str, started: float, status: int | None) -> Any:
         said = noted(scope)

@@ -24,15 +24,19 @@ __all__ = ["RefusalBudget"]
 
 
 class RefusalBudget:
-    def __init__(self, rule: str, storage: LimiterStorage, client_address: Callable[[Scope], str]) -> None:
+    def __init__(
+        self, rule: str, storage: LimiterStorage, client_address: Callable[[Scope], str], label: str = "mcp-refusals"
+    ) -> None:
+        """`label`: whose budget (the MCP endpoint's, the control plane's): each its own window."""
         self._item: RateLimitItem = parse(rule)
         self._windows: Windows = storage.moving()
         self._address = client_address
+        self._label = label
 
     async def recorded(self, scope: Scope) -> bool:
         """Whether this refusal goes in the trail: within the address's budget."""
         try:
             group = address_group(self._address(scope))  # an IPv6 client by its /64
-            return await spend(self._windows, self._item, "mcp-refusals", group) is None
+            return await spend(self._windows, self._item, self._label, group) is None
         except Unavailable:
             return True  # the limiter is out of reach: record, as before there was a budget
