@@ -10,10 +10,11 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.governance.people import add_person, as_person
-from tests.harness import Bastion, eventually, inventory_gateway
+from tests.harness import ADMIN_PASSWORD, Bastion, eventually, inventory_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -177,3 +178,18 @@ async def test_refusals_of_unidentified_requests_are_recorded_within_a_budget_pe
     assert record["principal"] == rita.id
     kept = [rid for rid in ids if budgeted.ok("GET", f"/api/audit/records?correlation_id={rid}")]
     assert kept == ids[:3]
+
+
+async def test_a_signed_in_persons_requests_on_the_identity_plane_are_recorded_as_theirs(gw: Bastion) -> None:
+    """Withdrawing a consent, disconnecting, signing out: what a person does with their session is
+    recorded for them, in their tenant's trail (it was for nobody, in the default tenant)."""
+    sam = add_person(gw, "sam", roles=["member"])
+    listed, signed_out = _rid(), _rid()
+    async with httpx.AsyncClient(base_url=gw.base_url) as browser:
+        signed_in = await browser.post("/auth/session", json={"username": "sam", "password": ADMIN_PASSWORD})
+        assert signed_in.status_code == 200
+        assert (await browser.get("/auth/consents", headers={"x-request-id": listed})).status_code == 200
+        assert (await browser.delete("/auth/session", headers={"x-request-id": signed_out})).status_code == 204
+    for rid in (listed, signed_out):
+        (record,) = await _records(gw, rid)
+        assert record["principal"] == sam.id, record

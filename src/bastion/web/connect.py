@@ -29,6 +29,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import URL
 
+from bastion.audit.sink import note
 from bastion.bus import ChangeEvent
 from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, Unauthenticated, Unavailable
 from bastion.identity.tokens import same_secret
@@ -253,6 +254,7 @@ async def callback(origin_id: str, request: Request, auth: Auth) -> Response:
         browser = read_cookie(request, cookie_name, auth.issuer)
         if not browser or not secrets.compare_digest(_hash(browser), found.browser_hash):
             raise Forbidden("this answer belongs to a connection started in another browser: start again")
+        note(request.scope, principal=found.user_id, tenant=found.tenant_id)  # whose connection, in the trail
         name, config = _oauth_origin(auth, origin_id)
         code = downstream.callback_code(config.server, params, state)
         keys = auth.db.vault

@@ -16,7 +16,7 @@ from bastion.storable import storable
 from bastion.web.authserver import AuthServer
 from bastion.web.ratelimit import RouteLimits
 
-__all__ = ["Auth", "attempt", "client_address", "limit", "same_site", "single_values"]
+__all__ = ["Auth", "attempt", "client_address", "limit", "note_person", "same_site", "single_values"]
 
 
 def _auth(request: Request) -> AuthServer:
@@ -88,3 +88,10 @@ def single_values(items: Iterable[tuple[str, Any]]) -> dict[str, str]:
             raise BadRequest(f"{storable(key)} holds a NUL character")
         values[key] = value
     return values
+
+
+def note_person(request: Request, auth: AuthServer, user_id: str) -> None:
+    """Whom a signed-in person's request acts for, in its audit record: them, in their tenant's
+    trail (without it, a consent or a connection changed was recorded for nobody, by default)."""
+    member = auth.holder.current.members.get(user_id)
+    note(request.scope, principal=user_id, tenant=member.tenant_id if member is not None else None)

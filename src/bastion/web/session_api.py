@@ -29,7 +29,7 @@ from bastion.store.repos.consents import list_consents, withdraw_consent
 from bastion.store.repos.spent import is_spent, spend
 from bastion.web.authserver import AuthServer
 from bastion.web.cookies import LOGIN_COOKIE, delete_cookie, read_cookie, set_cookie
-from bastion.web.deps import Auth, attempt, limit, same_site
+from bastion.web.deps import Auth, attempt, limit, note_person, same_site
 
 __all__ = [
     "SESSION_COOKIE",
@@ -70,10 +70,13 @@ def session_csrf(claims: Mapping[str, Any]) -> str:
 
 
 async def session_claims(request: Request, auth: AuthServer) -> dict[str, Any]:
+    """The browser's session's claims; its person is whom the request's audit record names."""
     cookie = read_cookie(request, SESSION_COOKIE, auth.issuer)
     if not cookie:
         raise Unauthenticated("not signed in")
-    return await cookie_claims(auth, cookie)
+    claims = await cookie_claims(auth, cookie)
+    note_person(request, auth, str(claims["sub"]))
+    return claims
 
 
 async def cookie_claims(auth: AuthServer, cookie: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from bastion.oauth.authorize import AuthorizationRequest, RedirectableError
 from bastion.oauth.redirects import client_proven_by
 from bastion.web.authserver import AuthServer
 from bastion.web.cookies import LOGIN_COOKIE, read_cookie, set_cookie
-from bastion.web.deps import Auth, attempt, limit, same_site, single_values
+from bastion.web.deps import Auth, attempt, limit, note_person, same_site, single_values
 from bastion.web.pages import backing_off, render
 from bastion.web.providers import sign_in_targets
 
@@ -52,9 +52,11 @@ def _signed_in(request: Request, auth: AuthServer) -> tuple[str, str] | None:
     if not cookie:
         return None
     try:
-        return auth.sessions.verify(cookie, purpose="login")["sub"], cookie
+        user_id = str(auth.sessions.verify(cookie, purpose="login")["sub"])
     except BastionError:
         return None
+    note_person(request, auth, user_id)  # a code issued, a consent given: recorded as theirs
+    return user_id, cookie
 
 
 def back_to_client(error: BastionError, redirect: str) -> Response:
