@@ -42,7 +42,7 @@ def test_a_limiter_or_journal_out_of_reach_during_a_call_is_a_503_with_retry_aft
     """Only a 429 had its HTTP status: a limiter that could not be reached inside the pipeline
     answered 200 (handshake revisions) with no Retry-After, as if the call itself had failed."""
     from bastion.errors import AuditUnavailable, InvalidParams, TooManyRequests, Unavailable
-    from bastion.mcp.transport import dispatch_status
+    from bastion.mcp.challenge import dispatch_status
 
     for modern in (False, True):
         unavailable = Unavailable("rate limits cannot be checked right now", retry_after=2)

@@ -1,8 +1,11 @@
 """How the MCP endpoint answers a request it refuses before dispatch: the HTTP status of the error,
 a JSON-RPC error body, and, for a token problem, the `WWW-Authenticate: Bearer` challenge where the
-client learns how to get (more of) a token (RFC 6750 §3, RFC 9728 §5.1)."""
+client learns how to get (more of) a token (RFC 6750 §3, RFC 9728 §5.1). And the HTTP status of an
+error a method answered (`dispatch_status`)."""
 
 from __future__ import annotations
+
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 
 from bastion.errors import (
     BastionError,
@@ -18,7 +21,9 @@ from bastion.http.asgi import Scope, Send, header, send_bytes
 from bastion.identity.principal import SCOPE_MCP
 from bastion.mcp.jsonrpc import error_message
 
-__all__ = ["bearer_challenge", "refuse"]
+__all__ = ["bearer_challenge", "dispatch_status", "refuse"]
+
+Headers = list[tuple[bytes, bytes]]
 
 
 def bearer_challenge(base_url: str, slug: str, scope: Scope, error: BastionError) -> str | None:
@@ -39,11 +44,27 @@ def bearer_challenge(base_url: str, slug: str, scope: Scope, error: BastionError
     return None
 
 
+def _back_off(error: BastionError) -> Headers:
+    """A limit reached, or a dependency every decision needs out of reach: when to retry."""
+    if isinstance(error, (Unavailable, TooManyRequests)):
+        return [(b"retry-after", str(error.retry_after).encode())]
+    return []
+
+
+def dispatch_status(error: BastionError, *, modern: bool) -> tuple[int, Headers]:
+    """The HTTP status (and headers) of a JSON-RPC error a method answered: 200 in the handshake
+    revisions, the error code's status in 2026-07-28. A limit reached, or a dependency every
+    decision needs out of reach (the limiter, the audit journal), is HTTP's to say in every
+    revision, with `Retry-After`: clients and proxies back off."""
+    if isinstance(error, (TooManyRequests, Unavailable)):
+        return error.http_status, _back_off(error)
+    return (ERROR_CODE_HTTP_STATUS.get(error.jsonrpc_code, 200) if modern else 200), []
+
+
 async def refuse(send: Send, error: BastionError, challenge: str | None) -> None:
     """A transport-level refusal: HTTP status from the error, JSON-RPC error body."""
     headers = [] if challenge is None else [(b"www-authenticate", challenge.encode())]
-    if isinstance(error, (Unavailable, TooManyRequests)):
-        headers.append((b"retry-after", str(error.retry_after).encode()))
+    headers += _back_off(error)
     if isinstance(error, MethodNotAllowed):
         headers.append((b"allow", error.allow.encode()))
     await send_bytes(send, error.http_status, error_message(error.request_id, error), headers=headers)

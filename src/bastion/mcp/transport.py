@@ -43,9 +43,7 @@ from bastion.errors import (
     PayloadTooLarge,
     RequestCancelled,
     SessionRequired,
-    TooManyRequests,
     Unauthenticated,
-    Unavailable,
     UnknownSession,
     UnsupportedProtocolVersion,
 )
@@ -65,7 +63,7 @@ from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
 from bastion.mcp.auditing import FORWARDED, exchange_record, refusal_record
-from bastion.mcp.challenge import bearer_challenge, refuse
+from bastion.mcp.challenge import bearer_challenge, dispatch_status, refuse
 from bastion.mcp.envelope import is_modern, modern_rejection, param_headers_of, parse_request
 from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
@@ -77,7 +75,7 @@ from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, S
 from bastion.mcp.streaming import event_stream_only, send_event, serve_event_stream, serve_streaming
 from bastion.observability.metrics import Metrics
 
-__all__ = ["McpEndpoint", "dispatch_status"]
+__all__ = ["McpEndpoint"]
 
 log = structlog.get_logger(__name__)
 
@@ -537,16 +535,6 @@ class McpEndpoint:
             raise UnknownSession("unknown or expired MCP session: initialize a new one")
         session.limit = principal.limit  # as of this request (a session reopened here had none)
         return session
-
-
-def dispatch_status(error: BastionError, *, modern: bool) -> tuple[int, list[tuple[bytes, bytes]]]:
-    """The HTTP status (and headers) of a JSON-RPC error a method answered: 200 in the handshake
-    revisions, the error code's status in 2026-07-28. A limit reached, or a dependency every
-    decision needs out of reach (the limiter, the audit journal), is HTTP's to say in every
-    revision, with `Retry-After`: clients and proxies back off."""
-    if isinstance(error, (TooManyRequests, Unavailable)):
-        return error.http_status, [(b"retry-after", str(error.retry_after).encode())]
-    return (ERROR_CODE_HTTP_STATUS.get(error.jsonrpc_code, 200) if modern else 200), []
 
 
 def _session_headers(session: Session | None) -> list[tuple[bytes, bytes]]:
