@@ -23,13 +23,13 @@ from bastion.catalog.snapshot import Snapshot
 from bastion.config import Settings
 from bastion.errors import Unavailable
 from bastion.http.client_ip import ClientIp
+from bastion.http.refusal_budget import RefusalBudget
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.passwords import PasswordPolicy
 from bastion.identity.token_rules import LocalQuota, TokenGate, UseQuota
 from bastion.mcp.methods import Methods
 from bastion.mcp.notify import ChangeNotifier
 from bastion.mcp.origin_check import OriginPolicy
-from bastion.mcp.refusal_budget import RefusalBudget
 from bastion.mcp.session_limits import SessionLimits
 from bastion.mcp.sessions import SessionStore
 from bastion.mcp.transport import McpEndpoint

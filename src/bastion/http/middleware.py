@@ -27,9 +27,9 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from bastion.audit.sink import REQUEST_ID, AuditSink
 from bastion.http.asgi import Message, Receive, Scope, Send, header, route_template, send_bytes
+from bastion.http.refusal_budget import RefusalBudget
 from bastion.http.request_audit import RequestTrail
 from bastion.ids import unique_id
-from bastion.mcp.refusal_budget import RefusalBudget
 from bastion.observability.metrics import Metrics, plane_of
 from bastion.observability.tracing import Tracing
 

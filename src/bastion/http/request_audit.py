@@ -23,8 +23,8 @@ from typing import Any
 from bastion.audit.chain import AuditRecord
 from bastion.audit.sink import AuditSink, noted, now_us
 from bastion.http.asgi import Message, Receive, Scope, Send, route_template
+from bastion.http.refusal_budget import RefusalBudget
 from bastion.ids import unique_id
-from bastion.mcp.refusal_budget import RefusalBudget
 from bastion.observability.metrics import plane_of
 
 __all__ = ["RequestTrail"]

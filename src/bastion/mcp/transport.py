@@ -59,6 +59,7 @@ from bastion.http.asgi import (
     read_body,
     send_bytes,
 )
+from bastion.http.refusal_budget import RefusalBudget
 from bastion.identity.bearer import BearerResolver
 from bastion.identity.principal import Principal
 from bastion.identity.token_rules import TokenGate, TokenRefused, UseRecorder
@@ -68,7 +69,6 @@ from bastion.mcp.envelope import is_modern, modern_rejection, param_headers_of, 
 from bastion.mcp.jsonrpc import decode_body, error_message, is_request_id, result_message
 from bastion.mcp.methods import SERVER_CAPABILITIES, Call, Methods
 from bastion.mcp.origin_check import OriginPolicy
-from bastion.mcp.refusal_budget import RefusalBudget
 from bastion.mcp.scopes import check_scope
 from bastion.mcp.session_limits import SessionLimits
 from bastion.mcp.sessions import LISTEN_FILTER_KEYS, SUBSCRIPTION_ID_META_KEY, Session, SessionStore

@@ -1,5 +1,6 @@
-"""How many refusals of MCP requests nobody could be identified for (no token or a bad one, an
-`Origin` not allowed) one client address gets recorded in the audit trail, per window.
+"""How many refusals of requests nobody could be identified for (no token or a bad one, an `Origin`
+not allowed) one client address gets recorded in the audit trail, per window: the MCP endpoint's,
+and the control plane's (`request_audit`), each a budget of its own (`label`).
 
 Why: each such refusal is a record in the trail of the server's tenant, written by whoever can
 reach the endpoint. Without a bound, anyone could grow a tenant's trail (and its journal on disk)
